@@ -1,0 +1,593 @@
+package plan
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/millstream/millstream/operators/expr"
+	"github.com/millstream/millstream/operators/sql"
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// DefaultOutput is the output name of a SELECT without INTO.
+const DefaultOutput = "output"
+
+// Error is a planning error at a position of the query.
+type Error = sql.Error
+
+// FromSQL parses and plans a query.
+func FromSQL(text string) (*pb.Plan, error) {
+	q, err := sql.Parse(text)
+	if err != nil {
+		return nil, err
+	}
+	p, err := Build(q)
+	if err != nil {
+		return nil, err
+	}
+	p.Query = text
+	return p, nil
+}
+
+// Build plans a parsed query.
+func Build(q *sql.Query) (plan *pb.Plan, err error) {
+	b := &builder{plan: &pb.Plan{}, stages: map[string]string{}, inputs: map[string]*inputUse{}}
+	defer func() {
+		if r := recover(); r != nil {
+			perr, ok := r.(*sql.Error)
+			if !ok {
+				panic(r)
+			}
+			plan, err = nil, perr
+		}
+	}()
+	for _, cte := range q.With {
+		key := strings.ToLower(cte.Name)
+		if _, dup := b.stages[key]; dup {
+			b.failAt(cte.Pos, "WITH step %q is defined twice", cte.Name)
+		}
+		b.plan.Stages = append(b.plan.Stages, b.stage(cte.Name, cte.Select))
+		b.stages[key] = cte.Name
+	}
+	for i, sel := range q.Selects {
+		name := fmt.Sprintf("select%d", i+1)
+		st := b.stage(name, sel)
+		b.plan.Stages = append(b.plan.Stages, st)
+		out := sel.Into
+		if out == "" {
+			out = DefaultOutput
+		}
+		b.plan.Outputs = append(b.plan.Outputs, &pb.Output{Name: out, Stage: name})
+	}
+	return b.plan, nil
+}
+
+type inputUse struct {
+	pos Pos
+	ts  string
+}
+
+// Pos is a query position.
+type Pos = sql.Pos
+
+type builder struct {
+	plan   *pb.Plan
+	stages map[string]string // lower-case CTE name -> name as declared
+	inputs map[string]*inputUse
+}
+
+func (b *builder) failAt(p Pos, format string, args ...any) {
+	panic(&sql.Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+// stageCtx is what expression conversion needs to know about a stage.
+type stageCtx struct {
+	b          *builder
+	st         *pb.Stage
+	alias      string // lower case, may be empty
+	sourceName string // lower case
+	groupKeys  []string
+	aggKeys    []string
+	aliases    map[string]*pb.Expr // select aliases, for HAVING
+	aggregated bool
+}
+
+func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
+	st := &pb.Stage{Name: name}
+	src := sel.From
+	c := &stageCtx{b: b, st: st, alias: strings.ToLower(src.Alias), sourceName: strings.ToLower(src.Name)}
+	if declared, ok := b.stages[strings.ToLower(src.Name)]; ok {
+		st.Source = declared
+		if src.TimestampBy != nil {
+			b.failAt(src.TimestampBy.Position(), "TIMESTAMP BY applies to inputs only; %q is a WITH step", src.Name)
+		}
+	} else {
+		st.Source = src.Name
+		b.useInput(src, c)
+	}
+	st.SourceAlias = src.Alias
+	if len(src.PartitionBy) > 0 {
+		b.failAt(src.PartitionBy[0].Position(), "PARTITION BY is not supported on IoT Edge jobs; Millstream partitions by device itself")
+	}
+	if sel.Where != nil {
+		st.Where = c.row(sel.Where)
+	}
+	// GROUP BY: window, snapshot, keys.
+	snapshot := false
+	var windowPos Pos
+	for _, g := range sel.GroupBy {
+		if call, ok := g.(*sql.Call); ok {
+			lname := strings.ToLower(call.Name)
+			if lname == "system.timestamp" {
+				snapshot = true
+				continue
+			}
+			if w := c.window(call); w != nil {
+				if st.Window != nil {
+					b.failAt(call.P, "only one window per GROUP BY (found a second one here)")
+				}
+				st.Window = w
+				windowPos = call.P
+				continue
+			}
+		}
+		k := c.row(g)
+		st.GroupKeys = append(st.GroupKeys, k)
+		c.groupKeys = append(c.groupKeys, exprKey(k))
+	}
+	_ = windowPos
+	if st.Window == nil && snapshot {
+		st.Window = &pb.Window{Kind: pb.Window_SNAPSHOT, Size: 1, Hop: 1}
+	}
+	hasAgg := false
+	for _, it := range sel.Items {
+		if it.Expr != nil && containsAggregate(it.Expr) {
+			hasAgg = true
+		}
+	}
+	if sel.Having != nil && containsAggregate(sel.Having) {
+		hasAgg = true
+	}
+	if len(sel.GroupBy) > 0 && st.Window == nil {
+		b.failAt(sel.GroupBy[0].Position(), "GROUP BY needs a window: add TumblingWindow, HoppingWindow, SlidingWindow, SessionWindow or System.Timestamp()")
+	}
+	if hasAgg && st.Window == nil {
+		b.failAt(sel.Pos, "aggregates need GROUP BY with a window (for example GROUP BY TumblingWindow(second, 10))")
+	}
+	c.aggregated = st.Window != nil
+	c.aliases = map[string]*pb.Expr{}
+	for i, it := range sel.Items {
+		if it.Star {
+			if c.aggregated {
+				b.failAt(it.Pos, "SELECT * cannot be used with GROUP BY: list the grouped columns and aggregates")
+			}
+			path := it.StarPath
+			if len(path) > 0 && (strings.EqualFold(path[0], c.alias) || strings.EqualFold(path[0], c.sourceName)) {
+				path = path[1:]
+			}
+			st.Projections = append(st.Projections, &pb.Projection{Kind: &pb.Projection_Wildcard{Wildcard: &pb.Wildcard{Path: path}}})
+			continue
+		}
+		var e *pb.Expr
+		if c.aggregated {
+			e = c.group(it.Expr, false)
+		} else {
+			e = c.row(it.Expr)
+		}
+		col := it.Alias
+		if col == "" {
+			col = defaultName(it.Expr, i)
+		}
+		c.aliases[strings.ToLower(col)] = e
+		st.Projections = append(st.Projections, &pb.Projection{Kind: &pb.Projection_Column{Column: &pb.Column{Name: col, Expr: e}}})
+	}
+	if sel.Having != nil {
+		if c.aggregated {
+			st.Having = c.group(sel.Having, true)
+		} else {
+			// Without GROUP BY, HAVING acts like WHERE.
+			h := c.row(sel.Having)
+			if st.Where == nil {
+				st.Where = h
+			} else {
+				st.Where = call("and", st.Where, h)
+			}
+		}
+	}
+	return st
+}
+
+func (b *builder) useInput(src *sql.Source, c *stageCtx) {
+	key := strings.ToLower(src.Name)
+	ts := ""
+	in := &pb.Input{Name: src.Name}
+	if src.TimestampBy != nil {
+		in.TimestampBy = c.row(src.TimestampBy)
+		ts = src.TimestampBy.String()
+		for _, o := range src.Over {
+			in.Over = append(in.Over, c.row(o))
+			ts += " OVER " + o.String()
+		}
+	}
+	ts = strings.ToLower(ts)
+	if prev, ok := b.inputs[key]; ok {
+		if prev.ts != ts {
+			b.failAt(src.Pos, "input %q is read with a different TIMESTAMP BY than at %s; every statement must read an input the same way", src.Name, prev.pos)
+		}
+		return
+	}
+	b.inputs[key] = &inputUse{pos: src.Pos, ts: ts}
+	b.plan.Inputs = append(b.plan.Inputs, in)
+}
+
+func defaultName(e sql.Expr, i int) string {
+	switch x := e.(type) {
+	case *sql.Ident:
+		return x.Parts[len(x.Parts)-1]
+	case *sql.Call:
+		if strings.EqualFold(x.Name, "system.timestamp") {
+			return "Timestamp"
+		}
+	}
+	return "Column" + strconv.Itoa(i+1)
+}
+
+var aggregateFuncs = map[string]pb.Aggregate_Func{
+	"count": pb.Aggregate_COUNT, "sum": pb.Aggregate_SUM, "avg": pb.Aggregate_AVG,
+	"min": pb.Aggregate_MIN, "max": pb.Aggregate_MAX, "stdev": pb.Aggregate_STDEV,
+	"stdevp": pb.Aggregate_STDEVP, "var": pb.Aggregate_VAR, "varp": pb.Aggregate_VARP,
+}
+
+// Functions of the complete language that this engine does not run yet.
+var notYet = map[string]string{
+	"collect": "aggregate", "collecttop": "aggregate", "topone": "aggregate",
+	"percentile_cont": "aggregate", "percentile_disc": "aggregate",
+	"lag": "analytic function", "last": "analytic function", "isfirst": "analytic function",
+	"anomalydetection_spikeanddip": "analytic function", "anomalydetection_changepoint": "analytic function",
+	"getarrayelements": "table-valued function", "getrecordproperties": "table-valued function",
+}
+
+func containsAggregate(e sql.Expr) bool {
+	found := false
+	walk(e, func(x sql.Expr) {
+		if c, ok := x.(*sql.Call); ok {
+			if _, agg := aggregateFuncs[strings.ToLower(c.Name)]; agg && c.Over == nil {
+				found = true
+			}
+		}
+	})
+	return found
+}
+
+func walk(e sql.Expr, f func(sql.Expr)) {
+	if e == nil {
+		return
+	}
+	f(e)
+	switch x := e.(type) {
+	case *sql.Call:
+		for _, a := range x.Args {
+			walk(a, f)
+		}
+	case *sql.Unary:
+		walk(x.X, f)
+	case *sql.Binary:
+		walk(x.L, f)
+		walk(x.R, f)
+	case *sql.Case:
+		walk(x.Operand, f)
+		for _, w := range x.Whens {
+			walk(w.Cond, f)
+			walk(w.Then, f)
+		}
+		walk(x.Else, f)
+	case *sql.Cast:
+		walk(x.X, f)
+	case *sql.Like:
+		walk(x.X, f)
+		walk(x.Pat, f)
+	case *sql.In:
+		walk(x.X, f)
+		for _, a := range x.List {
+			walk(a, f)
+		}
+	case *sql.Between:
+		walk(x.X, f)
+		walk(x.Lo, f)
+		walk(x.Hi, f)
+	case *sql.IsNull:
+		walk(x.X, f)
+	}
+}
+
+// row converts an expression evaluated on each input row.
+func (c *stageCtx) row(e sql.Expr) *pb.Expr {
+	return c.convert(e, func(x sql.Expr) *pb.Expr { return nil })
+}
+
+// group converts an expression evaluated once per group: group keys,
+// aggregates and System.Timestamp() only (L2).
+func (c *stageCtx) group(e sql.Expr, having bool) *pb.Expr {
+	var hook func(x sql.Expr) *pb.Expr
+	hook = func(x sql.Expr) *pb.Expr {
+		if call, ok := x.(*sql.Call); ok {
+			if fn, agg := aggregateFuncs[strings.ToLower(call.Name)]; agg && call.Over == nil {
+				return c.aggregate(call, fn)
+			}
+		}
+		if _, isLit := x.(*sql.Literal); isLit {
+			return nil
+		}
+		if call, ok := x.(*sql.Call); ok && strings.EqualFold(call.Name, "system.timestamp") {
+			return nil
+		}
+		// A whole expression equal to a group key.
+		if containsAggregate(x) {
+			return nil
+		}
+		converted := c.row(x)
+		k := exprKey(converted)
+		for i, gk := range c.groupKeys {
+			if gk == k {
+				return &pb.Expr{Kind: &pb.Expr_GroupKey{GroupKey: int32(i)}}
+			}
+		}
+		if id, ok := x.(*sql.Ident); ok {
+			if having && len(id.Parts) == 1 {
+				if a, ok := c.aliases[strings.ToLower(id.Parts[0])]; ok {
+					return a
+				}
+			}
+			c.b.failAt(id.P, "%s is neither in GROUP BY nor inside an aggregate", id)
+		}
+		return nil
+	}
+	return c.convert(e, hook)
+}
+
+func (c *stageCtx) aggregate(call *sql.Call, fn pb.Aggregate_Func) *pb.Expr {
+	a := &pb.Aggregate{Func: fn, Distinct: call.Distinct}
+	switch {
+	case call.Star:
+		if fn != pb.Aggregate_COUNT {
+			c.b.failAt(call.P, "only COUNT accepts *")
+		}
+	case len(call.Args) != 1:
+		c.b.failAt(call.P, "%s takes one argument", strings.ToUpper(call.Name))
+	default:
+		if containsAggregate(call.Args[0]) {
+			c.b.failAt(call.Args[0].Position(), "aggregates cannot be nested")
+		}
+		a.Arg = c.row(call.Args[0])
+	}
+	if a.Distinct && fn != pb.Aggregate_COUNT {
+		c.b.failAt(call.P, "DISTINCT is only supported in COUNT")
+	}
+	k := string(mustMarshal(a))
+	for i, prev := range c.aggKeys {
+		if prev == k {
+			return &pb.Expr{Kind: &pb.Expr_Aggregate{Aggregate: int32(i)}}
+		}
+	}
+	c.aggKeys = append(c.aggKeys, k)
+	c.st.Aggregates = append(c.st.Aggregates, a)
+	return &pb.Expr{Kind: &pb.Expr_Aggregate{Aggregate: int32(len(c.st.Aggregates) - 1)}}
+}
+
+func call(fn string, args ...*pb.Expr) *pb.Expr {
+	return &pb.Expr{Kind: &pb.Expr_Call{Call: &pb.Call{Func: fn, Args: args}}}
+}
+
+func lit(v value.Value) *pb.Expr {
+	return &pb.Expr{Kind: &pb.Expr_Literal{Literal: value.ToProto(v)}}
+}
+
+var binaryFuncs = map[string]string{
+	"+": "add", "-": "sub", "*": "mul", "/": "div", "%": "mod", "&": "bitand", "|": "bitor", "^": "bitxor",
+	"=": "eq", "<>": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "AND": "and", "OR": "or",
+}
+
+// datePartFuncs take a date part name as their first argument.
+var datePartFuncs = map[string]bool{"dateadd": true, "datediff": true, "datepart": true, "datename": true}
+
+// convert turns an AST expression into a plan expression. hook may replace
+// any subtree (returning non-nil).
+func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
+	if r := hook(e); r != nil {
+		return r
+	}
+	conv := func(x sql.Expr) *pb.Expr { return c.convert(x, hook) }
+	switch x := e.(type) {
+	case *sql.Literal:
+		switch x.Kind {
+		case sql.LitNull:
+			return lit(value.Value{})
+		case sql.LitString:
+			return lit(value.Str(x.Text))
+		case sql.LitBool:
+			return lit(value.BitValue(x.Text == "true"))
+		}
+		if n, err := strconv.ParseInt(x.Text, 10, 64); err == nil {
+			return lit(value.Int(n))
+		}
+		f, err := strconv.ParseFloat(x.Text, 64)
+		if err != nil || math.IsInf(f, 0) {
+			c.b.failAt(x.P, "number %s is out of range", x.Text)
+		}
+		return lit(value.FloatValue(f))
+	case *sql.Ident:
+		parts := x.Parts
+		if len(parts) > 1 && (strings.EqualFold(parts[0], c.alias) || strings.EqualFold(parts[0], c.sourceName)) {
+			parts = parts[1:]
+		}
+		return &pb.Expr{Kind: &pb.Expr_Field{Field: &pb.FieldRef{Path: append([]string(nil), parts...), Quoted: x.Quoted}}}
+	case *sql.Unary:
+		switch x.Op {
+		case "NOT":
+			return call("not", conv(x.X))
+		case "-":
+			return call("neg", conv(x.X))
+		case "~":
+			return call("bitnot", conv(x.X))
+		}
+		return conv(x.X)
+	case *sql.Binary:
+		return call(binaryFuncs[x.Op], conv(x.L), conv(x.R))
+	case *sql.Like:
+		e := call("like", conv(x.X), conv(x.Pat))
+		if x.Not {
+			e = call("not", e)
+		}
+		return e
+	case *sql.In:
+		args := []*pb.Expr{conv(x.X)}
+		for _, a := range x.List {
+			args = append(args, conv(a))
+		}
+		e := call("in", args...)
+		if x.Not {
+			e = call("not", e)
+		}
+		return e
+	case *sql.Between:
+		e := call("between", conv(x.X), conv(x.Lo), conv(x.Hi))
+		if x.Not {
+			e = call("not", e)
+		}
+		return e
+	case *sql.IsNull:
+		if x.Not {
+			return call("is_not_null", conv(x.X))
+		}
+		return call("is_null", conv(x.X))
+	case *sql.Cast:
+		fn := "cast"
+		if x.Try {
+			fn = "try_cast"
+		}
+		return call(fn, conv(x.X), lit(value.Str(x.Type)))
+	case *sql.Case:
+		ce := &pb.Case{}
+		if x.Operand != nil {
+			ce.Operand = conv(x.Operand)
+		}
+		for _, w := range x.Whens {
+			ce.Whens = append(ce.Whens, &pb.When{When: conv(w.Cond), Then: conv(w.Then)})
+		}
+		if x.Else != nil {
+			ce.Else = conv(x.Else)
+		}
+		return &pb.Expr{Kind: &pb.Expr_Case{Case: ce}}
+	case *sql.Call:
+		return c.convertCall(x, conv)
+	}
+	c.b.failAt(e.Position(), "unsupported expression %s", e)
+	return nil
+}
+
+func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Expr {
+	name := strings.ToLower(x.Name)
+	if name == "system.timestamp" {
+		if len(x.Args) > 0 {
+			c.b.failAt(x.P, "System.Timestamp() takes no arguments")
+		}
+		return &pb.Expr{Kind: &pb.Expr_SystemTimestamp{SystemTimestamp: true}}
+	}
+	if _, agg := aggregateFuncs[name]; agg {
+		if x.Over != nil {
+			c.b.failAt(x.P, "aggregates with OVER are not supported yet")
+		}
+		c.b.failAt(x.P, "aggregate %s is only allowed in the SELECT list or HAVING of a GROUP BY statement", strings.ToUpper(x.Name))
+	}
+	if what, ok := notYet[name]; ok {
+		c.b.failAt(x.P, "%s %s is not supported yet", what, strings.ToUpper(x.Name))
+	}
+	if isWindowFunc(name) {
+		c.b.failAt(x.P, "%s is only allowed in GROUP BY", x.Name)
+	}
+	if strings.HasPrefix(name, "udf.") || strings.HasPrefix(name, "uda.") {
+		c.b.failAt(x.P, "user-defined functions are not supported: %s", x.Name)
+	}
+	if x.Over != nil {
+		c.b.failAt(x.Over.P, "OVER is not allowed with %s", x.Name)
+	}
+	if x.Star || x.Distinct {
+		c.b.failAt(x.P, "%s does not accept * or DISTINCT", x.Name)
+	}
+	minArgs, maxArgs, ok := expr.FuncArity(name)
+	if !ok {
+		c.b.failAt(x.P, "unknown function %s", x.Name)
+	}
+	if len(x.Args) < minArgs || (maxArgs >= 0 && len(x.Args) > maxArgs) {
+		c.b.failAt(x.P, "%s takes %s, not %d", strings.ToUpper(x.Name), arityText(minArgs, maxArgs), len(x.Args))
+	}
+	args := make([]*pb.Expr, len(x.Args))
+	for i, a := range x.Args {
+		if i == 0 && datePartFuncs[name] {
+			id, ok := a.(*sql.Ident)
+			if !ok || len(id.Parts) != 1 || !expr.IsDatePart(id.Parts[0]) {
+				c.b.failAt(a.Position(), "expected a date part (year, quarter, month, dayofyear, day, week, weekday, hour, minute, second, millisecond, microsecond, nanosecond)")
+			}
+			args[i] = lit(value.Str(strings.ToLower(id.Parts[0])))
+			continue
+		}
+		args[i] = conv(a)
+	}
+	return call(name, args...)
+}
+
+func arityText(minArgs, maxArgs int) string {
+	switch {
+	case minArgs == maxArgs && minArgs == 1:
+		return "1 argument"
+	case minArgs == maxArgs:
+		return fmt.Sprintf("%d arguments", minArgs)
+	case maxArgs < 0:
+		return fmt.Sprintf("at least %d arguments", minArgs)
+	}
+	return fmt.Sprintf("%d to %d arguments", minArgs, maxArgs)
+}
+
+// exprKey is a canonical form used to match SELECT expressions with GROUP
+// BY keys: field names compare case-insensitively.
+func exprKey(e *pb.Expr) string {
+	c := proto.Clone(e).(*pb.Expr)
+	lowerFields(c)
+	return string(mustMarshal(c))
+}
+
+func lowerFields(e *pb.Expr) {
+	if e == nil {
+		return
+	}
+	switch k := e.Kind.(type) {
+	case *pb.Expr_Field:
+		for i, p := range k.Field.Path {
+			k.Field.Path[i] = strings.ToLower(p)
+		}
+	case *pb.Expr_Call:
+		for _, a := range k.Call.Args {
+			lowerFields(a)
+		}
+	case *pb.Expr_Case:
+		lowerFields(k.Case.Operand)
+		lowerFields(k.Case.Else)
+		for _, w := range k.Case.Whens {
+			lowerFields(w.When)
+			lowerFields(w.Then)
+		}
+	}
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("plan: marshal: %v", err))
+	}
+	return b
+}

@@ -1,0 +1,666 @@
+package sql
+
+import (
+	"fmt"
+	"strings"
+)
+
+// reserved words cannot be used as bare aliases or names.
+var reserved = map[string]bool{
+	"select": true, "from": true, "where": true, "group": true, "by": true, "having": true,
+	"as": true, "into": true, "with": true, "timestamp": true, "over": true, "case": true,
+	"when": true, "then": true, "else": true, "end": true, "and": true, "or": true, "not": true,
+	"like": true, "in": true, "between": true, "is": true, "null": true, "cast": true,
+	"try_cast": true, "distinct": true, "partition": true, "limit": true, "join": true,
+	"on": true, "left": true, "inner": true, "outer": true, "cross": true, "apply": true,
+	"union": true, "all": true, "create": true, "table": true, "match_recognize": true,
+	"order": true, "right": true, "full": true,
+}
+
+// IsReserved reports whether a word is a reserved keyword.
+func IsReserved(w string) bool { return reserved[strings.ToLower(w)] }
+
+// functions that are spelled like reserved words.
+var keywordFuncs = map[string]bool{"left": true, "right": true}
+
+// Parse parses a whole query.
+func Parse(src string) (q *Query, err error) {
+	toks, err := Lex(src)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{toks: toks}
+	defer func() {
+		if r := recover(); r != nil {
+			perr, ok := r.(*Error)
+			if !ok {
+				panic(r)
+			}
+			q, err = nil, perr
+		}
+	}()
+	return p.query(), nil
+}
+
+// ParseExpr parses a single expression (used for TIMESTAMP BY given in
+// configuration and in tests).
+func ParseExpr(src string) (e Expr, err error) {
+	toks, err := Lex(src)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{toks: toks}
+	defer func() {
+		if r := recover(); r != nil {
+			perr, ok := r.(*Error)
+			if !ok {
+				panic(r)
+			}
+			e, err = nil, perr
+		}
+	}()
+	e = p.expr()
+	if p.peek().Kind != TokEOF {
+		p.fail("expected the end of the expression")
+	}
+	return e, nil
+}
+
+// parser is a recursive-descent parser. Errors are raised with panic(*Error)
+// inside and turned into return values by Parse: this keeps each grammar
+// rule a plain function; the nesting depth is bounded so hostile input
+// cannot exhaust the stack.
+type parser struct {
+	toks  []Token
+	i     int
+	depth int
+}
+
+const maxDepth = 200
+
+func (p *parser) peek() Token { return p.toks[p.i] }
+func (p *parser) peekAt(n int) Token {
+	if p.i+n < len(p.toks) {
+		return p.toks[p.i+n]
+	}
+	return p.toks[len(p.toks)-1]
+}
+
+func (p *parser) next() Token {
+	t := p.toks[p.i]
+	if t.Kind != TokEOF {
+		p.i++
+	}
+	return t
+}
+
+func (p *parser) fail(expected string) {
+	t := p.peek()
+	panic(&Error{Pos: t.Pos, Msg: fmt.Sprintf("%s, found %s", expected, t.describe())})
+}
+
+func (p *parser) failAt(pos Pos, format string, args ...any) {
+	panic(&Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+// isKw reports whether the next token is the keyword kw (lower case).
+func (p *parser) isKw(kw string) bool {
+	t := p.peek()
+	return t.Kind == TokIdent && strings.EqualFold(t.Text, kw)
+}
+
+func (p *parser) isKwAt(n int, kw string) bool {
+	t := p.peekAt(n)
+	return t.Kind == TokIdent && strings.EqualFold(t.Text, kw)
+}
+
+func (p *parser) acceptKw(kw string) bool {
+	if p.isKw(kw) {
+		p.next()
+		return true
+	}
+	return false
+}
+
+func (p *parser) expectKw(kw string) Token {
+	if !p.isKw(kw) {
+		p.fail("expected " + strings.ToUpper(kw))
+	}
+	return p.next()
+}
+
+func (p *parser) isOp(op string) bool {
+	t := p.peek()
+	return t.Kind == TokOp && t.Text == op
+}
+
+func (p *parser) acceptOp(op string) bool {
+	if p.isOp(op) {
+		p.next()
+		return true
+	}
+	return false
+}
+
+func (p *parser) expectOp(op string) Token {
+	if !p.isOp(op) {
+		p.fail("expected '" + op + "'")
+	}
+	return p.next()
+}
+
+// name reads an identifier usable as a name (not a reserved word).
+func (p *parser) name(what string) (string, Pos) {
+	t := p.peek()
+	switch t.Kind {
+	case TokBracket, TokQuoted:
+		p.next()
+		return t.Text, t.Pos
+	case TokIdent:
+		if !reserved[strings.ToLower(t.Text)] {
+			p.next()
+			return t.Text, t.Pos
+		}
+	}
+	p.fail("expected " + what)
+	return "", Pos{}
+}
+
+func (p *parser) isName() bool {
+	t := p.peek()
+	return t.Kind == TokBracket || t.Kind == TokQuoted || (t.Kind == TokIdent && !reserved[strings.ToLower(t.Text)])
+}
+
+func (p *parser) query() *Query {
+	q := &Query{}
+	if p.isKw("create") {
+		p.failAt(p.peek().Pos, "CREATE TABLE is not supported yet")
+	}
+	if p.acceptKw("with") {
+		for {
+			name, pos := p.name("a name for the WITH step")
+			p.expectKw("as")
+			p.expectOp("(")
+			sel := p.selectStmt(true)
+			p.expectOp(")")
+			q.With = append(q.With, &CTE{Pos: pos, Name: name, Select: sel})
+			if !p.acceptOp(",") {
+				break
+			}
+		}
+	}
+	for {
+		for p.acceptOp(";") {
+		}
+		if p.peek().Kind == TokEOF {
+			break
+		}
+		if !p.isKw("select") {
+			if len(q.Selects) == 0 {
+				p.fail("expected SELECT")
+			}
+			p.fail("expected SELECT or the end of the query")
+		}
+		q.Selects = append(q.Selects, p.selectStmt(false))
+	}
+	if len(q.Selects) == 0 {
+		p.fail("expected SELECT")
+	}
+	return q
+}
+
+func (p *parser) selectStmt(inWith bool) *Select {
+	s := &Select{Pos: p.expectKw("select").Pos}
+	if p.isKw("distinct") || p.isKw("top") {
+		p.failAt(p.peek().Pos, "SELECT %s is not supported", strings.ToUpper(p.peek().Text))
+	}
+	for {
+		s.Items = append(s.Items, p.selectItem())
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	if p.isKw("into") {
+		t := p.next()
+		if inWith {
+			p.failAt(t.Pos, "INTO is not allowed inside WITH: a WITH step feeds other statements, not an output")
+		}
+		s.Into, s.IntoPos = p.name("an output name after INTO")
+	}
+	if !p.isKw("from") {
+		p.fail("expected FROM (every SELECT reads from an input or a WITH step)")
+	}
+	p.next()
+	s.From = p.source()
+	for _, kw := range []string{"join", "inner", "left", "cross", "outer", "right", "full"} {
+		if p.isKw(kw) {
+			p.failAt(p.peek().Pos, "%s is not supported yet (joins and APPLY come with the complete query language)", strings.ToUpper(p.peek().Text))
+		}
+	}
+	if p.acceptKw("where") {
+		s.Where = p.expr()
+	}
+	if p.isKw("group") {
+		p.next()
+		p.expectKw("by")
+		for {
+			s.GroupBy = append(s.GroupBy, p.expr())
+			if !p.acceptOp(",") {
+				break
+			}
+		}
+	}
+	if p.acceptKw("having") {
+		s.Having = p.expr()
+	}
+	if p.isKw("union") {
+		p.failAt(p.peek().Pos, "UNION is not supported yet")
+	}
+	return s
+}
+
+func (p *parser) selectItem() *SelectItem {
+	t := p.peek()
+	if p.acceptOp("*") {
+		return &SelectItem{Pos: t.Pos, Star: true}
+	}
+	// path.* : a run of names separated by dots and ending in .*
+	if p.isName() || t.Kind == TokIdent {
+		j := 0
+		var path []string
+		for {
+			tk := p.peekAt(j)
+			if tk.Kind != TokIdent && tk.Kind != TokBracket && tk.Kind != TokQuoted {
+				break
+			}
+			path = append(path, tk.Text)
+			if !(p.peekAt(j+1).Kind == TokOp && p.peekAt(j+1).Text == ".") {
+				break
+			}
+			if n := p.peekAt(j + 2); n.Kind == TokOp && n.Text == "*" {
+				p.i += j + 3
+				return &SelectItem{Pos: t.Pos, Star: true, StarPath: path}
+			}
+			j += 2
+		}
+	}
+	// alias = expr (T-SQL style)
+	if p.isName() && p.peekAt(1).Kind == TokOp && p.peekAt(1).Text == "=" {
+		alias, _ := p.name("an alias")
+		p.next()
+		return &SelectItem{Pos: t.Pos, Expr: p.expr(), Alias: alias}
+	}
+	item := &SelectItem{Pos: t.Pos, Expr: p.expr()}
+	if p.acceptKw("as") {
+		item.Alias, _ = p.name("an alias after AS")
+	} else if p.isName() {
+		item.Alias, _ = p.name("an alias")
+	} else if p.peek().Kind == TokString {
+		item.Alias = p.next().Text
+	}
+	return item
+}
+
+func (p *parser) source() *Source {
+	name, pos := p.name("an input or WITH step name after FROM")
+	src := &Source{Pos: pos, Name: name}
+	if p.acceptKw("as") {
+		src.Alias, _ = p.name("an alias after AS")
+	} else if p.isName() {
+		src.Alias, _ = p.name("an alias")
+	}
+	for {
+		switch {
+		case p.isKw("partition"):
+			p.next()
+			p.expectKw("by")
+			for {
+				src.PartitionBy = append(src.PartitionBy, p.expr())
+				if !p.acceptOp(",") {
+					break
+				}
+			}
+			if p.acceptKw("into") {
+				if p.next().Kind != TokNumber {
+					p.fail("expected a partition count after INTO")
+				}
+			}
+		case p.isKw("timestamp"):
+			t := p.next()
+			p.expectKw("by")
+			if src.TimestampBy != nil {
+				p.failAt(t.Pos, "TIMESTAMP BY is given twice")
+			}
+			src.TimestampBy = p.expr()
+			if p.acceptKw("over") {
+				for {
+					src.Over = append(src.Over, p.expr())
+					if !p.acceptOp(",") {
+						break
+					}
+				}
+			}
+		default:
+			return src
+		}
+	}
+}
+
+// Expressions, lowest precedence first.
+
+func (p *parser) expr() Expr {
+	p.depth++
+	if p.depth > maxDepth {
+		p.fail("expression nested too deeply")
+	}
+	defer func() { p.depth-- }()
+	return p.or()
+}
+
+func (p *parser) or() Expr {
+	l := p.and()
+	for p.isKw("or") {
+		t := p.next()
+		l = &Binary{P: t.Pos, Op: "OR", L: l, R: p.and()}
+	}
+	return l
+}
+
+func (p *parser) and() Expr {
+	l := p.not()
+	for p.isKw("and") {
+		t := p.next()
+		l = &Binary{P: t.Pos, Op: "AND", L: l, R: p.not()}
+	}
+	return l
+}
+
+func (p *parser) not() Expr {
+	if p.isKw("not") {
+		t := p.next()
+		p.depth++
+		if p.depth > maxDepth {
+			p.fail("expression nested too deeply")
+		}
+		defer func() { p.depth-- }()
+		return &Unary{P: t.Pos, Op: "NOT", X: p.not()}
+	}
+	return p.predicate()
+}
+
+var comparisons = map[string]string{"=": "=", "<>": "<>", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<=", "!>": "<=", "!<": ">="}
+
+func (p *parser) predicate() Expr {
+	l := p.additive()
+	for {
+		t := p.peek()
+		if t.Kind == TokOp {
+			if op, ok := comparisons[t.Text]; ok {
+				p.next()
+				l = &Binary{P: t.Pos, Op: op, L: l, R: p.additive()}
+				continue
+			}
+			return l
+		}
+		not := false
+		if p.isKw("not") && (p.isKwAt(1, "like") || p.isKwAt(1, "in") || p.isKwAt(1, "between")) {
+			p.next()
+			not = true
+		}
+		switch {
+		case p.isKw("like"):
+			p.next()
+			l = &Like{P: t.Pos, X: l, Pat: p.additive(), Not: not}
+		case p.isKw("in"):
+			p.next()
+			p.expectOp("(")
+			in := &In{P: t.Pos, X: l, Not: not}
+			for {
+				in.List = append(in.List, p.expr())
+				if !p.acceptOp(",") {
+					break
+				}
+			}
+			p.expectOp(")")
+			l = in
+		case p.isKw("between"):
+			p.next()
+			lo := p.additive()
+			p.expectKw("and")
+			l = &Between{P: t.Pos, X: l, Lo: lo, Hi: p.additive(), Not: not}
+		case p.isKw("is"):
+			p.next()
+			n := p.acceptKw("not")
+			p.expectKw("null")
+			l = &IsNull{P: t.Pos, X: l, Not: n}
+		default:
+			return l
+		}
+	}
+}
+
+func (p *parser) additive() Expr {
+	l := p.multiplicative()
+	for {
+		t := p.peek()
+		if t.Kind == TokOp && (t.Text == "+" || t.Text == "-" || t.Text == "&" || t.Text == "|" || t.Text == "^") {
+			p.next()
+			l = &Binary{P: t.Pos, Op: t.Text, L: l, R: p.multiplicative()}
+			continue
+		}
+		return l
+	}
+}
+
+func (p *parser) multiplicative() Expr {
+	l := p.unary()
+	for {
+		t := p.peek()
+		if t.Kind == TokOp && (t.Text == "*" || t.Text == "/" || t.Text == "%") {
+			p.next()
+			l = &Binary{P: t.Pos, Op: t.Text, L: l, R: p.unary()}
+			continue
+		}
+		return l
+	}
+}
+
+func (p *parser) unary() Expr {
+	t := p.peek()
+	if t.Kind == TokOp && (t.Text == "-" || t.Text == "+" || t.Text == "~") {
+		p.next()
+		p.depth++
+		if p.depth > maxDepth {
+			p.fail("expression nested too deeply")
+		}
+		defer func() { p.depth-- }()
+		x := p.unary()
+		if lit, ok := x.(*Literal); ok && lit.Kind == LitNumber && t.Text == "-" {
+			return &Literal{P: t.Pos, Kind: LitNumber, Text: "-" + lit.Text}
+		}
+		return &Unary{P: t.Pos, Op: t.Text, X: x}
+	}
+	return p.primary()
+}
+
+var castTypes = map[string]string{
+	"bigint": "bigint", "int": "bigint", "float": "float", "real": "float", "double": "float",
+	"nvarchar": "nvarchar(max)", "datetime": "datetime", "bit": "bit", "record": "record", "array": "array",
+}
+
+func (p *parser) primary() Expr {
+	t := p.peek()
+	switch t.Kind {
+	case TokNumber:
+		p.next()
+		return &Literal{P: t.Pos, Kind: LitNumber, Text: t.Text}
+	case TokString:
+		p.next()
+		return &Literal{P: t.Pos, Kind: LitString, Text: t.Text}
+	case TokQuoted:
+		p.next()
+		id := &Ident{P: t.Pos, Parts: []string{t.Text}, Quoted: true}
+		return p.pathRest(id)
+	case TokBracket:
+		p.next()
+		return p.pathRest(&Ident{P: t.Pos, Parts: []string{t.Text}})
+	case TokOp:
+		if t.Text == "(" {
+			p.next()
+			e := p.expr()
+			p.expectOp(")")
+			return e
+		}
+	case TokIdent:
+		lw := strings.ToLower(t.Text)
+		switch lw {
+		case "null":
+			p.next()
+			return &Literal{P: t.Pos, Kind: LitNull, Text: "NULL"}
+		case "true", "false":
+			if !(p.peekAt(1).Kind == TokOp && p.peekAt(1).Text == "(") {
+				p.next()
+				return &Literal{P: t.Pos, Kind: LitBool, Text: lw}
+			}
+		case "case":
+			return p.caseExpr()
+		case "cast", "try_cast":
+			p.next()
+			p.expectOp("(")
+			x := p.expr()
+			p.expectKw("as")
+			typ := p.typeName()
+			p.expectOp(")")
+			return &Cast{P: t.Pos, X: x, Type: typ, Try: lw == "try_cast"}
+		}
+		if reserved[lw] && !(keywordFuncs[lw] && p.peekAt(1).Kind == TokOp && p.peekAt(1).Text == "(") {
+			p.fail("expected an expression")
+		}
+		p.next()
+		return p.pathRest(&Ident{P: t.Pos, Parts: []string{t.Text}})
+	}
+	p.fail("expected an expression")
+	return nil
+}
+
+func (p *parser) typeName() string {
+	t := p.peek()
+	if t.Kind != TokIdent {
+		p.fail("expected a type name (bigint, float, nvarchar(max), datetime, bit, record, array)")
+	}
+	typ, ok := castTypes[strings.ToLower(t.Text)]
+	if !ok {
+		p.fail("expected a type name (bigint, float, nvarchar(max), datetime, bit, record, array)")
+	}
+	p.next()
+	if typ == "nvarchar(max)" && p.acceptOp("(") {
+		if !p.acceptKw("max") {
+			if p.peek().Kind != TokNumber {
+				p.fail("expected MAX in nvarchar(max)")
+			}
+			p.next()
+		}
+		p.expectOp(")")
+	}
+	return typ
+}
+
+// pathRest continues a name with .field parts, then a call if '(' follows.
+func (p *parser) pathRest(id *Ident) Expr {
+	for p.isOp(".") {
+		nt := p.peekAt(1)
+		if nt.Kind != TokIdent && nt.Kind != TokBracket && nt.Kind != TokQuoted {
+			break
+		}
+		p.next()
+		p.next()
+		id.Parts = append(id.Parts, nt.Text)
+		id.Quoted = false
+	}
+	if p.isOp("(") && !id.Quoted {
+		return p.call(id)
+	}
+	// System.Timestamp without parentheses (older syntax).
+	if len(id.Parts) == 2 && strings.EqualFold(id.Parts[0], "system") && strings.EqualFold(id.Parts[1], "timestamp") {
+		return &Call{P: id.P, Name: strings.Join(id.Parts, ".")}
+	}
+	return id
+}
+
+func (p *parser) call(id *Ident) Expr {
+	p.expectOp("(")
+	c := &Call{P: id.P, Name: strings.Join(id.Parts, ".")}
+	switch {
+	case p.acceptOp("*"):
+		c.Star = true
+	case p.isOp(")"):
+	default:
+		if p.acceptKw("distinct") {
+			c.Distinct = true
+		}
+		for {
+			c.Args = append(c.Args, p.expr())
+			if !p.acceptOp(",") {
+				break
+			}
+		}
+	}
+	p.expectOp(")")
+	if p.isKw("over") {
+		c.Over = p.over()
+	}
+	return c
+}
+
+func (p *parser) over() *Over {
+	o := &Over{P: p.next().Pos}
+	p.expectOp("(")
+	for !p.isOp(")") {
+		switch {
+		case p.isKw("partition"):
+			p.next()
+			p.expectKw("by")
+			for {
+				o.PartitionBy = append(o.PartitionBy, p.expr())
+				if !p.acceptOp(",") {
+					break
+				}
+			}
+		case p.isKw("limit"):
+			p.next()
+			if !p.isKw("duration") {
+				p.fail("expected DURATION after LIMIT")
+			}
+			t := p.next()
+			d := p.call(&Ident{P: t.Pos, Parts: []string{t.Text}})
+			o.Limit = d.(*Call)
+		case p.isKw("when"):
+			p.next()
+			o.When = p.expr()
+		default:
+			p.fail("expected PARTITION BY, LIMIT DURATION, WHEN or ')' in OVER")
+		}
+	}
+	p.next()
+	return o
+}
+
+func (p *parser) caseExpr() Expr {
+	c := &Case{P: p.next().Pos}
+	if !p.isKw("when") {
+		c.Operand = p.expr()
+	}
+	for p.acceptKw("when") {
+		cond := p.expr()
+		p.expectKw("then")
+		c.Whens = append(c.Whens, When{Cond: cond, Then: p.expr()})
+	}
+	if len(c.Whens) == 0 {
+		p.fail("expected WHEN in CASE")
+	}
+	if p.acceptKw("else") {
+		c.Else = p.expr()
+	}
+	p.expectKw("end")
+	return c
+}
