@@ -1,0 +1,353 @@
+package exec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/millstream/millstream/operators/expr"
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// Sentinel errors.
+var (
+	ErrUnknownInput = errors.New("exec: unknown input")
+	ErrBadPlan      = errors.New("exec: invalid plan")
+	ErrBadSnapshot  = errors.New("exec: invalid snapshot")
+)
+
+// ArrivalIsEventTime tells Ingest that the event has no arrival time of its
+// own (local runs over files): arrival is taken to be the event time, so
+// the early and late policies never apply.
+const ArrivalIsEventTime int64 = math.MinInt64
+
+// Policy is what happens to an event outside a tolerance.
+type Policy int
+
+// Policies.
+const (
+	Adjust Policy = iota
+	Drop
+)
+
+// ParsePolicy reads "adjust" or "drop".
+func ParsePolicy(s string) (Policy, error) {
+	switch strings.ToLower(s) {
+	case "adjust", "":
+		return Adjust, nil
+	case "drop":
+		return Drop, nil
+	}
+	return Adjust, fmt.Errorf("exec: unknown out-of-order policy %q (want adjust or drop)", s)
+}
+
+// Options configure an Executor. Zero values take the defaults named on
+// each field; Options must not change after New.
+type Options struct {
+	// LateArrivalTolerance: events older than arrival minus this are late.
+	// Default 5s; negative means 0.
+	LateArrivalTolerance time.Duration
+	// OutOfOrderTolerance: events are reordered within this bound. Default 0.
+	OutOfOrderTolerance time.Duration
+	// OutOfOrderPolicy applies to late and out-of-order events. Default Adjust.
+	OutOfOrderPolicy Policy
+	// EarlyArrivalTolerance: events more than this ahead of their arrival
+	// are dropped. Default 5m, as in Stream Analytics.
+	EarlyArrivalTolerance time.Duration
+	// CompatLevel "1.0", "1.1" or "1.2" (default). 1.0 lower-cases output
+	// field names.
+	CompatLevel string
+	// LowerCaseNames lower-cases every output field name, as Stream
+	// Analytics on IoT Edge does. Implied by CompatLevel 1.0.
+	LowerCaseNames bool
+	// MaxDepth bounds JSON nesting (default value.DefaultMaxDepth).
+	MaxDepth int
+	// Emit receives every output row. rec is borrowed (X3).
+	Emit func(output string, ts int64, rec *value.Record)
+	// DeadLetter receives every rejected event. Optional.
+	DeadLetter func(DeadLetter)
+}
+
+// DeadLetter is an event the executor could not process.
+type DeadLetter struct {
+	Input   string
+	Stage   string // empty when the input rejected it
+	Reason  string
+	Payload []byte
+}
+
+// DefaultLateArrival and the other defaults of Options.
+const (
+	DefaultLateArrival  = 5 * time.Second
+	DefaultEarlyArrival = 5 * time.Minute
+)
+
+func (o *Options) ensureDefaults() error {
+	if o.LateArrivalTolerance == 0 {
+		o.LateArrivalTolerance = DefaultLateArrival
+	}
+	if o.LateArrivalTolerance < 0 {
+		o.LateArrivalTolerance = 0
+	}
+	if o.OutOfOrderTolerance < 0 {
+		o.OutOfOrderTolerance = 0
+	}
+	if o.EarlyArrivalTolerance == 0 {
+		o.EarlyArrivalTolerance = DefaultEarlyArrival
+	}
+	switch o.CompatLevel {
+	case "":
+		o.CompatLevel = "1.2"
+	case "1.0":
+		o.LowerCaseNames = true
+	case "1.1", "1.2":
+	default:
+		return fmt.Errorf("exec: unknown compatibility level %q (want 1.0, 1.1 or 1.2)", o.CompatLevel)
+	}
+	if o.Emit == nil {
+		o.Emit = func(string, int64, *value.Record) {}
+	}
+	return nil
+}
+
+// Counters are cumulative event counts.
+type Counters struct {
+	EventsIn           uint64
+	EventsOut          uint64
+	DeadLettered       uint64
+	LateAdjusted       uint64
+	LateDropped        uint64
+	OutOfOrderAdjusted uint64
+	OutOfOrderDropped  uint64
+	EarlyDropped       uint64
+}
+
+// row is one event or result flowing between nodes (X3: borrowed).
+type row struct {
+	ts  int64
+	tl  int32
+	rec *value.Record
+}
+
+// node receives rows in event-time order per timeline (X1).
+type node interface {
+	push(r *row)
+	// advance promises that no row of timeline tl (all when tl < 0) with
+	// a time below wm will follow.
+	advance(tl int32, wm int64)
+}
+
+// Executor runs one plan.
+type Executor struct {
+	plan        *pb.Plan
+	fingerprint string
+	opts        Options
+	late, ooo   int64 // ticks
+	early       int64
+	inputs      map[string]*inputOp
+	inputList   []*inputOp
+	stages      []stageNode
+	counters    Counters
+}
+
+// stageNode is a stage operator with optional state.
+type stageNode interface {
+	node
+	stageName() string
+	snapshot() *pb.StageState
+	restore(*pb.StageState) error
+}
+
+// New compiles a plan.
+func New(plan *pb.Plan, opts Options) (*Executor, error) {
+	if err := opts.ensureDefaults(); err != nil {
+		return nil, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(plan)
+	if err != nil {
+		return nil, fmt.Errorf("exec: marshal plan: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	ex := &Executor{
+		plan:        plan,
+		fingerprint: hex.EncodeToString(sum[:16]),
+		opts:        opts,
+		late:        int64(opts.LateArrivalTolerance / 100),
+		ooo:         int64(opts.OutOfOrderTolerance / 100),
+		early:       int64(opts.EarlyArrivalTolerance / 100),
+		inputs:      map[string]*inputOp{},
+	}
+	sources := map[string]func(node){}
+	for _, in := range plan.Inputs {
+		op, err := newInput(ex, in)
+		if err != nil {
+			return nil, err
+		}
+		key := strings.ToLower(in.Name)
+		if _, dup := ex.inputs[key]; dup {
+			return nil, fmt.Errorf("%w: input %q declared twice", ErrBadPlan, in.Name)
+		}
+		ex.inputs[key] = op
+		ex.inputList = append(ex.inputList, op)
+		sources[key] = func(n node) { op.out = append(op.out, n) }
+	}
+	byName := map[string]stageNode{}
+	for _, st := range plan.Stages {
+		key := strings.ToLower(st.Name)
+		if _, dup := sources[key]; dup {
+			return nil, fmt.Errorf("%w: stage %q has the name of another stage or input", ErrBadPlan, st.Name)
+		}
+		attach, ok := sources[strings.ToLower(st.Source)]
+		if !ok {
+			return nil, fmt.Errorf("%w: stage %q reads %q, which is neither an input nor an earlier stage", ErrBadPlan, st.Name, st.Source)
+		}
+		n, err := newStage(ex, st)
+		if err != nil {
+			return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
+		}
+		attach(n)
+		ex.stages = append(ex.stages, n)
+		byName[key] = n
+		sources[key] = n.(interface{ addOut(node) }).addOut
+	}
+	for _, o := range plan.Outputs {
+		attach, ok := sources[strings.ToLower(o.Stage)]
+		if !ok || byName[strings.ToLower(o.Stage)] == nil {
+			return nil, fmt.Errorf("%w: output %q reads unknown stage %q", ErrBadPlan, o.Name, o.Stage)
+		}
+		attach(&outputNode{ex: ex, name: o.Name})
+	}
+	return ex, nil
+}
+
+// Plan returns the plan.
+func (ex *Executor) Plan() *pb.Plan { return ex.plan }
+
+// Counters returns the counters.
+func (ex *Executor) Counters() Counters { return ex.counters }
+
+// Inputs returns the names of the plan's stream inputs.
+func (ex *Executor) Inputs() []string {
+	out := make([]string, len(ex.inputList))
+	for i, in := range ex.inputList {
+		out[i] = in.name
+	}
+	return out
+}
+
+func (ex *Executor) input(name string) (*inputOp, error) {
+	in, ok := ex.inputs[strings.ToLower(name)]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q (the query reads %s)", ErrUnknownInput, name, strings.Join(ex.Inputs(), ", "))
+	}
+	return in, nil
+}
+
+// Ingest processes one JSON event of an input. arrival is the arrival time
+// in ticks, or ArrivalIsEventTime. Bad events are dead-lettered, not
+// returned as errors (X5); the error is only for an unknown input.
+func (ex *Executor) Ingest(input string, payload []byte, arrival int64) error {
+	in, err := ex.input(input)
+	if err != nil {
+		return err
+	}
+	in.ingest(payload, arrival)
+	return nil
+}
+
+// IngestRecord processes an already decoded event. The record is borrowed.
+func (ex *Executor) IngestRecord(input string, rec *value.Record, arrival int64) error {
+	in, err := ex.input(input)
+	if err != nil {
+		return err
+	}
+	ex.counters.EventsIn++
+	in.ingestRecord(rec, arrival, nil)
+	return nil
+}
+
+// EventTime evaluates an input's TIMESTAMP BY on a payload without
+// ingesting it (local runs sort inputs by it). ok is false for arrival-time
+// inputs and for events whose timestamp cannot be read.
+func (ex *Executor) EventTime(input string, payload []byte) (ticks int64, ok bool) {
+	in, err := ex.input(input)
+	if err != nil || in.tsEval == nil {
+		return 0, false
+	}
+	var d value.Decoder
+	rec, err := d.Decode(payload)
+	if err != nil {
+		return 0, false
+	}
+	t, err := in.eventTime(rec, 0)
+	return t, err == nil
+}
+
+// AdvanceTime moves every input's idle watermark to now (ticks) minus the
+// late-arrival tolerance, closing windows that can no longer change even
+// when no events arrive.
+func (ex *Executor) AdvanceTime(now int64) {
+	for _, in := range ex.inputList {
+		in.advanceIdle(now)
+	}
+}
+
+// Flush ends the input: buffered events are released and every open
+// window is emitted.
+func (ex *Executor) Flush() {
+	for _, in := range ex.inputList {
+		in.flush()
+	}
+}
+
+func (ex *Executor) deadLetter(dl DeadLetter) {
+	ex.counters.DeadLettered++
+	if ex.opts.DeadLetter != nil {
+		ex.opts.DeadLetter(dl)
+	}
+}
+
+// outputNode hands rows to Options.Emit.
+type outputNode struct {
+	ex    *Executor
+	name  string
+	lower value.Record
+}
+
+func (o *outputNode) push(r *row) {
+	o.ex.counters.EventsOut++
+	rec := r.rec
+	if o.ex.opts.LowerCaseNames {
+		o.lower.Names = o.lower.Names[:0]
+		o.lower.Vals = append(o.lower.Vals[:0], rec.Vals...)
+		for _, n := range rec.Names {
+			o.lower.Names = append(o.lower.Names, strings.ToLower(n))
+		}
+		rec = &o.lower
+	}
+	o.ex.opts.Emit(o.name, r.ts, rec)
+}
+
+func (o *outputNode) advance(int32, int64) {}
+
+// compileAll compiles expressions, nil entries stay nil.
+func compileOpt(e *pb.Expr) (expr.Eval, error) {
+	if e == nil {
+		return nil, nil
+	}
+	return expr.Compile(e)
+}
+
+// HasEventTime reports whether an input has TIMESTAMP BY (application
+// time) rather than arrival time.
+func (ex *Executor) HasEventTime(input string) bool {
+	in, err := ex.input(input)
+	return err == nil && in.tsEval != nil
+}

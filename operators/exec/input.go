@@ -1,0 +1,309 @@
+package exec
+
+import (
+	"container/heap"
+	"fmt"
+	"math"
+
+	"github.com/millstream/millstream/operators/expr"
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+const minTime = math.MinInt64
+
+// inputOp gives events their event time and applies the event-ordering
+// policies, per timeline (substream).
+type inputOp struct {
+	ex        *Executor
+	name      string
+	tsEval    expr.Eval // nil: arrival time
+	overEvals []expr.Eval
+	dec       value.Decoder
+	ctx       expr.Ctx
+	keyBuf    []byte
+	tls       []*timeline
+	tlIndex   map[string]int32
+	idleWm    int64
+	out       []node
+	r         row
+}
+
+// timeline is one substream: its own maximum event time, watermark and
+// reorder buffer.
+type timeline struct {
+	key     string
+	maxSeen int64
+	wm      int64
+	buf     rowHeap
+	seq     uint64
+}
+
+type bufferedRow struct {
+	row
+	seq uint64
+}
+
+type rowHeap []bufferedRow
+
+func (h rowHeap) Len() int { return len(h) }
+func (h rowHeap) Less(i, j int) bool {
+	if h[i].ts != h[j].ts {
+		return h[i].ts < h[j].ts
+	}
+	return h[i].seq < h[j].seq
+}
+func (h rowHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *rowHeap) Push(x any)   { *h = append(*h, x.(bufferedRow)) }
+func (h *rowHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
+	op := &inputOp{ex: ex, name: in.Name, tlIndex: map[string]int32{}, idleWm: minTime}
+	op.dec.MaxDepth = ex.opts.MaxDepth
+	var err error
+	if op.tsEval, err = compileOpt(in.TimestampBy); err != nil {
+		return nil, fmt.Errorf("exec: input %q TIMESTAMP BY: %w", in.Name, err)
+	}
+	for _, o := range in.Over {
+		e, err := expr.Compile(o)
+		if err != nil {
+			return nil, fmt.Errorf("exec: input %q OVER: %w", in.Name, err)
+		}
+		op.overEvals = append(op.overEvals, e)
+	}
+	return op, nil
+}
+
+func (in *inputOp) ingest(payload []byte, arrival int64) {
+	in.ex.counters.EventsIn++
+	rec, err := in.dec.Decode(payload)
+	if err != nil {
+		in.ex.deadLetter(DeadLetter{Input: in.name, Reason: err.Error(), Payload: payload})
+		return
+	}
+	in.ingestRecord(rec, arrival, payload)
+}
+
+// eventTime evaluates TIMESTAMP BY.
+func (in *inputOp) eventTime(rec *value.Record, arrival int64) (int64, error) {
+	in.ctx = expr.Ctx{Rec: rec, TS: arrival}
+	v := in.tsEval(&in.ctx)
+	if in.ctx.Err != nil {
+		return 0, fmt.Errorf("TIMESTAMP BY: %w", in.ctx.Err)
+	}
+	switch v.Kind() {
+	case value.DateTime:
+		return v.Ticks(), nil
+	case value.String:
+		t, err := value.ParseTime(v.Str())
+		if err != nil {
+			return 0, fmt.Errorf("TIMESTAMP BY: %w", err)
+		}
+		return t, nil
+	case value.Null:
+		return 0, fmt.Errorf("TIMESTAMP BY: the event has no timestamp (NULL)")
+	}
+	return 0, fmt.Errorf("TIMESTAMP BY: %s %s is not a datetime", v.Kind(), v)
+}
+
+func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte) {
+	ex := in.ex
+	var t int64
+	if in.tsEval != nil {
+		var err error
+		if t, err = in.eventTime(rec, arrival); err != nil {
+			in.reject(rec, payload, err.Error())
+			return
+		}
+		if arrival != ArrivalIsEventTime {
+			if t > arrival+ex.early {
+				ex.counters.EarlyDropped++
+				return
+			}
+			if t < arrival-ex.late {
+				if ex.opts.OutOfOrderPolicy == Drop {
+					ex.counters.LateDropped++
+					return
+				}
+				ex.counters.LateAdjusted++
+				t = arrival - ex.late
+			}
+		}
+	} else {
+		if arrival == ArrivalIsEventTime {
+			in.reject(rec, payload, "the input has no TIMESTAMP BY and the event no arrival time")
+			return
+		}
+		t = arrival
+	}
+	tlID, err := in.timelineOf(rec)
+	if err != nil {
+		in.reject(rec, payload, err.Error())
+		return
+	}
+	tl := in.tls[tlID]
+	if t < tl.wm {
+		if in.tsEval == nil {
+			t = tl.wm // an arrival clock that went backwards
+		} else if ex.opts.OutOfOrderPolicy == Drop {
+			ex.counters.OutOfOrderDropped++
+			return
+		} else {
+			ex.counters.OutOfOrderAdjusted++
+			t = tl.wm
+		}
+	}
+	if t > tl.maxSeen {
+		tl.maxSeen = t
+		in.raise(tl, sat(t, -in.oooTicks()))
+	}
+	if tl.buf.Len() == 0 && t <= tl.wm {
+		in.r = row{ts: t, tl: tlID, rec: rec}
+		in.emit(&in.r)
+		return
+	}
+	// Keep a copy: the decoder reuses rec (X3).
+	c := &value.Record{Names: append([]string(nil), rec.Names...), Vals: append([]value.Value(nil), rec.Vals...)}
+	heap.Push(&tl.buf, bufferedRow{row: row{ts: t, tl: tlID, rec: c}, seq: tl.seq})
+	tl.seq++
+	in.release(tl)
+}
+
+func (in *inputOp) oooTicks() int64 {
+	if in.tsEval == nil {
+		return 0
+	}
+	return in.ex.ooo
+}
+
+func (in *inputOp) reject(rec *value.Record, payload []byte, reason string) {
+	if payload == nil {
+		payload = value.AppendRecordJSON(nil, rec)
+	}
+	in.ex.deadLetter(DeadLetter{Input: in.name, Reason: reason, Payload: payload})
+}
+
+func (in *inputOp) timelineOf(rec *value.Record) (int32, error) {
+	in.keyBuf = in.keyBuf[:0]
+	if len(in.overEvals) > 0 {
+		in.ctx = expr.Ctx{Rec: rec}
+		for _, e := range in.overEvals {
+			in.keyBuf = value.AppendKey(in.keyBuf, e(&in.ctx))
+		}
+		if in.ctx.Err != nil {
+			return 0, fmt.Errorf("TIMESTAMP BY OVER: %w", in.ctx.Err)
+		}
+	}
+	if id, ok := in.tlIndex[string(in.keyBuf)]; ok {
+		return id, nil
+	}
+	return in.addTimeline(string(in.keyBuf)), nil
+}
+
+func (in *inputOp) addTimeline(key string) int32 {
+	id := int32(len(in.tls))
+	tl := &timeline{key: key, maxSeen: minTime, wm: in.idleWm}
+	in.tls = append(in.tls, tl)
+	in.tlIndex[key] = id
+	return id
+}
+
+// raise moves a timeline's watermark up (never down).
+func (in *inputOp) raise(tl *timeline, wm int64) {
+	if wm > tl.wm {
+		tl.wm = wm
+	}
+}
+
+// release emits buffered rows at or below the watermark, in order.
+func (in *inputOp) release(tl *timeline) {
+	for tl.buf.Len() > 0 && tl.buf[0].ts <= tl.wm {
+		br := heap.Pop(&tl.buf).(bufferedRow)
+		in.r = br.row
+		in.emit(&in.r)
+	}
+}
+
+func (in *inputOp) emit(r *row) {
+	for _, n := range in.out {
+		n.push(r)
+	}
+}
+
+func (in *inputOp) advanceIdle(now int64) {
+	wm := now
+	if in.tsEval != nil {
+		wm = sat(now, -in.ex.late)
+	}
+	if wm <= in.idleWm {
+		return
+	}
+	in.idleWm = wm
+	for id, tl := range in.tls {
+		in.raise(tl, wm)
+		in.release(tl)
+		for _, n := range in.out {
+			n.advance(int32(id), tl.wm)
+		}
+	}
+}
+
+func (in *inputOp) flush() {
+	for id, tl := range in.tls {
+		for tl.buf.Len() > 0 {
+			br := heap.Pop(&tl.buf).(bufferedRow)
+			if br.ts > tl.wm {
+				tl.wm = br.ts
+			}
+			in.r = br.row
+			in.emit(&in.r)
+		}
+		_ = id
+	}
+	for _, n := range in.out {
+		n.advance(-1, math.MaxInt64)
+	}
+}
+
+// sat adds d to t, saturating at the int64 range.
+func sat(t, d int64) int64 {
+	if d < 0 && t < math.MinInt64-d {
+		return math.MinInt64
+	}
+	if d > 0 && t > math.MaxInt64-d {
+		return math.MaxInt64
+	}
+	return t + d
+}
+
+func (in *inputOp) snapshot() *pb.InputState {
+	s := &pb.InputState{Name: in.name, IdleWatermark: in.idleWm}
+	for _, tl := range in.tls {
+		ts := &pb.TimelineState{Key: []byte(tl.key), MaxSeen: tl.maxSeen, Watermark: tl.wm, NextSeq: tl.seq}
+		for _, br := range tl.buf {
+			ts.Buffered = append(ts.Buffered, &pb.RowState{Ts: br.ts, Timeline: br.tl, Record: value.RecordToProto(br.rec), Seq: br.seq})
+		}
+		s.Timelines = append(s.Timelines, ts)
+	}
+	return s
+}
+
+func (in *inputOp) restore(s *pb.InputState) {
+	in.idleWm = s.IdleWatermark
+	in.tls = nil
+	in.tlIndex = map[string]int32{}
+	for _, ts := range s.Timelines {
+		id := in.addTimeline(string(ts.Key))
+		tl := in.tls[id]
+		tl.maxSeen, tl.wm, tl.seq = ts.MaxSeen, ts.Watermark, ts.NextSeq
+		for _, r := range ts.Buffered {
+			tl.buf = append(tl.buf, bufferedRow{row: row{ts: r.Ts, tl: r.Timeline, rec: value.RecordFromProto(r.Record)}, seq: r.Seq})
+		}
+		heap.Init(&tl.buf)
+	}
+}

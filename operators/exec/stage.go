@@ -1,0 +1,430 @@
+package exec
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/millstream/millstream/operators/expr"
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// projection is one compiled SELECT item.
+type projection struct {
+	name     string
+	eval     expr.Eval
+	wildcard bool
+	path     []string
+}
+
+func compileProjections(ps []*pb.Projection) ([]projection, bool, error) {
+	out := make([]projection, 0, len(ps))
+	dynamic := false
+	for _, p := range ps {
+		switch k := p.Kind.(type) {
+		case *pb.Projection_Column:
+			e, err := expr.Compile(k.Column.Expr)
+			if err != nil {
+				return nil, false, fmt.Errorf("column %q: %w", k.Column.Name, err)
+			}
+			out = append(out, projection{name: k.Column.Name, eval: e})
+		case *pb.Projection_Wildcard:
+			out = append(out, projection{wildcard: true, path: k.Wildcard.Path})
+			dynamic = true
+		default:
+			return nil, false, fmt.Errorf("%w: empty projection", ErrBadPlan)
+		}
+	}
+	return out, dynamic, nil
+}
+
+// project builds the output record of one row into dst (reused).
+func project(dst *value.Record, names []string, ps []projection, dynamic bool, ctx *expr.Ctx) {
+	dst.Vals = dst.Vals[:0]
+	if !dynamic {
+		dst.Names = names
+		for i := range ps {
+			dst.Vals = append(dst.Vals, ps[i].eval(ctx))
+		}
+		return
+	}
+	// Copy-on-write: names must not alias the static slice.
+	dst.Names = dst.Names[:0:0]
+	for i := range ps {
+		p := &ps[i]
+		if !p.wildcard {
+			if dst.Index(p.name) < 0 {
+				dst.Names = append(dst.Names, p.name)
+				dst.Vals = append(dst.Vals, p.eval(ctx))
+			}
+			continue
+		}
+		src := ctx.Rec
+		for _, part := range p.path {
+			if src == nil {
+				break
+			}
+			v, _ := src.Get(part)
+			src = v.Record()
+		}
+		if src == nil {
+			continue
+		}
+		// Left wins on name collisions.
+		for j, n := range src.Names {
+			if dst.Index(n) < 0 {
+				dst.Names = append(dst.Names, n)
+				dst.Vals = append(dst.Vals, src.Vals[j])
+			}
+		}
+	}
+}
+
+func staticNames(ps []projection) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.name
+	}
+	return names
+}
+
+func newStage(ex *Executor, st *pb.Stage) (stageNode, error) {
+	where, err := compileOpt(st.Where)
+	if err != nil {
+		return nil, fmt.Errorf("WHERE: %w", err)
+	}
+	ps, dynamic, err := compileProjections(st.Projections)
+	if err != nil {
+		return nil, err
+	}
+	if st.Window == nil {
+		if len(st.Aggregates) > 0 || len(st.GroupKeys) > 0 || st.Having != nil {
+			return nil, fmt.Errorf("%w: grouping without a window", ErrBadPlan)
+		}
+		return &selectOp{ex: ex, name: st.Name, where: where, proj: ps, dynamic: dynamic, names: staticNames(ps)}, nil
+	}
+	if dynamic {
+		return nil, fmt.Errorf("%w: SELECT * with GROUP BY", ErrBadPlan)
+	}
+	return newAggOp(ex, st, where, ps)
+}
+
+// selectOp is a stage without GROUP BY: filter and projection.
+type selectOp struct {
+	ex      *Executor
+	name    string
+	where   expr.Eval
+	proj    []projection
+	dynamic bool
+	names   []string
+	out     []node
+	ctx     expr.Ctx
+	rec     value.Record
+	r       row
+}
+
+func (s *selectOp) stageName() string            { return s.name }
+func (s *selectOp) addOut(n node)                { s.out = append(s.out, n) }
+func (s *selectOp) snapshot() *pb.StageState     { return nil }
+func (s *selectOp) restore(*pb.StageState) error { return nil }
+func (s *selectOp) advance(tl int32, wm int64) {
+	for _, n := range s.out {
+		n.advance(tl, wm)
+	}
+}
+
+func (s *selectOp) push(r *row) {
+	s.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	if s.where != nil {
+		keep := expr.Truth(s.where(&s.ctx))
+		if s.ctx.Err != nil {
+			s.ex.stageError(s.name, r.rec, "WHERE", s.ctx.Err)
+			return
+		}
+		if !keep {
+			return
+		}
+	}
+	project(&s.rec, s.names, s.proj, s.dynamic, &s.ctx)
+	if s.ctx.Err != nil {
+		s.ex.stageError(s.name, r.rec, "SELECT", s.ctx.Err)
+		return
+	}
+	s.r = row{ts: r.ts, tl: r.tl, rec: &s.rec}
+	for _, n := range s.out {
+		n.push(&s.r)
+	}
+}
+
+func (ex *Executor) stageError(stage string, rec *value.Record, clause string, err error) {
+	ex.deadLetter(DeadLetter{Stage: stage, Reason: fmt.Sprintf("%s: %v", clause, err), Payload: value.AppendRecordJSON(nil, rec)})
+}
+
+// aggOp is a stage with GROUP BY and a window.
+type aggOp struct {
+	ex       *Executor
+	name     string
+	where    expr.Eval
+	keys     []expr.Eval
+	parts    []expr.Eval // session PARTITION BY
+	aggs     []aggSpec
+	having   expr.Eval
+	proj     []projection
+	names    []string
+	win      *pb.Window
+	tls      []winState
+	out      []node
+	ctx      expr.Ctx
+	keyBuf   []byte
+	partBuf  []byte
+	distBuf  []byte
+	keyVals  []value.Value
+	argVals  []value.Value
+	aggVals  []value.Value
+	rec      value.Record
+	r        row
+	numericA []bool // aggregates whose argument must be a number
+}
+
+// winState is the window state of one timeline.
+type winState interface {
+	// add folds a row into the window state; rows come in time order.
+	add(ts int64, key []byte, part []byte) error
+	// close emits every window that ends before wm.
+	close(wm int64)
+	toProto() *pb.WindowTimeline
+	fromProto(*pb.WindowTimeline) error
+}
+
+func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*aggOp, error) {
+	op := &aggOp{ex: ex, name: st.Name, where: where, proj: ps, names: staticNames(ps), win: st.Window}
+	for _, k := range st.GroupKeys {
+		e, err := expr.Compile(k)
+		if err != nil {
+			return nil, fmt.Errorf("GROUP BY: %w", err)
+		}
+		op.keys = append(op.keys, e)
+	}
+	for _, k := range st.Window.PartitionBy {
+		e, err := expr.Compile(k)
+		if err != nil {
+			return nil, fmt.Errorf("PARTITION BY: %w", err)
+		}
+		op.parts = append(op.parts, e)
+	}
+	for _, a := range st.Aggregates {
+		spec := aggSpec{fn: a.Func, distinct: a.Distinct}
+		if a.Arg != nil {
+			e, err := expr.Compile(a.Arg)
+			if err != nil {
+				return nil, fmt.Errorf("aggregate: %w", err)
+			}
+			spec.arg = e
+		} else if a.Func != pb.Aggregate_COUNT {
+			return nil, fmt.Errorf("%w: %s without an argument", ErrBadPlan, a.Func)
+		}
+		op.aggs = append(op.aggs, spec)
+		op.numericA = append(op.numericA, a.Arg != nil && a.Func != pb.Aggregate_COUNT && a.Func != pb.Aggregate_MIN && a.Func != pb.Aggregate_MAX)
+	}
+	var err error
+	if op.having, err = compileOpt(st.Having); err != nil {
+		return nil, fmt.Errorf("HAVING: %w", err)
+	}
+	op.keyVals = make([]value.Value, len(op.keys))
+	op.argVals = make([]value.Value, len(op.aggs))
+	op.aggVals = make([]value.Value, len(op.aggs))
+	w := st.Window
+	switch w.Kind {
+	case pb.Window_TUMBLING, pb.Window_HOPPING, pb.Window_SNAPSHOT:
+		if w.Size <= 0 || w.Hop <= 0 || w.Hop > w.Size {
+			return nil, fmt.Errorf("%w: window size %d and hop %d", ErrBadPlan, w.Size, w.Hop)
+		}
+	case pb.Window_SLIDING:
+		if w.Size <= 0 {
+			return nil, fmt.Errorf("%w: sliding window size %d", ErrBadPlan, w.Size)
+		}
+	case pb.Window_SESSION:
+		if w.Timeout <= 0 || w.MaxDuration < w.Timeout {
+			return nil, fmt.Errorf("%w: session timeout %d, max duration %d", ErrBadPlan, w.Timeout, w.MaxDuration)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown window kind %v", ErrBadPlan, w.Kind)
+	}
+	return op, nil
+}
+
+func (op *aggOp) stageName() string { return op.name }
+func (op *aggOp) addOut(n node)     { op.out = append(op.out, n) }
+
+func (op *aggOp) newState() winState {
+	w := op.win
+	switch w.Kind {
+	case pb.Window_SLIDING:
+		return &slidingState{op: op, size: w.Size}
+	case pb.Window_SESSION:
+		return &sessionState{op: op, timeout: w.Timeout, maxDur: w.MaxDuration, sessions: map[string]*session{}}
+	}
+	return newPaneState(op, w.Size, w.Hop, w.Offset)
+}
+
+func (op *aggOp) state(tl int32) winState {
+	for int(tl) >= len(op.tls) {
+		op.tls = append(op.tls, nil)
+	}
+	if op.tls[tl] == nil {
+		op.tls[tl] = op.newState()
+	}
+	return op.tls[tl]
+}
+
+func (op *aggOp) push(r *row) {
+	op.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	if op.where != nil {
+		keep := expr.Truth(op.where(&op.ctx))
+		if op.ctx.Err != nil {
+			op.ex.stageError(op.name, r.rec, "WHERE", op.ctx.Err)
+			return
+		}
+		if !keep {
+			return
+		}
+	}
+	op.keyBuf = op.keyBuf[:0]
+	for i, k := range op.keys {
+		op.keyVals[i] = k(&op.ctx)
+		op.keyBuf = value.AppendKey(op.keyBuf, op.keyVals[i])
+	}
+	op.partBuf = op.partBuf[:0]
+	for _, p := range op.parts {
+		op.partBuf = value.AppendKey(op.partBuf, p(&op.ctx))
+	}
+	for i := range op.aggs {
+		if a := op.aggs[i].arg; a != nil {
+			op.argVals[i] = a(&op.ctx)
+		}
+	}
+	if op.ctx.Err != nil {
+		op.ex.stageError(op.name, r.rec, "GROUP BY", op.ctx.Err)
+		return
+	}
+	for i, v := range op.argVals {
+		if op.numericA[i] && !v.IsNull() {
+			if _, _, _, err := numeric(v); err != nil {
+				op.ex.stageError(op.name, r.rec, "aggregate", err)
+				return
+			}
+		}
+	}
+	st := op.state(r.tl)
+	op.r.tl = r.tl
+	st.close(r.ts)
+	if err := st.add(r.ts, op.keyBuf, op.partBuf); err != nil {
+		op.ex.stageError(op.name, r.rec, "aggregate", err)
+	}
+}
+
+func (op *aggOp) advance(tl int32, wm int64) {
+	if tl >= 0 {
+		if int(tl) < len(op.tls) && op.tls[tl] != nil {
+			op.r.tl = tl
+			op.tls[tl].close(wm)
+		}
+	} else {
+		for i, st := range op.tls {
+			if st != nil {
+				op.r.tl = int32(i)
+				st.close(wm)
+			}
+		}
+	}
+	for _, n := range op.out {
+		n.advance(tl, wm)
+	}
+}
+
+// newGroup makes a group for the current row's key values.
+func (op *aggOp) newGroup(seq uint64) *group {
+	g := &group{key: make([]value.Value, len(op.keyVals)), accs: make([]acc, len(op.aggs)), seq: seq}
+	for i, v := range op.keyVals {
+		g.key[i] = v.Clone()
+	}
+	return g
+}
+
+// fold adds the current row's argument values to g.
+func (op *aggOp) fold(g *group) error {
+	for i := range op.aggs {
+		if err := g.accs[i].add(&op.aggs[i], op.argVals[i], &op.distBuf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit evaluates HAVING and the projection for one group of a closed
+// window ending at ts, and pushes the row downstream.
+func (op *aggOp) emit(ts int64, key []value.Value, accs []acc) {
+	for i := range op.aggs {
+		op.aggVals[i] = accs[i].result(&op.aggs[i])
+	}
+	op.ctx = expr.Ctx{TS: ts, Keys: key, Aggs: op.aggVals}
+	if op.having != nil {
+		keep := expr.Truth(op.having(&op.ctx))
+		if op.ctx.Err != nil {
+			op.ex.stageError(op.name, op.groupRecord(key), "HAVING", op.ctx.Err)
+			return
+		}
+		if !keep {
+			return
+		}
+	}
+	project(&op.rec, op.names, op.proj, false, &op.ctx)
+	if op.ctx.Err != nil {
+		op.ex.stageError(op.name, op.groupRecord(key), "SELECT", op.ctx.Err)
+		return
+	}
+	op.r.ts, op.r.rec = ts, &op.rec
+	for _, n := range op.out {
+		n.push(&op.r)
+	}
+}
+
+func (op *aggOp) groupRecord(key []value.Value) *value.Record {
+	r := &value.Record{}
+	for i, k := range key {
+		r.Names = append(r.Names, fmt.Sprintf("key%d", i+1))
+		r.Vals = append(r.Vals, k)
+	}
+	for i, a := range op.aggVals {
+		r.Names = append(r.Names, strings.ToLower(op.aggs[i].fn.String()))
+		r.Vals = append(r.Vals, a)
+	}
+	return r
+}
+
+func (op *aggOp) snapshot() *pb.StageState {
+	s := &pb.StageState{Name: op.name}
+	for i, st := range op.tls {
+		if st == nil {
+			continue
+		}
+		wt := st.toProto()
+		wt.Timeline = int32(i)
+		s.Timelines = append(s.Timelines, wt)
+	}
+	return s
+}
+
+func (op *aggOp) restore(s *pb.StageState) error {
+	op.tls = nil
+	for _, wt := range s.GetTimelines() {
+		if wt.Timeline < 0 || wt.Timeline > 1<<24 {
+			return fmt.Errorf("%w: timeline %d", ErrBadSnapshot, wt.Timeline)
+		}
+		st := op.state(wt.Timeline)
+		if err := st.fromProto(wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}

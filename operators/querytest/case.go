@@ -1,0 +1,318 @@
+package querytest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/millstream/millstream/operators/exec"
+	"github.com/millstream/millstream/operators/plan"
+	"github.com/millstream/millstream/operators/value"
+)
+
+// ErrNoQuery means the folder has no query.sql.
+var ErrNoQuery = errors.New("querytest: no query.sql")
+
+// Case is one loaded test folder.
+type Case struct {
+	Dir        string
+	Name       string
+	Query      string
+	Inputs     []Input
+	Outputs    map[string]string // output alias -> expected file (relative to Dir)
+	Options    Options
+	Compare    CompareOptions
+	Tags       []string
+	Status     string
+	Confidence string
+}
+
+// Input is one input of a case.
+type Input struct {
+	Name         string
+	File         string
+	Kind         string // "stream" (default) or "reference"
+	ArrivalField string // field holding each event's arrival time, if any
+}
+
+// Options are the job's event-ordering options.
+type Options struct {
+	CompatibilityLevel     string  `json:"compatibility_level"`
+	LateArrivalToleranceS  float64 `json:"late_arrival_tolerance_s"`
+	OutOfOrderToleranceS   float64 `json:"out_of_order_tolerance_s"`
+	OutOfOrderPolicy       string  `json:"out_of_order_policy"`
+	EarlyArrivalToleranceS float64 `json:"early_arrival_tolerance_s"`
+}
+
+// CompareOptions say how rows are compared.
+type CompareOptions struct {
+	Ordered           bool     `json:"ordered"`
+	FloatRelTol       float64  `json:"float_rel_tol"`
+	DatetimeSemantic  bool     `json:"datetime_semantic"`
+	NullEqualsMissing bool     `json:"null_equals_missing"`
+	UnorderedArrays   []string `json:"unordered_arrays"`
+	// CaseInsensitiveNames compares field names ignoring case (compat 1.0).
+	CaseInsensitiveNames bool `json:"case_insensitive_names"`
+}
+
+type caseJSON struct {
+	ID         string               `json:"id"`
+	Status     string               `json:"status"`
+	Confidence string               `json:"confidence"`
+	Inputs     map[string]inputJSON `json:"inputs"`
+	Outputs    map[string]string    `json:"outputs"`
+	Options    *Options             `json:"options"`
+	Compare    *CompareOptions      `json:"compare"`
+	Tags       []string             `json:"tags"`
+}
+
+type inputJSON struct {
+	File         string `json:"file"`
+	Kind         string `json:"kind"`
+	Timestamp    string `json:"timestamp"`
+	ArrivalField string `json:"arrival_time_field"`
+}
+
+// DefaultCompare is used when case.json gives no comparison rules.
+var DefaultCompare = CompareOptions{FloatRelTol: 1e-9, DatetimeSemantic: true, NullEqualsMissing: true}
+
+// Load reads a test folder.
+func Load(dir string) (*Case, error) {
+	q, err := os.ReadFile(filepath.Join(dir, "query.sql"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w in %s", ErrNoQuery, dir)
+		}
+		return nil, fmt.Errorf("querytest: %w", err)
+	}
+	c := &Case{Dir: dir, Name: filepath.Base(dir), Query: string(q), Outputs: map[string]string{}, Compare: DefaultCompare}
+	raw, err := os.ReadFile(filepath.Join(dir, "case.json"))
+	switch {
+	case err == nil:
+		var cj caseJSON
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		if err := dec.Decode(&cj); err != nil {
+			return nil, fmt.Errorf("querytest: %s/case.json: %w", dir, err)
+		}
+		names := make([]string, 0, len(cj.Inputs))
+		for n := range cj.Inputs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			in := cj.Inputs[n]
+			c.Inputs = append(c.Inputs, Input{Name: n, File: in.File, Kind: in.Kind, ArrivalField: in.ArrivalField})
+		}
+		for k, v := range cj.Outputs {
+			c.Outputs[k] = v
+		}
+		if cj.Options != nil {
+			c.Options = *cj.Options
+		}
+		if cj.Compare != nil {
+			c.Compare = *cj.Compare
+		}
+		c.Tags, c.Status, c.Confidence = cj.Tags, cj.Status, cj.Confidence
+	case errors.Is(err, os.ErrNotExist):
+		if err := c.infer(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("querytest: %w", err)
+	}
+	if c.Options.CompatibilityLevel == "1.0" {
+		c.Compare.CaseInsensitiveNames = true
+	}
+	return c, nil
+}
+
+// infer finds inputs and expected outputs by file name.
+func (c *Case) infer() error {
+	entries, err := os.ReadDir(c.Dir)
+	if err != nil {
+		return fmt.Errorf("querytest: %w", err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		switch {
+		case n == "input.jsonl":
+			c.Inputs = append(c.Inputs, Input{File: n})
+		case strings.HasPrefix(n, "input-") && strings.HasSuffix(n, ".jsonl"):
+			c.Inputs = append(c.Inputs, Input{Name: strings.TrimSuffix(strings.TrimPrefix(n, "input-"), ".jsonl"), File: n})
+		case n == "expected.jsonl":
+			c.Outputs[""] = n
+		case strings.HasPrefix(n, "expected-") && strings.HasSuffix(n, ".jsonl"):
+			c.Outputs[strings.TrimSuffix(strings.TrimPrefix(n, "expected-"), ".jsonl")] = n
+		}
+	}
+	if len(c.Inputs) == 0 {
+		return fmt.Errorf("querytest: %s has no input.jsonl or input-<Alias>.jsonl", c.Dir)
+	}
+	return nil
+}
+
+// ExecOptions converts the case options.
+func (o Options) ExecOptions() (exec.Options, error) {
+	pol, err := exec.ParsePolicy(o.OutOfOrderPolicy)
+	if err != nil {
+		return exec.Options{}, err
+	}
+	late := time.Duration(o.LateArrivalToleranceS * float64(time.Second))
+	if late == 0 {
+		late = -1 // an explicit 0 in a case file means no tolerance
+	}
+	return exec.Options{
+		CompatLevel:           o.CompatibilityLevel,
+		LateArrivalTolerance:  late,
+		OutOfOrderTolerance:   time.Duration(o.OutOfOrderToleranceS * float64(time.Second)),
+		OutOfOrderPolicy:      pol,
+		EarlyArrivalTolerance: time.Duration(o.EarlyArrivalToleranceS * float64(time.Second)),
+	}, nil
+}
+
+// Result is what a run produced.
+type Result struct {
+	Outputs     map[string][]*value.Record // by lower-case output name
+	DeadLetters []exec.DeadLetter
+	Counters    exec.Counters
+}
+
+// Event is one input event to feed.
+type Event struct {
+	Input   string
+	Payload []byte
+	Arrival int64
+	sortKey int64
+	order   int
+}
+
+// Run executes the case's query over its inputs.
+func (c *Case) Run() (*Result, error) {
+	opts, err := c.Options.ExecOptions()
+	if err != nil {
+		return nil, err
+	}
+	var files []InputFile
+	for _, in := range c.Inputs {
+		if in.Kind == "reference" {
+			return nil, fmt.Errorf("querytest: reference input %q: reference data is not supported yet", in.Name)
+		}
+		b, err := os.ReadFile(filepath.Join(c.Dir, in.File))
+		if err != nil {
+			return nil, fmt.Errorf("querytest: %w", err)
+		}
+		files = append(files, InputFile{Name: in.Name, Data: b, ArrivalField: in.ArrivalField})
+	}
+	return RunFiles(c.Query, files, opts)
+}
+
+// InputFile is the content of one JSON-lines input.
+type InputFile struct {
+	Name         string // empty: the query's only input
+	Data         []byte
+	ArrivalField string
+}
+
+// RunFiles runs a query over JSON-lines inputs like a local run of Stream
+// Analytics: events with TIMESTAMP BY are fed in event-time order (stable),
+// events with an arrival field in file order at that arrival time, and
+// events of arrival-time inputs all at one instant. End of input flushes
+// every window.
+func RunFiles(query string, files []InputFile, opts exec.Options) (*Result, error) {
+	p, err := plan.FromSQL(query)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Outputs: map[string][]*value.Record{}}
+	for _, o := range p.Outputs {
+		res.Outputs[strings.ToLower(o.Name)] = nil
+	}
+	opts.Emit = func(output string, ts int64, rec *value.Record) {
+		k := strings.ToLower(output)
+		res.Outputs[k] = append(res.Outputs[k], rec.Clone())
+	}
+	opts.DeadLetter = func(dl exec.DeadLetter) { res.DeadLetters = append(res.DeadLetters, dl) }
+	ex, err := exec.New(p, opts)
+	if err != nil {
+		return nil, err
+	}
+	events, err := Events(ex, files, value.FromTime(time.Now()))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range events {
+		if err := ex.Ingest(e.Input, e.Payload, e.Arrival); err != nil {
+			return nil, err
+		}
+	}
+	ex.Flush()
+	res.Counters = ex.Counters()
+	return res, nil
+}
+
+// Events orders the events of input files for a local run (see RunFiles).
+func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, error) {
+	var events []Event
+	for _, f := range files {
+		name := f.Name
+		if name == "" {
+			if ins := ex.Inputs(); len(ins) == 1 {
+				name = ins[0]
+			} else {
+				return nil, fmt.Errorf("querytest: the query reads %d inputs (%s): name each input file", len(ins), strings.Join(ins, ", "))
+			}
+		}
+		sc := bufio.NewScanner(bytes.NewReader(f.Data))
+		sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+		line := 0
+		for sc.Scan() {
+			line++
+			b := bytes.TrimSpace(sc.Bytes())
+			if len(b) == 0 {
+				continue
+			}
+			payload := append([]byte(nil), b...)
+			e := Event{Input: name, Payload: payload, order: len(events)}
+			switch {
+			case f.ArrivalField != "":
+				var d value.Decoder
+				rec, err := d.Decode(payload)
+				if err != nil {
+					return nil, fmt.Errorf("querytest: input %s line %d: %w", name, line, err)
+				}
+				v, _ := rec.Get(f.ArrivalField)
+				t, err := value.ParseTime(v.Str())
+				if err != nil {
+					return nil, fmt.Errorf("querytest: input %s line %d: arrival field %q: %w", name, line, f.ArrivalField, err)
+				}
+				e.Arrival, e.sortKey = t, t
+			default:
+				if t, ok := ex.EventTime(name, payload); ok {
+					e.Arrival, e.sortKey = exec.ArrivalIsEventTime, t
+				} else {
+					if ex.HasEventTime(name) {
+						// A bad timestamp: dead-lettered when ingested.
+						e.Arrival, e.sortKey = exec.ArrivalIsEventTime, math.MinInt64
+					} else {
+						// Arrival-time input: every event arrives at run start.
+						e.Arrival, e.sortKey = runStart, runStart
+					}
+				}
+			}
+			events = append(events, e)
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("querytest: input %s: %w", name, err)
+		}
+	}
+	sort.SliceStable(events, func(i, j int) bool { return events[i].sortKey < events[j].sortKey })
+	return events, nil
+}

@@ -1,0 +1,120 @@
+package querytest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// conformanceDir finds shared/conformance/asa beside the repository.
+func conformanceDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("MILLSTREAM_CONFORMANCE_DIR"); d != "" {
+		return d
+	}
+	d, err := filepath.Abs("../../../shared/conformance/asa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("conformance cases not found at %s (set MILLSTREAM_CONFORMANCE_DIR): %v", d, err)
+		}
+		t.Skipf("SKIPPED LOUDLY: conformance cases not found at %s; set MILLSTREAM_CONFORMANCE_DIR", d)
+	}
+	return d
+}
+
+// pending lists cases that need the complete query language (issue 6:
+// joins, analytic functions, APPLY, reference data, CREATE TABLE, UNION,
+// MATCH_RECOGNIZE). They are run and must fail; one that starts passing
+// must be removed from this list.
+var pending = map[string]string{
+	"010-lag-value-changed":                   "LAG",
+	"011-isfirst":                             "ISFIRST",
+	"012-isfirst-partition":                   "ISFIRST",
+	"013-last-event-join-cte":                 "JOIN",
+	"015-last-when-duration":                  "LAST",
+	"016-lag-when-duration-of-condition":      "LAG",
+	"021-match-recognize-atm":                 "MATCH_RECOGNIZE",
+	"022-geofence-st-within-refdata":          "reference data, geospatial",
+	"025-cross-apply-getarrayelements":        "CROSS APPLY",
+	"026-cross-apply-sum-tumbling":            "CROSS APPLY",
+	"030-getrecordpropertyvalue-refdata-join": "reference data",
+	"031-cte-route-two-outputs":               "CROSS APPLY GetRecordProperties",
+	"033-cross-apply-array-values":            "CROSS APPLY",
+	"034-cross-apply-array-of-records":        "CROSS APPLY",
+	"036-threshold-rules-refdata":             "reference data",
+	"041-stream-join-datediff-toll":           "JOIN",
+	"043-refdata-join-toll":                   "reference data",
+	"058-lag-last-partition-default":          "LAG, LAST",
+	"066-union-keeps-duplicates":              "UNION",
+	"068-union-all-like-three-outputs-csv":    "UNION, CSV",
+}
+
+// deviations are low-confidence cases where the engine follows another
+// documented rule; testdata/deviations/<case>/ holds what it must produce.
+var deviations = map[string]string{
+	"046-event-ordering-late-and-out-of-order": "row 5 of the event-ordering doc implies an out-of-order cut-off of arrival-8s; " +
+		"the time-handling doc (case 047, engine rule) uses max event time seen - 8s = 00:10:34, so event 5 (00:10:35) keeps its time",
+}
+
+func TestConformance(t *testing.T) {
+	dir := conformanceDir(t)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	passed, failedPending := 0, 0
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		name := e.Name()
+		t.Run(name, func(t *testing.T) {
+			c, err := Load(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(name, "1") && c.Status == "engine-verified" {
+				// D365 fixtures all use CREATE TABLE and reference data.
+				if _, ok := pending[name]; !ok {
+					pending[name] = "CREATE TABLE, reference data"
+				}
+			}
+			if _, ok := deviations[name]; ok {
+				alt := filepath.Join("testdata", "deviations", name)
+				for out := range c.Outputs {
+					c.Outputs[out] = mustAbs(t, filepath.Join(alt, filepath.Base(c.Outputs[out])))
+				}
+			}
+			rep := c.Check()
+			if why, ok := pending[name]; ok {
+				if rep.Passed() {
+					t.Fatalf("case passes now: remove it from the pending list (%s)", why)
+				}
+				failedPending++
+				t.Skipf("pending (needs %s): %s", why, firstLine(rep.String()))
+			}
+			if !rep.Passed() {
+				t.Fatalf("\n%s\nquery:\n%s", rep, c.Query)
+			}
+			passed++
+		})
+	}
+	t.Logf("conformance: %d passed, %d pending for the complete query language", passed, failedPending)
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func firstLine(s string) string {
+	lines := strings.SplitN(strings.TrimSpace(s), "\n", 3)
+	return strings.Join(lines[:min(2, len(lines))], " | ")
+}
