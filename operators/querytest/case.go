@@ -16,6 +16,7 @@ import (
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/plan"
 	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 // ErrNoQuery means the folder has no query.sql.
@@ -194,24 +195,37 @@ type Event struct {
 	order   int
 }
 
-// Run executes the case's query over its inputs.
-func (c *Case) Run() (*Result, error) {
+// Prepare plans the case's query and reads its inputs.
+func (c *Case) Prepare() (*pb.Plan, []InputFile, exec.Options, error) {
 	opts, err := c.Options.ExecOptions()
 	if err != nil {
-		return nil, err
+		return nil, nil, opts, err
+	}
+	p, err := plan.FromSQL(c.Query)
+	if err != nil {
+		return nil, nil, opts, err
 	}
 	var files []InputFile
 	for _, in := range c.Inputs {
 		if in.Kind == "reference" {
-			return nil, fmt.Errorf("querytest: reference input %q: reference data is not supported yet", in.Name)
+			return nil, nil, opts, fmt.Errorf("querytest: reference input %q: reference data is not supported yet", in.Name)
 		}
 		b, err := os.ReadFile(filepath.Join(c.Dir, in.File))
 		if err != nil {
-			return nil, fmt.Errorf("querytest: %w", err)
+			return nil, nil, opts, fmt.Errorf("querytest: %w", err)
 		}
 		files = append(files, InputFile{Name: in.Name, Data: b, ArrivalField: in.ArrivalField})
 	}
-	return RunFiles(c.Query, files, opts)
+	return p, files, opts, nil
+}
+
+// Run executes the case's query over its inputs.
+func (c *Case) Run() (*Result, error) {
+	p, files, opts, err := c.Prepare()
+	if err != nil {
+		return nil, err
+	}
+	return RunFiles(p, files, opts)
 }
 
 // InputFile is the content of one JSON-lines input.
@@ -226,11 +240,7 @@ type InputFile struct {
 // events with an arrival field in file order at that arrival time, and
 // events of arrival-time inputs all at one instant. End of input flushes
 // every window.
-func RunFiles(query string, files []InputFile, opts exec.Options) (*Result, error) {
-	p, err := plan.FromSQL(query)
-	if err != nil {
-		return nil, err
-	}
+func RunFiles(p *pb.Plan, files []InputFile, opts exec.Options) (*Result, error) {
 	res := &Result{Outputs: map[string][]*value.Record{}}
 	for _, o := range p.Outputs {
 		res.Outputs[strings.ToLower(o.Name)] = nil

@@ -17,6 +17,10 @@ var reserved = map[string]bool{
 	"order": true, "right": true, "full": true,
 }
 
+// exprWords are reserved words that may still name a field inside an
+// expression (Stream Analytics jobs commonly have a field "timestamp").
+var exprWords = map[string]bool{"timestamp": true}
+
 // IsReserved reports whether a word is a reserved keyword.
 func IsReserved(w string) bool { return reserved[strings.ToLower(w)] }
 
@@ -166,6 +170,17 @@ func (p *parser) name(what string) (string, Pos) {
 	return "", Pos{}
 }
 
+// aliasAfterAs reads the name after AS, where reserved words are allowed
+// (`System.Timestamp() AS timestamp` is common in Stream Analytics jobs).
+func (p *parser) aliasAfterAs() string {
+	if t := p.peek(); t.Kind == TokIdent {
+		p.next()
+		return t.Text
+	}
+	name, _ := p.name("an alias after AS")
+	return name
+}
+
 func (p *parser) isName() bool {
 	t := p.peek()
 	return t.Kind == TokBracket || t.Kind == TokQuoted || (t.Kind == TokIdent && !reserved[strings.ToLower(t.Text)])
@@ -292,7 +307,7 @@ func (p *parser) selectItem() *SelectItem {
 	}
 	item := &SelectItem{Pos: t.Pos, Expr: p.expr()}
 	if p.acceptKw("as") {
-		item.Alias, _ = p.name("an alias after AS")
+		item.Alias = p.aliasAfterAs()
 	} else if p.isName() {
 		item.Alias, _ = p.name("an alias")
 	} else if p.peek().Kind == TokString {
@@ -305,7 +320,7 @@ func (p *parser) source() *Source {
 	name, pos := p.name("an input or WITH step name after FROM")
 	src := &Source{Pos: pos, Name: name}
 	if p.acceptKw("as") {
-		src.Alias, _ = p.name("an alias after AS")
+		src.Alias = p.aliasAfterAs()
 	} else if p.isName() {
 		src.Alias, _ = p.name("an alias")
 	}
@@ -533,7 +548,7 @@ func (p *parser) primary() Expr {
 			p.expectOp(")")
 			return &Cast{P: t.Pos, X: x, Type: typ, Try: lw == "try_cast"}
 		}
-		if reserved[lw] && !(keywordFuncs[lw] && p.peekAt(1).Kind == TokOp && p.peekAt(1).Text == "(") {
+		if reserved[lw] && !exprWords[lw] && !(keywordFuncs[lw] && p.peekAt(1).Kind == TokOp && p.peekAt(1).Text == "(") {
 			p.fail("expected an expression")
 		}
 		p.next()
