@@ -662,6 +662,9 @@ func (p *parser) over() *Over {
 
 func (p *parser) caseExpr() Expr {
 	c := &Case{P: p.next().Pos}
+	if p.isKw("end") {
+		p.fail("expected WHEN in CASE")
+	}
 	if !p.isKw("when") {
 		c.Operand = p.expr()
 	}

@@ -1,0 +1,213 @@
+package exec_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millstream/millstream/operators/exec"
+	"github.com/millstream/millstream/operators/plan"
+	"github.com/millstream/millstream/operators/value"
+)
+
+var base = value.FromTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+
+// at returns base + s seconds in ticks.
+func at(s float64) int64 { return base + int64(s*float64(value.TicksPerSecond)) }
+
+// ev builds an event with field t = base + s seconds and extra JSON fields.
+func ev(s float64, extra string) string {
+	if extra != "" {
+		extra = "," + extra
+	}
+	return fmt.Sprintf(`{"t":"%s"%s}`, value.FormatTicks(at(s)), extra)
+}
+
+type harness struct {
+	t    *testing.T
+	ex   *exec.Executor
+	rows []string
+	dead []exec.DeadLetter
+}
+
+func newHarness(t *testing.T, query string, opts exec.Options) *harness {
+	t.Helper()
+	p, err := plan.FromSQL(query)
+	require.NoError(t, err)
+	h := &harness{t: t}
+	opts.Emit = func(_ string, ts int64, rec *value.Record) {
+		secs := float64(ts-base) / float64(value.TicksPerSecond)
+		h.rows = append(h.rows, fmt.Sprintf("%g %s", secs, value.AppendRecordJSON(nil, rec)))
+	}
+	opts.DeadLetter = func(dl exec.DeadLetter) { h.dead = append(h.dead, dl) }
+	h.ex, err = exec.New(p, opts)
+	require.NoError(t, err)
+	return h
+}
+
+func (h *harness) feed(events ...string) *harness {
+	for _, e := range events {
+		require.NoError(h.t, h.ex.Ingest("i", []byte(e), exec.ArrivalIsEventTime))
+	}
+	return h
+}
+
+func (h *harness) flush() []string {
+	h.ex.Flush()
+	return h.rows
+}
+
+func TestExecWindowHopping(t *testing.T) {
+	h := newHarness(t, `SELECT COUNT(*) AS n, COUNT(DISTINCT k) AS d FROM i TIMESTAMP BY t
+		GROUP BY HoppingWindow(second, 10, 5)`, exec.Options{})
+	got := h.feed(ev(1, `"k":1`), ev(6, `"k":1`), ev(12, `"k":2`)).flush()
+	require.Equal(t, []string{
+		`5 {"n":1,"d":1}`,
+		`10 {"n":2,"d":1}`,
+		`15 {"n":2,"d":2}`,
+		`20 {"n":1,"d":1}`,
+	}, got)
+}
+
+func TestExecWindowTumblingOffset(t *testing.T) {
+	h := newHarness(t, `SELECT COUNT(*) AS n FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10, 2)`, exec.Options{})
+	got := h.feed(ev(1, ""), ev(2, ""), ev(3, ""), ev(12.5, "")).flush()
+	require.Equal(t, []string{`2 {"n":2}`, `12 {"n":1}`, `22 {"n":1}`}, got)
+}
+
+func TestExecWindowTumblingDurationForm(t *testing.T) {
+	h := newHarness(t, `SELECT COUNT(*) AS n FROM i TIMESTAMP BY t
+		GROUP BY TumblingWindow(Duration(second, 10), Offset(millisecond, -1))`, exec.Options{})
+	// Offset -1 ms makes windows start-inclusive, [0 s, 10 s): an event at
+	// exactly 10 s opens the next window.
+	got := h.feed(ev(0, ""), ev(9.999, ""), ev(10, "")).flush()
+	require.Equal(t, []string{`9.999 {"n":2}`, `19.999 {"n":1}`}, got)
+}
+
+func TestExecWindowSliding(t *testing.T) {
+	h := newHarness(t, `SELECT COUNT(*) AS n, MAX(v) AS mx FROM i TIMESTAMP BY t GROUP BY SlidingWindow(second, 10)`, exec.Options{})
+	got := h.feed(ev(1, `"v":3`), ev(5, `"v":9`), ev(12, `"v":4`)).flush()
+	require.Equal(t, []string{
+		`1 {"n":1,"mx":3}`,
+		`5 {"n":2,"mx":9}`,
+		`11 {"n":1,"mx":9}`,
+		`12 {"n":2,"mx":9}`,
+		`15 {"n":1,"mx":4}`,
+	}, got)
+}
+
+func TestExecWindowSessionTimeoutAndMaxDuration(t *testing.T) {
+	q := `SELECT COUNT(*) AS n FROM i TIMESTAMP BY t GROUP BY SessionWindow(second, 5, 10)`
+	got := newHarness(t, q, exec.Options{}).feed(ev(1, ""), ev(4, ""), ev(8, ""), ev(12, ""), ev(14, ""), ev(30, "")).flush()
+	require.Equal(t, []string{`19 {"n":5}`, `35 {"n":1}`}, got, "closed by the timeout")
+
+	var events []string
+	for s := 1.0; s <= 28; s += 3 {
+		events = append(events, ev(s, ""))
+	}
+	got = newHarness(t, q, exec.Options{}).feed(events...).flush()
+	require.Equal(t, []string{`20 {"n":7}`, `33 {"n":3}`}, got, "closed at the max-duration check point 20 (start 1 + 10 exceeded)")
+}
+
+func TestExecWindowSessionPartitionBy(t *testing.T) {
+	q := `SELECT k, COUNT(*) AS n FROM i TIMESTAMP BY t GROUP BY k, SessionWindow(second, 5, 60) OVER (PARTITION BY k)`
+	got := newHarness(t, q, exec.Options{}).feed(ev(1, `"k":"a"`), ev(2, `"k":"b"`), ev(5, `"k":"a"`), ev(9, `"k":"b"`)).flush()
+	require.ElementsMatch(t, []string{`7 {"k":"b","n":1}`, `10 {"k":"a","n":2}`, `14 {"k":"b","n":1}`}, got)
+}
+
+func TestExecWindowEmitsOnWatermarkNotFlush(t *testing.T) {
+	h := newHarness(t, `SELECT COUNT(*) AS n FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)`, exec.Options{})
+	require.NoError(t, h.ex.Ingest("i", []byte(ev(1, "")), at(1)))
+	h.ex.AdvanceTime(at(14)) // watermark = 14 - 5 s late tolerance = 9: window (0,10] still open
+	require.Empty(t, h.rows)
+	h.ex.AdvanceTime(at(15.1)) // watermark 10.1 > 10
+	require.Equal(t, []string{`10 {"n":1}`}, h.rows)
+	h.ex.Flush()
+	require.Len(t, h.rows, 1, "a window is emitted exactly once")
+}
+
+func TestExecEventPoliciesDropAndCount(t *testing.T) {
+	h := newHarness(t, `SELECT v FROM i TIMESTAMP BY t`, exec.Options{
+		OutOfOrderPolicy:    exec.Drop,
+		OutOfOrderTolerance: 0,
+	})
+	ingest := func(s float64, v int, arrival float64) {
+		require.NoError(t, h.ex.Ingest("i", []byte(ev(s, fmt.Sprintf(`"v":%d`, v))), at(arrival)))
+	}
+	ingest(10, 1, 10)  // on time
+	ingest(2, 2, 11)   // older than arrival - 5 s: late, dropped
+	ingest(8, 3, 12)   // within late tolerance but below the watermark 10: out of order, dropped
+	ingest(400, 4, 12) // more than 5 minutes ahead of arrival: early, dropped
+	ingest(12, 5, 13)
+	got := h.flush()
+	require.Equal(t, []string{`10 {"v":1}`, `12 {"v":5}`}, got)
+	c := h.ex.Counters()
+	require.Equal(t, uint64(1), c.LateDropped)
+	require.Equal(t, uint64(1), c.OutOfOrderDropped)
+	require.Equal(t, uint64(1), c.EarlyDropped)
+	require.Equal(t, uint64(5), c.EventsIn)
+	require.Equal(t, uint64(2), c.EventsOut)
+}
+
+func TestExecOutOfOrderToleranceReorders(t *testing.T) {
+	h := newHarness(t, `SELECT v FROM i TIMESTAMP BY t`, exec.Options{OutOfOrderTolerance: 5 * time.Second})
+	h.feed(ev(10, `"v":1`), ev(7, `"v":2`), ev(12, `"v":3`), ev(3, `"v":4`))
+	got := h.flush()
+	// 7 is within the 5 s tolerance and is reordered; 3 is below the
+	// watermark 12-5 = 7 and is adjusted to 7, after the rows released so far.
+	require.Equal(t, []string{`7 {"v":2}`, `7 {"v":4}`, `10 {"v":1}`, `12 {"v":3}`}, got)
+	require.Equal(t, uint64(1), h.ex.Counters().OutOfOrderAdjusted)
+}
+
+func TestExecBadInputIsDeadLetteredAndCounted(t *testing.T) {
+	h := newHarness(t, `SELECT deviceId, temperature FROM i TIMESTAMP BY t WHERE temperature > 70`, exec.Options{})
+	h.feed(
+		ev(1, `"deviceId":"a","temperature":75`),
+		`{"deviceId":"b","temperature":`, // truncated JSON
+		ev(2, `"deviceId":"c","temperature":"hot"`), // wrong type for > 70
+		`{"deviceId":"d","temperature":90,"t":"yesterday"}`, // not a datetime
+		`{"deviceId":"e","temperature":90}`,                  // no timestamp
+		`[1,2,3]`,                                            // not an object
+		ev(3, `"deviceId":"f","temperature":71.5`),
+	)
+	got := h.flush()
+	require.Equal(t, []string{`1 {"deviceId":"a","temperature":75}`, `3 {"deviceId":"f","temperature":71.5}`}, got)
+	require.Len(t, h.dead, 5)
+	require.Equal(t, uint64(5), h.ex.Counters().DeadLettered)
+	reasons := make([]string, len(h.dead))
+	for i, d := range h.dead {
+		reasons[i] = d.Reason
+		require.NotEmpty(t, d.Payload)
+	}
+	require.Contains(t, reasons[0], "invalid JSON")
+	require.Contains(t, reasons[1], "WHERE")
+	require.Equal(t, "select1", h.dead[1].Stage)
+	require.Contains(t, reasons[2], "TIMESTAMP BY")
+	require.Contains(t, reasons[3], "NULL")
+	require.Contains(t, reasons[4], "expected a JSON object")
+}
+
+func TestExecAggregateTypeErrorDoesNotCorruptGroup(t *testing.T) {
+	h := newHarness(t, `SELECT COUNT(*) AS n, SUM(v) AS s FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)`, exec.Options{})
+	got := h.feed(ev(1, `"v":1`), ev(2, `"v":"x"`), ev(3, `"v":"2.5"`), ev(4, `"v":null`)).flush()
+	// "x" is rejected whole (not counted by COUNT(*) either); "2.5" is cast
+	// to float as Stream Analytics does; NULL is skipped by SUM only.
+	require.Equal(t, []string{`10 {"n":3,"s":3.5}`}, got)
+	require.Len(t, h.dead, 1)
+}
+
+func TestExecSelectStarLeftWinsAndLowerCase(t *testing.T) {
+	h := newHarness(t, `SELECT 'x' AS Make, * FROM i TIMESTAMP BY t`, exec.Options{CompatLevel: "1.0"})
+	got := h.feed(ev(1, `"Make":"m","Speed":3`)).flush()
+	require.Equal(t, []string{`1 {"make":"x","t":"` + value.FormatTicks(at(1)) + `","speed":3}`}, got)
+}
+
+func TestExecUnknownInput(t *testing.T) {
+	h := newHarness(t, `SELECT * FROM i`, exec.Options{})
+	err := h.ex.Ingest("nope", []byte(`{}`), at(0))
+	require.ErrorIs(t, err, exec.ErrUnknownInput)
+	require.True(t, strings.Contains(err.Error(), `"i"`) || strings.Contains(err.Error(), "i"))
+}
