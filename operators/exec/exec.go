@@ -195,6 +195,7 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 			return nil, fmt.Errorf("%w: input %q declared twice", ErrBadPlan, in.Name)
 		}
 		ex.inputs[key] = op
+		ex.inputs[in.Name] = op
 		ex.inputList = append(ex.inputList, op)
 		sources[key] = func(n node) { op.out = append(op.out, n) }
 	}
@@ -243,6 +244,9 @@ func (ex *Executor) Inputs() []string {
 }
 
 func (ex *Executor) input(name string) (*inputOp, error) {
+	if in, ok := ex.inputs[name]; ok { // exact spelling: no allocation
+		return in, nil
+	}
 	in, ok := ex.inputs[strings.ToLower(name)]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q (the query reads %s)", ErrUnknownInput, name, strings.Join(ex.Inputs(), ", "))

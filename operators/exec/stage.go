@@ -48,8 +48,9 @@ func project(dst *value.Record, names []string, ps []projection, dynamic bool, c
 		}
 		return
 	}
-	// Copy-on-write: names must not alias the static slice.
-	dst.Names = dst.Names[:0:0]
+	// A dynamic stage never points dst.Names at a static slice, so its own
+	// buffer can be reused (receivers copy what they keep, X3).
+	dst.Names = dst.Names[:0]
 	for i := range ps {
 		p := &ps[i]
 		if !p.wildcard {

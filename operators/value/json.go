@@ -243,6 +243,9 @@ func (p *jsonParser) number() (Value, error) {
 		}
 	}
 	text := p.s[start:p.i]
+	if f, ok := fastFloat(text); ok && isFloat {
+		return FloatValue(f), nil
+	}
 	if !isFloat {
 		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
 			return Int(n), nil
@@ -256,6 +259,48 @@ func (p *jsonParser) number() (Value, error) {
 		return Value{}, p.errorf("number out of range")
 	}
 	return FloatValue(f), nil
+}
+
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// fastFloat parses plain decimals like -72.53 without an exponent when the
+// digits fit in 2^53: then mantissa / 10^k is one correctly rounded IEEE
+// division (Clinger's fast path), the same result strconv gives.
+func fastFloat(s string) (float64, bool) {
+	neg := false
+	if s != "" && s[0] == '-' {
+		neg, s = true, s[1:]
+	}
+	var mant uint64
+	digits, frac := 0, -1
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if frac >= 0 {
+				frac++
+			}
+		case c == '.' && frac < 0:
+			frac = 0
+		default:
+			return 0, false
+		}
+		if digits > 15 {
+			return 0, false
+		}
+	}
+	if frac < 0 {
+		frac = 0
+	}
+	f := float64(mant) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 // str parses a string starting at '"'. Strings without escapes are slices

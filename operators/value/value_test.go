@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"math/rand"
+	"strconv"
 	"testing"
 	"time"
 
@@ -126,4 +128,35 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed %q into %q", data, out)
 		}
 	})
+}
+
+func TestFastFloatMatchesStrconv(t *testing.T) {
+	rng := newRand()
+	for i := 0; i < 200000; i++ {
+		s := randomDecimal(rng)
+		want, err := strconv.ParseFloat(s, 64)
+		require.NoError(t, err)
+		if got, ok := fastFloat(s); ok {
+			require.Equal(t, math.Float64bits(want), math.Float64bits(got), s)
+		}
+	}
+}
+
+func newRand() *rand.Rand { return rand.New(rand.NewSource(42)) }
+
+func randomDecimal(rng *rand.Rand) string {
+	var b []byte
+	if rng.Intn(2) == 0 {
+		b = append(b, '-')
+	}
+	n := 1 + rng.Intn(9)
+	for i := 0; i < n; i++ {
+		b = append(b, byte('0'+rng.Intn(10)))
+	}
+	b = append(b, '.')
+	m := 1 + rng.Intn(9)
+	for i := 0; i < m; i++ {
+		b = append(b, byte('0'+rng.Intn(10)))
+	}
+	return string(b)
 }
