@@ -166,11 +166,11 @@ func TestExecBadInputIsDeadLetteredAndCounted(t *testing.T) {
 	h := newHarness(t, `SELECT deviceId, temperature FROM i TIMESTAMP BY t WHERE temperature > 70`, exec.Options{})
 	h.feed(
 		ev(1, `"deviceId":"a","temperature":75`),
-		`{"deviceId":"b","temperature":`, // truncated JSON
-		ev(2, `"deviceId":"c","temperature":"hot"`), // wrong type for > 70
+		`{"deviceId":"b","temperature":`,                    // truncated JSON
+		ev(2, `"deviceId":"c","temperature":"hot"`),         // wrong type for > 70
 		`{"deviceId":"d","temperature":90,"t":"yesterday"}`, // not a datetime
-		`{"deviceId":"e","temperature":90}`,                  // no timestamp
-		`[1,2,3]`,                                            // not an object
+		`{"deviceId":"e","temperature":90}`,                 // no timestamp
+		`[1,2,3]`,                                           // not an object
 		ev(3, `"deviceId":"f","temperature":71.5`),
 	)
 	got := h.flush()

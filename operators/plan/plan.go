@@ -591,3 +591,24 @@ func mustMarshal(m proto.Message) []byte {
 	}
 	return b
 }
+
+// Expr plans a standalone row expression (a TIMESTAMP BY given in a
+// configuration file, tests).
+func Expr(text string) (e *pb.Expr, err error) {
+	ast, err := sql.ParseExpr(text)
+	if err != nil {
+		return nil, err
+	}
+	b := &builder{plan: &pb.Plan{}, stages: map[string]string{}, inputs: map[string]*inputUse{}}
+	defer func() {
+		if r := recover(); r != nil {
+			perr, ok := r.(*sql.Error)
+			if !ok {
+				panic(r)
+			}
+			e, err = nil, perr
+		}
+	}()
+	c := &stageCtx{b: b, st: &pb.Stage{}}
+	return c.row(ast), nil
+}

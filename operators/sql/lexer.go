@@ -66,6 +66,16 @@ func (t Token) describe() string {
 // Lex splits a query into tokens, ending with an TokEOF token.
 func Lex(src string) ([]Token, error) {
 	l := lexer{src: src, line: 1, col: 1}
+	if !utf8.ValidString(src) {
+		for i := 0; i < len(src); {
+			r, size := utf8.DecodeRuneInString(src[i:])
+			if r == utf8.RuneError && size == 1 {
+				l.advance(i)
+				return nil, l.errorf(Pos{l.line, l.col}, "the query is not valid UTF-8")
+			}
+			i += size
+		}
+	}
 	var toks []Token
 	for {
 		t, err := l.next()

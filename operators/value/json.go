@@ -34,6 +34,9 @@ func (d *Decoder) Decode(payload []byte) (*Record, error) {
 	if p.maxDepth <= 0 {
 		p.maxDepth = DefaultMaxDepth
 	}
+	if !utf8.ValidString(p.s) {
+		return nil, p.errorf("invalid UTF-8")
+	}
 	p.skipSpace()
 	if p.i >= len(p.s) || p.s[p.i] != '{' {
 		return nil, p.errorf("expected a JSON object")
@@ -53,6 +56,9 @@ func (d *Decoder) Decode(payload []byte) (*Record, error) {
 // ParseJSON parses any JSON value into a freshly allocated Value.
 func ParseJSON(s string) (Value, error) {
 	p := jsonParser{s: s, maxDepth: DefaultMaxDepth}
+	if !utf8.ValidString(s) {
+		return Value{}, p.errorf("invalid UTF-8")
+	}
 	p.skipSpace()
 	v, err := p.value(1)
 	if err != nil {

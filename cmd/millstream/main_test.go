@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const job = "../../deployments/jobs/temperature-filtering"
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestCLIQueryRunWritesEveryOutput(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := runCLI(t, "query", "run", "--query", job+"/query.sql", "--input", "EdgeInput="+job+"/input.jsonl", "--out", dir)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "480 events in")
+	for _, out := range []string{"LocalOutput", "CloudOutput"} {
+		got, err := os.ReadFile(filepath.Join(dir, out+".jsonl"))
+		require.NoError(t, err)
+		want, err := os.ReadFile(filepath.Join(job, "expected-"+out+".jsonl"))
+		require.NoError(t, err)
+		require.Equal(t, strings.Count(string(want), "\n"), strings.Count(string(got), "\n"), out)
+	}
+}
+
+func TestCLIExplainThenRunThePlan(t *testing.T) {
+	code, plan, stderr := runCLI(t, "query", "explain", job+"/query.sql")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, plan, "TUMBLING")
+	path := filepath.Join(t.TempDir(), "plan.textproto")
+	require.NoError(t, os.WriteFile(path, []byte(plan), 0o644))
+	dirSQL, dirPlan := t.TempDir(), t.TempDir()
+	code, _, stderr = runCLI(t, "query", "run", "--query", job+"/query.sql", "--input", "EdgeInput="+job+"/input.jsonl", "--out", dirSQL)
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = runCLI(t, "query", "run", "--query", path, "--input", "EdgeInput="+job+"/input.jsonl", "--out", dirPlan)
+	require.Equal(t, 0, code, stderr)
+	for _, out := range []string{"LocalOutput.jsonl", "CloudOutput.jsonl"} {
+		a, _ := os.ReadFile(filepath.Join(dirSQL, out))
+		b, _ := os.ReadFile(filepath.Join(dirPlan, out))
+		require.NotEmpty(t, a)
+		require.Equal(t, string(a), string(b), out)
+	}
+}
+
+func TestCLIQueryTestReportsPassAndFail(t *testing.T) {
+	code, out, _ := runCLI(t, "query", "test", job)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "PASS temperature-filtering")
+
+	// A broken expectation fails with a readable row diff.
+	dir := t.TempDir()
+	for _, f := range []string{"query.sql", "input.jsonl", "case.json", "expected-LocalOutput.jsonl"} {
+		b, err := os.ReadFile(filepath.Join(job, f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), b, 0o644))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "expected-CloudOutput.jsonl"), []byte(`{"deviceId":"nope","avgTemp":1,"maxTemp":1,"windowEnd":"2026-11-01T08:00:00Z"}`+"\n"), 0o644))
+	code, out, _ = runCLI(t, "query", "test", dir)
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "FAIL")
+	require.Contains(t, out, `- missing:    {"deviceId":"nope"`)
+	require.Contains(t, out, "+ unexpected:")
+	require.Contains(t, out, "0 passed, 1 failed")
+}
+
+func TestCLIErrorsAreClear(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.sql")
+	require.NoError(t, os.WriteFile(bad, []byte("SELECT a\nFROM i\nWHERE b >"), 0o644))
+	code, _, stderr := runCLI(t, "query", "run", "--query", bad, "--input", job+"/input.jsonl")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "line 3, column 10")
+
+	code, _, stderr = runCLI(t, "query", "run", "--input", "x.jsonl")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "--query is required")
+
+	code, _, stderr = runCLI(t, "query", "run", "--query", job+"/query.sql", "--input", "EdgeInput="+job+"/input.jsonl")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "give --out DIR")
+
+	code, _, stderr = runCLI(t, "frobnicate")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, `unknown command "frobnicate"`)
+}
+
+func TestCLIRunSingleOutputToStdoutWithDeadLetters(t *testing.T) {
+	dir := t.TempDir()
+	q := filepath.Join(dir, "q.sql")
+	in := filepath.Join(dir, "in.jsonl")
+	require.NoError(t, os.WriteFile(q, []byte("SELECT v FROM i TIMESTAMP BY t WHERE v > 1"), 0o644))
+	require.NoError(t, os.WriteFile(in, []byte(`{"t":"2026-01-01T00:00:02Z","v":2}
+not json
+{"t":"2026-01-01T00:00:01Z","v":5}
+`), 0o644))
+	code, stdout, stderr := runCLI(t, "query", "run", "--query", q, "--input", in)
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "{\"v\":5}\n{\"v\":2}\n", stdout, "events are fed in event-time order")
+	require.Contains(t, stderr, `"reason":"value: invalid JSON`)
+	require.Contains(t, stderr, "1 dead-lettered")
+}

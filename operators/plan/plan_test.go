@@ -1,0 +1,69 @@
+package plan
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millstream/millstream/operators/sql"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+func TestPlanErrorsNamePosition(t *testing.T) {
+	cases := []struct {
+		query     string
+		line, col int
+		msg       string
+	}{
+		{"SELECT COUNT(*) FROM i", 1, 1, "aggregates need GROUP BY with a window"},
+		{"SELECT a, COUNT(*) FROM i GROUP BY TumblingWindow(second, 5)", 1, 8, "a is neither in GROUP BY nor inside an aggregate"},
+		{"SELECT a FROM i GROUP BY a", 1, 26, "GROUP BY needs a window"},
+		{"SELECT frob(a) FROM i", 1, 8, "unknown function frob"},
+		{"SELECT SUBSTRING(a, 1) FROM i", 1, 8, "SUBSTRING takes 3 arguments, not 2"},
+		{"WITH c AS (SELECT * FROM i)\nSELECT * FROM c TIMESTAMP BY t", 2, 30, "TIMESTAMP BY applies to inputs only"},
+		{"SELECT * INTO a FROM i TIMESTAMP BY t\nSELECT * INTO b FROM i TIMESTAMP BY u", 2, 22, "different TIMESTAMP BY"},
+		{"SELECT COUNT(*) FROM i GROUP BY HoppingWindow(second, 5, 10)", 1, 58, "hop"},
+		{"SELECT COUNT(*) FROM i GROUP BY SessionWindow(second, 10, 5)", 1, 55, "timeout must not exceed"},
+		{"SELECT COUNT(*) FROM i GROUP BY TumblingWindow(fortnight, 1)", 1, 48, "expected a time unit"},
+		{"SELECT COUNT(*) FROM i GROUP BY TumblingWindow(day, 8)", 1, 53, "limited to 7 days"},
+		{"SELECT * FROM i GROUP BY TumblingWindow(second, 5)", 1, 8, "SELECT * cannot be used with GROUP BY"},
+		{"SELECT SUM(COUNT(a)) FROM i GROUP BY TumblingWindow(second, 5)", 1, 12, "aggregates cannot be nested"},
+		{"SELECT a FROM i WHERE COUNT(*) > 1", 1, 23, "only allowed in the SELECT list or HAVING"},
+		{"SELECT DATEADD(fortnight, 1, t) FROM i", 1, 16, "expected a date part"},
+		{"SELECT LAG(a) OVER (LIMIT DURATION(hour, 1)) FROM i", 1, 8, "LAG is not supported yet"},
+		{"SELECT SUM(DISTINCT a) FROM i GROUP BY TumblingWindow(second, 5)", 1, 8, "DISTINCT is only supported in COUNT"},
+	}
+	for _, c := range cases {
+		_, err := FromSQL(c.query)
+		require.Error(t, err, c.query)
+		var perr *sql.Error
+		require.True(t, errors.As(err, &perr), "%q: %v", c.query, err)
+		require.Contains(t, perr.Msg, c.msg, c.query)
+		require.Equal(t, c.line, perr.Pos.Line, "%q: %v", c.query, err)
+		require.Equal(t, c.col, perr.Pos.Col, "%q: %v", c.query, err)
+	}
+}
+
+func TestPlanShape(t *testing.T) {
+	p, err := FromSQL(`WITH f AS (SELECT s.deviceId, temperature AS temp FROM Telemetry s TIMESTAMP BY ts OVER deviceId WHERE temperature > 70)
+		SELECT deviceId, AVG(temp) AS avgTemp, COUNT(*) AS [Count], System.Timestamp() AS windowEnd
+		INTO alerts FROM f GROUP BY deviceId, HoppingWindow(Duration(minute, 5), Hop(minute, 1)) HAVING [Count] > 2
+		SELECT * FROM f`)
+	require.NoError(t, err)
+	require.Len(t, p.Inputs, 1)
+	require.Equal(t, "Telemetry", p.Inputs[0].Name)
+	require.Len(t, p.Inputs[0].Over, 1)
+	require.Len(t, p.Stages, 3)
+	agg := p.Stages[1]
+	require.Equal(t, "f", agg.Source)
+	require.Equal(t, pb.Window_HOPPING, agg.Window.Kind)
+	require.Equal(t, int64(5*60*10_000_000), agg.Window.Size)
+	require.Equal(t, int64(60*10_000_000), agg.Window.Hop)
+	require.Len(t, agg.Aggregates, 2)
+	// HAVING [Count] resolves to the COUNT(*) aggregate through its alias.
+	require.Equal(t, int32(1), agg.Having.GetCall().Args[0].GetAggregate())
+	// s.deviceId lost its source alias; the projection is named deviceId.
+	require.Equal(t, []string{"deviceId"}, p.Stages[0].Projections[0].GetColumn().Expr.GetField().Path)
+	require.Equal(t, []*pb.Output{{Name: "alerts", Stage: "select1"}, {Name: "output", Stage: "select2"}}, p.Outputs)
+}
