@@ -65,6 +65,9 @@ func (h *rowHeap) Pop() any {
 func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
 	op := &inputOp{ex: ex, name: in.Name, tlIndex: map[string]int32{}, idleWm: minTime}
 	op.dec.MaxDepth = ex.opts.MaxDepth
+	if fields, all := neededFields(ex.plan, in); !all {
+		op.dec.Fields = fields
+	}
 	var err error
 	if op.tsEval, err = compileOpt(in.TimestampBy); err != nil {
 		return nil, fmt.Errorf("exec: input %q TIMESTAMP BY: %w", in.Name, err)

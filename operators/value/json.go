@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -25,12 +26,17 @@ const DefaultMaxDepth = 64
 type Decoder struct {
 	// MaxDepth bounds nesting; 0 means DefaultMaxDepth.
 	MaxDepth int
-	top      Record
+	// Fields, when not nil, lists the only top-level fields to keep
+	// (case-insensitive): the others are checked for syntax and skipped
+	// without being converted. The executor sets it to the fields a query
+	// reads (projection pushdown).
+	Fields []string
+	top    Record
 }
 
 // Decode parses one JSON object.
 func (d *Decoder) Decode(payload []byte) (*Record, error) {
-	p := jsonParser{s: string(payload), maxDepth: d.MaxDepth}
+	p := jsonParser{s: string(payload), maxDepth: d.MaxDepth, fields: d.Fields, filter: d.Fields != nil}
 	if p.maxDepth <= 0 {
 		p.maxDepth = DefaultMaxDepth
 	}
@@ -75,6 +81,72 @@ type jsonParser struct {
 	s        string
 	i        int
 	maxDepth int
+	fields   []string
+	filter   bool
+}
+
+func (p *jsonParser) keep(name string) bool {
+	for _, f := range p.fields {
+		if len(f) == len(name) && (f == name || strings.EqualFold(f, name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// skip checks the syntax of a value and moves past it without building it.
+func (p *jsonParser) skip(depth int) error {
+	if p.i < len(p.s) && (p.s[p.i] == '{' || p.s[p.i] == '[') {
+		if depth+1 > p.maxDepth {
+			return p.errorf("nesting deeper than %d", p.maxDepth)
+		}
+		closer := byte('}')
+		isObj := p.s[p.i] == '{'
+		if !isObj {
+			closer = ']'
+		}
+		p.i++
+		p.skipSpace()
+		if p.i < len(p.s) && p.s[p.i] == closer {
+			p.i++
+			return nil
+		}
+		for {
+			p.skipSpace()
+			if isObj {
+				if p.i >= len(p.s) || p.s[p.i] != '"' {
+					return p.errorf("expected a field name in quotes")
+				}
+				if _, err := p.str(); err != nil {
+					return err
+				}
+				p.skipSpace()
+				if p.i >= len(p.s) || p.s[p.i] != ':' {
+					return p.errorf("expected ':' after field name")
+				}
+				p.i++
+				p.skipSpace()
+			}
+			if err := p.skip(depth + 1); err != nil {
+				return err
+			}
+			p.skipSpace()
+			if p.i >= len(p.s) {
+				return p.errorf("unexpected end of input")
+			}
+			switch p.s[p.i] {
+			case ',':
+				p.i++
+			case closer:
+				p.i++
+				return nil
+			default:
+				return p.errorf("expected ',' or '%c'", closer)
+			}
+		}
+	}
+	_, err := p.value(depth)
+	return err
 }
 
 func (p *jsonParser) errorf(format string, args ...any) error {
@@ -118,12 +190,18 @@ func (p *jsonParser) object(r *Record, depth int) error {
 		}
 		p.i++
 		p.skipSpace()
-		v, err := p.value(depth)
-		if err != nil {
-			return err
+		if p.filter && depth == 1 && !p.keep(name) {
+			if err := p.skip(depth); err != nil {
+				return err
+			}
+		} else {
+			v, err := p.value(depth)
+			if err != nil {
+				return err
+			}
+			r.Names = append(r.Names, name)
+			r.Vals = append(r.Vals, v)
 		}
-		r.Names = append(r.Names, name)
-		r.Vals = append(r.Vals, v)
 		p.skipSpace()
 		if p.i >= len(p.s) {
 			return p.errorf("unexpected end of input in object")
@@ -210,32 +288,45 @@ func (p *jsonParser) array(depth int) (Value, error) {
 	}
 }
 
+// number parses a JSON number. Integers become bigint (float when they
+// overflow), fractions float. Plain decimals of up to 15 digits take a fast
+// path: the mantissa is accumulated while scanning and divided once by an
+// exact power of ten (Clinger's fast path), which gives the same correctly
+// rounded result as strconv.
 func (p *jsonParser) number() (Value, error) {
 	start := p.i
-	isFloat := false
-	if p.s[p.i] == '-' {
+	neg := p.s[p.i] == '-'
+	if neg {
 		p.i++
 	}
+	var mant uint64
+	nd, frac := 0, 0
 	digits := p.i
 	for p.i < len(p.s) && p.s[p.i] >= '0' && p.s[p.i] <= '9' {
+		mant = mant*10 + uint64(p.s[p.i]-'0')
 		p.i++
 	}
-	if p.i == digits || (p.s[digits] == '0' && p.i-digits > 1) {
+	nd = p.i - digits
+	if nd == 0 || (p.s[digits] == '0' && nd > 1) {
 		return Value{}, p.errorf("invalid number")
 	}
+	isFloat, hasExp := false, false
 	if p.i < len(p.s) && p.s[p.i] == '.' {
 		isFloat = true
 		p.i++
 		d := p.i
 		for p.i < len(p.s) && p.s[p.i] >= '0' && p.s[p.i] <= '9' {
+			mant = mant*10 + uint64(p.s[p.i]-'0')
 			p.i++
 		}
-		if p.i == d {
+		frac = p.i - d
+		if frac == 0 {
 			return Value{}, p.errorf("invalid number")
 		}
+		nd += frac
 	}
 	if p.i < len(p.s) && (p.s[p.i] == 'e' || p.s[p.i] == 'E') {
-		isFloat = true
+		isFloat, hasExp = true, true
 		p.i++
 		if p.i < len(p.s) && (p.s[p.i] == '+' || p.s[p.i] == '-') {
 			p.i++
@@ -248,10 +339,20 @@ func (p *jsonParser) number() (Value, error) {
 			return Value{}, p.errorf("invalid number")
 		}
 	}
-	text := p.s[start:p.i]
-	if f, ok := fastFloat(text); ok && isFloat {
+	if nd <= 15 && !hasExp {
+		if !isFloat {
+			if neg {
+				return Int(-int64(mant)), nil
+			}
+			return Int(int64(mant)), nil
+		}
+		f := float64(mant) / pow10[frac]
+		if neg {
+			f = -f
+		}
 		return FloatValue(f), nil
 	}
+	text := p.s[start:p.i]
 	if !isFloat {
 		if n, err := strconv.ParseInt(text, 10, 64); err == nil {
 			return Int(n), nil
@@ -270,44 +371,6 @@ func (p *jsonParser) number() (Value, error) {
 // pow10 holds the powers of ten that float64 represents exactly.
 var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
 	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
-
-// fastFloat parses plain decimals like -72.53 without an exponent when the
-// digits fit in 2^53: then mantissa / 10^k is one correctly rounded IEEE
-// division (Clinger's fast path), the same result strconv gives.
-func fastFloat(s string) (float64, bool) {
-	neg := false
-	if s != "" && s[0] == '-' {
-		neg, s = true, s[1:]
-	}
-	var mant uint64
-	digits, frac := 0, -1
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			mant = mant*10 + uint64(c-'0')
-			digits++
-			if frac >= 0 {
-				frac++
-			}
-		case c == '.' && frac < 0:
-			frac = 0
-		default:
-			return 0, false
-		}
-		if digits > 15 {
-			return 0, false
-		}
-	}
-	if frac < 0 {
-		frac = 0
-	}
-	f := float64(mant) / pow10[frac]
-	if neg {
-		f = -f
-	}
-	return f, true
-}
 
 // str parses a string starting at '"'. Strings without escapes are slices
 // of the input.
