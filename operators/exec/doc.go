@@ -29,6 +29,24 @@
 //	    counted and handed to Options.DeadLetter with the reason, and every
 //	    other event is processed as usual.
 //
+// Decisions where the Stream Analytics reference is silent:
+//
+//   - Tumbling and hopping windows align to 0001-01-01T00:00Z (the .NET
+//     epoch the service is built on); for sizes that divide a day this is
+//     the same as aligning to midnight.
+//   - Session windows check their maximum duration at multiples of it; a
+//     session closes at the first check point more than the maximum past
+//     its first event, or at its last event plus the timeout.
+//   - The out-of-order cut-off is the largest event time seen minus the
+//     tolerance (the time-handling document, conformance case 047); case 046
+//     row 5 implies arrival time minus the tolerance and is a documented
+//     deviation.
+//   - Local runs pass ArrivalIsEventTime: the early and late policies then
+//     never apply, as in the service's local testing.
+//
+// Substream timelines (TIMESTAMP BY ... OVER) are kept for the life of the
+// executor; a key that stops sending keeps its few bytes of state.
+//
 // An Executor is not safe for concurrent use: the gateway runs one per
 // partition actor, which serializes calls.
 package exec

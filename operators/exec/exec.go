@@ -341,7 +341,7 @@ func (o *outputNode) push(r *row) {
 
 func (o *outputNode) advance(int32, int64) {}
 
-// compileAll compiles expressions, nil entries stay nil.
+// compileOpt compiles an optional expression: nil stays nil.
 func compileOpt(e *pb.Expr) (expr.Eval, error) {
 	if e == nil {
 		return nil, nil

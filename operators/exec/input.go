@@ -257,7 +257,7 @@ func (in *inputOp) advanceIdle(now int64) {
 }
 
 func (in *inputOp) flush() {
-	for id, tl := range in.tls {
+	for _, tl := range in.tls {
 		for tl.buf.Len() > 0 {
 			br := heap.Pop(&tl.buf).(bufferedRow)
 			if br.ts > tl.wm {
@@ -266,7 +266,6 @@ func (in *inputOp) flush() {
 			in.r = br.row
 			in.emit(&in.r)
 		}
-		_ = id
 	}
 	for _, n := range in.out {
 		n.advance(-1, math.MaxInt64)

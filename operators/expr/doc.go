@@ -13,6 +13,10 @@
 //	    field position hints, compiled LIKE patterns), so one Eval must not be
 //	    run by two goroutines at once. Executors compile their own copy.
 //
+// Arithmetic: bigint op bigint stays bigint and falls back to float on
+// overflow; `/` always gives a float; division or modulo by zero is a
+// runtime error. ROUND rounds half away from zero on the decimal form.
+//
 // NULL follows SQL: comparisons with NULL are unknown (NULL), AND/OR use
 // three-valued logic, and a filter keeps a row only when its predicate is
 // true.

@@ -119,7 +119,6 @@ func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
 	}
 	// GROUP BY: window, snapshot, keys.
 	snapshot := false
-	var windowPos Pos
 	for _, g := range sel.GroupBy {
 		if call, ok := g.(*sql.Call); ok {
 			lname := strings.ToLower(call.Name)
@@ -132,7 +131,6 @@ func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
 					b.failAt(call.P, "only one window per GROUP BY (found a second one here)")
 				}
 				st.Window = w
-				windowPos = call.P
 				continue
 			}
 		}
@@ -140,7 +138,6 @@ func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
 		st.GroupKeys = append(st.GroupKeys, k)
 		c.groupKeys = append(c.groupKeys, exprKey(k))
 	}
-	_ = windowPos
 	if st.Window == nil && snapshot {
 		st.Window = &pb.Window{Kind: pb.Window_SNAPSHOT, Size: 1, Hop: 1}
 	}
