@@ -3,6 +3,7 @@ package exec
 import (
 	"strings"
 
+	"github.com/millstream/millstream/operators/expr"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -17,28 +18,12 @@ func neededFields(p *pb.Plan, in *pb.Input) (fields []string, all bool) {
 			fields = append(fields, name)
 		}
 	}
-	var walk func(e *pb.Expr)
-	walk = func(e *pb.Expr) {
-		if e == nil {
-			return
-		}
-		switch k := e.Kind.(type) {
-		case *pb.Expr_Field:
-			if len(k.Field.Path) > 0 {
-				add(k.Field.Path[0])
+	walk := func(e *pb.Expr) {
+		expr.Walk(e, func(x *pb.Expr) {
+			if f := x.GetField(); f != nil && len(f.Path) > 0 {
+				add(f.Path[0])
 			}
-		case *pb.Expr_Call:
-			for _, a := range k.Call.Args {
-				walk(a)
-			}
-		case *pb.Expr_Case:
-			walk(k.Case.Operand)
-			walk(k.Case.Else)
-			for _, w := range k.Case.Whens {
-				walk(w.When)
-				walk(w.Then)
-			}
-		}
+		})
 	}
 	walk(in.TimestampBy)
 	for _, o := range in.Over {

@@ -35,31 +35,13 @@ type timeline struct {
 	key     string
 	maxSeen int64
 	wm      int64
-	buf     rowHeap
+	buf     timeHeap[bufferedRow]
 	seq     uint64
 }
 
 type bufferedRow struct {
 	row
 	seq uint64
-}
-
-type rowHeap []bufferedRow
-
-func (h rowHeap) Len() int { return len(h) }
-func (h rowHeap) Less(i, j int) bool {
-	if h[i].ts != h[j].ts {
-		return h[i].ts < h[j].ts
-	}
-	return h[i].seq < h[j].seq
-}
-func (h rowHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *rowHeap) Push(x any)   { *h = append(*h, x.(bufferedRow)) }
-func (h *rowHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }
 
 func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
@@ -172,7 +154,7 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 	}
 	// Keep a copy: the decoder reuses rec (X3).
 	c := &value.Record{Names: append([]string(nil), rec.Names...), Vals: append([]value.Value(nil), rec.Vals...)}
-	heap.Push(&tl.buf, bufferedRow{row: row{ts: t, tl: tlID, rec: c}, seq: tl.seq})
+	tl.buf.push(bufferedRow{row: row{ts: t, tl: tlID, rec: c}, seq: tl.seq})
 	tl.seq++
 	in.release(tl)
 }
@@ -225,8 +207,8 @@ func (in *inputOp) raise(tl *timeline, wm int64) {
 
 // release emits buffered rows at or below the watermark, in order.
 func (in *inputOp) release(tl *timeline) {
-	for tl.buf.Len() > 0 && tl.buf[0].ts <= tl.wm {
-		br := heap.Pop(&tl.buf).(bufferedRow)
+	for tl.buf.Len() > 0 && tl.buf.minTime() <= tl.wm {
+		br := tl.buf.pop()
 		in.r = br.row
 		in.emit(&in.r)
 	}
@@ -259,7 +241,7 @@ func (in *inputOp) advanceIdle(now int64) {
 func (in *inputOp) flush() {
 	for _, tl := range in.tls {
 		for tl.buf.Len() > 0 {
-			br := heap.Pop(&tl.buf).(bufferedRow)
+			br := tl.buf.pop()
 			if br.ts > tl.wm {
 				tl.wm = br.ts
 			}

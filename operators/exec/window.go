@@ -1,7 +1,6 @@
 package exec
 
 import (
-	"container/heap"
 	"fmt"
 	"sort"
 
@@ -191,7 +190,7 @@ type sessionState struct {
 	op              *aggOp
 	timeout, maxDur int64
 	sessions        map[string]*session
-	pending         sessionHeap
+	pending         timeHeap[sessionEntry]
 	seq             uint64
 }
 
@@ -211,24 +210,6 @@ type sessionEntry struct {
 	part    string
 }
 
-type sessionHeap []sessionEntry
-
-func (h sessionHeap) Len() int { return len(h) }
-func (h sessionHeap) Less(i, j int) bool {
-	if h[i].closeAt != h[j].closeAt {
-		return h[i].closeAt < h[j].closeAt
-	}
-	return h[i].seq < h[j].seq
-}
-func (h sessionHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *sessionHeap) Push(x any)   { *h = append(*h, x.(sessionEntry)) }
-func (h *sessionHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
 func (s *sessionState) closeTime(ss *session) int64 {
 	checkpoint := (floorDiv(ss.anchor+s.maxDur, s.maxDur) + 1) * s.maxDur
 	return min(ss.last+s.timeout, checkpoint)
@@ -241,7 +222,7 @@ func (s *sessionState) add(ts int64, key []byte, part []byte) error {
 		s.seq++
 		s.sessions[ss.part] = ss
 		ss.closeAt = s.closeTime(ss)
-		heap.Push(&s.pending, sessionEntry{closeAt: ss.closeAt, seq: ss.seq, part: ss.part})
+		s.pending.push(sessionEntry{closeAt: ss.closeAt, seq: ss.seq, part: ss.part})
 	} else {
 		ss.last = ts
 		ss.closeAt = s.closeTime(ss)
@@ -256,14 +237,14 @@ func (s *sessionState) add(ts int64, key []byte, part []byte) error {
 }
 
 func (s *sessionState) close(wm int64) {
-	for s.pending.Len() > 0 && s.pending[0].closeAt < wm {
-		e := heap.Pop(&s.pending).(sessionEntry)
+	for s.pending.Len() > 0 && s.pending.minTime() < wm {
+		e := s.pending.pop()
 		ss := s.sessions[e.part]
 		if ss == nil || ss.seq != e.seq {
 			continue
 		}
 		if ss.closeAt != e.closeAt { // extended since: wait for its new end
-			heap.Push(&s.pending, sessionEntry{closeAt: ss.closeAt, seq: ss.seq, part: ss.part})
+			s.pending.push(sessionEntry{closeAt: ss.closeAt, seq: ss.seq, part: ss.part})
 			continue
 		}
 		delete(s.sessions, e.part)
@@ -311,7 +292,7 @@ func (s *sessionState) fromProto(wt *pb.WindowTimeline) error {
 		}
 		ss.closeAt = s.closeTime(ss)
 		s.sessions[ss.part] = ss
-		heap.Push(&s.pending, sessionEntry{closeAt: ss.closeAt, seq: ss.seq, part: ss.part})
+		s.pending.push(sessionEntry{closeAt: ss.closeAt, seq: ss.seq, part: ss.part})
 	}
 	return nil
 }
@@ -323,7 +304,7 @@ type slidingState struct {
 	op      *aggOp
 	size    int64
 	groups  map[string]*slGroup
-	pending slHeap
+	pending timeHeap[slEntry]
 	seq     uint64
 	scratch []acc
 }
@@ -349,26 +330,8 @@ type slEntry struct {
 	key string
 }
 
-type slHeap []slEntry
-
-func (h slHeap) Len() int { return len(h) }
-func (h slHeap) Less(i, j int) bool {
-	if h[i].x != h[j].x {
-		return h[i].x < h[j].x
-	}
-	return h[i].seq < h[j].seq
-}
-func (h slHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *slHeap) Push(x any)   { *h = append(*h, x.(slEntry)) }
-func (h *slHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
 func (s *slidingState) schedule(g *slGroup, x int64) {
-	heap.Push(&s.pending, slEntry{x: x, seq: g.seq, key: g.keyStr})
+	s.pending.push(slEntry{x: x, seq: g.seq, key: g.keyStr})
 	g.npending++
 }
 
@@ -392,8 +355,8 @@ func (s *slidingState) add(ts int64, key []byte, _ []byte) error {
 }
 
 func (s *slidingState) close(wm int64) {
-	for s.pending.Len() > 0 && s.pending[0].x < wm {
-		e := heap.Pop(&s.pending).(slEntry)
+	for s.pending.Len() > 0 && s.pending.minTime() < wm {
+		e := s.pending.pop()
 		g := s.groups[e.key]
 		if g == nil {
 			continue

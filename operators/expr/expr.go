@@ -272,3 +272,24 @@ func compileCall(call *pb.Call) (Eval, error) {
 		return fn(c, buf)
 	}, nil
 }
+
+// Walk calls f on e and every expression inside it, parents first.
+func Walk(e *pb.Expr, f func(*pb.Expr)) {
+	if e == nil {
+		return
+	}
+	f(e)
+	switch k := e.Kind.(type) {
+	case *pb.Expr_Call:
+		for _, a := range k.Call.Args {
+			Walk(a, f)
+		}
+	case *pb.Expr_Case:
+		Walk(k.Case.Operand, f)
+		for _, w := range k.Case.Whens {
+			Walk(w.When, f)
+			Walk(w.Then, f)
+		}
+		Walk(k.Case.Else, f)
+	}
+}

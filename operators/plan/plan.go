@@ -36,16 +36,8 @@ func FromSQL(text string) (*pb.Plan, error) {
 
 // Build plans a parsed query.
 func Build(q *sql.Query) (plan *pb.Plan, err error) {
-	b := &builder{plan: &pb.Plan{}, stages: map[string]string{}, inputs: map[string]*inputUse{}}
-	defer func() {
-		if r := recover(); r != nil {
-			perr, ok := r.(*sql.Error)
-			if !ok {
-				panic(r)
-			}
-			plan, err = nil, perr
-		}
-	}()
+	b := newBuilder()
+	defer sql.Recover(&err)
 	for _, cte := range q.With {
 		key := strings.ToLower(cte.Name)
 		if _, dup := b.stages[key]; dup {
@@ -74,6 +66,10 @@ type inputUse struct {
 
 // Pos is a query position.
 type Pos = sql.Pos
+
+func newBuilder() *builder {
+	return &builder{plan: &pb.Plan{}, stages: map[string]string{}, inputs: map[string]*inputUse{}}
+}
 
 type builder struct {
 	plan   *pb.Plan
@@ -559,26 +555,13 @@ func exprKey(e *pb.Expr) string {
 }
 
 func lowerFields(e *pb.Expr) {
-	if e == nil {
-		return
-	}
-	switch k := e.Kind.(type) {
-	case *pb.Expr_Field:
-		for i, p := range k.Field.Path {
-			k.Field.Path[i] = strings.ToLower(p)
+	expr.Walk(e, func(x *pb.Expr) {
+		if f := x.GetField(); f != nil {
+			for i, p := range f.Path {
+				f.Path[i] = strings.ToLower(p)
+			}
 		}
-	case *pb.Expr_Call:
-		for _, a := range k.Call.Args {
-			lowerFields(a)
-		}
-	case *pb.Expr_Case:
-		lowerFields(k.Case.Operand)
-		lowerFields(k.Case.Else)
-		for _, w := range k.Case.Whens {
-			lowerFields(w.When)
-			lowerFields(w.Then)
-		}
-	}
+	})
 }
 
 func mustMarshal(m proto.Message) []byte {
@@ -596,16 +579,8 @@ func Expr(text string) (e *pb.Expr, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{plan: &pb.Plan{}, stages: map[string]string{}, inputs: map[string]*inputUse{}}
-	defer func() {
-		if r := recover(); r != nil {
-			perr, ok := r.(*sql.Error)
-			if !ok {
-				panic(r)
-			}
-			e, err = nil, perr
-		}
-	}()
+	b := newBuilder()
+	defer sql.Recover(&err)
 	c := &stageCtx{b: b, st: &pb.Stage{}}
 	return c.row(ast), nil
 }

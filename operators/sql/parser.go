@@ -34,16 +34,21 @@ func Parse(src string) (q *Query, err error) {
 		return nil, err
 	}
 	p := &parser{toks: toks}
-	defer func() {
-		if r := recover(); r != nil {
-			perr, ok := r.(*Error)
-			if !ok {
-				panic(r)
-			}
-			q, err = nil, perr
-		}
-	}()
+	defer Recover(&err)
 	return p.query(), nil
+}
+
+// Recover turns a *Error raised with panic inside a parser or planner rule
+// into the function's error result; other panics continue. Use it as
+// `defer Recover(&err)` in a function with a named error result.
+func Recover(err *error) {
+	if r := recover(); r != nil {
+		perr, ok := r.(*Error)
+		if !ok {
+			panic(r)
+		}
+		*err = perr
+	}
 }
 
 // ParseExpr parses a single expression (used for TIMESTAMP BY given in
@@ -54,15 +59,7 @@ func ParseExpr(src string) (e Expr, err error) {
 		return nil, err
 	}
 	p := &parser{toks: toks}
-	defer func() {
-		if r := recover(); r != nil {
-			perr, ok := r.(*Error)
-			if !ok {
-				panic(r)
-			}
-			e, err = nil, perr
-		}
-	}()
+	defer Recover(&err)
 	e = p.expr()
 	if p.peek().Kind != TokEOF {
 		p.fail("expected the end of the expression")
