@@ -102,7 +102,11 @@ func newStage(ex *Executor, st *pb.Stage) (stageNode, error) {
 		if len(st.Aggregates) > 0 || len(st.GroupKeys) > 0 || st.Having != nil {
 			return nil, fmt.Errorf("%w: grouping without a window", ErrBadPlan)
 		}
-		return &selectOp{ex: ex, name: st.Name, where: where, proj: ps, dynamic: dynamic, names: staticNames(ps)}, nil
+		an, err := newAnalyticSet(st.Analytics)
+		if err != nil {
+			return nil, err
+		}
+		return &selectOp{ex: ex, name: st.Name, where: where, proj: ps, dynamic: dynamic, names: staticNames(ps), an: an}, nil
 	}
 	if dynamic {
 		return nil, fmt.Errorf("%w: SELECT * with GROUP BY", ErrBadPlan)
@@ -118,16 +122,25 @@ type selectOp struct {
 	proj    []projection
 	dynamic bool
 	names   []string
+	an      *analyticSet
 	out     []node
 	ctx     expr.Ctx
 	rec     value.Record
 	r       row
 }
 
-func (s *selectOp) stageName() string            { return s.name }
-func (s *selectOp) addOut(n node)                { s.out = append(s.out, n) }
-func (s *selectOp) snapshot() *pb.StageState     { return nil }
-func (s *selectOp) restore(*pb.StageState) error { return nil }
+func (s *selectOp) stageName() string { return s.name }
+func (s *selectOp) addOut(n node)     { s.out = append(s.out, n) }
+func (s *selectOp) snapshot() *pb.StageState {
+	if s.an == nil {
+		return nil
+	}
+	st := &pb.StageState{Name: s.name}
+	s.an.snapshot(st)
+	return st
+}
+
+func (s *selectOp) restore(st *pb.StageState) error { return s.an.restore(st) }
 func (s *selectOp) advance(tl int32, wm int64) {
 	for _, n := range s.out {
 		n.advance(tl, wm)
@@ -136,6 +149,11 @@ func (s *selectOp) advance(tl int32, wm int64) {
 
 func (s *selectOp) push(r *row) {
 	s.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	s.an.eval(&s.ctx, r.tl)
+	if s.ctx.Err != nil {
+		s.ex.stageError(s.name, r.rec, "analytic function", s.ctx.Err)
+		return
+	}
 	if s.where != nil {
 		keep := expr.Truth(s.where(&s.ctx))
 		if s.ctx.Err != nil {
@@ -173,6 +191,7 @@ type aggOp struct {
 	proj     []projection
 	names    []string
 	win      *pb.Window
+	an       *analyticSet
 	tls      []winState
 	out      []node
 	ctx      expr.Ctx
@@ -228,6 +247,9 @@ func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*ag
 		op.numericA = append(op.numericA, a.Arg != nil && a.Func != pb.Aggregate_COUNT && a.Func != pb.Aggregate_MIN && a.Func != pb.Aggregate_MAX)
 	}
 	var err error
+	if op.an, err = newAnalyticSet(st.Analytics); err != nil {
+		return nil, err
+	}
 	if op.having, err = compileOpt(st.Having); err != nil {
 		return nil, fmt.Errorf("HAVING: %w", err)
 	}
@@ -280,6 +302,11 @@ func (op *aggOp) state(tl int32) winState {
 
 func (op *aggOp) push(r *row) {
 	op.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	op.an.eval(&op.ctx, r.tl)
+	if op.ctx.Err != nil {
+		op.ex.stageError(op.name, r.rec, "analytic function", op.ctx.Err)
+		return
+	}
 	if op.where != nil {
 		keep := expr.Truth(op.where(&op.ctx))
 		if op.ctx.Err != nil {
@@ -405,6 +432,7 @@ func (op *aggOp) groupRecord(key []value.Value) *value.Record {
 
 func (op *aggOp) snapshot() *pb.StageState {
 	s := &pb.StageState{Name: op.name}
+	op.an.snapshot(s)
 	for i, st := range op.tls {
 		if st == nil {
 			continue
@@ -417,6 +445,9 @@ func (op *aggOp) snapshot() *pb.StageState {
 }
 
 func (op *aggOp) restore(s *pb.StageState) error {
+	if err := op.an.restore(s); err != nil {
+		return err
+	}
 	op.tls = nil
 	for _, wt := range s.GetTimelines() {
 		if wt.Timeline < 0 || wt.Timeline > 1<<24 {

@@ -21,6 +21,8 @@ type Ctx struct {
 	// results (group expressions).
 	Keys []value.Value
 	Aggs []value.Value
+	// Analytics are the current row's analytic function results.
+	Analytics []value.Value
 	// Err is the first runtime error of the evaluation, if any.
 	Err error
 }
@@ -71,6 +73,14 @@ func Compile(e *pb.Expr) (Eval, error) {
 				return c.Keys[i]
 			}
 			return c.failf("group key %d is not available here", i)
+		}, nil
+	case *pb.Expr_Analytic:
+		i := int(k.Analytic)
+		return func(c *Ctx) value.Value {
+			if i < len(c.Analytics) {
+				return c.Analytics[i]
+			}
+			return c.failf("analytic function %d is not available here", i)
 		}, nil
 	case *pb.Expr_Case:
 		return compileCase(k.Case)

@@ -91,6 +91,7 @@ type stageCtx struct {
 	aggKeys    []string
 	aliases    map[string]*pb.Expr // select aliases, for HAVING
 	aggregated bool
+	inGroup    bool // converting a per-group expression
 }
 
 func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
@@ -240,9 +241,22 @@ var aggregateFuncs = map[string]pb.Aggregate_Func{
 var notYet = map[string]string{
 	"collect": "aggregate", "collecttop": "aggregate", "topone": "aggregate",
 	"percentile_cont": "aggregate", "percentile_disc": "aggregate",
-	"lag": "analytic function", "last": "analytic function", "isfirst": "analytic function",
 	"anomalydetection_spikeanddip": "analytic function", "anomalydetection_changepoint": "analytic function",
 	"getarrayelements": "table-valued function", "getrecordproperties": "table-valued function",
+}
+
+var analyticFuncs = map[string]pb.Analytic_Func{"lag": pb.Analytic_LAG, "last": pb.Analytic_LAST, "isfirst": pb.Analytic_ISFIRST}
+
+func containsAnalytic(e sql.Expr) bool {
+	found := false
+	walk(e, func(x sql.Expr) {
+		if c, ok := x.(*sql.Call); ok {
+			if _, an := analyticFuncs[strings.ToLower(c.Name)]; an {
+				found = true
+			}
+		}
+	})
+	return found
 }
 
 func containsAggregate(e sql.Expr) bool {
@@ -306,8 +320,13 @@ func (c *stageCtx) row(e sql.Expr) *pb.Expr {
 // group converts an expression evaluated once per group: group keys,
 // aggregates and System.Timestamp() only (L2).
 func (c *stageCtx) group(e sql.Expr, having bool) *pb.Expr {
+	c.inGroup = true
+	defer func() { c.inGroup = false }()
 	var hook func(x sql.Expr) *pb.Expr
 	hook = func(x sql.Expr) *pb.Expr {
+		if containsAnalytic(x) {
+			return nil // reported by convertCall
+		}
 		if call, ok := x.(*sql.Call); ok {
 			if fn, agg := aggregateFuncs[strings.ToLower(call.Name)]; agg && call.Over == nil {
 				return c.aggregate(call, fn)
@@ -497,6 +516,9 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 		}
 		c.b.failAt(x.P, "aggregate %s is only allowed in the SELECT list or HAVING of a GROUP BY statement", strings.ToUpper(x.Name))
 	}
+	if fn, ok := analyticFuncs[name]; ok {
+		return c.analytic(x, fn)
+	}
 	if what, ok := notYet[name]; ok {
 		c.b.failAt(x.P, "%s %s is not supported yet", what, strings.ToUpper(x.Name))
 	}
@@ -583,4 +605,95 @@ func Expr(text string) (e *pb.Expr, err error) {
 	defer sql.Recover(&err)
 	c := &stageCtx{b: b, st: &pb.Stage{}}
 	return c.row(ast), nil
+}
+
+// analytic plans LAG, LAST or ISFIRST. They are evaluated on every row that
+// enters the stage, before WHERE, so they cannot stand in a per-group
+// expression.
+func (c *stageCtx) analytic(x *sql.Call, fn pb.Analytic_Func) *pb.Expr {
+	name := strings.ToUpper(x.Name)
+	if c.inGroup {
+		c.b.failAt(x.P, "%s cannot be used in the SELECT list or HAVING of a GROUP BY statement: compute it in a WITH step first", name)
+	}
+	if x.Star || x.Distinct {
+		c.b.failAt(x.P, "%s does not accept * or DISTINCT", name)
+	}
+	a := &pb.Analytic{Func: fn}
+	over := x.Over
+	switch fn {
+	case pb.Analytic_ISFIRST:
+		if len(x.Args) != 2 {
+			c.b.failAt(x.P, "ISFIRST takes (unit, size)")
+		}
+		id, ok := x.Args[0].(*sql.Ident)
+		if !ok {
+			c.b.failAt(x.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
+		}
+		a.Duration = c.count(x.Args[1], c.unit(id))
+		if a.Duration <= 0 {
+			c.b.failAt(x.Args[1].Position(), "the ISFIRST interval must be positive")
+		}
+		if over != nil && over.Limit != nil {
+			c.b.failAt(over.P, "ISFIRST takes no LIMIT DURATION")
+		}
+	default:
+		maxArgs := 3
+		if fn == pb.Analytic_LAST {
+			maxArgs = 2
+		}
+		if len(x.Args) < 1 || len(x.Args) > maxArgs {
+			c.b.failAt(x.P, "%s takes %s", name, map[pb.Analytic_Func]string{pb.Analytic_LAG: "(expression [, offset [, default]])", pb.Analytic_LAST: "(expression [, default])"}[fn])
+		}
+		if containsAnalytic(x.Args[0]) || containsAggregate(x.Args[0]) {
+			c.b.failAt(x.Args[0].Position(), "%s cannot contain aggregates or other analytic functions", name)
+		}
+		a.Value = c.row(x.Args[0])
+		rest := x.Args[1:]
+		if fn == pb.Analytic_LAG {
+			a.Offset = 1
+			if len(rest) > 0 {
+				l, ok := rest[0].(*sql.Literal)
+				var n int64
+				var err error
+				if ok && l.Kind == sql.LitNumber {
+					n, err = strconv.ParseInt(l.Text, 10, 64)
+				}
+				if !ok || l.Kind != sql.LitNumber || err != nil || n < 1 || n > 10000 {
+					c.b.failAt(rest[0].Position(), "the LAG offset must be a whole number from 1 to 10000")
+				}
+				a.Offset = n
+				rest = rest[1:]
+			}
+		}
+		if len(rest) > 0 {
+			a.Default = c.row(rest[0])
+		}
+		if over == nil || over.Limit == nil {
+			c.b.failAt(x.P, "%s needs OVER (LIMIT DURATION(unit, n))", name)
+		}
+		if len(over.Limit.Args) != 2 {
+			c.b.failAt(over.Limit.P, "DURATION takes (unit, n)")
+		}
+		id, ok := over.Limit.Args[0].(*sql.Ident)
+		if !ok {
+			c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
+		}
+		a.Duration = c.count(over.Limit.Args[1], c.unit(id))
+		if a.Duration <= 0 {
+			c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
+		}
+	}
+	if over != nil {
+		for _, p := range over.PartitionBy {
+			a.PartitionBy = append(a.PartitionBy, c.row(p))
+		}
+		if over.When != nil {
+			if containsAnalytic(over.When) {
+				c.b.failAt(over.When.Position(), "WHEN cannot contain analytic functions")
+			}
+			a.When = c.row(over.When)
+		}
+	}
+	c.st.Analytics = append(c.st.Analytics, a)
+	return &pb.Expr{Kind: &pb.Expr_Analytic{Analytic: int32(len(c.st.Analytics) - 1)}}
 }

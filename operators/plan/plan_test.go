@@ -31,7 +31,11 @@ func TestPlanErrorsNamePosition(t *testing.T) {
 		{"SELECT SUM(COUNT(a)) FROM i GROUP BY TumblingWindow(second, 5)", 1, 12, "aggregates cannot be nested"},
 		{"SELECT a FROM i WHERE COUNT(*) > 1", 1, 23, "only allowed in the SELECT list or HAVING"},
 		{"SELECT DATEADD(fortnight, 1, t) FROM i", 1, 16, "expected a date part"},
-		{"SELECT LAG(a) OVER (LIMIT DURATION(hour, 1)) FROM i", 1, 8, "LAG is not supported yet"},
+		{"SELECT LAG(a) FROM i", 1, 8, "LAG needs OVER (LIMIT DURATION(unit, n))"},
+		{"SELECT LAG(a, 0) OVER (LIMIT DURATION(hour, 1)) FROM i", 1, 15, "offset must be a whole number"},
+		{"SELECT COUNT(*), LAG(a) OVER (LIMIT DURATION(hour, 1)) FROM i GROUP BY TumblingWindow(second, 5)", 1, 18, "compute it in a WITH step first"},
+		{"SELECT ISFIRST(minute) FROM i", 1, 8, "ISFIRST takes (unit, size)"},
+		{"SELECT COLLECT(a) FROM i", 1, 8, "aggregate COLLECT is not supported yet"},
 		{"SELECT SUM(DISTINCT a) FROM i GROUP BY TumblingWindow(second, 5)", 1, 8, "DISTINCT is only supported in COUNT"},
 	}
 	for _, c := range cases {

@@ -31,12 +31,7 @@ func conformanceDir(t *testing.T) string {
 // MATCH_RECOGNIZE). They are run and must fail; one that starts passing
 // must be removed from this list.
 var pending = map[string]string{
-	"010-lag-value-changed":                   "LAG",
-	"011-isfirst":                             "ISFIRST",
-	"012-isfirst-partition":                   "ISFIRST",
 	"013-last-event-join-cte":                 "JOIN",
-	"015-last-when-duration":                  "LAST",
-	"016-lag-when-duration-of-condition":      "LAG",
 	"021-match-recognize-atm":                 "MATCH_RECOGNIZE",
 	"022-geofence-st-within-refdata":          "reference data, geospatial",
 	"025-cross-apply-getarrayelements":        "CROSS APPLY",
@@ -48,7 +43,6 @@ var pending = map[string]string{
 	"036-threshold-rules-refdata":             "reference data",
 	"041-stream-join-datediff-toll":           "JOIN",
 	"043-refdata-join-toll":                   "reference data",
-	"058-lag-last-partition-default":          "LAG, LAST",
 	"066-union-keeps-duplicates":              "UNION",
 	"068-union-all-like-three-outputs-csv":    "UNION, CSV",
 }

@@ -21,6 +21,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Analytic_Func int32
+
+const (
+	Analytic_FUNC_UNSPECIFIED Analytic_Func = 0
+	Analytic_LAG              Analytic_Func = 1
+	Analytic_LAST             Analytic_Func = 2
+	Analytic_ISFIRST          Analytic_Func = 3
+)
+
+// Enum value maps for Analytic_Func.
+var (
+	Analytic_Func_name = map[int32]string{
+		0: "FUNC_UNSPECIFIED",
+		1: "LAG",
+		2: "LAST",
+		3: "ISFIRST",
+	}
+	Analytic_Func_value = map[string]int32{
+		"FUNC_UNSPECIFIED": 0,
+		"LAG":              1,
+		"LAST":             2,
+		"ISFIRST":          3,
+	}
+)
+
+func (x Analytic_Func) Enum() *Analytic_Func {
+	p := new(Analytic_Func)
+	*p = x
+	return p
+}
+
+func (x Analytic_Func) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Analytic_Func) Descriptor() protoreflect.EnumDescriptor {
+	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+}
+
+func (Analytic_Func) Type() protoreflect.EnumType {
+	return &file_millstream_v1_plan_proto_enumTypes[0]
+}
+
+func (x Analytic_Func) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Analytic_Func.Descriptor instead.
+func (Analytic_Func) EnumDescriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3, 0}
+}
+
 type Window_Kind int32
 
 const (
@@ -64,11 +116,11 @@ func (x Window_Kind) String() string {
 }
 
 func (Window_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
 }
 
 func (Window_Kind) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[0]
+	return &file_millstream_v1_plan_proto_enumTypes[1]
 }
 
 func (x Window_Kind) Number() protoreflect.EnumNumber {
@@ -77,7 +129,7 @@ func (x Window_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Window_Kind.Descriptor instead.
 func (Window_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type Aggregate_Func int32
@@ -134,11 +186,11 @@ func (x Aggregate_Func) String() string {
 }
 
 func (Aggregate_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
 }
 
 func (Aggregate_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[1]
+	return &file_millstream_v1_plan_proto_enumTypes[2]
 }
 
 func (x Aggregate_Func) Number() protoreflect.EnumNumber {
@@ -147,7 +199,7 @@ func (x Aggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Aggregate_Func.Descriptor instead.
 func (Aggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8, 0}
 }
 
 // Plan is a compiled query: the stream inputs it reads, the stages that
@@ -303,8 +355,11 @@ type Stage struct {
 	// Aggregates computed per group; referenced by Expr.aggregate.
 	Aggregates []*Aggregate `protobuf:"bytes,7,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
 	// Evaluated per group after aggregation. May reference keys and aggregates.
-	Having        *Expr         `protobuf:"bytes,8,opt,name=having,proto3" json:"having,omitempty"`
-	Projections   []*Projection `protobuf:"bytes,9,rep,name=projections,proto3" json:"projections,omitempty"`
+	Having      *Expr         `protobuf:"bytes,8,opt,name=having,proto3" json:"having,omitempty"`
+	Projections []*Projection `protobuf:"bytes,9,rep,name=projections,proto3" json:"projections,omitempty"`
+	// Analytic functions (LAG, LAST, ISFIRST), evaluated on every input row of
+	// the stage before WHERE; referenced by Expr.analytic.
+	Analytics     []*Analytic `protobuf:"bytes,10,rep,name=analytics,proto3" json:"analytics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,6 +457,111 @@ func (x *Stage) GetProjections() []*Projection {
 	return nil
 }
 
+func (x *Stage) GetAnalytics() []*Analytic {
+	if x != nil {
+		return x.Analytics
+	}
+	return nil
+}
+
+// Analytic is one LAG, LAST or ISFIRST call with its OVER clause.
+type Analytic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Func  Analytic_Func          `protobuf:"varint,1,opt,name=func,proto3,enum=millstream.v1.Analytic_Func" json:"func,omitempty"`
+	// The value LAG and LAST return from the history.
+	Value *Expr `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// LAG offset (1 = the previous event).
+	Offset int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Returned when no event qualifies; NULL when unset.
+	Default     *Expr   `protobuf:"bytes,4,opt,name=default,proto3" json:"default,omitempty"`
+	PartitionBy []*Expr `protobuf:"bytes,5,rep,name=partition_by,json=partitionBy,proto3" json:"partition_by,omitempty"`
+	// LIMIT DURATION in ticks; for ISFIRST the length of its fixed intervals.
+	Duration int64 `protobuf:"varint,6,opt,name=duration,proto3" json:"duration,omitempty"`
+	// OVER (... WHEN cond): only events that satisfy it enter the history.
+	When          *Expr `protobuf:"bytes,7,opt,name=when,proto3" json:"when,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Analytic) Reset() {
+	*x = Analytic{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Analytic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Analytic) ProtoMessage() {}
+
+func (x *Analytic) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Analytic.ProtoReflect.Descriptor instead.
+func (*Analytic) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Analytic) GetFunc() Analytic_Func {
+	if x != nil {
+		return x.Func
+	}
+	return Analytic_FUNC_UNSPECIFIED
+}
+
+func (x *Analytic) GetValue() *Expr {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Analytic) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Analytic) GetDefault() *Expr {
+	if x != nil {
+		return x.Default
+	}
+	return nil
+}
+
+func (x *Analytic) GetPartitionBy() []*Expr {
+	if x != nil {
+		return x.PartitionBy
+	}
+	return nil
+}
+
+func (x *Analytic) GetDuration() int64 {
+	if x != nil {
+		return x.Duration
+	}
+	return 0
+}
+
+func (x *Analytic) GetWhen() *Expr {
+	if x != nil {
+		return x.When
+	}
+	return nil
+}
+
 type Projection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -415,7 +575,7 @@ type Projection struct {
 
 func (x *Projection) Reset() {
 	*x = Projection{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +587,7 @@ func (x *Projection) String() string {
 func (*Projection) ProtoMessage() {}
 
 func (x *Projection) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +600,7 @@ func (x *Projection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Projection.ProtoReflect.Descriptor instead.
 func (*Projection) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Projection) GetKind() isProjection_Kind {
@@ -495,7 +655,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +667,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +680,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Column) GetName() string {
@@ -546,7 +706,7 @@ type Wildcard struct {
 
 func (x *Wildcard) Reset() {
 	*x = Wildcard{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +718,7 @@ func (x *Wildcard) String() string {
 func (*Wildcard) ProtoMessage() {}
 
 func (x *Wildcard) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +731,7 @@ func (x *Wildcard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wildcard.ProtoReflect.Descriptor instead.
 func (*Wildcard) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Wildcard) GetPath() []string {
@@ -598,7 +758,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +770,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +783,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Window) GetKind() Window_Kind {
@@ -687,7 +847,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +859,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +872,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Aggregate) GetFunc() Aggregate_Func {
@@ -746,7 +906,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +918,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +931,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Output) GetName() string {
@@ -800,6 +960,7 @@ type Expr struct {
 	//	*Expr_Aggregate
 	//	*Expr_GroupKey
 	//	*Expr_SystemTimestamp
+	//	*Expr_Analytic
 	Kind          isExpr_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -807,7 +968,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +980,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +993,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -905,6 +1066,15 @@ func (x *Expr) GetSystemTimestamp() bool {
 	return false
 }
 
+func (x *Expr) GetAnalytic() int32 {
+	if x != nil {
+		if x, ok := x.Kind.(*Expr_Analytic); ok {
+			return x.Analytic
+		}
+	}
+	return 0
+}
+
 type isExpr_Kind interface {
 	isExpr_Kind()
 }
@@ -940,6 +1110,11 @@ type Expr_SystemTimestamp struct {
 	SystemTimestamp bool `protobuf:"varint,7,opt,name=system_timestamp,json=systemTimestamp,proto3,oneof"`
 }
 
+type Expr_Analytic struct {
+	// Index into Stage.analytics.
+	Analytic int32 `protobuf:"varint,8,opt,name=analytic,proto3,oneof"`
+}
+
 func (*Expr_Literal) isExpr_Kind() {}
 
 func (*Expr_Field) isExpr_Kind() {}
@@ -954,6 +1129,8 @@ func (*Expr_GroupKey) isExpr_Kind() {}
 
 func (*Expr_SystemTimestamp) isExpr_Kind() {}
 
+func (*Expr_Analytic) isExpr_Kind() {}
+
 // FieldRef reads a field of the current row; path[1:] descends into records.
 type FieldRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -967,7 +1144,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1156,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1169,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -1022,7 +1199,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1211,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1224,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Call) GetFunc() string {
@@ -1076,7 +1253,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1265,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1278,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -1135,7 +1312,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1324,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1337,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -1190,7 +1367,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x05Input\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\ftimestamp_by\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\vtimestampBy\x12'\n" +
-	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\x88\x03\n" +
+	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\xbf\x03\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12!\n" +
@@ -1203,7 +1380,22 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"aggregates\x18\a \x03(\v2\x18.millstream.v1.AggregateR\n" +
 	"aggregates\x12+\n" +
 	"\x06having\x18\b \x01(\v2\x13.millstream.v1.ExprR\x06having\x12;\n" +
-	"\vprojections\x18\t \x03(\v2\x19.millstream.v1.ProjectionR\vprojections\"|\n" +
+	"\vprojections\x18\t \x03(\v2\x19.millstream.v1.ProjectionR\vprojections\x125\n" +
+	"\tanalytics\x18\n" +
+	" \x03(\v2\x17.millstream.v1.AnalyticR\tanalytics\"\xe9\x02\n" +
+	"\bAnalytic\x120\n" +
+	"\x04func\x18\x01 \x01(\x0e2\x1c.millstream.v1.Analytic.FuncR\x04func\x12)\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x05value\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12-\n" +
+	"\adefault\x18\x04 \x01(\v2\x13.millstream.v1.ExprR\adefault\x126\n" +
+	"\fpartition_by\x18\x05 \x03(\v2\x13.millstream.v1.ExprR\vpartitionBy\x12\x1a\n" +
+	"\bduration\x18\x06 \x01(\x03R\bduration\x12'\n" +
+	"\x04when\x18\a \x01(\v2\x13.millstream.v1.ExprR\x04when\"<\n" +
+	"\x04Func\x12\x14\n" +
+	"\x10FUNC_UNSPECIFIED\x10\x00\x12\a\n" +
+	"\x03LAG\x10\x01\x12\b\n" +
+	"\x04LAST\x10\x02\x12\v\n" +
+	"\aISFIRST\x10\x03\"|\n" +
 	"\n" +
 	"Projection\x12/\n" +
 	"\x06column\x18\x01 \x01(\v2\x15.millstream.v1.ColumnH\x00R\x06column\x125\n" +
@@ -1247,7 +1439,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x04VARP\x10\t\"2\n" +
 	"\x06Output\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xb3\x02\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xd1\x02\n" +
 	"\x04Expr\x120\n" +
 	"\aliteral\x18\x01 \x01(\v2\x14.millstream.v1.ValueH\x00R\aliteral\x12/\n" +
 	"\x05field\x18\x02 \x01(\v2\x17.millstream.v1.FieldRefH\x00R\x05field\x12)\n" +
@@ -1255,7 +1447,8 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x04case\x18\x04 \x01(\v2\x13.millstream.v1.CaseH\x00R\x04case\x12\x1e\n" +
 	"\taggregate\x18\x05 \x01(\x05H\x00R\taggregate\x12\x1d\n" +
 	"\tgroup_key\x18\x06 \x01(\x05H\x00R\bgroupKey\x12+\n" +
-	"\x10system_timestamp\x18\a \x01(\bH\x00R\x0fsystemTimestampB\x06\n" +
+	"\x10system_timestamp\x18\a \x01(\bH\x00R\x0fsystemTimestamp\x12\x1c\n" +
+	"\banalytic\x18\b \x01(\x05H\x00R\banalyticB\x06\n" +
 	"\x04kind\"6\n" +
 	"\bFieldRef\x12\x12\n" +
 	"\x04path\x18\x01 \x03(\tR\x04path\x12\x16\n" +
@@ -1283,61 +1476,69 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_plan_proto_rawDescData
 }
 
-var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_millstream_v1_plan_proto_goTypes = []any{
-	(Window_Kind)(0),    // 0: millstream.v1.Window.Kind
-	(Aggregate_Func)(0), // 1: millstream.v1.Aggregate.Func
-	(*Plan)(nil),        // 2: millstream.v1.Plan
-	(*Input)(nil),       // 3: millstream.v1.Input
-	(*Stage)(nil),       // 4: millstream.v1.Stage
-	(*Projection)(nil),  // 5: millstream.v1.Projection
-	(*Column)(nil),      // 6: millstream.v1.Column
-	(*Wildcard)(nil),    // 7: millstream.v1.Wildcard
-	(*Window)(nil),      // 8: millstream.v1.Window
-	(*Aggregate)(nil),   // 9: millstream.v1.Aggregate
-	(*Output)(nil),      // 10: millstream.v1.Output
-	(*Expr)(nil),        // 11: millstream.v1.Expr
-	(*FieldRef)(nil),    // 12: millstream.v1.FieldRef
-	(*Call)(nil),        // 13: millstream.v1.Call
-	(*Case)(nil),        // 14: millstream.v1.Case
-	(*When)(nil),        // 15: millstream.v1.When
-	(*Value)(nil),       // 16: millstream.v1.Value
+	(Analytic_Func)(0),  // 0: millstream.v1.Analytic.Func
+	(Window_Kind)(0),    // 1: millstream.v1.Window.Kind
+	(Aggregate_Func)(0), // 2: millstream.v1.Aggregate.Func
+	(*Plan)(nil),        // 3: millstream.v1.Plan
+	(*Input)(nil),       // 4: millstream.v1.Input
+	(*Stage)(nil),       // 5: millstream.v1.Stage
+	(*Analytic)(nil),    // 6: millstream.v1.Analytic
+	(*Projection)(nil),  // 7: millstream.v1.Projection
+	(*Column)(nil),      // 8: millstream.v1.Column
+	(*Wildcard)(nil),    // 9: millstream.v1.Wildcard
+	(*Window)(nil),      // 10: millstream.v1.Window
+	(*Aggregate)(nil),   // 11: millstream.v1.Aggregate
+	(*Output)(nil),      // 12: millstream.v1.Output
+	(*Expr)(nil),        // 13: millstream.v1.Expr
+	(*FieldRef)(nil),    // 14: millstream.v1.FieldRef
+	(*Call)(nil),        // 15: millstream.v1.Call
+	(*Case)(nil),        // 16: millstream.v1.Case
+	(*When)(nil),        // 17: millstream.v1.When
+	(*Value)(nil),       // 18: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
-	3,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
-	4,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	10, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
-	11, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	11, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	11, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	11, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
-	8,  // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
-	9,  // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	11, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
-	5,  // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
-	6,  // 11: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	7,  // 12: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	11, // 13: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	0,  // 14: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	11, // 15: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	1,  // 16: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	11, // 17: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	16, // 18: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	12, // 19: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	13, // 20: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	14, // 21: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	11, // 22: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	11, // 23: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	15, // 24: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	11, // 25: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	11, // 26: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	11, // 27: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	4,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
+	5,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
+	12, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	13, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	13, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	13, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	13, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	10, // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
+	11, // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
+	13, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	7,  // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
+	6,  // 11: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
+	0,  // 12: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	13, // 13: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	13, // 14: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	13, // 15: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	13, // 16: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	8,  // 17: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	9,  // 18: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	13, // 19: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	1,  // 20: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	13, // 21: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	2,  // 22: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	13, // 23: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	18, // 24: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	14, // 25: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	15, // 26: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	16, // 27: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	13, // 28: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	13, // 29: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	17, // 30: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	13, // 31: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	13, // 32: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	13, // 33: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -1346,11 +1547,11 @@ func file_millstream_v1_plan_proto_init() {
 		return
 	}
 	file_millstream_v1_value_proto_init()
-	file_millstream_v1_plan_proto_msgTypes[3].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[4].OneofWrappers = []any{
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[9].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[10].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -1358,14 +1559,15 @@ func file_millstream_v1_plan_proto_init() {
 		(*Expr_Aggregate)(nil),
 		(*Expr_GroupKey)(nil),
 		(*Expr_SystemTimestamp)(nil),
+		(*Expr_Analytic)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   14,
+			NumEnums:      3,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -404,6 +404,7 @@ type StageState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Timelines     []*WindowTimeline      `protobuf:"bytes,2,rep,name=timelines,proto3" json:"timelines,omitempty"`
+	Analytics     []*AnalyticPartition   `protobuf:"bytes,3,rep,name=analytics,proto3" json:"analytics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,6 +453,135 @@ func (x *StageState) GetTimelines() []*WindowTimeline {
 	return nil
 }
 
+func (x *StageState) GetAnalytics() []*AnalyticPartition {
+	if x != nil {
+		return x.Analytics
+	}
+	return nil
+}
+
+// AnalyticPartition is the history one analytic function keeps for one
+// PARTITION BY key of one timeline, oldest first.
+type AnalyticPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeline      int32                  `protobuf:"varint,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	Analytic      int32                  `protobuf:"varint,2,opt,name=analytic,proto3" json:"analytic,omitempty"`
+	Partition     []byte                 `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Entries       []*AnalyticEntry       `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalyticPartition) Reset() {
+	*x = AnalyticPartition{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalyticPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalyticPartition) ProtoMessage() {}
+
+func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalyticPartition.ProtoReflect.Descriptor instead.
+func (*AnalyticPartition) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AnalyticPartition) GetTimeline() int32 {
+	if x != nil {
+		return x.Timeline
+	}
+	return 0
+}
+
+func (x *AnalyticPartition) GetAnalytic() int32 {
+	if x != nil {
+		return x.Analytic
+	}
+	return 0
+}
+
+func (x *AnalyticPartition) GetPartition() []byte {
+	if x != nil {
+		return x.Partition
+	}
+	return nil
+}
+
+func (x *AnalyticPartition) GetEntries() []*AnalyticEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type AnalyticEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ts            int64                  `protobuf:"varint,1,opt,name=ts,proto3" json:"ts,omitempty"`
+	Value         *Value                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalyticEntry) Reset() {
+	*x = AnalyticEntry{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalyticEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalyticEntry) ProtoMessage() {}
+
+func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalyticEntry.ProtoReflect.Descriptor instead.
+func (*AnalyticEntry) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AnalyticEntry) GetTs() int64 {
+	if x != nil {
+		return x.Ts
+	}
+	return 0
+}
+
+func (x *AnalyticEntry) GetValue() *Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 type WindowTimeline struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Timeline int32                  `protobuf:"varint,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
@@ -471,7 +601,7 @@ type WindowTimeline struct {
 
 func (x *WindowTimeline) Reset() {
 	*x = WindowTimeline{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +613,7 @@ func (x *WindowTimeline) String() string {
 func (*WindowTimeline) ProtoMessage() {}
 
 func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +626,7 @@ func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowTimeline.ProtoReflect.Descriptor instead.
 func (*WindowTimeline) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WindowTimeline) GetTimeline() int32 {
@@ -558,7 +688,7 @@ type Pane struct {
 
 func (x *Pane) Reset() {
 	*x = Pane{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +700,7 @@ func (x *Pane) String() string {
 func (*Pane) ProtoMessage() {}
 
 func (x *Pane) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +713,7 @@ func (x *Pane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pane.ProtoReflect.Descriptor instead.
 func (*Pane) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Pane) GetEnd() int64 {
@@ -611,7 +741,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +753,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +766,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GroupState) GetKey() []*Value {
@@ -677,7 +807,7 @@ type AggState struct {
 
 func (x *AggState) Reset() {
 	*x = AggState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +819,7 @@ func (x *AggState) String() string {
 func (*AggState) ProtoMessage() {}
 
 func (x *AggState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +832,7 @@ func (x *AggState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggState.ProtoReflect.Descriptor instead.
 func (*AggState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AggState) GetN() int64 {
@@ -783,7 +913,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +925,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +938,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Session) GetPartition() []byte {
@@ -865,7 +995,7 @@ type SlidingGroup struct {
 
 func (x *SlidingGroup) Reset() {
 	*x = SlidingGroup{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1007,7 @@ func (x *SlidingGroup) String() string {
 func (*SlidingGroup) ProtoMessage() {}
 
 func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1020,7 @@ func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingGroup.ProtoReflect.Descriptor instead.
 func (*SlidingGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SlidingGroup) GetKey() []*Value {
@@ -931,7 +1061,7 @@ type SlidingEvent struct {
 
 func (x *SlidingEvent) Reset() {
 	*x = SlidingEvent{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1073,7 @@ func (x *SlidingEvent) String() string {
 func (*SlidingEvent) ProtoMessage() {}
 
 func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1086,7 @@ func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingEvent.ProtoReflect.Descriptor instead.
 func (*SlidingEvent) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SlidingEvent) GetTs() int64 {
@@ -1008,11 +1138,20 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12\x1a\n" +
 	"\btimeline\x18\x02 \x01(\x05R\btimeline\x12-\n" +
 	"\x06record\x18\x03 \x01(\v2\x15.millstream.v1.RecordR\x06record\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"]\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\x9d\x01\n" +
 	"\n" +
 	"StageState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\ttimelines\x18\x02 \x03(\v2\x1d.millstream.v1.WindowTimelineR\ttimelines\"\x9a\x02\n" +
+	"\ttimelines\x18\x02 \x03(\v2\x1d.millstream.v1.WindowTimelineR\ttimelines\x12>\n" +
+	"\tanalytics\x18\x03 \x03(\v2 .millstream.v1.AnalyticPartitionR\tanalytics\"\xa1\x01\n" +
+	"\x11AnalyticPartition\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\x05R\btimeline\x12\x1a\n" +
+	"\banalytic\x18\x02 \x01(\x05R\banalytic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\fR\tpartition\x126\n" +
+	"\aentries\x18\x04 \x03(\v2\x1c.millstream.v1.AnalyticEntryR\aentries\"K\n" +
+	"\rAnalyticEntry\x12\x0e\n" +
+	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.millstream.v1.ValueR\x05value\"\x9a\x02\n" +
 	"\x0eWindowTimeline\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\x05R\btimeline\x12)\n" +
 	"\x05panes\x18\x02 \x03(\v2\x13.millstream.v1.PaneR\x05panes\x12\x19\n" +
@@ -1068,23 +1207,25 @@ func file_millstream_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_snapshot_proto_rawDescData
 }
 
-var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_millstream_v1_snapshot_proto_goTypes = []any{
-	(*ExecutorSnapshot)(nil), // 0: millstream.v1.ExecutorSnapshot
-	(*Counters)(nil),         // 1: millstream.v1.Counters
-	(*InputState)(nil),       // 2: millstream.v1.InputState
-	(*TimelineState)(nil),    // 3: millstream.v1.TimelineState
-	(*RowState)(nil),         // 4: millstream.v1.RowState
-	(*StageState)(nil),       // 5: millstream.v1.StageState
-	(*WindowTimeline)(nil),   // 6: millstream.v1.WindowTimeline
-	(*Pane)(nil),             // 7: millstream.v1.Pane
-	(*GroupState)(nil),       // 8: millstream.v1.GroupState
-	(*AggState)(nil),         // 9: millstream.v1.AggState
-	(*Session)(nil),          // 10: millstream.v1.Session
-	(*SlidingGroup)(nil),     // 11: millstream.v1.SlidingGroup
-	(*SlidingEvent)(nil),     // 12: millstream.v1.SlidingEvent
-	(*Record)(nil),           // 13: millstream.v1.Record
-	(*Value)(nil),            // 14: millstream.v1.Value
+	(*ExecutorSnapshot)(nil),  // 0: millstream.v1.ExecutorSnapshot
+	(*Counters)(nil),          // 1: millstream.v1.Counters
+	(*InputState)(nil),        // 2: millstream.v1.InputState
+	(*TimelineState)(nil),     // 3: millstream.v1.TimelineState
+	(*RowState)(nil),          // 4: millstream.v1.RowState
+	(*StageState)(nil),        // 5: millstream.v1.StageState
+	(*AnalyticPartition)(nil), // 6: millstream.v1.AnalyticPartition
+	(*AnalyticEntry)(nil),     // 7: millstream.v1.AnalyticEntry
+	(*WindowTimeline)(nil),    // 8: millstream.v1.WindowTimeline
+	(*Pane)(nil),              // 9: millstream.v1.Pane
+	(*GroupState)(nil),        // 10: millstream.v1.GroupState
+	(*AggState)(nil),          // 11: millstream.v1.AggState
+	(*Session)(nil),           // 12: millstream.v1.Session
+	(*SlidingGroup)(nil),      // 13: millstream.v1.SlidingGroup
+	(*SlidingEvent)(nil),      // 14: millstream.v1.SlidingEvent
+	(*Record)(nil),            // 15: millstream.v1.Record
+	(*Value)(nil),             // 16: millstream.v1.Value
 }
 var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 0: millstream.v1.ExecutorSnapshot.inputs:type_name -> millstream.v1.InputState
@@ -1092,24 +1233,27 @@ var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 2: millstream.v1.ExecutorSnapshot.counters:type_name -> millstream.v1.Counters
 	3,  // 3: millstream.v1.InputState.timelines:type_name -> millstream.v1.TimelineState
 	4,  // 4: millstream.v1.TimelineState.buffered:type_name -> millstream.v1.RowState
-	13, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
-	6,  // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
-	7,  // 7: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
-	10, // 8: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
-	11, // 9: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
-	8,  // 10: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
-	14, // 11: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
-	9,  // 12: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
-	14, // 13: millstream.v1.AggState.v:type_name -> millstream.v1.Value
-	8,  // 14: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
-	14, // 15: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
-	12, // 16: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
-	14, // 17: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	15, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
+	8,  // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
+	6,  // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
+	7,  // 8: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
+	16, // 9: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
+	9,  // 10: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
+	12, // 11: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
+	13, // 12: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
+	10, // 13: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
+	16, // 14: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
+	11, // 15: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
+	16, // 16: millstream.v1.AggState.v:type_name -> millstream.v1.Value
+	10, // 17: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
+	16, // 18: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
+	14, // 19: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
+	16, // 20: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_snapshot_proto_init() }
@@ -1124,7 +1268,7 @@ func file_millstream_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_snapshot_proto_rawDesc), len(file_millstream_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
