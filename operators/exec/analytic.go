@@ -212,3 +212,16 @@ func (s *analyticSet) restore(st *pb.StageState) error {
 	}
 	return nil
 }
+
+// use makes the results of an earlier eval (on the source row of an APPLY
+// expansion) visible to ctx, or evaluates them when r was not expanded.
+func (s *analyticSet) use(ctx *expr.Ctx, r *row) {
+	if s == nil {
+		return
+	}
+	if r.analyzed {
+		ctx.Analytics = s.vals
+		return
+	}
+	s.eval(ctx, r.tl)
+}

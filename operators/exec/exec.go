@@ -134,6 +134,10 @@ type row struct {
 	ts  int64
 	tl  int32
 	rec *value.Record
+	// analyzed: the stage's analytic functions were already evaluated on
+	// the source row this one was expanded from (APPLY); their results are
+	// in the stage's analyticSet.
+	analyzed bool
 }
 
 // node receives rows in event-time order per timeline (X1).
@@ -161,6 +165,7 @@ type Executor struct {
 type stageNode interface {
 	node
 	stageName() string
+	analytics() *analyticSet
 	snapshot() *pb.StageState
 	restore(*pb.StageState) error
 }
@@ -205,6 +210,20 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 		if _, dup := sources[key]; dup {
 			return nil, fmt.Errorf("%w: stage %q has the name of another stage or input", ErrBadPlan, st.Name)
 		}
+		if len(st.Union) > 0 {
+			u := newUnionOp(ex, st)
+			for i, src := range st.Union {
+				attach, ok := sources[strings.ToLower(src)]
+				if !ok || byName[strings.ToLower(src)] == nil {
+					return nil, fmt.Errorf("%w: union %q reads %q, which is not an earlier stage", ErrBadPlan, st.Name, src)
+				}
+				attach(unionInput{u: u, idx: i})
+			}
+			ex.stages = append(ex.stages, u)
+			byName[key] = u
+			sources[key] = u.addOut
+			continue
+		}
 		attach, ok := sources[strings.ToLower(st.Source)]
 		if !ok {
 			return nil, fmt.Errorf("%w: stage %q reads %q, which is neither an input nor an earlier stage", ErrBadPlan, st.Name, st.Source)
@@ -213,7 +232,13 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
 		}
-		attach(n)
+		var entry node = n
+		if len(st.Applies) > 0 {
+			if entry, err = newApplyNode(ex, st, n, n.analytics()); err != nil {
+				return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
+			}
+		}
+		attach(entry)
 		ex.stages = append(ex.stages, n)
 		byName[key] = n
 		sources[key] = n.(interface{ addOut(node) }).addOut

@@ -3,60 +3,58 @@ package exec
 import (
 	"strings"
 
-	"github.com/millstream/millstream/operators/expr"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 // neededFields lists the top-level fields of an input that the plan reads,
 // so the decoder can skip the rest (projection pushdown). all is true when
-// some stage reads the whole record (SELECT *).
+// some stage reads the whole record (SELECT *). It walks every message of
+// the stages reading the input, so an expression anywhere (WHERE, APPLY,
+// analytic functions, window keys...) is seen without being listed here.
 func neededFields(p *pb.Plan, in *pb.Input) (fields []string, all bool) {
 	seen := map[string]bool{}
-	add := func(name string) {
-		if k := strings.ToLower(name); !seen[k] {
-			seen[k] = true
-			fields = append(fields, name)
-		}
-	}
-	walk := func(e *pb.Expr) {
-		expr.Walk(e, func(x *pb.Expr) {
-			if f := x.GetField(); f != nil && len(f.Path) > 0 {
-				add(f.Path[0])
+	var visit func(m protoreflect.Message)
+	visit = func(m protoreflect.Message) {
+		switch x := m.Interface().(type) {
+		case *pb.FieldRef:
+			if len(x.Path) > 0 {
+				if k := strings.ToLower(x.Path[0]); !seen[k] {
+					seen[k] = true
+					fields = append(fields, x.Path[0])
+				}
 			}
+			return
+		case *pb.Wildcard:
+			if len(x.Path) == 0 {
+				all = true
+			} else if k := strings.ToLower(x.Path[0]); !seen[k] {
+				seen[k] = true
+				fields = append(fields, x.Path[0])
+			}
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := 0; i < v.List().Len(); i++ {
+					visit(v.List().Get(i).Message())
+				}
+			case fd.Message() != nil && !fd.IsMap():
+				visit(v.Message())
+			}
+			return true
 		})
 	}
-	walk(in.TimestampBy)
-	for _, o := range in.Over {
-		walk(o)
-	}
+	visit(in.ProtoReflect())
 	for _, st := range p.Stages {
-		if !strings.EqualFold(st.Source, in.Name) {
-			continue
+		if strings.EqualFold(st.Source, in.Name) {
+			visit(st.ProtoReflect())
 		}
-		walk(st.Where)
-		walk(st.Having)
-		for _, k := range st.GroupKeys {
-			walk(k)
-		}
-		for _, a := range st.Aggregates {
-			walk(a.Arg)
-		}
-		if st.Window != nil {
-			for _, k := range st.Window.PartitionBy {
-				walk(k)
-			}
-		}
-		for _, pr := range st.Projections {
-			switch k := pr.Kind.(type) {
-			case *pb.Projection_Column:
-				walk(k.Column.Expr)
-			case *pb.Projection_Wildcard:
-				if len(k.Wildcard.Path) == 0 {
-					return nil, true
-				}
-				add(k.Wildcard.Path[0])
-			}
-		}
+	}
+	if all {
+		return nil, true
 	}
 	if fields == nil {
 		fields = []string{}

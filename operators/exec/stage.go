@@ -129,6 +129,10 @@ type selectOp struct {
 	r       row
 }
 
+func (s *selectOp) analytics() *analyticSet { return s.an }
+func (op *aggOp) analytics() *analyticSet   { return op.an }
+func (u *unionOp) analytics() *analyticSet  { return nil }
+
 func (s *selectOp) stageName() string { return s.name }
 func (s *selectOp) addOut(n node)     { s.out = append(s.out, n) }
 func (s *selectOp) snapshot() *pb.StageState {
@@ -149,7 +153,7 @@ func (s *selectOp) advance(tl int32, wm int64) {
 
 func (s *selectOp) push(r *row) {
 	s.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
-	s.an.eval(&s.ctx, r.tl)
+	s.an.use(&s.ctx, r)
 	if s.ctx.Err != nil {
 		s.ex.stageError(s.name, r.rec, "analytic function", s.ctx.Err)
 		return
@@ -302,7 +306,7 @@ func (op *aggOp) state(tl int32) winState {
 
 func (op *aggOp) push(r *row) {
 	op.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
-	op.an.eval(&op.ctx, r.tl)
+	op.an.use(&op.ctx, r)
 	if op.ctx.Err != nil {
 		op.ex.stageError(op.name, r.rec, "analytic function", op.ctx.Err)
 		return

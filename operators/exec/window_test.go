@@ -211,3 +211,13 @@ func TestExecUnknownInput(t *testing.T) {
 	require.ErrorIs(t, err, exec.ErrUnknownInput)
 	require.True(t, strings.Contains(err.Error(), `"i"`) || strings.Contains(err.Error(), "i"))
 }
+
+// Fields read only inside an analytic function or an APPLY must survive
+// projection pushdown.
+func TestExecPushdownKeepsFieldsOfEveryClause(t *testing.T) {
+	h := newHarness(t, `SELECT x, e.ArrayValue AS v FROM i TIMESTAMP BY t
+		CROSS APPLY GetArrayElements(arr) AS e
+		WHERE LAG(y) OVER (LIMIT DURATION(hour, 1)) > 1`, exec.Options{})
+	got := h.feed(ev(1, `"x":1,"y":5,"arr":[7]`), ev(2, `"x":2,"y":0,"arr":[8,9]`)).flush()
+	require.Equal(t, []string{`2 {"x":2,"v":8}`, `2 {"x":2,"v":9}`}, got)
+}

@@ -43,13 +43,12 @@ func Build(q *sql.Query) (plan *pb.Plan, err error) {
 		if _, dup := b.stages[key]; dup {
 			b.failAt(cte.Pos, "WITH step %q is defined twice", cte.Name)
 		}
-		b.plan.Stages = append(b.plan.Stages, b.stage(cte.Name, cte.Select))
+		b.chain(cte.Name, cte.Select)
 		b.stages[key] = cte.Name
 	}
 	for i, sel := range q.Selects {
 		name := fmt.Sprintf("select%d", i+1)
-		st := b.stage(name, sel)
-		b.plan.Stages = append(b.plan.Stages, st)
+		b.chain(name, sel)
 		out := sel.Into
 		if out == "" {
 			out = DefaultOutput
@@ -57,6 +56,33 @@ func Build(q *sql.Query) (plan *pb.Plan, err error) {
 		b.plan.Outputs = append(b.plan.Outputs, &pb.Output{Name: out, Stage: name})
 	}
 	return b.plan, nil
+}
+
+// chain plans a SELECT, or a UNION of SELECTs as one stage per part plus a
+// union stage named name that merges them.
+func (b *builder) chain(name string, sel *sql.Select) {
+	if sel.Union == nil {
+		b.plan.Stages = append(b.plan.Stages, b.stage(name, sel))
+		return
+	}
+	u := &pb.Stage{Name: name}
+	cols := -1
+	for i, part := 0, sel; part != nil; i, part = i+1, part.Union {
+		st := b.stage(fmt.Sprintf("%s#%d", name, i+1), part)
+		n, wildcard := len(st.Projections), false
+		for _, p := range st.Projections {
+			wildcard = wildcard || p.GetWildcard() != nil
+		}
+		if !wildcard {
+			if cols >= 0 && n != cols {
+				b.failAt(part.Pos, "every SELECT of a UNION must have the same number of columns (%d here, %d before)", n, cols)
+			}
+			cols = n
+		}
+		b.plan.Stages = append(b.plan.Stages, st)
+		u.Union = append(u.Union, st.Name)
+	}
+	b.plan.Stages = append(b.plan.Stages, u)
 }
 
 type inputUse struct {
@@ -108,6 +134,13 @@ func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
 		b.useInput(src, c)
 	}
 	st.SourceAlias = src.Alias
+	for _, a := range src.Applies {
+		fn, ok := applyFuncs[strings.ToLower(a.Func)]
+		if !ok {
+			b.failAt(a.Pos, "APPLY takes GetArrayElements(...) or GetRecordProperties(...), not %s", a.Func)
+		}
+		st.Applies = append(st.Applies, &pb.Apply{Func: fn, Arg: c.row(a.Arg), Alias: a.Alias, Outer: a.Outer})
+	}
 	if len(src.PartitionBy) > 0 {
 		b.failAt(src.PartitionBy[0].Position(), "PARTITION BY is not supported on IoT Edge jobs; Millstream partitions by device itself")
 	}
@@ -231,6 +264,10 @@ func defaultName(e sql.Expr, i int) string {
 	return "Column" + strconv.Itoa(i+1)
 }
 
+var applyFuncs = map[string]pb.Apply_Func{
+	"getarrayelements": pb.Apply_GET_ARRAY_ELEMENTS, "getrecordproperties": pb.Apply_GET_RECORD_PROPERTIES,
+}
+
 var aggregateFuncs = map[string]pb.Aggregate_Func{
 	"count": pb.Aggregate_COUNT, "sum": pb.Aggregate_SUM, "avg": pb.Aggregate_AVG,
 	"min": pb.Aggregate_MIN, "max": pb.Aggregate_MAX, "stdev": pb.Aggregate_STDEV,
@@ -242,7 +279,6 @@ var notYet = map[string]string{
 	"collect": "aggregate", "collecttop": "aggregate", "topone": "aggregate",
 	"percentile_cont": "aggregate", "percentile_disc": "aggregate",
 	"anomalydetection_spikeanddip": "analytic function", "anomalydetection_changepoint": "analytic function",
-	"getarrayelements": "table-valued function", "getrecordproperties": "table-valued function",
 }
 
 var analyticFuncs = map[string]pb.Analytic_Func{"lag": pb.Analytic_LAG, "last": pb.Analytic_LAST, "isfirst": pb.Analytic_ISFIRST}
@@ -518,6 +554,9 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 	}
 	if fn, ok := analyticFuncs[name]; ok {
 		return c.analytic(x, fn)
+	}
+	if _, ok := applyFuncs[name]; ok {
+		c.b.failAt(x.P, "%s is a table-valued function: use it in CROSS APPLY", x.Name)
 	}
 	if what, ok := notYet[name]; ok {
 		c.b.failAt(x.P, "%s %s is not supported yet", what, strings.ToUpper(x.Name))

@@ -34,17 +34,10 @@ var pending = map[string]string{
 	"013-last-event-join-cte":                 "JOIN",
 	"021-match-recognize-atm":                 "MATCH_RECOGNIZE",
 	"022-geofence-st-within-refdata":          "reference data, geospatial",
-	"025-cross-apply-getarrayelements":        "CROSS APPLY",
-	"026-cross-apply-sum-tumbling":            "CROSS APPLY",
 	"030-getrecordpropertyvalue-refdata-join": "reference data",
-	"031-cte-route-two-outputs":               "CROSS APPLY GetRecordProperties",
-	"033-cross-apply-array-values":            "CROSS APPLY",
-	"034-cross-apply-array-of-records":        "CROSS APPLY",
 	"036-threshold-rules-refdata":             "reference data",
 	"041-stream-join-datediff-toll":           "JOIN",
 	"043-refdata-join-toll":                   "reference data",
-	"066-union-keeps-duplicates":              "UNION",
-	"068-union-all-like-three-outputs-csv":    "UNION, CSV",
 }
 
 // deviations are low-confidence cases where the engine follows another

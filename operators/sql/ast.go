@@ -27,6 +27,18 @@ type Select struct {
 	Where   Expr
 	GroupBy []Expr
 	Having  Expr
+	// Union is the next SELECT of a UNION (ALL) chain.
+	Union    *Select
+	UnionPos Pos
+}
+
+// Apply is CROSS APPLY or OUTER APPLY of a table-valued function.
+type Apply struct {
+	Pos   Pos
+	Outer bool
+	Func  string
+	Arg   Expr
+	Alias string
 }
 
 // SelectItem is `*`, `path.*`, or `expr [AS alias]`.
@@ -46,6 +58,7 @@ type Source struct {
 	TimestampBy Expr
 	Over        []Expr
 	PartitionBy []Expr
+	Applies     []*Apply
 }
 
 // Expr is an expression node.

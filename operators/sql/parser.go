@@ -244,6 +244,9 @@ func (p *parser) selectStmt(inWith bool) *Select {
 	}
 	p.next()
 	s.From = p.source()
+	for (p.isKw("cross") || p.isKw("outer")) && p.isKwAt(1, "apply") {
+		s.From.Applies = append(s.From.Applies, p.apply())
+	}
 	for _, kw := range []string{"join", "inner", "left", "cross", "outer", "right", "full"} {
 		if p.isKw(kw) {
 			p.failAt(p.peek().Pos, "%s is not supported yet (joins and APPLY come with the complete query language)", strings.ToUpper(p.peek().Text))
@@ -266,9 +269,36 @@ func (p *parser) selectStmt(inWith bool) *Select {
 		s.Having = p.expr()
 	}
 	if p.isKw("union") {
-		p.failAt(p.peek().Pos, "UNION is not supported yet")
+		t := p.next()
+		p.acceptKw("all") // UNION keeps duplicates either way
+		if !p.isKw("select") {
+			p.fail("expected SELECT after UNION")
+		}
+		s.Union = p.selectStmt(inWith)
+		if s.Union.Into != "" {
+			p.failAt(s.Union.IntoPos, "INTO belongs to the first SELECT of a UNION")
+		}
+		s.UnionPos = t.Pos
 	}
 	return s
+}
+
+// apply parses CROSS APPLY / OUTER APPLY function(args) [AS] alias.
+func (p *parser) apply() *Apply {
+	t := p.next()
+	p.next() // APPLY
+	a := &Apply{Pos: t.Pos, Outer: strings.EqualFold(t.Text, "outer")}
+	if p.peek().Kind != TokIdent {
+		p.fail("expected GetArrayElements(...) or GetRecordProperties(...) after APPLY")
+	}
+	name := p.next()
+	a.Func = name.Text
+	p.expectOp("(")
+	a.Arg = p.expr()
+	p.expectOp(")")
+	p.acceptKw("as")
+	a.Alias, _ = p.name("an alias for the APPLY result")
+	return a
 }
 
 func (p *parser) selectItem() *SelectItem {

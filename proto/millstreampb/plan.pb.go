@@ -21,6 +21,57 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Apply_Func int32
+
+const (
+	Apply_FUNC_UNSPECIFIED Apply_Func = 0
+	// {ArrayIndex, ArrayValue} per array element.
+	Apply_GET_ARRAY_ELEMENTS Apply_Func = 1
+	// {PropertyName, PropertyValue} per record field.
+	Apply_GET_RECORD_PROPERTIES Apply_Func = 2
+)
+
+// Enum value maps for Apply_Func.
+var (
+	Apply_Func_name = map[int32]string{
+		0: "FUNC_UNSPECIFIED",
+		1: "GET_ARRAY_ELEMENTS",
+		2: "GET_RECORD_PROPERTIES",
+	}
+	Apply_Func_value = map[string]int32{
+		"FUNC_UNSPECIFIED":      0,
+		"GET_ARRAY_ELEMENTS":    1,
+		"GET_RECORD_PROPERTIES": 2,
+	}
+)
+
+func (x Apply_Func) Enum() *Apply_Func {
+	p := new(Apply_Func)
+	*p = x
+	return p
+}
+
+func (x Apply_Func) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Apply_Func) Descriptor() protoreflect.EnumDescriptor {
+	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+}
+
+func (Apply_Func) Type() protoreflect.EnumType {
+	return &file_millstream_v1_plan_proto_enumTypes[0]
+}
+
+func (x Apply_Func) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Apply_Func.Descriptor instead.
+func (Apply_Func) EnumDescriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3, 0}
+}
+
 type Analytic_Func int32
 
 const (
@@ -57,11 +108,11 @@ func (x Analytic_Func) String() string {
 }
 
 func (Analytic_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
 }
 
 func (Analytic_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[0]
+	return &file_millstream_v1_plan_proto_enumTypes[1]
 }
 
 func (x Analytic_Func) Number() protoreflect.EnumNumber {
@@ -70,7 +121,7 @@ func (x Analytic_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Analytic_Func.Descriptor instead.
 func (Analytic_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type Window_Kind int32
@@ -116,11 +167,11 @@ func (x Window_Kind) String() string {
 }
 
 func (Window_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
 }
 
 func (Window_Kind) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[1]
+	return &file_millstream_v1_plan_proto_enumTypes[2]
 }
 
 func (x Window_Kind) Number() protoreflect.EnumNumber {
@@ -129,7 +180,7 @@ func (x Window_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Window_Kind.Descriptor instead.
 func (Window_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8, 0}
 }
 
 type Aggregate_Func int32
@@ -186,11 +237,11 @@ func (x Aggregate_Func) String() string {
 }
 
 func (Aggregate_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[3].Descriptor()
 }
 
 func (Aggregate_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[2]
+	return &file_millstream_v1_plan_proto_enumTypes[3]
 }
 
 func (x Aggregate_Func) Number() protoreflect.EnumNumber {
@@ -199,7 +250,7 @@ func (x Aggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Aggregate_Func.Descriptor instead.
 func (Aggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9, 0}
 }
 
 // Plan is a compiled query: the stream inputs it reads, the stages that
@@ -359,7 +410,13 @@ type Stage struct {
 	Projections []*Projection `protobuf:"bytes,9,rep,name=projections,proto3" json:"projections,omitempty"`
 	// Analytic functions (LAG, LAST, ISFIRST), evaluated on every input row of
 	// the stage before WHERE; referenced by Expr.analytic.
-	Analytics     []*Analytic `protobuf:"bytes,10,rep,name=analytics,proto3" json:"analytics,omitempty"`
+	Analytics []*Analytic `protobuf:"bytes,10,rep,name=analytics,proto3" json:"analytics,omitempty"`
+	// CROSS/OUTER APPLY, applied in order to each source row before anything
+	// else: each element becomes a row with the alias as an extra field.
+	Applies []*Apply `protobuf:"bytes,11,rep,name=applies,proto3" json:"applies,omitempty"`
+	// A UNION stage: its rows are the rows of these stages merged in time
+	// order (duplicates kept). Such a stage has no source and no clauses.
+	Union         []string `protobuf:"bytes,12,rep,name=union,proto3" json:"union,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +521,89 @@ func (x *Stage) GetAnalytics() []*Analytic {
 	return nil
 }
 
+func (x *Stage) GetApplies() []*Apply {
+	if x != nil {
+		return x.Applies
+	}
+	return nil
+}
+
+func (x *Stage) GetUnion() []string {
+	if x != nil {
+		return x.Union
+	}
+	return nil
+}
+
+type Apply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Func  Apply_Func             `protobuf:"varint,1,opt,name=func,proto3,enum=millstream.v1.Apply_Func" json:"func,omitempty"`
+	Arg   *Expr                  `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
+	Alias string                 `protobuf:"bytes,3,opt,name=alias,proto3" json:"alias,omitempty"`
+	// OUTER APPLY keeps a row whose argument gives no elements (alias NULL).
+	Outer         bool `protobuf:"varint,4,opt,name=outer,proto3" json:"outer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Apply) Reset() {
+	*x = Apply{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Apply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Apply) ProtoMessage() {}
+
+func (x *Apply) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Apply.ProtoReflect.Descriptor instead.
+func (*Apply) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Apply) GetFunc() Apply_Func {
+	if x != nil {
+		return x.Func
+	}
+	return Apply_FUNC_UNSPECIFIED
+}
+
+func (x *Apply) GetArg() *Expr {
+	if x != nil {
+		return x.Arg
+	}
+	return nil
+}
+
+func (x *Apply) GetAlias() string {
+	if x != nil {
+		return x.Alias
+	}
+	return ""
+}
+
+func (x *Apply) GetOuter() bool {
+	if x != nil {
+		return x.Outer
+	}
+	return false
+}
+
 // Analytic is one LAG, LAST or ISFIRST call with its OVER clause.
 type Analytic struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -485,7 +625,7 @@ type Analytic struct {
 
 func (x *Analytic) Reset() {
 	*x = Analytic{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +637,7 @@ func (x *Analytic) String() string {
 func (*Analytic) ProtoMessage() {}
 
 func (x *Analytic) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +650,7 @@ func (x *Analytic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analytic.ProtoReflect.Descriptor instead.
 func (*Analytic) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Analytic) GetFunc() Analytic_Func {
@@ -575,7 +715,7 @@ type Projection struct {
 
 func (x *Projection) Reset() {
 	*x = Projection{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +727,7 @@ func (x *Projection) String() string {
 func (*Projection) ProtoMessage() {}
 
 func (x *Projection) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +740,7 @@ func (x *Projection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Projection.ProtoReflect.Descriptor instead.
 func (*Projection) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Projection) GetKind() isProjection_Kind {
@@ -655,7 +795,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +807,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +820,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Column) GetName() string {
@@ -706,7 +846,7 @@ type Wildcard struct {
 
 func (x *Wildcard) Reset() {
 	*x = Wildcard{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +858,7 @@ func (x *Wildcard) String() string {
 func (*Wildcard) ProtoMessage() {}
 
 func (x *Wildcard) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +871,7 @@ func (x *Wildcard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wildcard.ProtoReflect.Descriptor instead.
 func (*Wildcard) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Wildcard) GetPath() []string {
@@ -758,7 +898,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +910,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +923,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Window) GetKind() Window_Kind {
@@ -847,7 +987,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +999,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1012,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Aggregate) GetFunc() Aggregate_Func {
@@ -906,7 +1046,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1058,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1071,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Output) GetName() string {
@@ -968,7 +1108,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1120,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1133,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -1144,7 +1284,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1296,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1309,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -1199,7 +1339,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1351,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1364,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Call) GetFunc() string {
@@ -1253,7 +1393,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1405,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1418,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -1312,7 +1452,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1464,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1477,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -1367,7 +1507,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x05Input\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\ftimestamp_by\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\vtimestampBy\x12'\n" +
-	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\xbf\x03\n" +
+	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\x85\x04\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12!\n" +
@@ -1382,7 +1522,18 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x06having\x18\b \x01(\v2\x13.millstream.v1.ExprR\x06having\x12;\n" +
 	"\vprojections\x18\t \x03(\v2\x19.millstream.v1.ProjectionR\vprojections\x125\n" +
 	"\tanalytics\x18\n" +
-	" \x03(\v2\x17.millstream.v1.AnalyticR\tanalytics\"\xe9\x02\n" +
+	" \x03(\v2\x17.millstream.v1.AnalyticR\tanalytics\x12.\n" +
+	"\aapplies\x18\v \x03(\v2\x14.millstream.v1.ApplyR\aapplies\x12\x14\n" +
+	"\x05union\x18\f \x03(\tR\x05union\"\xda\x01\n" +
+	"\x05Apply\x12-\n" +
+	"\x04func\x18\x01 \x01(\x0e2\x19.millstream.v1.Apply.FuncR\x04func\x12%\n" +
+	"\x03arg\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x03arg\x12\x14\n" +
+	"\x05alias\x18\x03 \x01(\tR\x05alias\x12\x14\n" +
+	"\x05outer\x18\x04 \x01(\bR\x05outer\"O\n" +
+	"\x04Func\x12\x14\n" +
+	"\x10FUNC_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12GET_ARRAY_ELEMENTS\x10\x01\x12\x19\n" +
+	"\x15GET_RECORD_PROPERTIES\x10\x02\"\xe9\x02\n" +
 	"\bAnalytic\x120\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x1c.millstream.v1.Analytic.FuncR\x04func\x12)\n" +
 	"\x05value\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x05value\x12\x16\n" +
@@ -1476,69 +1627,74 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_plan_proto_rawDescData
 }
 
-var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_millstream_v1_plan_proto_goTypes = []any{
-	(Analytic_Func)(0),  // 0: millstream.v1.Analytic.Func
-	(Window_Kind)(0),    // 1: millstream.v1.Window.Kind
-	(Aggregate_Func)(0), // 2: millstream.v1.Aggregate.Func
-	(*Plan)(nil),        // 3: millstream.v1.Plan
-	(*Input)(nil),       // 4: millstream.v1.Input
-	(*Stage)(nil),       // 5: millstream.v1.Stage
-	(*Analytic)(nil),    // 6: millstream.v1.Analytic
-	(*Projection)(nil),  // 7: millstream.v1.Projection
-	(*Column)(nil),      // 8: millstream.v1.Column
-	(*Wildcard)(nil),    // 9: millstream.v1.Wildcard
-	(*Window)(nil),      // 10: millstream.v1.Window
-	(*Aggregate)(nil),   // 11: millstream.v1.Aggregate
-	(*Output)(nil),      // 12: millstream.v1.Output
-	(*Expr)(nil),        // 13: millstream.v1.Expr
-	(*FieldRef)(nil),    // 14: millstream.v1.FieldRef
-	(*Call)(nil),        // 15: millstream.v1.Call
-	(*Case)(nil),        // 16: millstream.v1.Case
-	(*When)(nil),        // 17: millstream.v1.When
-	(*Value)(nil),       // 18: millstream.v1.Value
+	(Apply_Func)(0),     // 0: millstream.v1.Apply.Func
+	(Analytic_Func)(0),  // 1: millstream.v1.Analytic.Func
+	(Window_Kind)(0),    // 2: millstream.v1.Window.Kind
+	(Aggregate_Func)(0), // 3: millstream.v1.Aggregate.Func
+	(*Plan)(nil),        // 4: millstream.v1.Plan
+	(*Input)(nil),       // 5: millstream.v1.Input
+	(*Stage)(nil),       // 6: millstream.v1.Stage
+	(*Apply)(nil),       // 7: millstream.v1.Apply
+	(*Analytic)(nil),    // 8: millstream.v1.Analytic
+	(*Projection)(nil),  // 9: millstream.v1.Projection
+	(*Column)(nil),      // 10: millstream.v1.Column
+	(*Wildcard)(nil),    // 11: millstream.v1.Wildcard
+	(*Window)(nil),      // 12: millstream.v1.Window
+	(*Aggregate)(nil),   // 13: millstream.v1.Aggregate
+	(*Output)(nil),      // 14: millstream.v1.Output
+	(*Expr)(nil),        // 15: millstream.v1.Expr
+	(*FieldRef)(nil),    // 16: millstream.v1.FieldRef
+	(*Call)(nil),        // 17: millstream.v1.Call
+	(*Case)(nil),        // 18: millstream.v1.Case
+	(*When)(nil),        // 19: millstream.v1.When
+	(*Value)(nil),       // 20: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
-	4,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
-	5,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	12, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
-	13, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	13, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	13, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	13, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
-	10, // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
-	11, // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	13, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
-	7,  // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
-	6,  // 11: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
-	0,  // 12: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	13, // 13: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	13, // 14: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	13, // 15: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	13, // 16: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
-	8,  // 17: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	9,  // 18: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	13, // 19: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	1,  // 20: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	13, // 21: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	2,  // 22: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	13, // 23: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	18, // 24: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	14, // 25: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	15, // 26: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	16, // 27: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	13, // 28: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	13, // 29: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	17, // 30: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	13, // 31: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	13, // 32: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	13, // 33: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	5,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
+	6,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
+	14, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	15, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	15, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	15, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	15, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	12, // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
+	13, // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
+	15, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	9,  // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
+	8,  // 11: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
+	7,  // 12: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
+	0,  // 13: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
+	15, // 14: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	1,  // 15: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	15, // 16: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	15, // 17: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	15, // 18: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	15, // 19: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	10, // 20: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	11, // 21: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	15, // 22: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	2,  // 23: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	15, // 24: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	3,  // 25: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	15, // 26: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	20, // 27: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	16, // 28: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	17, // 29: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	18, // 30: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	15, // 31: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	15, // 32: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	19, // 33: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	15, // 34: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	15, // 35: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	15, // 36: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -1547,11 +1703,11 @@ func file_millstream_v1_plan_proto_init() {
 		return
 	}
 	file_millstream_v1_value_proto_init()
-	file_millstream_v1_plan_proto_msgTypes[4].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[5].OneofWrappers = []any{
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[10].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[11].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -1566,8 +1722,8 @@ func file_millstream_v1_plan_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   15,
+			NumEnums:      4,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
