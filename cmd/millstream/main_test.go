@@ -108,3 +108,18 @@ not json
 	require.Contains(t, stderr, `"reason":"value: invalid JSON`)
 	require.Contains(t, stderr, "1 dead-lettered")
 }
+
+func TestCLIRunWithReferenceData(t *testing.T) {
+	dir := t.TempDir()
+	q := filepath.Join(dir, "q.sql")
+	in := filepath.Join(dir, "in.jsonl")
+	ref := filepath.Join(dir, "limits.json")
+	require.NoError(t, os.WriteFile(q, []byte("SELECT i.machine, i.temp FROM i TIMESTAMP BY t JOIN limits l ON i.machine = l.machine WHERE i.temp > l.max"), 0o644))
+	require.NoError(t, os.WriteFile(in, []byte(`{"t":"2026-01-01T00:00:01Z","machine":"a","temp":50}
+{"t":"2026-01-01T00:00:02Z","machine":"b","temp":50}
+`), 0o644))
+	require.NoError(t, os.WriteFile(ref, []byte(`[{"machine":"a","max":60},{"machine":"b","max":40}]`), 0o644))
+	code, stdout, stderr := runCLI(t, "query", "run", "--query", q, "--input", "i="+in, "--reference", "limits="+ref)
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "{\"machine\":\"b\",\"temp\":50}\n", stdout)
+}

@@ -129,7 +129,7 @@ func queryRun(args []string, stdout, stderr io.Writer) error {
 	var pf policyFlags
 	fs.StringVar(&queryPath, "query", "", "query file (.sql) or plan (.textproto, .json)")
 	fs.Var(&inputs, "input", "input as Name=file.jsonl (Name may be left out when the query has one input); repeatable")
-	fs.Var(&refs, "reference", "reference data as Name=file.json; repeatable")
+	fs.Var(&refs, "reference", "reference data as Name=file.json (a JSON array or JSON lines); repeatable")
 	fs.StringVar(&outDir, "out", "", "directory for <output>.jsonl files")
 	pf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -140,9 +140,6 @@ func queryRun(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(inputs) == 0 {
 		return fmt.Errorf("%w: at least one --input is required", errUsage)
-	}
-	if len(refs) > 0 {
-		return fmt.Errorf("--reference: reference data is not supported yet")
 	}
 	p, err := loadPlan(queryPath)
 	if err != nil {
@@ -163,6 +160,17 @@ func queryRun(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--input %s: %w", in, err)
 		}
 		files = append(files, querytest.InputFile{Name: name, Data: data, ArrivalField: pf.arrivalField})
+	}
+	for _, ref := range refs {
+		name, file, ok := strings.Cut(ref, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("%w: --reference takes Name=file.json", errUsage)
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("--reference %s: %w", ref, err)
+		}
+		files = append(files, querytest.InputFile{Name: name, Data: data, Reference: true})
 	}
 	outs := map[string]bool{}
 	for _, o := range p.Outputs {

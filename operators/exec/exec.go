@@ -156,6 +156,7 @@ type Executor struct {
 	late, ooo   int64 // ticks
 	early       int64
 	inputs      map[string]*inputOp
+	refs        map[string]*refTable
 	inputList   []*inputOp
 	stages      []stageNode
 	counters    Counters
@@ -188,6 +189,7 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 		ooo:         int64(opts.OutOfOrderTolerance / 100),
 		early:       int64(opts.EarlyArrivalTolerance / 100),
 		inputs:      map[string]*inputOp{},
+		refs:        map[string]*refTable{},
 	}
 	sources := map[string]func(node){}
 	for _, in := range plan.Inputs {
@@ -233,10 +235,30 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 			return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
 		}
 		var entry node = n
-		if len(st.Applies) > 0 {
+		switch {
+		case len(st.Applies) > 0:
 			if entry, err = newApplyNode(ex, st, n, n.analytics()); err != nil {
 				return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
 			}
+		case st.Join != nil && st.Join.Reference:
+			on, err := expr.Compile(st.Join.On)
+			if err != nil {
+				return nil, fmt.Errorf("exec: stage %q JOIN ON: %w", st.Name, err)
+			}
+			entry = &refJoinNode{ex: ex, stage: st.Name, table: strings.ToLower(st.Join.Source), alias: st.Join.Alias,
+				left: st.Join.LeftOuter, on: on, an: n.analytics(), next: n}
+		case st.Join != nil:
+			j, err := newStreamJoin(ex, st, n)
+			if err != nil {
+				return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
+			}
+			attachRight, ok := sources[strings.ToLower(st.Join.Source)]
+			if !ok {
+				return nil, fmt.Errorf("%w: stage %q joins %q, which is neither an input nor an earlier stage", ErrBadPlan, st.Name, st.Join.Source)
+			}
+			attachRight(joinInput{j: j, side: 1})
+			entry = joinInput{j: j, side: 0}
+			ex.stages = append(ex.stages, j)
 		}
 		attach(entry)
 		ex.stages = append(ex.stages, n)

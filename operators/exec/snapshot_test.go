@@ -42,6 +42,10 @@ func snapshotCases(t *testing.T) []string {
 	return dirs
 }
 
+// refFiles are the reference inputs newExec loads (the snapshot does not
+// carry reference data).
+var refFiles []querytest.InputFile
+
 // collector records emitted rows in order.
 type collector struct{ rows []string }
 
@@ -54,6 +58,7 @@ func newExec(t *testing.T, p *pb.Plan, opts exec.Options, c *collector) *exec.Ex
 	opts.Emit = c.emit
 	ex, err := exec.New(p, opts)
 	require.NoError(t, err)
+	require.NoError(t, querytest.LoadReferences(ex, refFiles))
 	return ex
 }
 
@@ -71,6 +76,7 @@ func TestExecSnapshotRestoreAtEveryEvent(t *testing.T) {
 			continue // needs the complete query language
 		}
 		t.Run(c.Name, func(t *testing.T) {
+			refFiles = files
 			var whole collector
 			ex := newExec(t, p, opts, &whole)
 			events, err := querytest.Events(ex, files, runStart)

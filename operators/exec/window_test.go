@@ -221,3 +221,43 @@ func TestExecPushdownKeepsFieldsOfEveryClause(t *testing.T) {
 	got := h.feed(ev(1, `"x":1,"y":5,"arr":[7]`), ev(2, `"x":2,"y":0,"arr":[8,9]`)).flush()
 	require.Equal(t, []string{`2 {"x":2,"v":8}`, `2 {"x":2,"v":9}`}, got)
 }
+
+func TestExecStreamLeftJoinEmitsUnmatchedAtBound(t *testing.T) {
+	h := newHarness(t, `SELECT l.id, r.id AS rid, System.Timestamp() AS at
+		FROM l TIMESTAMP BY t LEFT JOIN r TIMESTAMP BY t
+		ON l.id = r.id AND DATEDIFF(second, l, r) BETWEEN 0 AND 10`, exec.Options{})
+	for _, e := range []struct {
+		in string
+		s  float64
+		id int
+	}{{"l", 1, 1}, {"l", 2, 2}, {"r", 5, 1}, {"l", 6, 3}, {"r", 7, 3}, {"r", 20, 2}} {
+		require.NoError(t, h.ex.Ingest(e.in, []byte(ev(e.s, fmt.Sprintf(`"id":%d`, e.id))), exec.ArrivalIsEventTime))
+	}
+	got := h.flush()
+	// 1 matches at 5; 3 matches at 7; 2's partner comes 18 s later, past the
+	// bound, so 2 is emitted alone at 2 + 10 s, in time order.
+	require.Equal(t, []string{
+		`5 {"id":1,"rid":1,"at":"` + value.FormatTicks(at(5)) + `"}`,
+		`7 {"id":3,"rid":3,"at":"` + value.FormatTicks(at(7)) + `"}`,
+		`12 {"id":2,"rid":null,"at":"` + value.FormatTicks(at(12)) + `"}`,
+	}, got)
+}
+
+func TestExecReferenceJoinReload(t *testing.T) {
+	h := newHarness(t, `SELECT i.k, ref.name FROM i TIMESTAMP BY t JOIN ref ON i.k = ref.k`, exec.Options{})
+	load := func(rows string) {
+		recs, err := value.ParseJSON(rows)
+		require.NoError(t, err)
+		var rs []*value.Record
+		for _, v := range recs.Array().Items {
+			rs = append(rs, v.Record())
+		}
+		require.NoError(t, h.ex.SetReference("ref", rs))
+	}
+	load(`[{"k":1,"name":"one"},{"k":2,"name":"two"}]`)
+	h.feed(ev(1, `"k":1`), ev(2, `"k":3`))
+	load(`[{"k":3,"name":"three"}]`) // reloaded while running
+	h.feed(ev(3, `"k":3`), ev(4, `"k":1`))
+	require.Equal(t, []string{`1 {"k":1,"name":"one"}`, `3 {"k":3,"name":"three"}`}, h.flush())
+	require.ErrorIs(t, h.ex.SetReference("nope", nil), exec.ErrUnknownInput)
+}

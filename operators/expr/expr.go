@@ -23,6 +23,8 @@ type Ctx struct {
 	Aggs []value.Value
 	// Analytics are the current row's analytic function results.
 	Analytics []value.Value
+	// JoinTS are the event times of the left and right rows of a stream join.
+	JoinTS [2]int64
 	// Err is the first runtime error of the evaluation, if any.
 	Err error
 }
@@ -82,6 +84,12 @@ func Compile(e *pb.Expr) (Eval, error) {
 			}
 			return c.failf("analytic function %d is not available here", i)
 		}, nil
+	case *pb.Expr_JoinSideTime:
+		side := k.JoinSideTime
+		if side != 0 && side != 1 {
+			return nil, fmt.Errorf("expr: join side %d", side)
+		}
+		return func(c *Ctx) value.Value { return value.Time(c.JoinTS[side]) }, nil
 	case *pb.Expr_Case:
 		return compileCase(k.Case)
 	case *pb.Expr_Call:

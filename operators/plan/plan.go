@@ -118,6 +118,11 @@ type stageCtx struct {
 	aliases    map[string]*pb.Expr // select aliases, for HAVING
 	aggregated bool
 	inGroup    bool // converting a per-group expression
+	// Join stages: the right side's field name (its alias) and source name,
+	// lower case; streamJoin when DATEDIFF special forms are allowed.
+	rightAlias, rightName string
+	rightField            string // the alias as written
+	streamJoin            bool
 }
 
 func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
@@ -134,6 +139,12 @@ func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
 		b.useInput(src, c)
 	}
 	st.SourceAlias = src.Alias
+	if sel.Join != nil {
+		if len(src.Applies) > 0 {
+			b.failAt(sel.Join.Pos, "APPLY and JOIN in one SELECT are not supported: apply in a WITH step first")
+		}
+		st.Join = b.join(c, sel.Join)
+	}
 	for _, a := range src.Applies {
 		fn, ok := applyFuncs[strings.ToLower(a.Func)]
 		if !ok {
@@ -472,6 +483,8 @@ func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
 		parts := x.Parts
 		if len(parts) > 1 && (strings.EqualFold(parts[0], c.alias) || strings.EqualFold(parts[0], c.sourceName)) {
 			parts = parts[1:]
+		} else if len(parts) > 1 && c.rightField != "" && (strings.EqualFold(parts[0], c.rightAlias) || strings.EqualFold(parts[0], c.rightName)) {
+			parts = append([]string{c.rightField}, parts[1:]...)
 		}
 		return &pb.Expr{Kind: &pb.Expr_Field{Field: &pb.FieldRef{Path: append([]string(nil), parts...), Quoted: x.Quoted}}}
 	case *sql.Unary:
@@ -540,6 +553,18 @@ func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
 
 func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Expr {
 	name := strings.ToLower(x.Name)
+	if name == "datediff" && c.streamJoin && len(x.Args) == 3 {
+		a, okA := c.joinSide(x.Args[1])
+		b, okB := c.joinSide(x.Args[2])
+		if okA && okB {
+			id, ok := x.Args[0].(*sql.Ident)
+			if !ok || len(id.Parts) != 1 || !expr.IsDatePart(id.Parts[0]) {
+				c.b.failAt(x.Args[0].Position(), "expected a date part")
+			}
+			return call("datediff", lit(value.Str(strings.ToLower(id.Parts[0]))),
+				&pb.Expr{Kind: &pb.Expr_JoinSideTime{JoinSideTime: a}}, &pb.Expr{Kind: &pb.Expr_JoinSideTime{JoinSideTime: b}})
+		}
+	}
 	if name == "system.timestamp" {
 		if len(x.Args) > 0 {
 			c.b.failAt(x.P, "System.Timestamp() takes no arguments")
@@ -735,4 +760,207 @@ func (c *stageCtx) analytic(x *sql.Call, fn pb.Analytic_Func) *pb.Expr {
 	}
 	c.st.Analytics = append(c.st.Analytics, a)
 	return &pb.Expr{Kind: &pb.Expr_Analytic{Analytic: int32(len(c.st.Analytics) - 1)}}
+}
+
+// joinSide reports which side of a stream join a bare alias names (the
+// DATEDIFF(unit, left, right) special form): 0 left, 1 right.
+func (c *stageCtx) joinSide(e sql.Expr) (int32, bool) {
+	id, ok := e.(*sql.Ident)
+	if !ok || len(id.Parts) != 1 {
+		return 0, false
+	}
+	switch n := strings.ToLower(id.Parts[0]); {
+	case n == c.alias || n == c.sourceName:
+		return 0, true
+	case n == c.rightAlias || n == c.rightName:
+		return 1, true
+	}
+	return 0, false
+}
+
+// join plans the JOIN of a stage. A join whose ON has no DATEDIFF bound
+// between the two sides is a reference-data join; its right side must be
+// an input, loaded as a static table.
+func (b *builder) join(c *stageCtx, j *sql.Join) *pb.Join {
+	src := j.Source
+	alias := src.Alias
+	if alias == "" {
+		alias = src.Name
+	}
+	if strings.EqualFold(alias, c.alias) || strings.EqualFold(alias, c.sourceName) && c.alias == "" {
+		b.failAt(src.Pos, "both sides of the JOIN are called %q: give one an alias", alias)
+	}
+	c.rightAlias, c.rightName, c.rightField = strings.ToLower(alias), strings.ToLower(src.Name), alias
+	pj := &pb.Join{Source: src.Name, Alias: alias, LeftOuter: j.Left}
+	lo, hi, found := c.joinBounds(j.On)
+	_, isStage := b.stages[strings.ToLower(src.Name)]
+	switch {
+	case found:
+		c.streamJoin = true
+		if isStage {
+			pj.Source = b.stages[strings.ToLower(src.Name)]
+			if src.TimestampBy != nil {
+				b.failAt(src.TimestampBy.Position(), "TIMESTAMP BY applies to inputs only; %q is a WITH step", src.Name)
+			}
+		} else {
+			b.useInput(src, c)
+		}
+		pj.MinGap, pj.MaxGap = lo.widened, hi.widened
+		pj.UnmatchedDelay = hi.exact
+		if hi.exact-lo.exact > maxWindow {
+			b.failAt(j.On.Position(), "a join may span at most 7 days")
+		}
+	case isStage:
+		b.failAt(j.On.Position(), "a JOIN of two streams needs a time bound in ON, such as DATEDIFF(second, %s, %s) BETWEEN 0 AND 10", c.sourceName, alias)
+	default:
+		if src.TimestampBy != nil {
+			b.failAt(src.TimestampBy.Position(), "reference data has no TIMESTAMP BY (a JOIN without a DATEDIFF bound reads %q as reference data)", src.Name)
+		}
+		pj.Reference = true
+		known := false
+		for _, r := range b.plan.References {
+			known = known || strings.EqualFold(r, src.Name)
+		}
+		if !known {
+			b.plan.References = append(b.plan.References, src.Name)
+		}
+	}
+	pj.On = c.row(j.On)
+	return pj
+}
+
+type gap struct{ exact, widened int64 }
+
+// joinBounds finds the DATEDIFF(unit, a, b) bound of a stream join among the
+// AND-ed conditions of ON, as the range of right time minus left time.
+func (c *stageCtx) joinBounds(on sql.Expr) (lo, hi gap, found bool) {
+	c.streamJoin = true // recognise the special form while looking
+	defer func() { c.streamJoin = false }()
+	var conj []sql.Expr
+	var split func(e sql.Expr)
+	split = func(e sql.Expr) {
+		if bin, ok := e.(*sql.Binary); ok && bin.Op == "AND" {
+			split(bin.L)
+			split(bin.R)
+			return
+		}
+		conj = append(conj, e)
+	}
+	split(on)
+	var loU, hiU *int64
+	var unit int64
+	set := func(p **int64, v int64) { x := v; *p = &x }
+	for _, e := range conj {
+		switch x := e.(type) {
+		case *sql.Between:
+			if u, sign, ok := c.datediffSides(x.X); ok && !x.Not {
+				l, okL := intLit(x.Lo)
+				h, okH := intLit(x.Hi)
+				if !okL || !okH {
+					c.b.failAt(x.P, "the DATEDIFF bound of a join must be number constants")
+				}
+				if sign < 0 {
+					l, h = -h, -l
+				}
+				unit = u
+				set(&loU, l)
+				set(&hiU, h)
+			}
+		case *sql.Binary:
+			u, sign, ok := c.datediffSides(x.L)
+			other, op := x.R, x.Op
+			if !ok {
+				if u, sign, ok = c.datediffSides(x.R); ok {
+					other, op = x.L, flip(x.Op)
+				}
+			}
+			if !ok {
+				continue
+			}
+			n, okN := intLit(other)
+			if !okN {
+				c.b.failAt(x.P, "the DATEDIFF bound of a join must be a number constant")
+			}
+			unit = u
+			if sign < 0 {
+				n, op = -n, flip(op)
+			}
+			switch op {
+			case "=":
+				set(&loU, n)
+				set(&hiU, n)
+			case "<":
+				set(&hiU, n-1)
+			case "<=":
+				set(&hiU, n)
+			case ">":
+				set(&loU, n+1)
+			case ">=":
+				set(&loU, n)
+			}
+		}
+	}
+	if unit == 0 {
+		return gap{}, gap{}, false
+	}
+	if loU == nil || hiU == nil {
+		c.b.failAt(on.Position(), "the DATEDIFF bound of a join needs a lower and an upper limit (for example BETWEEN 0 AND 10)")
+	}
+	if *loU > *hiU {
+		c.b.failAt(on.Position(), "the DATEDIFF bound of the join admits no time difference")
+	}
+	// DATEDIFF counts unit boundaries: n boundaries is an elapsed time in
+	// (n-1, n+1) units.
+	lo = gap{exact: *loU * unit, widened: *loU*unit - unit + 1}
+	hi = gap{exact: *hiU * unit, widened: *hiU*unit + unit - 1}
+	return lo, hi, true
+}
+
+// datediffSides recognises DATEDIFF(unit, side, side) and returns its unit
+// in ticks and +1 when it measures right minus left, -1 for left minus right.
+func (c *stageCtx) datediffSides(e sql.Expr) (unit int64, sign int, ok bool) {
+	call, isCall := e.(*sql.Call)
+	if !isCall || !strings.EqualFold(call.Name, "datediff") || len(call.Args) != 3 {
+		return 0, 0, false
+	}
+	a, okA := c.joinSide(call.Args[1])
+	bSide, okB := c.joinSide(call.Args[2])
+	if !okA || !okB || a == bSide {
+		return 0, 0, false
+	}
+	id, isID := call.Args[0].(*sql.Ident)
+	if !isID || len(id.Parts) != 1 {
+		return 0, 0, false
+	}
+	u, known := timeUnits[strings.ToLower(id.Parts[0])]
+	if !known {
+		c.b.failAt(id.P, "a join bound needs a unit of day, hour, minute, second, millisecond or microsecond")
+	}
+	if a == 0 {
+		return u, 1, true
+	}
+	return u, -1, true
+}
+
+func intLit(e sql.Expr) (int64, bool) {
+	l, ok := e.(*sql.Literal)
+	if !ok || l.Kind != sql.LitNumber {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(l.Text, 10, 64)
+	return n, err == nil
+}
+
+func flip(op string) string {
+	switch op {
+	case "<":
+		return ">"
+	case "<=":
+		return ">="
+	case ">":
+		return "<"
+	case ">=":
+		return "<="
+	}
+	return op
 }

@@ -207,14 +207,11 @@ func (c *Case) Prepare() (*pb.Plan, []InputFile, exec.Options, error) {
 	}
 	var files []InputFile
 	for _, in := range c.Inputs {
-		if in.Kind == "reference" {
-			return nil, nil, opts, fmt.Errorf("querytest: reference input %q: reference data is not supported yet", in.Name)
-		}
 		b, err := os.ReadFile(filepath.Join(c.Dir, in.File))
 		if err != nil {
 			return nil, nil, opts, fmt.Errorf("querytest: %w", err)
 		}
-		files = append(files, InputFile{Name: in.Name, Data: b, ArrivalField: in.ArrivalField})
+		files = append(files, InputFile{Name: in.Name, Data: b, ArrivalField: in.ArrivalField, Reference: in.Kind == "reference"})
 	}
 	return p, files, opts, nil
 }
@@ -233,6 +230,52 @@ type InputFile struct {
 	Name         string // empty: the query's only input
 	Data         []byte
 	ArrivalField string
+	// Reference data: a static table (JSON lines or one JSON array).
+	Reference bool
+}
+
+// LoadReferences loads the reference files among files into ex.
+func LoadReferences(ex *exec.Executor, files []InputFile) error {
+	for _, f := range files {
+		if !f.Reference {
+			continue
+		}
+		rows, err := ReadTable(f.Data)
+		if err != nil {
+			return fmt.Errorf("querytest: reference %s: %w", f.Name, err)
+		}
+		if err := ex.SetReference(f.Name, rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadTable reads reference rows: one JSON object per line, or one JSON
+// array of objects.
+func ReadTable(data []byte) ([]*value.Record, error) {
+	trimmed := bytes.TrimSpace(data)
+	var vals []value.Value
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		v, err := value.ParseJSON(string(trimmed))
+		if err != nil {
+			return nil, err
+		}
+		vals = v.Array().Items
+	} else {
+		var err error
+		if vals, err = ReadJSONLines(data); err != nil {
+			return nil, err
+		}
+	}
+	rows := make([]*value.Record, 0, len(vals))
+	for i, v := range vals {
+		if v.Record() == nil {
+			return nil, fmt.Errorf("row %d is not a JSON object", i+1)
+		}
+		rows = append(rows, v.Record())
+	}
+	return rows, nil
 }
 
 // RunFiles runs a query over JSON-lines inputs like a local run of Stream
@@ -254,6 +297,9 @@ func RunFiles(p *pb.Plan, files []InputFile, opts exec.Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := LoadReferences(ex, files); err != nil {
+		return nil, err
+	}
 	events, err := Events(ex, files, value.FromTime(time.Now()))
 	if err != nil {
 		return nil, err
@@ -272,6 +318,9 @@ func RunFiles(p *pb.Plan, files []InputFile, opts exec.Options) (*Result, error)
 func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, error) {
 	var events []Event
 	for _, f := range files {
+		if f.Reference {
+			continue
+		}
 		name := f.Name
 		if name == "" {
 			if ins := ex.Inputs(); len(ins) == 1 {

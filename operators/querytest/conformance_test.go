@@ -31,13 +31,8 @@ func conformanceDir(t *testing.T) string {
 // MATCH_RECOGNIZE). They are run and must fail; one that starts passing
 // must be removed from this list.
 var pending = map[string]string{
-	"013-last-event-join-cte":                 "JOIN",
-	"021-match-recognize-atm":                 "MATCH_RECOGNIZE",
-	"022-geofence-st-within-refdata":          "reference data, geospatial",
-	"030-getrecordpropertyvalue-refdata-join": "reference data",
-	"036-threshold-rules-refdata":             "reference data",
-	"041-stream-join-datediff-toll":           "JOIN",
-	"043-refdata-join-toll":                   "reference data",
+	"021-match-recognize-atm":        "MATCH_RECOGNIZE",
+	"022-geofence-st-within-refdata": "reference data, geospatial",
 }
 
 // deviations are low-confidence cases where the engine follows another

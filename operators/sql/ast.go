@@ -27,9 +27,19 @@ type Select struct {
 	Where   Expr
 	GroupBy []Expr
 	Having  Expr
+	// Join is the JOIN of the FROM clause, if any.
+	Join *Join
 	// Union is the next SELECT of a UNION (ALL) chain.
 	Union    *Select
 	UnionPos Pos
+}
+
+// Join is [INNER] JOIN or LEFT [OUTER] JOIN.
+type Join struct {
+	Pos    Pos
+	Left   bool
+	Source *Source
+	On     Expr
 }
 
 // Apply is CROSS APPLY or OUTER APPLY of a table-valued function.

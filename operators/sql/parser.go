@@ -247,9 +247,19 @@ func (p *parser) selectStmt(inWith bool) *Select {
 	for (p.isKw("cross") || p.isKw("outer")) && p.isKwAt(1, "apply") {
 		s.From.Applies = append(s.From.Applies, p.apply())
 	}
+	if p.isKw("join") || p.isKw("inner") || p.isKw("left") {
+		s.Join = p.join()
+	}
 	for _, kw := range []string{"join", "inner", "left", "cross", "outer", "right", "full"} {
 		if p.isKw(kw) {
-			p.failAt(p.peek().Pos, "%s is not supported yet (joins and APPLY come with the complete query language)", strings.ToUpper(p.peek().Text))
+			t := p.peek()
+			switch strings.ToLower(t.Text) {
+			case "right", "full":
+				p.failAt(t.Pos, "%s JOIN is not supported by Stream Analytics: use LEFT JOIN with the sides swapped", strings.ToUpper(t.Text))
+			case "join", "inner", "left":
+				p.failAt(t.Pos, "only one JOIN per SELECT is supported: join in a WITH step first")
+			}
+			p.failAt(t.Pos, "unexpected %s", strings.ToUpper(t.Text))
 		}
 	}
 	if p.acceptKw("where") {
@@ -281,6 +291,23 @@ func (p *parser) selectStmt(inWith bool) *Select {
 		s.UnionPos = t.Pos
 	}
 	return s
+}
+
+// join parses [INNER] JOIN | LEFT [OUTER] JOIN source ON condition.
+func (p *parser) join() *Join {
+	t := p.peek()
+	j := &Join{Pos: t.Pos}
+	switch {
+	case p.acceptKw("inner"):
+	case p.acceptKw("left"):
+		j.Left = true
+		p.acceptKw("outer")
+	}
+	p.expectKw("join")
+	j.Source = p.source()
+	p.expectKw("on")
+	j.On = p.expr()
+	return j
 }
 
 // apply parses CROSS APPLY / OUTER APPLY function(args) [AS] alias.

@@ -69,7 +69,7 @@ func (x Apply_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Apply_Func.Descriptor instead.
 func (Apply_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type Analytic_Func int32
@@ -121,7 +121,7 @@ func (x Analytic_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Analytic_Func.Descriptor instead.
 func (Analytic_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type Window_Kind int32
@@ -180,7 +180,7 @@ func (x Window_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Window_Kind.Descriptor instead.
 func (Window_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type Aggregate_Func int32
@@ -250,7 +250,7 @@ func (x Aggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Aggregate_Func.Descriptor instead.
 func (Aggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10, 0}
 }
 
 // Plan is a compiled query: the stream inputs it reads, the stages that
@@ -263,8 +263,10 @@ type Plan struct {
 	Query  string   `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	Inputs []*Input `protobuf:"bytes,2,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	// Stages in dependency order: a stage's source is an input or an earlier stage.
-	Stages        []*Stage  `protobuf:"bytes,3,rep,name=stages,proto3" json:"stages,omitempty"`
-	Outputs       []*Output `protobuf:"bytes,4,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	Stages  []*Stage  `protobuf:"bytes,3,rep,name=stages,proto3" json:"stages,omitempty"`
+	Outputs []*Output `protobuf:"bytes,4,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	// Reference inputs: static tables loaded with Executor.SetReference.
+	References    []string `protobuf:"bytes,5,rep,name=references,proto3" json:"references,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -323,6 +325,13 @@ func (x *Plan) GetStages() []*Stage {
 func (x *Plan) GetOutputs() []*Output {
 	if x != nil {
 		return x.Outputs
+	}
+	return nil
+}
+
+func (x *Plan) GetReferences() []string {
+	if x != nil {
+		return x.References
 	}
 	return nil
 }
@@ -417,6 +426,7 @@ type Stage struct {
 	// A UNION stage: its rows are the rows of these stages merged in time
 	// order (duplicates kept). Such a stage has no source and no clauses.
 	Union         []string `protobuf:"bytes,12,rep,name=union,proto3" json:"union,omitempty"`
+	Join          *Join    `protobuf:"bytes,13,opt,name=join,proto3" json:"join,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +545,123 @@ func (x *Stage) GetUnion() []string {
 	return nil
 }
 
+func (x *Stage) GetJoin() *Join {
+	if x != nil {
+		return x.Join
+	}
+	return nil
+}
+
+// Join joins the stage's source (the left side) with a reference input or
+// with another stream. In a join stage a row has the left fields, then the
+// right fields whose names the left does not use, and a field named by the
+// right alias holding the whole right record.
+type Join struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Input (reference or stream) or earlier stage on the right.
+	Source    string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Alias     string `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
+	LeftOuter bool   `protobuf:"varint,3,opt,name=left_outer,json=leftOuter,proto3" json:"left_outer,omitempty"`
+	On        *Expr  `protobuf:"bytes,4,opt,name=on,proto3" json:"on,omitempty"`
+	// A reference-data join: the right side is a static table, no time bound.
+	Reference bool `protobuf:"varint,5,opt,name=reference,proto3" json:"reference,omitempty"`
+	// Stream joins: right time minus left time lies in [min_gap, max_gap]
+	// ticks for every pair ON can accept (from its DATEDIFF bound, widened
+	// to whole units); ON itself decides.
+	MinGap int64 `protobuf:"varint,6,opt,name=min_gap,json=minGap,proto3" json:"min_gap,omitempty"`
+	MaxGap int64 `protobuf:"varint,7,opt,name=max_gap,json=maxGap,proto3" json:"max_gap,omitempty"`
+	// LEFT JOIN rows without a match are emitted at left time + this.
+	UnmatchedDelay int64 `protobuf:"varint,8,opt,name=unmatched_delay,json=unmatchedDelay,proto3" json:"unmatched_delay,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Join) Reset() {
+	*x = Join{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Join) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Join) ProtoMessage() {}
+
+func (x *Join) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Join.ProtoReflect.Descriptor instead.
+func (*Join) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Join) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Join) GetAlias() string {
+	if x != nil {
+		return x.Alias
+	}
+	return ""
+}
+
+func (x *Join) GetLeftOuter() bool {
+	if x != nil {
+		return x.LeftOuter
+	}
+	return false
+}
+
+func (x *Join) GetOn() *Expr {
+	if x != nil {
+		return x.On
+	}
+	return nil
+}
+
+func (x *Join) GetReference() bool {
+	if x != nil {
+		return x.Reference
+	}
+	return false
+}
+
+func (x *Join) GetMinGap() int64 {
+	if x != nil {
+		return x.MinGap
+	}
+	return 0
+}
+
+func (x *Join) GetMaxGap() int64 {
+	if x != nil {
+		return x.MaxGap
+	}
+	return 0
+}
+
+func (x *Join) GetUnmatchedDelay() int64 {
+	if x != nil {
+		return x.UnmatchedDelay
+	}
+	return 0
+}
+
 type Apply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Func  Apply_Func             `protobuf:"varint,1,opt,name=func,proto3,enum=millstream.v1.Apply_Func" json:"func,omitempty"`
@@ -548,7 +675,7 @@ type Apply struct {
 
 func (x *Apply) Reset() {
 	*x = Apply{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +687,7 @@ func (x *Apply) String() string {
 func (*Apply) ProtoMessage() {}
 
 func (x *Apply) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +700,7 @@ func (x *Apply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Apply.ProtoReflect.Descriptor instead.
 func (*Apply) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Apply) GetFunc() Apply_Func {
@@ -625,7 +752,7 @@ type Analytic struct {
 
 func (x *Analytic) Reset() {
 	*x = Analytic{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +764,7 @@ func (x *Analytic) String() string {
 func (*Analytic) ProtoMessage() {}
 
 func (x *Analytic) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +777,7 @@ func (x *Analytic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analytic.ProtoReflect.Descriptor instead.
 func (*Analytic) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Analytic) GetFunc() Analytic_Func {
@@ -715,7 +842,7 @@ type Projection struct {
 
 func (x *Projection) Reset() {
 	*x = Projection{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +854,7 @@ func (x *Projection) String() string {
 func (*Projection) ProtoMessage() {}
 
 func (x *Projection) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +867,7 @@ func (x *Projection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Projection.ProtoReflect.Descriptor instead.
 func (*Projection) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Projection) GetKind() isProjection_Kind {
@@ -795,7 +922,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +934,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +947,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Column) GetName() string {
@@ -846,7 +973,7 @@ type Wildcard struct {
 
 func (x *Wildcard) Reset() {
 	*x = Wildcard{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +985,7 @@ func (x *Wildcard) String() string {
 func (*Wildcard) ProtoMessage() {}
 
 func (x *Wildcard) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +998,7 @@ func (x *Wildcard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wildcard.ProtoReflect.Descriptor instead.
 func (*Wildcard) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Wildcard) GetPath() []string {
@@ -898,7 +1025,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1037,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1050,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Window) GetKind() Window_Kind {
@@ -987,7 +1114,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1126,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1139,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Aggregate) GetFunc() Aggregate_Func {
@@ -1046,7 +1173,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1185,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1198,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Output) GetName() string {
@@ -1101,6 +1228,7 @@ type Expr struct {
 	//	*Expr_GroupKey
 	//	*Expr_SystemTimestamp
 	//	*Expr_Analytic
+	//	*Expr_JoinSideTime
 	Kind          isExpr_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1108,7 +1236,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1248,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1261,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -1215,6 +1343,15 @@ func (x *Expr) GetAnalytic() int32 {
 	return 0
 }
 
+func (x *Expr) GetJoinSideTime() int32 {
+	if x != nil {
+		if x, ok := x.Kind.(*Expr_JoinSideTime); ok {
+			return x.JoinSideTime
+		}
+	}
+	return 0
+}
+
 type isExpr_Kind interface {
 	isExpr_Kind()
 }
@@ -1255,6 +1392,11 @@ type Expr_Analytic struct {
 	Analytic int32 `protobuf:"varint,8,opt,name=analytic,proto3,oneof"`
 }
 
+type Expr_JoinSideTime struct {
+	// Event time of one side of a stream join: 0 left, 1 right.
+	JoinSideTime int32 `protobuf:"varint,9,opt,name=join_side_time,json=joinSideTime,proto3,oneof"`
+}
+
 func (*Expr_Literal) isExpr_Kind() {}
 
 func (*Expr_Field) isExpr_Kind() {}
@@ -1271,6 +1413,8 @@ func (*Expr_SystemTimestamp) isExpr_Kind() {}
 
 func (*Expr_Analytic) isExpr_Kind() {}
 
+func (*Expr_JoinSideTime) isExpr_Kind() {}
+
 // FieldRef reads a field of the current row; path[1:] descends into records.
 type FieldRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1284,7 +1428,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1440,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1453,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -1339,7 +1483,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1495,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1508,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Call) GetFunc() string {
@@ -1393,7 +1537,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1549,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1562,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -1452,7 +1596,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1608,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1621,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -1498,16 +1642,19 @@ var File_millstream_v1_plan_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\n" +
-	"\x18millstream/v1/plan.proto\x12\rmillstream.v1\x1a\x19millstream/v1/value.proto\"\xa9\x01\n" +
+	"\x18millstream/v1/plan.proto\x12\rmillstream.v1\x1a\x19millstream/v1/value.proto\"\xc9\x01\n" +
 	"\x04Plan\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x06inputs\x18\x02 \x03(\v2\x14.millstream.v1.InputR\x06inputs\x12,\n" +
 	"\x06stages\x18\x03 \x03(\v2\x14.millstream.v1.StageR\x06stages\x12/\n" +
-	"\aoutputs\x18\x04 \x03(\v2\x15.millstream.v1.OutputR\aoutputs\"|\n" +
+	"\aoutputs\x18\x04 \x03(\v2\x15.millstream.v1.OutputR\aoutputs\x12\x1e\n" +
+	"\n" +
+	"references\x18\x05 \x03(\tR\n" +
+	"references\"|\n" +
 	"\x05Input\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\ftimestamp_by\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\vtimestampBy\x12'\n" +
-	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\x85\x04\n" +
+	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\xae\x04\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12!\n" +
@@ -1524,7 +1671,18 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\tanalytics\x18\n" +
 	" \x03(\v2\x17.millstream.v1.AnalyticR\tanalytics\x12.\n" +
 	"\aapplies\x18\v \x03(\v2\x14.millstream.v1.ApplyR\aapplies\x12\x14\n" +
-	"\x05union\x18\f \x03(\tR\x05union\"\xda\x01\n" +
+	"\x05union\x18\f \x03(\tR\x05union\x12'\n" +
+	"\x04join\x18\r \x01(\v2\x13.millstream.v1.JoinR\x04join\"\xf1\x01\n" +
+	"\x04Join\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
+	"\x05alias\x18\x02 \x01(\tR\x05alias\x12\x1d\n" +
+	"\n" +
+	"left_outer\x18\x03 \x01(\bR\tleftOuter\x12#\n" +
+	"\x02on\x18\x04 \x01(\v2\x13.millstream.v1.ExprR\x02on\x12\x1c\n" +
+	"\treference\x18\x05 \x01(\bR\treference\x12\x17\n" +
+	"\amin_gap\x18\x06 \x01(\x03R\x06minGap\x12\x17\n" +
+	"\amax_gap\x18\a \x01(\x03R\x06maxGap\x12'\n" +
+	"\x0funmatched_delay\x18\b \x01(\x03R\x0eunmatchedDelay\"\xda\x01\n" +
 	"\x05Apply\x12-\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x19.millstream.v1.Apply.FuncR\x04func\x12%\n" +
 	"\x03arg\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x03arg\x12\x14\n" +
@@ -1590,7 +1748,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x04VARP\x10\t\"2\n" +
 	"\x06Output\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xd1\x02\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xf9\x02\n" +
 	"\x04Expr\x120\n" +
 	"\aliteral\x18\x01 \x01(\v2\x14.millstream.v1.ValueH\x00R\aliteral\x12/\n" +
 	"\x05field\x18\x02 \x01(\v2\x17.millstream.v1.FieldRefH\x00R\x05field\x12)\n" +
@@ -1599,7 +1757,8 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\taggregate\x18\x05 \x01(\x05H\x00R\taggregate\x12\x1d\n" +
 	"\tgroup_key\x18\x06 \x01(\x05H\x00R\bgroupKey\x12+\n" +
 	"\x10system_timestamp\x18\a \x01(\bH\x00R\x0fsystemTimestamp\x12\x1c\n" +
-	"\banalytic\x18\b \x01(\x05H\x00R\banalyticB\x06\n" +
+	"\banalytic\x18\b \x01(\x05H\x00R\banalytic\x12&\n" +
+	"\x0ejoin_side_time\x18\t \x01(\x05H\x00R\fjoinSideTimeB\x06\n" +
 	"\x04kind\"6\n" +
 	"\bFieldRef\x12\x12\n" +
 	"\x04path\x18\x01 \x03(\tR\x04path\x12\x16\n" +
@@ -1628,7 +1787,7 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 }
 
 var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_millstream_v1_plan_proto_goTypes = []any{
 	(Apply_Func)(0),     // 0: millstream.v1.Apply.Func
 	(Analytic_Func)(0),  // 1: millstream.v1.Analytic.Func
@@ -1637,64 +1796,67 @@ var file_millstream_v1_plan_proto_goTypes = []any{
 	(*Plan)(nil),        // 4: millstream.v1.Plan
 	(*Input)(nil),       // 5: millstream.v1.Input
 	(*Stage)(nil),       // 6: millstream.v1.Stage
-	(*Apply)(nil),       // 7: millstream.v1.Apply
-	(*Analytic)(nil),    // 8: millstream.v1.Analytic
-	(*Projection)(nil),  // 9: millstream.v1.Projection
-	(*Column)(nil),      // 10: millstream.v1.Column
-	(*Wildcard)(nil),    // 11: millstream.v1.Wildcard
-	(*Window)(nil),      // 12: millstream.v1.Window
-	(*Aggregate)(nil),   // 13: millstream.v1.Aggregate
-	(*Output)(nil),      // 14: millstream.v1.Output
-	(*Expr)(nil),        // 15: millstream.v1.Expr
-	(*FieldRef)(nil),    // 16: millstream.v1.FieldRef
-	(*Call)(nil),        // 17: millstream.v1.Call
-	(*Case)(nil),        // 18: millstream.v1.Case
-	(*When)(nil),        // 19: millstream.v1.When
-	(*Value)(nil),       // 20: millstream.v1.Value
+	(*Join)(nil),        // 7: millstream.v1.Join
+	(*Apply)(nil),       // 8: millstream.v1.Apply
+	(*Analytic)(nil),    // 9: millstream.v1.Analytic
+	(*Projection)(nil),  // 10: millstream.v1.Projection
+	(*Column)(nil),      // 11: millstream.v1.Column
+	(*Wildcard)(nil),    // 12: millstream.v1.Wildcard
+	(*Window)(nil),      // 13: millstream.v1.Window
+	(*Aggregate)(nil),   // 14: millstream.v1.Aggregate
+	(*Output)(nil),      // 15: millstream.v1.Output
+	(*Expr)(nil),        // 16: millstream.v1.Expr
+	(*FieldRef)(nil),    // 17: millstream.v1.FieldRef
+	(*Call)(nil),        // 18: millstream.v1.Call
+	(*Case)(nil),        // 19: millstream.v1.Case
+	(*When)(nil),        // 20: millstream.v1.When
+	(*Value)(nil),       // 21: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
 	5,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
 	6,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	14, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
-	15, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	15, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	15, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	15, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
-	12, // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
-	13, // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	15, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
-	9,  // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
-	8,  // 11: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
-	7,  // 12: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
-	0,  // 13: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
-	15, // 14: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
-	1,  // 15: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	15, // 16: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	15, // 17: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	15, // 18: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	15, // 19: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
-	10, // 20: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	11, // 21: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	15, // 22: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	2,  // 23: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	15, // 24: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	3,  // 25: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	15, // 26: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	20, // 27: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	16, // 28: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	17, // 29: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	18, // 30: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	15, // 31: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	15, // 32: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	19, // 33: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	15, // 34: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	15, // 35: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	15, // 36: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	15, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	16, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	16, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	16, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	16, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	13, // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
+	14, // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
+	16, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	10, // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
+	9,  // 11: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
+	8,  // 12: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
+	7,  // 13: millstream.v1.Stage.join:type_name -> millstream.v1.Join
+	16, // 14: millstream.v1.Join.on:type_name -> millstream.v1.Expr
+	0,  // 15: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
+	16, // 16: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	1,  // 17: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	16, // 18: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	16, // 19: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	16, // 20: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	16, // 21: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	11, // 22: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	12, // 23: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	16, // 24: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	2,  // 25: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	16, // 26: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	3,  // 27: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	16, // 28: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	21, // 29: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	17, // 30: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	18, // 31: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	19, // 32: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	16, // 33: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	16, // 34: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	20, // 35: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	16, // 36: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	16, // 37: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	16, // 38: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -1703,11 +1865,11 @@ func file_millstream_v1_plan_proto_init() {
 		return
 	}
 	file_millstream_v1_value_proto_init()
-	file_millstream_v1_plan_proto_msgTypes[5].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[6].OneofWrappers = []any{
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[11].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[12].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -1716,6 +1878,7 @@ func file_millstream_v1_plan_proto_init() {
 		(*Expr_GroupKey)(nil),
 		(*Expr_SystemTimestamp)(nil),
 		(*Expr_Analytic)(nil),
+		(*Expr_JoinSideTime)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1723,7 +1886,7 @@ func file_millstream_v1_plan_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

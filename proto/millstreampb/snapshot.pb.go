@@ -406,8 +406,12 @@ type StageState struct {
 	Timelines []*WindowTimeline      `protobuf:"bytes,2,rep,name=timelines,proto3" json:"timelines,omitempty"`
 	Analytics []*AnalyticPartition   `protobuf:"bytes,3,rep,name=analytics,proto3" json:"analytics,omitempty"`
 	// UNION stages: rows waiting for the other sources' watermarks.
-	Union         []*UnionSource `protobuf:"bytes,4,rep,name=union,proto3" json:"union,omitempty"`
-	NextSeq       uint64         `protobuf:"varint,5,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	Union   []*UnionSource `protobuf:"bytes,4,rep,name=union,proto3" json:"union,omitempty"`
+	NextSeq uint64         `protobuf:"varint,5,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	// Stream joins: retained rows of each side and the output waiting for
+	// both sides' watermarks.
+	JoinSides     []*JoinSide `protobuf:"bytes,6,rep,name=join_sides,json=joinSides,proto3" json:"join_sides,omitempty"`
+	JoinPending   []*RowState `protobuf:"bytes,7,rep,name=join_pending,json=joinPending,proto3" json:"join_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -477,6 +481,124 @@ func (x *StageState) GetNextSeq() uint64 {
 	return 0
 }
 
+func (x *StageState) GetJoinSides() []*JoinSide {
+	if x != nil {
+		return x.JoinSides
+	}
+	return nil
+}
+
+func (x *StageState) GetJoinPending() []*RowState {
+	if x != nil {
+		return x.JoinPending
+	}
+	return nil
+}
+
+type JoinSide struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Watermark     int64                  `protobuf:"varint,1,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	Rows          []*JoinRow             `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinSide) Reset() {
+	*x = JoinSide{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinSide) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinSide) ProtoMessage() {}
+
+func (x *JoinSide) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinSide.ProtoReflect.Descriptor instead.
+func (*JoinSide) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JoinSide) GetWatermark() int64 {
+	if x != nil {
+		return x.Watermark
+	}
+	return 0
+}
+
+func (x *JoinSide) GetRows() []*JoinRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+type JoinRow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Row           *RowState              `protobuf:"bytes,1,opt,name=row,proto3" json:"row,omitempty"`
+	Matched       bool                   `protobuf:"varint,2,opt,name=matched,proto3" json:"matched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRow) Reset() {
+	*x = JoinRow{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRow) ProtoMessage() {}
+
+func (x *JoinRow) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRow.ProtoReflect.Descriptor instead.
+func (*JoinRow) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JoinRow) GetRow() *RowState {
+	if x != nil {
+		return x.Row
+	}
+	return nil
+}
+
+func (x *JoinRow) GetMatched() bool {
+	if x != nil {
+		return x.Matched
+	}
+	return false
+}
+
 type UnionSource struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Watermark     int64                  `protobuf:"varint,1,opt,name=watermark,proto3" json:"watermark,omitempty"`
@@ -487,7 +609,7 @@ type UnionSource struct {
 
 func (x *UnionSource) Reset() {
 	*x = UnionSource{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +621,7 @@ func (x *UnionSource) String() string {
 func (*UnionSource) ProtoMessage() {}
 
 func (x *UnionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +634,7 @@ func (x *UnionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnionSource.ProtoReflect.Descriptor instead.
 func (*UnionSource) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnionSource) GetWatermark() int64 {
@@ -543,7 +665,7 @@ type AnalyticPartition struct {
 
 func (x *AnalyticPartition) Reset() {
 	*x = AnalyticPartition{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +677,7 @@ func (x *AnalyticPartition) String() string {
 func (*AnalyticPartition) ProtoMessage() {}
 
 func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +690,7 @@ func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticPartition.ProtoReflect.Descriptor instead.
 func (*AnalyticPartition) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AnalyticPartition) GetTimeline() int32 {
@@ -609,7 +731,7 @@ type AnalyticEntry struct {
 
 func (x *AnalyticEntry) Reset() {
 	*x = AnalyticEntry{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +743,7 @@ func (x *AnalyticEntry) String() string {
 func (*AnalyticEntry) ProtoMessage() {}
 
 func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +756,7 @@ func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticEntry.ProtoReflect.Descriptor instead.
 func (*AnalyticEntry) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AnalyticEntry) GetTs() int64 {
@@ -670,7 +792,7 @@ type WindowTimeline struct {
 
 func (x *WindowTimeline) Reset() {
 	*x = WindowTimeline{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +804,7 @@ func (x *WindowTimeline) String() string {
 func (*WindowTimeline) ProtoMessage() {}
 
 func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +817,7 @@ func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowTimeline.ProtoReflect.Descriptor instead.
 func (*WindowTimeline) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WindowTimeline) GetTimeline() int32 {
@@ -757,7 +879,7 @@ type Pane struct {
 
 func (x *Pane) Reset() {
 	*x = Pane{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +891,7 @@ func (x *Pane) String() string {
 func (*Pane) ProtoMessage() {}
 
 func (x *Pane) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +904,7 @@ func (x *Pane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pane.ProtoReflect.Descriptor instead.
 func (*Pane) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Pane) GetEnd() int64 {
@@ -810,7 +932,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +944,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +957,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GroupState) GetKey() []*Value {
@@ -876,7 +998,7 @@ type AggState struct {
 
 func (x *AggState) Reset() {
 	*x = AggState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1010,7 @@ func (x *AggState) String() string {
 func (*AggState) ProtoMessage() {}
 
 func (x *AggState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1023,7 @@ func (x *AggState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggState.ProtoReflect.Descriptor instead.
 func (*AggState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AggState) GetN() int64 {
@@ -982,7 +1104,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1116,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1129,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Session) GetPartition() []byte {
@@ -1064,7 +1186,7 @@ type SlidingGroup struct {
 
 func (x *SlidingGroup) Reset() {
 	*x = SlidingGroup{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1198,7 @@ func (x *SlidingGroup) String() string {
 func (*SlidingGroup) ProtoMessage() {}
 
 func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1211,7 @@ func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingGroup.ProtoReflect.Descriptor instead.
 func (*SlidingGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SlidingGroup) GetKey() []*Value {
@@ -1130,7 +1252,7 @@ type SlidingEvent struct {
 
 func (x *SlidingEvent) Reset() {
 	*x = SlidingEvent{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1264,7 @@ func (x *SlidingEvent) String() string {
 func (*SlidingEvent) ProtoMessage() {}
 
 func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1277,7 @@ func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingEvent.ProtoReflect.Descriptor instead.
 func (*SlidingEvent) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SlidingEvent) GetTs() int64 {
@@ -1207,14 +1329,23 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12\x1a\n" +
 	"\btimeline\x18\x02 \x01(\x05R\btimeline\x12-\n" +
 	"\x06record\x18\x03 \x01(\v2\x15.millstream.v1.RecordR\x06record\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xea\x01\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xde\x02\n" +
 	"\n" +
 	"StageState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\ttimelines\x18\x02 \x03(\v2\x1d.millstream.v1.WindowTimelineR\ttimelines\x12>\n" +
 	"\tanalytics\x18\x03 \x03(\v2 .millstream.v1.AnalyticPartitionR\tanalytics\x120\n" +
 	"\x05union\x18\x04 \x03(\v2\x1a.millstream.v1.UnionSourceR\x05union\x12\x19\n" +
-	"\bnext_seq\x18\x05 \x01(\x04R\anextSeq\"X\n" +
+	"\bnext_seq\x18\x05 \x01(\x04R\anextSeq\x126\n" +
+	"\n" +
+	"join_sides\x18\x06 \x03(\v2\x17.millstream.v1.JoinSideR\tjoinSides\x12:\n" +
+	"\fjoin_pending\x18\a \x03(\v2\x17.millstream.v1.RowStateR\vjoinPending\"T\n" +
+	"\bJoinSide\x12\x1c\n" +
+	"\twatermark\x18\x01 \x01(\x03R\twatermark\x12*\n" +
+	"\x04rows\x18\x02 \x03(\v2\x16.millstream.v1.JoinRowR\x04rows\"N\n" +
+	"\aJoinRow\x12)\n" +
+	"\x03row\x18\x01 \x01(\v2\x17.millstream.v1.RowStateR\x03row\x12\x18\n" +
+	"\amatched\x18\x02 \x01(\bR\amatched\"X\n" +
 	"\vUnionSource\x12\x1c\n" +
 	"\twatermark\x18\x01 \x01(\x03R\twatermark\x12+\n" +
 	"\x04rows\x18\x02 \x03(\v2\x17.millstream.v1.RowStateR\x04rows\"\xa1\x01\n" +
@@ -1281,7 +1412,7 @@ func file_millstream_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_snapshot_proto_rawDescData
 }
 
-var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*ExecutorSnapshot)(nil),  // 0: millstream.v1.ExecutorSnapshot
 	(*Counters)(nil),          // 1: millstream.v1.Counters
@@ -1289,18 +1420,20 @@ var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*TimelineState)(nil),     // 3: millstream.v1.TimelineState
 	(*RowState)(nil),          // 4: millstream.v1.RowState
 	(*StageState)(nil),        // 5: millstream.v1.StageState
-	(*UnionSource)(nil),       // 6: millstream.v1.UnionSource
-	(*AnalyticPartition)(nil), // 7: millstream.v1.AnalyticPartition
-	(*AnalyticEntry)(nil),     // 8: millstream.v1.AnalyticEntry
-	(*WindowTimeline)(nil),    // 9: millstream.v1.WindowTimeline
-	(*Pane)(nil),              // 10: millstream.v1.Pane
-	(*GroupState)(nil),        // 11: millstream.v1.GroupState
-	(*AggState)(nil),          // 12: millstream.v1.AggState
-	(*Session)(nil),           // 13: millstream.v1.Session
-	(*SlidingGroup)(nil),      // 14: millstream.v1.SlidingGroup
-	(*SlidingEvent)(nil),      // 15: millstream.v1.SlidingEvent
-	(*Record)(nil),            // 16: millstream.v1.Record
-	(*Value)(nil),             // 17: millstream.v1.Value
+	(*JoinSide)(nil),          // 6: millstream.v1.JoinSide
+	(*JoinRow)(nil),           // 7: millstream.v1.JoinRow
+	(*UnionSource)(nil),       // 8: millstream.v1.UnionSource
+	(*AnalyticPartition)(nil), // 9: millstream.v1.AnalyticPartition
+	(*AnalyticEntry)(nil),     // 10: millstream.v1.AnalyticEntry
+	(*WindowTimeline)(nil),    // 11: millstream.v1.WindowTimeline
+	(*Pane)(nil),              // 12: millstream.v1.Pane
+	(*GroupState)(nil),        // 13: millstream.v1.GroupState
+	(*AggState)(nil),          // 14: millstream.v1.AggState
+	(*Session)(nil),           // 15: millstream.v1.Session
+	(*SlidingGroup)(nil),      // 16: millstream.v1.SlidingGroup
+	(*SlidingEvent)(nil),      // 17: millstream.v1.SlidingEvent
+	(*Record)(nil),            // 18: millstream.v1.Record
+	(*Value)(nil),             // 19: millstream.v1.Value
 }
 var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 0: millstream.v1.ExecutorSnapshot.inputs:type_name -> millstream.v1.InputState
@@ -1308,29 +1441,33 @@ var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 2: millstream.v1.ExecutorSnapshot.counters:type_name -> millstream.v1.Counters
 	3,  // 3: millstream.v1.InputState.timelines:type_name -> millstream.v1.TimelineState
 	4,  // 4: millstream.v1.TimelineState.buffered:type_name -> millstream.v1.RowState
-	16, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
-	9,  // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
-	7,  // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
-	6,  // 8: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
-	4,  // 9: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
-	8,  // 10: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
-	17, // 11: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
-	10, // 12: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
-	13, // 13: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
-	14, // 14: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
-	11, // 15: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
-	17, // 16: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
-	12, // 17: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
-	17, // 18: millstream.v1.AggState.v:type_name -> millstream.v1.Value
-	11, // 19: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
-	17, // 20: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
-	15, // 21: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
-	17, // 22: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	18, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
+	11, // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
+	9,  // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
+	8,  // 8: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
+	6,  // 9: millstream.v1.StageState.join_sides:type_name -> millstream.v1.JoinSide
+	4,  // 10: millstream.v1.StageState.join_pending:type_name -> millstream.v1.RowState
+	7,  // 11: millstream.v1.JoinSide.rows:type_name -> millstream.v1.JoinRow
+	4,  // 12: millstream.v1.JoinRow.row:type_name -> millstream.v1.RowState
+	4,  // 13: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
+	10, // 14: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
+	19, // 15: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
+	12, // 16: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
+	15, // 17: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
+	16, // 18: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
+	13, // 19: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
+	19, // 20: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
+	14, // 21: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
+	19, // 22: millstream.v1.AggState.v:type_name -> millstream.v1.Value
+	13, // 23: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
+	19, // 24: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
+	17, // 25: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
+	19, // 26: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_snapshot_proto_init() }
@@ -1345,7 +1482,7 @@ func file_millstream_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_snapshot_proto_rawDesc), len(file_millstream_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
