@@ -22,6 +22,7 @@ type analyticSet struct {
 
 type analyticOp struct {
 	fn       pb.Analytic_Func
+	agg      aggSpec // AGGREGATE
 	value    expr.Eval
 	def      expr.Eval
 	when     expr.Eval
@@ -49,7 +50,10 @@ func newAnalyticSet(specs []*pb.Analytic) (*analyticSet, error) {
 	for i, a := range specs {
 		op := &analyticOp{fn: a.Func, offset: int(a.Offset), duration: a.Duration, hist: map[int32]map[string]*analyticHist{}}
 		var err error
-		if a.Func != pb.Analytic_ISFIRST {
+		if a.Func == pb.Analytic_AGGREGATE {
+			op.agg.fn = a.Aggregate
+		}
+		if a.Func != pb.Analytic_ISFIRST && !(a.Func == pb.Analytic_AGGREGATE && a.Value == nil) {
 			if op.value, err = expr.Compile(a.Value); err != nil {
 				return nil, fmt.Errorf("analytic %d: %w", i, err)
 			}
@@ -124,8 +128,11 @@ func (op *analyticOp) step(ctx *expr.Ctx, h *analyticHist) value.Value {
 		h.entries = append(h.entries[:0], h.entries[k:]...)
 	}
 	var cur value.Value
-	if matches {
+	if matches && op.value != nil {
 		cur = op.value(ctx).Clone()
+	}
+	if op.fn == pb.Analytic_AGGREGATE {
+		return op.aggregate(ctx, h, matches, cur)
 	}
 	var out value.Value
 	switch op.fn {
@@ -224,4 +231,29 @@ func (s *analyticSet) use(ctx *expr.Ctx, r *row) {
 		return
 	}
 	s.eval(ctx, r.tl)
+}
+
+// aggregate is an aggregate with OVER: the matching events of the
+// partition within LIMIT DURATION, the current one included.
+func (op *analyticOp) aggregate(ctx *expr.Ctx, h *analyticHist, matches bool, cur value.Value) value.Value {
+	if matches {
+		if op.value != nil {
+			if _, _, _, err := numeric(cur); err != nil && op.agg.fn != pb.Aggregate_COUNT && op.agg.fn != pb.Aggregate_MIN && op.agg.fn != pb.Aggregate_MAX && !cur.IsNull() {
+				return ctx.Fail(err)
+			}
+		}
+		h.entries = append(h.entries, analyticEntry{ts: ctx.TS, v: cur})
+	}
+	spec := op.agg
+	spec.arg = op.value
+	var a acc
+	var buf []byte
+	for _, e := range h.entries {
+		v := e.v
+		if op.value == nil {
+			v = value.Int(1) // COUNT(*): any non-NULL stands for the event
+		}
+		_ = a.add(&spec, v, &buf)
+	}
+	return a.result(&spec)
 }

@@ -25,6 +25,7 @@ type inputOp struct {
 	tls       []*timeline
 	tlIndex   map[string]int32
 	idleWm    int64
+	schema    *schema
 	out       []node
 	r         row
 }
@@ -47,8 +48,9 @@ type bufferedRow struct {
 func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
 	op := &inputOp{ex: ex, name: in.Name, tlIndex: map[string]int32{}, idleWm: minTime}
 	op.dec.MaxDepth = ex.opts.MaxDepth
+	op.schema = schemaFor(ex.plan, in.Name)
 	if fields, all := neededFields(ex.plan, in); !all {
-		op.dec.Fields = fields
+		op.dec.Fields = append(fields, op.schema.columns()...)
 	}
 	var err error
 	if op.tsEval, err = compileOpt(in.TimestampBy); err != nil {
@@ -98,6 +100,10 @@ func (in *inputOp) eventTime(rec *value.Record, arrival int64) (int64, error) {
 
 func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte) {
 	ex := in.ex
+	if err := in.schema.apply(rec); err != nil {
+		in.reject(rec, payload, err.Error())
+		return
+	}
 	var t int64
 	if in.tsEval != nil {
 		var err error

@@ -45,9 +45,15 @@ func (ex *Executor) SetReference(name string, rows []*value.Record) error {
 	if !known {
 		return fmt.Errorf("%w: %q is not a reference input of this query", ErrUnknownInput, name)
 	}
-	t := &refTable{rows: make([]*value.Record, len(rows))}
-	for i, r := range rows {
-		t.rows[i] = r.Clone()
+	sc := schemaFor(ex.plan, name)
+	t := &refTable{rows: make([]*value.Record, 0, len(rows))}
+	for _, r := range rows {
+		c := r.Clone()
+		if err := sc.apply(c); err != nil {
+			ex.deadLetter(DeadLetter{Input: name, Reason: "reference row: " + err.Error(), Payload: value.AppendRecordJSON(nil, r)})
+			continue
+		}
+		t.rows = append(t.rows, c)
 	}
 	ex.refs[key] = t
 	return nil

@@ -42,10 +42,6 @@ func snapshotCases(t *testing.T) []string {
 	return dirs
 }
 
-// refFiles are the reference inputs newExec loads (the snapshot does not
-// carry reference data).
-var refFiles []querytest.InputFile
-
 // collector records emitted rows in order.
 type collector struct{ rows []string }
 
@@ -53,12 +49,14 @@ func (c *collector) emit(output string, ts int64, rec *value.Record) {
 	c.rows = append(c.rows, fmt.Sprintf("%s %s %s", output, value.FormatTicks(ts), value.AppendRecordJSON(nil, rec)))
 }
 
-func newExec(t *testing.T, p *pb.Plan, opts exec.Options, c *collector) *exec.Executor {
+// newExec builds an executor and loads the reference inputs among files
+// (snapshots do not carry reference data).
+func newExec(t *testing.T, p *pb.Plan, opts exec.Options, c *collector, files []querytest.InputFile) *exec.Executor {
 	t.Helper()
 	opts.Emit = c.emit
 	ex, err := exec.New(p, opts)
 	require.NoError(t, err)
-	require.NoError(t, querytest.LoadReferences(ex, refFiles))
+	require.NoError(t, querytest.LoadReferences(ex, files))
 	return ex
 }
 
@@ -76,9 +74,8 @@ func TestExecSnapshotRestoreAtEveryEvent(t *testing.T) {
 			continue // needs the complete query language
 		}
 		t.Run(c.Name, func(t *testing.T) {
-			refFiles = files
 			var whole collector
-			ex := newExec(t, p, opts, &whole)
+			ex := newExec(t, p, opts, &whole, files)
 			events, err := querytest.Events(ex, files, runStart)
 			require.NoError(t, err)
 			for _, e := range events {
@@ -93,13 +90,13 @@ func TestExecSnapshotRestoreAtEveryEvent(t *testing.T) {
 			}
 			for k := 0; k <= len(events); k += step {
 				var got collector
-				first := newExec(t, p, opts, &got)
+				first := newExec(t, p, opts, &got, files)
 				for _, e := range events[:k] {
 					require.NoError(t, first.Ingest(e.Input, e.Payload, e.Arrival))
 				}
 				snap, err := first.Snapshot()
 				require.NoError(t, err)
-				second := newExec(t, p, opts, &got)
+				second := newExec(t, p, opts, &got, files)
 				require.NoError(t, second.Restore(snap))
 				for _, e := range events[k:] {
 					require.NoError(t, second.Ingest(e.Input, e.Payload, e.Arrival))
@@ -120,15 +117,15 @@ func TestExecRestoreRejectsOtherPlanAndDamage(t *testing.T) {
 	p2, err := plan.FromSQL("SELECT COUNT(*) AS n FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 20)")
 	require.NoError(t, err)
 	var c collector
-	ex1 := newExec(t, p1, exec.Options{}, &c)
+	ex1 := newExec(t, p1, exec.Options{}, &c, nil)
 	require.NoError(t, ex1.Ingest("i", []byte(`{"t":"2026-01-01T00:00:01Z"}`), exec.ArrivalIsEventTime))
 	snap, err := ex1.Snapshot()
 	require.NoError(t, err)
 
-	ex2 := newExec(t, p2, exec.Options{}, &c)
+	ex2 := newExec(t, p2, exec.Options{}, &c, nil)
 	require.ErrorIs(t, ex2.Restore(snap), exec.ErrBadSnapshot)
 
-	ex3 := newExec(t, p1, exec.Options{}, &c)
+	ex3 := newExec(t, p1, exec.Options{}, &c, nil)
 	err = ex3.Restore(snap[:len(snap)/2])
 	require.True(t, errors.Is(err, exec.ErrBadSnapshot), "truncated snapshot: %v", err)
 	require.ErrorIs(t, ex3.Restore([]byte("not a snapshot at all")), exec.ErrBadSnapshot)

@@ -261,3 +261,18 @@ func TestExecReferenceJoinReload(t *testing.T) {
 	require.Equal(t, []string{`1 {"k":1,"name":"one"}`, `3 {"k":3,"name":"three"}`}, h.flush())
 	require.ErrorIs(t, h.ex.SetReference("nope", nil), exec.ErrUnknownInput)
 }
+
+func TestExecAggregateOverIncludesCurrentEvent(t *testing.T) {
+	h := newHarness(t, `SELECT k, v,
+		SUM(v) OVER (PARTITION BY k LIMIT DURATION(second, 10)) AS s,
+		COUNT(*) OVER (PARTITION BY k LIMIT DURATION(second, 10) WHEN v > 1) AS n,
+		MAX(v) OVER (LIMIT DURATION(second, 10)) AS mx
+		FROM i TIMESTAMP BY t`, exec.Options{})
+	got := h.feed(ev(1, `"k":"a","v":3`), ev(2, `"k":"a","v":4`), ev(5, `"k":"b","v":1`), ev(13, `"k":"a","v":2`)).flush()
+	require.Equal(t, []string{
+		`1 {"k":"a","v":3,"s":3,"n":1,"mx":3}`,
+		`2 {"k":"a","v":4,"s":7,"n":2,"mx":4}`,
+		`5 {"k":"b","v":1,"s":1,"n":0,"mx":4}`,
+		`13 {"k":"a","v":2,"s":2,"n":1,"mx":2}`, // the events at 1 s and 2 s are out of reach (13-10 = 3)
+	}, got)
+}

@@ -24,6 +24,10 @@ func castTo(c *Ctx, v value.Value, typ string, try bool) value.Value {
 	return c.failf("cannot CAST %s %s AS %s", v.Kind(), v, typ)
 }
 
+// Convert converts a non-NULL value to a type name (as CAST does) and
+// reports whether it could.
+func Convert(v value.Value, typ string) (value.Value, bool) { return convert(v, typ) }
+
 func convert(v value.Value, typ string) (value.Value, bool) {
 	switch typ {
 	case "bigint":

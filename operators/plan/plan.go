@@ -38,6 +38,23 @@ func FromSQL(text string) (*pb.Plan, error) {
 func Build(q *sql.Query) (plan *pb.Plan, err error) {
 	b := newBuilder()
 	defer sql.Recover(&err)
+	tables := map[string]bool{}
+	for _, t := range q.Tables {
+		if tables[strings.ToLower(t.Name)] {
+			b.failAt(t.Pos, "CREATE TABLE %s is given twice", t.Name)
+		}
+		tables[strings.ToLower(t.Name)] = true
+		sc := &pb.Schema{Input: t.Name}
+		cols := map[string]bool{}
+		for _, c := range t.Columns {
+			if cols[strings.ToLower(c.Name)] {
+				b.failAt(c.Pos, "column %s is declared twice", c.Name)
+			}
+			cols[strings.ToLower(c.Name)] = true
+			sc.Columns = append(sc.Columns, &pb.SchemaColumn{Name: c.Name, Type: c.Type})
+		}
+		b.plan.Schemas = append(b.plan.Schemas, sc)
+	}
 	for _, cte := range q.With {
 		key := strings.ToLower(cte.Name)
 		if _, dup := b.stages[key]; dup {
@@ -571,9 +588,9 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 		}
 		return &pb.Expr{Kind: &pb.Expr_SystemTimestamp{SystemTimestamp: true}}
 	}
-	if _, agg := aggregateFuncs[name]; agg {
+	if fn, agg := aggregateFuncs[name]; agg {
 		if x.Over != nil {
-			c.b.failAt(x.P, "aggregates with OVER are not supported yet")
+			return c.overAggregate(x, fn)
 		}
 		c.b.failAt(x.P, "aggregate %s is only allowed in the SELECT list or HAVING of a GROUP BY statement", strings.ToUpper(x.Name))
 	}
@@ -757,6 +774,52 @@ func (c *stageCtx) analytic(x *sql.Call, fn pb.Analytic_Func) *pb.Expr {
 			}
 			a.When = c.row(over.When)
 		}
+	}
+	c.st.Analytics = append(c.st.Analytics, a)
+	return &pb.Expr{Kind: &pb.Expr_Analytic{Analytic: int32(len(c.st.Analytics) - 1)}}
+}
+
+// overAggregate plans SUM(x) OVER (PARTITION BY ... LIMIT DURATION(...)
+// [WHEN ...]) and the other aggregates with OVER: an analytic function.
+func (c *stageCtx) overAggregate(x *sql.Call, fn pb.Aggregate_Func) *pb.Expr {
+	name := strings.ToUpper(x.Name)
+	if c.inGroup {
+		c.b.failAt(x.P, "%s OVER cannot be used in the SELECT list or HAVING of a GROUP BY statement: compute it in a WITH step first", name)
+	}
+	if x.Distinct {
+		c.b.failAt(x.P, "COUNT(DISTINCT) cannot be used with OVER")
+	}
+	a := &pb.Analytic{Func: pb.Analytic_AGGREGATE, Aggregate: fn}
+	switch {
+	case x.Star:
+		if fn != pb.Aggregate_COUNT {
+			c.b.failAt(x.P, "only COUNT accepts *")
+		}
+	case len(x.Args) != 1:
+		c.b.failAt(x.P, "%s takes one argument", name)
+	default:
+		if containsAnalytic(x.Args[0]) || containsAggregate(x.Args[0]) {
+			c.b.failAt(x.Args[0].Position(), "%s OVER cannot contain aggregates or analytic functions", name)
+		}
+		a.Value = c.row(x.Args[0])
+	}
+	over := x.Over
+	if over.Limit == nil || len(over.Limit.Args) != 2 {
+		c.b.failAt(over.P, "%s OVER needs LIMIT DURATION(unit, n)", name)
+	}
+	id, ok := over.Limit.Args[0].(*sql.Ident)
+	if !ok {
+		c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
+	}
+	a.Duration = c.count(over.Limit.Args[1], c.unit(id))
+	if a.Duration <= 0 {
+		c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
+	}
+	for _, p := range over.PartitionBy {
+		a.PartitionBy = append(a.PartitionBy, c.row(p))
+	}
+	if over.When != nil {
+		a.When = c.row(over.When)
 	}
 	c.st.Analytics = append(c.st.Analytics, a)
 	return &pb.Expr{Kind: &pb.Expr_Analytic{Analytic: int32(len(c.st.Analytics) - 1)}}

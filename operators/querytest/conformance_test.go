@@ -26,10 +26,9 @@ func conformanceDir(t *testing.T) string {
 	return d
 }
 
-// pending lists cases that need the complete query language (issue 6:
-// joins, analytic functions, APPLY, reference data, CREATE TABLE, UNION,
-// MATCH_RECOGNIZE). They are run and must fail; one that starts passing
-// must be removed from this list.
+// pending lists cases that need parts of the language the engine does not
+// run yet. They are run and must fail; one that starts passing must be
+// removed from this list.
 var pending = map[string]string{
 	"021-match-recognize-atm":        "MATCH_RECOGNIZE",
 	"022-geofence-st-within-refdata": "reference data, geospatial",
@@ -58,12 +57,6 @@ func TestConformance(t *testing.T) {
 			c, err := Load(filepath.Join(dir, name))
 			if err != nil {
 				t.Fatal(err)
-			}
-			if strings.HasPrefix(name, "1") && c.Status == "engine-verified" {
-				// D365 fixtures all use CREATE TABLE and reference data.
-				if _, ok := pending[name]; !ok {
-					pending[name] = "CREATE TABLE, reference data"
-				}
 			}
 			if _, ok := deviations[name]; ok {
 				alt := filepath.Join("testdata", "deviations", name)

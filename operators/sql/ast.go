@@ -6,8 +6,23 @@ import (
 
 // Query is a whole job query: CTEs, then one or more SELECT statements.
 type Query struct {
+	Tables  []*Table
 	With    []*CTE
 	Selects []*Select
+}
+
+// Table is CREATE TABLE: the schema of an input.
+type Table struct {
+	Pos     Pos
+	Name    string
+	Columns []Column
+}
+
+// Column is one column of CREATE TABLE.
+type Column struct {
+	Pos  Pos
+	Name string
+	Type string // as in Cast.Type
 }
 
 // CTE is one `name AS (SELECT ...)` of a WITH block.

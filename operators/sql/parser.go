@@ -185,15 +185,17 @@ func (p *parser) isName() bool {
 
 func (p *parser) query() *Query {
 	q := &Query{}
-	if p.isKw("create") {
-		p.failAt(p.peek().Pos, "CREATE TABLE is not supported yet")
+	for p.isKw("create") {
+		q.Tables = append(q.Tables, p.createTable())
+		for p.acceptOp(";") {
+		}
 	}
 	if p.acceptKw("with") {
 		for {
 			name, pos := p.name("a name for the WITH step")
 			p.expectKw("as")
 			p.expectOp("(")
-			sel := p.selectStmt(true)
+			sel := p.selectUnion(true)
 			p.expectOp(")")
 			q.With = append(q.With, &CTE{Pos: pos, Name: name, Select: sel})
 			if !p.acceptOp(",") {
@@ -207,13 +209,13 @@ func (p *parser) query() *Query {
 		if p.peek().Kind == TokEOF {
 			break
 		}
-		if !p.isKw("select") {
+		if !p.isKw("select") && !p.isOp("(") {
 			if len(q.Selects) == 0 {
 				p.fail("expected SELECT")
 			}
 			p.fail("expected SELECT or the end of the query")
 		}
-		q.Selects = append(q.Selects, p.selectStmt(false))
+		q.Selects = append(q.Selects, p.selectUnion(false))
 	}
 	if len(q.Selects) == 0 {
 		p.fail("expected SELECT")
@@ -278,19 +280,61 @@ func (p *parser) selectStmt(inWith bool) *Select {
 	if p.acceptKw("having") {
 		s.Having = p.expr()
 	}
-	if p.isKw("union") {
+	return s
+}
+
+// selectUnion parses SELECTs joined by UNION [ALL], each optionally in
+// parentheses, into a chain linked by Select.Union.
+func (p *parser) selectUnion(inWith bool) *Select {
+	first := p.selectPrimary(inWith)
+	tail := first
+	for p.isKw("union") {
 		t := p.next()
 		p.acceptKw("all") // UNION keeps duplicates either way
-		if !p.isKw("select") {
+		if !p.isKw("select") && !p.isOp("(") {
 			p.fail("expected SELECT after UNION")
 		}
-		s.Union = p.selectStmt(inWith)
-		if s.Union.Into != "" {
-			p.failAt(s.Union.IntoPos, "INTO belongs to the first SELECT of a UNION")
+		for tail.Union != nil {
+			tail = tail.Union
 		}
-		s.UnionPos = t.Pos
+		next := p.selectPrimary(inWith)
+		if next.Into != "" {
+			p.failAt(next.IntoPos, "INTO belongs to the first SELECT of a UNION")
+		}
+		tail.Union, tail.UnionPos = next, t.Pos
 	}
-	return s
+	return first
+}
+
+func (p *parser) selectPrimary(inWith bool) *Select {
+	if p.acceptOp("(") {
+		p.depth++
+		if p.depth > maxDepth {
+			p.fail("query nested too deeply")
+		}
+		s := p.selectUnion(inWith)
+		p.depth--
+		p.expectOp(")")
+		return s
+	}
+	return p.selectStmt(inWith)
+}
+
+// createTable parses CREATE TABLE name (column type, ...).
+func (p *parser) createTable() *Table {
+	t := &Table{Pos: p.next().Pos}
+	p.expectKw("table")
+	t.Name, _ = p.name("a table name after CREATE TABLE")
+	p.expectOp("(")
+	for {
+		col, pos := p.name("a column name")
+		t.Columns = append(t.Columns, Column{Pos: pos, Name: col, Type: p.typeName()})
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	p.expectOp(")")
+	return t
 }
 
 // join parses [INNER] JOIN | LEFT [OUTER] JOIN source ON condition.

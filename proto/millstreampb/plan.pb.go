@@ -69,7 +69,7 @@ func (x Apply_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Apply_Func.Descriptor instead.
 func (Apply_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type Analytic_Func int32
@@ -79,6 +79,9 @@ const (
 	Analytic_LAG              Analytic_Func = 1
 	Analytic_LAST             Analytic_Func = 2
 	Analytic_ISFIRST          Analytic_Func = 3
+	// An aggregate with OVER: over the matching events of the partition
+	// within LIMIT DURATION, the current one included.
+	Analytic_AGGREGATE Analytic_Func = 4
 )
 
 // Enum value maps for Analytic_Func.
@@ -88,12 +91,14 @@ var (
 		1: "LAG",
 		2: "LAST",
 		3: "ISFIRST",
+		4: "AGGREGATE",
 	}
 	Analytic_Func_value = map[string]int32{
 		"FUNC_UNSPECIFIED": 0,
 		"LAG":              1,
 		"LAST":             2,
 		"ISFIRST":          3,
+		"AGGREGATE":        4,
 	}
 )
 
@@ -121,7 +126,7 @@ func (x Analytic_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Analytic_Func.Descriptor instead.
 func (Analytic_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type Window_Kind int32
@@ -180,7 +185,7 @@ func (x Window_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Window_Kind.Descriptor instead.
 func (Window_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Aggregate_Func int32
@@ -250,7 +255,7 @@ func (x Aggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Aggregate_Func.Descriptor instead.
 func (Aggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // Plan is a compiled query: the stream inputs it reads, the stages that
@@ -266,7 +271,10 @@ type Plan struct {
 	Stages  []*Stage  `protobuf:"bytes,3,rep,name=stages,proto3" json:"stages,omitempty"`
 	Outputs []*Output `protobuf:"bytes,4,rep,name=outputs,proto3" json:"outputs,omitempty"`
 	// Reference inputs: static tables loaded with Executor.SetReference.
-	References    []string `protobuf:"bytes,5,rep,name=references,proto3" json:"references,omitempty"`
+	References []string `protobuf:"bytes,5,rep,name=references,proto3" json:"references,omitempty"`
+	// CREATE TABLE schemas of inputs: events (and reference rows) whose
+	// declared columns are missing or do not convert are rejected.
+	Schemas       []*Schema `protobuf:"bytes,6,rep,name=schemas,proto3" json:"schemas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -336,6 +344,118 @@ func (x *Plan) GetReferences() []string {
 	return nil
 }
 
+func (x *Plan) GetSchemas() []*Schema {
+	if x != nil {
+		return x.Schemas
+	}
+	return nil
+}
+
+type Schema struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Input         string                 `protobuf:"bytes,1,opt,name=input,proto3" json:"input,omitempty"`
+	Columns       []*SchemaColumn        `protobuf:"bytes,2,rep,name=columns,proto3" json:"columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schema) Reset() {
+	*x = Schema{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schema) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schema) ProtoMessage() {}
+
+func (x *Schema) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schema.ProtoReflect.Descriptor instead.
+func (*Schema) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Schema) GetInput() string {
+	if x != nil {
+		return x.Input
+	}
+	return ""
+}
+
+func (x *Schema) GetColumns() []*SchemaColumn {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+type SchemaColumn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// bigint, float, nvarchar(max), datetime, bit, record or array.
+	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SchemaColumn) Reset() {
+	*x = SchemaColumn{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SchemaColumn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SchemaColumn) ProtoMessage() {}
+
+func (x *SchemaColumn) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SchemaColumn.ProtoReflect.Descriptor instead.
+func (*SchemaColumn) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SchemaColumn) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SchemaColumn) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
 // Input is a stream input and how its events get their event time.
 type Input struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -351,7 +471,7 @@ type Input struct {
 
 func (x *Input) Reset() {
 	*x = Input{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +483,7 @@ func (x *Input) String() string {
 func (*Input) ProtoMessage() {}
 
 func (x *Input) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +496,7 @@ func (x *Input) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Input.ProtoReflect.Descriptor instead.
 func (*Input) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{1}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Input) GetName() string {
@@ -433,7 +553,7 @@ type Stage struct {
 
 func (x *Stage) Reset() {
 	*x = Stage{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[2]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +565,7 @@ func (x *Stage) String() string {
 func (*Stage) ProtoMessage() {}
 
 func (x *Stage) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[2]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +578,7 @@ func (x *Stage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stage.ProtoReflect.Descriptor instead.
 func (*Stage) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{2}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Stage) GetName() string {
@@ -578,7 +698,7 @@ type Join struct {
 
 func (x *Join) Reset() {
 	*x = Join{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +710,7 @@ func (x *Join) String() string {
 func (*Join) ProtoMessage() {}
 
 func (x *Join) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +723,7 @@ func (x *Join) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Join.ProtoReflect.Descriptor instead.
 func (*Join) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Join) GetSource() string {
@@ -675,7 +795,7 @@ type Apply struct {
 
 func (x *Apply) Reset() {
 	*x = Apply{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +807,7 @@ func (x *Apply) String() string {
 func (*Apply) ProtoMessage() {}
 
 func (x *Apply) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +820,7 @@ func (x *Apply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Apply.ProtoReflect.Descriptor instead.
 func (*Apply) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Apply) GetFunc() Apply_Func {
@@ -745,14 +865,16 @@ type Analytic struct {
 	// LIMIT DURATION in ticks; for ISFIRST the length of its fixed intervals.
 	Duration int64 `protobuf:"varint,6,opt,name=duration,proto3" json:"duration,omitempty"`
 	// OVER (... WHEN cond): only events that satisfy it enter the history.
-	When          *Expr `protobuf:"bytes,7,opt,name=when,proto3" json:"when,omitempty"`
+	When *Expr `protobuf:"bytes,7,opt,name=when,proto3" json:"when,omitempty"`
+	// AGGREGATE: which one (COUNT with no value is COUNT(*)).
+	Aggregate     Aggregate_Func `protobuf:"varint,8,opt,name=aggregate,proto3,enum=millstream.v1.Aggregate_Func" json:"aggregate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Analytic) Reset() {
 	*x = Analytic{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +886,7 @@ func (x *Analytic) String() string {
 func (*Analytic) ProtoMessage() {}
 
 func (x *Analytic) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +899,7 @@ func (x *Analytic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analytic.ProtoReflect.Descriptor instead.
 func (*Analytic) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Analytic) GetFunc() Analytic_Func {
@@ -829,6 +951,13 @@ func (x *Analytic) GetWhen() *Expr {
 	return nil
 }
 
+func (x *Analytic) GetAggregate() Aggregate_Func {
+	if x != nil {
+		return x.Aggregate
+	}
+	return Aggregate_FUNC_UNSPECIFIED
+}
+
 type Projection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
@@ -842,7 +971,7 @@ type Projection struct {
 
 func (x *Projection) Reset() {
 	*x = Projection{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +983,7 @@ func (x *Projection) String() string {
 func (*Projection) ProtoMessage() {}
 
 func (x *Projection) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +996,7 @@ func (x *Projection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Projection.ProtoReflect.Descriptor instead.
 func (*Projection) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Projection) GetKind() isProjection_Kind {
@@ -922,7 +1051,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1063,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1076,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Column) GetName() string {
@@ -973,7 +1102,7 @@ type Wildcard struct {
 
 func (x *Wildcard) Reset() {
 	*x = Wildcard{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1114,7 @@ func (x *Wildcard) String() string {
 func (*Wildcard) ProtoMessage() {}
 
 func (x *Wildcard) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1127,7 @@ func (x *Wildcard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wildcard.ProtoReflect.Descriptor instead.
 func (*Wildcard) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Wildcard) GetPath() []string {
@@ -1025,7 +1154,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1166,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1179,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Window) GetKind() Window_Kind {
@@ -1114,7 +1243,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1255,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1268,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Aggregate) GetFunc() Aggregate_Func {
@@ -1173,7 +1302,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1314,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1327,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Output) GetName() string {
@@ -1236,7 +1365,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1377,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1390,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -1428,7 +1557,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1569,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1582,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -1483,7 +1612,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1624,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1637,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Call) GetFunc() string {
@@ -1537,7 +1666,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1678,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1691,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -1596,7 +1725,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1737,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1750,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -1642,7 +1771,7 @@ var File_millstream_v1_plan_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\n" +
-	"\x18millstream/v1/plan.proto\x12\rmillstream.v1\x1a\x19millstream/v1/value.proto\"\xc9\x01\n" +
+	"\x18millstream/v1/plan.proto\x12\rmillstream.v1\x1a\x19millstream/v1/value.proto\"\xfa\x01\n" +
 	"\x04Plan\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x06inputs\x18\x02 \x03(\v2\x14.millstream.v1.InputR\x06inputs\x12,\n" +
@@ -1650,7 +1779,14 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\aoutputs\x18\x04 \x03(\v2\x15.millstream.v1.OutputR\aoutputs\x12\x1e\n" +
 	"\n" +
 	"references\x18\x05 \x03(\tR\n" +
-	"references\"|\n" +
+	"references\x12/\n" +
+	"\aschemas\x18\x06 \x03(\v2\x15.millstream.v1.SchemaR\aschemas\"U\n" +
+	"\x06Schema\x12\x14\n" +
+	"\x05input\x18\x01 \x01(\tR\x05input\x125\n" +
+	"\acolumns\x18\x02 \x03(\v2\x1b.millstream.v1.SchemaColumnR\acolumns\"6\n" +
+	"\fSchemaColumn\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\"|\n" +
 	"\x05Input\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\ftimestamp_by\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\vtimestampBy\x12'\n" +
@@ -1691,7 +1827,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x04Func\x12\x14\n" +
 	"\x10FUNC_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12GET_ARRAY_ELEMENTS\x10\x01\x12\x19\n" +
-	"\x15GET_RECORD_PROPERTIES\x10\x02\"\xe9\x02\n" +
+	"\x15GET_RECORD_PROPERTIES\x10\x02\"\xb5\x03\n" +
 	"\bAnalytic\x120\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x1c.millstream.v1.Analytic.FuncR\x04func\x12)\n" +
 	"\x05value\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x05value\x12\x16\n" +
@@ -1699,12 +1835,14 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\adefault\x18\x04 \x01(\v2\x13.millstream.v1.ExprR\adefault\x126\n" +
 	"\fpartition_by\x18\x05 \x03(\v2\x13.millstream.v1.ExprR\vpartitionBy\x12\x1a\n" +
 	"\bduration\x18\x06 \x01(\x03R\bduration\x12'\n" +
-	"\x04when\x18\a \x01(\v2\x13.millstream.v1.ExprR\x04when\"<\n" +
+	"\x04when\x18\a \x01(\v2\x13.millstream.v1.ExprR\x04when\x12;\n" +
+	"\taggregate\x18\b \x01(\x0e2\x1d.millstream.v1.Aggregate.FuncR\taggregate\"K\n" +
 	"\x04Func\x12\x14\n" +
 	"\x10FUNC_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03LAG\x10\x01\x12\b\n" +
 	"\x04LAST\x10\x02\x12\v\n" +
-	"\aISFIRST\x10\x03\"|\n" +
+	"\aISFIRST\x10\x03\x12\r\n" +
+	"\tAGGREGATE\x10\x04\"|\n" +
 	"\n" +
 	"Projection\x12/\n" +
 	"\x06column\x18\x01 \x01(\v2\x15.millstream.v1.ColumnH\x00R\x06column\x125\n" +
@@ -1787,76 +1925,81 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 }
 
 var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_millstream_v1_plan_proto_goTypes = []any{
-	(Apply_Func)(0),     // 0: millstream.v1.Apply.Func
-	(Analytic_Func)(0),  // 1: millstream.v1.Analytic.Func
-	(Window_Kind)(0),    // 2: millstream.v1.Window.Kind
-	(Aggregate_Func)(0), // 3: millstream.v1.Aggregate.Func
-	(*Plan)(nil),        // 4: millstream.v1.Plan
-	(*Input)(nil),       // 5: millstream.v1.Input
-	(*Stage)(nil),       // 6: millstream.v1.Stage
-	(*Join)(nil),        // 7: millstream.v1.Join
-	(*Apply)(nil),       // 8: millstream.v1.Apply
-	(*Analytic)(nil),    // 9: millstream.v1.Analytic
-	(*Projection)(nil),  // 10: millstream.v1.Projection
-	(*Column)(nil),      // 11: millstream.v1.Column
-	(*Wildcard)(nil),    // 12: millstream.v1.Wildcard
-	(*Window)(nil),      // 13: millstream.v1.Window
-	(*Aggregate)(nil),   // 14: millstream.v1.Aggregate
-	(*Output)(nil),      // 15: millstream.v1.Output
-	(*Expr)(nil),        // 16: millstream.v1.Expr
-	(*FieldRef)(nil),    // 17: millstream.v1.FieldRef
-	(*Call)(nil),        // 18: millstream.v1.Call
-	(*Case)(nil),        // 19: millstream.v1.Case
-	(*When)(nil),        // 20: millstream.v1.When
-	(*Value)(nil),       // 21: millstream.v1.Value
+	(Apply_Func)(0),      // 0: millstream.v1.Apply.Func
+	(Analytic_Func)(0),   // 1: millstream.v1.Analytic.Func
+	(Window_Kind)(0),     // 2: millstream.v1.Window.Kind
+	(Aggregate_Func)(0),  // 3: millstream.v1.Aggregate.Func
+	(*Plan)(nil),         // 4: millstream.v1.Plan
+	(*Schema)(nil),       // 5: millstream.v1.Schema
+	(*SchemaColumn)(nil), // 6: millstream.v1.SchemaColumn
+	(*Input)(nil),        // 7: millstream.v1.Input
+	(*Stage)(nil),        // 8: millstream.v1.Stage
+	(*Join)(nil),         // 9: millstream.v1.Join
+	(*Apply)(nil),        // 10: millstream.v1.Apply
+	(*Analytic)(nil),     // 11: millstream.v1.Analytic
+	(*Projection)(nil),   // 12: millstream.v1.Projection
+	(*Column)(nil),       // 13: millstream.v1.Column
+	(*Wildcard)(nil),     // 14: millstream.v1.Wildcard
+	(*Window)(nil),       // 15: millstream.v1.Window
+	(*Aggregate)(nil),    // 16: millstream.v1.Aggregate
+	(*Output)(nil),       // 17: millstream.v1.Output
+	(*Expr)(nil),         // 18: millstream.v1.Expr
+	(*FieldRef)(nil),     // 19: millstream.v1.FieldRef
+	(*Call)(nil),         // 20: millstream.v1.Call
+	(*Case)(nil),         // 21: millstream.v1.Case
+	(*When)(nil),         // 22: millstream.v1.When
+	(*Value)(nil),        // 23: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
-	5,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
-	6,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	15, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
-	16, // 3: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	16, // 4: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	16, // 5: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	16, // 6: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
-	13, // 7: millstream.v1.Stage.window:type_name -> millstream.v1.Window
-	14, // 8: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	16, // 9: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
-	10, // 10: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
-	9,  // 11: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
-	8,  // 12: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
-	7,  // 13: millstream.v1.Stage.join:type_name -> millstream.v1.Join
-	16, // 14: millstream.v1.Join.on:type_name -> millstream.v1.Expr
-	0,  // 15: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
-	16, // 16: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
-	1,  // 17: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	16, // 18: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	16, // 19: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	16, // 20: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	16, // 21: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
-	11, // 22: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	12, // 23: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	16, // 24: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	2,  // 25: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	16, // 26: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	3,  // 27: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	16, // 28: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	21, // 29: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	17, // 30: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	18, // 31: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	19, // 32: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	16, // 33: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	16, // 34: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	20, // 35: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	16, // 36: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	16, // 37: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	16, // 38: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	7,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
+	8,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
+	17, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	5,  // 3: millstream.v1.Plan.schemas:type_name -> millstream.v1.Schema
+	6,  // 4: millstream.v1.Schema.columns:type_name -> millstream.v1.SchemaColumn
+	18, // 5: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	18, // 6: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	18, // 7: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	18, // 8: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	15, // 9: millstream.v1.Stage.window:type_name -> millstream.v1.Window
+	16, // 10: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
+	18, // 11: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	12, // 12: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
+	11, // 13: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
+	10, // 14: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
+	9,  // 15: millstream.v1.Stage.join:type_name -> millstream.v1.Join
+	18, // 16: millstream.v1.Join.on:type_name -> millstream.v1.Expr
+	0,  // 17: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
+	18, // 18: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	1,  // 19: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	18, // 20: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	18, // 21: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	18, // 22: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	18, // 23: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	3,  // 24: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
+	13, // 25: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	14, // 26: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	18, // 27: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	2,  // 28: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	18, // 29: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	3,  // 30: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	18, // 31: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	23, // 32: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	19, // 33: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	20, // 34: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	21, // 35: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	18, // 36: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	18, // 37: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	22, // 38: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	18, // 39: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	18, // 40: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	18, // 41: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -1865,11 +2008,11 @@ func file_millstream_v1_plan_proto_init() {
 		return
 	}
 	file_millstream_v1_value_proto_init()
-	file_millstream_v1_plan_proto_msgTypes[6].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[8].OneofWrappers = []any{
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[12].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[14].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -1886,7 +2029,7 @@ func file_millstream_v1_plan_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
