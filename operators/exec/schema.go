@@ -14,7 +14,11 @@ import (
 // such rows; here they are counted and dead-lettered). Undeclared fields
 // pass through unchanged.
 type schema struct {
-	cols []pb.SchemaColumn
+	cols []schemaColumn
+}
+
+type schemaColumn struct {
+	name, typ string
 }
 
 func schemaFor(p *pb.Plan, input string) *schema {
@@ -22,7 +26,7 @@ func schemaFor(p *pb.Plan, input string) *schema {
 		if strings.EqualFold(s.Input, input) {
 			sc := &schema{}
 			for _, c := range s.Columns {
-				sc.cols = append(sc.cols, pb.SchemaColumn{Name: c.Name, Type: c.Type})
+				sc.cols = append(sc.cols, schemaColumn{name: c.Name, typ: c.Type})
 			}
 			return sc
 		}
@@ -37,17 +41,17 @@ func (s *schema) apply(rec *value.Record) error {
 	}
 	for i := range s.cols {
 		c := &s.cols[i]
-		j := rec.Index(c.Name)
+		j := rec.Index(c.name)
 		if j < 0 {
-			return fmt.Errorf("CREATE TABLE: column %s is missing", c.Name)
+			return fmt.Errorf("CREATE TABLE: column %s is missing", c.name)
 		}
 		v := rec.Vals[j]
 		if v.IsNull() {
 			continue
 		}
-		conv, ok := expr.Convert(v, c.Type)
+		conv, ok := expr.Convert(v, c.typ)
 		if !ok {
-			return fmt.Errorf("CREATE TABLE: column %s: %s %s is not a %s", c.Name, v.Kind(), v, c.Type)
+			return fmt.Errorf("CREATE TABLE: column %s: %s %s is not a %s", c.name, v.Kind(), v, c.typ)
 		}
 		rec.Vals[j] = conv
 	}
@@ -60,7 +64,7 @@ func (s *schema) columns() []string {
 	}
 	out := make([]string, len(s.cols))
 	for i, c := range s.cols {
-		out[i] = c.Name
+		out[i] = c.name
 	}
 	return out
 }
