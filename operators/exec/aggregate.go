@@ -14,9 +14,22 @@ import (
 
 // aggSpec is one compiled aggregate of a stage.
 type aggSpec struct {
-	fn       pb.Aggregate_Func
-	arg      expr.Eval // nil: COUNT(*)
-	distinct bool
+	fn         pb.Aggregate_Func
+	arg        expr.Eval // nil: COUNT(*)
+	distinct   bool
+	orderBy    []expr.Eval
+	desc       []bool
+	topN       int
+	percentile float64
+}
+
+// ordered reports whether the aggregate keeps items (values with sort keys).
+func (s *aggSpec) keepsItems() bool {
+	switch s.fn {
+	case pb.Aggregate_COLLECT, pb.Aggregate_COLLECT_TOP, pb.Aggregate_TOP_ONE, pb.Aggregate_PERCENTILE_CONT, pb.Aggregate_PERCENTILE_DISC:
+		return true
+	}
+	return false
 }
 
 // acc is the running state of one aggregate in one group. One struct for
@@ -30,7 +43,13 @@ type acc struct {
 	m2      float64
 	v       value.Value // MIN/MAX
 	set     map[string]struct{}
-	any     bool // saw a non-NULL value
+	any     bool      // saw a non-NULL value
+	items   []accItem // COLLECT, CollectTop, TopOne, percentiles
+}
+
+type accItem struct {
+	keys []value.Value
+	v    value.Value
 }
 
 // numeric reads a value an arithmetic aggregate can use. Numeric strings
@@ -49,13 +68,24 @@ func numeric(v value.Value) (i int64, f float64, isInt bool, err error) {
 	return 0, 0, false, fmt.Errorf("%w: %s %s is not a number", expr.ErrType, v.Kind(), v)
 }
 
-// add folds one argument value into the accumulator.
-func (a *acc) add(s *aggSpec, v value.Value, keyBuf *[]byte) error {
+// add folds one argument value (and, for ordered aggregates, its sort
+// keys) into the accumulator.
+func (a *acc) add(s *aggSpec, v value.Value, keys []value.Value, keyBuf *[]byte) error {
 	if s.arg == nil { // COUNT(*)
 		a.n++
 		return nil
 	}
 	if v.IsNull() {
+		return nil
+	}
+	if s.keepsItems() {
+		if s.fn == pb.Aggregate_PERCENTILE_CONT {
+			if _, _, _, err := numeric(v); err != nil {
+				return err
+			}
+		}
+		a.items = append(a.items, accItem{keys: append([]value.Value(nil), keys...), v: v})
+		a.trim(s)
 		return nil
 	}
 	switch s.fn {
@@ -130,6 +160,11 @@ func (a *acc) merge(s *aggSpec, b *acc) {
 		a.n += b.n
 		return
 	}
+	if s.keepsItems() {
+		a.items = append(append([]accItem(nil), a.items...), b.items...)
+		a.trim(s)
+		return
+	}
 	switch s.fn {
 	case pb.Aggregate_COUNT:
 		if s.distinct {
@@ -190,6 +225,9 @@ func (a *acc) merge(s *aggSpec, b *acc) {
 }
 
 func (a *acc) result(s *aggSpec) value.Value {
+	if s.keepsItems() {
+		return a.itemsResult(s)
+	}
 	switch s.fn {
 	case pb.Aggregate_COUNT:
 		if s.distinct {
@@ -239,6 +277,9 @@ func (a *acc) result(s *aggSpec) value.Value {
 
 func (a *acc) toProto() *pb.AggState {
 	p := &pb.AggState{N: a.n, I: a.i, F: a.f, IsFloat: a.isFloat, Mean: a.mean, M2: a.m2, Any: a.any}
+	for _, it := range a.items {
+		p.Items = append(p.Items, &pb.AggItem{Keys: value.ValuesToProto(it.keys), Value: value.ToProto(it.v)})
+	}
 	if a.any && !a.v.IsNull() {
 		p.V = value.ToProto(a.v)
 	}
@@ -257,6 +298,9 @@ func (a *acc) toProto() *pb.AggState {
 
 func accFromProto(p *pb.AggState) acc {
 	a := acc{n: p.N, i: p.I, f: p.F, isFloat: p.IsFloat, mean: p.Mean, m2: p.M2, any: p.Any}
+	for _, it := range p.Items {
+		a.items = append(a.items, accItem{keys: value.ValuesFromProto(it.Keys), v: value.FromProto(it.Value)})
+	}
 	if p.V != nil {
 		a.v = value.FromProto(p.V)
 	}
@@ -318,3 +362,93 @@ func (s *groupSet) put(key []byte, g *group) {
 }
 
 func (s *groupSet) len() int { return len(s.order) }
+
+// compareKeys orders items by OVER (ORDER BY ...): NULL is the smallest
+// value; values that cannot be compared count as equal.
+func compareKeys(s *aggSpec, x, y []value.Value) int {
+	for i := range x {
+		if i >= len(y) {
+			break
+		}
+		var c int
+		switch {
+		case x[i].IsNull() && y[i].IsNull():
+		case x[i].IsNull():
+			c = -1
+		case y[i].IsNull():
+			c = 1
+		default:
+			c, _ = value.Compare(x[i], y[i])
+		}
+		if i < len(s.desc) && s.desc[i] {
+			c = -c
+		}
+		if c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func (a *acc) sortItems(s *aggSpec) {
+	sort.SliceStable(a.items, func(i, j int) bool { return compareKeys(s, a.items[i].keys, a.items[j].keys) < 0 })
+}
+
+// trim keeps CollectTop and TopOne state to what they can return.
+func (a *acc) trim(s *aggSpec) {
+	limit := s.topN
+	if s.fn == pb.Aggregate_TOP_ONE {
+		limit = 1
+	}
+	if limit <= 0 || len(a.items) <= 2*limit {
+		return
+	}
+	a.sortItems(s)
+	a.items = append([]accItem(nil), a.items[:limit]...)
+}
+
+func (a *acc) itemsResult(s *aggSpec) value.Value {
+	switch s.fn {
+	case pb.Aggregate_COLLECT:
+		arr := &value.Array{Items: make([]value.Value, len(a.items))}
+		for i, it := range a.items {
+			arr.Items[i] = it.v
+		}
+		return value.ArrayValue(arr)
+	case pb.Aggregate_TOP_ONE:
+		if len(a.items) == 0 {
+			return value.Value{}
+		}
+		a.sortItems(s)
+		return a.items[0].v
+	case pb.Aggregate_COLLECT_TOP:
+		a.sortItems(s)
+		n := min(s.topN, len(a.items))
+		arr := &value.Array{Items: make([]value.Value, n)}
+		rank := 1
+		for i := 0; i < n; i++ {
+			if i > 0 && compareKeys(s, a.items[i-1].keys, a.items[i].keys) != 0 {
+				rank = i + 1
+			}
+			arr.Items[i] = value.RecordValue(&value.Record{Names: []string{"rank", "value"}, Vals: []value.Value{value.Int(int64(rank)), a.items[i].v}})
+		}
+		return value.ArrayValue(arr)
+	}
+	if len(a.items) == 0 {
+		return value.Value{}
+	}
+	a.sortItems(s)
+	n := len(a.items)
+	if s.fn == pb.Aggregate_PERCENTILE_DISC {
+		idx := int(math.Ceil(s.percentile*float64(n))) - 1
+		return a.items[max(0, min(idx, n-1))].v
+	}
+	pos := s.percentile * float64(n-1)
+	lo := int(math.Floor(pos))
+	f0, _ := a.items[lo].v.AsFloat()
+	if lo+1 >= n {
+		return value.FloatValue(f0)
+	}
+	f1, _ := a.items[lo+1].v.AsFloat()
+	return value.FloatValue(f0 + (pos-float64(lo))*(f1-f0))
+}

@@ -253,7 +253,7 @@ func (op *analyticOp) aggregate(ctx *expr.Ctx, h *analyticHist, matches bool, cu
 		if op.value == nil {
 			v = value.Int(1) // COUNT(*): any non-NULL stands for the event
 		}
-		_ = a.add(&spec, v, &buf)
+		_ = a.add(&spec, v, nil, &buf)
 	}
 	return a.result(&spec)
 }

@@ -208,6 +208,9 @@ type aggOp struct {
 	rec      value.Record
 	r        row
 	numericA []bool // aggregates whose argument must be a number
+	// orderVals[i] are the OVER (ORDER BY) keys of aggregate i for the
+	// current row.
+	orderVals [][]value.Value
 }
 
 // winState is the window state of one timeline.
@@ -237,7 +240,15 @@ func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*ag
 		op.parts = append(op.parts, e)
 	}
 	for _, a := range st.Aggregates {
-		spec := aggSpec{fn: a.Func, distinct: a.Distinct}
+		spec := aggSpec{fn: a.Func, distinct: a.Distinct, topN: int(a.TopN), percentile: a.Percentile}
+		for _, o := range a.OrderBy {
+			e, err := expr.Compile(o.Expr)
+			if err != nil {
+				return nil, fmt.Errorf("aggregate ORDER BY: %w", err)
+			}
+			spec.orderBy = append(spec.orderBy, e)
+			spec.desc = append(spec.desc, o.Desc)
+		}
 		if a.Arg != nil {
 			e, err := expr.Compile(a.Arg)
 			if err != nil {
@@ -248,7 +259,9 @@ func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*ag
 			return nil, fmt.Errorf("%w: %s without an argument", ErrBadPlan, a.Func)
 		}
 		op.aggs = append(op.aggs, spec)
-		op.numericA = append(op.numericA, a.Arg != nil && a.Func != pb.Aggregate_COUNT && a.Func != pb.Aggregate_MIN && a.Func != pb.Aggregate_MAX)
+		op.numericA = append(op.numericA, a.Arg != nil && !spec.keepsItems() && a.Func != pb.Aggregate_COUNT && a.Func != pb.Aggregate_MIN && a.Func != pb.Aggregate_MAX ||
+			a.Func == pb.Aggregate_PERCENTILE_CONT)
+		op.orderVals = append(op.orderVals, make([]value.Value, len(spec.orderBy)))
 	}
 	var err error
 	if op.an, err = newAnalyticSet(st.Analytics); err != nil {
@@ -334,6 +347,9 @@ func (op *aggOp) push(r *row) {
 		if a := op.aggs[i].arg; a != nil {
 			op.argVals[i] = a(&op.ctx)
 		}
+		for k, o := range op.aggs[i].orderBy {
+			op.orderVals[i][k] = o(&op.ctx)
+		}
 	}
 	if op.ctx.Err != nil {
 		op.ex.stageError(op.name, r.rec, "GROUP BY", op.ctx.Err)
@@ -386,7 +402,7 @@ func (op *aggOp) newGroup(seq uint64) *group {
 // fold adds the current row's argument values to g.
 func (op *aggOp) fold(g *group) error {
 	for i := range op.aggs {
-		if err := g.accs[i].add(&op.aggs[i], op.argVals[i], &op.distBuf); err != nil {
+		if err := g.accs[i].add(&op.aggs[i], op.argVals[i], op.orderVals[i], &op.distBuf); err != nil {
 			return err
 		}
 	}

@@ -322,6 +322,7 @@ type slGroup struct {
 type slEvent struct {
 	ts   int64
 	args []value.Value
+	keys [][]value.Value // ORDER BY keys per aggregate; nil when none
 }
 
 type slEntry struct {
@@ -348,7 +349,16 @@ func (s *slidingState) add(ts int64, key []byte, _ []byte) error {
 	}
 	args := make([]value.Value, len(s.op.argVals))
 	copy(args, s.op.argVals)
-	g.events = append(g.events, slEvent{ts: ts, args: args})
+	var keys [][]value.Value
+	for i, k := range s.op.orderVals {
+		if len(k) > 0 {
+			if keys == nil {
+				keys = make([][]value.Value, len(s.op.orderVals))
+			}
+			keys[i] = append([]value.Value(nil), k...)
+		}
+	}
+	g.events = append(g.events, slEvent{ts: ts, args: args, keys: keys})
 	s.schedule(g, ts)
 	s.schedule(g, ts+s.size)
 	return nil
@@ -399,7 +409,11 @@ func (s *slidingState) emitAt(g *slGroup, x int64) {
 		for i := range s.op.aggs {
 			// Types were checked on the way in; an incomparable MIN/MAX
 			// value is skipped rather than failing the whole window.
-			_ = accs[i].add(&s.op.aggs[i], ev.args[i], &s.op.distBuf)
+			var keys []value.Value
+			if ev.keys != nil {
+				keys = ev.keys[i]
+			}
+			_ = accs[i].add(&s.op.aggs[i], ev.args[i], keys, &s.op.distBuf)
 		}
 	}
 	s.op.emit(x, g.key, accs)
@@ -416,7 +430,11 @@ func (s *slidingState) toProto() *pb.WindowTimeline {
 	for _, g := range list {
 		sg := &pb.SlidingGroup{Key: value.ValuesToProto(g.key), Seq: g.seq}
 		for _, ev := range g.events {
-			sg.Events = append(sg.Events, &pb.SlidingEvent{Ts: ev.ts, Args: value.ValuesToProto(ev.args)})
+			se := &pb.SlidingEvent{Ts: ev.ts, Args: value.ValuesToProto(ev.args)}
+			for _, k := range ev.keys {
+				se.Keys = append(se.Keys, &pb.ValueList{Values: value.ValuesToProto(k)})
+			}
+			sg.Events = append(sg.Events, se)
 		}
 		byKey[g.keyStr] = sg
 		wt.Sliding = append(wt.Sliding, sg)
@@ -448,7 +466,11 @@ func (s *slidingState) fromProto(wt *pb.WindowTimeline) error {
 			if len(args) != len(s.op.aggs) {
 				return fmt.Errorf("%w: sliding event has %d arguments, plan has %d aggregates", ErrBadSnapshot, len(args), len(s.op.aggs))
 			}
-			g.events = append(g.events, slEvent{ts: ev.Ts, args: args})
+			e := slEvent{ts: ev.Ts, args: args}
+			for _, k := range ev.Keys {
+				e.keys = append(e.keys, value.ValuesFromProto(k.Values))
+			}
+			g.events = append(g.events, e)
 		}
 		s.groups[g.keyStr] = g
 		for _, x := range sg.Pending {

@@ -276,3 +276,33 @@ func TestExecAggregateOverIncludesCurrentEvent(t *testing.T) {
 		`13 {"k":"a","v":2,"s":2,"n":1,"mx":2}`, // the events at 1 s and 2 s are out of reach (13-10 = 3)
 	}, got)
 }
+
+func TestExecCollectionAndPercentileAggregates(t *testing.T) {
+	h := newHarness(t, `SELECT COLLECT(v) AS vals, CollectTop(2, v) OVER (ORDER BY v DESC) AS top,
+		TopOne() OVER (ORDER BY v ASC) AS lowest,
+		PERCENTILE_CONT(0.5) OVER (ORDER BY v) AS med, PERCENTILE_DISC(0.5) OVER (ORDER BY v) AS dmed
+		FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)`, exec.Options{})
+	got := h.feed(ev(1, `"v":3`), ev(2, `"v":1`), ev(3, `"v":4`), ev(4, `"v":2`)).flush()
+	require.Equal(t, []string{`10 {"vals":[3,1,4,2],"top":[{"rank":1,"value":4},{"rank":2,"value":3}],` +
+		`"lowest":{"t":"` + value.FormatTicks(at(2)) + `","v":1},"med":2.5,"dmed":2}`}, got)
+
+	// The reference's example: 0.95 of {0.78, 0.89, 0.93, 0.98, 0.99}.
+	h = newHarness(t, `SELECT PERCENTILE_CONT(0.95) OVER (ORDER BY x) AS c, PERCENTILE_DISC(0.95) OVER (ORDER BY x) AS d
+		FROM i TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)`, exec.Options{})
+	got = h.feed(ev(1, `"x":0.93`), ev(2, `"x":0.78`), ev(3, `"x":0.99`), ev(4, `"x":0.89`), ev(5, `"x":0.98`)).flush()
+	require.Len(t, got, 1)
+	require.Contains(t, got[0], `"d":0.99`)
+	require.Regexp(t, `"c":0\.98799999|"c":0\.988`, got[0])
+}
+
+func TestExecHoppingMergesCollections(t *testing.T) {
+	h := newHarness(t, `SELECT COLLECT(v) AS vals, CollectTop(1, v) OVER (ORDER BY v DESC) AS top
+		FROM i TIMESTAMP BY t GROUP BY HoppingWindow(second, 10, 5)`, exec.Options{})
+	got := h.feed(ev(1, `"v":1`), ev(6, `"v":9`), ev(12, `"v":5`)).flush()
+	require.Equal(t, []string{
+		`5 {"vals":[1],"top":[{"rank":1,"value":1}]}`,
+		`10 {"vals":[1,9],"top":[{"rank":1,"value":9}]}`,
+		`15 {"vals":[9,5],"top":[{"rank":1,"value":9}]}`,
+		`20 {"vals":[5],"top":[{"rank":1,"value":5}]}`,
+	}, got)
+}

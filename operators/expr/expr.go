@@ -58,6 +58,13 @@ func Compile(e *pb.Expr) (Eval, error) {
 		return func(*Ctx) value.Value { return v }, nil
 	case *pb.Expr_Field:
 		return compileField(k.Field)
+	case *pb.Expr_Row:
+		return func(c *Ctx) value.Value {
+			if c.Rec == nil {
+				return value.Value{}
+			}
+			return value.RecordValue(c.Rec.Clone())
+		}, nil
 	case *pb.Expr_SystemTimestamp:
 		return func(c *Ctx) value.Value { return value.Time(c.TS) }, nil
 	case *pb.Expr_Aggregate:

@@ -300,12 +300,22 @@ var aggregateFuncs = map[string]pb.Aggregate_Func{
 	"count": pb.Aggregate_COUNT, "sum": pb.Aggregate_SUM, "avg": pb.Aggregate_AVG,
 	"min": pb.Aggregate_MIN, "max": pb.Aggregate_MAX, "stdev": pb.Aggregate_STDEV,
 	"stdevp": pb.Aggregate_STDEVP, "var": pb.Aggregate_VAR, "varp": pb.Aggregate_VARP,
+	"collect": pb.Aggregate_COLLECT, "collecttop": pb.Aggregate_COLLECT_TOP, "topone": pb.Aggregate_TOP_ONE,
+	"percentile_cont": pb.Aggregate_PERCENTILE_CONT, "percentile_disc": pb.Aggregate_PERCENTILE_DISC,
+}
+
+// isGroupAggregate: an aggregate of GROUP BY, not an analytic aggregate.
+// OVER (ORDER BY ...) only orders CollectTop, TopOne and the percentiles.
+func isGroupAggregate(c *sql.Call) bool {
+	if _, ok := aggregateFuncs[strings.ToLower(c.Name)]; !ok {
+		return false
+	}
+	o := c.Over
+	return o == nil || (len(o.PartitionBy) == 0 && o.Limit == nil && o.When == nil && len(o.OrderBy) > 0)
 }
 
 // Functions of the complete language that this engine does not run yet.
 var notYet = map[string]string{
-	"collect": "aggregate", "collecttop": "aggregate", "topone": "aggregate",
-	"percentile_cont": "aggregate", "percentile_disc": "aggregate",
 	"anomalydetection_spikeanddip": "analytic function", "anomalydetection_changepoint": "analytic function",
 }
 
@@ -327,7 +337,7 @@ func containsAggregate(e sql.Expr) bool {
 	found := false
 	walk(e, func(x sql.Expr) {
 		if c, ok := x.(*sql.Call); ok {
-			if _, agg := aggregateFuncs[strings.ToLower(c.Name)]; agg && c.Over == nil {
+			if isGroupAggregate(c) {
 				found = true
 			}
 		}
@@ -392,8 +402,8 @@ func (c *stageCtx) group(e sql.Expr, having bool) *pb.Expr {
 			return nil // reported by convertCall
 		}
 		if call, ok := x.(*sql.Call); ok {
-			if fn, agg := aggregateFuncs[strings.ToLower(call.Name)]; agg && call.Over == nil {
-				return c.aggregate(call, fn)
+			if isGroupAggregate(call) {
+				return c.aggregate(call, aggregateFuncs[strings.ToLower(call.Name)])
 			}
 		}
 		if _, isLit := x.(*sql.Literal); isLit {
@@ -427,19 +437,68 @@ func (c *stageCtx) group(e sql.Expr, having bool) *pb.Expr {
 }
 
 func (c *stageCtx) aggregate(call *sql.Call, fn pb.Aggregate_Func) *pb.Expr {
+	name := strings.ToUpper(call.Name)
 	a := &pb.Aggregate{Func: fn, Distinct: call.Distinct}
+	args := call.Args
+	ordered := fn == pb.Aggregate_COLLECT_TOP || fn == pb.Aggregate_TOP_ONE || fn == pb.Aggregate_PERCENTILE_CONT || fn == pb.Aggregate_PERCENTILE_DISC
+	if ordered != (call.Over != nil) {
+		if ordered {
+			c.b.failAt(call.P, "%s needs OVER (ORDER BY ...)", name)
+		}
+		c.b.failAt(call.Over.P, "%s takes no OVER (ORDER BY ...)", name)
+	}
+	if call.Over != nil {
+		for _, o := range call.Over.OrderBy {
+			if containsAggregate(o.Expr) {
+				c.b.failAt(o.Expr.Position(), "aggregates cannot be nested")
+			}
+			a.OrderBy = append(a.OrderBy, &pb.OrderKey{Expr: c.row(o.Expr), Desc: o.Desc})
+		}
+	}
+	switch fn {
+	case pb.Aggregate_COLLECT_TOP:
+		if len(args) < 1 || len(args) > 2 {
+			c.b.failAt(call.P, "CollectTop takes (n [, value])")
+		}
+		n, ok := intLit(args[0])
+		if !ok || n < 1 || n > 10000 {
+			c.b.failAt(args[0].Position(), "the CollectTop count must be a whole number from 1 to 10000")
+		}
+		a.TopN = n
+		args = args[1:]
+	case pb.Aggregate_PERCENTILE_CONT, pb.Aggregate_PERCENTILE_DISC:
+		if len(args) != 1 {
+			c.b.failAt(call.P, "%s takes one number from 0 to 1", name)
+		}
+		l, ok := args[0].(*sql.Literal)
+		if !ok || l.Kind != sql.LitNumber {
+			c.b.failAt(args[0].Position(), "%s takes one number from 0 to 1", name)
+		}
+		p, err := strconv.ParseFloat(l.Text, 64)
+		if err != nil || p < 0 || p > 1 {
+			c.b.failAt(l.P, "%s takes one number from 0 to 1", name)
+		}
+		if len(a.OrderBy) != 1 {
+			c.b.failAt(call.Over.P, "%s orders by exactly one value", name)
+		}
+		a.Percentile, args = p, nil
+		a.Arg = a.OrderBy[0].Expr
+	}
 	switch {
+	case fn == pb.Aggregate_PERCENTILE_CONT || fn == pb.Aggregate_PERCENTILE_DISC:
 	case call.Star:
 		if fn != pb.Aggregate_COUNT {
 			c.b.failAt(call.P, "only COUNT accepts *")
 		}
-	case len(call.Args) != 1:
-		c.b.failAt(call.P, "%s takes one argument", strings.ToUpper(call.Name))
+	case len(args) == 0 && (fn == pb.Aggregate_COLLECT || fn == pb.Aggregate_COLLECT_TOP || fn == pb.Aggregate_TOP_ONE):
+		a.Arg = &pb.Expr{Kind: &pb.Expr_Row{Row: true}}
+	case len(args) != 1:
+		c.b.failAt(call.P, "%s takes one argument", name)
 	default:
-		if containsAggregate(call.Args[0]) {
-			c.b.failAt(call.Args[0].Position(), "aggregates cannot be nested")
+		if containsAggregate(args[0]) {
+			c.b.failAt(args[0].Position(), "aggregates cannot be nested")
 		}
-		a.Arg = c.row(call.Args[0])
+		a.Arg = c.row(args[0])
 	}
 	if a.Distinct && fn != pb.Aggregate_COUNT {
 		c.b.failAt(call.P, "DISTINCT is only supported in COUNT")
@@ -589,7 +648,7 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 		return &pb.Expr{Kind: &pb.Expr_SystemTimestamp{SystemTimestamp: true}}
 	}
 	if fn, agg := aggregateFuncs[name]; agg {
-		if x.Over != nil {
+		if x.Over != nil && !isGroupAggregate(x) {
 			return c.overAggregate(x, fn)
 		}
 		c.b.failAt(x.P, "aggregate %s is only allowed in the SELECT list or HAVING of a GROUP BY statement", strings.ToUpper(x.Name))

@@ -130,6 +130,13 @@ type Over struct {
 	PartitionBy []Expr
 	Limit       *Call // DURATION(unit, n)
 	When        Expr
+	OrderBy     []OrderItem
+}
+
+// OrderItem is one key of OVER (ORDER BY ...).
+type OrderItem struct {
+	Expr Expr
+	Desc bool
 }
 
 // Unary is -x, +x, ~x, NOT x.

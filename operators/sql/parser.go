@@ -750,8 +750,23 @@ func (p *parser) over() *Over {
 		case p.isKw("when"):
 			p.next()
 			o.When = p.expr()
+		case p.isKw("order"):
+			p.next()
+			p.expectKw("by")
+			for {
+				it := OrderItem{Expr: p.expr()}
+				if p.acceptKw("desc") {
+					it.Desc = true
+				} else {
+					p.acceptKw("asc")
+				}
+				o.OrderBy = append(o.OrderBy, it)
+				if !p.acceptOp(",") {
+					break
+				}
+			}
 		default:
-			p.fail("expected PARTITION BY, LIMIT DURATION, WHEN or ')' in OVER")
+			p.fail("expected PARTITION BY, LIMIT DURATION, WHEN, ORDER BY or ')' in OVER")
 		}
 	}
 	p.next()

@@ -201,21 +201,35 @@ const (
 	Aggregate_STDEVP           Aggregate_Func = 7
 	Aggregate_VAR              Aggregate_Func = 8
 	Aggregate_VARP             Aggregate_Func = 9
+	// Array of the values, in arrival order.
+	Aggregate_COLLECT Aggregate_Func = 10
+	// Array of {rank, value} of the first top_n by order_by.
+	Aggregate_COLLECT_TOP Aggregate_Func = 11
+	// The first value by order_by.
+	Aggregate_TOP_ONE Aggregate_Func = 12
+	// Interpolated / discrete percentile of the order_by key.
+	Aggregate_PERCENTILE_CONT Aggregate_Func = 13
+	Aggregate_PERCENTILE_DISC Aggregate_Func = 14
 )
 
 // Enum value maps for Aggregate_Func.
 var (
 	Aggregate_Func_name = map[int32]string{
-		0: "FUNC_UNSPECIFIED",
-		1: "COUNT",
-		2: "SUM",
-		3: "AVG",
-		4: "MIN",
-		5: "MAX",
-		6: "STDEV",
-		7: "STDEVP",
-		8: "VAR",
-		9: "VARP",
+		0:  "FUNC_UNSPECIFIED",
+		1:  "COUNT",
+		2:  "SUM",
+		3:  "AVG",
+		4:  "MIN",
+		5:  "MAX",
+		6:  "STDEV",
+		7:  "STDEVP",
+		8:  "VAR",
+		9:  "VARP",
+		10: "COLLECT",
+		11: "COLLECT_TOP",
+		12: "TOP_ONE",
+		13: "PERCENTILE_CONT",
+		14: "PERCENTILE_DISC",
 	}
 	Aggregate_Func_value = map[string]int32{
 		"FUNC_UNSPECIFIED": 0,
@@ -228,6 +242,11 @@ var (
 		"STDEVP":           7,
 		"VAR":              8,
 		"VARP":             9,
+		"COLLECT":          10,
+		"COLLECT_TOP":      11,
+		"TOP_ONE":          12,
+		"PERCENTILE_CONT":  13,
+		"PERCENTILE_DISC":  14,
 	}
 )
 
@@ -1235,8 +1254,11 @@ type Aggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Func  Aggregate_Func         `protobuf:"varint,1,opt,name=func,proto3,enum=millstream.v1.Aggregate_Func" json:"func,omitempty"`
 	// Unset for COUNT(*).
-	Arg           *Expr `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
-	Distinct      bool  `protobuf:"varint,3,opt,name=distinct,proto3" json:"distinct,omitempty"`
+	Arg           *Expr       `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
+	Distinct      bool        `protobuf:"varint,3,opt,name=distinct,proto3" json:"distinct,omitempty"`
+	OrderBy       []*OrderKey `protobuf:"bytes,4,rep,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
+	TopN          int64       `protobuf:"varint,5,opt,name=top_n,json=topN,proto3" json:"top_n,omitempty"`
+	Percentile    float64     `protobuf:"fixed64,6,opt,name=percentile,proto3" json:"percentile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1292,6 +1314,79 @@ func (x *Aggregate) GetDistinct() bool {
 	return false
 }
 
+func (x *Aggregate) GetOrderBy() []*OrderKey {
+	if x != nil {
+		return x.OrderBy
+	}
+	return nil
+}
+
+func (x *Aggregate) GetTopN() int64 {
+	if x != nil {
+		return x.TopN
+	}
+	return 0
+}
+
+func (x *Aggregate) GetPercentile() float64 {
+	if x != nil {
+		return x.Percentile
+	}
+	return 0
+}
+
+type OrderKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Expr          *Expr                  `protobuf:"bytes,1,opt,name=expr,proto3" json:"expr,omitempty"`
+	Desc          bool                   `protobuf:"varint,2,opt,name=desc,proto3" json:"desc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderKey) Reset() {
+	*x = OrderKey{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderKey) ProtoMessage() {}
+
+func (x *OrderKey) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderKey.ProtoReflect.Descriptor instead.
+func (*OrderKey) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *OrderKey) GetExpr() *Expr {
+	if x != nil {
+		return x.Expr
+	}
+	return nil
+}
+
+func (x *OrderKey) GetDesc() bool {
+	if x != nil {
+		return x.Desc
+	}
+	return false
+}
+
 type Output struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1302,7 +1397,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1409,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1422,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Output) GetName() string {
@@ -1358,6 +1453,7 @@ type Expr struct {
 	//	*Expr_SystemTimestamp
 	//	*Expr_Analytic
 	//	*Expr_JoinSideTime
+	//	*Expr_Row
 	Kind          isExpr_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1365,7 +1461,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1473,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1486,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -1481,6 +1577,15 @@ func (x *Expr) GetJoinSideTime() int32 {
 	return 0
 }
 
+func (x *Expr) GetRow() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*Expr_Row); ok {
+			return x.Row
+		}
+	}
+	return false
+}
+
 type isExpr_Kind interface {
 	isExpr_Kind()
 }
@@ -1526,6 +1631,11 @@ type Expr_JoinSideTime struct {
 	JoinSideTime int32 `protobuf:"varint,9,opt,name=join_side_time,json=joinSideTime,proto3,oneof"`
 }
 
+type Expr_Row struct {
+	// The whole current row as a record (COLLECT(), TopOne()).
+	Row bool `protobuf:"varint,10,opt,name=row,proto3,oneof"`
+}
+
 func (*Expr_Literal) isExpr_Kind() {}
 
 func (*Expr_Field) isExpr_Kind() {}
@@ -1544,6 +1654,8 @@ func (*Expr_Analytic) isExpr_Kind() {}
 
 func (*Expr_JoinSideTime) isExpr_Kind() {}
 
+func (*Expr_Row) isExpr_Kind() {}
+
 // FieldRef reads a field of the current row; path[1:] descends into records.
 type FieldRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1557,7 +1669,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1681,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1694,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -1612,7 +1724,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1736,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1749,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Call) GetFunc() string {
@@ -1666,7 +1778,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[17]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1790,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[17]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1803,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -1725,7 +1837,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[18]
+	mi := &file_millstream_v1_plan_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1849,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[18]
+	mi := &file_millstream_v1_plan_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1862,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -1867,11 +1979,16 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\aHOPPING\x10\x02\x12\v\n" +
 	"\aSLIDING\x10\x03\x12\v\n" +
 	"\aSESSION\x10\x04\x12\f\n" +
-	"\bSNAPSHOT\x10\x05\"\xf8\x01\n" +
+	"\bSNAPSHOT\x10\x05\"\xb7\x03\n" +
 	"\tAggregate\x121\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x1d.millstream.v1.Aggregate.FuncR\x04func\x12%\n" +
 	"\x03arg\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x03arg\x12\x1a\n" +
-	"\bdistinct\x18\x03 \x01(\bR\bdistinct\"u\n" +
+	"\bdistinct\x18\x03 \x01(\bR\bdistinct\x122\n" +
+	"\border_by\x18\x04 \x03(\v2\x17.millstream.v1.OrderKeyR\aorderBy\x12\x13\n" +
+	"\x05top_n\x18\x05 \x01(\x03R\x04topN\x12\x1e\n" +
+	"\n" +
+	"percentile\x18\x06 \x01(\x01R\n" +
+	"percentile\"\xca\x01\n" +
 	"\x04Func\x12\x14\n" +
 	"\x10FUNC_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05COUNT\x10\x01\x12\a\n" +
@@ -1883,10 +2000,19 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDEVP\x10\a\x12\a\n" +
 	"\x03VAR\x10\b\x12\b\n" +
-	"\x04VARP\x10\t\"2\n" +
+	"\x04VARP\x10\t\x12\v\n" +
+	"\aCOLLECT\x10\n" +
+	"\x12\x0f\n" +
+	"\vCOLLECT_TOP\x10\v\x12\v\n" +
+	"\aTOP_ONE\x10\f\x12\x13\n" +
+	"\x0fPERCENTILE_CONT\x10\r\x12\x13\n" +
+	"\x0fPERCENTILE_DISC\x10\x0e\"G\n" +
+	"\bOrderKey\x12'\n" +
+	"\x04expr\x18\x01 \x01(\v2\x13.millstream.v1.ExprR\x04expr\x12\x12\n" +
+	"\x04desc\x18\x02 \x01(\bR\x04desc\"2\n" +
 	"\x06Output\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05stage\x18\x02 \x01(\tR\x05stage\"\xf9\x02\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\"\x8d\x03\n" +
 	"\x04Expr\x120\n" +
 	"\aliteral\x18\x01 \x01(\v2\x14.millstream.v1.ValueH\x00R\aliteral\x12/\n" +
 	"\x05field\x18\x02 \x01(\v2\x17.millstream.v1.FieldRefH\x00R\x05field\x12)\n" +
@@ -1896,7 +2022,9 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\tgroup_key\x18\x06 \x01(\x05H\x00R\bgroupKey\x12+\n" +
 	"\x10system_timestamp\x18\a \x01(\bH\x00R\x0fsystemTimestamp\x12\x1c\n" +
 	"\banalytic\x18\b \x01(\x05H\x00R\banalytic\x12&\n" +
-	"\x0ejoin_side_time\x18\t \x01(\x05H\x00R\fjoinSideTimeB\x06\n" +
+	"\x0ejoin_side_time\x18\t \x01(\x05H\x00R\fjoinSideTime\x12\x12\n" +
+	"\x03row\x18\n" +
+	" \x01(\bH\x00R\x03rowB\x06\n" +
 	"\x04kind\"6\n" +
 	"\bFieldRef\x12\x12\n" +
 	"\x04path\x18\x01 \x03(\tR\x04path\x12\x16\n" +
@@ -1925,7 +2053,7 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 }
 
 var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_millstream_v1_plan_proto_goTypes = []any{
 	(Apply_Func)(0),      // 0: millstream.v1.Apply.Func
 	(Analytic_Func)(0),   // 1: millstream.v1.Analytic.Func
@@ -1944,62 +2072,65 @@ var file_millstream_v1_plan_proto_goTypes = []any{
 	(*Wildcard)(nil),     // 14: millstream.v1.Wildcard
 	(*Window)(nil),       // 15: millstream.v1.Window
 	(*Aggregate)(nil),    // 16: millstream.v1.Aggregate
-	(*Output)(nil),       // 17: millstream.v1.Output
-	(*Expr)(nil),         // 18: millstream.v1.Expr
-	(*FieldRef)(nil),     // 19: millstream.v1.FieldRef
-	(*Call)(nil),         // 20: millstream.v1.Call
-	(*Case)(nil),         // 21: millstream.v1.Case
-	(*When)(nil),         // 22: millstream.v1.When
-	(*Value)(nil),        // 23: millstream.v1.Value
+	(*OrderKey)(nil),     // 17: millstream.v1.OrderKey
+	(*Output)(nil),       // 18: millstream.v1.Output
+	(*Expr)(nil),         // 19: millstream.v1.Expr
+	(*FieldRef)(nil),     // 20: millstream.v1.FieldRef
+	(*Call)(nil),         // 21: millstream.v1.Call
+	(*Case)(nil),         // 22: millstream.v1.Case
+	(*When)(nil),         // 23: millstream.v1.When
+	(*Value)(nil),        // 24: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
 	7,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
 	8,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	17, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	18, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
 	5,  // 3: millstream.v1.Plan.schemas:type_name -> millstream.v1.Schema
 	6,  // 4: millstream.v1.Schema.columns:type_name -> millstream.v1.SchemaColumn
-	18, // 5: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	18, // 6: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	18, // 7: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	18, // 8: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	19, // 5: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	19, // 6: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	19, // 7: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	19, // 8: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
 	15, // 9: millstream.v1.Stage.window:type_name -> millstream.v1.Window
 	16, // 10: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	18, // 11: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	19, // 11: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
 	12, // 12: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
 	11, // 13: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
 	10, // 14: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
 	9,  // 15: millstream.v1.Stage.join:type_name -> millstream.v1.Join
-	18, // 16: millstream.v1.Join.on:type_name -> millstream.v1.Expr
+	19, // 16: millstream.v1.Join.on:type_name -> millstream.v1.Expr
 	0,  // 17: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
-	18, // 18: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	19, // 18: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
 	1,  // 19: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	18, // 20: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	18, // 21: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	18, // 22: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	18, // 23: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	19, // 20: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	19, // 21: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	19, // 22: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	19, // 23: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
 	3,  // 24: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
 	13, // 25: millstream.v1.Projection.column:type_name -> millstream.v1.Column
 	14, // 26: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	18, // 27: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	19, // 27: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
 	2,  // 28: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	18, // 29: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	19, // 29: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
 	3,  // 30: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	18, // 31: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	23, // 32: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	19, // 33: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	20, // 34: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	21, // 35: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	18, // 36: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	18, // 37: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	22, // 38: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	18, // 39: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	18, // 40: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	18, // 41: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	19, // 31: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	17, // 32: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
+	19, // 33: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
+	24, // 34: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	20, // 35: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	21, // 36: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	22, // 37: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	19, // 38: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	19, // 39: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	23, // 40: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	19, // 41: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	19, // 42: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	19, // 43: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -2012,7 +2143,7 @@ func file_millstream_v1_plan_proto_init() {
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[14].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[15].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -2022,6 +2153,7 @@ func file_millstream_v1_plan_proto_init() {
 		(*Expr_SystemTimestamp)(nil),
 		(*Expr_Analytic)(nil),
 		(*Expr_JoinSideTime)(nil),
+		(*Expr_Row)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2029,7 +2161,7 @@ func file_millstream_v1_plan_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -992,6 +992,7 @@ type AggState struct {
 	V             *Value                 `protobuf:"bytes,7,opt,name=v,proto3" json:"v,omitempty"`
 	Distinct      [][]byte               `protobuf:"bytes,8,rep,name=distinct,proto3" json:"distinct,omitempty"`
 	Any           bool                   `protobuf:"varint,9,opt,name=any,proto3" json:"any,omitempty"`
+	Items         []*AggItem             `protobuf:"bytes,10,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1089,6 +1090,65 @@ func (x *AggState) GetAny() bool {
 	return false
 }
 
+func (x *AggState) GetItems() []*AggItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type AggItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*Value               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Value         *Value                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AggItem) Reset() {
+	*x = AggItem{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AggItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AggItem) ProtoMessage() {}
+
+func (x *AggItem) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AggItem.ProtoReflect.Descriptor instead.
+func (*AggItem) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AggItem) GetKeys() []*Value {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *AggItem) GetValue() *Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 type Session struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Partition []byte                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -1104,7 +1164,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1176,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1189,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Session) GetPartition() []byte {
@@ -1186,7 +1246,7 @@ type SlidingGroup struct {
 
 func (x *SlidingGroup) Reset() {
 	*x = SlidingGroup{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1258,7 @@ func (x *SlidingGroup) String() string {
 func (*SlidingGroup) ProtoMessage() {}
 
 func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1271,7 @@ func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingGroup.ProtoReflect.Descriptor instead.
 func (*SlidingGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SlidingGroup) GetKey() []*Value {
@@ -1243,16 +1303,18 @@ func (x *SlidingGroup) GetSeq() uint64 {
 }
 
 type SlidingEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ts            int64                  `protobuf:"varint,1,opt,name=ts,proto3" json:"ts,omitempty"`
-	Args          []*Value               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ts    int64                  `protobuf:"varint,1,opt,name=ts,proto3" json:"ts,omitempty"`
+	Args  []*Value               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	// ORDER BY keys per aggregate (CollectTop, TopOne, percentiles).
+	Keys          []*ValueList `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SlidingEvent) Reset() {
 	*x = SlidingEvent{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1326,7 @@ func (x *SlidingEvent) String() string {
 func (*SlidingEvent) ProtoMessage() {}
 
 func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1339,7 @@ func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingEvent.ProtoReflect.Descriptor instead.
 func (*SlidingEvent) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SlidingEvent) GetTs() int64 {
@@ -1290,6 +1352,57 @@ func (x *SlidingEvent) GetTs() int64 {
 func (x *SlidingEvent) GetArgs() []*Value {
 	if x != nil {
 		return x.Args
+	}
+	return nil
+}
+
+func (x *SlidingEvent) GetKeys() []*ValueList {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type ValueList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []*Value               `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValueList) Reset() {
+	*x = ValueList{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueList) ProtoMessage() {}
+
+func (x *ValueList) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueList.ProtoReflect.Descriptor instead.
+func (*ValueList) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ValueList) GetValues() []*Value {
+	if x != nil {
+		return x.Values
 	}
 	return nil
 }
@@ -1373,7 +1486,7 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"GroupState\x12&\n" +
 	"\x03key\x18\x01 \x03(\v2\x14.millstream.v1.ValueR\x03key\x12+\n" +
 	"\x04aggs\x18\x02 \x03(\v2\x17.millstream.v1.AggStateR\x04aggs\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\xc5\x01\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\xf3\x01\n" +
 	"\bAggState\x12\f\n" +
 	"\x01n\x18\x01 \x01(\x03R\x01n\x12\f\n" +
 	"\x01i\x18\x02 \x01(\x03R\x01i\x12\f\n" +
@@ -1383,7 +1496,12 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\x02m2\x18\x06 \x01(\x01R\x02m2\x12\"\n" +
 	"\x01v\x18\a \x01(\v2\x14.millstream.v1.ValueR\x01v\x12\x1a\n" +
 	"\bdistinct\x18\b \x03(\fR\bdistinct\x12\x10\n" +
-	"\x03any\x18\t \x01(\bR\x03any\"\xae\x01\n" +
+	"\x03any\x18\t \x01(\bR\x03any\x12,\n" +
+	"\x05items\x18\n" +
+	" \x03(\v2\x16.millstream.v1.AggItemR\x05items\"_\n" +
+	"\aAggItem\x12(\n" +
+	"\x04keys\x18\x01 \x03(\v2\x14.millstream.v1.ValueR\x04keys\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.millstream.v1.ValueR\x05value\"\xae\x01\n" +
 	"\aSession\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\fR\tpartition\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x03R\x05start\x12\x12\n" +
@@ -1395,10 +1513,13 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x03(\v2\x14.millstream.v1.ValueR\x03key\x123\n" +
 	"\x06events\x18\x02 \x03(\v2\x1b.millstream.v1.SlidingEventR\x06events\x12\x18\n" +
 	"\apending\x18\x03 \x03(\x03R\apending\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"H\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"v\n" +
 	"\fSlidingEvent\x12\x0e\n" +
 	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12(\n" +
-	"\x04args\x18\x02 \x03(\v2\x14.millstream.v1.ValueR\x04argsBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"\x04args\x18\x02 \x03(\v2\x14.millstream.v1.ValueR\x04args\x12,\n" +
+	"\x04keys\x18\x03 \x03(\v2\x18.millstream.v1.ValueListR\x04keys\"9\n" +
+	"\tValueList\x12,\n" +
+	"\x06values\x18\x01 \x03(\v2\x14.millstream.v1.ValueR\x06valuesBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_snapshot_proto_rawDescOnce sync.Once
@@ -1412,7 +1533,7 @@ func file_millstream_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_snapshot_proto_rawDescData
 }
 
-var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*ExecutorSnapshot)(nil),  // 0: millstream.v1.ExecutorSnapshot
 	(*Counters)(nil),          // 1: millstream.v1.Counters
@@ -1429,11 +1550,13 @@ var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*Pane)(nil),              // 12: millstream.v1.Pane
 	(*GroupState)(nil),        // 13: millstream.v1.GroupState
 	(*AggState)(nil),          // 14: millstream.v1.AggState
-	(*Session)(nil),           // 15: millstream.v1.Session
-	(*SlidingGroup)(nil),      // 16: millstream.v1.SlidingGroup
-	(*SlidingEvent)(nil),      // 17: millstream.v1.SlidingEvent
-	(*Record)(nil),            // 18: millstream.v1.Record
-	(*Value)(nil),             // 19: millstream.v1.Value
+	(*AggItem)(nil),           // 15: millstream.v1.AggItem
+	(*Session)(nil),           // 16: millstream.v1.Session
+	(*SlidingGroup)(nil),      // 17: millstream.v1.SlidingGroup
+	(*SlidingEvent)(nil),      // 18: millstream.v1.SlidingEvent
+	(*ValueList)(nil),         // 19: millstream.v1.ValueList
+	(*Record)(nil),            // 20: millstream.v1.Record
+	(*Value)(nil),             // 21: millstream.v1.Value
 }
 var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 0: millstream.v1.ExecutorSnapshot.inputs:type_name -> millstream.v1.InputState
@@ -1441,7 +1564,7 @@ var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 2: millstream.v1.ExecutorSnapshot.counters:type_name -> millstream.v1.Counters
 	3,  // 3: millstream.v1.InputState.timelines:type_name -> millstream.v1.TimelineState
 	4,  // 4: millstream.v1.TimelineState.buffered:type_name -> millstream.v1.RowState
-	18, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
+	20, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
 	11, // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
 	9,  // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
 	8,  // 8: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
@@ -1451,23 +1574,28 @@ var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	4,  // 12: millstream.v1.JoinRow.row:type_name -> millstream.v1.RowState
 	4,  // 13: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
 	10, // 14: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
-	19, // 15: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
+	21, // 15: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
 	12, // 16: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
-	15, // 17: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
-	16, // 18: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
+	16, // 17: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
+	17, // 18: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
 	13, // 19: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
-	19, // 20: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
+	21, // 20: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
 	14, // 21: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
-	19, // 22: millstream.v1.AggState.v:type_name -> millstream.v1.Value
-	13, // 23: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
-	19, // 24: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
-	17, // 25: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
-	19, // 26: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	21, // 22: millstream.v1.AggState.v:type_name -> millstream.v1.Value
+	15, // 23: millstream.v1.AggState.items:type_name -> millstream.v1.AggItem
+	21, // 24: millstream.v1.AggItem.keys:type_name -> millstream.v1.Value
+	21, // 25: millstream.v1.AggItem.value:type_name -> millstream.v1.Value
+	13, // 26: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
+	21, // 27: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
+	18, // 28: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
+	21, // 29: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
+	19, // 30: millstream.v1.SlidingEvent.keys:type_name -> millstream.v1.ValueList
+	21, // 31: millstream.v1.ValueList.values:type_name -> millstream.v1.Value
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_snapshot_proto_init() }
@@ -1482,7 +1610,7 @@ func file_millstream_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_snapshot_proto_rawDesc), len(file_millstream_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
