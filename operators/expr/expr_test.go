@@ -138,3 +138,26 @@ func TestExprTypeErrorsAreReportedNotPanics(t *testing.T) {
 		}
 	}
 }
+
+func TestExprGeospatial(t *testing.T) {
+	row := `{"here": "POINT(-122.13 47.64)", "zone": "POLYGON((-122.2 47.6, -122.1 47.6, -122.1 47.7, -122.2 47.7, -122.2 47.6))"}`
+	cases := []struct{ expr, want string }{
+		{"ST_WITHIN(here, zone)", "1"},
+		{"ST_WITHIN(CreatePoint(47.5, -122.13), zone)", "0"},
+		{"ST_WITHIN(CreatePoint(47.64, -122.13), CreatePolygon(CreatePoint(47.6, -122.2), CreatePoint(47.6, -122.1), CreatePoint(47.7, -122.1), CreatePoint(47.7, -122.2), CreatePoint(47.6, -122.2)))", "1"},
+		{"ST_INTERSECTS(CreateLineString(CreatePoint(47.5, -122.15), CreatePoint(47.8, -122.15)), zone)", "1"},
+		{"ST_INTERSECTS(CreateLineString(CreatePoint(47.5, -121), CreatePoint(47.8, -121)), zone)", "0"},
+		{"ST_OVERLAPS('POLYGON((-122.15 47.65, -122.0 47.65, -122.0 47.8, -122.15 47.8, -122.15 47.65))', zone)", "1"},
+		{"ST_OVERLAPS(here, zone)", "0"},
+		{"CreatePoint(47.64, -122.13)", `{"type":"Point","coordinates":[-122.13,47.64]}`},
+		// One degree of latitude is about 111.2 km.
+		{"ROUND(ST_DISTANCE(CreatePoint(47, -122), CreatePoint(48, -122)) / 1000, 0)", "111"},
+	}
+	for _, c := range cases {
+		v, err := eval(t, c.expr, row)
+		require.NoError(t, err, c.expr)
+		require.Equal(t, c.want, v.String(), c.expr)
+	}
+	_, err := eval(t, "ST_WITHIN('POINT(1)', zone)", row)
+	require.ErrorIs(t, err, expr.ErrType)
+}

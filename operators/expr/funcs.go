@@ -141,6 +141,7 @@ func init() {
 		"day":               {1, 1, partFn("day")},
 		"datetimefromparts": {7, 7, fnDateTimeFromParts},
 	}
+	registerGeo()
 }
 
 // FuncArity reports the argument counts of a scalar function (max < 0:

@@ -30,8 +30,7 @@ func conformanceDir(t *testing.T) string {
 // run yet. They are run and must fail; one that starts passing must be
 // removed from this list.
 var pending = map[string]string{
-	"021-match-recognize-atm":        "MATCH_RECOGNIZE",
-	"022-geofence-st-within-refdata": "reference data, geospatial",
+	"021-match-recognize-atm": "MATCH_RECOGNIZE",
 }
 
 // deviations are low-confidence cases where the engine follows another
