@@ -21,20 +21,25 @@ type analyticSet struct {
 }
 
 type analyticOp struct {
-	fn       pb.Analytic_Func
-	agg      aggSpec // AGGREGATE
-	value    expr.Eval
-	def      expr.Eval
-	when     expr.Eval
-	parts    []expr.Eval
-	offset   int
-	duration int64
+	fn  pb.Analytic_Func
+	agg aggSpec // AGGREGATE
+	// anomaly detection
+	confidence  float64
+	historySize int
+	mode        string
+	value       expr.Eval
+	def         expr.Eval
+	when        expr.Eval
+	parts       []expr.Eval
+	offset      int
+	duration    int64
 	// history by timeline, then by encoded partition key
 	hist map[int32]map[string]*analyticHist
 }
 
 type analyticHist struct {
 	entries []analyticEntry // oldest first
+	m       float64         // ChangePoint martingale
 }
 
 type analyticEntry struct {
@@ -48,7 +53,8 @@ func newAnalyticSet(specs []*pb.Analytic) (*analyticSet, error) {
 	}
 	s := &analyticSet{vals: make([]value.Value, len(specs))}
 	for i, a := range specs {
-		op := &analyticOp{fn: a.Func, offset: int(a.Offset), duration: a.Duration, hist: map[int32]map[string]*analyticHist{}}
+		op := &analyticOp{fn: a.Func, offset: int(a.Offset), duration: a.Duration, hist: map[int32]map[string]*analyticHist{},
+			confidence: a.Confidence, historySize: int(a.HistorySize), mode: a.Mode}
 		var err error
 		if a.Func == pb.Analytic_AGGREGATE {
 			op.agg.fn = a.Aggregate
@@ -131,8 +137,11 @@ func (op *analyticOp) step(ctx *expr.Ctx, h *analyticHist) value.Value {
 	if matches && op.value != nil {
 		cur = op.value(ctx).Clone()
 	}
-	if op.fn == pb.Analytic_AGGREGATE {
+	switch op.fn {
+	case pb.Analytic_AGGREGATE:
 		return op.aggregate(ctx, h, matches, cur)
+	case pb.Analytic_SPIKE_AND_DIP, pb.Analytic_CHANGE_POINT:
+		return op.anomaly(ctx, h, matches, cur)
 	}
 	var out value.Value
 	switch op.fn {
@@ -181,7 +190,7 @@ func (s *analyticSet) snapshot(st *pb.StageState) {
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
-				ap := &pb.AnalyticPartition{Timeline: tl, Analytic: int32(i), Partition: []byte(k)}
+				ap := &pb.AnalyticPartition{Timeline: tl, Analytic: int32(i), Partition: []byte(k), Martingale: op.hist[tl][k].m}
 				for _, e := range op.hist[tl][k].entries {
 					ap.Entries = append(ap.Entries, &pb.AnalyticEntry{Ts: e.ts, Value: value.ToProto(e.v)})
 				}
@@ -211,7 +220,7 @@ func (s *analyticSet) restore(st *pb.StageState) error {
 			byKey = map[string]*analyticHist{}
 			op.hist[ap.Timeline] = byKey
 		}
-		h := &analyticHist{}
+		h := &analyticHist{m: ap.Martingale}
 		for _, e := range ap.Entries {
 			h.entries = append(h.entries, analyticEntry{ts: e.Ts, v: value.FromProto(e.Value)})
 		}

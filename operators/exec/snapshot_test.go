@@ -138,6 +138,8 @@ func TestExecSnapshotStatefulOperators(t *testing.T) {
 		"left-join": `SELECT a.k, a.v, b.w FROM a TIMESTAMP BY t LEFT JOIN b TIMESTAMP BY t
 			ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 4`,
 		"union": `SELECT k, v AS x FROM a TIMESTAMP BY t UNION SELECT k, w AS x FROM b TIMESTAMP BY t`,
+		"anomaly": `SELECT k, AnomalyDetection_ChangePoint(v, 90, 10) OVER (PARTITION BY k LIMIT DURATION(minute, 5)) AS cp,
+			AnomalyDetection_SpikeAndDip(v, 80, 10, 'spikesanddips') OVER (LIMIT DURATION(minute, 5)) AS sd FROM a TIMESTAMP BY t`,
 		"over": `SELECT k, SUM(v) OVER (PARTITION BY k LIMIT DURATION(second, 10)) AS s,
 			LAG(v, 2, -1) OVER (PARTITION BY k LIMIT DURATION(second, 30)) AS l, ISFIRST(second, 15) OVER (PARTITION BY k) AS f FROM a TIMESTAMP BY t`,
 	}

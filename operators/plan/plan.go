@@ -315,11 +315,10 @@ func isGroupAggregate(c *sql.Call) bool {
 }
 
 // Functions of the complete language that this engine does not run yet.
-var notYet = map[string]string{
-	"anomalydetection_spikeanddip": "analytic function", "anomalydetection_changepoint": "analytic function",
-}
+var notYet = map[string]string{}
 
-var analyticFuncs = map[string]pb.Analytic_Func{"lag": pb.Analytic_LAG, "last": pb.Analytic_LAST, "isfirst": pb.Analytic_ISFIRST}
+var analyticFuncs = map[string]pb.Analytic_Func{"lag": pb.Analytic_LAG, "last": pb.Analytic_LAST, "isfirst": pb.Analytic_ISFIRST,
+	"anomalydetection_spikeanddip": pb.Analytic_SPIKE_AND_DIP, "anomalydetection_changepoint": pb.Analytic_CHANGE_POINT}
 
 func containsAnalytic(e sql.Expr) bool {
 	found := false
@@ -775,6 +774,54 @@ func (c *stageCtx) analytic(x *sql.Call, fn pb.Analytic_Func) *pb.Expr {
 		}
 		if over != nil && over.Limit != nil {
 			c.b.failAt(over.P, "ISFIRST takes no LIMIT DURATION")
+		}
+	case pb.Analytic_SPIKE_AND_DIP, pb.Analytic_CHANGE_POINT:
+		want := 3
+		if fn == pb.Analytic_SPIKE_AND_DIP {
+			want = 4
+		}
+		if len(x.Args) != want {
+			c.b.failAt(x.P, "%s takes (value, confidence, historySize%s)", name, map[bool]string{true: ", mode", false: ""}[want == 4])
+		}
+		if containsAnalytic(x.Args[0]) || containsAggregate(x.Args[0]) {
+			c.b.failAt(x.Args[0].Position(), "%s cannot contain aggregates or other analytic functions", name)
+		}
+		a.Value = c.row(x.Args[0])
+		l, ok := x.Args[1].(*sql.Literal)
+		var conf float64
+		var err error
+		if ok && l.Kind == sql.LitNumber {
+			conf, err = strconv.ParseFloat(l.Text, 64)
+		}
+		if !ok || l.Kind != sql.LitNumber || err != nil || conf < 1 || conf > 100 {
+			c.b.failAt(x.Args[1].Position(), "the confidence must be a number from 1 to 100")
+		}
+		hist, okH := intLit(x.Args[2])
+		if !okH || hist < 3 || hist > 100000 {
+			c.b.failAt(x.Args[2].Position(), "the history size must be a whole number from 3 to 100000")
+		}
+		a.Confidence, a.HistorySize = conf, hist
+		if want == 4 {
+			m, ok := x.Args[3].(*sql.Literal)
+			mode := ""
+			if ok && m.Kind == sql.LitString {
+				mode = strings.ToLower(m.Text)
+			}
+			if mode != "spikes" && mode != "dips" && mode != "spikesanddips" {
+				c.b.failAt(x.Args[3].Position(), "the mode must be 'spikes', 'dips' or 'spikesanddips'")
+			}
+			a.Mode = mode
+		}
+		if over == nil || over.Limit == nil || len(over.Limit.Args) != 2 {
+			c.b.failAt(x.P, "%s needs OVER (LIMIT DURATION(unit, n))", name)
+		}
+		id, ok := over.Limit.Args[0].(*sql.Ident)
+		if !ok {
+			c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
+		}
+		a.Duration = c.count(over.Limit.Args[1], c.unit(id))
+		if a.Duration <= 0 {
+			c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
 		}
 	default:
 		maxArgs := 3

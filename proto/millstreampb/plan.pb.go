@@ -82,6 +82,10 @@ const (
 	// An aggregate with OVER: over the matching events of the partition
 	// within LIMIT DURATION, the current one included.
 	Analytic_AGGREGATE Analytic_Func = 4
+	// AnomalyDetection_SpikeAndDip / AnomalyDetection_ChangePoint: a
+	// record {IsAnomaly, Score} per event.
+	Analytic_SPIKE_AND_DIP Analytic_Func = 5
+	Analytic_CHANGE_POINT  Analytic_Func = 6
 )
 
 // Enum value maps for Analytic_Func.
@@ -92,6 +96,8 @@ var (
 		2: "LAST",
 		3: "ISFIRST",
 		4: "AGGREGATE",
+		5: "SPIKE_AND_DIP",
+		6: "CHANGE_POINT",
 	}
 	Analytic_Func_value = map[string]int32{
 		"FUNC_UNSPECIFIED": 0,
@@ -99,6 +105,8 @@ var (
 		"LAST":             2,
 		"ISFIRST":          3,
 		"AGGREGATE":        4,
+		"SPIKE_AND_DIP":    5,
+		"CHANGE_POINT":     6,
 	}
 )
 
@@ -886,7 +894,13 @@ type Analytic struct {
 	// OVER (... WHEN cond): only events that satisfy it enter the history.
 	When *Expr `protobuf:"bytes,7,opt,name=when,proto3" json:"when,omitempty"`
 	// AGGREGATE: which one (COUNT with no value is COUNT(*)).
-	Aggregate     Aggregate_Func `protobuf:"varint,8,opt,name=aggregate,proto3,enum=millstream.v1.Aggregate_Func" json:"aggregate,omitempty"`
+	Aggregate Aggregate_Func `protobuf:"varint,8,opt,name=aggregate,proto3,enum=millstream.v1.Aggregate_Func" json:"aggregate,omitempty"`
+	// Anomaly detection: confidence in percent (1-100), the number of past
+	// events the model uses, and for SpikeAndDip "spikes", "dips" or
+	// "spikesanddips".
+	Confidence    float64 `protobuf:"fixed64,9,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	HistorySize   int64   `protobuf:"varint,10,opt,name=history_size,json=historySize,proto3" json:"history_size,omitempty"`
+	Mode          string  `protobuf:"bytes,11,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -975,6 +989,27 @@ func (x *Analytic) GetAggregate() Aggregate_Func {
 		return x.Aggregate
 	}
 	return Aggregate_FUNC_UNSPECIFIED
+}
+
+func (x *Analytic) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
+func (x *Analytic) GetHistorySize() int64 {
+	if x != nil {
+		return x.HistorySize
+	}
+	return 0
+}
+
+func (x *Analytic) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
 }
 
 type Projection struct {
@@ -1939,7 +1974,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x04Func\x12\x14\n" +
 	"\x10FUNC_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12GET_ARRAY_ELEMENTS\x10\x01\x12\x19\n" +
-	"\x15GET_RECORD_PROPERTIES\x10\x02\"\xb5\x03\n" +
+	"\x15GET_RECORD_PROPERTIES\x10\x02\"\xb1\x04\n" +
 	"\bAnalytic\x120\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x1c.millstream.v1.Analytic.FuncR\x04func\x12)\n" +
 	"\x05value\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x05value\x12\x16\n" +
@@ -1948,13 +1983,21 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\fpartition_by\x18\x05 \x03(\v2\x13.millstream.v1.ExprR\vpartitionBy\x12\x1a\n" +
 	"\bduration\x18\x06 \x01(\x03R\bduration\x12'\n" +
 	"\x04when\x18\a \x01(\v2\x13.millstream.v1.ExprR\x04when\x12;\n" +
-	"\taggregate\x18\b \x01(\x0e2\x1d.millstream.v1.Aggregate.FuncR\taggregate\"K\n" +
+	"\taggregate\x18\b \x01(\x0e2\x1d.millstream.v1.Aggregate.FuncR\taggregate\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\t \x01(\x01R\n" +
+	"confidence\x12!\n" +
+	"\fhistory_size\x18\n" +
+	" \x01(\x03R\vhistorySize\x12\x12\n" +
+	"\x04mode\x18\v \x01(\tR\x04mode\"p\n" +
 	"\x04Func\x12\x14\n" +
 	"\x10FUNC_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03LAG\x10\x01\x12\b\n" +
 	"\x04LAST\x10\x02\x12\v\n" +
 	"\aISFIRST\x10\x03\x12\r\n" +
-	"\tAGGREGATE\x10\x04\"|\n" +
+	"\tAGGREGATE\x10\x04\x12\x11\n" +
+	"\rSPIKE_AND_DIP\x10\x05\x12\x10\n" +
+	"\fCHANGE_POINT\x10\x06\"|\n" +
 	"\n" +
 	"Projection\x12/\n" +
 	"\x06column\x18\x01 \x01(\v2\x15.millstream.v1.ColumnH\x00R\x06column\x125\n" +

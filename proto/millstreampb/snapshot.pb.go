@@ -654,11 +654,13 @@ func (x *UnionSource) GetRows() []*RowState {
 // AnalyticPartition is the history one analytic function keeps for one
 // PARTITION BY key of one timeline, oldest first.
 type AnalyticPartition struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Timeline      int32                  `protobuf:"varint,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
-	Analytic      int32                  `protobuf:"varint,2,opt,name=analytic,proto3" json:"analytic,omitempty"`
-	Partition     []byte                 `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
-	Entries       []*AnalyticEntry       `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Timeline  int32                  `protobuf:"varint,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	Analytic  int32                  `protobuf:"varint,2,opt,name=analytic,proto3" json:"analytic,omitempty"`
+	Partition []byte                 `protobuf:"bytes,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Entries   []*AnalyticEntry       `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	// AnomalyDetection_ChangePoint: the running martingale.
+	Martingale    float64 `protobuf:"fixed64,5,opt,name=martingale,proto3" json:"martingale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -719,6 +721,13 @@ func (x *AnalyticPartition) GetEntries() []*AnalyticEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *AnalyticPartition) GetMartingale() float64 {
+	if x != nil {
+		return x.Martingale
+	}
+	return 0
 }
 
 type AnalyticEntry struct {
@@ -1461,12 +1470,15 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\amatched\x18\x02 \x01(\bR\amatched\"X\n" +
 	"\vUnionSource\x12\x1c\n" +
 	"\twatermark\x18\x01 \x01(\x03R\twatermark\x12+\n" +
-	"\x04rows\x18\x02 \x03(\v2\x17.millstream.v1.RowStateR\x04rows\"\xa1\x01\n" +
+	"\x04rows\x18\x02 \x03(\v2\x17.millstream.v1.RowStateR\x04rows\"\xc1\x01\n" +
 	"\x11AnalyticPartition\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\x05R\btimeline\x12\x1a\n" +
 	"\banalytic\x18\x02 \x01(\x05R\banalytic\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\fR\tpartition\x126\n" +
-	"\aentries\x18\x04 \x03(\v2\x1c.millstream.v1.AnalyticEntryR\aentries\"K\n" +
+	"\aentries\x18\x04 \x03(\v2\x1c.millstream.v1.AnalyticEntryR\aentries\x12\x1e\n" +
+	"\n" +
+	"martingale\x18\x05 \x01(\x01R\n" +
+	"martingale\"K\n" +
 	"\rAnalyticEntry\x12\x0e\n" +
 	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.millstream.v1.ValueR\x05value\"\x9a\x02\n" +
