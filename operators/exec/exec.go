@@ -236,6 +236,13 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 		}
 		var entry node = n
 		switch {
+		case st.Match != nil:
+			m, err := newMatchNode(ex, st, n)
+			if err != nil {
+				return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
+			}
+			entry = m
+			ex.stages = append(ex.stages, m)
 		case len(st.Applies) > 0:
 			if entry, err = newApplyNode(ex, st, n, n.analytics()); err != nil {
 				return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)

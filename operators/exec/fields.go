@@ -49,6 +49,9 @@ func neededFields(p *pb.Plan, in *pb.Input) (fields []string, all bool) {
 	}
 	visit(in.ProtoReflect())
 	for _, st := range p.Stages {
+		if st.Match != nil && strings.EqualFold(st.Source, in.Name) {
+			return nil, true // pattern variables read fields as Var.field
+		}
 		if st.Join != nil && strings.EqualFold(st.Join.Source, in.Name) {
 			return nil, true // the right side of a join: keep everything
 		}

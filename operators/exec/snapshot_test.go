@@ -140,6 +140,9 @@ func TestExecSnapshotStatefulOperators(t *testing.T) {
 		"union": `SELECT k, v AS x FROM a TIMESTAMP BY t UNION SELECT k, w AS x FROM b TIMESTAMP BY t`,
 		"anomaly": `SELECT k, AnomalyDetection_ChangePoint(v, 90, 10) OVER (PARTITION BY k LIMIT DURATION(minute, 5)) AS cp,
 			AnomalyDetection_SpikeAndDip(v, 80, 10, 'spikesanddips') OVER (LIMIT DURATION(minute, 5)) AS sd FROM a TIMESTAMP BY t`,
+		"match": `SELECT * FROM a TIMESTAMP BY t MATCH_RECOGNIZE (LIMIT DURATION(second, 20) PARTITION BY k
+			MEASURES First(Lo.v) AS lo, Last(Hi.v) AS hi, Hi.t AS at AFTER MATCH SKIP TO NEXT ROW
+			PATTERN (Lo+ Hi{2,}) DEFINE Lo AS Lo.v < 5, Hi AS Hi.v >= 5) AS m`,
 		"over": `SELECT k, SUM(v) OVER (PARTITION BY k LIMIT DURATION(second, 10)) AS s,
 			LAG(v, 2, -1) OVER (PARTITION BY k LIMIT DURATION(second, 30)) AS l, ISFIRST(second, 15) OVER (PARTITION BY k) AS f FROM a TIMESTAMP BY t`,
 	}

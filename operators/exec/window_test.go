@@ -306,3 +306,23 @@ func TestExecHoppingMergesCollections(t *testing.T) {
 		`20 {"vals":[5],"top":[{"rank":1,"value":5}]}`,
 	}, got)
 }
+
+func TestExecMatchRecognize(t *testing.T) {
+	q := `SELECT * FROM i TIMESTAMP BY t MATCH_RECOGNIZE (
+		LIMIT DURATION(minute, 1) PARTITION BY k
+		MEASURES First(B.v) AS f, Last(B.v) AS l, Max(B.v) AS mx, C.v AS c, A.k AS k
+		AFTER MATCH SKIP PAST LAST ROW
+		PATTERN (A B+ C?)
+		DEFINE A AS A.v = 1, B AS B.v > 1 AND B.v < 9, C AS C.v = 9) AS m`
+	var events []string
+	for i, v := range []int{1, 2, 3, 9, 1, 5, 7} {
+		events = append(events, ev(float64(i+1), fmt.Sprintf(`"k":"x","v":%d`, v)))
+	}
+	got := newHarness(t, q, exec.Options{}).feed(events...).flush()
+	require.Equal(t, []string{`4 {"f":2,"l":3,"mx":3,"c":9,"k":"x"}`, `7 {"f":5,"l":7,"mx":7,"c":null,"k":"x"}`}, got)
+
+	// The duration bounds a match: B rows more than a minute after A do not count.
+	late := []string{ev(1, `"k":"y","v":1`), ev(2, `"k":"y","v":2`), ev(100, `"k":"y","v":3`)}
+	got = newHarness(t, q, exec.Options{}).feed(late...).flush()
+	require.Equal(t, []string{`2 {"f":2,"l":2,"mx":2,"c":null,"k":"y"}`}, got)
+}

@@ -140,6 +140,10 @@ type stageCtx struct {
 	rightAlias, rightName string
 	rightField            string // the alias as written
 	streamJoin            bool
+	// MATCH_RECOGNIZE: pattern variables (lower case) while converting its
+	// MEASURES and DEFINE, and the plan message being built.
+	mrVars map[string]bool
+	mr     *pb.MatchRecognize
 }
 
 func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
@@ -156,6 +160,15 @@ func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
 		b.useInput(src, c)
 	}
 	st.SourceAlias = src.Alias
+	if src.Match != nil {
+		if sel.Join != nil || len(src.Applies) > 0 {
+			b.failAt(src.Match.Pos, "MATCH_RECOGNIZE cannot be combined with JOIN or APPLY in one SELECT")
+		}
+		st.Match = c.matchRecognize(src.Match)
+		if src.Match.Alias != "" {
+			c.alias = strings.ToLower(src.Match.Alias)
+		}
+	}
 	if sel.Join != nil {
 		if len(src.Applies) > 0 {
 			b.failAt(sel.Join.Pos, "APPLY and JOIN in one SELECT are not supported: apply in a WITH step first")
@@ -638,6 +651,11 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 			}
 			return call("datediff", lit(value.Str(strings.ToLower(id.Parts[0]))),
 				&pb.Expr{Kind: &pb.Expr_JoinSideTime{JoinSideTime: a}}, &pb.Expr{Kind: &pb.Expr_JoinSideTime{JoinSideTime: b}})
+		}
+	}
+	if c.mrVars != nil {
+		if fn, ok := matchAggFuncs[name]; ok {
+			return c.matchAggregate(x, fn)
 		}
 	}
 	if name == "system.timestamp" {
@@ -1132,4 +1150,75 @@ func flip(op string) string {
 		return "<="
 	}
 	return op
+}
+
+var matchAggFuncs = map[string]pb.MatchAggregate_Func{
+	"first": pb.MatchAggregate_FIRST, "last": pb.MatchAggregate_LAST, "min": pb.MatchAggregate_MIN, "max": pb.MatchAggregate_MAX,
+}
+
+// matchRecognize plans MATCH_RECOGNIZE. Inside MEASURES and DEFINE,
+// Var.field reads the field of the variable's last row (of the current row
+// for the variable being defined), and First/Last/Min/Max(Var.field)
+// aggregate over all of the variable's rows.
+func (c *stageCtx) matchRecognize(m *sql.MatchRecognize) *pb.MatchRecognize {
+	out := &pb.MatchRecognize{SkipPastLast: m.SkipPastLast}
+	if len(m.Limit.Args) != 2 {
+		c.b.failAt(m.Limit.P, "DURATION takes (unit, n)")
+	}
+	id, ok := m.Limit.Args[0].(*sql.Ident)
+	if !ok {
+		c.b.failAt(m.Limit.Args[0].Position(), "expected a time unit")
+	}
+	out.Duration = c.count(m.Limit.Args[1], c.unit(id))
+	if out.Duration <= 0 || out.Duration > maxWindow {
+		c.b.failAt(m.Limit.P, "LIMIT DURATION must be positive and at most 7 days")
+	}
+	for _, p := range m.PartitionBy {
+		out.PartitionBy = append(out.PartitionBy, c.row(p))
+	}
+	c.mrVars = map[string]bool{}
+	var collect func(p *sql.Pattern) *pb.PatternNode
+	collect = func(p *sql.Pattern) *pb.PatternNode {
+		n := &pb.PatternNode{Kind: pb.PatternNode_Kind(p.Kind), Var: p.Var, Min: int32(p.Min), Max: int32(p.Max)}
+		if p.Kind == sql.PatVar {
+			c.mrVars[strings.ToLower(p.Var)] = true
+		}
+		for _, it := range p.Items {
+			n.Items = append(n.Items, collect(it))
+		}
+		return n
+	}
+	out.Pattern = collect(m.Pattern)
+	c.mr = out
+	defer func() { c.mrVars, c.mr = nil, nil }()
+	for _, d := range m.Define {
+		if !c.mrVars[strings.ToLower(d.Var)] {
+			c.b.failAt(d.Pos, "DEFINE %s: %s is not a variable of the PATTERN", d.Var, d.Var)
+		}
+		out.Define = append(out.Define, &pb.MatchDefine{Var: d.Var, Cond: c.row(d.Cond)})
+	}
+	if len(m.Measures) == 0 {
+		c.b.failAt(m.Pos, "MATCH_RECOGNIZE needs MEASURES")
+	}
+	for _, it := range m.Measures {
+		out.Measures = append(out.Measures, &pb.Column{Name: it.Alias, Expr: c.row(it.Expr)})
+	}
+	return out
+}
+
+func (c *stageCtx) matchAggregate(x *sql.Call, fn pb.MatchAggregate_Func) *pb.Expr {
+	if len(x.Args) != 1 || x.Star || x.Distinct || x.Over != nil {
+		c.b.failAt(x.P, "%s takes one Variable.field argument in MATCH_RECOGNIZE", strings.ToUpper(x.Name))
+	}
+	varName := ""
+	walk(x.Args[0], func(e sql.Expr) {
+		if id, ok := e.(*sql.Ident); ok && len(id.Parts) > 1 && c.mrVars[strings.ToLower(id.Parts[0])] && varName == "" {
+			varName = id.Parts[0]
+		}
+	})
+	if varName == "" {
+		c.b.failAt(x.Args[0].Position(), "%s needs a pattern variable, as in %s(Var.field)", strings.ToUpper(x.Name), x.Name)
+	}
+	c.mr.Aggregates = append(c.mr.Aggregates, &pb.MatchAggregate{Func: fn, Var: varName, Arg: c.row(x.Args[0])})
+	return &pb.Expr{Kind: &pb.Expr_Aggregate{Aggregate: int32(len(c.mr.Aggregates) - 1)}}
 }

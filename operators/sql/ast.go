@@ -84,6 +84,41 @@ type Source struct {
 	Over        []Expr
 	PartitionBy []Expr
 	Applies     []*Apply
+	Match       *MatchRecognize
+}
+
+// MatchRecognize is MATCH_RECOGNIZE ( ... ) on a source.
+type MatchRecognize struct {
+	Pos          Pos
+	Limit        *Call
+	PartitionBy  []Expr
+	Measures     []*SelectItem
+	SkipPastLast bool
+	Pattern      *Pattern
+	Define       []*Define
+	Alias        string
+}
+
+// Define is one DEFINE variable AS condition.
+type Define struct {
+	Pos  Pos
+	Var  string
+	Cond Expr
+}
+
+// Pattern kinds.
+const (
+	PatVar = iota
+	PatSeq
+	PatAlt
+)
+
+// Pattern is a node of a MATCH_RECOGNIZE PATTERN.
+type Pattern struct {
+	Kind     int
+	Var      string
+	Items    []*Pattern
+	Min, Max int // quantifier; Max < 0: unbounded
 }
 
 // Expr is an expression node.

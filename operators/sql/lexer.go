@@ -209,7 +209,7 @@ func (l *lexer) token() (Token, error) {
 			return Token{Kind: TokOp, Text: op, Pos: p}, nil
 		}
 	}
-	if strings.IndexByte("(),.;*+-/%&|^~=<>", c) >= 0 {
+	if strings.IndexByte("(),.;*+-/%&|^~=<>{}?", c) >= 0 {
 		l.advance(1)
 		return Token{Kind: TokOp, Text: string(c), Pos: p}, nil
 	}

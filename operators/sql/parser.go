@@ -2,6 +2,7 @@ package sql
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -453,6 +454,11 @@ func (p *parser) source() *Source {
 					}
 				}
 			}
+		case p.isKw("match_recognize"):
+			if src.Match != nil {
+				p.fail("MATCH_RECOGNIZE is given twice")
+			}
+			src.Match = p.matchRecognize()
 		default:
 			return src
 		}
@@ -794,4 +800,166 @@ func (p *parser) caseExpr() Expr {
 	}
 	p.expectKw("end")
 	return c
+}
+
+// matchRecognize parses MATCH_RECOGNIZE ( LIMIT DURATION(u, n)
+// [PARTITION BY ...] MEASURES m AS name, ... [AFTER MATCH SKIP TO NEXT ROW |
+// SKIP PAST LAST ROW] PATTERN (regex) DEFINE v AS cond, ... ) [AS alias].
+func (p *parser) matchRecognize() *MatchRecognize {
+	m := &MatchRecognize{Pos: p.next().Pos}
+	p.expectOp("(")
+	for !p.isOp(")") {
+		switch {
+		case p.isKw("limit"):
+			p.next()
+			if !p.isKw("duration") {
+				p.fail("expected DURATION after LIMIT")
+			}
+			t := p.next()
+			m.Limit = p.call(&Ident{P: t.Pos, Parts: []string{t.Text}}).(*Call)
+		case p.isKw("partition"):
+			p.next()
+			p.expectKw("by")
+			for {
+				m.PartitionBy = append(m.PartitionBy, p.expr())
+				if !p.acceptOp(",") {
+					break
+				}
+			}
+		case p.isKwAt(0, "measures"):
+			p.next()
+			for {
+				e := p.expr()
+				p.expectKw("as")
+				m.Measures = append(m.Measures, &SelectItem{Pos: e.Position(), Expr: e, Alias: p.aliasAfterAs()})
+				if !p.acceptOp(",") {
+					break
+				}
+			}
+		case p.isKwAt(0, "after"):
+			p.next()
+			if !p.isKwAt(0, "match") {
+				p.fail("expected MATCH after AFTER")
+			}
+			p.next()
+			if !p.isKwAt(0, "skip") {
+				p.fail("expected SKIP")
+			}
+			p.next()
+			switch {
+			case p.isKw("to"):
+				p.next()
+				if !p.isKwAt(0, "next") || !p.isKwAt(1, "row") {
+					p.fail("expected NEXT ROW")
+				}
+				p.next()
+				p.next()
+			case p.isKwAt(0, "past"):
+				p.next()
+				if !p.isKwAt(0, "last") || !p.isKwAt(1, "row") {
+					p.fail("expected LAST ROW")
+				}
+				p.next()
+				p.next()
+				m.SkipPastLast = true
+			default:
+				p.fail("expected TO NEXT ROW or PAST LAST ROW")
+			}
+		case p.isKwAt(0, "pattern"):
+			p.next()
+			p.expectOp("(")
+			m.Pattern = p.patternAlt()
+			p.expectOp(")")
+		case p.isKwAt(0, "define"):
+			p.next()
+			for {
+				name, pos := p.name("a pattern variable")
+				p.expectKw("as")
+				m.Define = append(m.Define, &Define{Pos: pos, Var: name, Cond: p.expr()})
+				if !p.acceptOp(",") {
+					break
+				}
+			}
+		default:
+			p.fail("expected LIMIT DURATION, PARTITION BY, MEASURES, AFTER MATCH, PATTERN, DEFINE or ')' in MATCH_RECOGNIZE")
+		}
+	}
+	p.next()
+	if p.acceptKw("as") {
+		m.Alias = p.aliasAfterAs()
+	} else if p.isName() {
+		m.Alias, _ = p.name("an alias")
+	}
+	if m.Pattern == nil {
+		p.failAt(m.Pos, "MATCH_RECOGNIZE needs a PATTERN")
+	}
+	if m.Limit == nil {
+		p.failAt(m.Pos, "MATCH_RECOGNIZE needs LIMIT DURATION(unit, n)")
+	}
+	return m
+}
+
+// patternAlt parses a|b|c of a PATTERN.
+func (p *parser) patternAlt() *Pattern {
+	p.depth++
+	if p.depth > maxDepth {
+		p.fail("pattern nested too deeply")
+	}
+	defer func() { p.depth-- }()
+	alt := &Pattern{Kind: PatAlt, Min: 1, Max: 1}
+	for {
+		seq := &Pattern{Kind: PatSeq, Min: 1, Max: 1}
+		for !p.isOp(")") && !p.isOp("|") && p.peek().Kind != TokEOF {
+			seq.Items = append(seq.Items, p.patternItem())
+		}
+		if len(seq.Items) == 0 {
+			p.fail("expected a pattern variable")
+		}
+		alt.Items = append(alt.Items, seq)
+		if !p.acceptOp("|") {
+			break
+		}
+	}
+	if len(alt.Items) == 1 {
+		return alt.Items[0]
+	}
+	return alt
+}
+
+func (p *parser) patternItem() *Pattern {
+	var it *Pattern
+	if p.acceptOp("(") {
+		it = p.patternAlt()
+		p.expectOp(")")
+	} else {
+		name, _ := p.name("a pattern variable")
+		it = &Pattern{Kind: PatVar, Var: name}
+	}
+	it.Min, it.Max = 1, 1
+	switch {
+	case p.acceptOp("*"):
+		it.Min, it.Max = 0, -1
+	case p.acceptOp("+"):
+		it.Min, it.Max = 1, -1
+	case p.acceptOp("?"):
+		it.Min, it.Max = 0, 1
+	case p.acceptOp("{"):
+		lo := p.next()
+		if lo.Kind != TokNumber {
+			p.fail("expected a count in {n,m}")
+		}
+		n, _ := strconv.Atoi(lo.Text)
+		it.Min, it.Max = n, n
+		if p.acceptOp(",") {
+			it.Max = -1
+			if p.peek().Kind == TokNumber {
+				it.Max, _ = strconv.Atoi(p.next().Text)
+			}
+		}
+		p.expectOp("}")
+		if it.Max >= 0 && it.Max < it.Min {
+			p.fail("the pattern count {n,m} needs n <= m")
+		}
+	}
+	return it
 }

@@ -91,6 +91,11 @@ func FuzzParse(f *testing.F) {
 		"SELECT CASE WHEN a LIKE 'x%' THEN CAST(b AS bigint) ELSE NULL END FROM i WHERE c IN (1, 2) AND d BETWEEN 1 AND 3",
 		"SELECT [a b], \"c\", s.d.[0] FROM i s TIMESTAMP BY e OVER f",
 		"SELECT DATEADD(hour, 1, t) FROM i /* c */ -- d",
+		"SELECT a.x, b.y FROM a TIMESTAMP BY t LEFT JOIN b TIMESTAMP BY t ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+		"SELECT i.d, e.ArrayValue FROM i CROSS APPLY GetArrayElements(i.arr) AS e UNION ALL (SELECT d, v FROM j)",
+		"CREATE TABLE i (a bigint, b nvarchar(max)); SELECT LAG(a, 2, 0) OVER (PARTITION BY b LIMIT DURATION(hour, 1) WHEN a > 0) FROM i",
+		"SELECT CollectTop(2, v) OVER (ORDER BY v DESC, w) FROM i GROUP BY TumblingWindow(second, 5)",
+		"SELECT * FROM i MATCH_RECOGNIZE (LIMIT DURATION(minute, 1) MEASURES First(A.x) AS f PATTERN (A+ (B | C){2,3} D?) DEFINE A AS A.x > 1) AS m",
 	} {
 		f.Add(s)
 	}

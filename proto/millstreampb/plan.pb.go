@@ -21,6 +21,107 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PatternNode_Kind int32
+
+const (
+	PatternNode_VAR PatternNode_Kind = 0
+	PatternNode_SEQ PatternNode_Kind = 1
+	PatternNode_ALT PatternNode_Kind = 2
+)
+
+// Enum value maps for PatternNode_Kind.
+var (
+	PatternNode_Kind_name = map[int32]string{
+		0: "VAR",
+		1: "SEQ",
+		2: "ALT",
+	}
+	PatternNode_Kind_value = map[string]int32{
+		"VAR": 0,
+		"SEQ": 1,
+		"ALT": 2,
+	}
+)
+
+func (x PatternNode_Kind) Enum() *PatternNode_Kind {
+	p := new(PatternNode_Kind)
+	*p = x
+	return p
+}
+
+func (x PatternNode_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PatternNode_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+}
+
+func (PatternNode_Kind) Type() protoreflect.EnumType {
+	return &file_millstream_v1_plan_proto_enumTypes[0]
+}
+
+func (x PatternNode_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PatternNode_Kind.Descriptor instead.
+func (PatternNode_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6, 0}
+}
+
+type MatchAggregate_Func int32
+
+const (
+	MatchAggregate_FIRST MatchAggregate_Func = 0
+	MatchAggregate_LAST  MatchAggregate_Func = 1
+	MatchAggregate_MIN   MatchAggregate_Func = 2
+	MatchAggregate_MAX   MatchAggregate_Func = 3
+)
+
+// Enum value maps for MatchAggregate_Func.
+var (
+	MatchAggregate_Func_name = map[int32]string{
+		0: "FIRST",
+		1: "LAST",
+		2: "MIN",
+		3: "MAX",
+	}
+	MatchAggregate_Func_value = map[string]int32{
+		"FIRST": 0,
+		"LAST":  1,
+		"MIN":   2,
+		"MAX":   3,
+	}
+)
+
+func (x MatchAggregate_Func) Enum() *MatchAggregate_Func {
+	p := new(MatchAggregate_Func)
+	*p = x
+	return p
+}
+
+func (x MatchAggregate_Func) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MatchAggregate_Func) Descriptor() protoreflect.EnumDescriptor {
+	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
+}
+
+func (MatchAggregate_Func) Type() protoreflect.EnumType {
+	return &file_millstream_v1_plan_proto_enumTypes[1]
+}
+
+func (x MatchAggregate_Func) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MatchAggregate_Func.Descriptor instead.
+func (MatchAggregate_Func) EnumDescriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8, 0}
+}
+
 type Apply_Func int32
 
 const (
@@ -56,11 +157,11 @@ func (x Apply_Func) String() string {
 }
 
 func (Apply_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
 }
 
 func (Apply_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[0]
+	return &file_millstream_v1_plan_proto_enumTypes[2]
 }
 
 func (x Apply_Func) Number() protoreflect.EnumNumber {
@@ -69,7 +170,7 @@ func (x Apply_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Apply_Func.Descriptor instead.
 func (Apply_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type Analytic_Func int32
@@ -121,11 +222,11 @@ func (x Analytic_Func) String() string {
 }
 
 func (Analytic_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[3].Descriptor()
 }
 
 func (Analytic_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[1]
+	return &file_millstream_v1_plan_proto_enumTypes[3]
 }
 
 func (x Analytic_Func) Number() protoreflect.EnumNumber {
@@ -134,7 +235,7 @@ func (x Analytic_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Analytic_Func.Descriptor instead.
 func (Analytic_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Window_Kind int32
@@ -180,11 +281,11 @@ func (x Window_Kind) String() string {
 }
 
 func (Window_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[4].Descriptor()
 }
 
 func (Window_Kind) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[2]
+	return &file_millstream_v1_plan_proto_enumTypes[4]
 }
 
 func (x Window_Kind) Number() protoreflect.EnumNumber {
@@ -193,7 +294,7 @@ func (x Window_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Window_Kind.Descriptor instead.
 func (Window_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type Aggregate_Func int32
@@ -269,11 +370,11 @@ func (x Aggregate_Func) String() string {
 }
 
 func (Aggregate_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[3].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[5].Descriptor()
 }
 
 func (Aggregate_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[3]
+	return &file_millstream_v1_plan_proto_enumTypes[5]
 }
 
 func (x Aggregate_Func) Number() protoreflect.EnumNumber {
@@ -282,7 +383,7 @@ func (x Aggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Aggregate_Func.Descriptor instead.
 func (Aggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16, 0}
 }
 
 // Plan is a compiled query: the stream inputs it reads, the stages that
@@ -572,8 +673,11 @@ type Stage struct {
 	Applies []*Apply `protobuf:"bytes,11,rep,name=applies,proto3" json:"applies,omitempty"`
 	// A UNION stage: its rows are the rows of these stages merged in time
 	// order (duplicates kept). Such a stage has no source and no clauses.
-	Union         []string `protobuf:"bytes,12,rep,name=union,proto3" json:"union,omitempty"`
-	Join          *Join    `protobuf:"bytes,13,opt,name=join,proto3" json:"join,omitempty"`
+	Union []string `protobuf:"bytes,12,rep,name=union,proto3" json:"union,omitempty"`
+	Join  *Join    `protobuf:"bytes,13,opt,name=join,proto3" json:"join,omitempty"`
+	// MATCH_RECOGNIZE on the source: the stage's rows are the MEASURES of
+	// each match.
+	Match         *MatchRecognize `protobuf:"bytes,14,opt,name=match,proto3" json:"match,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -699,6 +803,297 @@ func (x *Stage) GetJoin() *Join {
 	return nil
 }
 
+func (x *Stage) GetMatch() *MatchRecognize {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+type MatchRecognize struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// LIMIT DURATION: a match spans at most this many ticks.
+	Duration     int64          `protobuf:"varint,1,opt,name=duration,proto3" json:"duration,omitempty"`
+	PartitionBy  []*Expr        `protobuf:"bytes,2,rep,name=partition_by,json=partitionBy,proto3" json:"partition_by,omitempty"`
+	Measures     []*Column      `protobuf:"bytes,3,rep,name=measures,proto3" json:"measures,omitempty"`
+	SkipPastLast bool           `protobuf:"varint,4,opt,name=skip_past_last,json=skipPastLast,proto3" json:"skip_past_last,omitempty"`
+	Pattern      *PatternNode   `protobuf:"bytes,5,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	Define       []*MatchDefine `protobuf:"bytes,6,rep,name=define,proto3" json:"define,omitempty"`
+	// First/Last/Min/Max over the rows of one variable, referenced by
+	// Expr.aggregate inside measures and DEFINE conditions.
+	Aggregates    []*MatchAggregate `protobuf:"bytes,7,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchRecognize) Reset() {
+	*x = MatchRecognize{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchRecognize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchRecognize) ProtoMessage() {}
+
+func (x *MatchRecognize) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchRecognize.ProtoReflect.Descriptor instead.
+func (*MatchRecognize) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MatchRecognize) GetDuration() int64 {
+	if x != nil {
+		return x.Duration
+	}
+	return 0
+}
+
+func (x *MatchRecognize) GetPartitionBy() []*Expr {
+	if x != nil {
+		return x.PartitionBy
+	}
+	return nil
+}
+
+func (x *MatchRecognize) GetMeasures() []*Column {
+	if x != nil {
+		return x.Measures
+	}
+	return nil
+}
+
+func (x *MatchRecognize) GetSkipPastLast() bool {
+	if x != nil {
+		return x.SkipPastLast
+	}
+	return false
+}
+
+func (x *MatchRecognize) GetPattern() *PatternNode {
+	if x != nil {
+		return x.Pattern
+	}
+	return nil
+}
+
+func (x *MatchRecognize) GetDefine() []*MatchDefine {
+	if x != nil {
+		return x.Define
+	}
+	return nil
+}
+
+func (x *MatchRecognize) GetAggregates() []*MatchAggregate {
+	if x != nil {
+		return x.Aggregates
+	}
+	return nil
+}
+
+type PatternNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  PatternNode_Kind       `protobuf:"varint,1,opt,name=kind,proto3,enum=millstream.v1.PatternNode_Kind" json:"kind,omitempty"`
+	Var   string                 `protobuf:"bytes,2,opt,name=var,proto3" json:"var,omitempty"`
+	Items []*PatternNode         `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
+	Min   int32                  `protobuf:"varint,4,opt,name=min,proto3" json:"min,omitempty"`
+	// -1: unbounded.
+	Max           int32 `protobuf:"varint,5,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatternNode) Reset() {
+	*x = PatternNode{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatternNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatternNode) ProtoMessage() {}
+
+func (x *PatternNode) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatternNode.ProtoReflect.Descriptor instead.
+func (*PatternNode) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PatternNode) GetKind() PatternNode_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return PatternNode_VAR
+}
+
+func (x *PatternNode) GetVar() string {
+	if x != nil {
+		return x.Var
+	}
+	return ""
+}
+
+func (x *PatternNode) GetItems() []*PatternNode {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *PatternNode) GetMin() int32 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *PatternNode) GetMax() int32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+type MatchDefine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Var           string                 `protobuf:"bytes,1,opt,name=var,proto3" json:"var,omitempty"`
+	Cond          *Expr                  `protobuf:"bytes,2,opt,name=cond,proto3" json:"cond,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchDefine) Reset() {
+	*x = MatchDefine{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchDefine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchDefine) ProtoMessage() {}
+
+func (x *MatchDefine) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchDefine.ProtoReflect.Descriptor instead.
+func (*MatchDefine) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MatchDefine) GetVar() string {
+	if x != nil {
+		return x.Var
+	}
+	return ""
+}
+
+func (x *MatchDefine) GetCond() *Expr {
+	if x != nil {
+		return x.Cond
+	}
+	return nil
+}
+
+type MatchAggregate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Func          MatchAggregate_Func    `protobuf:"varint,1,opt,name=func,proto3,enum=millstream.v1.MatchAggregate_Func" json:"func,omitempty"`
+	Var           string                 `protobuf:"bytes,2,opt,name=var,proto3" json:"var,omitempty"`
+	Arg           *Expr                  `protobuf:"bytes,3,opt,name=arg,proto3" json:"arg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchAggregate) Reset() {
+	*x = MatchAggregate{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchAggregate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchAggregate) ProtoMessage() {}
+
+func (x *MatchAggregate) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchAggregate.ProtoReflect.Descriptor instead.
+func (*MatchAggregate) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MatchAggregate) GetFunc() MatchAggregate_Func {
+	if x != nil {
+		return x.Func
+	}
+	return MatchAggregate_FIRST
+}
+
+func (x *MatchAggregate) GetVar() string {
+	if x != nil {
+		return x.Var
+	}
+	return ""
+}
+
+func (x *MatchAggregate) GetArg() *Expr {
+	if x != nil {
+		return x.Arg
+	}
+	return nil
+}
+
 // Join joins the stage's source (the left side) with a reference input or
 // with another stream. In a join stage a row has the left fields, then the
 // right fields whose names the left does not use, and a field named by the
@@ -725,7 +1120,7 @@ type Join struct {
 
 func (x *Join) Reset() {
 	*x = Join{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +1132,7 @@ func (x *Join) String() string {
 func (*Join) ProtoMessage() {}
 
 func (x *Join) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +1145,7 @@ func (x *Join) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Join.ProtoReflect.Descriptor instead.
 func (*Join) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Join) GetSource() string {
@@ -822,7 +1217,7 @@ type Apply struct {
 
 func (x *Apply) Reset() {
 	*x = Apply{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1229,7 @@ func (x *Apply) String() string {
 func (*Apply) ProtoMessage() {}
 
 func (x *Apply) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1242,7 @@ func (x *Apply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Apply.ProtoReflect.Descriptor instead.
 func (*Apply) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Apply) GetFunc() Apply_Func {
@@ -907,7 +1302,7 @@ type Analytic struct {
 
 func (x *Analytic) Reset() {
 	*x = Analytic{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1314,7 @@ func (x *Analytic) String() string {
 func (*Analytic) ProtoMessage() {}
 
 func (x *Analytic) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1327,7 @@ func (x *Analytic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analytic.ProtoReflect.Descriptor instead.
 func (*Analytic) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Analytic) GetFunc() Analytic_Func {
@@ -1025,7 +1420,7 @@ type Projection struct {
 
 func (x *Projection) Reset() {
 	*x = Projection{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1432,7 @@ func (x *Projection) String() string {
 func (*Projection) ProtoMessage() {}
 
 func (x *Projection) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1445,7 @@ func (x *Projection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Projection.ProtoReflect.Descriptor instead.
 func (*Projection) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Projection) GetKind() isProjection_Kind {
@@ -1105,7 +1500,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1512,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1525,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Column) GetName() string {
@@ -1156,7 +1551,7 @@ type Wildcard struct {
 
 func (x *Wildcard) Reset() {
 	*x = Wildcard{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1563,7 @@ func (x *Wildcard) String() string {
 func (*Wildcard) ProtoMessage() {}
 
 func (x *Wildcard) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1576,7 @@ func (x *Wildcard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wildcard.ProtoReflect.Descriptor instead.
 func (*Wildcard) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Wildcard) GetPath() []string {
@@ -1208,7 +1603,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1615,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1628,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Window) GetKind() Window_Kind {
@@ -1300,7 +1695,7 @@ type Aggregate struct {
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1707,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1720,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Aggregate) GetFunc() Aggregate_Func {
@@ -1380,7 +1775,7 @@ type OrderKey struct {
 
 func (x *OrderKey) Reset() {
 	*x = OrderKey{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1787,7 @@ func (x *OrderKey) String() string {
 func (*OrderKey) ProtoMessage() {}
 
 func (x *OrderKey) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1800,7 @@ func (x *OrderKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderKey.ProtoReflect.Descriptor instead.
 func (*OrderKey) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OrderKey) GetExpr() *Expr {
@@ -1432,7 +1827,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1839,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1852,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Output) GetName() string {
@@ -1496,7 +1891,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1903,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1916,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -1704,7 +2099,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +2111,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +2124,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -1759,7 +2154,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[17]
+	mi := &file_millstream_v1_plan_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2166,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[17]
+	mi := &file_millstream_v1_plan_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2179,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Call) GetFunc() string {
@@ -1813,7 +2208,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[18]
+	mi := &file_millstream_v1_plan_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2220,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[18]
+	mi := &file_millstream_v1_plan_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2233,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -1872,7 +2267,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[19]
+	mi := &file_millstream_v1_plan_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2279,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[19]
+	mi := &file_millstream_v1_plan_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2292,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{19}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -1937,7 +2332,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x05Input\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\ftimestamp_by\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\vtimestampBy\x12'\n" +
-	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\xae\x04\n" +
+	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\xe3\x04\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12!\n" +
@@ -1955,7 +2350,40 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	" \x03(\v2\x17.millstream.v1.AnalyticR\tanalytics\x12.\n" +
 	"\aapplies\x18\v \x03(\v2\x14.millstream.v1.ApplyR\aapplies\x12\x14\n" +
 	"\x05union\x18\f \x03(\tR\x05union\x12'\n" +
-	"\x04join\x18\r \x01(\v2\x13.millstream.v1.JoinR\x04join\"\xf1\x01\n" +
+	"\x04join\x18\r \x01(\v2\x13.millstream.v1.JoinR\x04join\x123\n" +
+	"\x05match\x18\x0e \x01(\v2\x1d.millstream.v1.MatchRecognizeR\x05match\"\xe6\x02\n" +
+	"\x0eMatchRecognize\x12\x1a\n" +
+	"\bduration\x18\x01 \x01(\x03R\bduration\x126\n" +
+	"\fpartition_by\x18\x02 \x03(\v2\x13.millstream.v1.ExprR\vpartitionBy\x121\n" +
+	"\bmeasures\x18\x03 \x03(\v2\x15.millstream.v1.ColumnR\bmeasures\x12$\n" +
+	"\x0eskip_past_last\x18\x04 \x01(\bR\fskipPastLast\x124\n" +
+	"\apattern\x18\x05 \x01(\v2\x1a.millstream.v1.PatternNodeR\apattern\x122\n" +
+	"\x06define\x18\x06 \x03(\v2\x1a.millstream.v1.MatchDefineR\x06define\x12=\n" +
+	"\n" +
+	"aggregates\x18\a \x03(\v2\x1d.millstream.v1.MatchAggregateR\n" +
+	"aggregates\"\xcd\x01\n" +
+	"\vPatternNode\x123\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.millstream.v1.PatternNode.KindR\x04kind\x12\x10\n" +
+	"\x03var\x18\x02 \x01(\tR\x03var\x120\n" +
+	"\x05items\x18\x03 \x03(\v2\x1a.millstream.v1.PatternNodeR\x05items\x12\x10\n" +
+	"\x03min\x18\x04 \x01(\x05R\x03min\x12\x10\n" +
+	"\x03max\x18\x05 \x01(\x05R\x03max\"!\n" +
+	"\x04Kind\x12\a\n" +
+	"\x03VAR\x10\x00\x12\a\n" +
+	"\x03SEQ\x10\x01\x12\a\n" +
+	"\x03ALT\x10\x02\"H\n" +
+	"\vMatchDefine\x12\x10\n" +
+	"\x03var\x18\x01 \x01(\tR\x03var\x12'\n" +
+	"\x04cond\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x04cond\"\xb0\x01\n" +
+	"\x0eMatchAggregate\x126\n" +
+	"\x04func\x18\x01 \x01(\x0e2\".millstream.v1.MatchAggregate.FuncR\x04func\x12\x10\n" +
+	"\x03var\x18\x02 \x01(\tR\x03var\x12%\n" +
+	"\x03arg\x18\x03 \x01(\v2\x13.millstream.v1.ExprR\x03arg\"-\n" +
+	"\x04Func\x12\t\n" +
+	"\x05FIRST\x10\x00\x12\b\n" +
+	"\x04LAST\x10\x01\x12\a\n" +
+	"\x03MIN\x10\x02\x12\a\n" +
+	"\x03MAX\x10\x03\"\xf1\x01\n" +
 	"\x04Join\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x12\x1d\n" +
@@ -2095,85 +2523,102 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_plan_proto_rawDescData
 }
 
-var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_millstream_v1_plan_proto_goTypes = []any{
-	(Apply_Func)(0),      // 0: millstream.v1.Apply.Func
-	(Analytic_Func)(0),   // 1: millstream.v1.Analytic.Func
-	(Window_Kind)(0),     // 2: millstream.v1.Window.Kind
-	(Aggregate_Func)(0),  // 3: millstream.v1.Aggregate.Func
-	(*Plan)(nil),         // 4: millstream.v1.Plan
-	(*Schema)(nil),       // 5: millstream.v1.Schema
-	(*SchemaColumn)(nil), // 6: millstream.v1.SchemaColumn
-	(*Input)(nil),        // 7: millstream.v1.Input
-	(*Stage)(nil),        // 8: millstream.v1.Stage
-	(*Join)(nil),         // 9: millstream.v1.Join
-	(*Apply)(nil),        // 10: millstream.v1.Apply
-	(*Analytic)(nil),     // 11: millstream.v1.Analytic
-	(*Projection)(nil),   // 12: millstream.v1.Projection
-	(*Column)(nil),       // 13: millstream.v1.Column
-	(*Wildcard)(nil),     // 14: millstream.v1.Wildcard
-	(*Window)(nil),       // 15: millstream.v1.Window
-	(*Aggregate)(nil),    // 16: millstream.v1.Aggregate
-	(*OrderKey)(nil),     // 17: millstream.v1.OrderKey
-	(*Output)(nil),       // 18: millstream.v1.Output
-	(*Expr)(nil),         // 19: millstream.v1.Expr
-	(*FieldRef)(nil),     // 20: millstream.v1.FieldRef
-	(*Call)(nil),         // 21: millstream.v1.Call
-	(*Case)(nil),         // 22: millstream.v1.Case
-	(*When)(nil),         // 23: millstream.v1.When
-	(*Value)(nil),        // 24: millstream.v1.Value
+	(PatternNode_Kind)(0),    // 0: millstream.v1.PatternNode.Kind
+	(MatchAggregate_Func)(0), // 1: millstream.v1.MatchAggregate.Func
+	(Apply_Func)(0),          // 2: millstream.v1.Apply.Func
+	(Analytic_Func)(0),       // 3: millstream.v1.Analytic.Func
+	(Window_Kind)(0),         // 4: millstream.v1.Window.Kind
+	(Aggregate_Func)(0),      // 5: millstream.v1.Aggregate.Func
+	(*Plan)(nil),             // 6: millstream.v1.Plan
+	(*Schema)(nil),           // 7: millstream.v1.Schema
+	(*SchemaColumn)(nil),     // 8: millstream.v1.SchemaColumn
+	(*Input)(nil),            // 9: millstream.v1.Input
+	(*Stage)(nil),            // 10: millstream.v1.Stage
+	(*MatchRecognize)(nil),   // 11: millstream.v1.MatchRecognize
+	(*PatternNode)(nil),      // 12: millstream.v1.PatternNode
+	(*MatchDefine)(nil),      // 13: millstream.v1.MatchDefine
+	(*MatchAggregate)(nil),   // 14: millstream.v1.MatchAggregate
+	(*Join)(nil),             // 15: millstream.v1.Join
+	(*Apply)(nil),            // 16: millstream.v1.Apply
+	(*Analytic)(nil),         // 17: millstream.v1.Analytic
+	(*Projection)(nil),       // 18: millstream.v1.Projection
+	(*Column)(nil),           // 19: millstream.v1.Column
+	(*Wildcard)(nil),         // 20: millstream.v1.Wildcard
+	(*Window)(nil),           // 21: millstream.v1.Window
+	(*Aggregate)(nil),        // 22: millstream.v1.Aggregate
+	(*OrderKey)(nil),         // 23: millstream.v1.OrderKey
+	(*Output)(nil),           // 24: millstream.v1.Output
+	(*Expr)(nil),             // 25: millstream.v1.Expr
+	(*FieldRef)(nil),         // 26: millstream.v1.FieldRef
+	(*Call)(nil),             // 27: millstream.v1.Call
+	(*Case)(nil),             // 28: millstream.v1.Case
+	(*When)(nil),             // 29: millstream.v1.When
+	(*Value)(nil),            // 30: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
-	7,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
-	8,  // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	18, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
-	5,  // 3: millstream.v1.Plan.schemas:type_name -> millstream.v1.Schema
-	6,  // 4: millstream.v1.Schema.columns:type_name -> millstream.v1.SchemaColumn
-	19, // 5: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	19, // 6: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	19, // 7: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	19, // 8: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
-	15, // 9: millstream.v1.Stage.window:type_name -> millstream.v1.Window
-	16, // 10: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	19, // 11: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
-	12, // 12: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
-	11, // 13: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
-	10, // 14: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
-	9,  // 15: millstream.v1.Stage.join:type_name -> millstream.v1.Join
-	19, // 16: millstream.v1.Join.on:type_name -> millstream.v1.Expr
-	0,  // 17: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
-	19, // 18: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
-	1,  // 19: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	19, // 20: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	19, // 21: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	19, // 22: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	19, // 23: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
-	3,  // 24: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
-	13, // 25: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	14, // 26: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	19, // 27: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	2,  // 28: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	19, // 29: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	3,  // 30: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	19, // 31: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	17, // 32: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
-	19, // 33: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
-	24, // 34: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	20, // 35: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	21, // 36: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	22, // 37: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	19, // 38: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	19, // 39: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	23, // 40: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	19, // 41: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	19, // 42: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	19, // 43: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	9,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
+	10, // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
+	24, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	7,  // 3: millstream.v1.Plan.schemas:type_name -> millstream.v1.Schema
+	8,  // 4: millstream.v1.Schema.columns:type_name -> millstream.v1.SchemaColumn
+	25, // 5: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	25, // 6: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	25, // 7: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	25, // 8: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	21, // 9: millstream.v1.Stage.window:type_name -> millstream.v1.Window
+	22, // 10: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
+	25, // 11: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	18, // 12: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
+	17, // 13: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
+	16, // 14: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
+	15, // 15: millstream.v1.Stage.join:type_name -> millstream.v1.Join
+	11, // 16: millstream.v1.Stage.match:type_name -> millstream.v1.MatchRecognize
+	25, // 17: millstream.v1.MatchRecognize.partition_by:type_name -> millstream.v1.Expr
+	19, // 18: millstream.v1.MatchRecognize.measures:type_name -> millstream.v1.Column
+	12, // 19: millstream.v1.MatchRecognize.pattern:type_name -> millstream.v1.PatternNode
+	13, // 20: millstream.v1.MatchRecognize.define:type_name -> millstream.v1.MatchDefine
+	14, // 21: millstream.v1.MatchRecognize.aggregates:type_name -> millstream.v1.MatchAggregate
+	0,  // 22: millstream.v1.PatternNode.kind:type_name -> millstream.v1.PatternNode.Kind
+	12, // 23: millstream.v1.PatternNode.items:type_name -> millstream.v1.PatternNode
+	25, // 24: millstream.v1.MatchDefine.cond:type_name -> millstream.v1.Expr
+	1,  // 25: millstream.v1.MatchAggregate.func:type_name -> millstream.v1.MatchAggregate.Func
+	25, // 26: millstream.v1.MatchAggregate.arg:type_name -> millstream.v1.Expr
+	25, // 27: millstream.v1.Join.on:type_name -> millstream.v1.Expr
+	2,  // 28: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
+	25, // 29: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	3,  // 30: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	25, // 31: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	25, // 32: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	25, // 33: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	25, // 34: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	5,  // 35: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
+	19, // 36: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	20, // 37: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	25, // 38: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	4,  // 39: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	25, // 40: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	5,  // 41: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	25, // 42: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	23, // 43: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
+	25, // 44: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
+	30, // 45: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	26, // 46: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	27, // 47: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	28, // 48: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	25, // 49: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	25, // 50: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	29, // 51: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	25, // 52: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	25, // 53: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	25, // 54: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -2182,11 +2627,11 @@ func file_millstream_v1_plan_proto_init() {
 		return
 	}
 	file_millstream_v1_value_proto_init()
-	file_millstream_v1_plan_proto_msgTypes[8].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[12].OneofWrappers = []any{
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[15].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[19].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -2203,8 +2648,8 @@ func file_millstream_v1_plan_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   20,
+			NumEnums:      6,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -410,10 +410,14 @@ type StageState struct {
 	NextSeq uint64         `protobuf:"varint,5,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
 	// Stream joins: retained rows of each side and the output waiting for
 	// both sides' watermarks.
-	JoinSides     []*JoinSide `protobuf:"bytes,6,rep,name=join_sides,json=joinSides,proto3" json:"join_sides,omitempty"`
-	JoinPending   []*RowState `protobuf:"bytes,7,rep,name=join_pending,json=joinPending,proto3" json:"join_pending,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JoinSides   []*JoinSide `protobuf:"bytes,6,rep,name=join_sides,json=joinSides,proto3" json:"join_sides,omitempty"`
+	JoinPending []*RowState `protobuf:"bytes,7,rep,name=join_pending,json=joinPending,proto3" json:"join_pending,omitempty"`
+	// MATCH_RECOGNIZE: buffered events per timeline and partition, and match
+	// rows waiting for earlier matches to finish.
+	MatchPartitions []*MatchPartition `protobuf:"bytes,8,rep,name=match_partitions,json=matchPartitions,proto3" json:"match_partitions,omitempty"`
+	MatchPending    []*RowState       `protobuf:"bytes,9,rep,name=match_pending,json=matchPending,proto3" json:"match_pending,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StageState) Reset() {
@@ -495,6 +499,80 @@ func (x *StageState) GetJoinPending() []*RowState {
 	return nil
 }
 
+func (x *StageState) GetMatchPartitions() []*MatchPartition {
+	if x != nil {
+		return x.MatchPartitions
+	}
+	return nil
+}
+
+func (x *StageState) GetMatchPending() []*RowState {
+	if x != nil {
+		return x.MatchPending
+	}
+	return nil
+}
+
+type MatchPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeline      int32                  `protobuf:"varint,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	Partition     []byte                 `protobuf:"bytes,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Events        []*RowState            `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchPartition) Reset() {
+	*x = MatchPartition{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchPartition) ProtoMessage() {}
+
+func (x *MatchPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchPartition.ProtoReflect.Descriptor instead.
+func (*MatchPartition) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MatchPartition) GetTimeline() int32 {
+	if x != nil {
+		return x.Timeline
+	}
+	return 0
+}
+
+func (x *MatchPartition) GetPartition() []byte {
+	if x != nil {
+		return x.Partition
+	}
+	return nil
+}
+
+func (x *MatchPartition) GetEvents() []*RowState {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type JoinSide struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Watermark     int64                  `protobuf:"varint,1,opt,name=watermark,proto3" json:"watermark,omitempty"`
@@ -505,7 +583,7 @@ type JoinSide struct {
 
 func (x *JoinSide) Reset() {
 	*x = JoinSide{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +595,7 @@ func (x *JoinSide) String() string {
 func (*JoinSide) ProtoMessage() {}
 
 func (x *JoinSide) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +608,7 @@ func (x *JoinSide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinSide.ProtoReflect.Descriptor instead.
 func (*JoinSide) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinSide) GetWatermark() int64 {
@@ -557,7 +635,7 @@ type JoinRow struct {
 
 func (x *JoinRow) Reset() {
 	*x = JoinRow{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +647,7 @@ func (x *JoinRow) String() string {
 func (*JoinRow) ProtoMessage() {}
 
 func (x *JoinRow) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +660,7 @@ func (x *JoinRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRow.ProtoReflect.Descriptor instead.
 func (*JoinRow) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinRow) GetRow() *RowState {
@@ -609,7 +687,7 @@ type UnionSource struct {
 
 func (x *UnionSource) Reset() {
 	*x = UnionSource{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +699,7 @@ func (x *UnionSource) String() string {
 func (*UnionSource) ProtoMessage() {}
 
 func (x *UnionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +712,7 @@ func (x *UnionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnionSource.ProtoReflect.Descriptor instead.
 func (*UnionSource) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UnionSource) GetWatermark() int64 {
@@ -667,7 +745,7 @@ type AnalyticPartition struct {
 
 func (x *AnalyticPartition) Reset() {
 	*x = AnalyticPartition{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +757,7 @@ func (x *AnalyticPartition) String() string {
 func (*AnalyticPartition) ProtoMessage() {}
 
 func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +770,7 @@ func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticPartition.ProtoReflect.Descriptor instead.
 func (*AnalyticPartition) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AnalyticPartition) GetTimeline() int32 {
@@ -740,7 +818,7 @@ type AnalyticEntry struct {
 
 func (x *AnalyticEntry) Reset() {
 	*x = AnalyticEntry{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +830,7 @@ func (x *AnalyticEntry) String() string {
 func (*AnalyticEntry) ProtoMessage() {}
 
 func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +843,7 @@ func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticEntry.ProtoReflect.Descriptor instead.
 func (*AnalyticEntry) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AnalyticEntry) GetTs() int64 {
@@ -801,7 +879,7 @@ type WindowTimeline struct {
 
 func (x *WindowTimeline) Reset() {
 	*x = WindowTimeline{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +891,7 @@ func (x *WindowTimeline) String() string {
 func (*WindowTimeline) ProtoMessage() {}
 
 func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +904,7 @@ func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowTimeline.ProtoReflect.Descriptor instead.
 func (*WindowTimeline) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WindowTimeline) GetTimeline() int32 {
@@ -888,7 +966,7 @@ type Pane struct {
 
 func (x *Pane) Reset() {
 	*x = Pane{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +978,7 @@ func (x *Pane) String() string {
 func (*Pane) ProtoMessage() {}
 
 func (x *Pane) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +991,7 @@ func (x *Pane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pane.ProtoReflect.Descriptor instead.
 func (*Pane) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Pane) GetEnd() int64 {
@@ -941,7 +1019,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1031,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1044,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GroupState) GetKey() []*Value {
@@ -1008,7 +1086,7 @@ type AggState struct {
 
 func (x *AggState) Reset() {
 	*x = AggState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1098,7 @@ func (x *AggState) String() string {
 func (*AggState) ProtoMessage() {}
 
 func (x *AggState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1111,7 @@ func (x *AggState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggState.ProtoReflect.Descriptor instead.
 func (*AggState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AggState) GetN() int64 {
@@ -1116,7 +1194,7 @@ type AggItem struct {
 
 func (x *AggItem) Reset() {
 	*x = AggItem{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1206,7 @@ func (x *AggItem) String() string {
 func (*AggItem) ProtoMessage() {}
 
 func (x *AggItem) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1219,7 @@ func (x *AggItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggItem.ProtoReflect.Descriptor instead.
 func (*AggItem) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AggItem) GetKeys() []*Value {
@@ -1173,7 +1251,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1263,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1276,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Session) GetPartition() []byte {
@@ -1255,7 +1333,7 @@ type SlidingGroup struct {
 
 func (x *SlidingGroup) Reset() {
 	*x = SlidingGroup{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1345,7 @@ func (x *SlidingGroup) String() string {
 func (*SlidingGroup) ProtoMessage() {}
 
 func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1358,7 @@ func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingGroup.ProtoReflect.Descriptor instead.
 func (*SlidingGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SlidingGroup) GetKey() []*Value {
@@ -1323,7 +1401,7 @@ type SlidingEvent struct {
 
 func (x *SlidingEvent) Reset() {
 	*x = SlidingEvent{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1413,7 @@ func (x *SlidingEvent) String() string {
 func (*SlidingEvent) ProtoMessage() {}
 
 func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1426,7 @@ func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingEvent.ProtoReflect.Descriptor instead.
 func (*SlidingEvent) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{18}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SlidingEvent) GetTs() int64 {
@@ -1381,7 +1459,7 @@ type ValueList struct {
 
 func (x *ValueList) Reset() {
 	*x = ValueList{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1471,7 @@ func (x *ValueList) String() string {
 func (*ValueList) ProtoMessage() {}
 
 func (x *ValueList) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1484,7 @@ func (x *ValueList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueList.ProtoReflect.Descriptor instead.
 func (*ValueList) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{19}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ValueList) GetValues() []*Value {
@@ -1451,7 +1529,7 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12\x1a\n" +
 	"\btimeline\x18\x02 \x01(\x05R\btimeline\x12-\n" +
 	"\x06record\x18\x03 \x01(\v2\x15.millstream.v1.RecordR\x06record\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xde\x02\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\xe6\x03\n" +
 	"\n" +
 	"StageState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
@@ -1461,7 +1539,13 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"\bnext_seq\x18\x05 \x01(\x04R\anextSeq\x126\n" +
 	"\n" +
 	"join_sides\x18\x06 \x03(\v2\x17.millstream.v1.JoinSideR\tjoinSides\x12:\n" +
-	"\fjoin_pending\x18\a \x03(\v2\x17.millstream.v1.RowStateR\vjoinPending\"T\n" +
+	"\fjoin_pending\x18\a \x03(\v2\x17.millstream.v1.RowStateR\vjoinPending\x12H\n" +
+	"\x10match_partitions\x18\b \x03(\v2\x1d.millstream.v1.MatchPartitionR\x0fmatchPartitions\x12<\n" +
+	"\rmatch_pending\x18\t \x03(\v2\x17.millstream.v1.RowStateR\fmatchPending\"{\n" +
+	"\x0eMatchPartition\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\x05R\btimeline\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\fR\tpartition\x12/\n" +
+	"\x06events\x18\x03 \x03(\v2\x17.millstream.v1.RowStateR\x06events\"T\n" +
 	"\bJoinSide\x12\x1c\n" +
 	"\twatermark\x18\x01 \x01(\x03R\twatermark\x12*\n" +
 	"\x04rows\x18\x02 \x03(\v2\x16.millstream.v1.JoinRowR\x04rows\"N\n" +
@@ -1545,7 +1629,7 @@ func file_millstream_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_snapshot_proto_rawDescData
 }
 
-var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*ExecutorSnapshot)(nil),  // 0: millstream.v1.ExecutorSnapshot
 	(*Counters)(nil),          // 1: millstream.v1.Counters
@@ -1553,22 +1637,23 @@ var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*TimelineState)(nil),     // 3: millstream.v1.TimelineState
 	(*RowState)(nil),          // 4: millstream.v1.RowState
 	(*StageState)(nil),        // 5: millstream.v1.StageState
-	(*JoinSide)(nil),          // 6: millstream.v1.JoinSide
-	(*JoinRow)(nil),           // 7: millstream.v1.JoinRow
-	(*UnionSource)(nil),       // 8: millstream.v1.UnionSource
-	(*AnalyticPartition)(nil), // 9: millstream.v1.AnalyticPartition
-	(*AnalyticEntry)(nil),     // 10: millstream.v1.AnalyticEntry
-	(*WindowTimeline)(nil),    // 11: millstream.v1.WindowTimeline
-	(*Pane)(nil),              // 12: millstream.v1.Pane
-	(*GroupState)(nil),        // 13: millstream.v1.GroupState
-	(*AggState)(nil),          // 14: millstream.v1.AggState
-	(*AggItem)(nil),           // 15: millstream.v1.AggItem
-	(*Session)(nil),           // 16: millstream.v1.Session
-	(*SlidingGroup)(nil),      // 17: millstream.v1.SlidingGroup
-	(*SlidingEvent)(nil),      // 18: millstream.v1.SlidingEvent
-	(*ValueList)(nil),         // 19: millstream.v1.ValueList
-	(*Record)(nil),            // 20: millstream.v1.Record
-	(*Value)(nil),             // 21: millstream.v1.Value
+	(*MatchPartition)(nil),    // 6: millstream.v1.MatchPartition
+	(*JoinSide)(nil),          // 7: millstream.v1.JoinSide
+	(*JoinRow)(nil),           // 8: millstream.v1.JoinRow
+	(*UnionSource)(nil),       // 9: millstream.v1.UnionSource
+	(*AnalyticPartition)(nil), // 10: millstream.v1.AnalyticPartition
+	(*AnalyticEntry)(nil),     // 11: millstream.v1.AnalyticEntry
+	(*WindowTimeline)(nil),    // 12: millstream.v1.WindowTimeline
+	(*Pane)(nil),              // 13: millstream.v1.Pane
+	(*GroupState)(nil),        // 14: millstream.v1.GroupState
+	(*AggState)(nil),          // 15: millstream.v1.AggState
+	(*AggItem)(nil),           // 16: millstream.v1.AggItem
+	(*Session)(nil),           // 17: millstream.v1.Session
+	(*SlidingGroup)(nil),      // 18: millstream.v1.SlidingGroup
+	(*SlidingEvent)(nil),      // 19: millstream.v1.SlidingEvent
+	(*ValueList)(nil),         // 20: millstream.v1.ValueList
+	(*Record)(nil),            // 21: millstream.v1.Record
+	(*Value)(nil),             // 22: millstream.v1.Value
 }
 var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 0: millstream.v1.ExecutorSnapshot.inputs:type_name -> millstream.v1.InputState
@@ -1576,38 +1661,41 @@ var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	1,  // 2: millstream.v1.ExecutorSnapshot.counters:type_name -> millstream.v1.Counters
 	3,  // 3: millstream.v1.InputState.timelines:type_name -> millstream.v1.TimelineState
 	4,  // 4: millstream.v1.TimelineState.buffered:type_name -> millstream.v1.RowState
-	20, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
-	11, // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
-	9,  // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
-	8,  // 8: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
-	6,  // 9: millstream.v1.StageState.join_sides:type_name -> millstream.v1.JoinSide
+	21, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
+	12, // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
+	10, // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
+	9,  // 8: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
+	7,  // 9: millstream.v1.StageState.join_sides:type_name -> millstream.v1.JoinSide
 	4,  // 10: millstream.v1.StageState.join_pending:type_name -> millstream.v1.RowState
-	7,  // 11: millstream.v1.JoinSide.rows:type_name -> millstream.v1.JoinRow
-	4,  // 12: millstream.v1.JoinRow.row:type_name -> millstream.v1.RowState
-	4,  // 13: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
-	10, // 14: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
-	21, // 15: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
-	12, // 16: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
-	16, // 17: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
-	17, // 18: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
-	13, // 19: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
-	21, // 20: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
-	14, // 21: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
-	21, // 22: millstream.v1.AggState.v:type_name -> millstream.v1.Value
-	15, // 23: millstream.v1.AggState.items:type_name -> millstream.v1.AggItem
-	21, // 24: millstream.v1.AggItem.keys:type_name -> millstream.v1.Value
-	21, // 25: millstream.v1.AggItem.value:type_name -> millstream.v1.Value
-	13, // 26: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
-	21, // 27: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
-	18, // 28: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
-	21, // 29: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
-	19, // 30: millstream.v1.SlidingEvent.keys:type_name -> millstream.v1.ValueList
-	21, // 31: millstream.v1.ValueList.values:type_name -> millstream.v1.Value
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	6,  // 11: millstream.v1.StageState.match_partitions:type_name -> millstream.v1.MatchPartition
+	4,  // 12: millstream.v1.StageState.match_pending:type_name -> millstream.v1.RowState
+	4,  // 13: millstream.v1.MatchPartition.events:type_name -> millstream.v1.RowState
+	8,  // 14: millstream.v1.JoinSide.rows:type_name -> millstream.v1.JoinRow
+	4,  // 15: millstream.v1.JoinRow.row:type_name -> millstream.v1.RowState
+	4,  // 16: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
+	11, // 17: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
+	22, // 18: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
+	13, // 19: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
+	17, // 20: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
+	18, // 21: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
+	14, // 22: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
+	22, // 23: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
+	15, // 24: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
+	22, // 25: millstream.v1.AggState.v:type_name -> millstream.v1.Value
+	16, // 26: millstream.v1.AggState.items:type_name -> millstream.v1.AggItem
+	22, // 27: millstream.v1.AggItem.keys:type_name -> millstream.v1.Value
+	22, // 28: millstream.v1.AggItem.value:type_name -> millstream.v1.Value
+	14, // 29: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
+	22, // 30: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
+	19, // 31: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
+	22, // 32: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
+	20, // 33: millstream.v1.SlidingEvent.keys:type_name -> millstream.v1.ValueList
+	22, // 34: millstream.v1.ValueList.values:type_name -> millstream.v1.Value
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_snapshot_proto_init() }
@@ -1622,7 +1710,7 @@ func file_millstream_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_snapshot_proto_rawDesc), len(file_millstream_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
