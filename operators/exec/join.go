@@ -131,6 +131,8 @@ type streamJoin struct {
 	maxGap    int64
 	delay     int64
 	sides     [2]joinSideState
+	keys      [2][]expr.Eval // equality keys per side; none: try every pair
+	keyBuf    []byte
 	pending   timeHeap[bufferedRow]
 	seq       uint64
 	next      node
@@ -140,14 +142,16 @@ type streamJoin struct {
 }
 
 type joinSideState struct {
-	wm   int64
-	rows []joinRow // in time order
+	wm    int64
+	rows  []*joinRow            // in time order
+	index map[string][]*joinRow // by key, each in time order
 }
 
 type joinRow struct {
 	ts      int64
 	rec     *value.Record
 	matched bool
+	key     string
 }
 
 // joinInput is the node one side of a stream join receives rows on.
@@ -167,7 +171,48 @@ func newStreamJoin(ex *Executor, st *pb.Stage, next node) (*streamJoin, error) {
 		return nil, fmt.Errorf("%w: join gap [%d, %d]", ErrBadPlan, j.minGap, j.maxGap)
 	}
 	j.sides[0].wm, j.sides[1].wm = math.MinInt64, math.MinInt64
+	for side, keys := range [2][]*pb.Expr{st.Join.LeftKeys, st.Join.RightKeys} {
+		for _, k := range keys {
+			e, err := expr.Compile(k)
+			if err != nil {
+				return nil, fmt.Errorf("JOIN key: %w", err)
+			}
+			j.keys[side] = append(j.keys[side], e)
+		}
+	}
+	if len(j.keys[0]) != len(j.keys[1]) {
+		return nil, fmt.Errorf("%w: %d left keys, %d right keys", ErrBadPlan, len(j.keys[0]), len(j.keys[1]))
+	}
 	return j, nil
+}
+
+// keyOf evaluates a side's equality keys on its own record.
+func (j *streamJoin) keyOf(side int, rec *value.Record, ts int64) string {
+	if len(j.keys[side]) == 0 {
+		return ""
+	}
+	j.keyBuf = j.keyBuf[:0]
+	ctx := expr.Ctx{Rec: rec, TS: ts}
+	for _, k := range j.keys[side] {
+		v := k(&ctx)
+		// ON compares a datetime with a string as datetimes: give both one
+		// key form (1 and 1.0 already share one).
+		if v.Kind() == value.String {
+			if t, err := value.ParseTime(v.Str()); err == nil {
+				v = value.Time(t)
+			}
+		}
+		j.keyBuf = value.AppendKey(j.keyBuf, v)
+	}
+	return string(j.keyBuf)
+}
+
+func (s *joinSideState) insert(r *joinRow) {
+	s.rows = append(s.rows, r)
+	if s.index == nil {
+		s.index = map[string][]*joinRow{}
+	}
+	s.index[r.key] = append(s.index[r.key], r)
 }
 
 func (j *streamJoin) stageName() string        { return j.name }
@@ -179,13 +224,12 @@ func (in joinInput) advance(_ int32, wm int64) { in.j.progress(in.side, wm) }
 
 func (j *streamJoin) add(side int, r *row) {
 	rec := &value.Record{Names: append([]string(nil), r.rec.Names...), Vals: append([]value.Value(nil), r.rec.Vals...)}
-	me := joinRow{ts: r.ts, rec: rec}
+	me := &joinRow{ts: r.ts, rec: rec, key: j.keyOf(side, rec, r.ts)}
 	other := &j.sides[1-side]
-	for i := range other.rows {
-		o := &other.rows[i]
-		left, right := &me, o
+	for _, o := range other.index[me.key] {
+		left, right := me, o
 		if side == 1 {
-			left, right = o, &me
+			left, right = o, me
 		}
 		if g := right.ts - left.ts; g < j.minGap || g > j.maxGap {
 			continue
@@ -202,8 +246,7 @@ func (j *streamJoin) add(side int, r *row) {
 			j.queue(max(left.ts, right.ts), j.rec.Clone())
 		}
 	}
-	s := &j.sides[side]
-	s.rows = append(s.rows, me)
+	j.sides[side].insert(me)
 	j.progress(side, r.ts)
 }
 
@@ -228,25 +271,33 @@ func (j *streamJoin) progress(side int, wm int64) {
 		}
 		k++
 	}
-	l.rows = dropFront(l.rows, k)
+	l.dropFront(k)
 	// A right row at t matches left rows down to t-maxGap... up to t-minGap.
 	k = 0
 	for k < len(r.rows) && sat(r.rows[k].ts, -j.minGap) < l.wm {
 		k++
 	}
-	r.rows = dropFront(r.rows, k)
+	r.dropFront(k)
 	j.release()
 }
 
-func dropFront(rows []joinRow, k int) []joinRow {
+// dropFront retires the k oldest rows; each is also the oldest of its key.
+func (s *joinSideState) dropFront(k int) {
 	if k == 0 {
-		return rows
+		return
 	}
-	n := copy(rows, rows[k:])
-	for i := n; i < len(rows); i++ {
-		rows[i] = joinRow{}
+	for _, r := range s.rows[:k] {
+		b := s.index[r.key]
+		if len(b) <= 1 {
+			delete(s.index, r.key)
+		} else {
+			b[0] = nil
+			s.index[r.key] = b[1:]
+		}
 	}
-	return rows[:n]
+	n := copy(s.rows, s.rows[k:])
+	clear(s.rows[n:])
+	s.rows = s.rows[:n]
 }
 
 // safe is the time below which no output can still be produced.
@@ -297,7 +348,9 @@ func (j *streamJoin) restore(st *pb.StageState) error {
 	for i, js := range st.JoinSides {
 		j.sides[i] = joinSideState{wm: js.Watermark}
 		for _, r := range js.Rows {
-			j.sides[i].rows = append(j.sides[i].rows, joinRow{ts: r.GetRow().GetTs(), rec: value.RecordFromProto(r.GetRow().GetRecord()), matched: r.Matched})
+			jr := &joinRow{ts: r.GetRow().GetTs(), rec: value.RecordFromProto(r.GetRow().GetRecord()), matched: r.Matched}
+			jr.key = j.keyOf(i, jr.rec, jr.ts)
+			j.sides[i].insert(jr)
 		}
 	}
 	j.pending = nil

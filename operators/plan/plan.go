@@ -1013,7 +1013,78 @@ func (b *builder) join(c *stageCtx, j *sql.Join) *pb.Join {
 		}
 	}
 	pj.On = c.row(j.On)
+	if c.streamJoin {
+		c.equiKeys(j.On, pj)
+	}
 	return pj
+}
+
+// equiKeys finds `left = right` conditions among the AND-ed parts of ON
+// whose sides each read one side of the join only.
+func (c *stageCtx) equiKeys(on sql.Expr, pj *pb.Join) {
+	var conj []sql.Expr
+	var split func(e sql.Expr)
+	split = func(e sql.Expr) {
+		if bin, ok := e.(*sql.Binary); ok && bin.Op == "AND" {
+			split(bin.L)
+			split(bin.R)
+			return
+		}
+		conj = append(conj, e)
+	}
+	split(on)
+	for _, e := range conj {
+		bin, ok := e.(*sql.Binary)
+		if !ok || bin.Op != "=" {
+			continue
+		}
+		l, r := bin.L, bin.R
+		ls, rs := c.sides(l), c.sides(r)
+		if ls == 2 && rs == 1 {
+			l, r, ls, rs = r, l, rs, ls
+		}
+		if ls != 1 || rs != 2 {
+			continue
+		}
+		right := c.row(r)
+		expr.Walk(right, func(x *pb.Expr) {
+			if f := x.GetField(); f != nil && len(f.Path) > 1 {
+				f.Path = f.Path[1:] // evaluated on the right record itself
+			}
+		})
+		pj.LeftKeys = append(pj.LeftKeys, c.row(l))
+		pj.RightKeys = append(pj.RightKeys, right)
+	}
+}
+
+// sides reports which join side an expression reads: 1 only the left
+// (qualified by the left alias), 2 only the right (every field qualified
+// by the right alias), 0 neither or both or unknown.
+func (c *stageCtx) sides(e sql.Expr) int {
+	left, right, other := false, false, false
+	walk(e, func(x sql.Expr) {
+		switch v := x.(type) {
+		case *sql.Ident:
+			if len(v.Parts) > 1 && (strings.EqualFold(v.Parts[0], c.rightAlias) || strings.EqualFold(v.Parts[0], c.rightName)) {
+				right = true
+			} else if len(v.Parts) > 1 && (strings.EqualFold(v.Parts[0], c.alias) || strings.EqualFold(v.Parts[0], c.sourceName)) {
+				left = true
+			} else {
+				other = true // unqualified: could be either side
+			}
+		case *sql.Call:
+			if containsAggregate(v) || containsAnalytic(v) {
+				other = true
+			}
+		}
+	})
+	switch {
+	case other || left == right:
+		return 0
+	case left:
+		return 1
+	}
+	return 2
 }
 
 type gap struct{ exact, widened int64 }

@@ -1114,8 +1114,13 @@ type Join struct {
 	MaxGap int64 `protobuf:"varint,7,opt,name=max_gap,json=maxGap,proto3" json:"max_gap,omitempty"`
 	// LEFT JOIN rows without a match are emitted at left time + this.
 	UnmatchedDelay int64 `protobuf:"varint,8,opt,name=unmatched_delay,json=unmatchedDelay,proto3" json:"unmatched_delay,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Equality conditions of ON split by side (left_keys[i] = right_keys[i]),
+	// each evaluated on its side's own record: the join looks up candidates
+	// by these keys instead of trying every pair. ON still decides.
+	LeftKeys      []*Expr `protobuf:"bytes,9,rep,name=left_keys,json=leftKeys,proto3" json:"left_keys,omitempty"`
+	RightKeys     []*Expr `protobuf:"bytes,10,rep,name=right_keys,json=rightKeys,proto3" json:"right_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Join) Reset() {
@@ -1202,6 +1207,20 @@ func (x *Join) GetUnmatchedDelay() int64 {
 		return x.UnmatchedDelay
 	}
 	return 0
+}
+
+func (x *Join) GetLeftKeys() []*Expr {
+	if x != nil {
+		return x.LeftKeys
+	}
+	return nil
+}
+
+func (x *Join) GetRightKeys() []*Expr {
+	if x != nil {
+		return x.RightKeys
+	}
+	return nil
 }
 
 type Apply struct {
@@ -2383,7 +2402,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x05FIRST\x10\x00\x12\b\n" +
 	"\x04LAST\x10\x01\x12\a\n" +
 	"\x03MIN\x10\x02\x12\a\n" +
-	"\x03MAX\x10\x03\"\xf1\x01\n" +
+	"\x03MAX\x10\x03\"\xd7\x02\n" +
 	"\x04Join\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x12\x1d\n" +
@@ -2393,7 +2412,11 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\treference\x18\x05 \x01(\bR\treference\x12\x17\n" +
 	"\amin_gap\x18\x06 \x01(\x03R\x06minGap\x12\x17\n" +
 	"\amax_gap\x18\a \x01(\x03R\x06maxGap\x12'\n" +
-	"\x0funmatched_delay\x18\b \x01(\x03R\x0eunmatchedDelay\"\xda\x01\n" +
+	"\x0funmatched_delay\x18\b \x01(\x03R\x0eunmatchedDelay\x120\n" +
+	"\tleft_keys\x18\t \x03(\v2\x13.millstream.v1.ExprR\bleftKeys\x122\n" +
+	"\n" +
+	"right_keys\x18\n" +
+	" \x03(\v2\x13.millstream.v1.ExprR\trightKeys\"\xda\x01\n" +
 	"\x05Apply\x12-\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x19.millstream.v1.Apply.FuncR\x04func\x12%\n" +
 	"\x03arg\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x03arg\x12\x14\n" +
@@ -2587,38 +2610,40 @@ var file_millstream_v1_plan_proto_depIdxs = []int32{
 	1,  // 25: millstream.v1.MatchAggregate.func:type_name -> millstream.v1.MatchAggregate.Func
 	25, // 26: millstream.v1.MatchAggregate.arg:type_name -> millstream.v1.Expr
 	25, // 27: millstream.v1.Join.on:type_name -> millstream.v1.Expr
-	2,  // 28: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
-	25, // 29: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
-	3,  // 30: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	25, // 31: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	25, // 32: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	25, // 33: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	25, // 34: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
-	5,  // 35: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
-	19, // 36: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	20, // 37: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	25, // 38: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	4,  // 39: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	25, // 40: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	5,  // 41: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	25, // 42: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	23, // 43: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
-	25, // 44: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
-	30, // 45: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	26, // 46: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	27, // 47: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	28, // 48: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	25, // 49: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	25, // 50: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	29, // 51: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	25, // 52: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	25, // 53: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	25, // 54: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	25, // 28: millstream.v1.Join.left_keys:type_name -> millstream.v1.Expr
+	25, // 29: millstream.v1.Join.right_keys:type_name -> millstream.v1.Expr
+	2,  // 30: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
+	25, // 31: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	3,  // 32: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	25, // 33: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	25, // 34: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	25, // 35: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	25, // 36: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	5,  // 37: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
+	19, // 38: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	20, // 39: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	25, // 40: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	4,  // 41: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	25, // 42: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	5,  // 43: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	25, // 44: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	23, // 45: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
+	25, // 46: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
+	30, // 47: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	26, // 48: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	27, // 49: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	28, // 50: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	25, // 51: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	25, // 52: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	29, // 53: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	25, // 54: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	25, // 55: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	25, // 56: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
