@@ -87,12 +87,12 @@ var stateQueries = map[string]string{
 		ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 30`,
 	"left-join": `SELECT a.k, b.v FROM A a TIMESTAMP BY t LEFT JOIN B b TIMESTAMP BY t
 		ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 30`,
-	"lag":     `SELECT k, LAG(v, 3) OVER (PARTITION BY k LIMIT DURATION(second, 30)) AS p FROM A TIMESTAMP BY t`,
+	"lag":      `SELECT k, LAG(v, 3) OVER (PARTITION BY k LIMIT DURATION(second, 30)) AS p FROM A TIMESTAMP BY t`,
 	"sum-over": `SELECT k, SUM(v) OVER (PARTITION BY k LIMIT DURATION(second, 30)) AS s FROM A TIMESTAMP BY t`,
-	"hopping": `SELECT k, AVG(v) AS a, COUNT(DISTINCT v) AS d FROM A TIMESTAMP BY t GROUP BY k, HoppingWindow(second, 60, 10)`,
-	"sliding": `SELECT k, MAX(v) AS m FROM A TIMESTAMP BY t GROUP BY k, SlidingWindow(second, 30)`,
-	"session": `SELECT k, COUNT(*) AS n FROM A TIMESTAMP BY t GROUP BY k, SessionWindow(second, 5, 60)`,
-	"anomaly": `SELECT k, AnomalyDetection_SpikeAndDip(v, 95, 60, 'spikesanddips') OVER (PARTITION BY k LIMIT DURATION(second, 60)) AS a FROM A TIMESTAMP BY t`,
+	"hopping":  `SELECT k, AVG(v) AS a, COUNT(DISTINCT v) AS d FROM A TIMESTAMP BY t GROUP BY k, HoppingWindow(second, 60, 10)`,
+	"sliding":  `SELECT k, MAX(v) AS m FROM A TIMESTAMP BY t GROUP BY k, SlidingWindow(second, 30)`,
+	"session":  `SELECT k, COUNT(*) AS n FROM A TIMESTAMP BY t GROUP BY k, SessionWindow(second, 5, 60)`,
+	"anomaly":  `SELECT k, AnomalyDetection_SpikeAndDip(v, 95, 60, 'spikesanddips') OVER (PARTITION BY k LIMIT DURATION(second, 60)) AS a FROM A TIMESTAMP BY t`,
 }
 
 // stateSizes feeds 10 minutes of event time (50 events/s on A and on B,

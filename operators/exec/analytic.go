@@ -131,7 +131,8 @@ func (op *analyticOp) step(ctx *expr.Ctx, h *analyticHist) value.Value {
 		k++
 	}
 	if k > 0 {
-		h.entries = append(h.entries[:0], h.entries[k:]...)
+		clear(h.entries[:k])
+		h.entries = h.entries[k:] // O(1); append compacts when it grows
 	}
 	var cur value.Value
 	if matches && op.value != nil {

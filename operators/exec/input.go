@@ -159,7 +159,7 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 		return
 	}
 	// Keep a copy: the decoder reuses rec (X3).
-	c := &value.Record{Names: append([]string(nil), rec.Names...), Vals: append([]value.Value(nil), rec.Vals...)}
+	c := rec.Copy()
 	tl.buf.push(bufferedRow{row: row{ts: t, tl: tlID, rec: c}, seq: tl.seq})
 	tl.seq++
 	in.release(tl)

@@ -197,7 +197,7 @@ func (j *streamJoin) keyOf(side int, rec *value.Record, ts int64) string {
 		v := k(&ctx)
 		// ON compares a datetime with a string as datetimes: give both one
 		// key form (1 and 1.0 already share one).
-		if v.Kind() == value.String {
+		if v.Kind() == value.String && value.LooksLikeTime(v.Str()) {
 			if t, err := value.ParseTime(v.Str()); err == nil {
 				v = value.Time(t)
 			}
@@ -223,7 +223,7 @@ func (in joinInput) push(r *row)               { in.j.add(in.side, r) }
 func (in joinInput) advance(_ int32, wm int64) { in.j.progress(in.side, wm) }
 
 func (j *streamJoin) add(side int, r *row) {
-	rec := &value.Record{Names: append([]string(nil), r.rec.Names...), Vals: append([]value.Value(nil), r.rec.Vals...)}
+	rec := r.rec.Copy()
 	me := &joinRow{ts: r.ts, rec: rec, key: j.keyOf(side, rec, r.ts)}
 	other := &j.sides[1-side]
 	for _, o := range other.index[me.key] {
@@ -243,7 +243,7 @@ func (j *streamJoin) add(side int, r *row) {
 		}
 		if ok {
 			left.matched = true
-			j.queue(max(left.ts, right.ts), j.rec.Clone())
+			j.queue(max(left.ts, right.ts), j.rec.Copy())
 		}
 	}
 	j.sides[side].insert(me)
@@ -267,7 +267,7 @@ func (j *streamJoin) progress(side int, wm int64) {
 	for k < len(l.rows) && sat(l.rows[k].ts, j.maxGap) < r.wm {
 		if j.leftOuter && !l.rows[k].matched {
 			joinRecord(&j.rec, l.rows[k].rec, nil, j.alias)
-			j.queue(sat(l.rows[k].ts, j.delay), j.rec.Clone())
+			j.queue(sat(l.rows[k].ts, j.delay), j.rec.Copy())
 		}
 		k++
 	}
@@ -295,9 +295,10 @@ func (s *joinSideState) dropFront(k int) {
 			s.index[r.key] = b[1:]
 		}
 	}
-	n := copy(s.rows, s.rows[k:])
-	clear(s.rows[n:])
-	s.rows = s.rows[:n]
+	// Re-slicing, not copying: append moves the live rows to a fresh array
+	// when it grows, so dropping is O(1) amortized.
+	clear(s.rows[:k])
+	s.rows = s.rows[k:]
 }
 
 // safe is the time below which no output can still be produced.

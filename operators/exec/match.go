@@ -125,7 +125,7 @@ func (n *matchNode) push(r *row) {
 		p = &matchPartition{}
 		t.parts[string(n.keyBuf)] = p
 	}
-	rec := &value.Record{Names: append([]string(nil), r.rec.Names...), Vals: append([]value.Value(nil), r.rec.Vals...)}
+	rec := r.rec.Copy()
 	p.events = append(p.events, bufferedRow{row: row{ts: r.ts, tl: r.tl, rec: rec}, seq: n.seq})
 	n.seq++
 	n.process(r.tl, t, p, r.ts, false)
@@ -183,7 +183,7 @@ func (n *matchNode) emitMatch(tl int32, t *matchTimeline, events []bufferedRow, 
 		n.ex.stageError(n.name, last.rec, "MEASURES", n.ctx.Err)
 		return
 	}
-	t.pending.push(bufferedRow{row: row{ts: last.ts, tl: tl, rec: n.rec.Clone()}, seq: n.seq})
+	t.pending.push(bufferedRow{row: row{ts: last.ts, tl: tl, rec: n.rec.Copy()}, seq: n.seq})
 	n.seq++
 }
 

@@ -46,7 +46,7 @@ func (u *unionOp) advance(int32, int64) {}
 
 func (in unionInput) push(r *row) {
 	u := in.u
-	c := &value.Record{Names: append([]string(nil), r.rec.Names...), Vals: append([]value.Value(nil), r.rec.Vals...)}
+	c := r.rec.Copy()
 	u.bufs[in.idx].push(bufferedRow{row: row{ts: r.ts, rec: c}, seq: u.seq})
 	u.seq++
 	if r.ts > u.wm[in.idx] {

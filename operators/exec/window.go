@@ -389,7 +389,8 @@ func (s *slidingState) emitAt(g *slGroup, x int64) {
 		k++
 	}
 	if k > 0 {
-		g.events = append(g.events[:0], g.events[k:]...)
+		clear(g.events[:k])
+		g.events = g.events[k:] // O(1); append compacts when it grows
 	}
 	n := 0
 	for n < len(g.events) && g.events[n].ts <= x {

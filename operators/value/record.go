@@ -76,3 +76,9 @@ func (r *Record) Clone() *Record {
 	}
 	return c
 }
+
+// Copy returns a record with its own Names and Vals slices sharing the
+// (immutable) values: what a receiver that keeps a borrowed row needs.
+func (r *Record) Copy() *Record {
+	return &Record{Names: append([]string(nil), r.Names...), Vals: append([]Value(nil), r.Vals...)}
+}

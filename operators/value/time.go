@@ -80,6 +80,12 @@ func appendInt(b []byte, v, width int) []byte {
 	return append(b, tmp[i:]...)
 }
 
+// LooksLikeTime is a cheap test that s could be an ISO-8601 date: four
+// digits, '-', two digits, '-'. ParseTime decides.
+func LooksLikeTime(s string) bool {
+	return len(s) >= 10 && s[4] == '-' && s[7] == '-' && s[0] >= '0' && s[0] <= '9'
+}
+
 // ParseTime reads an ISO-8601 datetime: a date, optionally followed by 'T'
 // or ' ' and a time of day with up to 7 fractional digits, optionally
 // followed by 'Z' or an offset. A value without offset is UTC.
