@@ -3,6 +3,8 @@ package querytest
 import (
 	"bufio"
 	"bytes"
+	"encoding/csv"
+	"io"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -251,10 +253,14 @@ func LoadReferences(ex *exec.Executor, files []InputFile) error {
 	return nil
 }
 
-// ReadTable reads reference rows: one JSON object per line, or one JSON
-// array of objects.
+// ReadTable reads reference rows: one JSON object per line, one JSON
+// array of objects, or CSV with a header line (values are strings, as
+// Stream Analytics reads CSV).
 func ReadTable(data []byte) ([]*value.Record, error) {
 	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) > 0 && trimmed[0] != '{' && trimmed[0] != '[' {
+		return readCSV(trimmed)
+	}
 	var vals []value.Value
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		v, err := value.ParseJSON(string(trimmed))
@@ -374,4 +380,28 @@ func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, erro
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].sortKey < events[j].sortKey })
 	return events, nil
+}
+
+func readCSV(data []byte) ([]*value.Record, error) {
+	r := csv.NewReader(bytes.NewReader(data))
+	r.FieldsPerRecord = 0 // every row as wide as the header
+	header, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("CSV header: %w", err)
+	}
+	var rows []*value.Record
+	for {
+		fields, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return rows, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("CSV: %w", err)
+		}
+		rec := &value.Record{Names: header, Vals: make([]value.Value, len(fields))}
+		for i, f := range fields {
+			rec.Vals[i] = value.Str(f)
+		}
+		rows = append(rows, rec)
+	}
 }
