@@ -326,3 +326,10 @@ func TestExecMatchRecognize(t *testing.T) {
 	got = newHarness(t, q, exec.Options{}).feed(late...).flush()
 	require.Equal(t, []string{`2 {"f":2,"l":2,"mx":2,"c":null,"k":"y"}`}, got)
 }
+
+func TestExecMultipleWindows(t *testing.T) {
+	h := newHarness(t, `SELECT System.Window().Id AS w, COUNT(*) AS n FROM i TIMESTAMP BY t
+		GROUP BY Windows(Window('ten', TumblingWindow(second, 10)), Window('five', TumblingWindow(second, 5)))`, exec.Options{})
+	got := h.feed(ev(1, ""), ev(6, ""), ev(7, "")).flush()
+	require.Equal(t, []string{`5 {"w":"five","n":1}`, `10 {"w":"ten","n":3}`, `10 {"w":"five","n":2}`}, got)
+}

@@ -79,6 +79,19 @@ func Build(q *sql.Query) (plan *pb.Plan, err error) {
 // union stage named name that merges them.
 func (b *builder) chain(name string, sel *sql.Select) {
 	if sel.Union == nil {
+		if ws := multiWindows(b, sel); ws != nil {
+			// GROUP BY Windows(w1, w2, ...): one stage per window, merged.
+			u := &pb.Stage{Name: name}
+			for i, w := range ws {
+				part := *sel
+				part.GroupBy = w.groupBy
+				st := b.stageWithWindowID(fmt.Sprintf("%s#w%d", name, i+1), &part, w.id)
+				b.plan.Stages = append(b.plan.Stages, st)
+				u.Union = append(u.Union, st.Name)
+			}
+			b.plan.Stages = append(b.plan.Stages, u)
+			return
+		}
 		b.plan.Stages = append(b.plan.Stages, b.stage(name, sel))
 		return
 	}
@@ -100,6 +113,58 @@ func (b *builder) chain(name string, sel *sql.Select) {
 		u.Union = append(u.Union, st.Name)
 	}
 	b.plan.Stages = append(b.plan.Stages, u)
+}
+
+type windowChoice struct {
+	id      string
+	groupBy []sql.Expr
+}
+
+// multiWindows expands GROUP BY ..., Windows(w1, w2) or Windows(Window('id',
+// w1), ...) into one GROUP BY per window; nil when there is no Windows().
+func multiWindows(b *builder, sel *sql.Select) []windowChoice {
+	at := -1
+	for i, g := range sel.GroupBy {
+		if c, ok := g.(*sql.Call); ok && strings.EqualFold(c.Name, "windows") {
+			if at >= 0 {
+				b.failAt(c.P, "only one Windows(...) per GROUP BY")
+			}
+			at = i
+		}
+	}
+	if at < 0 {
+		return nil
+	}
+	call := sel.GroupBy[at].(*sql.Call)
+	if len(call.Args) == 0 {
+		b.failAt(call.P, "Windows(...) needs at least one window")
+	}
+	var out []windowChoice
+	named, ids := 0, map[string]bool{}
+	for _, a := range call.Args {
+		w, id := a, ""
+		if c, ok := a.(*sql.Call); ok && strings.EqualFold(c.Name, "window") {
+			l, isLit := c.Args[0].(*sql.Literal)
+			if len(c.Args) != 2 || !isLit || l.Kind != sql.LitString {
+				b.failAt(c.P, "Window takes ('id', window)")
+			}
+			id, w = l.Text, c.Args[1]
+			if ids[strings.ToLower(id)] {
+				b.failAt(c.P, "window id %q is used twice", id)
+			}
+			ids[strings.ToLower(id)] = true
+			named++
+		}
+		if c, ok := w.(*sql.Call); !ok || !isWindowFunc(strings.ToLower(c.Name)) || strings.EqualFold(c.Name, "windows") {
+			b.failAt(w.Position(), "Windows(...) takes windows such as TumblingWindow(...), or Window('id', window)")
+		}
+		gb := append(append(append([]sql.Expr(nil), sel.GroupBy[:at]...), w), sel.GroupBy[at+1:]...)
+		out = append(out, windowChoice{id: id, groupBy: gb})
+	}
+	if named != 0 && named != len(call.Args) {
+		b.failAt(call.P, "give every window of Windows(...) an id, or none")
+	}
+	return out
 }
 
 type inputUse struct {
@@ -144,12 +209,18 @@ type stageCtx struct {
 	// MEASURES and DEFINE, and the plan message being built.
 	mrVars map[string]bool
 	mr     *pb.MatchRecognize
+	// windowID is System.Window().Id in one expansion of GROUP BY Windows(...).
+	windowID string
 }
 
 func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
+	return b.stageWithWindowID(name, sel, "")
+}
+
+func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID string) *pb.Stage {
 	st := &pb.Stage{Name: name}
 	src := sel.From
-	c := &stageCtx{b: b, st: st, alias: strings.ToLower(src.Alias), sourceName: strings.ToLower(src.Name)}
+	c := &stageCtx{b: b, st: st, alias: strings.ToLower(src.Alias), sourceName: strings.ToLower(src.Name), windowID: windowID}
 	if declared, ok := b.stages[strings.ToLower(src.Name)]; ok {
 		st.Source = declared
 		if src.TimestampBy != nil {
@@ -328,8 +399,6 @@ func isGroupAggregate(c *sql.Call) bool {
 }
 
 // Functions of the complete language that this engine does not run yet.
-var notYet = map[string]string{}
-
 var analyticFuncs = map[string]pb.Analytic_Func{"lag": pb.Analytic_LAG, "last": pb.Analytic_LAST, "isfirst": pb.Analytic_ISFIRST,
 	"anomalydetection_spikeanddip": pb.Analytic_SPIKE_AND_DIP, "anomalydetection_changepoint": pb.Analytic_CHANGE_POINT}
 
@@ -658,6 +727,16 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 			return c.matchAggregate(x, fn)
 		}
 	}
+	if name == "system.window" {
+		if len(x.Args) > 0 {
+			c.b.failAt(x.P, "System.Window() takes no arguments")
+		}
+		id := value.Value{}
+		if c.windowID != "" {
+			id = value.Str(c.windowID)
+		}
+		return lit(value.RecordValue(&value.Record{Names: []string{"Id"}, Vals: []value.Value{id}}))
+	}
 	if name == "system.timestamp" {
 		if len(x.Args) > 0 {
 			c.b.failAt(x.P, "System.Timestamp() takes no arguments")
@@ -675,9 +754,6 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 	}
 	if _, ok := applyFuncs[name]; ok {
 		c.b.failAt(x.P, "%s is a table-valued function: use it in CROSS APPLY", x.Name)
-	}
-	if what, ok := notYet[name]; ok {
-		c.b.failAt(x.P, "%s %s is not supported yet", what, strings.ToUpper(x.Name))
 	}
 	if isWindowFunc(name) {
 		c.b.failAt(x.P, "%s is only allowed in GROUP BY", x.Name)

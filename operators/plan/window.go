@@ -37,9 +37,6 @@ var timeUnits = map[string]int64{
 // window converts a window call of GROUP BY; nil when call is not a window.
 func (c *stageCtx) window(call *sql.Call) *pb.Window {
 	name := strings.ToLower(call.Name)
-	if name == "windows" {
-		c.b.failAt(call.P, "Windows(...) with several windows is not supported yet")
-	}
 	kind, ok := windowKinds[name]
 	if !ok {
 		return nil

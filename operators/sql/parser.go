@@ -728,7 +728,14 @@ func (p *parser) call(id *Ident) Expr {
 	if p.isKw("over") {
 		c.Over = p.over()
 	}
-	return c
+	// System.Window().Id and similar: a field of the record a call returns.
+	var e Expr = c
+	for p.isOp(".") && (p.peekAt(1).Kind == TokIdent || p.peekAt(1).Kind == TokBracket) {
+		p.next()
+		f := p.next()
+		e = &Call{P: f.Pos, Name: "GetRecordPropertyValue", Args: []Expr{e, &Literal{P: f.Pos, Kind: LitString, Text: f.Text}}}
+	}
+	return e
 }
 
 func (p *parser) over() *Over {
