@@ -906,17 +906,7 @@ func (c *stageCtx) analytic(x *sql.Call, fn pb.Analytic_Func) *pb.Expr {
 			}
 			a.Mode = mode
 		}
-		if over == nil || over.Limit == nil || len(over.Limit.Args) != 2 {
-			c.b.failAt(x.P, "%s needs OVER (LIMIT DURATION(unit, n))", name)
-		}
-		id, ok := over.Limit.Args[0].(*sql.Ident)
-		if !ok {
-			c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
-		}
-		a.Duration = c.count(over.Limit.Args[1], c.unit(id))
-		if a.Duration <= 0 {
-			c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
-		}
+		a.Duration = c.limitDuration(x, name)
 	default:
 		maxArgs := 3
 		if fn == pb.Analytic_LAST {
@@ -949,20 +939,7 @@ func (c *stageCtx) analytic(x *sql.Call, fn pb.Analytic_Func) *pb.Expr {
 		if len(rest) > 0 {
 			a.Default = c.row(rest[0])
 		}
-		if over == nil || over.Limit == nil {
-			c.b.failAt(x.P, "%s needs OVER (LIMIT DURATION(unit, n))", name)
-		}
-		if len(over.Limit.Args) != 2 {
-			c.b.failAt(over.Limit.P, "DURATION takes (unit, n)")
-		}
-		id, ok := over.Limit.Args[0].(*sql.Ident)
-		if !ok {
-			c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
-		}
-		a.Duration = c.count(over.Limit.Args[1], c.unit(id))
-		if a.Duration <= 0 {
-			c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
-		}
+		a.Duration = c.limitDuration(x, name)
 	}
 	if over != nil {
 		for _, p := range over.PartitionBy {
@@ -1004,17 +981,7 @@ func (c *stageCtx) overAggregate(x *sql.Call, fn pb.Aggregate_Func) *pb.Expr {
 		a.Value = c.row(x.Args[0])
 	}
 	over := x.Over
-	if over.Limit == nil || len(over.Limit.Args) != 2 {
-		c.b.failAt(over.P, "%s OVER needs LIMIT DURATION(unit, n)", name)
-	}
-	id, ok := over.Limit.Args[0].(*sql.Ident)
-	if !ok {
-		c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
-	}
-	a.Duration = c.count(over.Limit.Args[1], c.unit(id))
-	if a.Duration <= 0 {
-		c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
-	}
+	a.Duration = c.limitDuration(x, name+" OVER")
 	for _, p := range over.PartitionBy {
 		a.PartitionBy = append(a.PartitionBy, c.row(p))
 	}
@@ -1098,17 +1065,7 @@ func (b *builder) join(c *stageCtx, j *sql.Join) *pb.Join {
 // equiKeys finds `left = right` conditions among the AND-ed parts of ON
 // whose sides each read one side of the join only.
 func (c *stageCtx) equiKeys(on sql.Expr, pj *pb.Join) {
-	var conj []sql.Expr
-	var split func(e sql.Expr)
-	split = func(e sql.Expr) {
-		if bin, ok := e.(*sql.Binary); ok && bin.Op == "AND" {
-			split(bin.L)
-			split(bin.R)
-			return
-		}
-		conj = append(conj, e)
-	}
-	split(on)
+	conj := splitAnd(on)
 	for _, e := range conj {
 		bin, ok := e.(*sql.Binary)
 		if !ok || bin.Op != "=" {
@@ -1170,17 +1127,7 @@ type gap struct{ exact, widened int64 }
 func (c *stageCtx) joinBounds(on sql.Expr) (lo, hi gap, found bool) {
 	c.streamJoin = true // recognise the special form while looking
 	defer func() { c.streamJoin = false }()
-	var conj []sql.Expr
-	var split func(e sql.Expr)
-	split = func(e sql.Expr) {
-		if bin, ok := e.(*sql.Binary); ok && bin.Op == "AND" {
-			split(bin.L)
-			split(bin.R)
-			return
-		}
-		conj = append(conj, e)
-	}
-	split(on)
+	conj := splitAnd(on)
 	var loU, hiU *int64
 	var unit int64
 	set := func(p **int64, v int64) { x := v; *p = &x }
@@ -1368,4 +1315,29 @@ func (c *stageCtx) matchAggregate(x *sql.Call, fn pb.MatchAggregate_Func) *pb.Ex
 	}
 	c.mr.Aggregates = append(c.mr.Aggregates, &pb.MatchAggregate{Func: fn, Var: varName, Arg: c.row(x.Args[0])})
 	return &pb.Expr{Kind: &pb.Expr_Aggregate{Aggregate: int32(len(c.mr.Aggregates) - 1)}}
+}
+
+// splitAnd lists the AND-ed parts of a condition.
+func splitAnd(e sql.Expr) []sql.Expr {
+	if bin, ok := e.(*sql.Binary); ok && bin.Op == "AND" {
+		return append(splitAnd(bin.L), splitAnd(bin.R)...)
+	}
+	return []sql.Expr{e}
+}
+
+// limitDuration reads OVER (... LIMIT DURATION(unit, n) ...) in ticks.
+func (c *stageCtx) limitDuration(x *sql.Call, name string) int64 {
+	over := x.Over
+	if over == nil || over.Limit == nil || len(over.Limit.Args) != 2 {
+		c.b.failAt(x.P, "%s needs OVER (LIMIT DURATION(unit, n))", name)
+	}
+	id, ok := over.Limit.Args[0].(*sql.Ident)
+	if !ok {
+		c.b.failAt(over.Limit.Args[0].Position(), "expected a time unit (day, hour, minute, second, millisecond, microsecond)")
+	}
+	d := c.count(over.Limit.Args[1], c.unit(id))
+	if d <= 0 {
+		c.b.failAt(over.Limit.P, "LIMIT DURATION must be positive")
+	}
+	return d
 }
