@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the Go code for proto/ with protoc (Debian: apt-get install
-# protobuf-compiler) and the protoc-gen-go version pinned in go.mod.
+# protobuf-compiler libprotobuf-dev) and the protoc-gen-go version pinned in go.mod.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(mktemp -d)
@@ -13,6 +13,7 @@ PATH="$bin:$PATH" protoc -I proto \
   --go_opt=Mmillstream/v1/value.proto=github.com/millstream/millstream/proto/millstreampb \
   --go_opt=Mmillstream/v1/plan.proto=github.com/millstream/millstream/proto/millstreampb \
   --go_opt=Mmillstream/v1/snapshot.proto=github.com/millstream/millstream/proto/millstreampb \
+  --go_opt=Mmillstream/v1/job.proto=github.com/millstream/millstream/proto/millstreampb \
   proto/millstream/v1/*.proto
 # paths=source_relative keeps the millstream/v1/ folders; flatten them.
 mv proto/millstreampb/millstream/v1/*.pb.go proto/millstreampb/

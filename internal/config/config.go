@@ -1,0 +1,343 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	"gopkg.in/yaml.v3"
+
+	"github.com/millstream/millstream/operators/exec"
+	"github.com/millstream/millstream/operators/plan"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("config: invalid")
+
+// LoadJob reads a job file (.yaml, .yml, .json, .textproto, .txtpb, .pbtxt).
+func LoadJob(path string) (*pb.Job, error) {
+	j := &pb.Job{}
+	if err := load(path, j); err != nil {
+		return nil, err
+	}
+	if err := ValidateJob(j); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return j, nil
+}
+
+// LoadGateway reads a gateway configuration file.
+func LoadGateway(path string) (*pb.GatewayConfig, error) {
+	g := &pb.GatewayConfig{}
+	if err := load(path, g); err != nil {
+		return nil, err
+	}
+	EnsureGatewayDefaults(g)
+	if err := ValidateGateway(g); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return g, nil
+}
+
+// ParseJob parses a job from bytes in the format its name implies.
+func ParseJob(name string, data []byte) (*pb.Job, error) {
+	j := &pb.Job{}
+	if err := parse(name, data, j); err != nil {
+		return nil, err
+	}
+	if err := ValidateJob(j); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return j, nil
+}
+
+func load(path string, m proto.Message) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return parse(path, data, m)
+}
+
+func parse(name string, data []byte, m proto.Message) error {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".textproto", ".txtpb", ".pbtxt":
+		if err := prototext.Unmarshal(data, m); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	case ".json":
+		if err := protojson.Unmarshal(data, m); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if len(doc.Content) == 0 {
+		return fmt.Errorf("%s: %w: the file is empty", name, ErrInvalid)
+	}
+	var js bytes.Buffer
+	var lines []offsetLine
+	if err := toJSON(&js, doc.Content[0], &lines); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := protojson.Unmarshal(js.Bytes(), m); err != nil {
+		return fmt.Errorf("%s:%d: %w", name, lineOf(err, lines), cleanProtoErr(err))
+	}
+	return nil
+}
+
+// offsetLine maps a byte offset of the generated JSON to a YAML line.
+type offsetLine struct {
+	off  int
+	line int
+}
+
+var protoErrPos = regexp.MustCompile(`\(line \d+:(\d+)\):?`)
+
+func lineOf(err error, lines []offsetLine) int {
+	m := protoErrPos.FindStringSubmatch(err.Error())
+	if m == nil || len(lines) == 0 {
+		return 1
+	}
+	col, _ := strconv.Atoi(m[1])
+	i := sort.Search(len(lines), func(i int) bool { return lines[i].off > col }) - 1
+	if i < 0 {
+		i = 0
+	}
+	return lines[i].line
+}
+
+func cleanProtoErr(err error) error {
+	msg := protoErrPos.ReplaceAllString(err.Error(), "")
+	msg = strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(msg, "proto:"), "\u00a0"))
+	return fmt.Errorf("%w: %s", ErrInvalid, strings.TrimSpace(msg))
+}
+
+// toJSON writes a YAML node as JSON, remembering where each key starts.
+func toJSON(b *bytes.Buffer, n *yaml.Node, lines *[]offsetLine) error {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		return toJSON(b, n.Content[0], lines)
+	case yaml.AliasNode:
+		return toJSON(b, n.Alias, lines)
+	case yaml.MappingNode:
+		b.WriteByte('{')
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			*lines = append(*lines, offsetLine{off: b.Len() + 1, line: n.Content[i].Line})
+			writeString(b, n.Content[i].Value)
+			b.WriteByte(':')
+			if err := toJSON(b, n.Content[i+1], lines); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	case yaml.SequenceNode:
+		b.WriteByte('[')
+		for i, c := range n.Content {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			*lines = append(*lines, offsetLine{off: b.Len() + 1, line: c.Line})
+			if err := toJSON(b, c, lines); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			b.WriteString("null")
+		case "!!bool", "!!int", "!!float":
+			b.WriteString(n.Value)
+		default:
+			writeString(b, n.Value)
+		}
+	default:
+		return fmt.Errorf("line %d: %w: unsupported YAML node", n.Line, ErrInvalid)
+	}
+	return nil
+}
+
+func writeString(b *bytes.Buffer, s string) {
+	b.WriteString(strconv.Quote(s))
+}
+
+// ValidateJob checks a job and reports every problem it finds.
+func ValidateJob(j *pb.Job) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)) }
+	if j.Name == "" {
+		bad("job: name is required")
+	}
+	var p *pb.Plan
+	switch {
+	case j.Query != "" && j.Plan != nil:
+		bad("job %q: give query or plan, not both", j.Name)
+	case j.Query != "":
+		var err error
+		if p, err = plan.FromSQL(j.Query); err != nil {
+			errs = append(errs, fmt.Errorf("job %q: query: %w", j.Name, err))
+		}
+	case j.Plan != nil:
+		p = j.Plan
+	default:
+		bad("job %q: a query is required", j.Name)
+	}
+	if _, err := ExecOptions(j); err != nil {
+		errs = append(errs, fmt.Errorf("job %q: %w", j.Name, err))
+	}
+	seen := map[string]bool{}
+	for _, in := range j.Inputs {
+		if in.Name == "" {
+			bad("job %q: an input has no name", j.Name)
+		}
+		if seen[strings.ToLower(in.Name)] {
+			bad("job %q: input %q is declared twice", j.Name, in.Name)
+		}
+		seen[strings.ToLower(in.Name)] = true
+		if in.DeviceId != "" && !strings.HasPrefix(in.DeviceId, "topic:") && !strings.HasPrefix(in.DeviceId, "field:") {
+			bad("job %q: input %q: device_id must be topic:N or field:NAME, not %q", j.Name, in.Name, in.DeviceId)
+		}
+	}
+	outs := map[string]bool{}
+	for _, o := range j.Outputs {
+		if o.Name == "" {
+			bad("job %q: an output has no name", j.Name)
+		}
+		outs[strings.ToLower(o.Name)] = true
+		if o.Sink == nil {
+			bad("job %q: output %q needs a sink (mqtt, file or log)", j.Name, o.Name)
+		}
+		if f := o.GetFile(); f != nil && f.Path == "" {
+			bad("job %q: output %q: file sink needs a path", j.Name, o.Name)
+		}
+		if m := o.GetMqtt(); m != nil && m.Qos > 1 {
+			bad("job %q: output %q: qos must be 0 or 1", j.Name, o.Name)
+		}
+	}
+	if p != nil {
+		for _, o := range p.Outputs {
+			if !outs[strings.ToLower(o.Name)] {
+				bad("job %q: the query writes output %q, which the job does not declare", j.Name, o.Name)
+			}
+		}
+		for _, in := range p.Inputs {
+			if !seen[strings.ToLower(in.Name)] {
+				bad("job %q: the query reads input %q, which the job does not declare", j.Name, in.Name)
+			}
+		}
+		for _, r := range p.References {
+			found := false
+			for _, in := range j.Inputs {
+				if strings.EqualFold(in.Name, r) {
+					found = true
+					if in.ReferenceFile == "" {
+						bad("job %q: %q is joined as reference data: give it a reference_file", j.Name, r)
+					}
+				}
+			}
+			if !found {
+				bad("job %q: the query joins reference input %q, which the job does not declare", j.Name, r)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ExecOptions turns a job's event policy into executor options.
+func ExecOptions(j *pb.Job) (exec.Options, error) {
+	pol := j.GetPolicy()
+	p, err := exec.ParsePolicy(pol.GetOutOfOrderPolicy())
+	if err != nil {
+		return exec.Options{}, err
+	}
+	o := exec.Options{OutOfOrderPolicy: p, CompatLevel: pol.GetCompatibilityLevel(), LowerCaseNames: pol.GetLowerCaseNames()}
+	if d := pol.GetLateArrivalTolerance(); d != nil {
+		o.LateArrivalTolerance = d.AsDuration()
+		if o.LateArrivalTolerance == 0 {
+			o.LateArrivalTolerance = -1
+		}
+	}
+	if d := pol.GetOutOfOrderTolerance(); d != nil {
+		o.OutOfOrderTolerance = d.AsDuration()
+	}
+	switch o.CompatLevel {
+	case "", "1.0", "1.1", "1.2":
+	default:
+		return o, fmt.Errorf("%w: compatibility_level must be 1.0, 1.1 or 1.2", ErrInvalid)
+	}
+	if o.LateArrivalTolerance > 20*24*3600e9 || o.OutOfOrderTolerance < 0 {
+		return o, fmt.Errorf("%w: tolerances must be between 0 and 20 days", ErrInvalid)
+	}
+	return o, nil
+}
+
+// Defaults of GatewayConfig.
+const (
+	DefaultMQTTListen      = "127.0.0.1:1883"
+	DefaultHTTPListen      = "127.0.0.1:8080"
+	DefaultPartitions      = 64
+	DefaultMaxPayloadBytes = 256 * 1024
+	DefaultDataDir         = "./data"
+)
+
+// EnsureGatewayDefaults fills in zero fields.
+func EnsureGatewayDefaults(g *pb.GatewayConfig) {
+	if g.Name == "" {
+		g.Name = "gateway"
+	}
+	if g.DataDir == "" {
+		g.DataDir = DefaultDataDir
+	}
+	if g.MqttListen == "" {
+		g.MqttListen = DefaultMQTTListen
+	}
+	if g.HttpListen == "" {
+		g.HttpListen = DefaultHTTPListen
+	}
+	if g.Partitions == 0 {
+		g.Partitions = DefaultPartitions
+	}
+	if g.MaxPayloadBytes == 0 {
+		g.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+}
+
+// ValidateGateway checks a gateway configuration, every problem at once.
+func ValidateGateway(g *pb.GatewayConfig) error {
+	var errs []error
+	if g.Partitions > 4096 {
+		errs = append(errs, fmt.Errorf("%w: partitions must be at most 4096", ErrInvalid))
+	}
+	if g.MaxPayloadBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("%w: max_payload_bytes must be at most 64 MiB", ErrInvalid))
+	}
+	names := map[string]bool{}
+	for _, j := range g.Jobs {
+		if err := ValidateJob(j); err != nil {
+			errs = append(errs, err)
+		}
+		if names[j.Name] {
+			errs = append(errs, fmt.Errorf("%w: job %q is configured twice", ErrInvalid, j.Name))
+		}
+		names[j.Name] = true
+	}
+	return errors.Join(errs...)
+}
