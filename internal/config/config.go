@@ -182,7 +182,9 @@ func writeString(b *bytes.Buffer, s string) {
 // ValidateJob checks a job and reports every problem it finds.
 func ValidateJob(j *pb.Job) error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)) }
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
 	if j.Name == "" {
 		bad("job: name is required")
 	}
