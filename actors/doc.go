@@ -1,6 +1,30 @@
-// Package actors will hold the protoactor-go layer of the gateway: the
-// supervision tree, device actors, partition/query/window actors hosting
-// the operators engine, and the MQTT source and sink actors (DESIGN.md
-// section 2). It is empty until the gateway runtime lands; the engine it
-// will host is operators/exec.
+// Package actors is the gateway runtime on protoactor-go: partition actors
+// that host the query engine (operators/exec) for every deployed job, the
+// batching router that feeds them, the embedded MQTT broker hook that
+// turns device messages into events, and the output sinks.
+//
+// Data path:
+//
+//	MQTT publish -> brokerHook.OnPublish -> Gateway.Ingest
+//	  -> batcher[p] (p = hash(deviceId) mod P; flushed by size or delay)
+//	  -> partition actor p: exec.Executor per job -> Sink (MQTT, file, log)
+//
+// Invariants:
+//
+//	A1: an executor is touched only inside its partition actor's Receive,
+//	    so the engine needs no locks.
+//	A2: every event of a device goes to the same partition, in the order
+//	    the gateway received it.
+//	A3: mailboxes are bounded: when a partition falls behind, Ingest blocks,
+//	    which holds back the MQTT acknowledgement (QoS 1) and slows the
+//	    publisher instead of growing memory. Nothing is dropped silently.
+//	A4: a job whose state is keyed by something other than the device
+//	    (global aggregates, joins, MATCH_RECOGNIZE, UNION) runs in partition
+//	    0 only, so its results are the same as on one executor.
+//	A5: a partition actor that panics is restarted with exponential
+//	    backoff by its supervisor; its jobs are redeployed from the
+//	    gateway's job table on restart.
+//
+// What it does not do yet: durable state (checkpoints, ingest log,
+// outbox) and clustering, which build on executor snapshots.
 package actors

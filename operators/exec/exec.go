@@ -409,3 +409,9 @@ func (ex *Executor) HasEventTime(input string) bool {
 	in, err := ex.input(input)
 	return err == nil && in.tsEval != nil
 }
+
+// Reads reports whether the plan reads a stream input of that name.
+func (ex *Executor) Reads(input string) bool {
+	_, err := ex.input(input)
+	return err == nil
+}

@@ -1,0 +1,391 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/exec"
+	"github.com/millstream/millstream/operators/plan"
+	"github.com/millstream/millstream/operators/querytest"
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// Errors.
+var (
+	ErrClosed     = errors.New("actors: gateway is closed")
+	ErrUnknownJob = errors.New("actors: unknown job")
+)
+
+// Config configures a Gateway. Zero fields take the defaults in their
+// comments. A Config must not change after New.
+type Config struct {
+	// Partitions is the number of partition actors (default 64).
+	Partitions int
+	// BatchSize is the most events in one message to a partition (default 256).
+	BatchSize int
+	// BatchDelay is how long a partial batch may wait (default 5ms).
+	BatchDelay time.Duration
+	// MailboxSize bounds each partition's mailbox, in batches (default 64).
+	MailboxSize int
+	// Tick is how often idle watermarks advance (default 1s).
+	Tick time.Duration
+	// Now returns the arrival time of events (default time.Now; tests
+	// substitute a clock they control).
+	Now func() time.Time
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) ensureDefaults() {
+	if c.Partitions <= 0 {
+		c.Partitions = 64
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 256
+	}
+	if c.BatchDelay <= 0 {
+		c.BatchDelay = 5 * time.Millisecond
+	}
+	if c.MailboxSize <= 0 {
+		c.MailboxSize = 64
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Sink receives every output row. It is called from partition actors,
+// concurrently for different partitions; rec is borrowed for the call.
+type Sink interface {
+	Write(job, output string, ts int64, rec *value.Record)
+}
+
+// DeadLetterSink receives every rejected event. Optional.
+type DeadLetterSink interface {
+	DeadLetter(job string, dl exec.DeadLetter)
+}
+
+// Stats are gateway-wide counters.
+type Stats struct {
+	EventsIn     uint64
+	RowsOut      uint64
+	DeadLettered uint64
+}
+
+// Gateway hosts deployed jobs on partition actors.
+type Gateway struct {
+	cfg      Config
+	sink     Sink
+	dead     DeadLetterSink
+	system   *actor.ActorSystem
+	parts    []*actor.PID
+	batchers []*batcher
+	mu       sync.Mutex // guards jobs
+	jobs     map[string]*deployedJob
+	closed   atomic.Bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	eventsIn atomic.Uint64
+	rowsOut  atomic.Uint64
+	dead1    atomic.Uint64
+}
+
+type deployedJob struct {
+	job         *pb.Job
+	plan        *pb.Plan
+	opts        exec.Options
+	refs        []querytest.InputFile
+	partitioned bool // by device (A4)
+}
+
+// New starts a gateway with no jobs.
+func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
+	cfg.ensureDefaults()
+	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{})}
+	supervisor := actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
+	for i := 0; i < cfg.Partitions; i++ {
+		id := i
+		props := actor.PropsFromProducer(func() actor.Actor { return &partition{g: g, id: id} },
+			actor.WithMailbox(actor.Bounded(cfg.MailboxSize)), actor.WithSupervisor(supervisor))
+		g.parts = append(g.parts, g.system.Root.Spawn(props))
+		g.batchers = append(g.batchers, &batcher{})
+	}
+	g.wg.Add(1)
+	go g.timers()
+	return g
+}
+
+// Deploy compiles a job and starts it on every partition, replacing a job
+// of the same name. Other jobs are undisturbed.
+func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
+	if g.closed.Load() {
+		return ErrClosed
+	}
+	if err := config.ValidateJob(job); err != nil {
+		return err
+	}
+	p := job.Plan
+	if p == nil {
+		var err error
+		if p, err = plan.FromSQL(job.Query); err != nil {
+			return fmt.Errorf("actors: job %q: %w", job.Name, err)
+		}
+	}
+	opts, err := config.ExecOptions(job)
+	if err != nil {
+		return fmt.Errorf("actors: job %q: %w", job.Name, err)
+	}
+	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p)}
+	for _, in := range job.Inputs {
+		if in.ReferenceFile != "" {
+			data, err := readFile(in.ReferenceFile)
+			if err != nil {
+				return fmt.Errorf("actors: job %q reference %q: %w", job.Name, in.Name, err)
+			}
+			d.refs = append(d.refs, querytest.InputFile{Name: in.Name, Data: data, Reference: true})
+		}
+	}
+	// Compile once here so errors surface to the caller, not in actors.
+	if _, err := d.newExecutor(g, 0); err != nil {
+		return fmt.Errorf("actors: job %q: %w", job.Name, err)
+	}
+	g.mu.Lock()
+	g.jobs[job.Name] = d
+	g.mu.Unlock()
+	return g.broadcast(ctx, &deployMsg{job: d})
+}
+
+// Remove stops a job on every partition.
+func (g *Gateway) Remove(ctx context.Context, name string) error {
+	g.mu.Lock()
+	_, ok := g.jobs[name]
+	delete(g.jobs, name)
+	g.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownJob, name)
+	}
+	return g.broadcast(ctx, &removeMsg{name: name})
+}
+
+// Jobs lists deployed jobs by name.
+func (g *Gateway) Jobs() []*pb.Job {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*pb.Job, 0, len(g.jobs))
+	for _, d := range g.jobs {
+		out = append(out, d.job)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (g *Gateway) broadcast(ctx context.Context, msg any) error {
+	g.flushAll()
+	for _, pid := range g.parts {
+		f := g.system.Root.RequestFuture(pid, msg, timeoutOf(ctx))
+		if _, err := f.Result(); err != nil {
+			return fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+		}
+	}
+	return nil
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return 30 * time.Second
+}
+
+// Ingest hands one event for every job that reads input to its device's
+// partition (A2). It blocks while that partition is full (A3).
+func (g *Gateway) Ingest(input, deviceID string, payload []byte) error {
+	return g.ingest("", input, deviceID, payload)
+}
+
+// IngestTopic routes an MQTT message to the job inputs whose topic filter
+// matches, with the device id each input takes from the topic or payload.
+// It reports how many inputs took the message (0: no job listens there).
+func (g *Gateway) IngestTopic(topic string, payload []byte) (int, error) {
+	g.mu.Lock()
+	var targets []routeTarget
+	for _, d := range g.jobs {
+		for _, in := range d.job.Inputs {
+			if in.ReferenceFile != "" || !matchTopic(topicFilter(in), topic) {
+				continue
+			}
+			targets = append(targets, routeTarget{job: d.job.Name, input: in.Name, deviceFrom: in.DeviceId})
+		}
+	}
+	g.mu.Unlock()
+	for _, t := range targets {
+		if err := g.ingest(t.job, t.input, deviceID(t.deviceFrom, topic, payload), payload); err != nil {
+			return 0, err
+		}
+	}
+	return len(targets), nil
+}
+
+type routeTarget struct{ job, input, deviceFrom string }
+
+func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
+	if g.closed.Load() {
+		return ErrClosed
+	}
+	g.eventsIn.Add(1)
+	p := g.partitionOf(deviceID)
+	ev := event{job: job, input: input, payload: payload, arrival: value.FromTime(g.cfg.Now())}
+	if batch := g.batchers[p].add(ev, g.cfg.BatchSize); batch != nil {
+		g.system.Root.Send(g.parts[p], batch)
+	}
+	return nil
+}
+
+func (g *Gateway) partitionOf(deviceID string) int {
+	h := fnv.New32a()
+	h.Write([]byte(deviceID))
+	return int(h.Sum32() % uint32(len(g.parts)))
+}
+
+// Drain waits until every event ingested so far has been processed.
+func (g *Gateway) Drain(ctx context.Context) error {
+	return g.broadcast(ctx, &drainMsg{})
+}
+
+// FlushWindows ends the input of every job: all open windows are emitted.
+// For replays, tests and the end of a demo; a running gateway never needs it.
+func (g *Gateway) FlushWindows(ctx context.Context) error {
+	return g.broadcast(ctx, &flushMsg{})
+}
+
+// Stats returns the counters.
+func (g *Gateway) Stats() Stats {
+	return Stats{EventsIn: g.eventsIn.Load(), RowsOut: g.rowsOut.Load(), DeadLettered: g.dead1.Load()}
+}
+
+// Close stops the gateway: pending batches are processed, then the actors
+// stop. Open windows are not flushed (they belong to durable state).
+func (g *Gateway) Close(ctx context.Context) error {
+	if g.closed.Swap(true) {
+		return nil
+	}
+	err := g.broadcast(ctx, &drainMsg{})
+	close(g.stop)
+	g.wg.Wait()
+	for _, pid := range g.parts {
+		_, _ = g.system.Root.StopFuture(pid).Result()
+	}
+	g.system.Shutdown()
+	return err
+}
+
+func (g *Gateway) flushAll() {
+	for i, b := range g.batchers {
+		if batch := b.take(); batch != nil {
+			g.system.Root.Send(g.parts[i], batch)
+		}
+	}
+}
+
+// timers flushes partial batches and advances idle watermarks.
+func (g *Gateway) timers() {
+	defer g.wg.Done()
+	flush := time.NewTicker(g.cfg.BatchDelay)
+	tick := time.NewTicker(g.cfg.Tick)
+	defer flush.Stop()
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-flush.C:
+			g.flushAll()
+		case <-tick.C:
+			now := &tickMsg{now: value.FromTime(g.cfg.Now())}
+			for _, pid := range g.parts {
+				g.system.Root.Send(pid, now)
+			}
+		}
+	}
+}
+
+// batcher collects a partition's events between sends.
+type batcher struct {
+	mu     sync.Mutex
+	events []event
+}
+
+func (b *batcher) add(e event, size int) *eventBatch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.events = append(b.events, e)
+	if len(b.events) < size {
+		return nil
+	}
+	batch := &eventBatch{events: b.events}
+	b.events = make([]event, 0, size)
+	return batch
+}
+
+func (b *batcher) take() *eventBatch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.events) == 0 {
+		return nil
+	}
+	batch := &eventBatch{events: b.events}
+	b.events = nil
+	return batch
+}
+
+// partitionedByDevice reports whether every stateful stage of a plan is
+// keyed by deviceId, so the job may run on every partition (A4).
+func partitionedByDevice(p *pb.Plan) bool {
+	isDevice := func(e *pb.Expr) bool {
+		f := e.GetField()
+		return f != nil && len(f.Path) == 1 && strings.EqualFold(f.Path[0], "deviceId")
+	}
+	anyDevice := func(es []*pb.Expr) bool {
+		for _, e := range es {
+			if isDevice(e) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(p.Inputs) > 1 || len(p.References) > 0 {
+		return false
+	}
+	for _, st := range p.Stages {
+		if len(st.Union) > 0 || st.Join != nil || st.Match != nil {
+			return false
+		}
+		if st.Window != nil && !anyDevice(st.GroupKeys) {
+			return false
+		}
+		for _, a := range st.Analytics {
+			if !anyDevice(a.PartitionBy) {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,242 @@
+package actors
+
+import (
+	"bufio"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// Publisher publishes an MQTT message (the embedded broker, or a client
+// of an external one).
+type Publisher interface {
+	Publish(topic string, payload []byte, qos byte) error
+}
+
+// Outputs routes output rows to the sinks each job declares: MQTT, a
+// JSON-lines file with size-based rotation, or a log writer. Every MQTT and
+// file message carries "_id", a stable id from the job, output, time and
+// row, so receivers can drop duplicates. Safe for concurrent use.
+type Outputs struct {
+	mu    sync.Mutex
+	sinks map[string]outputSink // job/output (lower case)
+	pub   Publisher
+	log   io.Writer
+	logMu sync.Mutex
+}
+
+type outputSink interface {
+	write(job, output string, ts int64, rec *value.Record) error
+	close() error
+}
+
+// NewOutputs makes an Outputs that publishes through pub and logs to log.
+func NewOutputs(pub Publisher, log io.Writer) *Outputs {
+	return &Outputs{sinks: map[string]outputSink{}, pub: pub, log: log}
+}
+
+// Configure (re)creates the sinks of a job.
+func (o *Outputs) Configure(job *pb.Job) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, out := range job.Outputs {
+		key := strings.ToLower(job.Name + "/" + out.Name)
+		if old := o.sinks[key]; old != nil {
+			_ = old.close()
+		}
+		switch s := out.Sink.(type) {
+		case *pb.JobOutput_Mqtt:
+			topic := s.Mqtt.Topic
+			if topic == "" {
+				topic = "millstream/{job}/{output}"
+			}
+			o.sinks[key] = &mqttSink{pub: o.pub, topic: topic, qos: byte(s.Mqtt.Qos)}
+		case *pb.JobOutput_File:
+			fs, err := newFileSink(s.File.Path, s.File.MaxBytes)
+			if err != nil {
+				return fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err)
+			}
+			o.sinks[key] = fs
+		case *pb.JobOutput_Log:
+			prefix := s.Log.Prefix
+			if prefix == "" {
+				prefix = job.Name + "/" + out.Name
+			}
+			o.sinks[key] = &logSink{o: o, prefix: prefix}
+		}
+	}
+	return nil
+}
+
+// Write implements Sink.
+func (o *Outputs) Write(job, output string, ts int64, rec *value.Record) {
+	o.mu.Lock()
+	s := o.sinks[strings.ToLower(job+"/"+output)]
+	o.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if err := s.write(job, output, ts, rec); err != nil {
+		o.logLine(fmt.Sprintf("millstream: output %s/%s: %v", job, output, err))
+	}
+}
+
+// Close closes every sink.
+func (o *Outputs) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var first error
+	for _, s := range o.sinks {
+		if err := s.close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (o *Outputs) logLine(line string) {
+	if o.log == nil {
+		return
+	}
+	o.logMu.Lock()
+	defer o.logMu.Unlock()
+	fmt.Fprintln(o.log, line)
+}
+
+// messageID is stable for the same job, output, time and row.
+func messageID(job, output string, ts int64, body []byte) string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", job, output, ts)
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func withID(job, output string, ts int64, rec *value.Record) []byte {
+	body := value.AppendRecordJSON(nil, rec)
+	id := messageID(job, output, ts, body)
+	out := make([]byte, 0, len(body)+32)
+	out = append(out, `{"_id":"`...)
+	out = append(out, id...)
+	out = append(out, '"')
+	if len(body) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, body[1:]...)
+}
+
+type logSink struct {
+	o      *Outputs
+	prefix string
+}
+
+func (s *logSink) write(_, _ string, ts int64, rec *value.Record) error {
+	s.o.logLine(s.prefix + " " + value.FormatTicks(ts) + " " + string(value.AppendRecordJSON(nil, rec)))
+	return nil
+}
+
+func (s *logSink) close() error { return nil }
+
+type mqttSink struct {
+	pub   Publisher
+	topic string
+	qos   byte
+}
+
+func (s *mqttSink) write(job, output string, ts int64, rec *value.Record) error {
+	if s.pub == nil {
+		return fmt.Errorf("no MQTT publisher configured")
+	}
+	topic := strings.NewReplacer("{job}", job, "{output}", output).Replace(s.topic)
+	if strings.Contains(topic, "{") {
+		for i, n := range rec.Names {
+			topic = strings.ReplaceAll(topic, "{"+n+"}", strings.Trim(rec.Vals[i].String(), `"`))
+		}
+	}
+	return s.pub.Publish(topic, withID(job, output, ts, rec), s.qos)
+}
+
+func (s *mqttSink) close() error { return nil }
+
+// fileSink appends JSON lines and rotates to path.1 at maxBytes.
+type fileSink struct {
+	mu       sync.Mutex
+	path     string
+	maxBytes int64
+	f        *os.File
+	w        *bufio.Writer
+	size     int64
+}
+
+func newFileSink(path string, maxBytes int64) (*fileSink, error) {
+	if maxBytes <= 0 {
+		maxBytes = 64 << 20
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	s := &fileSink{path: path, maxBytes: maxBytes}
+	return s, s.open()
+}
+
+func (s *fileSink) open() error {
+	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	s.f, s.w, s.size = f, bufio.NewWriterSize(f, 64<<10), st.Size()
+	return nil
+}
+
+func (s *fileSink) write(job, output string, ts int64, rec *value.Record) error {
+	line := append(withID(job, output, ts, rec), '\n')
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.size+int64(len(line)) > s.maxBytes && s.size > 0 {
+		if err := s.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := s.w.Write(line)
+	s.size += int64(n)
+	return err
+}
+
+func (s *fileSink) rotate() error {
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
+	if err := s.f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(s.path, s.path+".1"); err != nil {
+		return err
+	}
+	return s.open()
+}
+
+func (s *fileSink) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := s.w.Flush()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	s.f = nil
+	return err
+}
