@@ -65,7 +65,7 @@ outputs:
 	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour}, outs, nil)
 	broker, err := StartBroker("127.0.0.1:0", g, 256<<10, nil)
 	require.NoError(t, err)
-	outs.pub = broker
+	outs.SetPublisher(broker)
 	require.NoError(t, outs.Configure(job))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -43,6 +43,13 @@ func NewOutputs(pub Publisher, log io.Writer) *Outputs {
 	return &Outputs{sinks: map[string]outputSink{}, pub: pub, log: log}
 }
 
+// SetPublisher sets where MQTT outputs go (before the first Configure).
+func (o *Outputs) SetPublisher(pub Publisher) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.pub = pub
+}
+
 // Configure (re)creates the sinks of a job.
 func (o *Outputs) Configure(job *pb.Job) error {
 	o.mu.Lock()

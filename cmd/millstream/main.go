@@ -3,16 +3,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 const usage = `millstream: a stream processor for factory-floor IoT gateways
 
 Usage:
+  millstream demo           a gateway, simulated devices and a sample job: one command
+  millstream gateway        run one gateway from a configuration file
+  millstream simulate       simulated devices publishing to an MQTT broker
   millstream query run      run a query over JSON-lines files (local testing)
   millstream query explain  print the plan of a query as text proto
   millstream query test     run query test folders and compare outputs
@@ -28,11 +34,18 @@ var version = "dev"
 var errUsage = errors.New("usage")
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runCtx(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdout, stderr)
+	return runCtx(context.Background(), args, stdout, stderr)
+}
+
+func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
@@ -48,12 +61,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func dispatch(args []string, stdout, stderr io.Writer) error {
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: no command given", errUsage)
 	}
 	switch args[0] {
+	case "demo":
+		return demoCmd(ctx, args[1:], stdout, stderr)
+	case "gateway":
+		return gatewayCmd(ctx, args[1:], stdout, stderr)
+	case "simulate":
+		return simulateCmd(ctx, args[1:], stdout, stderr)
 	case "query":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: query needs a subcommand: run, explain or test", errUsage)

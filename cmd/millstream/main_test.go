@@ -123,3 +123,19 @@ func TestCLIRunWithReferenceData(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Equal(t, "{\"machine\":\"b\",\"temp\":50}\n", stdout)
 }
+
+// TestCLIDemoRunsEndToEnd runs the one-command demo for a few seconds: the
+// embedded broker, simulated devices over MQTT, alerts, aggregates and the
+// raw-data file, with nothing dead-lettered.
+func TestCLIDemoRunsEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	code, stdout, stderr := runCLI(t, "demo", "--duration", "3s", "--mqtt", "127.0.0.1:0", "--devices", "4", "--rate", "25", "--spike-every", "10", "--data", dir)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "embedded MQTT broker on tcp://127.0.0.1:")
+	require.Contains(t, stdout, `"severity":"CRITICAL"`)
+	require.Contains(t, stdout, `AGG {"_id":"`)
+	require.Regexp(t, `stopped: \d+ events in, \d+ rows out, 0 dead-lettered`, stdout)
+	raw, err := os.ReadFile(filepath.Join(dir, "raw.jsonl"))
+	require.NoError(t, err)
+	require.Greater(t, strings.Count(string(raw), "\n"), 50)
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/millstream/millstream/actors"
+	"github.com/millstream/millstream/internal/config"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// runningGateway is a gateway with its embedded broker and outputs.
+type runningGateway struct {
+	g      *actors.Gateway
+	broker *actors.Broker
+	outs   *actors.Outputs
+}
+
+// startGateway starts a gateway, its embedded broker and the configured jobs.
+func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger) (*runningGateway, error) {
+	config.EnsureGatewayDefaults(cfg)
+	if err := config.ValidateGateway(cfg); err != nil {
+		return nil, err
+	}
+	outs := actors.NewOutputs(nil, log)
+	g := actors.New(actors.Config{Partitions: int(cfg.Partitions), Logger: logger}, outs, nil)
+	rg := &runningGateway{g: g, outs: outs}
+	if cfg.MqttListen != "" {
+		b, err := actors.StartBroker(cfg.MqttListen, g, int(cfg.MaxPayloadBytes), logger)
+		if err != nil {
+			_ = g.Close(ctx)
+			return nil, err
+		}
+		rg.broker = b
+		outs.SetPublisher(b)
+	}
+	for _, j := range cfg.Jobs {
+		if err := outs.Configure(j); err != nil {
+			rg.close(ctx)
+			return nil, err
+		}
+		if err := g.Deploy(ctx, j); err != nil {
+			rg.close(ctx)
+			return nil, err
+		}
+	}
+	return rg, nil
+}
+
+func (rg *runningGateway) close(ctx context.Context) {
+	if rg.broker != nil {
+		_ = rg.broker.Close()
+	}
+	_ = rg.g.Close(ctx)
+	_ = rg.outs.Close()
+}
+
+const gatewayHelp = `gateway --config gateway.yaml
+
+Runs one gateway: the embedded MQTT broker (mqtt_listen), and the jobs of
+the configuration, until interrupted.`
+
+func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("gateway", stderr, gatewayHelp)
+	path := fs.String("config", "", "gateway configuration (.yaml, .json, .textproto)")
+	check := fs.Bool("t", false, "check the configuration and exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return fmt.Errorf("%w: --config is required", errUsage)
+	}
+	cfg, err := config.LoadGateway(*path)
+	if err != nil {
+		return err
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: configuration is valid (%d jobs)\n", *path, len(cfg.Jobs))
+		return nil
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	rg, err := startGateway(ctx, cfg, stdout, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.brokerAddr(), "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
+	<-ctx.Done()
+	stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rg.close(stop)
+	logger.Info("gateway stopped", "events", rg.g.Stats().EventsIn)
+	return nil
+}
+
+func (rg *runningGateway) brokerAddr() string {
+	if rg.broker == nil {
+		return ""
+	}
+	return rg.broker.Addr()
+}
