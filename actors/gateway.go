@@ -276,6 +276,53 @@ func (g *Gateway) FlushWindows(ctx context.Context) error {
 	return g.broadcast(ctx, &flushMsg{})
 }
 
+// JobCounters sums every partition's executor counters per job.
+func (g *Gateway) JobCounters(ctx context.Context) (map[string]exec.Counters, error) {
+	out := map[string]exec.Counters{}
+	for _, pid := range g.parts {
+		res, err := g.system.Root.RequestFuture(pid, &countersMsg{}, timeoutOf(ctx)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+		}
+		for job, c := range res.(*countersReply).byJob {
+			t := out[job]
+			t.EventsIn += c.EventsIn
+			t.EventsOut += c.EventsOut
+			t.DeadLettered += c.DeadLettered
+			t.LateAdjusted += c.LateAdjusted
+			t.LateDropped += c.LateDropped
+			t.OutOfOrderAdjusted += c.OutOfOrderAdjusted
+			t.OutOfOrderDropped += c.OutOfOrderDropped
+			t.EarlyDropped += c.EarlyDropped
+			out[job] = t
+		}
+	}
+	return out, nil
+}
+
+// Job returns a deployed job and its plan.
+func (g *Gateway) Job(name string) (*pb.Job, *pb.Plan, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d, ok := g.jobs[name]
+	if !ok {
+		return nil, nil, false
+	}
+	return d.job, d.plan, true
+}
+
+// Backlog counts the events waiting in the router's batches (protoactor
+// does not expose mailbox depths).
+func (g *Gateway) Backlog() int {
+	n := 0
+	for _, b := range g.batchers {
+		b.mu.Lock()
+		n += len(b.events)
+		b.mu.Unlock()
+	}
+	return n
+}
+
 // Stats returns the counters.
 func (g *Gateway) Stats() Stats {
 	return Stats{EventsIn: g.eventsIn.Load(), RowsOut: g.rowsOut.Load(), DeadLettered: g.dead1.Load()}

@@ -77,6 +77,12 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 	case *drainMsg:
 		ctx.Respond(&doneReply{})
+	case *countersMsg:
+		r := &countersReply{byJob: map[string]exec.Counters{}}
+		for name, ex := range p.execs {
+			r.byJob[name] = ex.Counters()
+		}
+		ctx.Respond(r)
 	case *flushMsg:
 		for _, ex := range p.execs {
 			ex.Flush()
@@ -125,3 +131,10 @@ func (d *deployedJob) newExecutor(g *Gateway, part int) (*exec.Executor, error) 
 }
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// countersMsg asks a partition for its executors' counters.
+type countersMsg struct{}
+
+type countersReply struct {
+	byJob map[string]exec.Counters
+}

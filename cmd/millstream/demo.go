@@ -34,6 +34,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rate := fs.Float64("rate", 2, "messages per second per device")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	listen := fs.String("mqtt", "127.0.0.1:1883", "embedded MQTT broker address (port 0 picks a free one)")
+	admin := fs.String("http", "127.0.0.1:8080", "admin API and /metrics address (port 0 picks a free one)")
 	data := fs.String("data", "millstream-demo", "directory for the raw-data file")
 	spikeEvery := fs.Int("spike-every", 200, "about one reading in this many is a temperature spike")
 	if err := parseFlags(fs, args); err != nil {
@@ -51,12 +52,12 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	var outMu sync.Mutex
 	out := lockedWriter{w: stdout, mu: &outMu}
-	rg, err := startGateway(ctx, &pb.GatewayConfig{Name: "demo", MqttListen: *listen, Partitions: 8, Jobs: []*pb.Job{job}}, out, logger)
+	rg, err := startGateway(ctx, &pb.GatewayConfig{Name: "demo", MqttListen: *listen, HttpListen: *admin, Partitions: 8, Jobs: []*pb.Job{job}}, out, logger)
 	if err != nil {
-		return fmt.Errorf("demo: %w (another broker on this port? try --mqtt 127.0.0.1:0)", err)
+		return fmt.Errorf("demo: %w (is the port taken? try --mqtt 127.0.0.1:0 --http 127.0.0.1:0)", err)
 	}
 	broker := "tcp://" + rg.brokerAddr()
-	fmt.Fprintf(out, "millstream demo: embedded MQTT broker on %s; %d simulated devices at %.1f msg/s each\n", broker, *devices, *rate)
+	fmt.Fprintf(out, "millstream demo: embedded MQTT broker on %s; admin API and metrics on http://%s; %d simulated devices at %.1f msg/s each\n", broker, rg.addr, *devices, *rate)
 	fmt.Fprintf(out, "millstream demo: job %q: ALERT lines are CRITICAL readings, AGG lines the 10 s aggregates (topic millstream/%s/IotHubOutput), raw data in %s\n",
 		job.Name, job.Name, filepath.Join(*data, "raw.jsonl"))
 

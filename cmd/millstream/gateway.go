@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/millstream/millstream/actors"
@@ -17,6 +19,8 @@ type runningGateway struct {
 	g      *actors.Gateway
 	broker *actors.Broker
 	outs   *actors.Outputs
+	http   *http.Server
+	addr   string // admin API address
 }
 
 // startGateway starts a gateway, its embedded broker and the configured jobs.
@@ -37,6 +41,16 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 		rg.broker = b
 		outs.SetPublisher(b)
 	}
+	if cfg.HttpListen != "" {
+		ln, err := net.Listen("tcp", cfg.HttpListen)
+		if err != nil {
+			rg.close(ctx)
+			return nil, fmt.Errorf("admin API listen %s: %w", cfg.HttpListen, err)
+		}
+		rg.addr = ln.Addr().String()
+		rg.http = &http.Server{Handler: actors.NewAdmin(g, outs, rg.broker).Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = rg.http.Serve(ln) }()
+	}
 	for _, j := range cfg.Jobs {
 		if err := outs.Configure(j); err != nil {
 			rg.close(ctx)
@@ -51,6 +65,9 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 }
 
 func (rg *runningGateway) close(ctx context.Context) {
+	if rg.http != nil {
+		_ = rg.http.Shutdown(ctx)
+	}
 	if rg.broker != nil {
 		_ = rg.broker.Close()
 	}
@@ -86,7 +103,7 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.brokerAddr(), "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
+	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.brokerAddr(), "admin", rg.addr, "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
 	<-ctx.Done()
 	stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -129,7 +129,7 @@ func TestCLIRunWithReferenceData(t *testing.T) {
 // raw-data file, with nothing dead-lettered.
 func TestCLIDemoRunsEndToEnd(t *testing.T) {
 	dir := t.TempDir()
-	code, stdout, stderr := runCLI(t, "demo", "--duration", "3s", "--mqtt", "127.0.0.1:0", "--devices", "4", "--rate", "25", "--spike-every", "10", "--data", dir)
+	code, stdout, stderr := runCLI(t, "demo", "--duration", "3s", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--devices", "4", "--rate", "25", "--spike-every", "10", "--data", dir)
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "embedded MQTT broker on tcp://127.0.0.1:")
 	require.Contains(t, stdout, `"severity":"CRITICAL"`)

@@ -1,0 +1,213 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/prototext"
+
+	"github.com/millstream/millstream/internal/config"
+)
+
+// Admin serves the gateway's HTTP API:
+//
+//	GET    /v1/jobs              list jobs (JSON)
+//	PUT    /v1/jobs              deploy a job (YAML, JSON or text proto body)
+//	GET    /v1/jobs/{name}       the job and its counters
+//	GET    /v1/jobs/{name}/plan  the plan as text proto
+//	DELETE /v1/jobs/{name}       remove the job
+//	GET    /metrics              Prometheus metrics
+//	GET    /healthz, /readyz     liveness and readiness
+//
+// Deploying applies the job without restarting the gateway; other jobs are
+// undisturbed.
+type Admin struct {
+	g      *Gateway
+	outs   *Outputs
+	broker *Broker
+	reg    *prometheus.Registry
+}
+
+// NewAdmin builds the API for a gateway, its outputs and (optional) broker.
+func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
+	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a})
+	return a
+}
+
+// Handler returns the HTTP handler.
+func (a *Admin) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/jobs", a.listJobs)
+	mux.HandleFunc("PUT /v1/jobs", a.deployJob)
+	mux.HandleFunc("POST /v1/jobs", a.deployJob)
+	mux.HandleFunc("GET /v1/jobs/{name}", a.getJob)
+	mux.HandleFunc("GET /v1/jobs/{name}/plan", a.getPlan)
+	mux.HandleFunc("DELETE /v1/jobs/{name}", a.removeJob)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a.g.closed.Load() {
+			http.Error(w, "closing", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request) {
+	type item struct {
+		Name    string   `json:"name"`
+		Inputs  []string `json:"inputs"`
+		Outputs []string `json:"outputs"`
+	}
+	var items []item
+	for _, j := range a.g.Jobs() {
+		it := item{Name: j.Name}
+		for _, in := range j.Inputs {
+			it.Inputs = append(it.Inputs, in.Name)
+		}
+		for _, o := range j.Outputs {
+			it.Outputs = append(it.Outputs, o.Name)
+		}
+		items = append(items, it)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": items})
+}
+
+func (a *Admin) deployJob(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	name := "job.yaml"
+	switch ct := r.Header.Get("Content-Type"); {
+	case strings.Contains(ct, "json"):
+		name = "job.json"
+	case strings.Contains(ct, "textproto"), strings.Contains(ct, "protobuf-text"):
+		name = "job.textproto"
+	}
+	job, err := config.ParseJob(name, body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	if err := a.outs.Configure(job); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	if err := a.g.Deploy(ctx, job); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"deployed": job.Name})
+}
+
+func (a *Admin) getJob(w http.ResponseWriter, r *http.Request) {
+	job, _, ok := a.g.Job(r.PathValue("name"))
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("no job %q", r.PathValue("name"))})
+		return
+	}
+	counters, err := a.g.JobCounters(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+		return
+	}
+	raw, _ := protojson.Marshal(job)
+	writeJSON(w, http.StatusOK, map[string]any{"job": json.RawMessage(raw), "counters": counters[job.Name]})
+}
+
+func (a *Admin) getPlan(w http.ResponseWriter, r *http.Request) {
+	_, p, ok := a.g.Job(r.PathValue("name"))
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("no job %q", r.PathValue("name"))})
+		return
+	}
+	out, _ := prototext.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(p)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(out)
+}
+
+func (a *Admin) removeJob(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	err := a.g.Remove(ctx, r.PathValue("name"))
+	switch {
+	case errors.Is(err, ErrUnknownJob):
+		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"removed": r.PathValue("name")})
+	}
+}
+
+// gatewayCollector reports gateway and per-job counters at scrape time.
+type gatewayCollector struct{ a *Admin }
+
+var (
+	descEventsIn   = prometheus.NewDesc("millstream_events_in_total", "Events received by the gateway.", nil, nil)
+	descBacklog    = prometheus.NewDesc("millstream_router_backlog_events", "Events waiting in the router's batches.", nil, nil)
+	descRejected   = prometheus.NewDesc("millstream_mqtt_rejected_total", "MQTT messages rejected (payload too large).", nil, nil)
+	descUnrouted   = prometheus.NewDesc("millstream_mqtt_unrouted_total", "MQTT messages on topics no job reads.", nil, nil)
+	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job", "kind"}, nil)
+)
+
+func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter} {
+		ch <- d
+	}
+}
+
+func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.a.g
+	ch <- prometheus.MustNewConstMetric(descEventsIn, prometheus.CounterValue, float64(g.eventsIn.Load()))
+	ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(g.Backlog()))
+	if b := c.a.broker; b != nil {
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(b.Rejected()))
+		ch <- prometheus.MustNewConstMetric(descUnrouted, prometheus.CounterValue, float64(b.Unrouted()))
+	}
+	if g.closed.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counters, err := g.JobCounters(ctx)
+	if err != nil {
+		return
+	}
+	for job, k := range counters {
+		for kind, v := range map[string]uint64{
+			"in": k.EventsIn, "out": k.EventsOut, "dead_lettered": k.DeadLettered,
+			"late_adjusted": k.LateAdjusted, "late_dropped": k.LateDropped,
+			"out_of_order_adjusted": k.OutOfOrderAdjusted, "out_of_order_dropped": k.OutOfOrderDropped,
+			"early_dropped": k.EarlyDropped,
+		} {
+			ch <- prometheus.MustNewConstMetric(descJobCounter, prometheus.CounterValue, float64(v), job, kind)
+		}
+	}
+}
