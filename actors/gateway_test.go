@@ -17,6 +17,7 @@ import (
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/querytest"
 	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 const sample = "../deployments/jobs/temperature-filtering"
@@ -38,12 +39,10 @@ func mqttClient(t *testing.T, addr, id string) paho.Client {
 	return c
 }
 
-// TestGatewayEmbeddedBrokerEndToEnd publishes the sample job's input over
-// MQTT (QoS 1) into the embedded broker and compares what the gateway's
-// outputs produce, row by row, with the expected outputs of the same job
-// (computed independently of Millstream).
-func TestGatewayEmbeddedBrokerEndToEnd(t *testing.T) {
-	dir := t.TempDir()
+// sampleJob is the temperature-filtering sample job with its LocalOutput
+// written to a file and its CloudOutput published over MQTT.
+func sampleJob(t *testing.T, localFile string) *pb.Job {
+	t.Helper()
 	query, err := os.ReadFile(filepath.Join(sample, "query.sql"))
 	require.NoError(t, err)
 	jobYAML := "name: temp\nquery: |\n  " + strings.ReplaceAll(string(query), "\n", "\n  ") + `
@@ -53,27 +52,26 @@ inputs:
     device_id: topic:1
 outputs:
   - name: LocalOutput
-    file: {path: ` + filepath.Join(dir, "local.jsonl") + `}
+    file: {path: ` + localFile + `}
   - name: CloudOutput
     mqtt: {topic: "up/{job}/{output}", qos: 1}
 `
 	job, err := config.ParseJob("job.yaml", []byte(jobYAML))
 	require.NoError(t, err)
+	return job
+}
 
-	clock := &testClock{}
-	outs := NewOutputs(nil, nil)
-	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour}, outs, nil)
-	broker, err := StartBroker("127.0.0.1:0", g, 256<<10, nil)
-	require.NoError(t, err)
-	outs.SetPublisher(broker)
-	require.NoError(t, outs.Configure(job))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// runSample publishes the sample input through brokerAddr (one MQTT
+// message per reading, QoS 1, in file order), then compares what the
+// gateway's outputs produce, row by row, with the sample's expected
+// outputs (computed independently of Millstream).
+func runSample(t *testing.T, g *Gateway, outs *Outputs, clock *testClock, brokerAddr, localFile string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, g.Deploy(ctx, job))
-
 	var mu sync.Mutex
 	var cloud []string
-	sub := mqttClient(t, broker.Addr(), "subscriber")
+	sub := mqttClient(t, brokerAddr, "subscriber")
 	tok := sub.Subscribe("up/#", 1, func(_ paho.Client, m paho.Message) {
 		mu.Lock()
 		cloud = append(cloud, string(m.Payload()))
@@ -81,12 +79,12 @@ outputs:
 	})
 	require.True(t, tok.WaitTimeout(5*time.Second))
 
-	pub := mqttClient(t, broker.Addr(), "devices")
+	pub := mqttClient(t, brokerAddr, "devices")
 	f, err := os.Open(filepath.Join(sample, "input.jsonl"))
 	require.NoError(t, err)
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	sent := 0
+	sent := uint64(0)
 	for sc.Scan() {
 		var d value.Decoder
 		rec, err := d.Decode(sc.Bytes())
@@ -95,18 +93,21 @@ outputs:
 		ts, _ := rec.Get("eventTime")
 		at, err := value.ParseTime(ts.Str())
 		require.NoError(t, err)
-		clock.t.Store(at)
+		clock.t.Store(at) // the reading arrives at its own time
 		tok := pub.Publish("devices/"+dev.Str()+"/messages/events/", 1, false, append([]byte(nil), sc.Bytes()...))
 		require.True(t, tok.WaitTimeout(5*time.Second))
 		require.NoError(t, tok.Error())
 		sent++
+		// Wait until the gateway has it: an external broker delivers
+		// asynchronously, and the clock must not run ahead of the reading.
+		require.Eventually(t, func() bool { return g.Stats().EventsIn >= sent }, 5*time.Second, time.Millisecond)
 	}
-	require.Equal(t, 480, sent)
+	require.Equal(t, uint64(480), sent)
 	require.NoError(t, g.Drain(ctx))
 	require.NoError(t, g.FlushWindows(ctx))
 	require.NoError(t, outs.Close())
 
-	// Every output row carries a stable _id; strip it and compare rows.
+	// Every output row carries a stable, unique _id; strip it and compare.
 	compare := func(name string, lines []string) {
 		t.Helper()
 		var got []*value.Record
@@ -119,8 +120,7 @@ outputs:
 			require.True(t, ok, "no _id in %s", l)
 			require.False(t, ids[id.Str()], "duplicate _id %s", id.Str())
 			ids[id.Str()] = true
-			stripped := &value.Record{Names: r.Names[1:], Vals: r.Vals[1:]}
-			got = append(got, stripped)
+			got = append(got, &value.Record{Names: r.Names[1:], Vals: r.Vals[1:]})
 		}
 		data, err := os.ReadFile(filepath.Join(sample, "expected-"+name+".jsonl"))
 		require.NoError(t, err)
@@ -129,7 +129,7 @@ outputs:
 		diff := querytest.CompareRows(want, got, querytest.DefaultCompare)
 		require.True(t, diff.Empty(), "%s: %d rows expected, %d produced:\n%s", name, len(want), len(got), diff)
 	}
-	local, err := os.ReadFile(filepath.Join(dir, "local.jsonl"))
+	local, err := os.ReadFile(localFile)
 	require.NoError(t, err)
 	compare("LocalOutput", strings.Split(strings.TrimSpace(string(local)), "\n"))
 	require.Eventually(t, func() bool {
@@ -137,14 +137,58 @@ outputs:
 		defer mu.Unlock()
 		return len(cloud) >= 10
 	}, 5*time.Second, 20*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // a duplicate would arrive now
 	mu.Lock()
 	compare("CloudOutput", cloud)
 	mu.Unlock()
-
 	st := g.Stats()
 	require.Equal(t, uint64(480), st.EventsIn)
 	require.Zero(t, st.DeadLettered)
+}
+
+// TestGatewayEmbeddedBrokerEndToEnd: devices publish to the embedded broker.
+func TestGatewayEmbeddedBrokerEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	job := sampleJob(t, filepath.Join(dir, "local.jsonl"))
+	clock := &testClock{}
+	outs := NewOutputs(nil, nil)
+	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour}, outs, nil)
+	broker, err := StartBroker("127.0.0.1:0", g, 256<<10, nil)
+	require.NoError(t, err)
+	outs.SetPublisher(broker)
+	require.NoError(t, outs.Configure(job))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, g.Deploy(ctx, job))
+	runSample(t, g, outs, clock, broker.Addr(), filepath.Join(dir, "local.jsonl"))
 	require.NoError(t, broker.Close())
+	require.NoError(t, g.Close(ctx))
+}
+
+// TestGatewayMosquittoEndToEnd: devices publish to a real mosquitto; the
+// gateway subscribes to it and publishes its MQTT output back to it.
+func TestGatewayMosquittoEndToEnd(t *testing.T) {
+	addr := startMosquitto(t)
+	dir := t.TempDir()
+	job := sampleJob(t, filepath.Join(dir, "local.jsonl"))
+	clock := &testClock{}
+	outs := NewOutputs(nil, nil)
+	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour}, outs, nil)
+	up, err := ConnectExternal(&pb.ExternalBroker{Url: "tcp://" + addr, ClientId: "gw-up"}, nil, nil, nil)
+	require.NoError(t, err)
+	defer up.Close()
+	outs.SetPublisher(up)
+	require.NoError(t, outs.Configure(job))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, g.Deploy(ctx, job))
+	src, err := ConnectExternal(&pb.ExternalBroker{Url: "tcp://" + addr, ClientId: "gw-src"}, g, g.Topics, nil)
+	require.NoError(t, err)
+	defer src.Close()
+	require.Eventually(t, func() bool { return src.c.IsConnectionOpen() }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the subscription follows the connection
+	runSample(t, g, outs, clock, addr, filepath.Join(dir, "local.jsonl"))
+	require.Equal(t, uint64(480), src.Received())
 	require.NoError(t, g.Close(ctx))
 }
 

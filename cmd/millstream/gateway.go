@@ -16,8 +16,9 @@ import (
 
 // runningGateway is a gateway with its embedded broker and outputs.
 type runningGateway struct {
-	g      *actors.Gateway
-	broker *actors.Broker
+	g        *actors.Gateway
+	broker   *actors.Broker
+	external []*actors.External
 	outs   *actors.Outputs
 	http   *http.Server
 	addr   string // admin API address
@@ -41,6 +42,15 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 		rg.broker = b
 		outs.SetPublisher(b)
 	}
+	if cfg.Upstream != nil {
+		up, err := actors.ConnectExternal(cfg.Upstream, nil, nil, logger)
+		if err != nil {
+			rg.close(ctx)
+			return nil, err
+		}
+		rg.external = append(rg.external, up)
+		outs.SetPublisher(up)
+	}
 	if cfg.HttpListen != "" {
 		ln, err := net.Listen("tcp", cfg.HttpListen)
 		if err != nil {
@@ -61,12 +71,24 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 			return nil, err
 		}
 	}
+	// Subscribe to external brokers once the jobs (and so their topics) exist.
+	for _, b := range cfg.Brokers {
+		e, err := actors.ConnectExternal(b, g, g.Topics, logger)
+		if err != nil {
+			rg.close(ctx)
+			return nil, err
+		}
+		rg.external = append(rg.external, e)
+	}
 	return rg, nil
 }
 
 func (rg *runningGateway) close(ctx context.Context) {
 	if rg.http != nil {
 		_ = rg.http.Shutdown(ctx)
+	}
+	for _, e := range rg.external {
+		e.Close()
 	}
 	if rg.broker != nil {
 		_ = rg.broker.Close()

@@ -536,7 +536,11 @@ type GatewayConfig struct {
 	// Largest accepted payload in bytes. Default 262144.
 	MaxPayloadBytes uint32 `protobuf:"varint,6,opt,name=max_payload_bytes,json=maxPayloadBytes,proto3" json:"max_payload_bytes,omitempty"`
 	// Jobs deployed at start.
-	Jobs          []*Job `protobuf:"bytes,7,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	Jobs []*Job `protobuf:"bytes,7,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// External MQTT brokers to read device telemetry from (mosquitto, ...).
+	Brokers []*ExternalBroker `protobuf:"bytes,8,rep,name=brokers,proto3" json:"brokers,omitempty"`
+	// Broker that MQTT outputs publish to; unset: the embedded broker.
+	Upstream      *ExternalBroker `protobuf:"bytes,9,opt,name=upstream,proto3" json:"upstream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +624,185 @@ func (x *GatewayConfig) GetJobs() []*Job {
 	return nil
 }
 
+func (x *GatewayConfig) GetBrokers() []*ExternalBroker {
+	if x != nil {
+		return x.Brokers
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetUpstream() *ExternalBroker {
+	if x != nil {
+		return x.Upstream
+	}
+	return nil
+}
+
+// ExternalBroker is an MQTT broker the gateway connects to as a client.
+type ExternalBroker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tcp://host:port, ssl://host:port or ws://host:port.
+	Url      string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Username string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	Password string `protobuf:"bytes,4,opt,name=password,proto3" json:"password,omitempty"`
+	// Subscription QoS, 0 or 1 (default 1).
+	Qos *uint32 `protobuf:"varint,5,opt,name=qos,proto3,oneof" json:"qos,omitempty"`
+	// Topic filters to subscribe to; default: the topics of the deployed
+	// jobs' inputs.
+	Topics        []string `protobuf:"bytes,6,rep,name=topics,proto3" json:"topics,omitempty"`
+	Tls           *TLS     `protobuf:"bytes,7,opt,name=tls,proto3" json:"tls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExternalBroker) Reset() {
+	*x = ExternalBroker{}
+	mi := &file_millstream_v1_job_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalBroker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalBroker) ProtoMessage() {}
+
+func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalBroker.ProtoReflect.Descriptor instead.
+func (*ExternalBroker) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ExternalBroker) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *ExternalBroker) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ExternalBroker) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ExternalBroker) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *ExternalBroker) GetQos() uint32 {
+	if x != nil && x.Qos != nil {
+		return *x.Qos
+	}
+	return 0
+}
+
+func (x *ExternalBroker) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *ExternalBroker) GetTls() *TLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+type TLS struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	CaFile             string                 `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	CertFile           string                 `protobuf:"bytes,2,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	KeyFile            string                 `protobuf:"bytes,3,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	InsecureSkipVerify bool                   `protobuf:"varint,4,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *TLS) Reset() {
+	*x = TLS{}
+	mi := &file_millstream_v1_job_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TLS) ProtoMessage() {}
+
+func (x *TLS) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TLS.ProtoReflect.Descriptor instead.
+func (*TLS) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TLS) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *TLS) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *TLS) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
+func (x *TLS) GetInsecureSkipVerify() bool {
+	if x != nil {
+		return x.InsecureSkipVerify
+	}
+	return false
+}
+
 var File_millstream_v1_job_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_job_proto_rawDesc = "" +
@@ -656,7 +839,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x16out_of_order_tolerance\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x13outOfOrderTolerance\x12-\n" +
 	"\x13out_of_order_policy\x18\x03 \x01(\tR\x10outOfOrderPolicy\x12/\n" +
 	"\x13compatibility_level\x18\x04 \x01(\tR\x12compatibilityLevel\x12(\n" +
-	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xf4\x01\n" +
+	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xe8\x02\n" +
 	"\rGatewayConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12\x1f\n" +
@@ -668,7 +851,23 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"partitions\x18\x05 \x01(\rR\n" +
 	"partitions\x12*\n" +
 	"\x11max_payload_bytes\x18\x06 \x01(\rR\x0fmaxPayloadBytes\x12&\n" +
-	"\x04jobs\x18\a \x03(\v2\x12.millstream.v1.JobR\x04jobsBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"\x04jobs\x18\a \x03(\v2\x12.millstream.v1.JobR\x04jobs\x127\n" +
+	"\abrokers\x18\b \x03(\v2\x1d.millstream.v1.ExternalBrokerR\abrokers\x129\n" +
+	"\bupstream\x18\t \x01(\v2\x1d.millstream.v1.ExternalBrokerR\bupstream\"\xd4\x01\n" +
+	"\x0eExternalBroker\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x04 \x01(\tR\bpassword\x12\x15\n" +
+	"\x03qos\x18\x05 \x01(\rH\x00R\x03qos\x88\x01\x01\x12\x16\n" +
+	"\x06topics\x18\x06 \x03(\tR\x06topics\x12$\n" +
+	"\x03tls\x18\a \x01(\v2\x12.millstream.v1.TLSR\x03tlsB\x06\n" +
+	"\x04_qos\"\x88\x01\n" +
+	"\x03TLS\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1b\n" +
+	"\tcert_file\x18\x02 \x01(\tR\bcertFile\x12\x19\n" +
+	"\bkey_file\x18\x03 \x01(\tR\akeyFile\x120\n" +
+	"\x14insecure_skip_verify\x18\x04 \x01(\bR\x12insecureSkipVerifyBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_job_proto_rawDescOnce sync.Once
@@ -682,7 +881,7 @@ func file_millstream_v1_job_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_job_proto_rawDescData
 }
 
-var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_millstream_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                 // 0: millstream.v1.Job
 	(*JobInput)(nil),            // 1: millstream.v1.JobInput
@@ -692,25 +891,30 @@ var file_millstream_v1_job_proto_goTypes = []any{
 	(*LogSink)(nil),             // 5: millstream.v1.LogSink
 	(*EventPolicy)(nil),         // 6: millstream.v1.EventPolicy
 	(*GatewayConfig)(nil),       // 7: millstream.v1.GatewayConfig
-	(*Plan)(nil),                // 8: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(*ExternalBroker)(nil),      // 8: millstream.v1.ExternalBroker
+	(*TLS)(nil),                 // 9: millstream.v1.TLS
+	(*Plan)(nil),                // 10: millstream.v1.Plan
+	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
-	8,  // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
+	10, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
 	6,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
 	3,  // 4: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
 	4,  // 5: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
 	5,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
-	9,  // 7: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	9,  // 8: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	11, // 7: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	11, // 8: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
 	0,  // 9: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 10: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	8,  // 11: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	9,  // 12: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }
@@ -724,13 +928,14 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_File)(nil),
 		(*JobOutput_Log)(nil),
 	}
+	file_millstream_v1_job_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_job_proto_rawDesc), len(file_millstream_v1_job_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,163 @@
+package actors
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// External is a connection to an external MQTT broker (mosquitto, ...)
+// through paho.mqtt.golang. As a source it subscribes to the configured
+// topics (again after every reconnect) and ingests what arrives; paho
+// acknowledges a QoS 1 message only after the handler returns, so a busy
+// gateway slows the broker's delivery (A3). As a Publisher it carries MQTT
+// outputs upstream. It reconnects with exponential backoff (1 s to 60 s).
+type External struct {
+	c        paho.Client
+	received atomic.Uint64
+	unrouted atomic.Uint64
+}
+
+// ConnectExternal connects to cfg.Url. With g non-nil it subscribes to
+// cfg.Topics (or topics()) and ingests into g.
+func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string, logger *slog.Logger) (*External, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	e := &External{}
+	opts := paho.NewClientOptions().AddBroker(cfg.Url).SetCleanSession(true).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(60 * time.Second).SetOrderMatters(true).SetKeepAlive(30 * time.Second)
+	id := cfg.ClientId
+	if id == "" {
+		id = fmt.Sprintf("millstream-%d", time.Now().UnixNano())
+	}
+	opts.SetClientID(id)
+	if cfg.Username != "" {
+		opts.SetUsername(cfg.Username).SetPassword(cfg.Password)
+	}
+	if t := cfg.Tls; t != nil {
+		tc, err := tlsConfig(t)
+		if err != nil {
+			return nil, err
+		}
+		opts.SetTLSConfig(tc)
+	}
+	qos := byte(1)
+	if cfg.Qos != nil {
+		qos = byte(*cfg.Qos)
+	}
+	if qos > 1 {
+		return nil, fmt.Errorf("actors: broker %s: qos must be 0 or 1", cfg.Url)
+	}
+	if g != nil {
+		opts.SetOnConnectHandler(func(c paho.Client) {
+			filters := map[string]byte{}
+			list := cfg.Topics
+			if len(list) == 0 && topics != nil {
+				list = topics()
+			}
+			for _, t := range list {
+				filters[t] = qos
+			}
+			if len(filters) == 0 {
+				return
+			}
+			tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
+				e.received.Add(1)
+				payload := append([]byte(nil), m.Payload()...)
+				n, err := g.IngestTopic(m.Topic(), payload)
+				if err != nil && !errors.Is(err, ErrClosed) {
+					logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
+				}
+				if n == 0 {
+					e.unrouted.Add(1)
+				}
+			})
+			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+				logger.Error("subscribe on external broker", "broker", cfg.Url, "error", tok.Error())
+			}
+		})
+	}
+	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		logger.Warn("external MQTT broker connection lost; reconnecting", "broker", cfg.Url, "error", err)
+	})
+	e.c = paho.NewClient(opts)
+	tok := e.c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		logger.Warn("external MQTT broker not reachable yet; retrying in the background", "broker", cfg.Url)
+	} else if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("actors: connect %s: %w", cfg.Url, err)
+	}
+	return e, nil
+}
+
+// Publish implements Publisher.
+func (e *External) Publish(topic string, payload []byte, qos byte) error {
+	tok := e.c.Publish(topic, qos, false, payload)
+	if qos == 0 {
+		return nil
+	}
+	if !tok.WaitTimeout(30 * time.Second) {
+		return fmt.Errorf("actors: publish %s: timed out", topic)
+	}
+	return tok.Error()
+}
+
+// Received counts messages taken from the broker.
+func (e *External) Received() uint64 { return e.received.Load() }
+
+// Close disconnects.
+func (e *External) Close() { e.c.Disconnect(500) }
+
+func tlsConfig(t *pb.TLS) (*tls.Config, error) {
+	tc := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // the user's explicit choice
+	if t.CaFile != "" {
+		pem, err := os.ReadFile(t.CaFile)
+		if err != nil {
+			return nil, fmt.Errorf("actors: tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("actors: tls ca_file %s has no certificates", t.CaFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("actors: tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Topics lists the topic filters of the deployed jobs' inputs.
+func (g *Gateway) Topics() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, d := range g.jobs {
+		for _, in := range d.job.Inputs {
+			if in.ReferenceFile != "" {
+				continue
+			}
+			if t := topicFilter(in); !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
