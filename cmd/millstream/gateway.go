@@ -19,9 +19,9 @@ type runningGateway struct {
 	g        *actors.Gateway
 	broker   *actors.Broker
 	external []*actors.External
-	outs   *actors.Outputs
-	http   *http.Server
-	addr   string // admin API address
+	outs     *actors.Outputs
+	http     *http.Server
+	addr     string // admin API address
 }
 
 // startGateway starts a gateway, its embedded broker and the configured jobs.
