@@ -153,7 +153,7 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	if err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
-	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p)}
+	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job))}
 	for _, in := range job.Inputs {
 		if in.ReferenceFile != "" {
 			data, err := readFile(in.ReferenceFile)
@@ -403,12 +403,24 @@ func (b *batcher) take() *eventBatch {
 	return batch
 }
 
+// deviceKeyField is the payload field that carries the device id: the
+// input's field:NAME, or deviceId for topic-based ids (the IoT Hub
+// payload convention).
+func deviceKeyField(job *pb.Job) string {
+	for _, in := range job.Inputs {
+		if f, ok := strings.CutPrefix(in.DeviceId, "field:"); ok {
+			return f
+		}
+	}
+	return "deviceId"
+}
+
 // partitionedByDevice reports whether every stateful stage of a plan is
-// keyed by deviceId, so the job may run on every partition (A4).
-func partitionedByDevice(p *pb.Plan) bool {
+// keyed by the device field, so the job may run on every partition (A4).
+func partitionedByDevice(p *pb.Plan, field string) bool {
 	isDevice := func(e *pb.Expr) bool {
 		f := e.GetField()
-		return f != nil && len(f.Path) == 1 && strings.EqualFold(f.Path[0], "deviceId")
+		return f != nil && len(f.Path) == 1 && strings.EqualFold(f.Path[0], field)
 	}
 	anyDevice := func(es []*pb.Expr) bool {
 		for _, e := range es {

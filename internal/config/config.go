@@ -30,6 +30,13 @@ func LoadJob(path string) (*pb.Job, error) {
 	if err := load(path, j); err != nil {
 		return nil, err
 	}
+	if j.QueryFile != "" {
+		q, err := os.ReadFile(filepath.Join(filepath.Dir(path), j.QueryFile))
+		if err != nil {
+			return nil, fmt.Errorf("%s: query_file: %w", path, err)
+		}
+		j.Query, j.QueryFile = string(q), ""
+	}
 	if err := ValidateJob(j); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -190,6 +197,8 @@ func ValidateJob(j *pb.Job) error {
 	}
 	var p *pb.Plan
 	switch {
+	case j.QueryFile != "":
+		bad("job %q: query_file must be read by LoadJob (it is relative to the job file)", j.Name)
 	case j.Query != "" && j.Plan != nil:
 		bad("job %q: give query or plan, not both", j.Name)
 	case j.Query != "":

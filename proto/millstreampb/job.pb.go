@@ -28,8 +28,11 @@ type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The query in the Stream Analytics dialect, or a plan written by hand.
-	Query         string       `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
-	Plan          *Plan        `protobuf:"bytes,3,opt,name=plan,proto3" json:"plan,omitempty"`
+	Query string `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
+	Plan  *Plan  `protobuf:"bytes,3,opt,name=plan,proto3" json:"plan,omitempty"`
+	// A file holding the query, relative to the job file (read at load time
+	// into query).
+	QueryFile     string       `protobuf:"bytes,7,opt,name=query_file,json=queryFile,proto3" json:"query_file,omitempty"`
 	Inputs        []*JobInput  `protobuf:"bytes,4,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	Outputs       []*JobOutput `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty"`
 	Policy        *EventPolicy `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
@@ -86,6 +89,13 @@ func (x *Job) GetPlan() *Plan {
 		return x.Plan
 	}
 	return nil
+}
+
+func (x *Job) GetQueryFile() string {
+	if x != nil {
+		return x.QueryFile
+	}
+	return ""
 }
 
 func (x *Job) GetInputs() []*JobInput {
@@ -807,11 +817,13 @@ var File_millstream_v1_job_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x17millstream/v1/job.proto\x12\rmillstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18millstream/v1/plan.proto\"\xf1\x01\n" +
+	"\x17millstream/v1/job.proto\x12\rmillstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18millstream/v1/plan.proto\"\x90\x02\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12'\n" +
-	"\x04plan\x18\x03 \x01(\v2\x13.millstream.v1.PlanR\x04plan\x12/\n" +
+	"\x04plan\x18\x03 \x01(\v2\x13.millstream.v1.PlanR\x04plan\x12\x1d\n" +
+	"\n" +
+	"query_file\x18\a \x01(\tR\tqueryFile\x12/\n" +
 	"\x06inputs\x18\x04 \x03(\v2\x17.millstream.v1.JobInputR\x06inputs\x122\n" +
 	"\aoutputs\x18\x05 \x03(\v2\x18.millstream.v1.JobOutputR\aoutputs\x122\n" +
 	"\x06policy\x18\x06 \x01(\v2\x1a.millstream.v1.EventPolicyR\x06policy\"x\n" +
