@@ -72,6 +72,11 @@ func (o *Outputs) Configure(job *pb.Job) error {
 				return fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err)
 			}
 			o.sinks[key] = fs
+		case *pb.JobOutput_Http:
+			if s.Http.Url == "" {
+				return fmt.Errorf("actors: job %q output %q: http sink needs a url", job.Name, out.Name)
+			}
+			o.sinks[key] = newHTTPSink(s.Http)
 		case *pb.JobOutput_Log:
 			prefix := s.Log.Prefix
 			if prefix == "" {

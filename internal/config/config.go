@@ -234,10 +234,13 @@ func ValidateJob(j *pb.Job) error {
 		}
 		outs[strings.ToLower(o.Name)] = true
 		if o.Sink == nil {
-			bad("job %q: output %q needs a sink (mqtt, file or log)", j.Name, o.Name)
+			bad("job %q: output %q needs a sink (mqtt, file, http or log)", j.Name, o.Name)
 		}
 		if f := o.GetFile(); f != nil && f.Path == "" {
 			bad("job %q: output %q: file sink needs a path", j.Name, o.Name)
+		}
+		if h := o.GetHttp(); h != nil && !strings.HasPrefix(h.Url, "http://") && !strings.HasPrefix(h.Url, "https://") {
+			bad("job %q: output %q: http sink needs an http:// or https:// url", j.Name, o.Name)
 		}
 		if m := o.GetMqtt(); m != nil && m.Qos > 1 {
 			bad("job %q: output %q: qos must be 0 or 1", j.Name, o.Name)

@@ -201,6 +201,7 @@ type JobOutput struct {
 	//	*JobOutput_Mqtt
 	//	*JobOutput_File
 	//	*JobOutput_Log
+	//	*JobOutput_Http
 	Sink          isJobOutput_Sink `protobuf_oneof:"sink"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -277,6 +278,15 @@ func (x *JobOutput) GetLog() *LogSink {
 	return nil
 }
 
+func (x *JobOutput) GetHttp() *HttpSink {
+	if x != nil {
+		if x, ok := x.Sink.(*JobOutput_Http); ok {
+			return x.Http
+		}
+	}
+	return nil
+}
+
 type isJobOutput_Sink interface {
 	isJobOutput_Sink()
 }
@@ -293,11 +303,87 @@ type JobOutput_Log struct {
 	Log *LogSink `protobuf:"bytes,4,opt,name=log,proto3,oneof"`
 }
 
+type JobOutput_Http struct {
+	Http *HttpSink `protobuf:"bytes,5,opt,name=http,proto3,oneof"`
+}
+
 func (*JobOutput_Mqtt) isJobOutput_Sink() {}
 
 func (*JobOutput_File) isJobOutput_Sink() {}
 
 func (*JobOutput_Log) isJobOutput_Sink() {}
+
+func (*JobOutput_Http) isJobOutput_Sink() {}
+
+type HttpSink struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// URL that receives POSTed JSON arrays of rows.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Rows per request (default 100) and the longest a row waits (default 1s).
+	BatchSize     uint32               `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	BatchInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=batch_interval,json=batchInterval,proto3" json:"batch_interval,omitempty"`
+	Headers       map[string]string    `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpSink) Reset() {
+	*x = HttpSink{}
+	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpSink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpSink) ProtoMessage() {}
+
+func (x *HttpSink) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpSink.ProtoReflect.Descriptor instead.
+func (*HttpSink) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HttpSink) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *HttpSink) GetBatchSize() uint32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+func (x *HttpSink) GetBatchInterval() *durationpb.Duration {
+	if x != nil {
+		return x.BatchInterval
+	}
+	return nil
+}
+
+func (x *HttpSink) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
 
 type MqttSink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -311,7 +397,7 @@ type MqttSink struct {
 
 func (x *MqttSink) Reset() {
 	*x = MqttSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	mi := &file_millstream_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +409,7 @@ func (x *MqttSink) String() string {
 func (*MqttSink) ProtoMessage() {}
 
 func (x *MqttSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	mi := &file_millstream_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +422,7 @@ func (x *MqttSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MqttSink.ProtoReflect.Descriptor instead.
 func (*MqttSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MqttSink) GetTopic() string {
@@ -364,7 +450,7 @@ type FileSink struct {
 
 func (x *FileSink) Reset() {
 	*x = FileSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[4]
+	mi := &file_millstream_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +462,7 @@ func (x *FileSink) String() string {
 func (*FileSink) ProtoMessage() {}
 
 func (x *FileSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[4]
+	mi := &file_millstream_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +475,7 @@ func (x *FileSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileSink.ProtoReflect.Descriptor instead.
 func (*FileSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FileSink) GetPath() string {
@@ -416,7 +502,7 @@ type LogSink struct {
 
 func (x *LogSink) Reset() {
 	*x = LogSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[5]
+	mi := &file_millstream_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +514,7 @@ func (x *LogSink) String() string {
 func (*LogSink) ProtoMessage() {}
 
 func (x *LogSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[5]
+	mi := &file_millstream_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +527,7 @@ func (x *LogSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSink.ProtoReflect.Descriptor instead.
 func (*LogSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LogSink) GetPrefix() string {
@@ -467,7 +553,7 @@ type EventPolicy struct {
 
 func (x *EventPolicy) Reset() {
 	*x = EventPolicy{}
-	mi := &file_millstream_v1_job_proto_msgTypes[6]
+	mi := &file_millstream_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +565,7 @@ func (x *EventPolicy) String() string {
 func (*EventPolicy) ProtoMessage() {}
 
 func (x *EventPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[6]
+	mi := &file_millstream_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +578,7 @@ func (x *EventPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventPolicy.ProtoReflect.Descriptor instead.
 func (*EventPolicy) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EventPolicy) GetLateArrivalTolerance() *durationpb.Duration {
@@ -557,7 +643,7 @@ type GatewayConfig struct {
 
 func (x *GatewayConfig) Reset() {
 	*x = GatewayConfig{}
-	mi := &file_millstream_v1_job_proto_msgTypes[7]
+	mi := &file_millstream_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +655,7 @@ func (x *GatewayConfig) String() string {
 func (*GatewayConfig) ProtoMessage() {}
 
 func (x *GatewayConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[7]
+	mi := &file_millstream_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +668,7 @@ func (x *GatewayConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayConfig.ProtoReflect.Descriptor instead.
 func (*GatewayConfig) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GatewayConfig) GetName() string {
@@ -668,7 +754,7 @@ type ExternalBroker struct {
 
 func (x *ExternalBroker) Reset() {
 	*x = ExternalBroker{}
-	mi := &file_millstream_v1_job_proto_msgTypes[8]
+	mi := &file_millstream_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +766,7 @@ func (x *ExternalBroker) String() string {
 func (*ExternalBroker) ProtoMessage() {}
 
 func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[8]
+	mi := &file_millstream_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +779,7 @@ func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBroker.ProtoReflect.Descriptor instead.
 func (*ExternalBroker) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExternalBroker) GetUrl() string {
@@ -757,7 +843,7 @@ type TLS struct {
 
 func (x *TLS) Reset() {
 	*x = TLS{}
-	mi := &file_millstream_v1_job_proto_msgTypes[9]
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +855,7 @@ func (x *TLS) String() string {
 func (*TLS) ProtoMessage() {}
 
 func (x *TLS) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[9]
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +868,7 @@ func (x *TLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLS.ProtoReflect.Descriptor instead.
 func (*TLS) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TLS) GetCaFile() string {
@@ -831,13 +917,23 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1b\n" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12%\n" +
-	"\x0ereference_file\x18\x04 \x01(\tR\rreferenceFile\"\xb1\x01\n" +
+	"\x0ereference_file\x18\x04 \x01(\tR\rreferenceFile\"\xe0\x01\n" +
 	"\tJobOutput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04mqtt\x18\x02 \x01(\v2\x17.millstream.v1.MqttSinkH\x00R\x04mqtt\x12-\n" +
 	"\x04file\x18\x03 \x01(\v2\x17.millstream.v1.FileSinkH\x00R\x04file\x12*\n" +
-	"\x03log\x18\x04 \x01(\v2\x16.millstream.v1.LogSinkH\x00R\x03logB\x06\n" +
-	"\x04sink\"2\n" +
+	"\x03log\x18\x04 \x01(\v2\x16.millstream.v1.LogSinkH\x00R\x03log\x12-\n" +
+	"\x04http\x18\x05 \x01(\v2\x17.millstream.v1.HttpSinkH\x00R\x04httpB\x06\n" +
+	"\x04sink\"\xf9\x01\n" +
+	"\bHttpSink\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x02 \x01(\rR\tbatchSize\x12@\n" +
+	"\x0ebatch_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rbatchInterval\x12>\n" +
+	"\aheaders\x18\x04 \x03(\v2$.millstream.v1.HttpSink.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
 	"\bMqttSink\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
 	"\x03qos\x18\x02 \x01(\rR\x03qos\";\n" +
@@ -893,40 +989,45 @@ func file_millstream_v1_job_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_job_proto_rawDescData
 }
 
-var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_millstream_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                 // 0: millstream.v1.Job
 	(*JobInput)(nil),            // 1: millstream.v1.JobInput
 	(*JobOutput)(nil),           // 2: millstream.v1.JobOutput
-	(*MqttSink)(nil),            // 3: millstream.v1.MqttSink
-	(*FileSink)(nil),            // 4: millstream.v1.FileSink
-	(*LogSink)(nil),             // 5: millstream.v1.LogSink
-	(*EventPolicy)(nil),         // 6: millstream.v1.EventPolicy
-	(*GatewayConfig)(nil),       // 7: millstream.v1.GatewayConfig
-	(*ExternalBroker)(nil),      // 8: millstream.v1.ExternalBroker
-	(*TLS)(nil),                 // 9: millstream.v1.TLS
-	(*Plan)(nil),                // 10: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
+	(*HttpSink)(nil),            // 3: millstream.v1.HttpSink
+	(*MqttSink)(nil),            // 4: millstream.v1.MqttSink
+	(*FileSink)(nil),            // 5: millstream.v1.FileSink
+	(*LogSink)(nil),             // 6: millstream.v1.LogSink
+	(*EventPolicy)(nil),         // 7: millstream.v1.EventPolicy
+	(*GatewayConfig)(nil),       // 8: millstream.v1.GatewayConfig
+	(*ExternalBroker)(nil),      // 9: millstream.v1.ExternalBroker
+	(*TLS)(nil),                 // 10: millstream.v1.TLS
+	nil,                         // 11: millstream.v1.HttpSink.HeadersEntry
+	(*Plan)(nil),                // 12: millstream.v1.Plan
+	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
-	10, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
+	12, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
-	6,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
-	3,  // 4: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
-	4,  // 5: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
-	5,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
-	11, // 7: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	11, // 8: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
-	0,  // 9: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	8,  // 10: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
-	8,  // 11: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
-	9,  // 12: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
+	4,  // 4: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
+	5,  // 5: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
+	6,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
+	3,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
+	13, // 8: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
+	11, // 9: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
+	13, // 10: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	13, // 11: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	0,  // 12: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
+	9,  // 13: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	9,  // 14: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	10, // 15: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }
@@ -939,15 +1040,16 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Mqtt)(nil),
 		(*JobOutput_File)(nil),
 		(*JobOutput_Log)(nil),
+		(*JobOutput_Http)(nil),
 	}
-	file_millstream_v1_job_proto_msgTypes[8].OneofWrappers = []any{}
+	file_millstream_v1_job_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_job_proto_rawDesc), len(file_millstream_v1_job_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
