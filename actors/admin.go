@@ -25,6 +25,9 @@ import (
 //	GET    /v1/jobs/{name}       the job and its counters
 //	GET    /v1/jobs/{name}/plan  the plan as text proto
 //	DELETE /v1/jobs/{name}       remove the job
+//	GET    /v1/devices           devices and their twins
+//	GET    /v1/devices/{id}      one device
+//	PUT    /v1/devices/{id}/desired  set desired properties (JSON object)
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
 //
@@ -53,6 +56,9 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/jobs/{name}", a.getJob)
 	mux.HandleFunc("GET /v1/jobs/{name}/plan", a.getPlan)
 	mux.HandleFunc("DELETE /v1/jobs/{name}", a.removeJob)
+	mux.HandleFunc("GET /v1/devices", a.listDevices)
+	mux.HandleFunc("GET /v1/devices/{id}", a.getDevice)
+	mux.HandleFunc("PUT /v1/devices/{id}/desired", a.setDesired)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -209,5 +215,41 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		} {
 			ch <- prometheus.MustNewConstMetric(descJobCounter, prometheus.CounterValue, float64(v), job, kind)
 		}
+	}
+}
+
+func (a *Admin) listDevices(w http.ResponseWriter, r *http.Request) {
+	devs, err := a.g.Devices(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": devs})
+}
+
+func (a *Admin) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := a.g.Device(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrUnknownDevice):
+		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, d)
+	}
+}
+
+func (a *Admin) setDesired(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 256<<10))
+	if err == nil {
+		err = a.g.SetDesired(r.Context(), r.PathValue("id"), body)
+	}
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"desired": r.PathValue("id")})
 	}
 }

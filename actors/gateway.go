@@ -24,8 +24,10 @@ import (
 
 // Errors.
 var (
-	ErrClosed     = errors.New("actors: gateway is closed")
-	ErrUnknownJob = errors.New("actors: unknown job")
+	ErrClosed        = errors.New("actors: gateway is closed")
+	ErrUnknownJob    = errors.New("actors: unknown job")
+	ErrUnknownDevice = errors.New("actors: unknown device")
+	ErrBadRequest    = errors.New("actors: bad request")
 )
 
 // Config configures a Gateway. Zero fields take the defaults in their
@@ -44,6 +46,12 @@ type Config struct {
 	// Now returns the arrival time of events (default time.Now; tests
 	// substitute a clock they control).
 	Now func() time.Time
+	// DeviceSilence: a device that sends nothing this long is offline
+	// (default 60s).
+	DeviceSilence time.Duration
+	// PassivateAfter: an offline device is dropped from memory after this
+	// long without messages (default 10m; its desired properties are kept).
+	PassivateAfter time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -69,6 +77,12 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.DeviceSilence <= 0 {
+		c.DeviceSilence = time.Minute
+	}
+	if c.PassivateAfter <= 0 {
+		c.PassivateAfter = 10 * time.Minute
 	}
 }
 
@@ -106,6 +120,17 @@ type Gateway struct {
 	eventsIn atomic.Uint64
 	rowsOut  atomic.Uint64
 	dead1    atomic.Uint64
+	pub      atomic.Pointer[Publisher]
+}
+
+// SetPublisher sets where device twin updates are published.
+func (g *Gateway) SetPublisher(p Publisher) { g.pub.Store(&p) }
+
+func (g *Gateway) publisher() Publisher {
+	if p := g.pub.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 type deployedJob struct {
@@ -229,7 +254,7 @@ func (g *Gateway) IngestTopic(topic string, payload []byte) (int, error) {
 	var targets []routeTarget
 	for _, d := range g.jobs {
 		for _, in := range d.job.Inputs {
-			if in.ReferenceFile != "" || !matchTopic(topicFilter(in), topic) {
+			if in.ReferenceFile != "" || strings.EqualFold(in.Name, DevicesInput) || !matchTopic(topicFilter(in), topic) {
 				continue
 			}
 			targets = append(targets, routeTarget{job: d.job.Name, input: in.Name, deviceFrom: in.DeviceId})
@@ -252,7 +277,7 @@ func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
 	}
 	g.eventsIn.Add(1)
 	p := g.partitionOf(deviceID)
-	ev := event{job: job, input: input, payload: payload, arrival: value.FromTime(g.cfg.Now())}
+	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now())}
 	if batch := g.batchers[p].add(ev, g.cfg.BatchSize); batch != nil {
 		g.system.Root.Send(g.parts[p], batch)
 	}
@@ -366,11 +391,17 @@ func (g *Gateway) timers() {
 		case <-flush.C:
 			g.flushAll()
 		case <-tick.C:
-			now := &tickMsg{now: value.FromTime(g.cfg.Now())}
-			for _, pid := range g.parts {
-				g.system.Root.Send(pid, now)
-			}
+			g.tick()
 		}
+	}
+}
+
+// tick advances idle watermarks and sweeps devices on every partition.
+func (g *Gateway) tick() {
+	g.flushAll()
+	now := &tickMsg{now: value.FromTime(g.cfg.Now())}
+	for _, pid := range g.parts {
+		g.system.Root.Send(pid, now)
 	}
 }
 

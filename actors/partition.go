@@ -16,6 +16,7 @@ type (
 	event struct {
 		job     string // empty: every job that reads input
 		input   string
+		device  string
 		payload []byte
 		arrival int64
 	}
@@ -30,10 +31,12 @@ type (
 
 // partition hosts the executors of one partition (A1).
 type partition struct {
-	g     *Gateway
-	id    int
-	execs map[string]*exec.Executor
-	jobs  map[string]*deployedJob
+	g       *Gateway
+	id      int
+	execs   map[string]*exec.Executor
+	jobs    map[string]*deployedJob
+	devices map[string]*deviceState
+	desired map[string][]byte
 }
 
 func (p *partition) Receive(ctx actor.Context) {
@@ -41,6 +44,8 @@ func (p *partition) Receive(ctx actor.Context) {
 	case *actor.Started:
 		p.execs = map[string]*exec.Executor{}
 		p.jobs = map[string]*deployedJob{}
+		p.devices = map[string]*deviceState{}
+		p.desired = map[string][]byte{}
 		// After a restart (A5): take the jobs from the gateway's table.
 		p.g.mu.Lock()
 		jobs := make([]*deployedJob, 0, len(p.g.jobs))
@@ -53,6 +58,7 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 	case *eventBatch:
 		for _, e := range m.events {
+			p.seen(e.device, e.payload, e.arrival)
 			if e.job != "" {
 				if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
 					_ = ex.Ingest(e.input, e.payload, e.arrival)
@@ -72,9 +78,30 @@ func (p *partition) Receive(ctx actor.Context) {
 		delete(p.jobs, m.name)
 		ctx.Respond(&doneReply{})
 	case *tickMsg:
+		p.sweep(m.now)
 		for _, ex := range p.execs {
 			ex.AdvanceTime(m.now)
 		}
+	case *devicesMsg:
+		r := &devicesReply{}
+		if m.id != "" {
+			r.devices = append(r.devices, p.device(m.id))
+		} else {
+			ids := map[string]bool{}
+			for id := range p.devices {
+				ids[id] = true
+			}
+			for id := range p.desired {
+				ids[id] = true
+			}
+			for id := range ids {
+				r.devices = append(r.devices, p.device(id))
+			}
+		}
+		ctx.Respond(r)
+	case *desiredMsg:
+		p.desired[m.id] = append([]byte(nil), m.desired...)
+		ctx.Respond(&doneReply{})
 	case *drainMsg:
 		ctx.Respond(&doneReply{})
 	case *countersMsg:

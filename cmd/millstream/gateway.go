@@ -41,6 +41,7 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 		}
 		rg.broker = b
 		outs.SetPublisher(b)
+		g.SetPublisher(b)
 	}
 	if cfg.Upstream != nil {
 		up, err := actors.ConnectExternal(cfg.Upstream, nil, nil, logger)

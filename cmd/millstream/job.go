@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/millstream/millstream/internal/config"
 )
 
 const jobHelp = `job deploy FILE | job list | job get NAME | job explain NAME | job rm NAME  [--admin http://127.0.0.1:8080]
@@ -42,20 +44,19 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err := need(1); err != nil {
 			return err
 		}
-		body, rerr := os.ReadFile(fs.Arg(0))
-		if rerr != nil {
-			return rerr
+		// Load and check here (query_file is relative to the job file),
+		// then send the job as JSON.
+		job, lerr := config.LoadJob(fs.Arg(0))
+		if lerr != nil {
+			return lerr
+		}
+		body, merr := protojson.Marshal(job)
+		if merr != nil {
+			return merr
 		}
 		req, err = http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/jobs", bytes.NewReader(body))
 		if err == nil {
-			switch strings.ToLower(filepath.Ext(fs.Arg(0))) {
-			case ".json":
-				req.Header.Set("Content-Type", "application/json")
-			case ".textproto", ".txtpb", ".pbtxt":
-				req.Header.Set("Content-Type", "text/x-protobuf-text")
-			default:
-				req.Header.Set("Content-Type", "application/yaml")
-			}
+			req.Header.Set("Content-Type", "application/json")
 		}
 	case "list":
 		if err := need(0); err != nil {
@@ -80,6 +81,11 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	return adminDo(req, base, stdout)
+}
+
+// adminDo sends a request to a gateway's admin API and prints the answer.
+func adminDo(req *http.Request, base string, stdout io.Writer) error {
 	client := &http.Client{Timeout: 60 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -92,4 +98,39 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+const deviceHelp = `device list | device get ID | device set-desired ID '{"json":"object"}'  [--admin http://127.0.0.1:8080]
+
+Shows the devices a running gateway knows (online state, last seen, the
+last reported message, desired properties) and sets desired properties,
+which the gateway publishes to devices/{id}/twin/desired.`
+
+func deviceCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: device needs a subcommand: list, get or set-desired", errUsage)
+	}
+	sub := args[0]
+	fs := newFlagSet("device "+sub, stderr, deviceHelp)
+	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of the gateway")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(*admin, "/")
+	var req *http.Request
+	var err error
+	switch {
+	case sub == "list" && fs.NArg() == 0:
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices", nil)
+	case sub == "get" && fs.NArg() == 1:
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices/"+fs.Arg(0), nil)
+	case sub == "set-desired" && fs.NArg() == 2:
+		req, err = http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/devices/"+fs.Arg(0)+"/desired", strings.NewReader(fs.Arg(1)))
+	default:
+		return fmt.Errorf("%w: device list | device get ID | device set-desired ID JSON", errUsage)
+	}
+	if err != nil {
+		return err
+	}
+	return adminDo(req, base, stdout)
 }

@@ -20,6 +20,7 @@ Usage:
   millstream gateway        run one gateway from a configuration file
   millstream simulate       simulated devices publishing to an MQTT broker
   millstream job            deploy, list, get, explain or remove jobs of a running gateway
+  millstream device         list devices, show a twin, set desired properties
   millstream query run      run a query over JSON-lines files (local testing)
   millstream query explain  print the plan of a query as text proto
   millstream query test     run query test folders and compare outputs
@@ -76,6 +77,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return simulateCmd(ctx, args[1:], stdout, stderr)
 	case "job":
 		return jobCmd(ctx, args[1:], stdout, stderr)
+	case "device":
+		return deviceCmd(ctx, args[1:], stdout, stderr)
 	case "query":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: query needs a subcommand: run, explain or test", errUsage)

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/millstream/millstream/internal/config"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 const job = "../../deployments/jobs/temperature-filtering"
@@ -138,4 +143,55 @@ func TestCLIDemoRunsEndToEnd(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(dir, "raw.jsonl"))
 	require.NoError(t, err)
 	require.Greater(t, strings.Count(string(raw), "\n"), 50)
+}
+
+// TestCLIGatewayJobAndDeviceCommands runs a gateway from a configuration
+// file and drives it with the job and device commands over its admin API.
+func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gw.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("name: gw\nmqtt_listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\npartitions: 4\n"), 0o644))
+	code, stdout, stderr := runCLI(t, "gateway", "--config", cfg, "-t")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "configuration is valid")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rg, err := startGateway(ctx, mustLoadGateway(t, cfg), io.Discard, nil)
+	require.NoError(t, err)
+	defer rg.close(context.Background())
+	admin := "http://" + rg.addr
+
+	code, stdout, stderr = runCLI(t, "job", "deploy", "--admin", admin, "../../deployments/jobs/temperature-filtering/job.yaml")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, `"deployed":"temperature-filtering"`)
+	code, stdout, _ = runCLI(t, "job", "list", "--admin", admin)
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "temperature-filtering")
+	code, stdout, _ = runCLI(t, "job", "explain", "--admin", admin, "temperature-filtering")
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "TUMBLING")
+
+	require.NoError(t, rg.g.Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
+	require.NoError(t, rg.g.Drain(ctx))
+	code, stdout, _ = runCLI(t, "device", "get", "--admin", admin, "press-9")
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, `"online":true`)
+	code, stdout, stderr = runCLI(t, "device", "set-desired", "--admin", admin, "press-9", `{"interval":5}`)
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = runCLI(t, "device", "set-desired", "--admin", admin, "press-9", `not json`)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "400")
+	code, _, _ = runCLI(t, "job", "rm", "--admin", admin, "temperature-filtering")
+	require.Equal(t, 0, code)
+	code, _, stderr = runCLI(t, "job", "rm", "--admin", admin, "temperature-filtering")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "404")
+}
+
+func mustLoadGateway(t *testing.T, path string) *pb.GatewayConfig {
+	t.Helper()
+	cfg, err := config.LoadGateway(path)
+	require.NoError(t, err)
+	return cfg
 }

@@ -253,7 +253,7 @@ func ValidateJob(j *pb.Job) error {
 			}
 		}
 		for _, in := range p.Inputs {
-			if !seen[strings.ToLower(in.Name)] {
+			if !seen[strings.ToLower(in.Name)] && !strings.EqualFold(in.Name, SystemDevicesInput) {
 				bad("job %q: the query reads input %q, which the job does not declare", j.Name, in.Name)
 			}
 		}
@@ -302,6 +302,10 @@ func ExecOptions(j *pb.Job) (exec.Options, error) {
 	}
 	return o, nil
 }
+
+// SystemDevicesInput is the input the gateway fills with device online and
+// offline events; jobs read it without declaring it.
+const SystemDevicesInput = "Devices"
 
 // Defaults of GatewayConfig.
 const (

@@ -1,0 +1,164 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/value"
+)
+
+// DevicesInput is the system input queries read device status events from:
+// SELECT deviceId, status, lastSeen FROM Devices. A row is emitted when a
+// device is first seen or returns ("online") and when it has been silent
+// for Config.DeviceSilence ("offline").
+const DevicesInput = config.SystemDevicesInput
+
+// Devices are entities hosted by their partition actor rather than actors
+// of their own: a mailbox hop per event would cost more than the whole
+// query on the hot path, and the partition actor already serializes
+// everything that touches them (A1). A device idle past
+// Config.PassivateAfter is dropped from memory (its desired properties are
+// kept), so memory follows active devices, not every device ever seen.
+
+// Device is a device's twin as the gateway knows it.
+type Device struct {
+	ID       string          `json:"deviceId"`
+	Online   bool            `json:"online"`
+	LastSeen time.Time       `json:"lastSeen"`
+	Messages uint64          `json:"messages"`
+	Reported json.RawMessage `json:"reported,omitempty"` // the last payload
+	Desired  json.RawMessage `json:"desired,omitempty"`
+}
+
+type deviceState struct {
+	lastSeen int64
+	online   bool
+	messages uint64
+	reported []byte
+}
+
+// devicesMsg lists (id empty) or gets the devices of a partition.
+type devicesMsg struct{ id string }
+
+type devicesReply struct{ devices []Device }
+
+// desiredMsg stores desired properties for a device.
+type desiredMsg struct {
+	id      string
+	desired []byte
+}
+
+// seen records an event of a device and emits "online" when it is new or
+// back from silence.
+func (p *partition) seen(id string, payload []byte, now int64) {
+	if id == "" {
+		return
+	}
+	d := p.devices[id]
+	if d == nil {
+		d = &deviceState{}
+		p.devices[id] = d
+	}
+	d.lastSeen, d.messages, d.reported = now, d.messages+1, payload
+	if !d.online {
+		d.online = true
+		p.deviceEvent(id, "online", now)
+	}
+}
+
+// sweep marks silent devices offline and passivates idle ones.
+func (p *partition) sweep(now int64) {
+	silence := int64(p.g.cfg.DeviceSilence / 100)
+	passivate := int64(p.g.cfg.PassivateAfter / 100)
+	ids := make([]string, 0, len(p.devices))
+	for id := range p.devices {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids) // deterministic order of offline events
+	for _, id := range ids {
+		d := p.devices[id]
+		if d.online && now-d.lastSeen >= silence {
+			d.online = false
+			p.deviceEvent(id, "offline", now)
+		}
+		if !d.online && now-d.lastSeen >= passivate {
+			delete(p.devices, id)
+		}
+	}
+}
+
+func (p *partition) deviceEvent(id, status string, now int64) {
+	d := p.devices[id]
+	rec := &value.Record{
+		Names: []string{"deviceId", "status", "lastSeen"},
+		Vals:  []value.Value{value.Str(id), value.Str(status), value.Time(d.lastSeen)},
+	}
+	for _, ex := range p.execs {
+		if ex.Reads(DevicesInput) {
+			_ = ex.IngestRecord(DevicesInput, rec, now)
+		}
+	}
+}
+
+func (p *partition) device(id string) Device {
+	d := p.devices[id]
+	out := Device{ID: id}
+	if d != nil {
+		out.Online, out.LastSeen, out.Messages = d.online, value.ToTime(d.lastSeen), d.messages
+		if json.Valid(d.reported) {
+			out.Reported = append(json.RawMessage(nil), d.reported...)
+		}
+	}
+	if des, ok := p.desired[id]; ok {
+		out.Desired = append(json.RawMessage(nil), des...)
+	}
+	return out
+}
+
+// Devices lists the devices every partition knows (active or with desired
+// properties), by id.
+func (g *Gateway) Devices(ctx context.Context) ([]Device, error) {
+	var out []Device
+	for _, pid := range g.parts {
+		res, err := g.system.Root.RequestFuture(pid, &devicesMsg{}, timeoutOf(ctx)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+		}
+		out = append(out, res.(*devicesReply).devices...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Device returns one device's twin.
+func (g *Gateway) Device(ctx context.Context, id string) (Device, error) {
+	res, err := g.system.Root.RequestFuture(g.parts[g.partitionOf(id)], &devicesMsg{id: id}, timeoutOf(ctx)).Result()
+	if err != nil {
+		return Device{}, err
+	}
+	devs := res.(*devicesReply).devices
+	if len(devs) == 0 || (!devs[0].Online && devs[0].LastSeen.IsZero() && devs[0].Desired == nil) {
+		return Device{}, fmt.Errorf("%w: %q", ErrUnknownDevice, id)
+	}
+	return devs[0], nil
+}
+
+// SetDesired stores a device's desired properties (a JSON object) and
+// publishes them to devices/{id}/twin/desired through the gateway's
+// publisher, as IoT Hub does for module twins.
+func (g *Gateway) SetDesired(ctx context.Context, id string, desired []byte) error {
+	if !json.Valid(desired) || len(desired) == 0 || desired[0] != '{' {
+		return fmt.Errorf("%w: desired properties must be a JSON object", ErrBadRequest)
+	}
+	if _, err := g.system.Root.RequestFuture(g.parts[g.partitionOf(id)], &desiredMsg{id: id, desired: desired}, timeoutOf(ctx)).Result(); err != nil {
+		return err
+	}
+	if pub := g.publisher(); pub != nil {
+		return pub.Publish("devices/"+id+"/twin/desired", desired, 1)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millstream/millstream/internal/config"
+)
+
+type capturePublisher struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (c *capturePublisher) Publish(topic string, payload []byte, _ byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs = append(c.msgs, topic+" "+string(payload))
+	return nil
+}
+
+// TestDevicesOnlineOfflineTwinAndPassivation drives device liveness with a
+// fake clock: online and offline events reach a query reading FROM Devices,
+// the twin shows reported and desired properties, desired properties are
+// published to the device, and idle devices leave memory.
+func TestDevicesOnlineOfflineTwinAndPassivation(t *testing.T) {
+	clock := &testClock{}
+	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	set := func(d time.Duration) { clock.t.Store(t0.Add(d).UnixNano()/100 + 621355968000000000) }
+	set(0)
+	sink := &captureSink{}
+	pub := &capturePublisher{}
+	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour, DeviceSilence: 10 * time.Second, PassivateAfter: time.Minute}, sink, nil)
+	g.SetPublisher(pub)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job, err := config.ParseJob("job.yaml", []byte(`name: liveness
+query: SELECT deviceId, status INTO o FROM Devices
+outputs: [{name: o, log: {}}]
+`))
+	require.NoError(t, err)
+	require.NoError(t, g.Deploy(ctx, job))
+	step := func(d time.Duration, f func()) {
+		set(d)
+		if f != nil {
+			f()
+		}
+		g.tick()
+		require.NoError(t, g.Drain(ctx))
+	}
+	send := func(dev string) {
+		require.NoError(t, g.Ingest("telemetry", dev, []byte(fmt.Sprintf(`{"deviceId":"%s","t":1}`, dev))))
+	}
+	step(0, func() { send("d1"); send("d2") })
+	step(5*time.Second, func() { send("d1") })
+	step(12*time.Second, nil)                   // d2 silent for 12 s: offline
+	step(20*time.Second, nil)                   // d1 silent for 15 s: offline
+	step(30*time.Second, func() { send("d1") }) // d1 is back
+
+	devs, err := g.Devices(ctx)
+	require.NoError(t, err)
+	require.Len(t, devs, 2)
+	require.Equal(t, "d1", devs[0].ID)
+	require.True(t, devs[0].Online)
+	require.Equal(t, uint64(3), devs[0].Messages)
+	require.JSONEq(t, `{"deviceId":"d1","t":1}`, string(devs[0].Reported))
+	require.False(t, devs[1].Online)
+
+	srv := httptest.NewServer(NewAdmin(g, NewOutputs(nil, io.Discard), nil).Handler())
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/devices/d2/desired", strings.NewReader(`{"fan":"high"}`))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, []string{`devices/d2/twin/desired {"fan":"high"}`}, pub.msgs)
+	req, _ = http.NewRequest(http.MethodPut, srv.URL+"/v1/devices/d2/desired", strings.NewReader(`[1]`))
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	step(100*time.Second, nil) // d1 silent 70 s: offline, and both idle past a minute
+	devs, err = g.Devices(ctx)
+	require.NoError(t, err)
+	require.Len(t, devs, 1, "passivated devices leave memory; d2 stays for its desired properties")
+	require.Equal(t, "d2", devs[0].ID)
+	require.JSONEq(t, `{"fan":"high"}`, string(devs[0].Desired))
+	_, err = g.Device(ctx, "d1")
+	require.ErrorIs(t, err, ErrUnknownDevice)
+
+	var got []string
+	for _, r := range sink.rows["o"] {
+		got = append(got, string(r.Vals[0].Str())+" "+r.Vals[1].Str())
+	}
+	require.ElementsMatch(t, []string{"d1 online", "d2 online", "d2 offline", "d1 offline", "d1 online", "d1 offline"}, got)
+	require.NoError(t, g.Close(ctx))
+}
