@@ -34,6 +34,10 @@ type Config struct {
 	SilentEvery int
 	// Seed makes runs repeatable (default 1).
 	Seed int64
+	// Load publishes as fast as the broker takes it, ignoring Rate: each
+	// connection cycles through prebuilt payloads (the load generator).
+	// With QoS 1 up to 1024 messages per connection are in flight.
+	Load bool
 	// Progress receives a line every ProgressEvery (default 5s); nil: none.
 	Progress      io.Writer
 	ProgressEvery time.Duration
@@ -103,7 +107,16 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	}
 	var wg sync.WaitGroup
 	start := time.Now()
-	for conn := 0; conn < cfg.Connections; conn++ {
+	if cfg.Load {
+		for conn := 0; conn < cfg.Connections; conn++ {
+			wg.Add(1)
+			go func(conn int) {
+				defer wg.Done()
+				loadConn(ctx, cfg, conn, clients[conn], &sent, &errs)
+			}(conn)
+		}
+	}
+	for conn := 0; conn < cfg.Connections && !cfg.Load; conn++ {
 		wg.Add(1)
 		go func(conn int) {
 			defer wg.Done()
@@ -169,4 +182,49 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	}
 	wg.Wait()
 	return Stats{Sent: sent.Load(), Errors: errs.Load()}, nil
+}
+
+// loadConn publishes prebuilt payloads from one connection as fast as
+// possible until ctx ends.
+func loadConn(ctx context.Context, cfg Config, conn int, c paho.Client, sent, errs *atomic.Uint64) {
+	rng := rand.New(rand.NewSource(cfg.Seed + int64(conn)))
+	type msg struct {
+		topic   string
+		payload []byte
+	}
+	var msgs []msg
+	for d := conn; d < cfg.Devices && len(msgs) < 4096; d += cfg.Connections {
+		id := fmt.Sprintf("machine-%04d", d)
+		msgs = append(msgs, msg{topic: "devices/" + id + "/messages/events/",
+			payload: fmt.Appendf(nil, `{"deviceId":"%s","sensorId":"s1","temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"vibration":%.4f}`,
+				id, 60+rng.Float64()*45, 40+rng.NormFloat64()*5, 1013+rng.NormFloat64()*3, 0.02+rng.Float64()*0.01)})
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	inflight := make(chan paho.Token, 1024)
+	done := make(chan struct{})
+	go func() { // settle QoS 1 acknowledgements in order
+		defer close(done)
+		for tok := range inflight {
+			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+				errs.Add(1)
+				continue
+			}
+			sent.Add(1)
+		}
+	}()
+	defer func() {
+		close(inflight)
+		<-done
+	}()
+	for i := 0; ctx.Err() == nil; i++ {
+		m := msgs[i%len(msgs)]
+		tok := c.Publish(m.topic, cfg.QoS, false, m.payload)
+		if cfg.QoS == 0 {
+			sent.Add(1)
+			continue
+		}
+		inflight <- tok
+	}
 }
