@@ -89,6 +89,12 @@ type device struct {
 func Run(ctx context.Context, cfg Config) (Stats, error) {
 	cfg.ensureDefaults()
 	var sent, errs atomic.Uint64
+	if cfg.Load {
+		stopProgress := progress(ctx, cfg, &sent, &errs)
+		err := runLoad(ctx, cfg, &sent, &errs)
+		stopProgress()
+		return Stats{Sent: sent.Load(), Errors: errs.Load()}, err
+	}
 	clients := make([]paho.Client, cfg.Connections)
 	for i := range clients {
 		opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(fmt.Sprintf("millstream-sim-%d-%d", cfg.Seed, i)).
@@ -106,17 +112,7 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		defer c.Disconnect(250)
 	}
 	var wg sync.WaitGroup
-	start := time.Now()
-	if cfg.Load {
-		for conn := 0; conn < cfg.Connections; conn++ {
-			wg.Add(1)
-			go func(conn int) {
-				defer wg.Done()
-				loadConn(ctx, cfg, conn, clients[conn], &sent, &errs)
-			}(conn)
-		}
-	}
-	for conn := 0; conn < cfg.Connections && !cfg.Load; conn++ {
+	for conn := 0; conn < cfg.Connections; conn++ {
 		wg.Add(1)
 		go func(conn int) {
 			defer wg.Done()
@@ -161,70 +157,40 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 			}
 		}(conn)
 	}
-	if cfg.Progress != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(cfg.ProgressEvery)
-			defer t.Stop()
-			last, lastAt := uint64(0), start
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case now := <-t.C:
-					s := sent.Load()
-					fmt.Fprintf(cfg.Progress, "sim: %d sent, %.0f msg/s, %d errors\n", s, float64(s-last)/now.Sub(lastAt).Seconds(), errs.Load())
-					last, lastAt = s, now
-				}
-			}
-		}()
-	}
+	stopProgress := progress(ctx, cfg, &sent, &errs)
+	defer stopProgress()
 	wg.Wait()
 	return Stats{Sent: sent.Load(), Errors: errs.Load()}, nil
 }
 
-// loadConn publishes prebuilt payloads from one connection as fast as
-// possible until ctx ends.
-func loadConn(ctx context.Context, cfg Config, conn int, c paho.Client, sent, errs *atomic.Uint64) {
-	rng := rand.New(rand.NewSource(cfg.Seed + int64(conn)))
-	type msg struct {
-		topic   string
-		payload []byte
+// progress prints a line every cfg.ProgressEvery until the returned stop
+// function is called or ctx ends.
+func progress(ctx context.Context, cfg Config, sent, errs *atomic.Uint64) (stop func()) {
+	if cfg.Progress == nil {
+		return func() {}
 	}
-	var msgs []msg
-	for d := conn; d < cfg.Devices && len(msgs) < 4096; d += cfg.Connections {
-		id := fmt.Sprintf("machine-%04d", d)
-		msgs = append(msgs, msg{topic: "devices/" + id + "/messages/events/",
-			payload: fmt.Appendf(nil, `{"deviceId":"%s","sensorId":"s1","temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"vibration":%.4f}`,
-				id, 60+rng.Float64()*45, 40+rng.NormFloat64()*5, 1013+rng.NormFloat64()*3, 0.02+rng.Float64()*0.01)})
-	}
-	if len(msgs) == 0 {
-		return
-	}
-	inflight := make(chan paho.Token, 1024)
+	quit := make(chan struct{})
 	done := make(chan struct{})
-	go func() { // settle QoS 1 acknowledgements in order
+	go func() {
 		defer close(done)
-		for tok := range inflight {
-			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-				errs.Add(1)
-				continue
+		t := time.NewTicker(cfg.ProgressEvery)
+		defer t.Stop()
+		last, lastAt := uint64(0), time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-quit:
+				return
+			case now := <-t.C:
+				s := sent.Load()
+				fmt.Fprintf(cfg.Progress, "sim: %d sent, %.0f msg/s, %d errors\n", s, float64(s-last)/now.Sub(lastAt).Seconds(), errs.Load())
+				last, lastAt = s, now
 			}
-			sent.Add(1)
 		}
 	}()
-	defer func() {
-		close(inflight)
+	return func() {
+		close(quit)
 		<-done
-	}()
-	for i := 0; ctx.Err() == nil; i++ {
-		m := msgs[i%len(msgs)]
-		tok := c.Publish(m.topic, cfg.QoS, false, m.payload)
-		if cfg.QoS == 0 {
-			sent.Add(1)
-			continue
-		}
-		inflight <- tok
 	}
 }
