@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/value"
 )
 
 // Admin serves the gateway's HTTP API:
@@ -43,7 +44,7 @@ type Admin struct {
 // NewAdmin builds the API for a gateway, its outputs and (optional) broker.
 func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a})
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, batchSeconds)
 	return a
 }
 
@@ -181,10 +182,11 @@ var (
 	descRejected   = prometheus.NewDesc("millstream_mqtt_rejected_total", "MQTT messages rejected (payload too large).", nil, nil)
 	descUnrouted   = prometheus.NewDesc("millstream_mqtt_unrouted_total", "MQTT messages on topics no job reads.", nil, nil)
 	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job", "kind"}, nil)
+	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job"}, nil)
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter} {
+	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag} {
 		ch <- d
 	}
 }
@@ -202,9 +204,13 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	counters, err := g.JobCounters(ctx)
+	counters, wms, err := g.jobStatus(ctx)
 	if err != nil {
 		return
+	}
+	now := value.FromTime(g.cfg.Now())
+	for job, wm := range wms {
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(now-wm)/float64(value.TicksPerSecond), job)
 	}
 	for job, k := range counters {
 		for kind, v := range map[string]uint64{

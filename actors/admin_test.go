@@ -124,6 +124,8 @@ func TestAdminAPIAndHotDeployUnderTraffic(t *testing.T) {
 	code, body = do(t, http.MethodGet, srv.URL+"/metrics", "")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, fmt.Sprintf(`millstream_job_events_total{job="steady",kind="out"} %d`, sent.Load()))
+	require.Contains(t, body, `millstream_job_watermark_lag_seconds{job="steady"}`)
+	require.Contains(t, body, `millstream_partition_batch_seconds_count`)
 	code, _ = do(t, http.MethodGet, srv.URL+"/healthz", "")
 	require.Equal(t, http.StatusOK, code)
 

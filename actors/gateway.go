@@ -303,13 +303,32 @@ func (g *Gateway) FlushWindows(ctx context.Context) error {
 
 // JobCounters sums every partition's executor counters per job.
 func (g *Gateway) JobCounters(ctx context.Context) (map[string]exec.Counters, error) {
+	c, _, err := g.jobStatus(ctx)
+	return c, err
+}
+
+// JobWatermarks returns each job's lowest watermark over all partitions
+// (jobs that have seen no event are absent).
+func (g *Gateway) JobWatermarks(ctx context.Context) (map[string]int64, error) {
+	_, w, err := g.jobStatus(ctx)
+	return w, err
+}
+
+func (g *Gateway) jobStatus(ctx context.Context) (map[string]exec.Counters, map[string]int64, error) {
 	out := map[string]exec.Counters{}
+	wms := map[string]int64{}
 	for _, pid := range g.parts {
 		res, err := g.system.Root.RequestFuture(pid, &countersMsg{}, timeoutOf(ctx)).Result()
 		if err != nil {
-			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+			return nil, nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
 		}
-		for job, c := range res.(*countersReply).byJob {
+		reply := res.(*countersReply)
+		for job, wm := range reply.watermark {
+			if old, ok := wms[job]; !ok || wm < old {
+				wms[job] = wm
+			}
+		}
+		for job, c := range reply.byJob {
 			t := out[job]
 			t.EventsIn += c.EventsIn
 			t.EventsOut += c.EventsOut
@@ -322,7 +341,7 @@ func (g *Gateway) JobCounters(ctx context.Context) (map[string]exec.Counters, er
 			out[job] = t
 		}
 	}
-	return out, nil
+	return out, wms, nil
 }
 
 // Job returns a deployed job and its plan.

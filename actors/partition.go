@@ -3,8 +3,10 @@ package actors
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/querytest"
@@ -57,6 +59,8 @@ func (p *partition) Receive(ctx actor.Context) {
 			p.deploy(d)
 		}
 	case *eventBatch:
+		start := time.Now()
+		defer func() { batchSeconds.Observe(time.Since(start).Seconds()) }()
 		for _, e := range m.events {
 			p.seen(e.device, e.payload, e.arrival)
 			if e.job != "" {
@@ -105,9 +109,12 @@ func (p *partition) Receive(ctx actor.Context) {
 	case *drainMsg:
 		ctx.Respond(&doneReply{})
 	case *countersMsg:
-		r := &countersReply{byJob: map[string]exec.Counters{}}
+		r := &countersReply{byJob: map[string]exec.Counters{}, watermark: map[string]int64{}}
 		for name, ex := range p.execs {
 			r.byJob[name] = ex.Counters()
+			if wm, ok := ex.Watermark(); ok {
+				r.watermark[name] = wm
+			}
 		}
 		ctx.Respond(r)
 	case *flushMsg:
@@ -163,5 +170,13 @@ func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
 type countersMsg struct{}
 
 type countersReply struct {
-	byJob map[string]exec.Counters
+	byJob     map[string]exec.Counters
+	watermark map[string]int64 // lowest per job; absent before any event
 }
+
+// batchSeconds is the time partitions spend on one batch of events.
+var batchSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "millstream_partition_batch_seconds",
+	Help:    "Time a partition actor spends processing one batch of events (all jobs).",
+	Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
+})

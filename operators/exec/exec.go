@@ -415,3 +415,17 @@ func (ex *Executor) Reads(input string) bool {
 	_, err := ex.input(input)
 	return err == nil
 }
+
+// Watermark returns the lowest watermark over the inputs' timelines (the
+// event time up to which results are final), and false before any event.
+func (ex *Executor) Watermark() (int64, bool) {
+	low, ok := int64(math.MaxInt64), false
+	for _, in := range ex.inputList {
+		for _, tl := range in.tls {
+			if tl.wm != math.MinInt64 {
+				low, ok = min(low, tl.wm), true
+			}
+		}
+	}
+	return low, ok
+}
