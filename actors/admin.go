@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 //	PUT    /v1/devices/{id}/desired  set desired properties (JSON object)
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
+//	GET    /debug/pprof/...      Go profiles (the admin address is loopback by default)
 //
 // Deploying applies the job without restarting the gateway; other jobs are
 // undisturbed.
@@ -61,6 +63,9 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}", a.getDevice)
 	mux.HandleFunc("PUT /v1/devices/{id}/desired", a.setDesired)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if a.g.closed.Load() {

@@ -53,3 +53,17 @@ func TestHTTPSinkBatchesAndRetries(t *testing.T) {
 		require.NotEmpty(t, r["_id"])
 	}
 }
+
+func TestMessageIDStableAndDistinct(t *testing.T) {
+	rec := func(v int64) *value.Record { return &value.Record{Names: []string{"v"}, Vals: []value.Value{value.Int(v)}} }
+	a := string(withID("j", "o", 10, rec(1)))
+	require.Equal(t, a, string(withID("j", "o", 10, rec(1))), "same row, same id")
+	require.Regexp(t, `^\{"_id":"[0-9a-f]{16}","v":1\}$`, a)
+	for _, other := range []string{
+		string(withID("j", "o", 10, rec(2))), string(withID("j", "o", 11, rec(1))),
+		string(withID("j", "p", 10, rec(1))), string(withID("k", "o", 10, rec(1))),
+	} {
+		require.NotEqual(t, a[:25], other[:25])
+	}
+	require.Regexp(t, `^\{"_id":"[0-9a-f]{16}"\}$`, string(withID("j", "o", 1, &value.Record{})))
+}

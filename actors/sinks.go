@@ -2,9 +2,7 @@ package actors
 
 import (
 	"bufio"
-	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -123,25 +121,45 @@ func (o *Outputs) logLine(line string) {
 	fmt.Fprintln(o.log, line)
 }
 
-// messageID is stable for the same job, output, time and row.
-func messageID(job, output string, ts int64, body []byte) string {
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", job, output, ts)
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
+// appendWithID appends the row as JSON with a leading "_id" field: the FNV-1a
+// hash of job, output, time and the row's JSON, stable for the same row of
+// the same window, so receivers can drop duplicates. It writes the row once,
+// in place, and allocates nothing when dst has room.
+func appendWithID(dst []byte, job, output string, ts int64, rec *value.Record) []byte {
+	start := len(dst)
+	dst = append(dst, `{"_id":"0000000000000000"`...)
+	body := len(dst)
+	dst = value.AppendRecordJSON(dst, rec)
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(job); i++ {
+		h = (h ^ uint64(job[i])) * prime
+	}
+	h = (h ^ 0) * prime
+	for i := 0; i < len(output); i++ {
+		h = (h ^ uint64(output[i])) * prime
+	}
+	h = (h ^ 0) * prime
+	for k := 0; k < 8; k++ {
+		h = (h ^ uint64(byte(ts>>(8*k)))) * prime
+	}
+	for _, c := range dst[body:] {
+		h = (h ^ uint64(c)) * prime
+	}
+	const hexd = "0123456789abcdef"
+	for k := 15; k >= 0; k-- {
+		dst[start+8+k] = hexd[h&0xf]
+		h >>= 4
+	}
+	if len(dst)-body == 2 { // an empty row: {"_id":"..."}
+		return append(dst[:body], '}')
+	}
+	dst[body] = ','
+	return dst
 }
 
 func withID(job, output string, ts int64, rec *value.Record) []byte {
-	body := value.AppendRecordJSON(nil, rec)
-	id := messageID(job, output, ts, body)
-	out := make([]byte, 0, len(body)+32)
-	out = append(out, `{"_id":"`...)
-	out = append(out, id...)
-	out = append(out, '"')
-	if len(body) > 2 {
-		out = append(out, ',')
-	}
-	return append(out, body[1:]...)
+	return appendWithID(nil, job, output, ts, rec)
 }
 
 type logSink struct {
@@ -185,6 +203,7 @@ type fileSink struct {
 	f        *os.File
 	w        *bufio.Writer
 	size     int64
+	line     []byte // reused encoding buffer
 }
 
 func newFileSink(path string, maxBytes int64) (*fileSink, error) {
@@ -213,9 +232,10 @@ func (s *fileSink) open() error {
 }
 
 func (s *fileSink) write(job, output string, ts int64, rec *value.Record) error {
-	line := append(withID(job, output, ts, rec), '\n')
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.line = append(appendWithID(s.line[:0], job, output, ts, rec), '\n')
+	line := s.line
 	if s.size+int64(len(line)) > s.maxBytes && s.size > 0 {
 		if err := s.rotate(); err != nil {
 			return err
