@@ -55,7 +55,9 @@ func TestHTTPSinkBatchesAndRetries(t *testing.T) {
 }
 
 func TestMessageIDStableAndDistinct(t *testing.T) {
-	rec := func(v int64) *value.Record { return &value.Record{Names: []string{"v"}, Vals: []value.Value{value.Int(v)}} }
+	rec := func(v int64) *value.Record {
+		return &value.Record{Names: []string{"v"}, Vals: []value.Value{value.Int(v)}}
+	}
 	a := string(withID("j", "o", 10, rec(1)))
 	require.Equal(t, a, string(withID("j", "o", 10, rec(1))), "same row, same id")
 	require.Regexp(t, `^\{"_id":"[0-9a-f]{16}","v":1\}$`, a)
