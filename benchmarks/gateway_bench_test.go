@@ -16,6 +16,7 @@ import (
 
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/value"
 )
 
 // BenchmarkGatewayAlertLatency measures the time from a device's publish to
@@ -25,21 +26,37 @@ import (
 // -benchtime 1x; it reports the p50, p99 and p999 latency in microseconds.
 func BenchmarkGatewayAlertLatency(b *testing.B) {
 	for _, rate := range []int{10_000, 50_000} {
-		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				lat := alertLatencies(b, rate, 3*time.Second)
-				sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-				pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
-				b.ReportMetric(pct(0.5), "p50-µs")
-				b.ReportMetric(pct(0.99), "p99-µs")
-				b.ReportMetric(pct(0.999), "p999-µs")
-				b.ReportMetric(float64(len(lat)), "alerts")
-			}
-		})
+		for _, to := range []string{"sink", "mqtt"} {
+			b.Run(fmt.Sprintf("rate=%d/to=%s", rate, to), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					lat := alertLatencies(b, rate, 3*time.Second, to == "mqtt")
+					sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+					pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+					b.ReportMetric(pct(0.5), "p50-µs")
+					b.ReportMetric(pct(0.99), "p99-µs")
+					b.ReportMetric(pct(0.999), "p999-µs")
+					b.ReportMetric(float64(len(lat)), "alerts")
+				}
+			})
+		}
 	}
 }
 
-func alertLatencies(b *testing.B, rate int, d time.Duration) []time.Duration {
+// latencySink measures at the job's output, before any MQTT delivery.
+type latencySink struct {
+	mu  *sync.Mutex
+	lat *[]time.Duration
+}
+
+func (s latencySink) Write(_, _ string, _ int64, rec *value.Record) {
+	now := time.Now().UnixNano()
+	v, _ := rec.Get("sentNs")
+	s.mu.Lock()
+	*s.lat = append(*s.lat, time.Duration(now-v.Int()))
+	s.mu.Unlock()
+}
+
+func alertLatencies(b *testing.B, rate int, d time.Duration, viaMQTT bool) []time.Duration {
 	job, err := config.ParseJob("job.yaml", []byte(`name: alerts
 query: SELECT deviceId, temperature, sentNs INTO Alerts FROM Telemetry WHERE temperature > 100
 inputs: [{name: Telemetry}]
@@ -50,7 +67,13 @@ outputs: [{name: Alerts, mqtt: {topic: "alerts", qos: 0}}]
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	outs := actors.NewOutputs(nil, nil)
-	g := actors.New(actors.Config{Partitions: 8, BatchSize: 64, BatchDelay: time.Millisecond, Logger: quiet}, outs, nil)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var sink actors.Sink = outs
+	if !viaMQTT {
+		sink = latencySink{mu: &mu, lat: &lat}
+	}
+	g := actors.New(actors.Config{Partitions: 8, BatchSize: 64, BatchDelay: time.Millisecond, Logger: quiet}, sink, nil)
 	broker, err := actors.StartBroker("127.0.0.1:0", g, 1<<16, quiet)
 	if err != nil {
 		b.Fatal(err)
@@ -73,8 +96,6 @@ outputs: [{name: Alerts, mqtt: {topic: "alerts", qos: 0}}]
 		}
 		return c
 	}
-	var mu sync.Mutex
-	var lat []time.Duration
 	sub := connect("latency-sub")
 	defer sub.Disconnect(100)
 	sub.Subscribe("alerts", 0, func(_ paho.Client, m paho.Message) {
