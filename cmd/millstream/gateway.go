@@ -33,7 +33,7 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 	outs := actors.NewOutputs(nil, log)
 	g := actors.New(actors.Config{Partitions: int(cfg.Partitions), Logger: logger}, outs, nil)
 	rg := &runningGateway{g: g, outs: outs}
-	if cfg.MqttListen != "" {
+	if cfg.MqttListen != config.EmbeddedBrokerOff {
 		b, err := actors.StartBroker(cfg.MqttListen, g, int(cfg.MaxPayloadBytes), logger)
 		if err != nil {
 			_ = g.Close(ctx)

@@ -316,6 +316,9 @@ const (
 	DefaultDataDir         = "./data"
 )
 
+// EmbeddedBrokerOff is the mqtt_listen value that runs no embedded broker.
+const EmbeddedBrokerOff = "none"
+
 // EnsureGatewayDefaults fills in zero fields.
 func EnsureGatewayDefaults(g *pb.GatewayConfig) {
 	if g.Name == "" {

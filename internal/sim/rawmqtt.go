@@ -156,7 +156,7 @@ func runLoad(ctx context.Context, cfg Config, sent, errs *atomic.Uint64) error {
 			defer func() { done <- struct{}{} }()
 			var pkts [][]byte
 			var ids []int
-			for d := i; d < cfg.Devices && len(pkts) < 4096; d += cfg.Connections {
+			for d := i; d < cfg.Devices; d += cfg.Connections {
 				id := fmt.Sprintf("machine-%04d", d)
 				payload := fmt.Appendf(nil, `{"deviceId":"%s","sensorId":"s1","temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"vibration":0.021}`,
 					id, 60+float64(d%45), 40+float64(d%7), 1013+float64(d%5))

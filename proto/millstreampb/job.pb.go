@@ -622,8 +622,8 @@ type GatewayConfig struct {
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Directory for state. Default ./data.
 	DataDir string `protobuf:"bytes,2,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`
-	// Embedded MQTT broker listen address; empty disables it. Default
-	// 127.0.0.1:1883.
+	// Embedded MQTT broker listen address, or "none" to run without one
+	// (devices then publish to an external broker). Default 127.0.0.1:1883.
 	MqttListen string `protobuf:"bytes,3,opt,name=mqtt_listen,json=mqttListen,proto3" json:"mqtt_listen,omitempty"`
 	// Admin API and metrics listen address. Default 127.0.0.1:8080.
 	HttpListen string `protobuf:"bytes,4,opt,name=http_listen,json=httpListen,proto3" json:"http_listen,omitempty"`
