@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,11 +188,13 @@ var (
 	descRejected   = prometheus.NewDesc("millstream_mqtt_rejected_total", "MQTT messages rejected (payload too large).", nil, nil)
 	descUnrouted   = prometheus.NewDesc("millstream_mqtt_unrouted_total", "MQTT messages on topics no job reads.", nil, nil)
 	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job", "kind"}, nil)
+	descMailbox    = prometheus.NewDesc("millstream_partition_mailbox_batches", "Batches waiting in a partition's mailbox.", []string{"partition"}, nil)
+	descStage      = prometheus.NewDesc("millstream_stage_event_seconds", "Mean time one event spends in a stage (sampled).", []string{"job", "stage"}, nil)
 	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job"}, nil)
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag} {
+	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage} {
 		ch <- d
 	}
 }
@@ -204,6 +207,9 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(b.Rejected()))
 		ch <- prometheus.MustNewConstMetric(descUnrouted, prometheus.CounterValue, float64(b.Unrouted()))
 	}
+	for i, d := range g.MailboxDepths() {
+		ch <- prometheus.MustNewConstMetric(descMailbox, prometheus.GaugeValue, float64(d), strconv.Itoa(i))
+	}
 	if g.closed.Load() {
 		return
 	}
@@ -212,6 +218,13 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	counters, wms, err := g.jobStatus(ctx)
 	if err != nil {
 		return
+	}
+	if times, err := g.StageTimes(ctx); err == nil {
+		for job, stages := range times {
+			for stage, d := range stages {
+				ch <- prometheus.MustNewConstMetric(descStage, prometheus.GaugeValue, d.Seconds(), job, stage)
+			}
+		}
 	}
 	now := value.FromTime(g.cfg.Now())
 	for job, wm := range wms {

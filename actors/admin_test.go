@@ -126,6 +126,8 @@ func TestAdminAPIAndHotDeployUnderTraffic(t *testing.T) {
 	require.Contains(t, body, fmt.Sprintf(`millstream_job_events_total{job="steady",kind="out"} %d`, sent.Load()))
 	require.Contains(t, body, `millstream_job_watermark_lag_seconds{job="steady"}`)
 	require.Contains(t, body, `millstream_partition_batch_seconds_count`)
+	require.Contains(t, body, `millstream_partition_mailbox_batches{partition="0"} 0`)
+	require.Contains(t, body, `millstream_stage_event_seconds{job="steady",stage="select1"}`)
 	code, _ = do(t, http.MethodGet, srv.URL+"/healthz", "")
 	require.Equal(t, http.StatusOK, code)
 

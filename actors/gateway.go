@@ -121,6 +121,23 @@ type Gateway struct {
 	rowsOut  atomic.Uint64
 	dead1    atomic.Uint64
 	pub      atomic.Pointer[Publisher]
+	queued   []atomic.Int64 // batches sent to each partition and not yet processed
+}
+
+// send hands a batch to a partition, counting it until processed (the
+// mailbox depth, which protoactor does not expose).
+func (g *Gateway) send(p int, b *eventBatch) {
+	g.queued[p].Add(1)
+	g.system.Root.Send(g.parts[p], b)
+}
+
+// MailboxDepths returns the batches waiting for each partition.
+func (g *Gateway) MailboxDepths() []int64 {
+	out := make([]int64, len(g.queued))
+	for i := range g.queued {
+		out[i] = g.queued[i].Load()
+	}
+	return out
 }
 
 // SetPublisher sets where device twin updates are published.
@@ -144,7 +161,8 @@ type deployedJob struct {
 // New starts a gateway with no jobs.
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
-	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{})}
+	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
+		queued: make([]atomic.Int64, cfg.Partitions)}
 	supervisor := actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
 	for i := 0; i < cfg.Partitions; i++ {
 		id := i
@@ -279,7 +297,7 @@ func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
 	p := g.partitionOf(deviceID)
 	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now())}
 	if batch := g.batchers[p].add(ev, g.cfg.BatchSize); batch != nil {
-		g.system.Root.Send(g.parts[p], batch)
+		g.send(p, batch)
 	}
 	return nil
 }
@@ -344,6 +362,27 @@ func (g *Gateway) jobStatus(ctx context.Context) (map[string]exec.Counters, map[
 	return out, wms, nil
 }
 
+// StageTimes returns, per job and stage, the largest of the partitions'
+// mean sampled per-row stage times.
+func (g *Gateway) StageTimes(ctx context.Context) (map[string]map[string]time.Duration, error) {
+	out := map[string]map[string]time.Duration{}
+	for _, pid := range g.parts {
+		res, err := g.system.Root.RequestFuture(pid, &countersMsg{}, timeoutOf(ctx)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+		}
+		for job, stages := range res.(*countersReply).stages {
+			if out[job] == nil {
+				out[job] = map[string]time.Duration{}
+			}
+			for st, d := range stages {
+				out[job][st] = max(out[job][st], d)
+			}
+		}
+	}
+	return out, nil
+}
+
 // Job returns a deployed job and its plan.
 func (g *Gateway) Job(name string) (*pb.Job, *pb.Plan, bool) {
 	g.mu.Lock()
@@ -391,7 +430,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 func (g *Gateway) flushAll() {
 	for i, b := range g.batchers {
 		if batch := b.take(); batch != nil {
-			g.system.Root.Send(g.parts[i], batch)
+			g.send(i, batch)
 		}
 	}
 }

@@ -60,7 +60,10 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 	case *eventBatch:
 		start := time.Now()
-		defer func() { batchSeconds.Observe(time.Since(start).Seconds()) }()
+		defer func() {
+			batchSeconds.Observe(time.Since(start).Seconds())
+			p.g.queued[p.id].Add(-1)
+		}()
 		for _, e := range m.events {
 			p.seen(e.device, e.payload, e.arrival)
 			if e.job != "" {
@@ -109,9 +112,10 @@ func (p *partition) Receive(ctx actor.Context) {
 	case *drainMsg:
 		ctx.Respond(&doneReply{})
 	case *countersMsg:
-		r := &countersReply{byJob: map[string]exec.Counters{}, watermark: map[string]int64{}}
+		r := &countersReply{byJob: map[string]exec.Counters{}, watermark: map[string]int64{}, stages: map[string]map[string]time.Duration{}}
 		for name, ex := range p.execs {
 			r.byJob[name] = ex.Counters()
+			r.stages[name] = ex.StageTimes()
 			if wm, ok := ex.Watermark(); ok {
 				r.watermark[name] = wm
 			}
@@ -171,6 +175,7 @@ type countersMsg struct{}
 
 type countersReply struct {
 	byJob     map[string]exec.Counters
+	stages    map[string]map[string]time.Duration
 	watermark map[string]int64 // lowest per job; absent before any event
 }
 

@@ -429,3 +429,24 @@ func (ex *Executor) Watermark() (int64, bool) {
 	}
 	return low, ok
 }
+
+// StageTimes returns the mean sampled time one row spends in each stage
+// (including the stages it feeds synchronously), for stages with samples.
+func (ex *Executor) StageTimes() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, st := range ex.stages {
+		var t *stageTiming
+		switch s := st.(type) {
+		case *selectOp:
+			t = &s.timing
+		case *aggOp:
+			t = &s.timing
+		default:
+			continue
+		}
+		if d, ok := t.mean(); ok {
+			out[st.stageName()] = d
+		}
+	}
+	return out
+}

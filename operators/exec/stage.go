@@ -3,6 +3,7 @@ package exec
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/millstream/millstream/operators/expr"
 	"github.com/millstream/millstream/operators/value"
@@ -123,6 +124,7 @@ type selectOp struct {
 	dynamic bool
 	names   []string
 	an      *analyticSet
+	timing  stageTiming
 	out     []node
 	ctx     expr.Ctx
 	rec     value.Record
@@ -152,6 +154,16 @@ func (s *selectOp) advance(tl int32, wm int64) {
 }
 
 func (s *selectOp) push(r *row) {
+	if s.timing.sample() {
+		t0 := time.Now()
+		s.pushRow(r)
+		s.timing.add(time.Since(t0))
+		return
+	}
+	s.pushRow(r)
+}
+
+func (s *selectOp) pushRow(r *row) {
 	s.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
 	s.an.use(&s.ctx, r)
 	if s.ctx.Err != nil {
@@ -196,6 +208,7 @@ type aggOp struct {
 	names    []string
 	win      *pb.Window
 	an       *analyticSet
+	timing   stageTiming
 	tls      []winState
 	out      []node
 	ctx      expr.Ctx
@@ -318,6 +331,16 @@ func (op *aggOp) state(tl int32) winState {
 }
 
 func (op *aggOp) push(r *row) {
+	if op.timing.sample() {
+		t0 := time.Now()
+		op.pushRow(r)
+		op.timing.add(time.Since(t0))
+		return
+	}
+	op.pushRow(r)
+}
+
+func (op *aggOp) pushRow(r *row) {
 	op.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
 	op.an.use(&op.ctx, r)
 	if op.ctx.Err != nil {
@@ -479,4 +502,30 @@ func (op *aggOp) restore(s *pb.StageState) error {
 		}
 	}
 	return nil
+}
+
+// stageTiming samples the time of one push in 256: cheap enough for the hot
+// path, enough samples for a per-stage mean. The time includes the stages
+// downstream that the push runs synchronously.
+type stageTiming struct {
+	n       uint64
+	samples int64
+	total   time.Duration
+}
+
+func (t *stageTiming) sample() bool {
+	t.n++
+	return t.n&255 == 0
+}
+
+func (t *stageTiming) add(d time.Duration) {
+	t.samples++
+	t.total += d
+}
+
+func (t *stageTiming) mean() (time.Duration, bool) {
+	if t.samples == 0 {
+		return 0, false
+	}
+	return t.total / time.Duration(t.samples), true
 }
