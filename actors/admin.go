@@ -188,13 +188,14 @@ var (
 	descRejected   = prometheus.NewDesc("millstream_mqtt_rejected_total", "MQTT messages rejected (payload too large).", nil, nil)
 	descUnrouted   = prometheus.NewDesc("millstream_mqtt_unrouted_total", "MQTT messages on topics no job reads.", nil, nil)
 	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job", "kind"}, nil)
+	descRestarts   = prometheus.NewDesc("millstream_partition_restarts_total", "Partition actors restarted by their supervisor after a failure.", nil, nil)
 	descMailbox    = prometheus.NewDesc("millstream_partition_mailbox_batches", "Batches waiting in a partition's mailbox.", []string{"partition"}, nil)
 	descStage      = prometheus.NewDesc("millstream_stage_event_seconds", "Mean time one event spends in a stage (sampled).", []string{"job", "stage"}, nil)
 	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job"}, nil)
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage} {
+	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage, descRestarts} {
 		ch <- d
 	}
 }
@@ -207,6 +208,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(b.Rejected()))
 		ch <- prometheus.MustNewConstMetric(descUnrouted, prometheus.CounterValue, float64(b.Unrouted()))
 	}
+	ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(g.Restarts()))
 	for i, d := range g.MailboxDepths() {
 		ch <- prometheus.MustNewConstMetric(descMailbox, prometheus.GaugeValue, float64(d), strconv.Itoa(i))
 	}

@@ -122,7 +122,12 @@ type Gateway struct {
 	dead1    atomic.Uint64
 	pub      atomic.Pointer[Publisher]
 	queued   []atomic.Int64 // batches sent to each partition and not yet processed
+	started  []atomic.Bool  // partition actor started once (later Starts are restarts)
+	restarts atomic.Uint64
 }
+
+// Restarts counts partition actors restarted by their supervisor.
+func (g *Gateway) Restarts() uint64 { return g.restarts.Load() }
 
 // send hands a batch to a partition, counting it until processed (the
 // mailbox depth, which protoactor does not expose).
@@ -162,7 +167,7 @@ type deployedJob struct {
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
-		queued: make([]atomic.Int64, cfg.Partitions)}
+		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions)}
 	supervisor := actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
 	for i := 0; i < cfg.Partitions; i++ {
 		id := i

@@ -44,6 +44,10 @@ type partition struct {
 func (p *partition) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		if !p.g.started[p.id].CompareAndSwap(false, true) {
+			p.g.restarts.Add(1)
+			p.g.cfg.Logger.Error("partition restarted after a failure; its window state was lost", "partition", p.id)
+		}
 		p.execs = map[string]*exec.Executor{}
 		p.jobs = map[string]*deployedJob{}
 		p.devices = map[string]*deviceState{}
