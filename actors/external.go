@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,9 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	if t := cfg.Tls; t != nil {
 		tc, err := tlsConfig(t)
 		if err != nil {
+			return nil, err
+		}
+		if err := probeTLS(cfg.Url, tc); err != nil {
 			return nil, err
 		}
 		opts.SetTLSConfig(tc)
@@ -160,4 +165,25 @@ func (g *Gateway) Topics() []string {
 		}
 	}
 	return out
+}
+
+// probeTLS makes one TLS handshake with the broker so that a certificate
+// problem is a configuration error now, not an endless background retry.
+// A broker that cannot be reached at all is left to the retries.
+func probeTLS(rawURL string, tc *tls.Config) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("actors: broker URL %q: %w", rawURL, err)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", u.Host, tc)
+	if err == nil {
+		return conn.Close()
+	}
+	var certErr *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &certErr) || errors.As(err, &unknown) || errors.As(err, &hostErr) {
+		return fmt.Errorf("actors: TLS with %s: %w", u.Host, err)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +15,10 @@ import (
 // test. Without mosquitto the test is skipped loudly, unless
 // MILLSTREAM_REQUIRE_BROKER is set (CI sets it), which turns the skip into
 // a failure.
-func startMosquitto(t *testing.T) string {
+func startMosquitto(t *testing.T) string { return startMosquittoWith(t, "") }
+
+// startMosquittoWith adds extra lines to the listener's configuration.
+func startMosquittoWith(t *testing.T, extra string) string {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -31,10 +35,12 @@ func startMosquitto(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(addr)
 	ln.Close()
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n", port)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\n%sallow_anonymous true\npersistence false\n", port, extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-c", conf)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mosquitto: %v", err)
 	}
@@ -50,7 +56,7 @@ func startMosquitto(t *testing.T) string {
 			return addr
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not start listening on %s: %v", addr, err)
+			t.Fatalf("mosquitto did not start listening on %s: %v\n%s", addr, err, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
