@@ -164,21 +164,8 @@ func (s *selectOp) push(r *row) {
 }
 
 func (s *selectOp) pushRow(r *row) {
-	s.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
-	s.an.use(&s.ctx, r)
-	if s.ctx.Err != nil {
-		s.ex.stageError(s.name, r.rec, "analytic function", s.ctx.Err)
+	if !s.ex.admit(s.name, &s.ctx, s.an, s.where, r) {
 		return
-	}
-	if s.where != nil {
-		keep := expr.Truth(s.where(&s.ctx))
-		if s.ctx.Err != nil {
-			s.ex.stageError(s.name, r.rec, "WHERE", s.ctx.Err)
-			return
-		}
-		if !keep {
-			return
-		}
 	}
 	project(&s.rec, s.names, s.proj, s.dynamic, &s.ctx)
 	if s.ctx.Err != nil {
@@ -189,6 +176,27 @@ func (s *selectOp) pushRow(r *row) {
 	for _, n := range s.out {
 		n.push(&s.r)
 	}
+}
+
+// admit prepares ctx for a row entering a stage, runs the stage's analytic
+// functions (which see every row, X-before-WHERE) and its WHERE; it reports
+// whether the row goes on. Failures are dead-lettered.
+func (ex *Executor) admit(stage string, ctx *expr.Ctx, an *analyticSet, where expr.Eval, r *row) bool {
+	*ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	an.use(ctx, r)
+	if ctx.Err != nil {
+		ex.stageError(stage, r.rec, "analytic function", ctx.Err)
+		return false
+	}
+	if where == nil {
+		return true
+	}
+	keep := expr.Truth(where(ctx))
+	if ctx.Err != nil {
+		ex.stageError(stage, r.rec, "WHERE", ctx.Err)
+		return false
+	}
+	return keep
 }
 
 func (ex *Executor) stageError(stage string, rec *value.Record, clause string, err error) {
@@ -341,21 +349,8 @@ func (op *aggOp) push(r *row) {
 }
 
 func (op *aggOp) pushRow(r *row) {
-	op.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
-	op.an.use(&op.ctx, r)
-	if op.ctx.Err != nil {
-		op.ex.stageError(op.name, r.rec, "analytic function", op.ctx.Err)
+	if !op.ex.admit(op.name, &op.ctx, op.an, op.where, r) {
 		return
-	}
-	if op.where != nil {
-		keep := expr.Truth(op.where(&op.ctx))
-		if op.ctx.Err != nil {
-			op.ex.stageError(op.name, r.rec, "WHERE", op.ctx.Err)
-			return
-		}
-		if !keep {
-			return
-		}
 	}
 	op.keyBuf = op.keyBuf[:0]
 	for i, k := range op.keys {
