@@ -14,6 +14,7 @@ PATH="$bin:$PATH" protoc -I proto \
   --go_opt=Mmillstream/v1/plan.proto=github.com/millstream/millstream/proto/millstreampb \
   --go_opt=Mmillstream/v1/snapshot.proto=github.com/millstream/millstream/proto/millstreampb \
   --go_opt=Mmillstream/v1/job.proto=github.com/millstream/millstream/proto/millstreampb \
+  --go_opt=Mmillstream/v1/state.proto=github.com/millstream/millstream/proto/millstreampb \
   proto/millstream/v1/*.proto
 # paths=source_relative keeps the millstream/v1/ folders; flatten them.
 mv proto/millstreampb/millstream/v1/*.pb.go proto/millstreampb/
