@@ -155,6 +155,9 @@ func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "configuration is valid")
 
+	jobFile, err := filepath.Abs("../../deployments/jobs/temperature-filtering/job.yaml")
+	require.NoError(t, err)
+	t.Chdir(dir) // the job's file output is relative to the working directory
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rg, err := startGateway(ctx, mustLoadGateway(t, cfg), io.Discard, nil)
@@ -162,7 +165,7 @@ func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
 	defer rg.close(context.Background())
 	admin := "http://" + rg.addr
 
-	code, stdout, stderr = runCLI(t, "job", "deploy", "--admin", admin, "../../deployments/jobs/temperature-filtering/job.yaml")
+	code, stdout, stderr = runCLI(t, "job", "deploy", "--admin", admin, jobFile)
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, `"deployed":"temperature-filtering"`)
 	code, stdout, _ = runCLI(t, "job", "list", "--admin", admin)
