@@ -217,22 +217,20 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	counters, wms, err := g.jobStatus(ctx)
+	st, err := g.jobStatus(ctx)
 	if err != nil {
 		return
 	}
-	if times, err := g.StageTimes(ctx); err == nil {
-		for job, stages := range times {
-			for stage, d := range stages {
-				ch <- prometheus.MustNewConstMetric(descStage, prometheus.GaugeValue, d.Seconds(), job, stage)
-			}
+	for job, stages := range st.stages {
+		for stage, d := range stages {
+			ch <- prometheus.MustNewConstMetric(descStage, prometheus.GaugeValue, d.Seconds(), job, stage)
 		}
 	}
 	now := value.FromTime(g.cfg.Now())
-	for job, wm := range wms {
+	for job, wm := range st.watermarks {
 		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(now-wm)/float64(value.TicksPerSecond), job)
 	}
-	for job, k := range counters {
+	for job, k := range st.counters {
 		for kind, v := range map[string]uint64{
 			"in": k.EventsIn, "out": k.EventsOut, "dead_lettered": k.DeadLettered,
 			"late_adjusted": k.LateAdjusted, "late_dropped": k.LateDropped,

@@ -97,11 +97,13 @@ func (p *partition) deviceEvent(id, status string, now int64) {
 		Names: []string{"deviceId", "status", "lastSeen"},
 		Vals:  []value.Value{value.Str(id), value.Str(status), value.Time(d.lastSeen)},
 	}
+	e := event{input: DevicesInput, device: id, rec: rec, arrival: now}
 	for _, ex := range p.execs {
 		if ex.Reads(DevicesInput) {
-			_ = ex.IngestRecord(DevicesInput, rec, now)
+			ingest(ex, e)
 		}
 	}
+	p.forward(e)
 }
 
 func (p *partition) device(id string) Device {
@@ -141,7 +143,7 @@ func (g *Gateway) Device(ctx context.Context, id string) (Device, error) {
 		return Device{}, err
 	}
 	devs := res.(*devicesReply).devices
-	if len(devs) == 0 || (!devs[0].Online && devs[0].LastSeen.IsZero() && devs[0].Desired == nil) {
+	if len(devs) == 0 {
 		return Device{}, fmt.Errorf("%w: %q", ErrUnknownDevice, id)
 	}
 	return devs[0], nil

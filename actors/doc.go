@@ -20,7 +20,10 @@
 //	    publisher instead of growing memory. Nothing is dropped silently.
 //	A4: a job whose state is keyed by something other than the device
 //	    (global aggregates, joins, MATCH_RECOGNIZE, UNION) runs in partition
-//	    0 only, so its results are the same as on one executor.
+//	    0 only, so its results are the same as on one executor. The other
+//	    partitions forward such a job the events (and device liveness
+//	    events) they receive, each device's in order; broadcasts such as
+//	    Drain visit partition 0 last so forwarded events are counted.
 //	A5: a partition actor that panics is restarted with exponential
 //	    backoff by its supervisor; its jobs are redeployed from the
 //	    gateway's job table on restart.

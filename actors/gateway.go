@@ -17,7 +17,6 @@ import (
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/plan"
-	"github.com/millstream/millstream/operators/querytest"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -159,8 +158,8 @@ type deployedJob struct {
 	job         *pb.Job
 	plan        *pb.Plan
 	opts        exec.Options
-	refs        []querytest.InputFile
-	partitioned bool // by device (A4)
+	refs        map[string][]*value.Record // parsed once; SetReference copies
+	partitioned bool                       // by device (A4)
 }
 
 // New starts a gateway with no jobs.
@@ -204,11 +203,14 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job))}
 	for _, in := range job.Inputs {
 		if in.ReferenceFile != "" {
-			data, err := readFile(in.ReferenceFile)
+			rows, err := readReference(in.ReferenceFile)
 			if err != nil {
 				return fmt.Errorf("actors: job %q reference %q: %w", job.Name, in.Name, err)
 			}
-			d.refs = append(d.refs, querytest.InputFile{Name: in.Name, Data: data, Reference: true})
+			if d.refs == nil {
+				d.refs = map[string][]*value.Record{}
+			}
+			d.refs[in.Name] = rows
 		}
 	}
 	// Compile once here so errors surface to the caller, not in actors.
@@ -247,7 +249,10 @@ func (g *Gateway) Jobs() []*pb.Job {
 
 func (g *Gateway) broadcast(ctx context.Context, msg any) error {
 	g.flushAll()
-	for _, pid := range g.parts {
+	// Partition 0 last: the others forward events to it (A4), and those
+	// must be in its mailbox before msg.
+	for i := range g.parts {
+		pid := g.parts[(i+1)%len(g.parts)]
 		f := g.system.Root.RequestFuture(pid, msg, timeoutOf(ctx))
 		if _, err := f.Result(); err != nil {
 			return fmt.Errorf("actors: partition %s: %w", pid.Id, err)
@@ -326,33 +331,47 @@ func (g *Gateway) FlushWindows(ctx context.Context) error {
 
 // JobCounters sums every partition's executor counters per job.
 func (g *Gateway) JobCounters(ctx context.Context) (map[string]exec.Counters, error) {
-	c, _, err := g.jobStatus(ctx)
-	return c, err
+	st, err := g.jobStatus(ctx)
+	return st.counters, err
 }
 
 // JobWatermarks returns each job's lowest watermark over all partitions
 // (jobs that have seen no event are absent).
 func (g *Gateway) JobWatermarks(ctx context.Context) (map[string]int64, error) {
-	_, w, err := g.jobStatus(ctx)
-	return w, err
+	st, err := g.jobStatus(ctx)
+	return st.watermarks, err
 }
 
-func (g *Gateway) jobStatus(ctx context.Context) (map[string]exec.Counters, map[string]int64, error) {
-	out := map[string]exec.Counters{}
-	wms := map[string]int64{}
+// StageTimes returns, per job and stage, the largest of the partitions'
+// mean sampled per-row stage times.
+func (g *Gateway) StageTimes(ctx context.Context) (map[string]map[string]time.Duration, error) {
+	st, err := g.jobStatus(ctx)
+	return st.stages, err
+}
+
+// jobStatus is every job's counters, watermark and stage times, merged over
+// the partitions in one round-trip each.
+type jobStatus struct {
+	counters   map[string]exec.Counters
+	watermarks map[string]int64
+	stages     map[string]map[string]time.Duration
+}
+
+func (g *Gateway) jobStatus(ctx context.Context) (jobStatus, error) {
+	st := jobStatus{counters: map[string]exec.Counters{}, watermarks: map[string]int64{}, stages: map[string]map[string]time.Duration{}}
 	for _, pid := range g.parts {
 		res, err := g.system.Root.RequestFuture(pid, &countersMsg{}, timeoutOf(ctx)).Result()
 		if err != nil {
-			return nil, nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+			return jobStatus{}, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
 		}
 		reply := res.(*countersReply)
 		for job, wm := range reply.watermark {
-			if old, ok := wms[job]; !ok || wm < old {
-				wms[job] = wm
+			if old, ok := st.watermarks[job]; !ok || wm < old {
+				st.watermarks[job] = wm
 			}
 		}
 		for job, c := range reply.byJob {
-			t := out[job]
+			t := st.counters[job]
 			t.EventsIn += c.EventsIn
 			t.EventsOut += c.EventsOut
 			t.DeadLettered += c.DeadLettered
@@ -361,31 +380,18 @@ func (g *Gateway) jobStatus(ctx context.Context) (map[string]exec.Counters, map[
 			t.OutOfOrderAdjusted += c.OutOfOrderAdjusted
 			t.OutOfOrderDropped += c.OutOfOrderDropped
 			t.EarlyDropped += c.EarlyDropped
-			out[job] = t
+			st.counters[job] = t
 		}
-	}
-	return out, wms, nil
-}
-
-// StageTimes returns, per job and stage, the largest of the partitions'
-// mean sampled per-row stage times.
-func (g *Gateway) StageTimes(ctx context.Context) (map[string]map[string]time.Duration, error) {
-	out := map[string]map[string]time.Duration{}
-	for _, pid := range g.parts {
-		res, err := g.system.Root.RequestFuture(pid, &countersMsg{}, timeoutOf(ctx)).Result()
-		if err != nil {
-			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
-		}
-		for job, stages := range res.(*countersReply).stages {
-			if out[job] == nil {
-				out[job] = map[string]time.Duration{}
+		for job, stages := range reply.stages {
+			if st.stages[job] == nil {
+				st.stages[job] = map[string]time.Duration{}
 			}
-			for st, d := range stages {
-				out[job][st] = max(out[job][st], d)
+			for name, d := range stages {
+				st.stages[job][name] = max(st.stages[job][name], d)
 			}
 		}
 	}
-	return out, nil
+	return st, nil
 }
 
 // Job returns a deployed job and its plan.

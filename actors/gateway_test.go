@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/querytest"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
@@ -246,3 +247,8 @@ outputs: [{name: Alerts, log: {prefix: A}}]
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// deadCollector counts dead letters.
+type deadCollector struct{ count atomic.Uint64 }
+
+func (d *deadCollector) DeadLetter(string, exec.DeadLetter) { d.count.Add(1) }

@@ -3,13 +3,13 @@ package actors
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millstream/millstream/operators/exec"
-	"github.com/millstream/millstream/operators/querytest"
 	"github.com/millstream/millstream/operators/value"
 )
 
@@ -20,7 +20,11 @@ type (
 		input   string
 		device  string
 		payload []byte
+		rec     *value.Record // instead of payload: a decoded Devices event
 		arrival int64
+		// forwarded: sent on by the device's partition to partition 0 for
+		// a job that runs there only (A4); the device was seen already.
+		forwarded bool
 	}
 	eventBatch struct{ events []event }
 	deployMsg  struct{ job *deployedJob }
@@ -39,6 +43,10 @@ type partition struct {
 	jobs    map[string]*deployedJob
 	devices map[string]*deviceState
 	desired map[string][]byte
+	// forwardJobs are the jobs that run on partition 0 only (A4); a
+	// partition other than 0 sends them the events it receives, in order.
+	forwardJobs []*deployedJob
+	forwardBuf  []event
 }
 
 func (p *partition) Receive(ctx actor.Context) {
@@ -69,34 +77,44 @@ func (p *partition) Receive(ctx actor.Context) {
 			p.g.queued[p.id].Add(-1)
 		}()
 		for _, e := range m.events {
-			p.seen(e.device, e.payload, e.arrival)
+			if !e.forwarded {
+				p.seen(e.device, e.payload, e.arrival)
+			}
 			if e.job != "" {
 				if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
-					_ = ex.Ingest(e.input, e.payload, e.arrival)
+					ingest(ex, e)
 				}
-				continue
-			}
-			for _, ex := range p.execs {
-				if ex.Reads(e.input) {
-					_ = ex.Ingest(e.input, e.payload, e.arrival)
+			} else {
+				for _, ex := range p.execs {
+					if ex.Reads(e.input) {
+						ingest(ex, e)
+					}
 				}
 			}
+			p.forward(e)
 		}
+		p.flushForward()
 	case *deployMsg:
 		ctx.Respond(&doneReply{err: p.deploy(m.job)})
 	case *removeMsg:
 		delete(p.execs, m.name)
 		delete(p.jobs, m.name)
+		p.updateForwardJobs()
 		ctx.Respond(&doneReply{})
 	case *tickMsg:
 		p.sweep(m.now)
+		p.flushForward()
 		for _, ex := range p.execs {
 			ex.AdvanceTime(m.now)
 		}
 	case *devicesMsg:
 		r := &devicesReply{}
 		if m.id != "" {
-			r.devices = append(r.devices, p.device(m.id))
+			_, seen := p.devices[m.id]
+			_, twin := p.desired[m.id]
+			if seen || twin {
+				r.devices = append(r.devices, p.device(m.id))
+			}
 		} else {
 			ids := map[string]bool{}
 			for id := range p.devices {
@@ -136,6 +154,7 @@ func (p *partition) Receive(ctx actor.Context) {
 func (p *partition) deploy(d *deployedJob) error {
 	delete(p.execs, d.job.Name)
 	p.jobs[d.job.Name] = d
+	p.updateForwardJobs()
 	if !d.partitioned && p.id != 0 {
 		return nil // runs on partition 0 only (A4)
 	}
@@ -145,6 +164,55 @@ func (p *partition) deploy(d *deployedJob) error {
 	}
 	p.execs[d.job.Name] = ex
 	return nil
+}
+
+func ingest(ex *exec.Executor, e event) {
+	if e.rec != nil {
+		_ = ex.IngestRecord(e.input, e.rec, e.arrival)
+		return
+	}
+	_ = ex.Ingest(e.input, e.payload, e.arrival)
+}
+
+func (p *partition) updateForwardJobs() {
+	p.forwardJobs = p.forwardJobs[:0]
+	if p.id == 0 {
+		return
+	}
+	for _, d := range p.jobs {
+		if !d.partitioned {
+			p.forwardJobs = append(p.forwardJobs, d)
+		}
+	}
+}
+
+// forward queues e for every job that runs on partition 0 only and reads
+// its input. A partition keeps a device's order, and so does one send.
+func (p *partition) forward(e event) {
+	for _, d := range p.forwardJobs {
+		if (e.job == "" || e.job == d.job.Name) && d.reads(e.input) {
+			f := e
+			f.job, f.forwarded = d.job.Name, true
+			p.forwardBuf = append(p.forwardBuf, f)
+		}
+	}
+}
+
+func (p *partition) flushForward() {
+	if len(p.forwardBuf) == 0 {
+		return
+	}
+	p.g.send(0, &eventBatch{events: p.forwardBuf})
+	p.forwardBuf = nil
+}
+
+func (d *deployedJob) reads(input string) bool {
+	for _, in := range d.plan.Inputs {
+		if strings.EqualFold(in.Name, input) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *deployedJob) newExecutor(g *Gateway, part int) (*exec.Executor, error) {
@@ -166,13 +234,21 @@ func (d *deployedJob) newExecutor(g *Gateway, part int) (*exec.Executor, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := querytest.LoadReferences(ex, d.refs); err != nil {
-		return nil, fmt.Errorf("partition %d: %w", part, err)
+	for name, rows := range d.refs {
+		if err := ex.SetReference(name, rows); err != nil {
+			return nil, fmt.Errorf("partition %d: %w", part, err)
+		}
 	}
 	return ex, nil
 }
 
-func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+func readReference(path string) ([]*value.Record, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return value.ReadTable(data)
+}
 
 // countersMsg asks a partition for its executors' counters.
 type countersMsg struct{}

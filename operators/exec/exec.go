@@ -298,14 +298,24 @@ func (ex *Executor) Inputs() []string {
 }
 
 func (ex *Executor) input(name string) (*inputOp, error) {
-	if in, ok := ex.inputs[name]; ok { // exact spelling: no allocation
+	if in := ex.lookupInput(name); in != nil {
 		return in, nil
 	}
-	in, ok := ex.inputs[strings.ToLower(name)]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q (the query reads %s)", ErrUnknownInput, name, strings.Join(ex.Inputs(), ", "))
+	return nil, fmt.Errorf("%w: %q (the query reads %s)", ErrUnknownInput, name, strings.Join(ex.Inputs(), ", "))
+}
+
+// lookupInput finds an input by name, case-insensitively, without
+// allocating: gateways ask every job about every event's input.
+func (ex *Executor) lookupInput(name string) *inputOp {
+	if in, ok := ex.inputs[name]; ok {
+		return in
 	}
-	return in, nil
+	for _, in := range ex.inputList {
+		if strings.EqualFold(in.name, name) {
+			return in
+		}
+	}
+	return nil
 }
 
 // Ingest processes one JSON event of an input. arrival is the arrival time
@@ -406,14 +416,13 @@ func compileOpt(e *pb.Expr) (expr.Eval, error) {
 // HasEventTime reports whether an input has TIMESTAMP BY (application
 // time) rather than arrival time.
 func (ex *Executor) HasEventTime(input string) bool {
-	in, err := ex.input(input)
-	return err == nil && in.tsEval != nil
+	in := ex.lookupInput(input)
+	return in != nil && in.tsEval != nil
 }
 
 // Reads reports whether the plan reads a stream input of that name.
 func (ex *Executor) Reads(input string) bool {
-	_, err := ex.input(input)
-	return err == nil
+	return ex.lookupInput(input) != nil
 }
 
 // Watermark returns the lowest watermark over the inputs' timelines (the

@@ -125,10 +125,7 @@ func (s *paneState) emitWindow(end int64, panes []*pane) {
 	s.merged = groupSet{}
 	for _, p := range panes {
 		for _, g := range p.groups.order {
-			s.mergeKey = s.mergeKey[:0]
-			for _, k := range g.key {
-				s.mergeKey = value.AppendKey(s.mergeKey, k)
-			}
+			s.mergeKey = value.AppendKeys(s.mergeKey[:0], g.key)
 			m := s.merged.get(s.mergeKey)
 			if m == nil {
 				m = &group{key: g.key, accs: make([]acc, len(g.accs))}
@@ -171,10 +168,7 @@ func (s *paneState) fromProto(wt *pb.WindowTimeline) error {
 			if err != nil {
 				return err
 			}
-			key = key[:0]
-			for _, k := range g.key {
-				key = value.AppendKey(key, k)
-			}
+			key = value.AppendKeys(key[:0], g.key)
 			p.groups.put(key, g)
 		}
 		s.panes = append(s.panes, p)
@@ -283,10 +277,7 @@ func (s *sessionState) fromProto(wt *pb.WindowTimeline) error {
 			if err != nil {
 				return err
 			}
-			key = key[:0]
-			for _, k := range g.key {
-				key = value.AppendKey(key, k)
-			}
+			key = value.AppendKeys(key[:0], g.key)
 			ss.groups.put(key, g)
 			ss.gseq = max(ss.gseq, g.seq+1)
 		}
@@ -457,11 +448,7 @@ func (s *slidingState) fromProto(wt *pb.WindowTimeline) error {
 	s.pending = nil
 	for _, sg := range wt.Sliding {
 		g := &slGroup{key: value.ValuesFromProto(sg.Key), seq: sg.Seq}
-		var key []byte
-		for _, k := range g.key {
-			key = value.AppendKey(key, k)
-		}
-		g.keyStr = string(key)
+		g.keyStr = string(value.AppendKeys(nil, g.key))
 		for _, ev := range sg.Events {
 			args := value.ValuesFromProto(ev.Args)
 			if len(args) != len(s.op.aggs) {

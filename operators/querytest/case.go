@@ -1,13 +1,10 @@
 package querytest
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -242,7 +239,7 @@ func LoadReferences(ex *exec.Executor, files []InputFile) error {
 		if !f.Reference {
 			continue
 		}
-		rows, err := ReadTable(f.Data)
+		rows, err := value.ReadTable(f.Data)
 		if err != nil {
 			return fmt.Errorf("querytest: reference %s: %w", f.Name, err)
 		}
@@ -251,37 +248,6 @@ func LoadReferences(ex *exec.Executor, files []InputFile) error {
 		}
 	}
 	return nil
-}
-
-// ReadTable reads reference rows: one JSON object per line, one JSON
-// array of objects, or CSV with a header line (values are strings, as
-// Stream Analytics reads CSV).
-func ReadTable(data []byte) ([]*value.Record, error) {
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) > 0 && trimmed[0] != '{' && trimmed[0] != '[' {
-		return readCSV(trimmed)
-	}
-	var vals []value.Value
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		v, err := value.ParseJSON(string(trimmed))
-		if err != nil {
-			return nil, err
-		}
-		vals = v.Array().Items
-	} else {
-		var err error
-		if vals, err = ReadJSONLines(data); err != nil {
-			return nil, err
-		}
-	}
-	rows := make([]*value.Record, 0, len(vals))
-	for i, v := range vals {
-		if v.Record() == nil {
-			return nil, fmt.Errorf("row %d is not a JSON object", i+1)
-		}
-		rows = append(rows, v.Record())
-	}
-	return rows, nil
 }
 
 // RunFiles runs a query over JSON-lines inputs like a local run of Stream
@@ -335,15 +301,7 @@ func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, erro
 				return nil, fmt.Errorf("querytest: the query reads %d inputs (%s): name each input file", len(ins), strings.Join(ins, ", "))
 			}
 		}
-		sc := bufio.NewScanner(bytes.NewReader(f.Data))
-		sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-		line := 0
-		for sc.Scan() {
-			line++
-			b := bytes.TrimSpace(sc.Bytes())
-			if len(b) == 0 {
-				continue
-			}
+		err := eachLine(f.Data, func(line int, b []byte) error {
 			payload := append([]byte(nil), b...)
 			e := Event{Input: name, Payload: payload, order: len(events)}
 			switch {
@@ -351,12 +309,12 @@ func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, erro
 				var d value.Decoder
 				rec, err := d.Decode(payload)
 				if err != nil {
-					return nil, fmt.Errorf("querytest: input %s line %d: %w", name, line, err)
+					return fmt.Errorf("querytest: input %s line %d: %w", name, line, err)
 				}
 				v, _ := rec.Get(f.ArrivalField)
 				t, err := value.ParseTime(v.Str())
 				if err != nil {
-					return nil, fmt.Errorf("querytest: input %s line %d: arrival field %q: %w", name, line, f.ArrivalField, err)
+					return fmt.Errorf("querytest: input %s line %d: arrival field %q: %w", name, line, f.ArrivalField, err)
 				}
 				e.Arrival, e.sortKey = t, t
 			default:
@@ -373,35 +331,12 @@ func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, erro
 				}
 			}
 			events = append(events, e)
-		}
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("querytest: input %s: %w", name, err)
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].sortKey < events[j].sortKey })
 	return events, nil
-}
-
-func readCSV(data []byte) ([]*value.Record, error) {
-	r := csv.NewReader(bytes.NewReader(data))
-	r.FieldsPerRecord = 0 // every row as wide as the header
-	header, err := r.Read()
-	if err != nil {
-		return nil, fmt.Errorf("CSV header: %w", err)
-	}
-	var rows []*value.Record
-	for {
-		fields, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return rows, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("CSV: %w", err)
-		}
-		rec := &value.Record{Names: header, Vals: make([]value.Value, len(fields))}
-		for i, f := range fields {
-			rec.Vals[i] = value.Str(f)
-		}
-		rows = append(rows, rec)
-	}
 }

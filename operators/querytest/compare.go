@@ -13,22 +13,30 @@ import (
 // ReadJSONLines parses one JSON value per non-blank line.
 func ReadJSONLines(data []byte) ([]value.Value, error) {
 	var out []value.Value
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	line := 0
-	for sc.Scan() {
-		line++
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
+	err := eachLine(data, func(line int, b []byte) error {
 		v, err := value.ParseJSON(string(b))
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return fmt.Errorf("line %d: %w", line, err)
 		}
 		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
+// eachLine calls fn with every non-blank line (trimmed, numbered from 1).
+// The slice is only valid during the call.
+func eachLine(data []byte, fn func(line int, b []byte) error) error {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for line := 1; sc.Scan(); line++ {
+		if b := bytes.TrimSpace(sc.Bytes()); len(b) > 0 {
+			if err := fn(line, b); err != nil {
+				return err
+			}
+		}
 	}
-	return out, sc.Err()
+	return sc.Err()
 }
 
 // Diff is the difference between expected and produced rows.

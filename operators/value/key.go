@@ -5,6 +5,14 @@ import (
 	"math"
 )
 
+// AppendKeys appends the encodings of a key tuple, one after another.
+func AppendKeys(b []byte, vs []Value) []byte {
+	for _, v := range vs {
+		b = AppendKey(b, v)
+	}
+	return b
+}
+
 // AppendKey appends a binary encoding of v to b such that two values are
 // grouping-equal (Equal) exactly when their encodings are equal. Numbers that
 // are equal as floats encode the same, so 1 and 1.0 fall in one group.
