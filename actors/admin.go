@@ -31,6 +31,9 @@ import (
 //	GET    /v1/devices           devices and their twins
 //	GET    /v1/devices/{id}      one device
 //	PUT    /v1/devices/{id}/desired  set desired properties (JSON object)
+//	GET    /v1/outputs           each output's outbox: backlog, delivered, expired, dropped, dead letters
+//	GET    /v1/outputs/{job}/{output}/deadletters  rows the sink refused for good
+//	GET    /v1/state             durable state counters (checkpoints, replay, duplicates)
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
 //	GET    /debug/pprof/...      Go profiles (the admin address is loopback by default)
@@ -47,7 +50,7 @@ type Admin struct {
 // NewAdmin builds the API for a gateway, its outputs and (optional) broker.
 func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, batchSeconds)
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, batchSeconds, logSyncSeconds, checkpointSeconds)
 	return a
 }
 
@@ -63,6 +66,13 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices", a.listDevices)
 	mux.HandleFunc("GET /v1/devices/{id}", a.getDevice)
 	mux.HandleFunc("PUT /v1/devices/{id}/desired", a.setDesired)
+	mux.HandleFunc("GET /v1/outputs", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"outputs": a.outs.Status()})
+	})
+	mux.HandleFunc("GET /v1/outputs/{job}/{output}/deadletters", a.deadLetters)
+	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"durable": a.g.store != nil, "stats": a.g.DurableStats()})
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -71,6 +81,10 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if a.g.closed.Load() {
 			http.Error(w, "closing", http.StatusServiceUnavailable)
+			return
+		}
+		if !a.g.ready.Load() {
+			http.Error(w, "recovering state", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -165,6 +179,29 @@ func (a *Admin) getPlan(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
+func (a *Admin) deadLetters(w http.ResponseWriter, r *http.Request) {
+	if a.outs.store == nil {
+		writeJSON(w, http.StatusNotFound, apiError{"durable state is off: no dead letters are kept"})
+		return
+	}
+	key := strings.ToLower(r.PathValue("job") + "/" + r.PathValue("output"))
+	items, err := a.outs.store.DeadLetters(key, 1000)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+		return
+	}
+	rows := make([]json.RawMessage, 0, len(items))
+	for _, it := range items {
+		if json.Valid(it.Entry.Payload) {
+			rows = append(rows, it.Entry.Payload)
+		} else {
+			q, _ := json.Marshal(string(it.Entry.Payload))
+			rows = append(rows, q)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"output": key, "rows": rows})
+}
+
 func (a *Admin) removeJob(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
@@ -192,10 +229,18 @@ var (
 	descMailbox    = prometheus.NewDesc("millstream_partition_mailbox_batches", "Batches waiting in a partition's mailbox.", []string{"partition"}, nil)
 	descStage      = prometheus.NewDesc("millstream_stage_event_seconds", "Mean time one event spends in a stage (sampled).", []string{"job", "stage"}, nil)
 	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job"}, nil)
+	descRefused    = prometheus.NewDesc("millstream_mqtt_refused_total", "MQTT messages not acknowledged because the gateway could not take them (recovering, outbox full, log write failed).", nil, nil)
+	descOutbox     = prometheus.NewDesc("millstream_outbox_rows", "Rows waiting in an output's outbox (the store-and-forward backlog).", []string{"output"}, nil)
+	descOutboxB    = prometheus.NewDesc("millstream_outbox_bytes", "Bytes an output's outbox takes.", []string{"output"}, nil)
+	descOutboxAge  = prometheus.NewDesc("millstream_outbox_oldest_age_seconds", "Age of the oldest row waiting in an output's outbox.", []string{"output"}, nil)
+	descOutboxFull = prometheus.NewDesc("millstream_outbox_full", "1 while an output's outbox is at its quota.", []string{"output"}, nil)
+	descOutRows    = prometheus.NewDesc("millstream_output_rows_total", "Output rows by fate: delivered, expired (past TTL), dropped (quota), dead_lettered, and delivery retries.", []string{"output", "kind"}, nil)
+	descDurable    = prometheus.NewDesc("millstream_state_events_total", "Durable state counters by kind: checkpoints, replayed log entries, rows already in the outbox at replay, duplicates dropped, restore failures, log write errors, outbox write errors, input refused over quota, poison entries skipped, damaged partitions reset.", []string{"kind"}, nil)
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage, descRestarts} {
+	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage, descRestarts,
+		descRefused, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descDurable} {
 		ch <- d
 	}
 }
@@ -207,6 +252,29 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	if b := c.a.broker; b != nil {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(b.Rejected()))
 		ch <- prometheus.MustNewConstMetric(descUnrouted, prometheus.CounterValue, float64(b.Unrouted()))
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(b.Refused()))
+	}
+	for _, o := range c.a.outs.Status() {
+		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(o.Backlog), o.Output)
+		ch <- prometheus.MustNewConstMetric(descOutboxB, prometheus.GaugeValue, float64(o.BacklogBytes), o.Output)
+		ch <- prometheus.MustNewConstMetric(descOutboxAge, prometheus.GaugeValue, o.OldestAge, o.Output)
+		full := 0.0
+		if o.Full {
+			full = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descOutboxFull, prometheus.GaugeValue, full, o.Output)
+		for kind, v := range map[string]uint64{"delivered": o.Delivered, "expired": o.Expired, "dropped": o.Dropped,
+			"dead_lettered": uint64(o.DeadLettered), "retries": o.Retries} {
+			ch <- prometheus.MustNewConstMetric(descOutRows, prometheus.CounterValue, float64(v), o.Output, kind)
+		}
+	}
+	if g.store != nil {
+		ds := g.DurableStats()
+		for kind, v := range map[string]uint64{"checkpoints": ds.Checkpoints, "replayed_entries": ds.ReplayedEntries, "replayed_rows": ds.ReplayedRows,
+			"duplicates": ds.Duplicates, "restore_failures": ds.RestoreFailures, "log_errors": ds.LogErrors, "outbox_errors": ds.OutboxErrors,
+			"refused_over_quota": ds.RefusedOverQuota, "skipped_poison": ds.SkippedPoison, "damaged_reset": ds.DamagedReset} {
+			ch <- prometheus.MustNewConstMetric(descDurable, prometheus.CounterValue, float64(v), kind)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(g.Restarts()))
 	for i, d := range g.MailboxDepths() {

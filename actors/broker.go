@@ -25,6 +25,20 @@ type Broker struct {
 	maxPayload int
 	rejected   atomic.Uint64
 	unrouted   atomic.Uint64
+	refused    atomic.Uint64
+	// Durable gateways acknowledge QoS 1 publishes here, once logged, so a
+	// client's next publishes are read while earlier ones wait for the
+	// group commit (mochi would hold the client's read loop otherwise).
+	acks    chan pendingPuback
+	ackDone chan struct{}
+}
+
+type pendingPuback struct {
+	cl      *mqtt.Client
+	id      uint16
+	commit  Commit
+	topic   string
+	payload []byte
 }
 
 // StartBroker listens on addr ("127.0.0.1:0" picks a free port).
@@ -41,7 +55,8 @@ func StartBroker(addr string, g *Gateway, maxPayload int, logger *slog.Logger) (
 	ln.Close()
 
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: logger.With("component", "mqtt")})
-	b := &Broker{srv: srv, addr: addr, maxPayload: maxPayload}
+	b := &Broker{srv: srv, addr: addr, maxPayload: maxPayload, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{})}
+	go b.acker()
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, err
 	}
@@ -71,11 +86,81 @@ func (b *Broker) Publish(topic string, payload []byte, qos byte) error {
 // messages on topics no job listens to (delivered to subscribers only).
 func (b *Broker) Rejected() uint64 { return b.rejected.Load() }
 
+// Refused counts messages the gateway could not take (recovering, closing,
+// an outbox over quota, a failed log write); they are not acknowledged.
+func (b *Broker) Refused() uint64 { return b.refused.Load() }
+
 // Unrouted counts messages on topics no job input listens to.
 func (b *Broker) Unrouted() uint64 { return b.unrouted.Load() }
 
 // Close stops the broker.
-func (b *Broker) Close() error { return b.srv.Close() }
+func (b *Broker) Close() error {
+	err := b.srv.Close()
+	close(b.acks)
+	<-b.ackDone
+	return err
+}
+
+// acker sends the PUBACKs of durable QoS 1 publishes once their commit is
+// done (commits complete in order), then hands each message to the
+// broker's subscribers, if it has any. It takes every acknowledgement that
+// is due at once and writes a client's PUBACKs in one write (one syscall
+// per client per group commit instead of one per message). A publish
+// whose log write failed is not acknowledged: the client sends it again.
+func (b *Broker) acker() {
+	defer close(b.ackDone)
+	var batch []pendingPuback
+	bufs := map[*mqtt.Client][]byte{}
+	var clients []*mqtt.Client
+	for a := range b.acks {
+		batch = append(batch[:0], a)
+	more:
+		for len(batch) < 8192 {
+			select {
+			case x, ok := <-b.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, x)
+			default:
+				break more
+			}
+		}
+		clients = clients[:0]
+		for _, a := range batch {
+			if err := a.commit.Wait(); err != nil {
+				b.refused.Add(1)
+				continue
+			}
+			if _, ok := bufs[a.cl]; !ok {
+				clients = append(clients, a.cl)
+			}
+			// PUBACK: type 4, remaining length 2, packet id (MQTT 5 reads
+			// the missing reason code as success).
+			bufs[a.cl] = append(bufs[a.cl], packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
+		}
+		for _, cl := range clients {
+			writeRaw(cl, bufs[cl])
+			delete(bufs, cl)
+		}
+		for _, a := range batch {
+			if subs := b.srv.Topics.Subscribers(a.topic); len(subs.Subscriptions)+len(subs.Shared)+len(subs.InlineSubscriptions) > 0 {
+				_ = b.srv.Publish(a.topic, a.payload, false, 1)
+			}
+		}
+	}
+}
+
+// writeRaw writes encoded packets to a client under the client's lock,
+// which mochi's own writes take too, so packets never interleave.
+func writeRaw(cl *mqtt.Client, data []byte) {
+	if cl.Closed() || cl.Net.Conn == nil {
+		return
+	}
+	cl.Lock()
+	defer cl.Unlock()
+	_, _ = cl.Net.Conn.Write(data)
+}
 
 type ingestHook struct {
 	mqtt.HookBase
@@ -98,8 +183,33 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, packets.CodeSuccessIgnore
 	}
 	payload := append([]byte(nil), pk.Payload...)
-	n, err := h.g.IngestTopic(pk.TopicName, payload)
-	if errors.Is(err, ErrClosed) {
+	n, commit, err := h.g.IngestTopicAsync(pk.TopicName, payload)
+	if err == nil && n > 0 && h.g.store != nil {
+		if pk.FixedHeader.Qos == 1 {
+			// Acknowledged by the acker once logged (D1).
+			h.b.acks <- pendingPuback{cl: cl, id: pk.PacketID, commit: commit, topic: pk.TopicName, payload: payload}
+			return pk, packets.ErrRejectPacket
+		}
+		// QoS 0 is at most once: the event is queued for the log, and not
+		// waited for.
+		return pk, nil
+	}
+	if err == nil {
+		err = commit.Wait()
+	}
+	if err != nil {
+		// Not acknowledged: the publisher keeps the message and sends it
+		// again (MQTT 5 clients get the reason).
+		h.b.refused.Add(1)
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+			switch {
+			case errors.Is(err, ErrOverQuota):
+				return pk, packets.ErrQuotaExceeded
+			case errors.Is(err, ErrNotReady), errors.Is(err, ErrClosed):
+				return pk, packets.ErrServerBusy
+			}
+			return pk, packets.ErrUnspecifiedError
+		}
 		return pk, packets.ErrRejectPacket
 	}
 	if n == 0 {

@@ -39,6 +39,7 @@ type deviceState struct {
 	online   bool
 	messages uint64
 	reported []byte
+	seqs     map[string]uint64 // last sequence number per job/input (duplicates)
 }
 
 // devicesMsg lists (id empty) or gets the devices of a partition.
@@ -98,8 +99,8 @@ func (p *partition) deviceEvent(id, status string, now int64) {
 		Vals:  []value.Value{value.Str(id), value.Str(status), value.Time(d.lastSeen)},
 	}
 	e := event{input: DevicesInput, device: id, rec: rec, arrival: now}
-	for _, ex := range p.execs {
-		if ex.Reads(DevicesInput) {
+	for _, name := range p.order {
+		if ex := p.execs[name]; ex.Reads(DevicesInput) {
 			ingest(ex, e)
 		}
 	}

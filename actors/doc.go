@@ -28,6 +28,11 @@
 //	    backoff by its supervisor; its jobs are redeployed from the
 //	    gateway's job table on restart.
 //
-// What it does not do yet: durable state (checkpoints, ingest log,
-// outbox) and clustering, which build on executor snapshots.
+// With a state.Store (Config.Store) the gateway is durable: events are
+// logged with group commit before they are acknowledged, partitions
+// checkpoint and recover, and rows go through an outbox drained per output
+// with retries, a time-to-live and a disk quota. The invariants of that
+// mode (D1-D4) are in durable.go, the drainers in outbox.go.
+//
+// What it does not do yet: clustering.
 package actors

@@ -19,14 +19,19 @@ import (
 
 // External is a connection to an external MQTT broker (mosquitto, ...)
 // through paho.mqtt.golang. As a source it subscribes to the configured
-// topics (again after every reconnect) and ingests what arrives; paho
-// acknowledges a QoS 1 message only after the handler returns, so a busy
-// gateway slows the broker's delivery (A3). As a Publisher it carries MQTT
-// outputs upstream. It reconnects with exponential backoff (1 s to 60 s).
+// topics (again after every reconnect) and ingests what arrives. A QoS 1
+// message is acknowledged only once the gateway has it (logged, in durable
+// mode), in the order received; a busy gateway slows the broker's delivery
+// (A3), and a message the gateway refuses is not acknowledged, so the
+// broker sends it again. As a Publisher it carries MQTT outputs upstream.
+// It reconnects with exponential backoff (1 s to 60 s).
 type External struct {
 	c        paho.Client
 	received atomic.Uint64
 	unrouted atomic.Uint64
+	refused  atomic.Uint64
+	acks     chan pendingAck
+	ackDone  chan struct{}
 }
 
 // ConnectExternal connects to cfg.Url. With g non-nil it subscribes to
@@ -35,10 +40,11 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	e := &External{}
+	e := &External{acks: make(chan pendingAck, 4096), ackDone: make(chan struct{})}
 	opts := paho.NewClientOptions().AddBroker(cfg.Url).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(60 * time.Second).SetOrderMatters(true).SetKeepAlive(30 * time.Second)
+		SetMaxReconnectInterval(60 * time.Second).SetOrderMatters(true).SetKeepAlive(30 * time.Second).
+		SetAutoAckDisabled(true)
 	id := cfg.ClientId
 	if id == "" {
 		id = fmt.Sprintf("millstream-%d", time.Now().UnixNano())
@@ -80,13 +86,21 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 			tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
 				e.received.Add(1)
 				payload := append([]byte(nil), m.Payload()...)
-				n, err := g.IngestTopic(m.Topic(), payload)
-				if err != nil && !errors.Is(err, ErrClosed) {
-					logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
+				n, commit, err := g.IngestTopicAsync(m.Topic(), payload)
+				if err != nil {
+					// Not acknowledged: the broker sends it again after a
+					// reconnect.
+					e.refused.Add(1)
+					if !errors.Is(err, ErrClosed) {
+						logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
+					}
+					return
 				}
 				if n == 0 {
 					e.unrouted.Add(1)
 				}
+				// Acknowledged once logged (D1), in order, by acker.
+				e.acks <- pendingAck{commit: commit, msg: m}
 			})
 			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
 				logger.Error("subscribe on external broker", "broker", cfg.Url, "error", tok.Error())
@@ -97,10 +111,13 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 		logger.Warn("external MQTT broker connection lost; reconnecting", "broker", cfg.Url, "error", err)
 	})
 	e.c = paho.NewClient(opts)
+	go e.acker(logger)
 	tok := e.c.Connect()
 	if !tok.WaitTimeout(10 * time.Second) {
 		logger.Warn("external MQTT broker not reachable yet; retrying in the background", "broker", cfg.Url)
 	} else if err := tok.Error(); err != nil {
+		close(e.acks)
+		<-e.ackDone
 		return nil, fmt.Errorf("actors: connect %s: %w", cfg.Url, err)
 	}
 	return e, nil
@@ -118,11 +135,37 @@ func (e *External) Publish(topic string, payload []byte, qos byte) error {
 	return tok.Error()
 }
 
+// Connected reports whether the connection is up now (implements Connected:
+// durable MQTT outputs wait in the outbox while it is down).
+func (e *External) Connected() bool { return e.c.IsConnectionOpen() }
+
 // Received counts messages taken from the broker.
 func (e *External) Received() uint64 { return e.received.Load() }
 
 // Close disconnects.
-func (e *External) Close() { e.c.Disconnect(500) }
+func (e *External) Close() {
+	e.c.Disconnect(500)
+	close(e.acks)
+	<-e.ackDone
+}
+
+type pendingAck struct {
+	commit Commit
+	msg    paho.Message
+}
+
+// acker acknowledges messages once they are durable, in arrival order.
+func (e *External) acker(logger *slog.Logger) {
+	defer close(e.ackDone)
+	for a := range e.acks {
+		if err := a.commit.Wait(); err != nil {
+			e.refused.Add(1)
+			logger.Error("ingest log write failed; message not acknowledged", "error", err)
+			continue
+		}
+		a.msg.Ack()
+	}
+}
 
 func tlsConfig(t *pb.TLS) (*tls.Config, error) {
 	tc := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // the user's explicit choice

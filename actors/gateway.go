@@ -19,6 +19,7 @@ import (
 	"github.com/millstream/millstream/operators/plan"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
 )
 
 // Errors.
@@ -53,6 +54,23 @@ type Config struct {
 	PassivateAfter time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+
+	// Store makes the gateway durable (D1-D4): events are logged before
+	// Ingest returns, partitions checkpoint, and rows go to the outbox
+	// through the sink, which must then be a DurableSink. Nil: in memory.
+	Store *state.Store
+	// SyncInterval: the ingest log is synced at most once per interval
+	// (group commit; default 2ms).
+	SyncInterval time.Duration
+	// CheckpointInterval: how often partitions checkpoint (default 1s).
+	CheckpointInterval time.Duration
+	// SequenceField names a payload field with a per-device sequence
+	// number; events not above the last are duplicates (dropped, counted).
+	SequenceField string
+	// ResetDamaged: a partition whose checkpoint or log cannot be read
+	// starts without it (its windows and unreplayed events are lost,
+	// logged and counted) instead of stopping recovery with an error.
+	ResetDamaged bool
 }
 
 func (c *Config) ensureDefaults() {
@@ -82,6 +100,12 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.PassivateAfter <= 0 {
 		c.PassivateAfter = 10 * time.Minute
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 2 * time.Millisecond
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = time.Second
 	}
 }
 
@@ -123,6 +147,25 @@ type Gateway struct {
 	queued   []atomic.Int64 // batches sent to each partition and not yet processed
 	started  []atomic.Bool  // partition actor started once (later Starts are restarts)
 	restarts atomic.Uint64
+
+	// Durable mode (durable.go).
+	store           *state.Store
+	log             *logWriter
+	outbox          DurableSink
+	ready           atomic.Bool // recovered; Ingest accepts events
+	fwdLogged       []atomic.Uint64
+	checkpoints     atomic.Uint64
+	replayedEntries atomic.Uint64
+	replayedRows    atomic.Uint64
+	duplicates      atomic.Uint64
+	restoreFailures atomic.Uint64
+	logErrors       atomic.Uint64
+	outboxErrors    atomic.Uint64
+	refused         atomic.Uint64
+	skippedPoison   atomic.Uint64
+	damagedReset    atomic.Uint64
+	poisonMu        sync.Mutex
+	poison          map[[2]uint64]int // (partition, seq) -> crashes while applying it
 }
 
 // Restarts counts partition actors restarted by their supervisor.
@@ -162,11 +205,20 @@ type deployedJob struct {
 	partitioned bool                       // by device (A4)
 }
 
-// New starts a gateway with no jobs.
+// New starts a gateway with no jobs. A durable gateway (cfg.Store set)
+// refuses input until Recover has run; its sink must be a DurableSink.
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
 		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions)}
+	if cfg.Store != nil {
+		g.store = cfg.Store
+		g.outbox, _ = sink.(DurableSink)
+		g.fwdLogged = make([]atomic.Uint64, cfg.Partitions)
+		g.log = newLogWriter(g)
+	} else {
+		g.ready.Store(true)
+	}
 	supervisor := actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
 	for i := 0; i < cfg.Partitions; i++ {
 		id := i
@@ -214,13 +266,44 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 		}
 	}
 	// Compile once here so errors surface to the caller, not in actors.
-	if _, err := d.newExecutor(g, 0); err != nil {
+	if _, err := d.newExecutor(g, nil); err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
+	}
+	if g.store != nil && g.ready.Load() {
+		if err := g.store.SaveJob(job); err != nil {
+			return fmt.Errorf("actors: job %q: %w", job.Name, err)
+		}
 	}
 	g.mu.Lock()
 	g.jobs[job.Name] = d
 	g.mu.Unlock()
-	return g.broadcast(ctx, &deployMsg{job: d})
+	if err := g.broadcast(ctx, &deployMsg{job: d}); err != nil {
+		return err
+	}
+	// The new job's state starts here: a checkpoint now keeps a replay
+	// from feeding it events that came before it (D2).
+	if g.ready.Load() {
+		return g.Checkpoint(ctx)
+	}
+	return nil
+}
+
+// RestoreJobs deploys the jobs of a durable gateway's catalog (those
+// deployed through the admin API before a restart), before Recover.
+func (g *Gateway) RestoreJobs(ctx context.Context) ([]*pb.Job, error) {
+	if g.store == nil {
+		return nil, nil
+	}
+	jobs, err := g.store.Jobs()
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if err := g.Deploy(ctx, j); err != nil {
+			return nil, fmt.Errorf("actors: job %q from the catalog: %w", j.Name, err)
+		}
+	}
+	return jobs, nil
 }
 
 // Remove stops a job on every partition.
@@ -232,7 +315,18 @@ func (g *Gateway) Remove(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownJob, name)
 	}
-	return g.broadcast(ctx, &removeMsg{name: name})
+	if g.store != nil {
+		if err := g.store.DeleteJob(name); err != nil {
+			return err
+		}
+	}
+	if err := g.broadcast(ctx, &removeMsg{name: name}); err != nil {
+		return err
+	}
+	if g.ready.Load() {
+		return g.Checkpoint(ctx)
+	}
+	return nil
 }
 
 // Jobs lists deployed jobs by name.
@@ -249,6 +343,10 @@ func (g *Gateway) Jobs() []*pb.Job {
 
 func (g *Gateway) broadcast(ctx context.Context, msg any) error {
 	g.flushAll()
+	if g.log != nil {
+		// Everything queued reaches the partitions before msg.
+		g.log.sync()
+	}
 	// Partition 0 last: the others forward events to it (A4), and those
 	// must be in its mailbox before msg.
 	for i := range g.parts {
@@ -277,7 +375,28 @@ func (g *Gateway) Ingest(input, deviceID string, payload []byte) error {
 // IngestTopic routes an MQTT message to the job inputs whose topic filter
 // matches, with the device id each input takes from the topic or payload.
 // It reports how many inputs took the message (0: no job listens there).
+// In durable mode it returns once the message is logged (D1).
 func (g *Gateway) IngestTopic(topic string, payload []byte) (int, error) {
+	n, c, err := g.IngestTopicAsync(topic, payload)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.Wait(); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Commit tells when ingested events are durable (Wait); commits complete
+// in the order they were made.
+type Commit struct{ gen *commitGen }
+
+// Wait blocks until the events are logged (at once when not durable).
+func (c Commit) Wait() error { return c.gen.wait() }
+
+// IngestTopicAsync is IngestTopic without the wait for durability: the
+// caller acknowledges the message once the Commit's Wait returns nil.
+func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, error) {
 	g.mu.Lock()
 	var targets []routeTarget
 	for _, d := range g.jobs {
@@ -289,33 +408,70 @@ func (g *Gateway) IngestTopic(topic string, payload []byte) (int, error) {
 		}
 	}
 	g.mu.Unlock()
+	var gen *commitGen
 	for _, t := range targets {
-		if err := g.ingest(t.job, t.input, deviceID(t.deviceFrom, topic, payload), payload); err != nil {
-			return 0, err
+		cg, err := g.enqueue(t.job, t.input, deviceID(t.deviceFrom, topic, payload), payload)
+		if err != nil {
+			return 0, Commit{}, err
 		}
+		gen = cg
 	}
-	return len(targets), nil
+	return len(targets), Commit{gen}, nil
 }
 
 type routeTarget struct{ job, input, deviceFrom string }
 
 func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
+	gen, err := g.enqueue(job, input, deviceID, payload)
+	if err != nil {
+		return err
+	}
+	return gen.wait()
+}
+
+// enqueue routes one event; in durable mode the returned commit tells when
+// it is logged (nil otherwise).
+func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitGen, error) {
 	if g.closed.Load() {
-		return ErrClosed
+		return nil, ErrClosed
+	}
+	if !g.ready.Load() {
+		return nil, ErrNotReady
+	}
+	if g.outbox != nil {
+		if err := g.outbox.Admit(); err != nil {
+			g.refused.Add(1)
+			return nil, err
+		}
 	}
 	g.eventsIn.Add(1)
 	p := g.partitionOf(deviceID)
 	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now())}
+	if g.log != nil {
+		return g.log.add(p, ev), nil
+	}
 	if batch := g.batchers[p].add(ev, g.cfg.BatchSize); batch != nil {
 		g.send(p, batch)
 	}
-	return nil
+	return nil, nil
 }
 
-func (g *Gateway) partitionOf(deviceID string) int {
+// wait returns once the commit is durable (at once for nil).
+func (c *commitGen) wait() error {
+	if c == nil {
+		return nil
+	}
+	<-c.done
+	return c.err
+}
+
+func (g *Gateway) partitionOf(deviceID string) int { return PartitionOf(deviceID, len(g.parts)) }
+
+// PartitionOf is the partition of a device among n (FNV-1a of its id, mod n).
+func PartitionOf(deviceID string, n int) int {
 	h := fnv.New32a()
 	h.Write([]byte(deviceID))
-	return int(h.Sum32() % uint32(len(g.parts)))
+	return int(h.Sum32() % uint32(n))
 }
 
 // Drain waits until every event ingested so far has been processed.
@@ -428,9 +584,16 @@ func (g *Gateway) Close(ctx context.Context) error {
 	if g.closed.Swap(true) {
 		return nil
 	}
-	err := g.broadcast(ctx, &drainMsg{})
 	close(g.stop)
 	g.wg.Wait()
+	err := g.broadcast(ctx, &drainMsg{})
+	if g.store != nil && g.ready.Load() {
+		// A clean shutdown leaves nothing to replay.
+		err = errors.Join(err, g.Checkpoint(ctx))
+	}
+	if g.log != nil {
+		g.log.close()
+	}
 	for _, pid := range g.parts {
 		_, _ = g.system.Root.StopFuture(pid).Result()
 	}
@@ -451,8 +614,10 @@ func (g *Gateway) timers() {
 	defer g.wg.Done()
 	flush := time.NewTicker(g.cfg.BatchDelay)
 	tick := time.NewTicker(g.cfg.Tick)
+	cp := time.NewTicker(g.cfg.CheckpointInterval)
 	defer flush.Stop()
 	defer tick.Stop()
+	defer cp.Stop()
 	for {
 		select {
 		case <-g.stop:
@@ -461,6 +626,12 @@ func (g *Gateway) timers() {
 			g.flushAll()
 		case <-tick.C:
 			g.tick()
+		case <-cp.C:
+			if g.store != nil && g.ready.Load() {
+				for _, pid := range g.parts {
+					g.system.Root.Send(pid, &checkpointMsg{})
+				}
+			}
 		}
 	}
 }
@@ -468,6 +639,17 @@ func (g *Gateway) timers() {
 // tick advances idle watermarks and sweeps devices on every partition.
 func (g *Gateway) tick() {
 	g.flushAll()
+	if g.log != nil {
+		// Logged, so a replay sees ticks where the partition saw them (D2).
+		if !g.ready.Load() || g.closed.Load() {
+			return
+		}
+		now := value.FromTime(g.cfg.Now())
+		for p := range g.parts {
+			g.log.add(p, event{tick: true, arrival: now})
+		}
+		return
+	}
 	now := &tickMsg{now: value.FromTime(g.cfg.Now())}
 	for _, pid := range g.parts {
 		g.system.Root.Send(pid, now)

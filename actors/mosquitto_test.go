@@ -1,20 +1,15 @@
 package actors
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/internal/testutil"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -30,56 +25,8 @@ func startMosquittoWith(t *testing.T, extra string) string {
 	return addr
 }
 
-// startMosquittoOn starts mosquitto on addr (a free port when empty) and
-// returns the address and a function that kills it.
 func startMosquittoOn(t *testing.T, addr, extra string) (string, func()) {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if os.Getenv("MILLSTREAM_REQUIRE_BROKER") != "" {
-			t.Fatalf("mosquitto is not installed and MILLSTREAM_REQUIRE_BROKER is set (apt-get install -y mosquitto)")
-		}
-		t.Skip("SKIPPED LOUDLY: mosquitto is not installed (apt-get install -y mosquitto); set MILLSTREAM_REQUIRE_BROKER=1 to make this a failure")
-	}
-	if addr == "" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = ln.Addr().String()
-		ln.Close()
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\n%sallow_anonymous true\npersistence false\n", port, extra)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", conf)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-	}
-	t.Cleanup(kill)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return addr, kill
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not start listening on %s: %v\n%s", addr, err, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testutil.Mosquitto(t, addr, extra)
 }
 
 // TestExternalBrokerReconnects: when mosquitto goes away and comes back on

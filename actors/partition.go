@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/value"
+	"github.com/millstream/millstream/state"
 )
 
 // Messages to partition actors.
@@ -25,21 +27,47 @@ type (
 		// forwarded: sent on by the device's partition to partition 0 for
 		// a job that runs there only (A4); the device was seen already.
 		forwarded bool
+		// tick: a clock tick (durable mode logs ticks so a replay closes
+		// windows at the same points and reproduces the same output ids).
+		tick bool
+		// Durable forwarding: the source partition and its log position,
+		// so partition 0 applies a forwarded event once (D3). mark: no
+		// event, only the position.
+		src    int
+		srcSeq uint64
+		srcIdx uint32
+		mark   bool
 	}
-	eventBatch struct{ events []event }
-	deployMsg  struct{ job *deployedJob }
-	removeMsg  struct{ name string }
-	tickMsg    struct{ now int64 }
-	drainMsg   struct{}
-	flushMsg   struct{}
-	doneReply  struct{ err error }
+	// eventBatch is a run of events; with seq0 > 0, events[i] is log
+	// entry seq0+i of the partition.
+	eventBatch struct {
+		events []event
+		seq0   uint64
+	}
+	deployMsg     struct{ job *deployedJob }
+	removeMsg     struct{ name string }
+	tickMsg       struct{ now int64 }
+	drainMsg      struct{}
+	flushMsg      struct{}
+	checkpointMsg struct{ force bool }
+	recoverMsg    struct{}
+	doneReply     struct{ err error }
 )
+
+// fwdPos orders forwarded events of one source partition.
+type fwdPos struct {
+	seq uint64
+	idx uint32
+}
+
+func (a fwdPos) less(b fwdPos) bool { return a.seq < b.seq || a.seq == b.seq && a.idx < b.idx }
 
 // partition hosts the executors of one partition (A1).
 type partition struct {
 	g       *Gateway
 	id      int
 	execs   map[string]*exec.Executor
+	order   []string // job names, sorted: a replay emits rows in the same order (D2)
 	jobs    map[string]*deployedJob
 	devices map[string]*deviceState
 	desired map[string][]byte
@@ -47,6 +75,17 @@ type partition struct {
 	// partition other than 0 sends them the events it receives, in order.
 	forwardJobs []*deployedJob
 	forwardBuf  []event
+
+	// Durable state (D1-D4).
+	applied    uint64 // last log entry applied
+	fwdIdx     uint32 // forwarded events produced by entry applied so far
+	sinceCp    int    // entries other than ticks applied since the last checkpoint
+	cpTime     time.Time
+	outSeq     uint64 // output rows emitted (the sequence in output ids)
+	written    uint64 // last outSeq in the outbox (O2)
+	outBuf     []state.OutRow
+	fwdApplied map[int]fwdPos // partition 0: last forwarded event applied per source
+	seqDecoder value.Decoder  // reads Config.SequenceField
 }
 
 func (p *partition) Receive(ctx actor.Context) {
@@ -54,12 +93,19 @@ func (p *partition) Receive(ctx actor.Context) {
 	case *actor.Started:
 		if !p.g.started[p.id].CompareAndSwap(false, true) {
 			p.g.restarts.Add(1)
-			p.g.cfg.Logger.Error("partition restarted after a failure; its window state was lost", "partition", p.id)
+			if p.g.store == nil {
+				p.g.cfg.Logger.Error("partition restarted after a failure; its window state was lost (no durable state)", "partition", p.id)
+			}
 		}
 		p.execs = map[string]*exec.Executor{}
 		p.jobs = map[string]*deployedJob{}
 		p.devices = map[string]*deviceState{}
 		p.desired = map[string][]byte{}
+		p.fwdApplied = map[int]fwdPos{}
+		p.cpTime = time.Now()
+		if f := p.g.cfg.SequenceField; f != "" {
+			p.seqDecoder = value.Decoder{Fields: []string{f}}
+		}
 		// After a restart (A5): take the jobs from the gateway's table.
 		p.g.mu.Lock()
 		jobs := make([]*deployedJob, 0, len(p.g.jobs))
@@ -70,29 +116,37 @@ func (p *partition) Receive(ctx actor.Context) {
 		for _, d := range jobs {
 			p.deploy(d)
 		}
+		if p.g.store != nil && p.g.ready.Load() {
+			// Durable: the state comes back from the checkpoint and the log.
+			if err := p.recover(); err != nil {
+				p.g.cfg.Logger.Error("partition could not recover its state after a restart", "partition", p.id, "error", err)
+			} else {
+				p.g.cfg.Logger.Info("partition recovered its state after a restart", "partition", p.id)
+			}
+		}
 	case *eventBatch:
 		start := time.Now()
 		defer func() {
 			batchSeconds.Observe(time.Since(start).Seconds())
 			p.g.queued[p.id].Add(-1)
 		}()
-		for _, e := range m.events {
-			if !e.forwarded {
-				p.seen(e.device, e.payload, e.arrival)
-			}
-			if e.job != "" {
-				if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
-					ingest(ex, e)
-				}
-			} else {
-				for _, ex := range p.execs {
-					if ex.Reads(e.input) {
-						ingest(ex, e)
-					}
-				}
-			}
-			p.forward(e)
+		if m.seq0 > 0 {
+			defer p.notePanic()
 		}
+		for i, e := range m.events {
+			if m.seq0 > 0 {
+				seq := m.seq0 + uint64(i)
+				if seq <= p.applied {
+					continue // replayed already after a restart
+				}
+				p.setApplied(seq)
+				if p.g.poisoned(p.id, seq) {
+					continue
+				}
+			}
+			p.apply(e)
+		}
+		p.flushOutbox()
 		p.flushForward()
 	case *deployMsg:
 		ctx.Respond(&doneReply{err: p.deploy(m.job)})
@@ -100,13 +154,16 @@ func (p *partition) Receive(ctx actor.Context) {
 		delete(p.execs, m.name)
 		delete(p.jobs, m.name)
 		p.updateForwardJobs()
+		p.sortJobs()
 		ctx.Respond(&doneReply{})
 	case *tickMsg:
-		p.sweep(m.now)
+		p.tick(m.now)
+		p.flushOutbox()
 		p.flushForward()
-		for _, ex := range p.execs {
-			ex.AdvanceTime(m.now)
-		}
+	case *checkpointMsg:
+		ctx.Respond(&doneReply{err: p.checkpoint(m.force)})
+	case *recoverMsg:
+		ctx.Respond(&doneReply{err: p.recover()})
 	case *devicesMsg:
 		r := &devicesReply{}
 		if m.id != "" {
@@ -144,26 +201,120 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 		ctx.Respond(r)
 	case *flushMsg:
-		for _, ex := range p.execs {
-			ex.Flush()
+		for _, name := range p.order {
+			p.execs[name].Flush()
 		}
+		p.flushOutbox()
 		ctx.Respond(&doneReply{})
 	}
+}
+
+func (p *partition) setApplied(seq uint64) {
+	if seq != p.applied {
+		p.applied, p.fwdIdx = seq, 0
+	}
+}
+
+// apply runs one event (or tick) through the partition's jobs.
+func (p *partition) apply(e event) {
+	if e.tick {
+		p.tick(e.arrival)
+		return
+	}
+	if e.forwarded && e.srcSeq > 0 {
+		pos := fwdPos{e.srcSeq, e.srcIdx}
+		if !p.fwdApplied[e.src].less(pos) {
+			return // applied before the crash; the source replayed it (D3)
+		}
+		p.fwdApplied[e.src] = pos
+		if e.mark {
+			return
+		}
+	}
+	p.sinceCp++
+	if !e.forwarded {
+		if p.duplicate(e) {
+			return
+		}
+		p.seen(e.device, e.payload, e.arrival)
+	}
+	if e.job != "" {
+		if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
+			ingest(ex, e)
+		}
+	} else {
+		for _, name := range p.order {
+			if ex := p.execs[name]; ex.Reads(e.input) {
+				ingest(ex, e)
+			}
+		}
+	}
+	p.forward(e)
+}
+
+func (p *partition) tick(now int64) {
+	p.sweep(now)
+	for _, name := range p.order {
+		p.execs[name].AdvanceTime(now)
+	}
+}
+
+// duplicate reports (and counts) an event whose sequence number is not
+// above its device's last one for the same input: an MQTT QoS 1 resend of
+// a message the gateway had already logged.
+func (p *partition) duplicate(e event) bool {
+	if p.g.cfg.SequenceField == "" || e.device == "" || e.payload == nil {
+		return false
+	}
+	rec, err := p.seqDecoder.Decode(e.payload)
+	if err != nil {
+		return false // the executor dead-letters it
+	}
+	v, ok := rec.Get(p.g.cfg.SequenceField)
+	if !ok || !v.IsNumeric() {
+		return false
+	}
+	f, _ := v.AsFloat()
+	seq := uint64(max(f, 0))
+	d := p.devices[e.device]
+	if d == nil {
+		d = &deviceState{}
+		p.devices[e.device] = d
+	}
+	key := e.job + "/" + e.input
+	if last, seen := d.seqs[key]; seen && seq <= last {
+		p.g.duplicates.Add(1)
+		return true
+	}
+	if d.seqs == nil {
+		d.seqs = map[string]uint64{}
+	}
+	d.seqs[key] = seq
+	return false
 }
 
 func (p *partition) deploy(d *deployedJob) error {
 	delete(p.execs, d.job.Name)
 	p.jobs[d.job.Name] = d
 	p.updateForwardJobs()
+	defer p.sortJobs()
 	if !d.partitioned && p.id != 0 {
 		return nil // runs on partition 0 only (A4)
 	}
-	ex, err := d.newExecutor(p.g, p.id)
+	ex, err := d.newExecutor(p.g, p)
 	if err != nil {
 		return err
 	}
 	p.execs[d.job.Name] = ex
 	return nil
+}
+
+func (p *partition) sortJobs() {
+	p.order = p.order[:0]
+	for name := range p.execs {
+		p.order = append(p.order, name)
+	}
+	sort.Strings(p.order)
 }
 
 func ingest(ex *exec.Executor, e event) {
@@ -193,6 +344,10 @@ func (p *partition) forward(e event) {
 		if (e.job == "" || e.job == d.job.Name) && d.reads(e.input) {
 			f := e
 			f.job, f.forwarded = d.job.Name, true
+			if p.g.log != nil {
+				f.src, f.srcSeq, f.srcIdx = p.id, p.applied, p.fwdIdx
+				p.fwdIdx++
+			}
 			p.forwardBuf = append(p.forwardBuf, f)
 		}
 	}
@@ -202,7 +357,13 @@ func (p *partition) flushForward() {
 	if len(p.forwardBuf) == 0 {
 		return
 	}
-	p.g.send(0, &eventBatch{events: p.forwardBuf})
+	if p.g.log != nil {
+		// Through partition 0's log, so its replay sees them in the same
+		// order relative to its own events and ticks (D2).
+		p.g.log.addAll(0, p.forwardBuf)
+	} else {
+		p.g.send(0, &eventBatch{events: p.forwardBuf})
+	}
 	p.forwardBuf = nil
 }
 
@@ -215,11 +376,16 @@ func (d *deployedJob) reads(input string) bool {
 	return false
 }
 
-func (d *deployedJob) newExecutor(g *Gateway, part int) (*exec.Executor, error) {
+// newExecutor compiles the job for partition p (nil: a compile check).
+func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, error) {
 	opts := d.opts
 	name := d.job.Name
 	opts.Emit = func(output string, ts int64, rec *value.Record) {
 		g.rowsOut.Add(1)
+		if g.outbox != nil && p != nil {
+			p.emit(name, output, ts, rec)
+			return
+		}
 		if g.sink != nil {
 			g.sink.Write(name, output, ts, rec)
 		}
@@ -234,9 +400,12 @@ func (d *deployedJob) newExecutor(g *Gateway, part int) (*exec.Executor, error) 
 	if err != nil {
 		return nil, err
 	}
-	for name, rows := range d.refs {
-		if err := ex.SetReference(name, rows); err != nil {
-			return nil, fmt.Errorf("partition %d: %w", part, err)
+	for ref, rows := range d.refs {
+		if err := ex.SetReference(ref, rows); err != nil {
+			if p != nil {
+				return nil, fmt.Errorf("partition %d: %w", p.id, err)
+			}
+			return nil, err
 		}
 	}
 	return ex, nil

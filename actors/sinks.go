@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
 )
 
 // Publisher publishes an MQTT message (the embedded broker, or a client
@@ -29,6 +32,12 @@ type Outputs struct {
 	pub   Publisher
 	log   io.Writer
 	logMu sync.Mutex
+
+	// Durable mode (outbox.go).
+	store    *state.Store
+	logger   *slog.Logger
+	drainers map[string]*drainer
+	full     atomic.Int32 // outputs over quota with policy "reject"
 }
 
 type outputSink interface {
@@ -74,13 +83,22 @@ func (o *Outputs) Configure(job *pb.Job) error {
 			if s.Http.Url == "" {
 				return fmt.Errorf("actors: job %q output %q: http sink needs a url", job.Name, out.Name)
 			}
-			o.sinks[key] = newHTTPSink(s.Http)
+			if o.store != nil {
+				o.sinks[key] = newHTTPPoster(s.Http)
+			} else {
+				o.sinks[key] = newHTTPSink(s.Http)
+			}
 		case *pb.JobOutput_Log:
 			prefix := s.Log.Prefix
 			if prefix == "" {
 				prefix = job.Name + "/" + out.Name
 			}
 			o.sinks[key] = &logSink{o: o, prefix: prefix}
+		}
+		if o.store != nil {
+			if d, ok := o.sinks[key].(deliverer); ok {
+				o.startDrainer(key, d, out.Delivery)
+			}
 		}
 	}
 	return nil
@@ -99,10 +117,14 @@ func (o *Outputs) Write(job, output string, ts int64, rec *value.Record) {
 	}
 }
 
-// Close closes every sink.
+// Close stops the drainers (what they have not sent stays in the outbox)
+// and closes every sink.
 func (o *Outputs) Close() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	for _, d := range o.drainers {
+		d.close()
+	}
 	var first error
 	for _, s := range o.sinks {
 		if err := s.close(); err != nil && first == nil {
@@ -184,13 +206,7 @@ func (s *mqttSink) write(job, output string, ts int64, rec *value.Record) error 
 	if s.pub == nil {
 		return fmt.Errorf("no MQTT publisher configured")
 	}
-	topic := strings.NewReplacer("{job}", job, "{output}", output).Replace(s.topic)
-	if strings.Contains(topic, "{") {
-		for i, n := range rec.Names {
-			topic = strings.ReplaceAll(topic, "{"+n+"}", strings.Trim(rec.Vals[i].String(), `"`))
-		}
-	}
-	return s.pub.Publish(topic, withID(job, output, ts, rec), s.qos)
+	return s.pub.Publish(s.topicFor(job, output, rec), withID(job, output, ts, rec), s.qos)
 }
 
 func (s *mqttSink) close() error { return nil }
@@ -203,7 +219,8 @@ type fileSink struct {
 	f        *os.File
 	w        *bufio.Writer
 	size     int64
-	line     []byte // reused encoding buffer
+	line     []byte          // reused encoding buffer
+	recent   map[string]bool // durable mode: ids already in the file (resends after a crash)
 }
 
 func newFileSink(path string, maxBytes int64) (*fileSink, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 
 // Sentinel errors.
 var (
-	ErrCorrupt = errors.New("state: corrupt data (move the data directory aside and restart to start the affected partitions empty)")
+	ErrCorrupt = errors.New("state: damaged data")
 	ErrClosed  = errors.New("state: store is closed")
 )
 
@@ -31,6 +32,25 @@ type Config struct {
 	// a power loss or kill -9 loses recently acknowledged events. For
 	// benchmarks and throwaway runs only. Default false (fsync).
 	NoSync bool
+	// Logger receives Pebble's messages (its routine ones at debug level).
+	Logger *slog.Logger
+	// MemTableSize is Pebble's memtable size (default 64 MiB; two may be
+	// in memory). Log entries and outbox rows usually die (checkpoint,
+	// delivery) while still in the memtable, and then never reach a table
+	// file: a larger memtable writes less to disk.
+	MemTableSize uint64
+}
+
+// pebbleLogger sends Pebble's log lines to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) { p.l.Debug(fmt.Sprintf(format, args...)) }
+
+func (p pebbleLogger) Errorf(format string, args ...any) { p.l.Error(fmt.Sprintf(format, args...)) }
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+	pebble.DefaultLogger.Fatalf(format, args...)
 }
 
 // Store is one gateway's Pebble store. Safe for concurrent use across
@@ -41,6 +61,9 @@ type Store struct {
 	write *pebble.WriteOptions
 	mu    sync.Mutex // guards next
 	next  []uint64   // next sequence number per partition (S2)
+
+	outMu   sync.Mutex // serializes outbox appends (O1) and guards outputs
+	outputs map[string]*outputStats
 }
 
 // Open opens (or creates) the store in dir.
@@ -51,14 +74,30 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if cfg.Partitions > 1<<16 {
 		return nil, fmt.Errorf("state: %d partitions: at most 65536", cfg.Partitions)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: FormatVersion})
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	plog := logger.With("component", "pebble")
+	if cfg.MemTableSize == 0 {
+		cfg.MemTableSize = 64 << 20
+	}
+	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: FormatVersion, Logger: pebbleLogger{plog},
+		MemTableSize: cfg.MemTableSize, MemTableStopWritesThreshold: 4,
+		EventListener: &pebble.EventListener{
+			// Pebble's default ends the process here; the read that found it
+			// returns an error instead, which names the damage (ErrCorrupt).
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				plog.Error("damaged store file", "path", info.Path, "error", info.Details)
+			},
+		}})
 	if err != nil {
-		if errors.Is(err, pebble.ErrCorruption) {
+		if pebble.IsCorruptionError(err) {
 			return nil, fmt.Errorf("%w: open %s: %w", ErrCorrupt, dir, err)
 		}
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, cfg: cfg, write: pebble.Sync, next: make([]uint64, cfg.Partitions)}
+	s := &Store{db: db, cfg: cfg, write: pebble.Sync, next: make([]uint64, cfg.Partitions), outputs: map[string]*outputStats{}}
 	if cfg.NoSync {
 		s.write = pebble.NoSync
 	}
@@ -69,6 +108,10 @@ func Open(dir string, cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.next[p] = last + 1
+	}
+	if err := s.loadOutboxStats(); err != nil {
+		db.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -112,9 +155,12 @@ func (s *Store) lastSeq(p int) (uint64, error) {
 		last = binary.BigEndian.Uint64(it.Key()[3:])
 	}
 	if err := it.Error(); err != nil {
-		return 0, fmt.Errorf("state: partition %d: %w", p, err)
+		return 0, readErr(err, fmt.Sprintf("partition %d: read log", p))
 	}
 	cp, err := s.LoadCheckpoint(p)
+	if errors.Is(err, ErrCorrupt) {
+		return last, nil // reported when the partition recovers
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -164,6 +210,54 @@ func (s *Store) Append(ctx context.Context, p int, entries []*pb.LogEntry) (uint
 	return first + uint64(len(entries)) - 1, nil
 }
 
+// LogGroup is one partition's share of a group commit.
+type LogGroup struct {
+	Partition int
+	Entries   []*pb.LogEntry
+	// First is set by AppendGroup: the sequence number of Entries[0].
+	First uint64
+}
+
+// AppendGroup writes the entries of several partitions in one batch with
+// one sync (group commit) and sets each group's First. With Sync (the
+// default) every entry is on disk when it returns (S1). The caller must be
+// the only writer of these partitions' logs while it runs (S4).
+func (s *Store) AppendGroup(ctx context.Context, groups []LogGroup) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	var buf []byte
+	s.mu.Lock()
+	for i := range groups {
+		g := &groups[i]
+		if err := s.partition(g.Partition); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		g.First = s.next[g.Partition]
+		s.next[g.Partition] += uint64(len(g.Entries))
+	}
+	s.mu.Unlock()
+	for _, g := range groups {
+		for i, e := range g.Entries {
+			var err error
+			buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], e)
+			if err != nil {
+				return fmt.Errorf("state: encode log entry: %w", err)
+			}
+			if err := b.Set(logKey(g.Partition, g.First+uint64(i)), buf, nil); err != nil {
+				return fmt.Errorf("state: append: %w", err)
+			}
+		}
+	}
+	if err := b.Commit(s.write); err != nil {
+		return fmt.Errorf("state: commit log: %w", err)
+	}
+	return nil
+}
+
 // ReadLog calls fn for every entry of a partition after position, in order.
 func (s *Store) ReadLog(p int, after uint64, fn func(seq uint64, e *pb.LogEntry) error) error {
 	if err := s.partition(p); err != nil {
@@ -185,7 +279,7 @@ func (s *Store) ReadLog(p int, after uint64, fn func(seq uint64, e *pb.LogEntry)
 		}
 	}
 	if err := it.Error(); err != nil {
-		return fmt.Errorf("state: partition %d: read log: %w", p, err)
+		return readErr(err, fmt.Sprintf("partition %d: read log", p))
 	}
 	return nil
 }
@@ -193,12 +287,25 @@ func (s *Store) ReadLog(p int, after uint64, fn func(seq uint64, e *pb.LogEntry)
 // SaveCheckpoint stores a partition's checkpoint and drops the log entries
 // it covers, atomically (S3).
 func (s *Store) SaveCheckpoint(p int, cp *pb.Checkpoint) error {
+	return s.SaveCheckpointTruncate(p, cp, cp.LogPosition)
+}
+
+// SaveCheckpointTruncate stores a partition's checkpoint and drops the log
+// entries up to and including through (at most cp.LogPosition), atomically
+// (S3). A partition keeps entries its checkpoint covers while another
+// partition still needs them (forwarded events not yet logged there).
+//
+// The batch is not synced: if a crash loses it, it loses the truncation
+// with it, and recovery starts from the previous checkpoint, whose log is
+// still there. The next synced write (an ingest log commit) makes it durable.
+func (s *Store) SaveCheckpointTruncate(p int, cp *pb.Checkpoint, through uint64) error {
 	if err := s.partition(p); err != nil {
 		return err
 	}
 	if cp.TakenAt == 0 {
 		cp.TakenAt = time.Now().UnixNano()
 	}
+	through = min(through, cp.LogPosition)
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(cp)
 	if err != nil {
 		return fmt.Errorf("state: encode checkpoint: %w", err)
@@ -208,10 +315,12 @@ func (s *Store) SaveCheckpoint(p int, cp *pb.Checkpoint) error {
 	if err := b.Set(checkpointKey(p), data, nil); err != nil {
 		return err
 	}
-	if err := b.DeleteRange(logKey(p, 0), logKey(p, cp.LogPosition+1), nil); err != nil {
-		return err
+	if through > 0 {
+		if err := b.DeleteRange(logKey(p, 0), logKey(p, through+1), nil); err != nil {
+			return err
+		}
 	}
-	if err := b.Commit(s.write); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("state: partition %d: commit checkpoint: %w", p, err)
 	}
 	return nil
@@ -224,7 +333,7 @@ func (s *Store) LoadCheckpoint(p int) (*pb.Checkpoint, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("state: partition %d: read checkpoint: %w", p, err)
+		return nil, readErr(err, fmt.Sprintf("partition %d: read checkpoint", p))
 	}
 	defer closer.Close()
 	cp := &pb.Checkpoint{}
@@ -246,7 +355,30 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return ErrClosed
 	}
+	// Flushed, so the next start need not replay the write-ahead log.
+	_ = s.db.Flush()
 	err := s.db.Close()
 	s.db = nil
 	return err
+}
+
+// readErr wraps a read error, marking Pebble's corruption errors
+// (checksum mismatches, truncated files) as ErrCorrupt.
+func readErr(err error, what string) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
+	}
+	return fmt.Errorf("state: %s: %w", what, err)
+}
+
+// DropLog deletes a partition's whole ingest log (recovery from a damaged
+// log: what it held is lost, and the caller says so).
+func (s *Store) DropLog(p int) error {
+	if err := s.partition(p); err != nil {
+		return err
+	}
+	if err := s.db.DeleteRange(logKey(p, 0), logUpper(p), pebble.Sync); err != nil {
+		return fmt.Errorf("state: partition %d: drop log: %w", p, err)
+	}
+	return nil
 }

@@ -86,7 +86,7 @@ func TestStoreCorruptCheckpointIsAnError(t *testing.T) {
 	require.NoError(t, s.db.Set(checkpointKey(0), []byte{0xff, 0xff, 0xff}, nil))
 	_, err = s.LoadCheckpoint(0)
 	require.ErrorIs(t, err, ErrCorrupt)
-	require.Contains(t, err.Error(), "move the data directory aside")
+	require.Contains(t, err.Error(), "partition 0 checkpoint")
 	require.NoError(t, s.db.Set(logKey(1, 1), []byte{0xff, 0xff, 0xff}, nil))
 	err = s.ReadLog(1, 0, func(uint64, *pb.LogEntry) error { return nil })
 	require.ErrorIs(t, err, ErrCorrupt)

@@ -35,7 +35,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	listen := fs.String("mqtt", "127.0.0.1:1883", "embedded MQTT broker address (port 0 picks a free one)")
 	admin := fs.String("http", "127.0.0.1:8080", "admin API and /metrics address (port 0 picks a free one)")
-	data := fs.String("data", "millstream-demo", "directory for the raw-data file")
+	data := fs.String("data", "millstream-demo", "directory for the raw-data file and the gateway's durable state")
 	spikeEvery := fs.Int("spike-every", 200, "about one reading in this many is a temperature spike")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -52,7 +52,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	var outMu sync.Mutex
 	out := lockedWriter{w: stdout, mu: &outMu}
-	rg, err := startGateway(ctx, &pb.GatewayConfig{Name: "demo", MqttListen: *listen, HttpListen: *admin, Partitions: 8, Jobs: []*pb.Job{job}}, out, logger)
+	rg, err := startGateway(ctx, &pb.GatewayConfig{Name: "demo", DataDir: *data, MqttListen: *listen, HttpListen: *admin, Partitions: 8, Jobs: []*pb.Job{job}}, out, logger)
 	if err != nil {
 		return fmt.Errorf("demo: %w (is the port taken? try --mqtt 127.0.0.1:0 --http 127.0.0.1:0)", err)
 	}

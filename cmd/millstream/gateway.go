@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/config"
 	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
 )
 
 // runningGateway is a gateway with its embedded broker and outputs.
@@ -20,23 +24,68 @@ type runningGateway struct {
 	broker   *actors.Broker
 	external []*actors.External
 	outs     *actors.Outputs
+	store    *state.Store // nil with durability off
+	stateDir string
 	http     *http.Server
 	addr     string // admin API address
 }
 
-// startGateway starts a gateway, its embedded broker and the configured jobs.
+// startGateway starts a gateway, its embedded broker and the configured
+// jobs. With durability on (the default) it opens the store under
+// data_dir, redeploys the jobs of its catalog and recovers every partition
+// before it takes input.
 func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger) (*runningGateway, error) {
+	return startGatewayWith(ctx, cfg, log, logger, false)
+}
+
+// damagedHelp says how to recover from damaged state (README, "Damaged state").
+const damagedHelp = `the gateway's state under %s is damaged. To recover:
+  1. Keep a copy: cp -a %s %s.damaged
+  2. Start with --reset-damaged: partitions whose checkpoint or log cannot be
+     read start without it; their open windows and unreplayed events are
+     lost, and each is logged and counted (millstream_state_events_total{kind="damaged_reset"}).
+  3. If the store cannot be opened at all, move it aside (mv %s %s.damaged)
+     and start again: every partition starts empty and undelivered rows are lost.
+See README, "Damaged state"`
+
+func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger, resetDamaged bool) (*runningGateway, error) {
 	config.EnsureGatewayDefaults(cfg)
 	if err := config.ValidateGateway(cfg); err != nil {
 		return nil, err
 	}
+	if logger == nil {
+		logger = slog.Default()
+	}
 	outs := actors.NewOutputs(nil, log)
-	g := actors.New(actors.Config{Partitions: int(cfg.Partitions), Logger: logger}, outs, nil)
-	rg := &runningGateway{g: g, outs: outs}
+	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged}
+	rg := &runningGateway{outs: outs}
+	if d := cfg.Durability; d == nil || !d.Disabled {
+		dir := filepath.Join(cfg.DataDir, "state")
+		st, err := state.Open(dir, state.Config{Partitions: int(cfg.Partitions), NoSync: d.GetNoSync(), Logger: logger})
+		if err != nil {
+			if errors.Is(err, state.ErrCorrupt) {
+				return nil, fmt.Errorf("%w\n"+damagedHelp, err, dir, dir, dir, dir, dir)
+			}
+			return nil, err
+		}
+		rg.stateDir = dir
+		rg.store = st
+		outs.EnableOutbox(st, logger)
+		gcfg.Store = st
+		if d != nil {
+			gcfg.SyncInterval = d.SyncInterval.AsDuration()
+			gcfg.CheckpointInterval = d.CheckpointInterval.AsDuration()
+		}
+		if d.GetNoSync() {
+			logger.Warn("durability.no_sync is on: acknowledged events can be lost in a crash or power loss")
+		}
+	}
+	g := actors.New(gcfg, outs, nil)
+	rg.g = g
 	if cfg.MqttListen != config.EmbeddedBrokerOff {
 		b, err := actors.StartBroker(cfg.MqttListen, g, int(cfg.MaxPayloadBytes), logger)
 		if err != nil {
-			_ = g.Close(ctx)
+			rg.close(ctx)
 			return nil, err
 		}
 		rg.broker = b
@@ -62,6 +111,28 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 		rg.http = &http.Server{Handler: actors.NewAdmin(g, outs, rg.broker).Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = rg.http.Serve(ln) }()
 	}
+	// Jobs deployed through the admin API before a restart, then the
+	// configured ones (which win over a catalog job of the same name).
+	if rg.store != nil {
+		jobs, err := rg.store.Jobs()
+		if err != nil {
+			rg.close(ctx)
+			return nil, err
+		}
+		for _, j := range jobs {
+			if slices.ContainsFunc(cfg.Jobs, func(c *pb.Job) bool { return c.Name == j.Name }) {
+				continue
+			}
+			if err := outs.Configure(j); err != nil {
+				rg.close(ctx)
+				return nil, err
+			}
+			if err := g.Deploy(ctx, j); err != nil {
+				rg.close(ctx)
+				return nil, fmt.Errorf("job %q from the store's catalog: %w", j.Name, err)
+			}
+		}
+	}
 	for _, j := range cfg.Jobs {
 		if err := outs.Configure(j); err != nil {
 			rg.close(ctx)
@@ -71,6 +142,14 @@ func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, log
 			rg.close(ctx)
 			return nil, err
 		}
+	}
+	if err := g.Recover(ctx); err != nil {
+		rg.close(ctx)
+		if errors.Is(err, state.ErrCorrupt) {
+			d := rg.stateDir
+			return nil, fmt.Errorf("%w\n"+damagedHelp, err, d, d, d, d, d)
+		}
+		return nil, err
 	}
 	// Subscribe to external brokers once the jobs (and so their topics) exist.
 	for _, b := range cfg.Brokers {
@@ -94,8 +173,13 @@ func (rg *runningGateway) close(ctx context.Context) {
 	if rg.broker != nil {
 		_ = rg.broker.Close()
 	}
-	_ = rg.g.Close(ctx)
+	if rg.g != nil {
+		_ = rg.g.Close(ctx)
+	}
 	_ = rg.outs.Close()
+	if rg.store != nil {
+		_ = rg.store.Close()
+	}
 }
 
 const gatewayHelp = `gateway --config gateway.yaml
@@ -107,6 +191,7 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("gateway", stderr, gatewayHelp)
 	path := fs.String("config", "", "gateway configuration (.yaml, .json, .textproto)")
 	check := fs.Bool("t", false, "check the configuration and exit")
+	resetDamaged := fs.Bool("reset-damaged", false, "start partitions whose checkpoint or log is damaged without it (their state is lost; logged and counted)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -122,7 +207,7 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return nil
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	rg, err := startGateway(ctx, cfg, stdout, logger)
+	rg, err := startGatewayWith(ctx, cfg, stdout, logger, *resetDamaged)
 	if err != nil {
 		return err
 	}

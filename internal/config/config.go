@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/millstream/millstream/operators/exec"
@@ -245,6 +246,22 @@ func ValidateJob(j *pb.Job) error {
 		if m := o.GetMqtt(); m != nil && m.Qos > 1 {
 			bad("job %q: output %q: qos must be 0 or 1", j.Name, o.Name)
 		}
+		if d := o.Delivery; d != nil {
+			if d.WhenFull != "" && d.WhenFull != "reject" && d.WhenFull != "drop_oldest" {
+				bad("job %q: output %q: delivery.when_full must be reject or drop_oldest, not %q", j.Name, o.Name, d.WhenFull)
+			}
+			if d.QuotaBytes < 0 {
+				bad("job %q: output %q: delivery.quota_bytes must not be negative", j.Name, o.Name)
+			}
+			for name, v := range map[string]*durationpb.Duration{"ttl": d.Ttl, "retry_min": d.RetryMin, "retry_max": d.RetryMax} {
+				if v != nil && v.AsDuration() < 0 {
+					bad("job %q: output %q: delivery.%s must not be negative", j.Name, o.Name, name)
+				}
+			}
+			if d.RetryMin != nil && d.RetryMax != nil && d.RetryMax.AsDuration() < d.RetryMin.AsDuration() {
+				bad("job %q: output %q: delivery.retry_max is below retry_min", j.Name, o.Name)
+			}
+		}
 	}
 	if p != nil {
 		for _, o := range p.Outputs {
@@ -349,6 +366,14 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 	}
 	if g.MaxPayloadBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("%w: max_payload_bytes must be at most 64 MiB", ErrInvalid))
+	}
+	if d := g.Durability; d != nil {
+		if d.SyncInterval != nil && d.SyncInterval.AsDuration() < 0 {
+			errs = append(errs, fmt.Errorf("%w: durability.sync_interval must not be negative", ErrInvalid))
+		}
+		if d.CheckpointInterval != nil && d.CheckpointInterval.AsDuration() < 0 {
+			errs = append(errs, fmt.Errorf("%w: durability.checkpoint_interval must not be negative", ErrInvalid))
+		}
 	}
 	names := map[string]bool{}
 	for _, j := range g.Jobs {

@@ -202,7 +202,9 @@ type JobOutput struct {
 	//	*JobOutput_File
 	//	*JobOutput_Log
 	//	*JobOutput_Http
-	Sink          isJobOutput_Sink `protobuf_oneof:"sink"`
+	Sink isJobOutput_Sink `protobuf_oneof:"sink"`
+	// Store-and-forward settings (used when the gateway keeps durable state).
+	Delivery      *Delivery `protobuf:"bytes,6,opt,name=delivery,proto3" json:"delivery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +289,13 @@ func (x *JobOutput) GetHttp() *HttpSink {
 	return nil
 }
 
+func (x *JobOutput) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
 type isJobOutput_Sink interface {
 	isJobOutput_Sink()
 }
@@ -315,6 +324,110 @@ func (*JobOutput_Log) isJobOutput_Sink() {}
 
 func (*JobOutput_Http) isJobOutput_Sink() {}
 
+// Delivery configures an output's outbox: how long undelivered rows are
+// kept, how much disk they may use, and how delivery is retried.
+type Delivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Time-to-live of an undelivered row (default 2h); expired rows are
+	// dropped and counted.
+	Ttl *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Disk quota of the outbox in bytes (default 256 MiB).
+	QuotaBytes int64 `protobuf:"varint,2,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	// When the quota is reached: "reject" (default: the gateway refuses new
+	// input until the outbox drains; MQTT publishers get "quota exceeded")
+	// or "drop_oldest" (the oldest rows are dropped and counted).
+	WhenFull string `protobuf:"bytes,3,opt,name=when_full,json=whenFull,proto3" json:"when_full,omitempty"`
+	// Retry backoff bounds (default 1s and 60s), with jitter.
+	RetryMin *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_min,json=retryMin,proto3" json:"retry_min,omitempty"`
+	RetryMax *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_max,json=retryMax,proto3" json:"retry_max,omitempty"`
+	// Send fresh rows ahead of an old backlog: each round sends the newest
+	// rows first, then a batch of the backlog (default false: strict order).
+	LiveFirst bool `protobuf:"varint,6,opt,name=live_first,json=liveFirst,proto3" json:"live_first,omitempty"`
+	// Rows per delivery attempt (default 500).
+	BatchSize     uint32 `protobuf:"varint,7,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Delivery) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *Delivery) GetQuotaBytes() int64 {
+	if x != nil {
+		return x.QuotaBytes
+	}
+	return 0
+}
+
+func (x *Delivery) GetWhenFull() string {
+	if x != nil {
+		return x.WhenFull
+	}
+	return ""
+}
+
+func (x *Delivery) GetRetryMin() *durationpb.Duration {
+	if x != nil {
+		return x.RetryMin
+	}
+	return nil
+}
+
+func (x *Delivery) GetRetryMax() *durationpb.Duration {
+	if x != nil {
+		return x.RetryMax
+	}
+	return nil
+}
+
+func (x *Delivery) GetLiveFirst() bool {
+	if x != nil {
+		return x.LiveFirst
+	}
+	return false
+}
+
+func (x *Delivery) GetBatchSize() uint32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
 type HttpSink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// URL that receives POSTed JSON arrays of rows.
@@ -329,7 +442,7 @@ type HttpSink struct {
 
 func (x *HttpSink) Reset() {
 	*x = HttpSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	mi := &file_millstream_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +454,7 @@ func (x *HttpSink) String() string {
 func (*HttpSink) ProtoMessage() {}
 
 func (x *HttpSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[3]
+	mi := &file_millstream_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +467,7 @@ func (x *HttpSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpSink.ProtoReflect.Descriptor instead.
 func (*HttpSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HttpSink) GetUrl() string {
@@ -397,7 +510,7 @@ type MqttSink struct {
 
 func (x *MqttSink) Reset() {
 	*x = MqttSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[4]
+	mi := &file_millstream_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +522,7 @@ func (x *MqttSink) String() string {
 func (*MqttSink) ProtoMessage() {}
 
 func (x *MqttSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[4]
+	mi := &file_millstream_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +535,7 @@ func (x *MqttSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MqttSink.ProtoReflect.Descriptor instead.
 func (*MqttSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MqttSink) GetTopic() string {
@@ -450,7 +563,7 @@ type FileSink struct {
 
 func (x *FileSink) Reset() {
 	*x = FileSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[5]
+	mi := &file_millstream_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +575,7 @@ func (x *FileSink) String() string {
 func (*FileSink) ProtoMessage() {}
 
 func (x *FileSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[5]
+	mi := &file_millstream_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +588,7 @@ func (x *FileSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileSink.ProtoReflect.Descriptor instead.
 func (*FileSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FileSink) GetPath() string {
@@ -502,7 +615,7 @@ type LogSink struct {
 
 func (x *LogSink) Reset() {
 	*x = LogSink{}
-	mi := &file_millstream_v1_job_proto_msgTypes[6]
+	mi := &file_millstream_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +627,7 @@ func (x *LogSink) String() string {
 func (*LogSink) ProtoMessage() {}
 
 func (x *LogSink) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[6]
+	mi := &file_millstream_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +640,7 @@ func (x *LogSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSink.ProtoReflect.Descriptor instead.
 func (*LogSink) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LogSink) GetPrefix() string {
@@ -553,7 +666,7 @@ type EventPolicy struct {
 
 func (x *EventPolicy) Reset() {
 	*x = EventPolicy{}
-	mi := &file_millstream_v1_job_proto_msgTypes[7]
+	mi := &file_millstream_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +678,7 @@ func (x *EventPolicy) String() string {
 func (*EventPolicy) ProtoMessage() {}
 
 func (x *EventPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[7]
+	mi := &file_millstream_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +691,7 @@ func (x *EventPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventPolicy.ProtoReflect.Descriptor instead.
 func (*EventPolicy) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EventPolicy) GetLateArrivalTolerance() *durationpb.Duration {
@@ -636,14 +749,21 @@ type GatewayConfig struct {
 	// External MQTT brokers to read device telemetry from (mosquitto, ...).
 	Brokers []*ExternalBroker `protobuf:"bytes,8,rep,name=brokers,proto3" json:"brokers,omitempty"`
 	// Broker that MQTT outputs publish to; unset: the embedded broker.
-	Upstream      *ExternalBroker `protobuf:"bytes,9,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	Upstream *ExternalBroker `protobuf:"bytes,9,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	// Durable state (ingest log, checkpoints, outboxes) under data_dir.
+	Durability *Durability `protobuf:"bytes,10,opt,name=durability,proto3" json:"durability,omitempty"`
+	// A payload field carrying a per-device message sequence number. An
+	// event whose number is not above the device's last one for the same
+	// input is a duplicate (an MQTT QoS 1 resend): dropped and counted.
+	// Empty (default): no duplicate detection.
+	SequenceField string `protobuf:"bytes,11,opt,name=sequence_field,json=sequenceField,proto3" json:"sequence_field,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GatewayConfig) Reset() {
 	*x = GatewayConfig{}
-	mi := &file_millstream_v1_job_proto_msgTypes[8]
+	mi := &file_millstream_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +775,7 @@ func (x *GatewayConfig) String() string {
 func (*GatewayConfig) ProtoMessage() {}
 
 func (x *GatewayConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[8]
+	mi := &file_millstream_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +788,7 @@ func (x *GatewayConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayConfig.ProtoReflect.Descriptor instead.
 func (*GatewayConfig) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GatewayConfig) GetName() string {
@@ -734,6 +854,95 @@ func (x *GatewayConfig) GetUpstream() *ExternalBroker {
 	return nil
 }
 
+func (x *GatewayConfig) GetDurability() *Durability {
+	if x != nil {
+		return x.Durability
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetSequenceField() string {
+	if x != nil {
+		return x.SequenceField
+	}
+	return ""
+}
+
+// Durability configures the gateway's Pebble store.
+type Durability struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Off: state lives in memory only and is lost on restart (default on).
+	Disabled bool `protobuf:"varint,1,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// Group commit: the ingest log is synced at most once per interval
+	// (default 2ms); QoS 1 publishers are acknowledged after the sync.
+	SyncInterval *durationpb.Duration `protobuf:"bytes,2,opt,name=sync_interval,json=syncInterval,proto3" json:"sync_interval,omitempty"`
+	// UNSAFE: never wait for fsync. A power loss or kill -9 may lose
+	// acknowledged events. For benchmarks and throwaway runs only.
+	NoSync bool `protobuf:"varint,3,opt,name=no_sync,json=noSync,proto3" json:"no_sync,omitempty"`
+	// How often each partition writes a checkpoint (default 1s).
+	CheckpointInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=checkpoint_interval,json=checkpointInterval,proto3" json:"checkpoint_interval,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Durability) Reset() {
+	*x = Durability{}
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Durability) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Durability) ProtoMessage() {}
+
+func (x *Durability) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Durability.ProtoReflect.Descriptor instead.
+func (*Durability) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Durability) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *Durability) GetSyncInterval() *durationpb.Duration {
+	if x != nil {
+		return x.SyncInterval
+	}
+	return nil
+}
+
+func (x *Durability) GetNoSync() bool {
+	if x != nil {
+		return x.NoSync
+	}
+	return false
+}
+
+func (x *Durability) GetCheckpointInterval() *durationpb.Duration {
+	if x != nil {
+		return x.CheckpointInterval
+	}
+	return nil
+}
+
 // ExternalBroker is an MQTT broker the gateway connects to as a client.
 type ExternalBroker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -754,7 +963,7 @@ type ExternalBroker struct {
 
 func (x *ExternalBroker) Reset() {
 	*x = ExternalBroker{}
-	mi := &file_millstream_v1_job_proto_msgTypes[9]
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +975,7 @@ func (x *ExternalBroker) String() string {
 func (*ExternalBroker) ProtoMessage() {}
 
 func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[9]
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +988,7 @@ func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBroker.ProtoReflect.Descriptor instead.
 func (*ExternalBroker) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExternalBroker) GetUrl() string {
@@ -843,7 +1052,7 @@ type TLS struct {
 
 func (x *TLS) Reset() {
 	*x = TLS{}
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1064,7 @@ func (x *TLS) String() string {
 func (*TLS) ProtoMessage() {}
 
 func (x *TLS) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1077,7 @@ func (x *TLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLS.ProtoReflect.Descriptor instead.
 func (*TLS) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TLS) GetCaFile() string {
@@ -917,14 +1126,26 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1b\n" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12%\n" +
-	"\x0ereference_file\x18\x04 \x01(\tR\rreferenceFile\"\xe0\x01\n" +
+	"\x0ereference_file\x18\x04 \x01(\tR\rreferenceFile\"\x95\x02\n" +
 	"\tJobOutput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04mqtt\x18\x02 \x01(\v2\x17.millstream.v1.MqttSinkH\x00R\x04mqtt\x12-\n" +
 	"\x04file\x18\x03 \x01(\v2\x17.millstream.v1.FileSinkH\x00R\x04file\x12*\n" +
 	"\x03log\x18\x04 \x01(\v2\x16.millstream.v1.LogSinkH\x00R\x03log\x12-\n" +
-	"\x04http\x18\x05 \x01(\v2\x17.millstream.v1.HttpSinkH\x00R\x04httpB\x06\n" +
-	"\x04sink\"\xf9\x01\n" +
+	"\x04http\x18\x05 \x01(\v2\x17.millstream.v1.HttpSinkH\x00R\x04http\x123\n" +
+	"\bdelivery\x18\x06 \x01(\v2\x17.millstream.v1.DeliveryR\bdeliveryB\x06\n" +
+	"\x04sink\"\xa3\x02\n" +
+	"\bDelivery\x12+\n" +
+	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1f\n" +
+	"\vquota_bytes\x18\x02 \x01(\x03R\n" +
+	"quotaBytes\x12\x1b\n" +
+	"\twhen_full\x18\x03 \x01(\tR\bwhenFull\x126\n" +
+	"\tretry_min\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bretryMin\x126\n" +
+	"\tretry_max\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bretryMax\x12\x1d\n" +
+	"\n" +
+	"live_first\x18\x06 \x01(\bR\tliveFirst\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\a \x01(\rR\tbatchSize\"\xf9\x01\n" +
 	"\bHttpSink\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1d\n" +
 	"\n" +
@@ -947,7 +1168,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x16out_of_order_tolerance\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x13outOfOrderTolerance\x12-\n" +
 	"\x13out_of_order_policy\x18\x03 \x01(\tR\x10outOfOrderPolicy\x12/\n" +
 	"\x13compatibility_level\x18\x04 \x01(\tR\x12compatibilityLevel\x12(\n" +
-	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xe8\x02\n" +
+	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xca\x03\n" +
 	"\rGatewayConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12\x1f\n" +
@@ -961,7 +1182,18 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x11max_payload_bytes\x18\x06 \x01(\rR\x0fmaxPayloadBytes\x12&\n" +
 	"\x04jobs\x18\a \x03(\v2\x12.millstream.v1.JobR\x04jobs\x127\n" +
 	"\abrokers\x18\b \x03(\v2\x1d.millstream.v1.ExternalBrokerR\abrokers\x129\n" +
-	"\bupstream\x18\t \x01(\v2\x1d.millstream.v1.ExternalBrokerR\bupstream\"\xd4\x01\n" +
+	"\bupstream\x18\t \x01(\v2\x1d.millstream.v1.ExternalBrokerR\bupstream\x129\n" +
+	"\n" +
+	"durability\x18\n" +
+	" \x01(\v2\x19.millstream.v1.DurabilityR\n" +
+	"durability\x12%\n" +
+	"\x0esequence_field\x18\v \x01(\tR\rsequenceField\"\xcd\x01\n" +
+	"\n" +
+	"Durability\x12\x1a\n" +
+	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12>\n" +
+	"\rsync_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fsyncInterval\x12\x17\n" +
+	"\ano_sync\x18\x03 \x01(\bR\x06noSync\x12J\n" +
+	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\"\xd4\x01\n" +
 	"\x0eExternalBroker\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
@@ -989,45 +1221,54 @@ func file_millstream_v1_job_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_job_proto_rawDescData
 }
 
-var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_millstream_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                 // 0: millstream.v1.Job
 	(*JobInput)(nil),            // 1: millstream.v1.JobInput
 	(*JobOutput)(nil),           // 2: millstream.v1.JobOutput
-	(*HttpSink)(nil),            // 3: millstream.v1.HttpSink
-	(*MqttSink)(nil),            // 4: millstream.v1.MqttSink
-	(*FileSink)(nil),            // 5: millstream.v1.FileSink
-	(*LogSink)(nil),             // 6: millstream.v1.LogSink
-	(*EventPolicy)(nil),         // 7: millstream.v1.EventPolicy
-	(*GatewayConfig)(nil),       // 8: millstream.v1.GatewayConfig
-	(*ExternalBroker)(nil),      // 9: millstream.v1.ExternalBroker
-	(*TLS)(nil),                 // 10: millstream.v1.TLS
-	nil,                         // 11: millstream.v1.HttpSink.HeadersEntry
-	(*Plan)(nil),                // 12: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(*Delivery)(nil),            // 3: millstream.v1.Delivery
+	(*HttpSink)(nil),            // 4: millstream.v1.HttpSink
+	(*MqttSink)(nil),            // 5: millstream.v1.MqttSink
+	(*FileSink)(nil),            // 6: millstream.v1.FileSink
+	(*LogSink)(nil),             // 7: millstream.v1.LogSink
+	(*EventPolicy)(nil),         // 8: millstream.v1.EventPolicy
+	(*GatewayConfig)(nil),       // 9: millstream.v1.GatewayConfig
+	(*Durability)(nil),          // 10: millstream.v1.Durability
+	(*ExternalBroker)(nil),      // 11: millstream.v1.ExternalBroker
+	(*TLS)(nil),                 // 12: millstream.v1.TLS
+	nil,                         // 13: millstream.v1.HttpSink.HeadersEntry
+	(*Plan)(nil),                // 14: millstream.v1.Plan
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
-	12, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
+	14, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
-	7,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
-	4,  // 4: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
-	5,  // 5: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
-	6,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
-	3,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
-	13, // 8: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
-	11, // 9: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
-	13, // 10: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	13, // 11: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
-	0,  // 12: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	9,  // 13: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
-	9,  // 14: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
-	10, // 15: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
+	5,  // 4: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
+	6,  // 5: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
+	7,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
+	4,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
+	3,  // 8: millstream.v1.JobOutput.delivery:type_name -> millstream.v1.Delivery
+	15, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
+	15, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
+	15, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
+	15, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
+	13, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
+	15, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	15, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	0,  // 16: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
+	11, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	11, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	10, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
+	15, // 20: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
+	15, // 21: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
+	12, // 22: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }
@@ -1042,14 +1283,14 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Log)(nil),
 		(*JobOutput_Http)(nil),
 	}
-	file_millstream_v1_job_proto_msgTypes[9].OneofWrappers = []any{}
+	file_millstream_v1_job_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_job_proto_rawDesc), len(file_millstream_v1_job_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -21,7 +21,9 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// LogEntry is one accepted event in a partition's ingest log.
+// LogEntry is one entry of a partition's ingest log: an accepted event, a
+// clock tick, or an event forwarded from another partition. Replaying the
+// log after a checkpoint reproduces the partition's state and outputs.
 type LogEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Job the event is routed to; empty: every job that reads input.
@@ -29,8 +31,20 @@ type LogEntry struct {
 	Input   string `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
 	Device  string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
 	Payload []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	// Arrival time, ticks of 100 ns since 0001-01-01.
-	Arrival       int64 `protobuf:"varint,5,opt,name=arrival,proto3" json:"arrival,omitempty"`
+	// Arrival time, ticks of 100 ns since 0001-01-01. For a tick: the time.
+	Arrival int64 `protobuf:"varint,5,opt,name=arrival,proto3" json:"arrival,omitempty"`
+	// A clock tick: advances idle watermarks and device liveness.
+	Tick bool `protobuf:"varint,6,opt,name=tick,proto3" json:"tick,omitempty"`
+	// Forwarded from another partition (for a job that runs on partition 0
+	// only): the source partition and its log sequence number.
+	SourcePartition uint32 `protobuf:"varint,7,opt,name=source_partition,json=sourcePartition,proto3" json:"source_partition,omitempty"`
+	SourceSeq       uint64 `protobuf:"varint,8,opt,name=source_seq,json=sourceSeq,proto3" json:"source_seq,omitempty"`
+	Forwarded       bool   `protobuf:"varint,9,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// Ordinal of the forwarded event among those its source entry produced.
+	SourceIndex uint32 `protobuf:"varint,10,opt,name=source_index,json=sourceIndex,proto3" json:"source_index,omitempty"`
+	// A marker from a source partition: no event, only "everything up to
+	// source_seq is here", so the source may truncate its log.
+	Mark          bool `protobuf:"varint,11,opt,name=mark,proto3" json:"mark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,23 +114,160 @@ func (x *LogEntry) GetArrival() int64 {
 	return 0
 }
 
-// Checkpoint is a consistent snapshot of one partition: the executor state
-// of every job, taken after the log entry at log_position was applied.
-// Recovery loads it and replays the log after log_position.
+func (x *LogEntry) GetTick() bool {
+	if x != nil {
+		return x.Tick
+	}
+	return false
+}
+
+func (x *LogEntry) GetSourcePartition() uint32 {
+	if x != nil {
+		return x.SourcePartition
+	}
+	return 0
+}
+
+func (x *LogEntry) GetSourceSeq() uint64 {
+	if x != nil {
+		return x.SourceSeq
+	}
+	return 0
+}
+
+func (x *LogEntry) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+func (x *LogEntry) GetSourceIndex() uint32 {
+	if x != nil {
+		return x.SourceIndex
+	}
+	return 0
+}
+
+func (x *LogEntry) GetMark() bool {
+	if x != nil {
+		return x.Mark
+	}
+	return false
+}
+
+// DeviceState is a device's entry in a checkpoint.
+type DeviceState struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	LastSeen int64                  `protobuf:"varint,2,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	Online   bool                   `protobuf:"varint,3,opt,name=online,proto3" json:"online,omitempty"`
+	Messages uint64                 `protobuf:"varint,4,opt,name=messages,proto3" json:"messages,omitempty"`
+	Reported []byte                 `protobuf:"bytes,5,opt,name=reported,proto3" json:"reported,omitempty"`
+	// Last sequence number per job input, for duplicate detection.
+	Sequences     map[string]uint64 `protobuf:"bytes,6,rep,name=sequences,proto3" json:"sequences,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceState) Reset() {
+	*x = DeviceState{}
+	mi := &file_millstream_v1_state_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceState) ProtoMessage() {}
+
+func (x *DeviceState) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_state_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
+func (*DeviceState) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeviceState) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeviceState) GetLastSeen() int64 {
+	if x != nil {
+		return x.LastSeen
+	}
+	return 0
+}
+
+func (x *DeviceState) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *DeviceState) GetMessages() uint64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
+func (x *DeviceState) GetReported() []byte {
+	if x != nil {
+		return x.Reported
+	}
+	return nil
+}
+
+func (x *DeviceState) GetSequences() map[string]uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// Checkpoint is a consistent snapshot of one partition, taken after the
+// log entry at log_position was applied. Recovery loads it and replays
+// the log after log_position.
 type Checkpoint struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	LogPosition uint64                 `protobuf:"varint,1,opt,name=log_position,json=logPosition,proto3" json:"log_position,omitempty"`
 	// Executor snapshots (ExecutorSnapshot bytes) by job name.
 	Jobs map[string][]byte `protobuf:"bytes,2,rep,name=jobs,proto3" json:"jobs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Wall-clock ticks when it was taken.
-	TakenAt       int64 `protobuf:"varint,3,opt,name=taken_at,json=takenAt,proto3" json:"taken_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TakenAt int64 `protobuf:"varint,3,opt,name=taken_at,json=takenAt,proto3" json:"taken_at,omitempty"`
+	// Sequence number of the partition's last output row (output ids).
+	OutputSeq uint64         `protobuf:"varint,4,opt,name=output_seq,json=outputSeq,proto3" json:"output_seq,omitempty"`
+	Devices   []*DeviceState `protobuf:"bytes,5,rep,name=devices,proto3" json:"devices,omitempty"`
+	// Desired properties by device id.
+	Desired map[string][]byte `protobuf:"bytes,6,rep,name=desired,proto3" json:"desired,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Partition 0 only: the last forwarded entry applied, per source
+	// partition.
+	Forwarded      map[uint32]uint64 `protobuf:"bytes,7,rep,name=forwarded,proto3" json:"forwarded,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	ForwardedIndex map[uint32]uint32 `protobuf:"bytes,8,rep,name=forwarded_index,json=forwardedIndex,proto3" json:"forwarded_index,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_millstream_v1_state_proto_msgTypes[1]
+	mi := &file_millstream_v1_state_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +279,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[1]
+	mi := &file_millstream_v1_state_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +292,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{1}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Checkpoint) GetLogPosition() uint64 {
@@ -165,25 +316,170 @@ func (x *Checkpoint) GetTakenAt() int64 {
 	return 0
 }
 
+func (x *Checkpoint) GetOutputSeq() uint64 {
+	if x != nil {
+		return x.OutputSeq
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetDevices() []*DeviceState {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetDesired() map[string][]byte {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetForwarded() map[uint32]uint64 {
+	if x != nil {
+		return x.Forwarded
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetForwardedIndex() map[uint32]uint32 {
+	if x != nil {
+		return x.ForwardedIndex
+	}
+	return nil
+}
+
+// OutboxEntry is one output row waiting for delivery.
+type OutboxEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Deterministic id: the same row after a replay has the same id.
+	Id      string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	// MQTT topic (placeholders filled in), for MQTT outputs.
+	Topic string `protobuf:"bytes,3,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Wall-clock ticks when it entered the outbox (time-to-live).
+	Enqueued      int64 `protobuf:"varint,4,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxEntry) Reset() {
+	*x = OutboxEntry{}
+	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxEntry) ProtoMessage() {}
+
+func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
+func (*OutboxEntry) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OutboxEntry) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *OutboxEntry) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetEnqueued() int64 {
+	if x != nil {
+		return x.Enqueued
+	}
+	return 0
+}
+
 var File_millstream_v1_state_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x19millstream/v1/state.proto\x12\rmillstream.v1\"~\n" +
+	"\x19millstream/v1/state.proto\x12\rmillstream.v1\"\xb1\x02\n" +
 	"\bLogEntry\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\tR\x05input\x12\x16\n" +
 	"\x06device\x18\x03 \x01(\tR\x06device\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x18\n" +
-	"\aarrival\x18\x05 \x01(\x03R\aarrival\"\xbc\x01\n" +
+	"\aarrival\x18\x05 \x01(\x03R\aarrival\x12\x12\n" +
+	"\x04tick\x18\x06 \x01(\bR\x04tick\x12)\n" +
+	"\x10source_partition\x18\a \x01(\rR\x0fsourcePartition\x12\x1d\n" +
+	"\n" +
+	"source_seq\x18\b \x01(\x04R\tsourceSeq\x12\x1c\n" +
+	"\tforwarded\x18\t \x01(\bR\tforwarded\x12!\n" +
+	"\fsource_index\x18\n" +
+	" \x01(\rR\vsourceIndex\x12\x12\n" +
+	"\x04mark\x18\v \x01(\bR\x04mark\"\x91\x02\n" +
+	"\vDeviceState\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tlast_seen\x18\x02 \x01(\x03R\blastSeen\x12\x16\n" +
+	"\x06online\x18\x03 \x01(\bR\x06online\x12\x1a\n" +
+	"\bmessages\x18\x04 \x01(\x04R\bmessages\x12\x1a\n" +
+	"\breported\x18\x05 \x01(\fR\breported\x12G\n" +
+	"\tsequences\x18\x06 \x03(\v2).millstream.v1.DeviceState.SequencesEntryR\tsequences\x1a<\n" +
+	"\x0eSequencesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb0\x05\n" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\flog_position\x18\x01 \x01(\x04R\vlogPosition\x127\n" +
 	"\x04jobs\x18\x02 \x03(\v2#.millstream.v1.Checkpoint.JobsEntryR\x04jobs\x12\x19\n" +
-	"\btaken_at\x18\x03 \x01(\x03R\atakenAt\x1a7\n" +
+	"\btaken_at\x18\x03 \x01(\x03R\atakenAt\x12\x1d\n" +
+	"\n" +
+	"output_seq\x18\x04 \x01(\x04R\toutputSeq\x124\n" +
+	"\adevices\x18\x05 \x03(\v2\x1a.millstream.v1.DeviceStateR\adevices\x12@\n" +
+	"\adesired\x18\x06 \x03(\v2&.millstream.v1.Checkpoint.DesiredEntryR\adesired\x12F\n" +
+	"\tforwarded\x18\a \x03(\v2(.millstream.v1.Checkpoint.ForwardedEntryR\tforwarded\x12V\n" +
+	"\x0fforwarded_index\x18\b \x03(\v2-.millstream.v1.Checkpoint.ForwardedIndexEntryR\x0eforwardedIndex\x1a7\n" +
 	"\tJobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01BBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a:\n" +
+	"\fDesiredEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a<\n" +
+	"\x0eForwardedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aA\n" +
+	"\x13ForwardedIndexEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"i\n" +
+	"\vOutboxEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12\x14\n" +
+	"\x05topic\x18\x03 \x01(\tR\x05topic\x12\x1a\n" +
+	"\benqueued\x18\x04 \x01(\x03R\benqueuedBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_state_proto_rawDescOnce sync.Once
@@ -197,19 +493,30 @@ func file_millstream_v1_state_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_state_proto_rawDescData
 }
 
-var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_millstream_v1_state_proto_goTypes = []any{
-	(*LogEntry)(nil),   // 0: millstream.v1.LogEntry
-	(*Checkpoint)(nil), // 1: millstream.v1.Checkpoint
-	nil,                // 2: millstream.v1.Checkpoint.JobsEntry
+	(*LogEntry)(nil),    // 0: millstream.v1.LogEntry
+	(*DeviceState)(nil), // 1: millstream.v1.DeviceState
+	(*Checkpoint)(nil),  // 2: millstream.v1.Checkpoint
+	(*OutboxEntry)(nil), // 3: millstream.v1.OutboxEntry
+	nil,                 // 4: millstream.v1.DeviceState.SequencesEntry
+	nil,                 // 5: millstream.v1.Checkpoint.JobsEntry
+	nil,                 // 6: millstream.v1.Checkpoint.DesiredEntry
+	nil,                 // 7: millstream.v1.Checkpoint.ForwardedEntry
+	nil,                 // 8: millstream.v1.Checkpoint.ForwardedIndexEntry
 }
 var file_millstream_v1_state_proto_depIdxs = []int32{
-	2, // 0: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 0: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
+	5, // 1: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
+	1, // 2: millstream.v1.Checkpoint.devices:type_name -> millstream.v1.DeviceState
+	6, // 3: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
+	7, // 4: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
+	8, // 5: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_state_proto_init() }
@@ -223,7 +530,7 @@ func file_millstream_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_state_proto_rawDesc), len(file_millstream_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,577 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
+)
+
+// Durable mode (Config.Store set). Invariants, on top of A1-A5 and the
+// store's S1-S4 and O1-O2:
+//
+//	D1: an event is in its partition's ingest log, synced, before Ingest
+//	    returns (and so before the MQTT acknowledgement); the partition
+//	    applies log entries in log order, ticks included.
+//	D2: a partition is deterministic: the same checkpoint and the same
+//	    log entries give the same output rows in the same order, so the
+//	    n-th row of a partition has the same id in every replay. Jobs run
+//	    in name order; forwarded events are logged by partition 0 before
+//	    it applies them.
+//	D3: partition 0 applies a forwarded event once: it remembers the last
+//	    (source partition, source seq, index) it applied, and a source
+//	    keeps its log entries until partition 0 has logged what they
+//	    forwarded.
+//	D4: a checkpoint is written after the rows it covers are in the
+//	    outbox; recovery loads it, replays the log after it and skips the
+//	    rows the outbox already holds (exactly once into the outbox).
+
+// ErrNotReady is returned by Ingest while a durable gateway recovers.
+var ErrNotReady = errors.New("actors: gateway is recovering its state")
+
+// ErrOverQuota is returned by Ingest while an output whose policy is
+// "reject" is over its disk quota.
+var ErrOverQuota = errors.New("actors: an output's outbox is over its quota; input is refused until it drains")
+
+// DurableSink is a Sink that keeps rows in the store's outbox: it encodes
+// each row for its output, is told when rows arrive, and may refuse input
+// while an outbox is full.
+type DurableSink interface {
+	Sink
+	// Encode builds the outbox row; false when the output has no sink.
+	Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool)
+	// Notify says rows were added to the outbox.
+	Notify()
+	// Admit returns ErrOverQuota while input must be refused.
+	Admit() error
+}
+
+// logWriter is the group commit of the ingest log (D1): Ingest queues an
+// event and waits; one goroutine writes everything queued in one synced
+// batch, wakes the waiters, then hands the events to their partitions in
+// log order.
+type logWriter struct {
+	g        *Gateway
+	interval time.Duration
+	mu       sync.Mutex
+	pending  [][]event // per partition
+	touched  []int
+	gen      *commitGen
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	entries  []pb.LogEntry // reused between commits
+}
+
+type commitGen struct {
+	done chan struct{}
+	err  error
+}
+
+func newLogWriter(g *Gateway) *logWriter {
+	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
+		gen: &commitGen{done: make(chan struct{})}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// add queues e for partition p; wait on the result for durability.
+func (w *logWriter) add(p int, e event) *commitGen {
+	w.mu.Lock()
+	if len(w.pending[p]) == 0 {
+		w.touched = append(w.touched, p)
+	}
+	w.pending[p] = append(w.pending[p], e)
+	gen := w.gen
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	return gen
+}
+
+// addAll queues events for partition p in one go (they commit together).
+func (w *logWriter) addAll(p int, es []event) {
+	w.mu.Lock()
+	if len(w.pending[p]) == 0 {
+		w.touched = append(w.touched, p)
+	}
+	w.pending[p] = append(w.pending[p], es...)
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *logWriter) run() {
+	defer close(w.done)
+	last := time.Now()
+	for {
+		select {
+		case <-w.stop:
+			w.commit()
+			return
+		case <-w.kick:
+		}
+		if d := w.interval - time.Since(last); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-w.stop:
+				t.Stop()
+			}
+		}
+		last = time.Now()
+		w.commit()
+	}
+}
+
+// close commits what is queued and stops.
+func (w *logWriter) close() {
+	close(w.stop)
+	<-w.done
+}
+
+func (w *logWriter) commit() {
+	w.mu.Lock()
+	touched, gen := w.touched, w.gen
+	batches := make([][]event, len(touched))
+	for i, p := range touched {
+		batches[i] = w.pending[p]
+		w.pending[p] = nil
+	}
+	w.touched, w.gen = nil, &commitGen{done: make(chan struct{})}
+	w.mu.Unlock()
+	if len(touched) == 0 {
+		close(gen.done)
+		return
+	}
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	if cap(w.entries) < n {
+		w.entries = make([]pb.LogEntry, n)
+	}
+	w.entries = w.entries[:n]
+	groups := make([]state.LogGroup, len(touched))
+	k := 0
+	for i, p := range touched {
+		groups[i] = state.LogGroup{Partition: p, Entries: make([]*pb.LogEntry, len(batches[i]))}
+		for j := range batches[i] {
+			e := &batches[i][j]
+			le := &w.entries[k]
+			k++
+			*le = pb.LogEntry{Job: e.job, Input: e.input, Device: e.device, Payload: e.payload, Arrival: e.arrival,
+				Tick: e.tick, Forwarded: e.forwarded, SourcePartition: uint32(e.src), SourceSeq: e.srcSeq, SourceIndex: e.srcIdx, Mark: e.mark}
+			if e.rec != nil { // a Devices event: logged as JSON
+				le.Payload = value.AppendRecordJSON(nil, e.rec)
+			}
+			groups[i].Entries[j] = le
+		}
+	}
+	start := time.Now()
+	err := w.g.store.AppendGroup(context.Background(), groups)
+	logSyncSeconds.Observe(time.Since(start).Seconds())
+	gen.err = err
+	close(gen.done) // durable: the publishers may be acknowledged (D1)
+	if err != nil {
+		w.g.logErrors.Add(uint64(n))
+		w.g.cfg.Logger.Error("ingest log write failed; the events were refused", "events", n, "error", err)
+		return
+	}
+	size := w.g.cfg.BatchSize
+	for i, g := range groups {
+		evs := batches[i]
+		for off := 0; off < len(evs); off += size {
+			end := min(off+size, len(evs))
+			w.g.send(g.Partition, &eventBatch{events: evs[off:end], seq0: g.First + uint64(off)})
+		}
+		if g.Partition == 0 {
+			for _, e := range evs {
+				if e.forwarded && e.srcSeq > 0 {
+					if a := &w.g.fwdLogged[e.src]; a.Load() < e.srcSeq {
+						a.Store(e.srcSeq)
+					}
+				}
+			}
+		}
+	}
+}
+
+// emit assigns an output row its id (D2) and queues it for the outbox,
+// unless the outbox has it from before a crash (D4).
+func (p *partition) emit(job, output string, ts int64, rec *value.Record) {
+	p.outSeq++
+	if p.outSeq <= p.written {
+		p.g.replayedRows.Add(1)
+		return
+	}
+	if row, ok := p.g.outbox.Encode(job, output, ts, rec, outputID(job, output, ts, p.id, p.outSeq)); ok {
+		p.outBuf = append(p.outBuf, row)
+	}
+}
+
+// outputID is a row's deterministic id: FNV-1a of job, output, time
+// (the window end for windowed rows), partition and the partition's output
+// sequence number, in 16 hex digits.
+func outputID(job, output string, ts int64, part int, seq uint64) string {
+	h := fnv.New64a()
+	h.Write([]byte(job))
+	h.Write([]byte{0})
+	h.Write([]byte(output))
+	var b [8 + 2 + 8]byte
+	for k := 0; k < 8; k++ {
+		b[k] = byte(ts >> (8 * k))
+	}
+	b[8], b[9] = byte(part), byte(part>>8)
+	for k := 0; k < 8; k++ {
+		b[10+k] = byte(seq >> (8 * k))
+	}
+	h.Write(b[:])
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+func (p *partition) flushOutbox() {
+	if p.g.outbox == nil || p.outSeq == p.written {
+		return
+	}
+	if len(p.outBuf) > 0 {
+		if err := p.g.store.AppendOutputs(p.id, p.outSeq, p.outBuf); err != nil {
+			// The rows stay produced by the log: a restart replays them.
+			p.g.cfg.Logger.Error("outbox write failed", "partition", p.id, "rows", len(p.outBuf), "error", err)
+			p.g.outboxErrors.Add(1)
+			return
+		}
+		p.g.outbox.Notify()
+	}
+	p.outBuf = p.outBuf[:0]
+	p.written = p.outSeq
+}
+
+// checkpoint writes the partition's state (D4). Without force it skips a
+// partition that has applied nothing but ticks for less than a minute.
+func (p *partition) checkpoint(force bool) error {
+	if p.g.store == nil || !p.g.ready.Load() {
+		return nil
+	}
+	if !force && p.sinceCp == 0 && time.Since(p.cpTime) < time.Minute {
+		return nil
+	}
+	start := time.Now()
+	if p.id != 0 && len(p.forwardJobs) > 0 {
+		// A marker lets partition 0's position pass entries that forwarded
+		// nothing, so this log can be truncated (D3).
+		p.forwardBuf = append(p.forwardBuf, event{forwarded: true, mark: true, src: p.id, srcSeq: p.applied, srcIdx: math.MaxUint32})
+	}
+	p.flushOutbox()
+	p.flushForward()
+	if p.outSeq != p.written {
+		return fmt.Errorf("partition %d: outbox behind; checkpoint skipped", p.id)
+	}
+	cp := &pb.Checkpoint{LogPosition: p.applied, OutputSeq: p.outSeq, Jobs: map[string][]byte{}}
+	for _, name := range p.order {
+		snap, err := p.execs[name].Snapshot()
+		if err != nil {
+			return fmt.Errorf("partition %d job %q: snapshot: %w", p.id, name, err)
+		}
+		cp.Jobs[name] = snap
+	}
+	ids := make([]string, 0, len(p.devices))
+	for id := range p.devices {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		d := p.devices[id]
+		cp.Devices = append(cp.Devices, &pb.DeviceState{Id: id, LastSeen: d.lastSeen, Online: d.online, Messages: d.messages, Reported: d.reported, Sequences: d.seqs})
+	}
+	if len(p.desired) > 0 {
+		cp.Desired = p.desired
+	}
+	if len(p.fwdApplied) > 0 {
+		cp.Forwarded, cp.ForwardedIndex = map[uint32]uint64{}, map[uint32]uint32{}
+		for src, pos := range p.fwdApplied {
+			cp.Forwarded[uint32(src)], cp.ForwardedIndex[uint32(src)] = pos.seq, pos.idx
+		}
+	}
+	through := p.applied
+	if p.id != 0 && len(p.forwardJobs) > 0 {
+		through = min(through, p.g.fwdLogged[p.id].Load())
+	}
+	if err := p.g.store.SaveCheckpointTruncate(p.id, cp, through); err != nil {
+		return err
+	}
+	p.sinceCp, p.cpTime = 0, time.Now()
+	checkpointSeconds.Observe(time.Since(start).Seconds())
+	p.g.checkpoints.Add(1)
+	return nil
+}
+
+// recover loads the partition's checkpoint and replays its log (D4).
+// Partition 0 recovers before the others, so the positions it applied
+// forwarded events to are known (D3).
+func (p *partition) recover() error {
+	st := p.g.store
+	cp, err := st.LoadCheckpoint(p.id)
+	if errors.Is(err, state.ErrCorrupt) && p.g.cfg.ResetDamaged {
+		p.g.damagedReset.Add(1)
+		p.g.cfg.Logger.Error("checkpoint damaged; the partition starts without it (its open windows are lost) and replays what is left of its log",
+			"partition", p.id, "error", err)
+		cp = nil
+	} else if err != nil {
+		return err
+	}
+	if p.written, err = st.OutputWritten(p.id); err != nil {
+		return err
+	}
+	if cp == nil {
+		// Row ids continue after those already in the outbox.
+		p.outSeq = p.written
+	} else {
+		p.applied, p.outSeq = cp.LogPosition, cp.OutputSeq
+		for name, snap := range cp.Jobs {
+			ex := p.execs[name]
+			if ex == nil {
+				p.g.cfg.Logger.Warn("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
+				continue
+			}
+			if err := ex.Restore(snap); err != nil {
+				// The job was changed while the gateway was down.
+				p.g.restoreFailures.Add(1)
+				p.g.cfg.Logger.Warn("job state does not match the deployed job; the job starts empty", "partition", p.id, "job", name, "error", err)
+				fresh, ferr := p.jobs[name].newExecutor(p.g, p)
+				if ferr != nil {
+					return ferr
+				}
+				p.execs[name] = fresh
+			}
+		}
+		for _, d := range cp.Devices {
+			p.devices[d.Id] = &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences}
+		}
+		for id, des := range cp.Desired {
+			p.desired[id] = des
+		}
+		for src, seq := range cp.Forwarded {
+			p.fwdApplied[int(src)] = fwdPos{seq, cp.ForwardedIndex[src]}
+		}
+	}
+	// Entries at or before the checkpoint are replayed only to forward
+	// what partition 0 has not logged (D3).
+	own := p.applied
+	from := own
+	if p.id != 0 && len(p.forwardJobs) > 0 {
+		from = min(from, p.g.fwdLogged[p.id].Load())
+	}
+	replayed := 0
+	defer p.notePanic()
+	err = st.ReadLog(p.id, from, func(seq uint64, le *pb.LogEntry) error {
+		e := event{job: le.Job, input: le.Input, device: le.Device, payload: le.Payload, arrival: le.Arrival, tick: le.Tick,
+			forwarded: le.Forwarded, src: int(le.SourcePartition), srcSeq: le.SourceSeq, srcIdx: le.SourceIndex, mark: le.Mark}
+		if e.payload == nil && !e.tick && !e.mark {
+			e.payload = []byte{}
+		}
+		if p.g.poisoned(p.id, seq) {
+			p.setApplied(max(seq, own))
+			return nil
+		}
+		if seq <= own {
+			if !e.tick && !e.forwarded {
+				p.setApplied(seq)
+				p.forward(e)
+			}
+			p.setApplied(own)
+		} else {
+			p.setApplied(seq)
+			p.apply(e)
+			replayed++
+		}
+		if len(p.outBuf) >= 256 || len(p.forwardBuf) >= 256 {
+			p.flushOutbox()
+			p.flushForward()
+		}
+		return nil
+	})
+	p.flushOutbox()
+	p.flushForward()
+	if errors.Is(err, state.ErrCorrupt) && p.g.cfg.ResetDamaged {
+		p.g.damagedReset.Add(1)
+		p.g.cfg.Logger.Error("ingest log damaged; what is left of it after the last good entry is dropped", "partition", p.id,
+			"replayed", replayed, "error", err)
+		if derr := st.DropLog(p.id); derr != nil {
+			return derr
+		}
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("partition %d: replay: %w", p.id, err)
+	}
+	if p.id == 0 {
+		for src, pos := range p.fwdApplied {
+			p.g.fwdLogged[src].Store(pos.seq)
+		}
+	}
+	p.g.replayedEntries.Add(uint64(replayed))
+	return nil
+}
+
+// Recover restores every partition from the store: checkpoints, then the
+// log after them. Call it once after deploying the jobs the gateway ran
+// before (see RecoverJobs); Ingest refuses events until it returns.
+func (g *Gateway) Recover(ctx context.Context) error {
+	if g.store == nil {
+		g.ready.Store(true)
+		return nil
+	}
+	start := time.Now()
+	// Replay makes garbage fast on a small heap: collect less often
+	// meanwhile (GOMEMLIMIT still bounds the heap).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	if _, err := g.system.Root.RequestFuture(g.parts[0], &recoverMsg{}, timeoutOf(ctx)).Result(); err != nil {
+		return err
+	}
+	futures := make([]error, len(g.parts))
+	var wg sync.WaitGroup
+	for i := 1; i < len(g.parts); i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res, err := g.system.Root.RequestFuture(g.parts[i], &recoverMsg{}, timeoutOf(ctx)).Result()
+			if err == nil {
+				err = res.(*doneReply).err
+			}
+			futures[i] = err
+		}(i)
+	}
+	wg.Wait()
+	if err := errors.Join(futures...); err != nil {
+		return fmt.Errorf("actors: recover: %w", err)
+	}
+	// Partition 0 applies what the others forwarded during their replay.
+	if err := g.Drain(ctx); err != nil {
+		return err
+	}
+	g.ready.Store(true)
+	g.cfg.Logger.Info("state recovered", "log_entries_replayed", g.replayedEntries.Load(), "rows_already_in_outbox", g.replayedRows.Load(),
+		"took", time.Since(start).Round(time.Millisecond))
+	return g.Checkpoint(ctx)
+}
+
+// Checkpoint makes every partition write a checkpoint now.
+func (g *Gateway) Checkpoint(ctx context.Context) error {
+	if g.store == nil {
+		return nil
+	}
+	var errs []error
+	for _, pid := range g.parts {
+		res, err := g.system.Root.RequestFuture(pid, &checkpointMsg{force: true}, timeoutOf(ctx)).Result()
+		if err == nil {
+			err = res.(*doneReply).err
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// DurableStats are the counters of durable mode.
+type DurableStats struct {
+	Checkpoints, ReplayedEntries, ReplayedRows, Duplicates, RestoreFailures, LogErrors, OutboxErrors, RefusedOverQuota, SkippedPoison, DamagedReset uint64
+}
+
+// DurableStats returns the durable-mode counters.
+func (g *Gateway) DurableStats() DurableStats {
+	return DurableStats{Checkpoints: g.checkpoints.Load(), ReplayedEntries: g.replayedEntries.Load(), ReplayedRows: g.replayedRows.Load(),
+		Duplicates: g.duplicates.Load(), RestoreFailures: g.restoreFailures.Load(), LogErrors: g.logErrors.Load(),
+		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load()}
+}
+
+var (
+	logSyncSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "millstream_ingest_log_commit_seconds",
+		Help:    "Time one group commit of the ingest log takes (write and fsync).",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
+	})
+	checkpointSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "millstream_checkpoint_seconds",
+		Help:    "Time a partition spends writing one checkpoint (it processes no events meanwhile).",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
+	})
+)
+
+// sync waits until everything queued so far is committed and handed to
+// the partitions.
+func (w *logWriter) sync() {
+	w.mu.Lock()
+	gen := w.gen
+	empty := len(w.touched) == 0
+	w.mu.Unlock()
+	if empty {
+		return
+	}
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	<-gen.done
+	// gen.done closes before the sends; take the commit lock path again:
+	// the next commit starts only after this one's sends are done.
+	w.mu.Lock()
+	next := w.gen
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	<-next.done
+}
+
+// poisonLimit is how many times a log entry may crash its partition before
+// recovery skips it: a deterministic failure would otherwise crash the
+// partition on every replay.
+const poisonLimit = 3
+
+// notePanic, deferred while a partition applies log entries, records the
+// entry that was being applied when it panicked, then lets the panic go
+// on to the supervisor.
+func (p *partition) notePanic() {
+	if r := recover(); r != nil {
+		p.g.poisonMu.Lock()
+		if p.g.poison == nil {
+			p.g.poison = map[[2]uint64]int{}
+		}
+		p.g.poison[[2]uint64{uint64(p.id), p.applied}]++
+		p.g.poisonMu.Unlock()
+		panic(r)
+	}
+}
+
+// poisoned reports (and counts) a log entry that crashed its partition
+// poisonLimit times: it is skipped.
+func (g *Gateway) poisoned(part int, seq uint64) bool {
+	g.poisonMu.Lock()
+	defer g.poisonMu.Unlock()
+	n := g.poison[[2]uint64{uint64(part), seq}]
+	if n >= poisonLimit {
+		if n == poisonLimit {
+			g.poison[[2]uint64{uint64(part), seq}]++
+			g.skippedPoison.Add(1)
+			g.cfg.Logger.Error("log entry crashed its partition repeatedly; skipped", "partition", part, "seq", seq)
+		}
+		return true
+	}
+	return false
+}

@@ -1,0 +1,659 @@
+package actors
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
+)
+
+// Store-and-forward. With a store, Outputs is a DurableSink: partitions
+// put rows in the outbox (state.Store), and one drainer per output sends
+// them on in order, retrying with exponential backoff and jitter while
+// the sink is unreachable, dropping rows past their time-to-live, and
+// applying the output's disk quota. Delivery is at least once; every row
+// carries its deterministic "_id" so receivers can drop a resend (a file
+// output drops its own resends after a crash).
+
+// Delivery defaults.
+const (
+	DefaultTTL       = 2 * time.Hour
+	DefaultQuota     = 256 << 20
+	DefaultRetryMin  = time.Second
+	DefaultRetryMax  = time.Minute
+	DefaultDrainRows = 500
+)
+
+// errPermanent marks a delivery error that no retry can fix (an HTTP 4xx):
+// the row goes to dead letter instead of blocking the queue.
+var errPermanent = errors.New("refused permanently")
+
+// deliverer is a sink that can send stored rows.
+type deliverer interface {
+	// encode builds the stored form of a row.
+	encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry
+	// deliver sends rows in order and reports how many it sent before an
+	// error.
+	deliver(ctx context.Context, rows []*pb.OutboxEntry) (int, error)
+}
+
+// OutputStatus is an output's store-and-forward state (admin API, metrics).
+type OutputStatus struct {
+	Output       string  `json:"output"`
+	Backlog      int64   `json:"backlogRows"`
+	BacklogBytes int64   `json:"backlogBytes"`
+	QuotaBytes   int64   `json:"quotaBytes"`
+	Policy       string  `json:"whenFull"`
+	Delivered    uint64  `json:"delivered"`
+	Expired      uint64  `json:"expired"`
+	Dropped      uint64  `json:"droppedOverQuota"`
+	DeadLettered int64   `json:"deadLettered"`
+	Retries      uint64  `json:"retries"`
+	Full         bool    `json:"full"`
+	OldestAge    float64 `json:"oldestAgeSeconds"`
+	LastError    string  `json:"lastError,omitempty"`
+}
+
+// EnableOutbox makes o durable: rows go through st's outbox. Call before
+// Configure.
+func (o *Outputs) EnableOutbox(st *state.Store, logger *slog.Logger) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if logger == nil {
+		logger = slog.Default()
+	}
+	o.store, o.logger = st, logger
+	o.drainers = map[string]*drainer{}
+}
+
+// Encode implements DurableSink.
+func (o *Outputs) Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool) {
+	key := strings.ToLower(job + "/" + output)
+	o.mu.Lock()
+	s := o.sinks[key]
+	o.mu.Unlock()
+	d, ok := s.(deliverer)
+	if !ok {
+		return state.OutRow{}, false
+	}
+	e := d.encode(job, output, ts, rec, id)
+	e.Enqueued = time.Now().UnixNano()
+	return state.OutRow{Output: key, Entry: e}, true
+}
+
+// Notify implements DurableSink.
+func (o *Outputs) Notify() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, d := range o.drainers {
+		d.wake()
+	}
+}
+
+// Admit implements DurableSink: input is refused while an output whose
+// policy is "reject" is over its quota.
+func (o *Outputs) Admit() error {
+	if o.full.Load() > 0 {
+		return ErrOverQuota
+	}
+	return nil
+}
+
+// Status lists every output's store-and-forward state, by name.
+func (o *Outputs) Status() []OutputStatus {
+	o.mu.Lock()
+	ds := make([]*drainer, 0, len(o.drainers))
+	for _, d := range o.drainers {
+		ds = append(ds, d)
+	}
+	o.mu.Unlock()
+	out := make([]OutputStatus, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, d.status())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Output < out[j].Output })
+	return out
+}
+
+// startDrainer (re)starts the drainer of an output (o.mu held).
+func (o *Outputs) startDrainer(key string, s deliverer, cfg *pb.Delivery) {
+	if old := o.drainers[key]; old != nil {
+		old.close()
+	}
+	d := &drainer{o: o, key: key, sink: s, store: o.store, logger: o.logger,
+		ttl: DefaultTTL, quota: DefaultQuota, policy: "reject", min: DefaultRetryMin, max: DefaultRetryMax, rows: DefaultDrainRows,
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg != nil {
+		if cfg.Ttl != nil {
+			d.ttl = cfg.Ttl.AsDuration()
+		}
+		if cfg.QuotaBytes > 0 {
+			d.quota = cfg.QuotaBytes
+		}
+		if cfg.WhenFull != "" {
+			d.policy = cfg.WhenFull
+		}
+		if cfg.RetryMin != nil {
+			d.min = cfg.RetryMin.AsDuration()
+		}
+		if cfg.RetryMax != nil {
+			d.max = cfg.RetryMax.AsDuration()
+		}
+		if cfg.BatchSize > 0 {
+			d.rows = int(cfg.BatchSize)
+		}
+		d.liveFirst = cfg.LiveFirst
+	}
+	o.drainers[key] = d
+	go d.run()
+}
+
+// drainer sends one output's outbox to its sink.
+type drainer struct {
+	o         *Outputs
+	key       string
+	sink      deliverer
+	store     *state.Store
+	logger    *slog.Logger
+	ttl       time.Duration
+	quota     int64
+	policy    string
+	min, max  time.Duration
+	rows      int
+	liveFirst bool
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+
+	cursor       uint64 // rows up to here are gone (O1)
+	deletedTo    uint64 // rows up to here are deleted from the store
+	deletedAt    time.Time
+	full         bool  // counted in o.full
+	peak         int64 // largest backlog in bytes since the last compaction
+	delivered    atomic.Uint64
+	expired      atomic.Uint64
+	dropped      atomic.Uint64
+	retries      atomic.Uint64
+	lastErr      atomic.Pointer[string]
+	oldestQueued atomic.Int64 // enqueue time of the oldest row seen, unix ns
+}
+
+func (d *drainer) wake() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *drainer) close() {
+	close(d.stop)
+	<-d.done
+}
+
+func (d *drainer) status() OutputStatus {
+	st := d.store.Outbox(d.key)
+	s := OutputStatus{Output: d.key, Backlog: st.Entries, BacklogBytes: st.Bytes, QuotaBytes: d.quota, Policy: d.policy,
+		Delivered: d.delivered.Load(), Expired: d.expired.Load(), Dropped: d.dropped.Load(), DeadLettered: st.Dead,
+		Retries: d.retries.Load(), Full: st.Bytes >= d.quota}
+	if t := d.oldestQueued.Load(); t > 0 && st.Entries > 0 {
+		s.OldestAge = time.Since(time.Unix(0, t)).Seconds()
+	}
+	if e := d.lastErr.Load(); e != nil {
+		s.LastError = *e
+	}
+	return s
+}
+
+func (d *drainer) run() {
+	defer close(d.done)
+	defer d.setFull(false)
+	defer d.flushDeletes(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-d.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	backoff := d.min
+	fresh := true // live-first: alternate newest and oldest batches
+	for {
+		d.enforce()
+		d.flushDeletes(false)
+		var items []state.OutboxItem
+		var err error
+		if d.liveFirst && fresh {
+			items, err = d.store.ReadOutbox(d.key, d.cursor, d.rows, true)
+		} else {
+			items, err = d.store.ReadOutbox(d.key, d.cursor, d.rows, false)
+		}
+		head := !(d.liveFirst && fresh)
+		if err != nil {
+			d.fail(err)
+			if !d.sleep(d.max, false) {
+				return
+			}
+			continue
+		}
+		if len(items) == 0 {
+			if !head {
+				fresh = false // no fresh rows: the backlog
+				continue
+			}
+			fresh = true
+			d.flushDeletes(true)
+			d.compact()
+			if !d.sleep(time.Second, true) {
+				return
+			}
+			continue
+		}
+		d.oldestQueued.Store(items[0].Entry.Enqueued)
+		items = d.expire(items, head)
+		if len(items) == 0 {
+			continue
+		}
+		n, err := d.deliver(ctx, items)
+		if err == nil && d.liveFirst {
+			fresh = !fresh // newest, then a batch of the backlog
+		}
+		if n > 0 {
+			d.remove(items[:n], false, head)
+			d.delivered.Add(uint64(n))
+			d.lastErr.Store(nil)
+			if head {
+				d.cursor = items[n-1].Seq
+			}
+			backoff = d.min
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, errPermanent) {
+			// The row at n is refused for good: dead letter, go on.
+			d.remove(items[n:n+1], true, false)
+			if head {
+				d.cursor = items[n].Seq
+			}
+			d.fail(err)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.retries.Add(1)
+		d.fail(err)
+		d.expireHead()
+		wait := backoff/2 + rand.N(backoff/2+1) // jitter: [backoff/2, backoff]
+		backoff = min(2*backoff, d.max)
+		if !d.sleep(wait, false) {
+			return
+		}
+	}
+}
+
+// deliver sends items, isolating a permanently refused row.
+func (d *drainer) deliver(ctx context.Context, items []state.OutboxItem) (int, error) {
+	rows := make([]*pb.OutboxEntry, len(items))
+	for i, it := range items {
+		rows[i] = it.Entry
+	}
+	return d.sink.deliver(ctx, rows)
+}
+
+func (d *drainer) fail(err error) {
+	msg := err.Error()
+	if old := d.lastErr.Load(); old == nil || *old != msg {
+		d.logger.Warn("output delivery failed; retrying", "output", d.key, "error", err)
+	}
+	d.lastErr.Store(&msg)
+}
+
+// sleep waits for wait while still applying TTL and quota when rows
+// arrive; an idle drainer wakes for new rows, one backing off does not.
+// False when stopping.
+func (d *drainer) sleep(wait time.Duration, idle bool) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return false
+		case <-t.C:
+			return true
+		case <-d.kick:
+			d.enforce()
+			if idle {
+				return true
+			}
+			d.expireHead()
+		}
+	}
+}
+
+// expire drops leading rows past their time-to-live.
+func (d *drainer) expire(items []state.OutboxItem, head bool) []state.OutboxItem {
+	cut := time.Now().Add(-d.ttl).UnixNano()
+	n := 0
+	for n < len(items) && items[n].Entry.Enqueued < cut {
+		n++
+	}
+	if n > 0 {
+		d.remove(items[:n], false, head)
+		d.expired.Add(uint64(n))
+		if head {
+			d.cursor = items[n-1].Seq
+		}
+	}
+	return items[n:]
+}
+
+// enforce applies the quota: drop the oldest rows, or refuse input.
+func (d *drainer) enforce() {
+	st := d.store.Outbox(d.key)
+	d.peak = max(d.peak, st.Bytes)
+	if d.policy == "drop_oldest" {
+		for over := st.Bytes - d.quota; over > 0; {
+			items, err := d.store.ReadOutbox(d.key, d.cursor, d.rows, false)
+			if err != nil || len(items) == 0 {
+				return
+			}
+			k, freed := 0, int64(0)
+			for k < len(items) && freed < over {
+				freed += int64(items[k].Size)
+				k++
+			}
+			d.remove(items[:k], false, true)
+			d.dropped.Add(uint64(k))
+			d.cursor = items[k-1].Seq
+			over -= freed
+		}
+		return
+	}
+	// reject: refuse input from the quota down to 90% of it.
+	switch {
+	case st.Bytes >= d.quota:
+		if !d.full {
+			d.logger.Warn("output outbox is full; refusing input until it drains", "output", d.key, "bytes", st.Bytes, "quota", d.quota)
+		}
+		d.setFull(true)
+	case st.Bytes < d.quota*9/10:
+		d.setFull(false)
+	}
+}
+
+// expireHead drops expired rows at the head while nothing can be sent.
+func (d *drainer) expireHead() {
+	items, err := d.store.ReadOutbox(d.key, d.cursor, d.rows, false)
+	if err == nil && len(items) > 0 {
+		d.expire(items, true)
+	}
+}
+
+func (d *drainer) setFull(full bool) {
+	if full == d.full {
+		return
+	}
+	d.full = full
+	if full {
+		d.o.full.Add(1)
+	} else {
+		d.o.full.Add(-1)
+	}
+}
+
+// remove takes rows out of the outbox: dead letters are moved at once;
+// rows from the head (head true: the cursor moves past them) are only
+// forgotten, and deleted later in one range by flushDeletes; other rows
+// (live-first batches from the tail) are deleted one by one.
+func (d *drainer) remove(items []state.OutboxItem, dead, head bool) {
+	var err error
+	switch {
+	case dead:
+		err = d.store.DeadLetterOutbox(d.key, items)
+	case head:
+		d.store.ForgetOutbox(d.key, items)
+	default:
+		err = d.store.DeleteOutbox(d.key, items)
+	}
+	if err != nil {
+		d.fail(err)
+	}
+}
+
+// flushDeletes deletes the rows behind the cursor: at most every 200 ms or
+// 4096 rows, and always when forced (idle, stopping).
+func (d *drainer) flushDeletes(force bool) {
+	if d.cursor <= d.deletedTo {
+		return
+	}
+	if !force && d.cursor-d.deletedTo < 4096 && time.Since(d.deletedAt) < 200*time.Millisecond {
+		return
+	}
+	if err := d.store.DeleteOutboxRange(d.key, d.deletedTo+1, d.cursor); err != nil {
+		d.fail(err)
+		return
+	}
+	d.deletedTo, d.deletedAt = d.cursor, time.Now()
+}
+
+// compactAfter is the backlog that, once delivered, makes the drainer
+// compact: rows that streamed through never left the memtable, but a
+// backlog this large reached table files.
+const compactAfter = 16 << 20
+
+// compact gives disk back once the outbox is empty after a large backlog.
+func (d *drainer) compact() {
+	if d.peak < compactAfter || d.store.Outbox(d.key).Entries > 0 {
+		return
+	}
+	if err := d.store.CompactOutbox(d.key); err != nil {
+		d.fail(err)
+		return
+	}
+	d.peak = 0
+}
+
+// ---- sinks as deliverers ----
+
+func (s *mqttSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
+	return &pb.OutboxEntry{Id: id, Topic: s.topicFor(job, output, rec), Payload: appendRowWithID(nil, id, rec)}
+}
+
+func (s *mqttSink) topicFor(job, output string, rec *value.Record) string {
+	topic := strings.NewReplacer("{job}", job, "{output}", output).Replace(s.topic)
+	if strings.Contains(topic, "{") {
+		for i, n := range rec.Names {
+			topic = strings.ReplaceAll(topic, "{"+n+"}", strings.Trim(rec.Vals[i].String(), `"`))
+		}
+	}
+	return topic
+}
+
+// Connected is implemented by publishers that know whether they can send
+// now (an external broker client); rows wait in the outbox meanwhile.
+type Connected interface{ Connected() bool }
+
+func (s *mqttSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
+	if s.pub == nil {
+		return 0, fmt.Errorf("no MQTT publisher configured")
+	}
+	for i, r := range rows {
+		if c, ok := s.pub.(Connected); ok && !c.Connected() {
+			return i, fmt.Errorf("upstream MQTT broker not connected")
+		}
+		if err := s.pub.Publish(r.Topic, r.Payload, s.qos); err != nil {
+			return i, err
+		}
+	}
+	return len(rows), nil
+}
+
+func (s *logSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
+	return &pb.OutboxEntry{Id: id, Payload: []byte(s.prefix + " " + value.FormatTicks(ts) + " " + string(value.AppendRecordJSON(nil, rec)))}
+}
+
+func (s *logSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
+	for _, r := range rows {
+		s.o.logLine(string(r.Payload))
+	}
+	return len(rows), nil
+}
+
+func (s *fileSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
+	return &pb.OutboxEntry{Id: id, Payload: appendRowWithID(nil, id, rec)}
+}
+
+// deliver appends the rows and syncs the file before they leave the
+// outbox. After a crash between the two, the rows come again: the ids at
+// the end of the file (read once, at start) drop those resends.
+func (s *fileSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return 0, fmt.Errorf("file output %s is closed", s.path)
+	}
+	if s.recent == nil {
+		s.recent = tailIDs(s.path, 4<<20)
+	}
+	for _, r := range rows {
+		if s.recent[r.Id] {
+			continue
+		}
+		line := append(r.Payload, '\n')
+		if s.size+int64(len(line)) > s.maxBytes && s.size > 0 {
+			if err := s.rotate(); err != nil {
+				return 0, err
+			}
+		}
+		n, err := s.w.Write(line)
+		s.size += int64(n)
+		if err != nil {
+			return 0, err
+		}
+	}
+	if err := s.w.Flush(); err != nil {
+		return 0, err
+	}
+	if err := s.f.Sync(); err != nil {
+		return 0, err
+	}
+	return len(rows), nil
+}
+
+// tailIDs reads the "_id"s of the rows in the last max bytes of a file.
+func tailIDs(path string, max int64) map[string]bool {
+	ids := map[string]bool{}
+	f, err := os.Open(path)
+	if err != nil {
+		return ids
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > max {
+		_, _ = f.Seek(st.Size()-max, io.SeekStart)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if rest, ok := bytes.CutPrefix(line, []byte(`{"_id":"`)); ok && len(rest) >= 16 {
+			ids[string(rest[:16])] = true
+		}
+	}
+	return ids
+}
+
+// httpPoster is the durable form of an HTTP output: one POST per delivery,
+// rows as a JSON array.
+type httpPoster struct {
+	url     string
+	headers map[string]string
+	client  *http.Client
+}
+
+func newHTTPPoster(cfg *pb.HttpSink) *httpPoster {
+	return &httpPoster{url: cfg.Url, headers: cfg.Headers, client: &http.Client{Timeout: 30 * time.Second}}
+}
+
+func (s *httpPoster) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
+	return &pb.OutboxEntry{Id: id, Payload: appendRowWithID(nil, id, rec)}
+}
+
+func (s *httpPoster) deliver(ctx context.Context, rows []*pb.OutboxEntry) (int, error) {
+	body := bytes.NewBuffer(nil)
+	body.WriteByte('[')
+	for i, r := range rows {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.Write(r.Payload)
+	}
+	body.WriteByte(']')
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, body)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range s.headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode < 300:
+		return len(rows), nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429:
+		if len(rows) > 1 {
+			// Find the refused row: send them one by one.
+			for i := range rows {
+				if _, err := s.deliver(ctx, rows[i:i+1]); err != nil {
+					return i, err
+				}
+			}
+			return len(rows), nil
+		}
+		return 0, fmt.Errorf("%w: HTTP %s", errPermanent, resp.Status)
+	default:
+		return 0, fmt.Errorf("HTTP %s", resp.Status)
+	}
+}
+
+func (s *httpPoster) write(string, string, int64, *value.Record) error {
+	return fmt.Errorf("durable HTTP output: rows go through the outbox")
+}
+
+func (s *httpPoster) close() error { return nil }
+
+// appendRowWithID appends the row as JSON with a leading "_id" field.
+func appendRowWithID(dst []byte, id string, rec *value.Record) []byte {
+	dst = append(dst, `{"_id":"`...)
+	dst = append(dst, id...)
+	dst = append(dst, '"')
+	body := len(dst)
+	dst = value.AppendRecordJSON(dst, rec)
+	if len(dst)-body == 2 { // an empty row
+		return append(dst[:body], '}')
+	}
+	dst[body] = ','
+	return dst
+}

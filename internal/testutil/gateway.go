@@ -1,0 +1,188 @@
+package testutil
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// Binary builds cmd/millstream once per test process and returns its path.
+// The build goes to a temporary directory removed by CleanupBinary.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "millstream-bin-")
+		if buildErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, "millstream"), "./cmd/millstream")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "millstream")
+}
+
+// CleanupBinary removes what Binary built (call from TestMain).
+func CleanupBinary() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// FreeAddr returns a free loopback address.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Gateway is a `millstream gateway` process.
+type Gateway struct {
+	t      testing.TB
+	bin    string
+	config string
+	Args   []string // more arguments for the next Start
+	admin  string   // admin API address (from the config)
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	logs   bytes.Buffer // every run's output
+	exited chan struct{}
+}
+
+// StartGateway runs `millstream gateway --config config` and waits until its
+// admin API (at admin) is ready. The process is killed at cleanup.
+func StartGateway(t testing.TB, config, admin string) *Gateway {
+	t.Helper()
+	g := &Gateway{t: t, bin: Binary(t), config: config, admin: admin}
+	g.Start()
+	t.Cleanup(func() { g.Kill() })
+	return g
+}
+
+// Start starts the process (again) and waits until it is ready.
+func (g *Gateway) Start() {
+	g.t.Helper()
+	g.mu.Lock()
+	cmd := exec.Command(g.bin, append([]string{"gateway", "--config", g.config}, g.Args...)...)
+	cmd.Stdout, cmd.Stderr = &lockedBuffer{mu: &g.mu, b: &g.logs}, &lockedBuffer{mu: &g.mu, b: &g.logs}
+	if err := cmd.Start(); err != nil {
+		g.mu.Unlock()
+		g.t.Fatalf("start gateway: %v", err)
+	}
+	g.cmd, g.exited = cmd, make(chan struct{})
+	exited := g.exited
+	g.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + g.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-exited:
+			g.t.Fatalf("gateway exited during start:\n%s", g.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("gateway not ready after 30 s:\n%s", g.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill sends SIGKILL (kill -9) and waits for the process to end.
+func (g *Gateway) Kill() { g.signal(syscall.SIGKILL) }
+
+// Stop sends SIGTERM (a clean shutdown) and waits for the process to end.
+func (g *Gateway) Stop() { g.signal(syscall.SIGTERM) }
+
+func (g *Gateway) signal(sig syscall.Signal) {
+	g.mu.Lock()
+	cmd, exited := g.cmd, g.exited
+	g.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// Logs returns what every run of the process printed.
+func (g *Gateway) Logs() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.logs.String()
+}
+
+type lockedBuffer struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// RunGateway runs `millstream gateway --config config args...` until it
+// exits by itself (or is killed after timeout) and returns its exit code
+// and output: for starts that must fail.
+func RunGateway(t testing.TB, config string, timeout time.Duration, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(Binary(t), append([]string{"gateway", "--config", config}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("gateway still running after %v:\n%s", timeout, out.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}

@@ -1,0 +1,85 @@
+// Package testutil holds helpers that tests of several packages share:
+// real processes (mosquitto) started for a test and stopped after it.
+package testutil
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Mosquitto starts a real mosquitto on addr (a free loopback port when
+// empty) with extra lines in its listener configuration, and returns the
+// address and a function that kills it (also run at cleanup). Without
+// mosquitto the test is skipped loudly, unless MILLSTREAM_REQUIRE_BROKER
+// is set (CI sets it), which turns the skip into a failure.
+func Mosquitto(t testing.TB, addr, extra string) (string, func()) {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if os.Getenv("MILLSTREAM_REQUIRE_BROKER") != "" {
+			t.Fatalf("mosquitto is not installed and MILLSTREAM_REQUIRE_BROKER is set (apt-get install -y mosquitto)")
+		}
+		t.Skip("SKIPPED LOUDLY: mosquitto is not installed (apt-get install -y mosquitto); set MILLSTREAM_REQUIRE_BROKER=1 to make this a failure")
+	}
+	if addr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = ln.Addr().String()
+		ln.Close()
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	persistence := "persistence false\n"
+	if strings.Contains(extra, "persistence") {
+		persistence = ""
+	}
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\n%sallow_anonymous true\n%s", port, extra, persistence)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	var once sync.Once
+	// SIGTERM: mosquitto stops cleanly (and saves its state when
+	// persistence is on).
+	kill := func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(kill)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return addr, kill
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto did not start listening on %s: %v\n%s", addr, err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
