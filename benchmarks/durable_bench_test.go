@@ -263,13 +263,23 @@ type latencyOutputs struct {
 }
 
 func (l *latencyOutputs) Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool) {
+	l.record(rec)
+	return l.Outputs.Encode(job, output, ts, rec, id)
+}
+
+// Write is the in-memory gateway's path (durability off).
+func (l *latencyOutputs) Write(job, output string, ts int64, rec *value.Record) {
+	l.record(rec)
+	l.Outputs.Write(job, output, ts, rec)
+}
+
+func (l *latencyOutputs) record(rec *value.Record) {
 	if v, ok := rec.Get("sentNs"); ok {
 		d := time.Duration(time.Now().UnixNano() - v.Int())
 		l.mu.Lock()
 		l.lat = append(l.lat, d)
 		l.mu.Unlock()
 	}
-	return l.Outputs.Encode(job, output, ts, rec, id)
 }
 
 // BenchmarkCheckpointPause measures what checkpoints add to alert latency:
@@ -279,15 +289,18 @@ func (l *latencyOutputs) Encode(job, output string, ts int64, rec *value.Record,
 // checkpoints off; it reports the p50, p99 and p999 latency from publish
 // to the outbox. The latency includes the log's fsync, whose outliers on a
 // shared disk can hide the checkpoints: sync=off runs the same without
-// fsync to show the checkpoints' own cost. Run with -benchtime 1x.
+// fsync to show the checkpoints' own cost, and durability=off the same job
+// on the in-memory gateway. Run with -benchtime 1x.
 func BenchmarkCheckpointPause(b *testing.B) {
 	for _, mode := range []struct {
 		name   string
 		cp     time.Duration
 		noSync bool
+		memory bool
 	}{
-		{"sync=on/checkpoints=off", time.Hour, false}, {"sync=on/checkpoints=1s", time.Second, false},
-		{"sync=off/checkpoints=off", time.Hour, true}, {"sync=off/checkpoints=1s", time.Second, true},
+		{"durability=off", 0, false, true},
+		{"sync=on/checkpoints=off", time.Hour, false, false}, {"sync=on/checkpoints=1s", time.Second, false, false},
+		{"sync=off/checkpoints=off", time.Hour, true, false}, {"sync=off/checkpoints=1s", time.Second, true, false},
 	} {
 		cp := mode.cp
 		b.Run(mode.name, func(b *testing.B) {
@@ -300,7 +313,11 @@ SELECT deviceId, temperature, sentNs INTO alerts FROM IotHubInput WHERE temperat
 					{Name: "alerts", Sink: &pb.JobOutput_Log{Log: &pb.LogSink{}}},
 				}
 				var lo *latencyOutputs
-				d := startDurable(b, job, actors.Config{Partitions: 64, CheckpointInterval: cp}, b.TempDir(), mode.noSync,
+				dir := b.TempDir()
+				if mode.memory {
+					dir = ""
+				}
+				d := startDurable(b, job, actors.Config{Partitions: 64, CheckpointInterval: cp}, dir, mode.noSync,
 					func(o *actors.Outputs) actors.Sink { lo = &latencyOutputs{Outputs: o}; return lo })
 				lat := publishAtRate(b, d.broker.Addr(), 10000, 10000, 10*time.Second)
 				_ = lat

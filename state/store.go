@@ -34,10 +34,11 @@ type Config struct {
 	NoSync bool
 	// Logger receives Pebble's messages (its routine ones at debug level).
 	Logger *slog.Logger
-	// MemTableSize is Pebble's memtable size (default 64 MiB; two may be
-	// in memory). Log entries and outbox rows usually die (checkpoint,
-	// delivery) while still in the memtable, and then never reach a table
-	// file: a larger memtable writes less to disk.
+	// MemTableSize is Pebble's memtable size (default 16 MiB; two may be
+	// in memory). Log entries and outbox rows that die (checkpoint,
+	// delivery) while still in the memtable never reach a table file, but
+	// a large memtable's flush stalls the log's fsync behind it: 64 MiB
+	// gave alert p99 of 130-520 ms, 16 MiB 18 ms (benchmarks/RESULTS.md).
 	MemTableSize uint64
 }
 
@@ -80,7 +81,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	}
 	plog := logger.With("component", "pebble")
 	if cfg.MemTableSize == 0 {
-		cfg.MemTableSize = 64 << 20
+		cfg.MemTableSize = 16 << 20
 	}
 	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: FormatVersion, Logger: pebbleLogger{plog},
 		MemTableSize: cfg.MemTableSize, MemTableStopWritesThreshold: 4,
