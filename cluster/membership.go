@@ -1,0 +1,244 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// Config configures a gateway's membership. Zero fields take the defaults
+// in comments.
+type Config struct {
+	// Name identifies the gateway in the cluster; it must be unique.
+	Name string
+	// Bind is the gossip address, TCP and UDP (default 127.0.0.1:7946;
+	// port 0 picks a free one).
+	Bind string
+	// Advertise is the address others reach this gateway at (default Bind).
+	Advertise string
+	// Seeds are gossip addresses of gateways to join through; none: this
+	// gateway starts a cluster.
+	Seeds []string
+	// SecretKey encrypts gossip (AES, 16, 24 or 32 bytes); empty: plain.
+	SecretKey []byte
+	// Meta is gossiped to the other gateways (at most 512 bytes encoded).
+	Meta *pb.NodeMeta
+	// Failure detection (defaults: memberlist's LAN settings, which detect
+	// a dead gateway in about 6-7 s; DESIGN.md section 5).
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	GossipInterval time.Duration
+	SuspicionMult  int
+	// Logger (default slog.Default()); memberlist's lines go to debug.
+	Logger *slog.Logger
+}
+
+// Member is a gateway as the membership sees it.
+type Member struct {
+	Name string
+	Addr string // gossip address
+	Meta *pb.NodeMeta
+}
+
+// Membership is this gateway's view of the cluster.
+type Membership struct {
+	ml      *memberlist.Memberlist
+	changes chan struct{}
+	logger  *slog.Logger
+}
+
+// Join starts gossip and joins the seeds (if any). It returns once the
+// gateway has joined at least one seed, or with an error naming every seed
+// that failed.
+func Join(ctx context.Context, cfg Config) (*Membership, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("cluster: a member name is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	meta, err := proto.Marshal(cfg.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: encode node metadata: %w", err)
+	}
+	if len(meta) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("cluster: node metadata is %d bytes, at most %d", len(meta), memberlist.MetaMaxSize)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	bind := cfg.Bind
+	if bind == "" {
+		bind = "127.0.0.1:7946"
+	}
+	host, port, err := splitHostPort(bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bind %q: %w", bind, err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	if cfg.Advertise != "" {
+		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("cluster: advertise %q: %w", cfg.Advertise, err)
+		}
+	}
+	if len(cfg.SecretKey) > 0 {
+		switch len(cfg.SecretKey) {
+		case 16, 24, 32:
+		default:
+			return nil, fmt.Errorf("cluster: secret key is %d bytes: it must be 16, 24 or 32", len(cfg.SecretKey))
+		}
+		mc.SecretKey = cfg.SecretKey
+	}
+	if cfg.ProbeInterval > 0 {
+		mc.ProbeInterval = cfg.ProbeInterval
+	}
+	if cfg.ProbeTimeout > 0 {
+		mc.ProbeTimeout = cfg.ProbeTimeout
+	}
+	if cfg.GossipInterval > 0 {
+		mc.GossipInterval = cfg.GossipInterval
+	}
+	if cfg.SuspicionMult > 0 {
+		mc.SuspicionMult = cfg.SuspicionMult
+	}
+	m := &Membership{changes: make(chan struct{}, 1), logger: cfg.Logger}
+	mc.Delegate = metaDelegate(meta)
+	mc.Events = eventDelegate{m: m}
+	mc.Logger = log.New(slogWriter{cfg.Logger.With("component", "memberlist")}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start gossip on %s: %w", bind, err)
+	}
+	m.ml = ml
+	if len(cfg.Seeds) > 0 {
+		done := make(chan error, 1)
+		go func() {
+			_, err := ml.Join(cfg.Seeds)
+			done <- err
+		}()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			_ = ml.Shutdown()
+			return nil, fmt.Errorf("cluster: join %v: %w", cfg.Seeds, err)
+		}
+	}
+	return m, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return host, port, nil
+}
+
+// Addr is the gossip address this gateway listens on (the port is known
+// after Join when Bind asked for port 0).
+func (m *Membership) Addr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Members lists the live gateways, this one included, by name. A member
+// whose metadata does not decode is listed without it (and logged).
+func (m *Membership) Members() []Member {
+	var out []Member
+	for _, n := range m.ml.Members() {
+		mem := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
+		meta := &pb.NodeMeta{}
+		if err := proto.Unmarshal(n.Meta, meta); err != nil {
+			m.logger.Warn("member metadata does not decode", "member", n.Name, "error", err)
+		} else {
+			mem.Meta = meta
+		}
+		out = append(out, mem)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Names lists the live gateways' names, sorted.
+func (m *Membership) Names() []string {
+	var out []string
+	for _, mem := range m.Members() {
+		out = append(out, mem.Name)
+	}
+	return out
+}
+
+// Changes is signalled (coalesced) when a gateway joins, leaves, fails or
+// changes its metadata.
+func (m *Membership) Changes() <-chan struct{} { return m.changes }
+
+// Leave tells the others this gateway is leaving (spreads in about 0.3 s)
+// and stops gossip.
+func (m *Membership) Leave(timeout time.Duration) error {
+	err := m.ml.Leave(timeout)
+	return errors.Join(err, m.ml.Shutdown())
+}
+
+// Shutdown stops gossip without a goodbye: the others find out by failure
+// detection (as after a crash).
+func (m *Membership) Shutdown() error { return m.ml.Shutdown() }
+
+func (m *Membership) changed() {
+	select {
+	case m.changes <- struct{}{}:
+	default:
+	}
+}
+
+type metaDelegate []byte
+
+func (d metaDelegate) NodeMeta(limit int) []byte            { return []byte(d)[:min(len(d), limit)] }
+func (metaDelegate) NotifyMsg([]byte)                       {}
+func (metaDelegate) GetBroadcasts(int, int) [][]byte        { return nil }
+func (metaDelegate) LocalState(bool) []byte                 { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, join bool) {}
+
+type eventDelegate struct{ m *Membership }
+
+func (e eventDelegate) NotifyJoin(*memberlist.Node)   { e.m.changed() }
+func (e eventDelegate) NotifyLeave(*memberlist.Node)  { e.m.changed() }
+func (e eventDelegate) NotifyUpdate(*memberlist.Node) { e.m.changed() }
+
+// slogWriter turns memberlist's log lines into debug records (warnings
+// and errors keep their level).
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	switch {
+	case bytes.Contains(p, []byte("[ERR]")):
+		w.l.Error(line)
+	case bytes.Contains(p, []byte("[WARN]")):
+		w.l.Warn(line)
+	default:
+		w.l.Debug(line)
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}
