@@ -145,6 +145,10 @@ func (p *publisher) publish(t *testing.T, topic string, payload []byte) {
 			if tok := c.Connect(); tok.WaitTimeout(3*time.Second) && tok.Error() == nil {
 				p.c = c
 			} else {
+				// A connect still in progress would otherwise finish later
+				// and take over the session of the next attempt (same
+				// client id), and keep its socket open.
+				c.Disconnect(0)
 				if time.Now().After(deadline) {
 					t.Errorf("%s: could not connect for 90 s", p.id)
 					return
@@ -173,7 +177,12 @@ func (p *publisher) close() {
 // how many lines repeated an id.
 func readRows(t *testing.T, path string, cut time.Time) (rows []string, dupIDs int) {
 	data, err := os.ReadFile(path)
-	require.NoError(t, err)
+	if err != nil {
+		// Not failing here: this runs inside require.Eventually, whose
+		// condition must return; the caller's message shows what is missing.
+		t.Logf("read %s: %v", path, err)
+		return nil, 0
+	}
 	// The gateway may be writing: a last line without its newline is not
 	// complete yet.
 	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
@@ -187,7 +196,10 @@ func readRows(t *testing.T, path string, cut time.Time) (rows []string, dupIDs i
 			continue
 		}
 		var m map[string]any
-		require.NoError(t, json.Unmarshal(line, &m), string(line))
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Errorf("%s: %v: %s", path, err, line)
+			return nil, 0
+		}
 		id, _ := m["_id"].(string)
 		if ids[id] {
 			dupIDs++
@@ -297,13 +309,18 @@ func TestCrashKill9KeepsEveryWindowOnce(t *testing.T) {
 	want := s.expected(t, rounds)
 	cut := s.base.Add(30 * time.Minute)
 	var agg, hot, totals []string
-	require.Eventually(t, func() bool {
+	complete := func() bool {
 		agg, _ = readRows(t, filepath.Join(dir, "agg.jsonl"), cut)
 		hot, _ = readRows(t, filepath.Join(dir, "hot.jsonl"), cut)
 		totals, _ = readRows(t, filepath.Join(dir, "totals.jsonl"), cut)
 		return len(agg) >= len(want["agg"]) && len(hot) >= len(want["hot"]) && len(totals) >= len(want["totals"])
-	}, 60*time.Second, 100*time.Millisecond, "outputs incomplete: agg %d of %d, hot %d of %d, totals %d of %d\n%s",
-		len(agg), len(want["agg"]), len(hot), len(want["hot"]), len(totals), len(want["totals"]), tail(gw.Logs(), 3000))
+	}
+	for deadline := time.Now().Add(2 * time.Minute); !complete(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("outputs incomplete after 2 minutes: agg %d of %d, hot %d of %d, totals %d of %d\noutputs: %s\ngateway log:\n%s",
+				len(agg), len(want["agg"]), len(hot), len(want["hot"]), len(totals), len(want["totals"]), outputsStatus(admin), gatewayLog(gw.Logs()))
+		}
+	}
 	gw.Stop()
 
 	for _, out := range []string{"agg", "hot", "totals"} {
@@ -602,9 +619,23 @@ func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
+// gatewayLog is the gateway's own log lines (not protoactor's), the last 60.
+func gatewayLog(logs string) string {
+	var keep []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "level=") {
+			keep = append(keep, l)
+		}
 	}
-	return s
+	return strings.Join(keep[max(0, len(keep)-60):], "\n")
+}
+
+func outputsStatus(admin string) string {
+	resp, err := http.Get("http://" + admin + "/v1/outputs")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
