@@ -161,7 +161,13 @@ func (p *partition) Receive(ctx actor.Context) {
 		p.flushOutbox()
 		p.flushForward()
 	case *checkpointMsg:
-		ctx.Respond(&doneReply{err: p.checkpoint(m.force)})
+		err := p.checkpoint(m.force)
+		if ctx.Sender() != nil {
+			ctx.Respond(&doneReply{err: err})
+		} else if err != nil {
+			// The periodic checkpoint is sent, not requested: nobody waits.
+			p.g.cfg.Logger.Error("checkpoint failed; the log is kept until one succeeds", "partition", p.id, "error", err)
+		}
 	case *recoverMsg:
 		ctx.Respond(&doneReply{err: p.recover()})
 	case *devicesMsg:
