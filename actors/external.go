@@ -123,14 +123,23 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	return e, nil
 }
 
-// Publish implements Publisher.
+// Publish implements Publisher. With QoS 1 it waits for the broker's
+// acknowledgement (at most 30 s), and gives up early when the connection
+// drops meanwhile: the caller (an outbox drainer) retries, and the row's
+// _id lets receivers drop the copy paho may still resend.
 func (e *External) Publish(topic string, payload []byte, qos byte) error {
 	tok := e.c.Publish(topic, qos, false, payload)
 	if qos == 0 {
 		return nil
 	}
-	if !tok.WaitTimeout(30 * time.Second) {
-		return fmt.Errorf("actors: publish %s: timed out", topic)
+	deadline := time.Now().Add(30 * time.Second)
+	for !tok.WaitTimeout(100 * time.Millisecond) {
+		if !e.c.IsConnectionOpen() {
+			return fmt.Errorf("actors: publish %s: connection lost", topic)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("actors: publish %s: timed out", topic)
+		}
 	}
 	return tok.Error()
 }
