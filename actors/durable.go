@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"runtime/debug"
 	"sort"
@@ -67,21 +66,29 @@ type logWriter struct {
 	mu       sync.Mutex
 	pending  [][]event // per partition
 	touched  []int
-	gen      *commitGen
+	gen      *commitGen // collecting events
+	inflight *commitGen // being committed and sent
 	kick     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
 	entries  []pb.LogEntry // reused between commits
 }
 
+// commitGen is one group commit: done closes once it is durable (or
+// failed, err), sent once its events are in their partitions' mailboxes.
 type commitGen struct {
 	done chan struct{}
+	sent chan struct{}
 	err  error
+}
+
+func newCommitGen() *commitGen {
+	return &commitGen{done: make(chan struct{}), sent: make(chan struct{})}
 }
 
 func newLogWriter(g *Gateway) *logWriter {
 	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
-		gen: &commitGen{done: make(chan struct{})}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -89,27 +96,30 @@ func newLogWriter(g *Gateway) *logWriter {
 // add queues e for partition p; wait on the result for durability.
 func (w *logWriter) add(p int, e event) *commitGen {
 	w.mu.Lock()
-	if len(w.pending[p]) == 0 {
-		w.touched = append(w.touched, p)
-	}
-	w.pending[p] = append(w.pending[p], e)
+	w.queue(p, e)
 	gen := w.gen
 	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
+	w.wake()
 	return gen
 }
 
 // addAll queues events for partition p in one go (they commit together).
 func (w *logWriter) addAll(p int, es []event) {
 	w.mu.Lock()
+	w.queue(p, es...)
+	w.mu.Unlock()
+	w.wake()
+}
+
+func (w *logWriter) queue(p int, es ...event) { // w.mu held
 	if len(w.pending[p]) == 0 {
 		w.touched = append(w.touched, p)
 	}
 	w.pending[p] = append(w.pending[p], es...)
-	w.mu.Unlock()
+}
+
+// wake tells the committer there is work (coalesced).
+func (w *logWriter) wake() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
@@ -153,8 +163,9 @@ func (w *logWriter) commit() {
 		batches[i] = w.pending[p]
 		w.pending[p] = nil
 	}
-	w.touched, w.gen = nil, &commitGen{done: make(chan struct{})}
+	w.touched, w.gen, w.inflight = nil, newCommitGen(), gen
 	w.mu.Unlock()
+	defer close(gen.sent)
 	if len(touched) == 0 {
 		close(gen.done)
 		return
@@ -229,20 +240,15 @@ func (p *partition) emit(job, output string, ts int64, rec *value.Record) {
 // (the window end for windowed rows), partition and the partition's output
 // sequence number, in 16 hex digits.
 func outputID(job, output string, ts int64, part int, seq uint64) string {
-	h := fnv.New64a()
-	h.Write([]byte(job))
-	h.Write([]byte{0})
-	h.Write([]byte(output))
-	var b [8 + 2 + 8]byte
-	for k := 0; k < 8; k++ {
-		b[k] = byte(ts >> (8 * k))
-	}
-	b[8], b[9] = byte(part), byte(part>>8)
-	for k := 0; k < 8; k++ {
-		b[10+k] = byte(seq >> (8 * k))
-	}
-	h.Write(b[:])
-	return fmt.Sprintf("%016x", h.Sum64())
+	h := fnvString(fnvOffset, job)
+	h = fnvByte(h, 0)
+	h = fnvString(h, output)
+	h = fnvUint64(h, uint64(ts))
+	h = fnvByte(fnvByte(h, byte(part)), byte(part>>8))
+	h = fnvUint64(h, seq)
+	var b [16]byte
+	putHex16(b[:], h)
+	return string(b[:])
 }
 
 func (p *partition) flushOutbox() {
@@ -382,9 +388,6 @@ func (p *partition) recover() error {
 	err = st.ReadLog(p.id, from, func(seq uint64, le *pb.LogEntry) error {
 		e := event{job: le.Job, input: le.Input, device: le.Device, payload: le.Payload, arrival: le.Arrival, tick: le.Tick,
 			forwarded: le.Forwarded, src: int(le.SourcePartition), srcSeq: le.SourceSeq, srcIdx: le.SourceIndex, mark: le.Mark}
-		if e.payload == nil && !e.tick && !e.mark {
-			e.payload = []byte{}
-		}
 		if p.g.poisoned(p.id, seq) {
 			p.setApplied(max(seq, own))
 			return nil
@@ -512,31 +515,20 @@ var (
 	})
 )
 
-// sync waits until everything queued so far is committed and handed to
-// the partitions.
+// sync waits until everything queued so far is committed and in its
+// partitions' mailboxes, so a message sent after it comes after them.
 func (w *logWriter) sync() {
 	w.mu.Lock()
-	gen := w.gen
+	gen, inflight := w.gen, w.inflight
 	empty := len(w.touched) == 0
 	w.mu.Unlock()
-	if empty {
-		return
+	if inflight != nil {
+		<-inflight.sent
 	}
-	select {
-	case w.kick <- struct{}{}:
-	default:
+	if !empty {
+		w.wake()
+		<-gen.sent
 	}
-	<-gen.done
-	// gen.done closes before the sends; take the commit lock path again:
-	// the next commit starts only after this one's sends are done.
-	w.mu.Lock()
-	next := w.gen
-	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-	<-next.done
 }
 
 // poisonLimit is how many times a log entry may crash its partition before
@@ -555,6 +547,7 @@ func (p *partition) notePanic() {
 		}
 		p.g.poison[[2]uint64{uint64(p.id), p.applied}]++
 		p.g.poisonMu.Unlock()
+		p.g.panics.Add(1)
 		panic(r)
 	}
 }
@@ -562,6 +555,9 @@ func (p *partition) notePanic() {
 // poisoned reports (and counts) a log entry that crashed its partition
 // poisonLimit times: it is skipped.
 func (g *Gateway) poisoned(part int, seq uint64) bool {
+	if g.panics.Load() == 0 {
+		return false // the usual case: no lock on the per-event path
+	}
 	g.poisonMu.Lock()
 	defer g.poisonMu.Unlock()
 	n := g.poison[[2]uint64{uint64(part), seq}]

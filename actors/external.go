@@ -27,6 +27,7 @@ import (
 // It reconnects with exponential backoff (1 s to 60 s).
 type External struct {
 	c        paho.Client
+	url      string
 	received atomic.Uint64
 	unrouted atomic.Uint64
 	refused  atomic.Uint64
@@ -40,7 +41,7 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	e := &External{acks: make(chan pendingAck, 4096), ackDone: make(chan struct{})}
+	e := &External{url: cfg.Url, acks: make(chan pendingAck, 4096), ackDone: make(chan struct{})}
 	opts := paho.NewClientOptions().AddBroker(cfg.Url).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(60 * time.Second).SetOrderMatters(true).SetKeepAlive(30 * time.Second).
@@ -123,11 +124,16 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	return e, nil
 }
 
-// Publish implements Publisher. With QoS 1 it waits for the broker's
-// acknowledgement (at most 30 s), and gives up early when the connection
-// drops meanwhile: the caller (an outbox drainer) retries, and the row's
-// _id lets receivers drop the copy paho may still resend.
+// Publish implements Publisher. While the connection is down it fails at
+// once (paho would queue a QoS 1 message, and report a QoS 0 one sent
+// while it drops it), so an outbox keeps the row. With QoS 1 it waits for
+// the broker's acknowledgement (at most 30 s) and gives up early when the
+// connection drops meanwhile: the caller retries, and the row's _id lets
+// receivers drop the copy paho may still resend.
 func (e *External) Publish(topic string, payload []byte, qos byte) error {
+	if !e.c.IsConnectionOpen() {
+		return fmt.Errorf("actors: publish %s: not connected to %s", topic, e.url)
+	}
 	tok := e.c.Publish(topic, qos, false, payload)
 	if qos == 0 {
 		return nil
@@ -143,10 +149,6 @@ func (e *External) Publish(topic string, payload []byte, qos byte) error {
 	}
 	return tok.Error()
 }
-
-// Connected reports whether the connection is up now (implements Connected:
-// durable MQTT outputs wait in the outbox while it is down).
-func (e *External) Connected() bool { return e.c.IsConnectionOpen() }
 
 // Received counts messages taken from the broker.
 func (e *External) Received() uint64 { return e.received.Load() }

@@ -166,6 +166,7 @@ type Gateway struct {
 	damagedReset    atomic.Uint64
 	poisonMu        sync.Mutex
 	poison          map[[2]uint64]int // (partition, seq) -> crashes while applying it
+	panics          atomic.Uint64     // crashes recorded in poison: poisoned takes no lock until the first
 }
 
 // Restarts counts partition actors restarted by their supervisor.

@@ -108,23 +108,30 @@ func (s *httpSink) run() {
 }
 
 func (s *httpSink) post(body []byte) error {
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, s.url, bytes.NewReader(body))
+	status, err := postJSON(context.Background(), s.client, s.url, s.headers, body)
+	if err == nil && status >= 300 {
+		err = fmt.Errorf("HTTP %d %s", status, http.StatusText(status))
+	}
+	return err
+}
+
+// postJSON POSTs a JSON body with the output's headers and returns the
+// response status.
+func postJSON(ctx context.Context, client *http.Client, url string, headers map[string]string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	for k, v := range s.headers {
+	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := s.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("HTTP %s", resp.Status)
-	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 func (s *httpSink) close() error {

@@ -82,10 +82,7 @@ func (o *Outputs) EnableOutbox(st *state.Store, logger *slog.Logger) {
 
 // Encode implements DurableSink.
 func (o *Outputs) Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool) {
-	key := strings.ToLower(job + "/" + output)
-	o.mu.Lock()
-	s := o.sinks[key]
-	o.mu.Unlock()
+	key, s := o.sink(job, output)
 	d, ok := s.(deliverer)
 	if !ok {
 		return state.OutRow{}, false
@@ -97,8 +94,8 @@ func (o *Outputs) Encode(job, output string, ts int64, rec *value.Record, id str
 
 // Notify implements DurableSink.
 func (o *Outputs) Notify() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	for _, d := range o.drainers {
 		d.wake()
 	}
@@ -115,12 +112,12 @@ func (o *Outputs) Admit() error {
 
 // Status lists every output's store-and-forward state, by name.
 func (o *Outputs) Status() []OutputStatus {
-	o.mu.Lock()
+	o.mu.RLock()
 	ds := make([]*drainer, 0, len(o.drainers))
 	for _, d := range o.drainers {
 		ds = append(ds, d)
 	}
-	o.mu.Unlock()
+	o.mu.RUnlock()
 	out := make([]OutputStatus, 0, len(ds))
 	for _, d := range ds {
 		out = append(out, d.status())
@@ -487,18 +484,11 @@ func (s *mqttSink) topicFor(job, output string, rec *value.Record) string {
 	return topic
 }
 
-// Connected is implemented by publishers that know whether they can send
-// now (an external broker client); rows wait in the outbox meanwhile.
-type Connected interface{ Connected() bool }
-
 func (s *mqttSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
 	if s.pub == nil {
 		return 0, fmt.Errorf("no MQTT publisher configured")
 	}
 	for i, r := range rows {
-		if c, ok := s.pub.(Connected); ok && !c.Connected() {
-			return i, fmt.Errorf("upstream MQTT broker not connected")
-		}
 		if err := s.pub.Publish(r.Topic, r.Payload, s.qos); err != nil {
 			return i, err
 		}
@@ -507,7 +497,7 @@ func (s *mqttSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, erro
 }
 
 func (s *logSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
-	return &pb.OutboxEntry{Id: id, Payload: []byte(s.prefix + " " + value.FormatTicks(ts) + " " + string(value.AppendRecordJSON(nil, rec)))}
+	return &pb.OutboxEntry{Id: id, Payload: []byte(s.format(ts, rec))}
 }
 
 func (s *logSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
@@ -537,15 +527,7 @@ func (s *fileSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, erro
 		if s.recent[r.Id] {
 			continue
 		}
-		line := append(r.Payload, '\n')
-		if s.size+int64(len(line)) > s.maxBytes && s.size > 0 {
-			if err := s.rotate(); err != nil {
-				return 0, err
-			}
-		}
-		n, err := s.w.Write(line)
-		s.size += int64(n)
-		if err != nil {
+		if err := s.appendLine(append(r.Payload, '\n')); err != nil {
 			return 0, err
 		}
 	}
@@ -606,23 +588,14 @@ func (s *httpPoster) deliver(ctx context.Context, rows []*pb.OutboxEntry) (int, 
 		body.Write(r.Payload)
 	}
 	body.WriteByte(']')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, body)
+	status, err := postJSON(ctx, s.client, s.url, s.headers, body.Bytes())
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range s.headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
 	switch {
-	case resp.StatusCode < 300:
+	case status < 300:
 		return len(rows), nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429:
+	case status >= 400 && status < 500 && status != 408 && status != 429:
 		if len(rows) > 1 {
 			// Find the refused row: send them one by one.
 			for i := range rows {
@@ -632,9 +605,9 @@ func (s *httpPoster) deliver(ctx context.Context, rows []*pb.OutboxEntry) (int, 
 			}
 			return len(rows), nil
 		}
-		return 0, fmt.Errorf("%w: HTTP %s", errPermanent, resp.Status)
+		return 0, fmt.Errorf("%w: HTTP %d %s", errPermanent, status, http.StatusText(status))
 	default:
-		return 0, fmt.Errorf("HTTP %s", resp.Status)
+		return 0, fmt.Errorf("HTTP %d %s", status, http.StatusText(status))
 	}
 }
 
@@ -643,17 +616,3 @@ func (s *httpPoster) write(string, string, int64, *value.Record) error {
 }
 
 func (s *httpPoster) close() error { return nil }
-
-// appendRowWithID appends the row as JSON with a leading "_id" field.
-func appendRowWithID(dst []byte, id string, rec *value.Record) []byte {
-	dst = append(dst, `{"_id":"`...)
-	dst = append(dst, id...)
-	dst = append(dst, '"')
-	body := len(dst)
-	dst = value.AppendRecordJSON(dst, rec)
-	if len(dst)-body == 2 { // an empty row
-		return append(dst[:body], '}')
-	}
-	dst[body] = ','
-	return dst
-}

@@ -27,7 +27,7 @@ type Publisher interface {
 // file message carries "_id", a stable id from the job, output, time and
 // row, so receivers can drop duplicates. Safe for concurrent use.
 type Outputs struct {
-	mu    sync.Mutex
+	mu    sync.RWMutex          // guards sinks, pub, drainers; read on every row
 	sinks map[string]outputSink // job/output (lower case)
 	pub   Publisher
 	log   io.Writer
@@ -104,11 +104,17 @@ func (o *Outputs) Configure(job *pb.Job) error {
 	return nil
 }
 
+// sink returns an output's key and sink (nil when it has none).
+func (o *Outputs) sink(job, output string) (string, outputSink) {
+	key := strings.ToLower(job + "/" + output)
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return key, o.sinks[key]
+}
+
 // Write implements Sink.
 func (o *Outputs) Write(job, output string, ts int64, rec *value.Record) {
-	o.mu.Lock()
-	s := o.sinks[strings.ToLower(job+"/"+output)]
-	o.mu.Unlock()
+	_, s := o.sink(job, output)
 	if s == nil {
 		return
 	}
@@ -149,35 +155,63 @@ func (o *Outputs) logLine(line string) {
 // in place, and allocates nothing when dst has room.
 func appendWithID(dst []byte, job, output string, ts int64, rec *value.Record) []byte {
 	start := len(dst)
-	dst = append(dst, `{"_id":"0000000000000000"`...)
+	dst = appendRowWithID(dst, "0000000000000000", rec)
+	h := fnvString(fnvOffset, job)
+	h = fnvByte(h, 0)
+	h = fnvString(h, output)
+	h = fnvByte(h, 0)
+	h = fnvUint64(h, uint64(ts))
+	for _, c := range dst[start+len(`{"_id":"0000000000000000"`):] {
+		h = fnvByte(h, c)
+	}
+	putHex16(dst[start+len(`{"_id":"`):], h)
+	return dst
+}
+
+// appendRowWithID appends the row as JSON with a leading "_id" field.
+func appendRowWithID(dst []byte, id string, rec *value.Record) []byte {
+	dst = append(dst, `{"_id":"`...)
+	dst = append(dst, id...)
+	dst = append(dst, '"')
 	body := len(dst)
 	dst = value.AppendRecordJSON(dst, rec)
-	const prime = 1099511628211
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(job); i++ {
-		h = (h ^ uint64(job[i])) * prime
-	}
-	h = (h ^ 0) * prime
-	for i := 0; i < len(output); i++ {
-		h = (h ^ uint64(output[i])) * prime
-	}
-	h = (h ^ 0) * prime
-	for k := 0; k < 8; k++ {
-		h = (h ^ uint64(byte(ts>>(8*k)))) * prime
-	}
-	for _, c := range dst[body:] {
-		h = (h ^ uint64(c)) * prime
-	}
-	const hexd = "0123456789abcdef"
-	for k := 15; k >= 0; k-- {
-		dst[start+8+k] = hexd[h&0xf]
-		h >>= 4
-	}
-	if len(dst)-body == 2 { // an empty row: {"_id":"..."}
+	if len(dst)-body == 2 { // an empty row
 		return append(dst[:body], '}')
 	}
 	dst[body] = ','
 	return dst
+}
+
+// FNV-1a, 64 bits, written out so that hashing allocates nothing.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvByte(h uint64, c byte) uint64 { return (h ^ uint64(c)) * fnvPrime }
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = fnvByte(h, s[i])
+	}
+	return h
+}
+
+// fnvUint64 hashes v's bytes, least significant first.
+func fnvUint64(h, v uint64) uint64 {
+	for k := 0; k < 8; k++ {
+		h = fnvByte(h, byte(v>>(8*k)))
+	}
+	return h
+}
+
+// putHex16 writes h as 16 lower-case hex digits into dst[:16].
+func putHex16(dst []byte, h uint64) {
+	const hexd = "0123456789abcdef"
+	for k := 15; k >= 0; k-- {
+		dst[k] = hexd[h&0xf]
+		h >>= 4
+	}
 }
 
 func withID(job, output string, ts int64, rec *value.Record) []byte {
@@ -190,8 +224,13 @@ type logSink struct {
 }
 
 func (s *logSink) write(_, _ string, ts int64, rec *value.Record) error {
-	s.o.logLine(s.prefix + " " + value.FormatTicks(ts) + " " + string(value.AppendRecordJSON(nil, rec)))
+	s.o.logLine(s.format(ts, rec))
 	return nil
+}
+
+// format is a row as the log prints it: prefix, time, JSON.
+func (s *logSink) format(ts int64, rec *value.Record) string {
+	return s.prefix + " " + value.FormatTicks(ts) + " " + string(value.AppendRecordJSON(nil, rec))
 }
 
 func (s *logSink) close() error { return nil }
@@ -252,7 +291,12 @@ func (s *fileSink) write(job, output string, ts int64, rec *value.Record) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.line = append(appendWithID(s.line[:0], job, output, ts, rec), '\n')
-	line := s.line
+	return s.appendLine(s.line)
+}
+
+// appendLine writes one line, rotating first when it would pass maxBytes
+// (s.mu held).
+func (s *fileSink) appendLine(line []byte) error {
 	if s.size+int64(len(line)) > s.maxBytes && s.size > 0 {
 		if err := s.rotate(); err != nil {
 			return err

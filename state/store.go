@@ -178,37 +178,14 @@ func (s *Store) partition(p int) error {
 	return nil
 }
 
-// Append writes entries to a partition's log in one batch and returns the
-// sequence number of the last one. With Sync (the default) the entries are
-// on disk when it returns (S1).
+// Append writes entries to one partition's log in one batch and returns
+// the sequence number of the last one (S1: durable on return with Sync).
 func (s *Store) Append(ctx context.Context, p int, entries []*pb.LogEntry) (uint64, error) {
-	if err := s.partition(p); err != nil {
+	g := []LogGroup{{Partition: p, Entries: entries}}
+	if err := s.AppendGroup(ctx, g); err != nil {
 		return 0, err
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	s.mu.Lock()
-	first := s.next[p]
-	s.next[p] += uint64(len(entries))
-	s.mu.Unlock()
-	b := s.db.NewBatch()
-	defer b.Close()
-	var buf []byte
-	for i, e := range entries {
-		var err error
-		buf, err = proto.MarshalOptions{}.MarshalAppend(buf[:0], e)
-		if err != nil {
-			return 0, fmt.Errorf("state: encode log entry: %w", err)
-		}
-		if err := b.Set(logKey(p, first+uint64(i)), buf, nil); err != nil {
-			return 0, fmt.Errorf("state: append: %w", err)
-		}
-	}
-	if err := b.Commit(s.write); err != nil {
-		return 0, fmt.Errorf("state: partition %d: commit log: %w", p, err)
-	}
-	return first + uint64(len(entries)) - 1, nil
+	return g[0].First + uint64(len(entries)) - 1, nil
 }
 
 // LogGroup is one partition's share of a group commit.
