@@ -19,6 +19,7 @@ import (
 
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 // Admin serves the gateway's HTTP API:
@@ -34,6 +35,7 @@ import (
 //	GET    /v1/outputs           each output's outbox: backlog, delivered, expired, dropped, dead letters
 //	GET    /v1/outputs/{job}/{output}/deadletters  rows the sink refused for good
 //	GET    /v1/state             durable state counters (checkpoints, replay, duplicates)
+//	GET    /v1/cluster           members, each partition's owner, replicas, server, epoch, replication lag
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
 //	GET    /debug/pprof/...      Go profiles (the admin address is loopback by default)
@@ -41,11 +43,24 @@ import (
 // Deploying applies the job without restarting the gateway; other jobs are
 // undisturbed.
 type Admin struct {
-	g      *Gateway
-	outs   *Outputs
-	broker *Broker
-	reg    *prometheus.Registry
+	g       *Gateway
+	outs    *Outputs
+	broker  *Broker
+	reg     *prometheus.Registry
+	cluster ClusterAdmin
 }
+
+// ClusterAdmin is the cluster layer's share of the admin API: a job
+// deployed or removed through any gateway is deployed or removed on all.
+type ClusterAdmin interface {
+	DeployJob(ctx context.Context, job *pb.Job) error
+	RemoveJob(ctx context.Context, name string) error
+	// Status is the cluster as this gateway sees it (JSON-encodable).
+	Status() any
+}
+
+// SetCluster routes job changes through the cluster (before Handler).
+func (a *Admin) SetCluster(c ClusterAdmin) { a.cluster = c }
 
 // NewAdmin builds the API for a gateway, its outputs and (optional) broker.
 func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
@@ -72,6 +87,13 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/outputs/{job}/{output}/deadletters", a.deadLetters)
 	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"durable": a.g.store != nil, "stats": a.g.DurableStats()})
+	})
+	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
+		if a.cluster == nil {
+			writeJSON(w, http.StatusNotFound, apiError{"this gateway is not in a cluster (no cluster section in its configuration)"})
+			return
+		}
+		writeJSON(w, http.StatusOK, a.cluster.Status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -146,7 +168,11 @@ func (a *Admin) deployJob(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	if err := a.g.Deploy(ctx, job); err != nil {
+	deploy := a.g.Deploy
+	if a.cluster != nil {
+		deploy = a.cluster.DeployJob
+	}
+	if err := deploy(ctx, job); err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 		return
 	}
@@ -205,7 +231,11 @@ func (a *Admin) deadLetters(w http.ResponseWriter, r *http.Request) {
 func (a *Admin) removeJob(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	err := a.g.Remove(ctx, r.PathValue("name"))
+	remove := a.g.Remove
+	if a.cluster != nil {
+		remove = a.cluster.RemoveJob
+	}
+	err := remove(ctx, r.PathValue("name"))
 	switch {
 	case errors.Is(err, ErrUnknownJob):
 		writeJSON(w, http.StatusNotFound, apiError{err.Error()})

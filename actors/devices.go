@@ -39,7 +39,8 @@ type deviceState struct {
 	online   bool
 	messages uint64
 	reported []byte
-	seqs     map[string]uint64 // last sequence number per job/input (duplicates)
+	seqs     map[string]uint64     // highest sequence number per job/input (duplicates)
+	seqWin   map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
 }
 
 // devicesMsg lists (id empty) or gets the devices of a partition.

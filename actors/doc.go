@@ -34,5 +34,7 @@
 // with retries, a time-to-live and a disk quota. The invariants of that
 // mode (D1-D4) are in durable.go, the drainers in outbox.go.
 //
-// What it does not do yet: clustering.
+// A durable gateway joins a cluster through a ClusterLink (package cluster
+// implements it): it then serves some partitions, forwards events of the
+// others, and replicates its log before applying it (C4-C7, cluster.go).
 package actors

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
@@ -38,6 +39,10 @@ import (
 
 // ErrNotReady is returned by Ingest while a durable gateway recovers.
 var ErrNotReady = errors.New("actors: gateway is recovering its state")
+
+// ErrFenced refuses events while a clustered gateway does not hear from a
+// majority of the cluster.
+var ErrFenced = errors.New("actors: cut off from the cluster's majority; events refused")
 
 // ErrOverQuota is returned by Ingest while an output whose policy is
 // "reject" is over its disk quota.
@@ -71,7 +76,10 @@ type logWriter struct {
 	kick     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
-	entries  []pb.LogEntry // reused between commits
+	entries  []pb.LogEntry // reused between commits (not when clustered)
+	// Clustered: commits waiting for their replicas, in order (C5).
+	completions   chan completion
+	completerDone chan struct{}
 }
 
 // commitGen is one group commit: done closes once it is durable (or
@@ -88,27 +96,26 @@ func newCommitGen() *commitGen {
 
 func newLogWriter(g *Gateway) *logWriter {
 	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
-		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		completions: make(chan completion, 1024), completerDone: make(chan struct{})}
 	go w.run()
+	go w.completer()
 	return w
 }
 
-// add queues e for partition p; wait on the result for durability.
-func (w *logWriter) add(p int, e event) *commitGen {
+// addServing queues events for partition p if this gateway serves it
+// (always when not clustered); false otherwise, with nothing queued.
+func (w *logWriter) addServing(p int, es ...event) (*commitGen, bool) {
 	w.mu.Lock()
-	w.queue(p, e)
+	if cl := w.g.cl; cl != nil && !cl.serving[p] {
+		w.mu.Unlock()
+		return nil, false
+	}
+	w.queue(p, es...)
 	gen := w.gen
 	w.mu.Unlock()
 	w.wake()
-	return gen
-}
-
-// addAll queues events for partition p in one go (they commit together).
-func (w *logWriter) addAll(p int, es []event) {
-	w.mu.Lock()
-	w.queue(p, es...)
-	w.mu.Unlock()
-	w.wake()
+	return gen, true
 }
 
 func (w *logWriter) queue(p int, es ...event) { // w.mu held
@@ -153,11 +160,21 @@ func (w *logWriter) run() {
 func (w *logWriter) close() {
 	close(w.stop)
 	<-w.done
+	close(w.completions)
+	<-w.completerDone
 }
 
 func (w *logWriter) commit() {
 	w.mu.Lock()
 	touched, gen := w.touched, w.gen
+	if len(touched) == 0 {
+		// Nothing to write. The commit in flight stays the one sync
+		// waits for: an empty one in its place let Release overtake a
+		// clustered commit still waiting for its replicas, and the
+		// partition dropped that commit's events.
+		w.mu.Unlock()
+		return
+	}
 	batches := make([][]event, len(touched))
 	for i, p := range touched {
 		batches[i] = w.pending[p]
@@ -165,16 +182,15 @@ func (w *logWriter) commit() {
 	}
 	w.touched, w.gen, w.inflight = nil, newCommitGen(), gen
 	w.mu.Unlock()
-	defer close(gen.sent)
-	if len(touched) == 0 {
-		close(gen.done)
-		return
-	}
 	n := 0
 	for _, b := range batches {
 		n += len(b)
 	}
-	if cap(w.entries) < n {
+	clustered := w.g.cl != nil
+	if clustered {
+		// The replicas read the entries after this returns: no reuse.
+		w.entries = make([]pb.LogEntry, n)
+	} else if cap(w.entries) < n {
 		w.entries = make([]pb.LogEntry, n)
 	}
 	w.entries = w.entries[:n]
@@ -183,25 +199,62 @@ func (w *logWriter) commit() {
 	for i, p := range touched {
 		groups[i] = state.LogGroup{Partition: p, Entries: make([]*pb.LogEntry, len(batches[i]))}
 		for j := range batches[i] {
-			e := &batches[i][j]
 			le := &w.entries[k]
 			k++
-			*le = pb.LogEntry{Job: e.job, Input: e.input, Device: e.device, Payload: e.payload, Arrival: e.arrival,
-				Tick: e.tick, Forwarded: e.forwarded, SourcePartition: uint32(e.src), SourceSeq: e.srcSeq, SourceIndex: e.srcIdx, Mark: e.mark}
-			if e.rec != nil { // a Devices event: logged as JSON
-				le.Payload = value.AppendRecordJSON(nil, e.rec)
-			}
+			*le = *entryOf(&batches[i][j])
 			groups[i].Entries[j] = le
 		}
 	}
 	start := time.Now()
 	err := w.g.store.AppendGroup(context.Background(), groups)
 	logSyncSeconds.Observe(time.Since(start).Seconds())
-	gen.err = err
-	close(gen.done) // durable: the publishers may be acknowledged (D1)
 	if err != nil {
 		w.g.logErrors.Add(uint64(n))
 		w.g.cfg.Logger.Error("ingest log write failed; the events were refused", "events", n, "error", err)
+	}
+	if !clustered || err != nil {
+		w.complete(gen, groups, batches, err)
+		return
+	}
+	// Clustered: the partitions apply the entries once the replicas have
+	// them too (C5); commits complete in order.
+	w.completions <- completion{gen: gen, groups: groups, batches: batches, repl: w.g.cl.link.Replicate(groups)}
+}
+
+// completion is a clustered group commit waiting for its replicas.
+type completion struct {
+	gen     *commitGen
+	groups  []state.LogGroup
+	batches [][]event
+	repl    <-chan error
+}
+
+// completer finishes clustered commits in commit order.
+func (w *logWriter) completer() {
+	defer close(w.completerDone)
+	for c := range w.completions {
+		err := <-c.repl
+		if err == nil && w.g.cl.link.Fenced() {
+			// Cut off from the majority: another gateway may serve these
+			// partitions by now (C4). Not applied; the publishers resend.
+			err = ErrFenced
+		}
+		if err != nil {
+			w.g.cfg.Logger.Warn("group commit not replicated; its events were refused", "error", err)
+		}
+		w.complete(c.gen, c.groups, c.batches, err)
+	}
+}
+
+// complete wakes the commit's waiters and, when it succeeded, hands its
+// events to their partitions in log order. A commit that failed is not
+// applied: the publishers resend, and a partition that serves on replays
+// its log from its checkpoint.
+func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches [][]event, err error) {
+	defer close(gen.sent)
+	gen.err = err
+	close(gen.done) // durable: the publishers may be acknowledged (D1)
+	if err != nil {
 		return
 	}
 	size := w.g.cfg.BatchSize
@@ -213,7 +266,7 @@ func (w *logWriter) commit() {
 		}
 		if g.Partition == 0 {
 			for _, e := range evs {
-				if e.forwarded && e.srcSeq > 0 {
+				if e.forwarded && e.srcSeq > 0 && e.origin == "" {
 					if a := &w.g.fwdLogged[e.src]; a.Load() < e.srcSeq {
 						a.Store(e.srcSeq)
 					}
@@ -232,6 +285,7 @@ func (p *partition) emit(job, output string, ts int64, rec *value.Record) {
 		return
 	}
 	if row, ok := p.g.outbox.Encode(job, output, ts, rec, outputID(job, output, ts, p.id, p.outSeq)); ok {
+		row.Entry.Partition = proto.Uint32(uint32(p.id))
 		p.outBuf = append(p.outBuf, row)
 	}
 }
@@ -271,7 +325,7 @@ func (p *partition) flushOutbox() {
 // checkpoint writes the partition's state (D4). Without force it skips a
 // partition that has applied nothing but ticks for less than a minute.
 func (p *partition) checkpoint(force bool) error {
-	if p.g.store == nil || !p.g.ready.Load() {
+	if p.g.store == nil || !p.g.ready.Load() || !p.active {
 		return nil
 	}
 	if !force && p.sinceCp == 0 && time.Since(p.cpTime) < time.Minute {
@@ -303,10 +357,20 @@ func (p *partition) checkpoint(force bool) error {
 	sort.Strings(ids)
 	for _, id := range ids {
 		d := p.devices[id]
-		cp.Devices = append(cp.Devices, &pb.DeviceState{Id: id, LastSeen: d.lastSeen, Online: d.online, Messages: d.messages, Reported: d.reported, Sequences: d.seqs})
+		ds := &pb.DeviceState{Id: id, LastSeen: d.lastSeen, Online: d.online, Messages: d.messages, Reported: d.reported, Sequences: d.seqs}
+		for key, w := range d.seqWin {
+			if ds.SequenceWindows == nil {
+				ds.SequenceWindows = map[string][]byte{}
+			}
+			ds.SequenceWindows[key] = w.bytes()
+		}
+		cp.Devices = append(cp.Devices, ds)
 	}
 	if len(p.desired) > 0 {
 		cp.Desired = p.desired
+	}
+	if len(p.origins) > 0 {
+		cp.Origins = p.origins
 	}
 	if len(p.fwdApplied) > 0 {
 		cp.Forwarded, cp.ForwardedIndex = map[uint32]uint64{}, map[uint32]uint32{}
@@ -318,8 +382,14 @@ func (p *partition) checkpoint(force bool) error {
 	if p.id != 0 && len(p.forwardJobs) > 0 {
 		through = min(through, p.g.fwdLogged[p.id].Load())
 	}
-	if err := p.g.store.SaveCheckpointTruncate(p.id, cp, through); err != nil {
+	if err := p.g.store.SaveCheckpointTruncate(p.id, cp, p.g.localThrough(p.id, through)); err != nil {
 		return err
+	}
+	if p.g.cl != nil {
+		// cp holds the partition's maps: copies, as the partition goes on.
+		cp = proto.Clone(cp).(*pb.Checkpoint)
+		p.lastCp, p.lastThrough = cp, through
+		p.g.offerSafe(p.id, cp, through)
 	}
 	p.sinceCp, p.cpTime = 0, time.Now()
 	checkpointSeconds.Observe(time.Since(start).Seconds())
@@ -367,10 +437,22 @@ func (p *partition) recover() error {
 			}
 		}
 		for _, d := range cp.Devices {
-			p.devices[d.Id] = &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences}
+			ds := &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences}
+			for key, b := range d.SequenceWindows {
+				if w := seqWindowOf(b); w != nil {
+					if ds.seqWin == nil {
+						ds.seqWin = map[string]*seqWindow{}
+					}
+					ds.seqWin[key] = w
+				}
+			}
+			p.devices[d.Id] = ds
 		}
 		for id, des := range cp.Desired {
 			p.desired[id] = des
+		}
+		for o, seq := range cp.Origins {
+			p.origins[o] = seq
 		}
 		for src, seq := range cp.Forwarded {
 			p.fwdApplied[int(src)] = fwdPos{seq, cp.ForwardedIndex[src]}
@@ -386,8 +468,7 @@ func (p *partition) recover() error {
 	replayed := 0
 	defer p.notePanic()
 	err = st.ReadLog(p.id, from, func(seq uint64, le *pb.LogEntry) error {
-		e := event{job: le.Job, input: le.Input, device: le.Device, payload: le.Payload, arrival: le.Arrival, tick: le.Tick,
-			forwarded: le.Forwarded, src: int(le.SourcePartition), srcSeq: le.SourceSeq, srcIdx: le.SourceIndex, mark: le.Mark}
+		e := eventOf(le)
 		if p.g.poisoned(p.id, seq) {
 			p.setApplied(max(seq, own))
 			return nil
@@ -437,6 +518,12 @@ func (p *partition) recover() error {
 // before (see RecoverJobs); Ingest refuses events until it returns.
 func (g *Gateway) Recover(ctx context.Context) error {
 	if g.store == nil {
+		g.ready.Store(true)
+		return nil
+	}
+	if g.cl != nil {
+		// Clustered: a partition recovers when the gateway starts serving
+		// it (Serve).
 		g.ready.Store(true)
 		return nil
 	}
@@ -493,13 +580,17 @@ func (g *Gateway) Checkpoint(ctx context.Context) error {
 // DurableStats are the counters of durable mode.
 type DurableStats struct {
 	Checkpoints, ReplayedEntries, ReplayedRows, Duplicates, RestoreFailures, LogErrors, OutboxErrors, RefusedOverQuota, SkippedPoison, DamagedReset uint64
+	// ForwardResends: events another gateway forwarded again (after a
+	// lost answer or a fail-over) that the partition had applied (C7).
+	ForwardResends uint64
 }
 
 // DurableStats returns the durable-mode counters.
 func (g *Gateway) DurableStats() DurableStats {
 	return DurableStats{Checkpoints: g.checkpoints.Load(), ReplayedEntries: g.replayedEntries.Load(), ReplayedRows: g.replayedRows.Load(),
 		Duplicates: g.duplicates.Load(), RestoreFailures: g.restoreFailures.Load(), LogErrors: g.logErrors.Load(),
-		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load()}
+		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load(),
+		ForwardResends: g.forwardResends.Load()}
 }
 
 var (

@@ -231,6 +231,50 @@ func (p *poisonSink) Encode(job, output string, ts int64, rec *value.Record, id 
 	return p.Outputs.Encode(job, output, ts, rec, id)
 }
 
+// openStoreAndOutputs opens a 2-partition store in dir and durable
+// outputs on it; both close when the test ends.
+func openStoreAndOutputs(t *testing.T, dir string) (*state.Store, *Outputs, *slog.Logger) {
+	t.Helper()
+	st, err := state.Open(filepath.Join(dir, "state"), state.Config{Partitions: 2})
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	outs := NewOutputs(nil, io.Discard)
+	outs.EnableOutbox(st, logger)
+	t.Cleanup(func() { outs.Close() })
+	return st, outs, logger
+}
+
+// TestDurableRefusesInputBeforeRecover: a restarted gateway's broker
+// takes publishes before its jobs are deployed again. Until Recover, input
+// is refused (the publisher resends), not acknowledged as unrouted and
+// dropped.
+func TestDurableRefusesInputBeforeRecover(t *testing.T) {
+	dir := t.TempDir()
+	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
+	require.NoError(t, err)
+	st, outs, logger := openStoreAndOutputs(t, dir)
+	g := New(Config{Partitions: 2, Store: st, Logger: logger}, outs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer func() { require.NoError(t, g.Close(ctx)) }()
+	_, payload := reading(0)
+	topic := "devices/dev-00/messages/events"
+	_, _, err = g.IngestTopicAsync(topic, payload)
+	require.ErrorIs(t, err, ErrNotReady, "no job yet: refused, not unrouted")
+	require.NoError(t, outs.Configure(job))
+	require.NoError(t, g.Deploy(ctx, job))
+	_, _, err = g.IngestTopicAsync(topic, payload)
+	require.ErrorIs(t, err, ErrNotReady, "deployed, not recovered")
+	require.NoError(t, g.Recover(ctx))
+	n, c, err := g.IngestTopicAsync(topic, payload)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, c.Wait())
+	_, _, err = g.IngestTopicAsync("elsewhere/dev-00", payload)
+	require.NoError(t, err, "once ready, a topic no job reads is unrouted")
+}
+
 // TestDurablePartitionRecoversAfterPanic: a partition that fails comes
 // back from its checkpoint and log; unlike the in-memory gateway, nothing
 // is lost and nothing is counted twice.
@@ -238,13 +282,7 @@ func TestDurablePartitionRecoversAfterPanic(t *testing.T) {
 	dir := t.TempDir()
 	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
 	require.NoError(t, err)
-	st, err := state.Open(filepath.Join(dir, "state"), state.Config{Partitions: 2})
-	require.NoError(t, err)
-	defer st.Close()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	outs := NewOutputs(nil, io.Discard)
-	outs.EnableOutbox(st, logger)
-	defer outs.Close()
+	st, outs, logger := openStoreAndOutputs(t, dir)
 	sink := &poisonSink{Outputs: outs}
 	clock := &testClock{}
 	g := New(Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: 20 * time.Millisecond, SyncInterval: time.Microsecond, Store: st, Logger: logger, Now: clock.now}, sink, nil)

@@ -79,6 +79,11 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 				list = topics()
 			}
 			for _, t := range list {
+				if g := cfg.SharedGroup; g != "" && g != "-" {
+					// The broker delivers each message to one member of
+					// the group, with its own topic.
+					t = "$share/" + g + "/" + t
+				}
 				filters[t] = qos
 			}
 			if len(filters) == 0 {

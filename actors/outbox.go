@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -60,6 +61,7 @@ type OutputStatus struct {
 	Policy       string  `json:"whenFull"`
 	Delivered    uint64  `json:"delivered"`
 	Expired      uint64  `json:"expired"`
+	Abandoned    uint64  `json:"abandoned"` // rows of partitions another gateway took over (it re-emits them)
 	Dropped      uint64  `json:"droppedOverQuota"`
 	DeadLettered int64   `json:"deadLettered"`
 	Retries      uint64  `json:"retries"`
@@ -185,6 +187,7 @@ type drainer struct {
 	delivered    atomic.Uint64
 	expired      atomic.Uint64
 	dropped      atomic.Uint64
+	abandoned    atomic.Uint64 // rows of partitions given up (Abandon)
 	retries      atomic.Uint64
 	lastErr      atomic.Pointer[string]
 	oldestQueued atomic.Int64 // enqueue time of the oldest row seen, unix ns
@@ -205,7 +208,7 @@ func (d *drainer) close() {
 func (d *drainer) status() OutputStatus {
 	st := d.store.Outbox(d.key)
 	s := OutputStatus{Output: d.key, Backlog: st.Entries, BacklogBytes: st.Bytes, QuotaBytes: d.quota, Policy: d.policy,
-		Delivered: d.delivered.Load(), Expired: d.expired.Load(), Dropped: d.dropped.Load(), DeadLettered: st.Dead,
+		Delivered: d.delivered.Load(), Expired: d.expired.Load(), Abandoned: d.abandoned.Load(), Dropped: d.dropped.Load(), DeadLettered: st.Dead,
 		Retries: d.retries.Load(), Full: st.Bytes >= d.quota}
 	if t := d.oldestQueued.Load(); t > 0 && st.Entries > 0 {
 		s.OldestAge = time.Since(time.Unix(0, t)).Seconds()
@@ -265,6 +268,17 @@ func (d *drainer) run() {
 		d.oldestQueued.Store(items[0].Entry.Enqueued)
 		items = d.expire(items, head)
 		if len(items) == 0 {
+			continue
+		}
+		if items = d.dropAbandoned(items, head); len(items) == 0 {
+			continue
+		}
+		if f := d.o.fenced; f != nil && f() {
+			// Cut off from the cluster's majority: another gateway may
+			// serve these rows' partitions by now.
+			if !d.sleep(100*time.Millisecond, false) {
+				return
+			}
 			continue
 		}
 		n, err := d.deliver(ctx, items)
@@ -360,6 +374,65 @@ func (d *drainer) expire(items []state.OutboxItem, head bool) []state.OutboxItem
 		}
 	}
 	return items[n:]
+}
+
+// dropAbandoned removes leading rows of partitions this gateway gave up
+// (another gateway re-emits them, C6) and returns the rows up to the next
+// such row.
+func (d *drainer) dropAbandoned(items []state.OutboxItem, head bool) []state.OutboxItem {
+	all := d.o.abandoned.Load()
+	if all == nil || len((*all)[d.key]) == 0 {
+		return items
+	}
+	marks := (*all)[d.key]
+	gone := func(it state.OutboxItem) bool {
+		p := it.Entry.Partition
+		return p != nil && it.Seq <= marks[int(*p)]
+	}
+	n := 0
+	for n < len(items) && gone(items[n]) {
+		n++
+	}
+	if n > 0 {
+		d.remove(items[:n], false, head)
+		d.abandoned.Add(uint64(n))
+		if head {
+			d.cursor = items[n-1].Seq
+		}
+		items = items[n:]
+	}
+	for i, it := range items {
+		if gone(it) {
+			return items[:i]
+		}
+	}
+	return items
+}
+
+// Abandon drops the rows partition p has in the outboxes now, undelivered:
+// the gateway lost p to another without a hand-off, and the new owner
+// re-emits them from its safe checkpoint (C6).
+func (o *Outputs) Abandon(p int) {
+	if o.store == nil {
+		return
+	}
+	hw := o.store.OutboxHighWater()
+	o.abandonMu.Lock()
+	next := map[string]map[int]uint64{}
+	if cur := o.abandoned.Load(); cur != nil {
+		for output, marks := range *cur {
+			next[output] = maps.Clone(marks)
+		}
+	}
+	for output, seq := range hw {
+		if next[output] == nil {
+			next[output] = map[int]uint64{}
+		}
+		next[output][p] = seq
+	}
+	o.abandoned.Store(&next)
+	o.abandonMu.Unlock()
+	o.Notify()
 }
 
 // enforce applies the quota: drop the oldest rows, or refuse input.

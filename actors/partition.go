@@ -12,6 +12,7 @@ import (
 
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
 )
 
@@ -37,6 +38,9 @@ type (
 		srcSeq uint64
 		srcIdx uint32
 		mark   bool
+		// Clustered: forwarded by another gateway (C7).
+		origin string
+		oseq   uint64
 	}
 	// eventBatch is a run of events; with seq0 > 0, events[i] is log
 	// entry seq0+i of the partition.
@@ -86,6 +90,12 @@ type partition struct {
 	outBuf     []state.OutRow
 	fwdApplied map[int]fwdPos // partition 0: last forwarded event applied per source
 	seqDecoder value.Decoder  // reads Config.SequenceField
+
+	// Clustered mode (cluster.go).
+	active      bool              // this gateway serves the partition
+	origins     map[string]uint64 // last origin seq applied per forwarding gateway (C7)
+	lastCp      *pb.Checkpoint    // the last checkpoint written, and its truncation point
+	lastThrough uint64
 }
 
 func (p *partition) Receive(ctx actor.Context) {
@@ -97,26 +107,12 @@ func (p *partition) Receive(ctx actor.Context) {
 				p.g.cfg.Logger.Error("partition restarted after a failure; its window state was lost (no durable state)", "partition", p.id)
 			}
 		}
-		p.execs = map[string]*exec.Executor{}
-		p.jobs = map[string]*deployedJob{}
-		p.devices = map[string]*deviceState{}
-		p.desired = map[string][]byte{}
-		p.fwdApplied = map[int]fwdPos{}
-		p.cpTime = time.Now()
 		if f := p.g.cfg.SequenceField; f != "" {
 			p.seqDecoder = value.Decoder{Fields: []string{f}}
 		}
-		// After a restart (A5): take the jobs from the gateway's table.
-		p.g.mu.Lock()
-		jobs := make([]*deployedJob, 0, len(p.g.jobs))
-		for _, d := range p.g.jobs {
-			jobs = append(jobs, d)
-		}
-		p.g.mu.Unlock()
-		for _, d := range jobs {
-			p.deploy(d)
-		}
-		if p.g.store != nil && p.g.ready.Load() {
+		p.reset()
+		p.active = p.g.cl == nil || p.g.Serving(p.id)
+		if p.g.store != nil && p.g.ready.Load() && p.active {
 			// Durable: the state comes back from the checkpoint and the log.
 			if err := p.recover(); err != nil {
 				p.g.cfg.Logger.Error("partition could not recover its state after a restart", "partition", p.id, "error", err)
@@ -130,6 +126,12 @@ func (p *partition) Receive(ctx actor.Context) {
 			batchSeconds.Observe(time.Since(start).Seconds())
 			p.g.queued[p.id].Add(-1)
 		}()
+		if !p.active {
+			// Cannot happen: Release syncs the log before it stops the
+			// partition, and nothing is queued for a partition not served.
+			p.g.cfg.Logger.Error("events for a partition this gateway does not serve; dropped", "partition", p.id, "events", len(m.events))
+			return
+		}
 		if m.seq0 > 0 {
 			defer p.notePanic()
 		}
@@ -170,6 +172,25 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 	case *recoverMsg:
 		ctx.Respond(&doneReply{err: p.recover()})
+	case *serveMsg:
+		p.reset()
+		err := p.recover()
+		p.active = err == nil
+		if err == nil {
+			p.sinceCp = 1 // a checkpoint soon: the first safe one (C6)
+		}
+		ctx.Respond(&doneReply{err: err})
+	case *releaseMsg:
+		r := &releaseReply{}
+		if p.active {
+			if r.err = p.checkpoint(true); r.err == nil && p.lastCp != nil {
+				r.sc = &pb.SafeCheckpoint{Checkpoint: p.lastCp, Through: p.lastThrough, Epoch: p.g.Epoch(p.id)}
+				r.hw = p.g.store.OutboxHighWater()
+			}
+		}
+		p.reset()
+		p.active = false
+		ctx.Respond(r)
 	case *devicesMsg:
 		r := &devicesReply{}
 		if m.id != "" {
@@ -215,6 +236,32 @@ func (p *partition) Receive(ctx actor.Context) {
 	}
 }
 
+// reset drops the partition's state: its executors start empty with the
+// gateway's jobs.
+func (p *partition) reset() {
+	p.execs = map[string]*exec.Executor{}
+	p.jobs = map[string]*deployedJob{}
+	p.devices = map[string]*deviceState{}
+	p.desired = map[string][]byte{}
+	p.fwdApplied = map[int]fwdPos{}
+	p.origins = map[string]uint64{}
+	p.order, p.forwardJobs, p.forwardBuf, p.outBuf = nil, nil, nil, nil
+	p.applied, p.fwdIdx, p.sinceCp, p.outSeq, p.written = 0, 0, 0, 0, 0
+	p.lastCp, p.lastThrough = nil, 0
+	p.cpTime = time.Now()
+	p.g.mu.Lock()
+	jobs := make([]*deployedJob, 0, len(p.g.jobs))
+	for _, d := range p.g.jobs {
+		jobs = append(jobs, d)
+	}
+	p.g.mu.Unlock()
+	for _, d := range jobs {
+		if err := p.deploy(d); err != nil {
+			p.g.cfg.Logger.Error("job does not start on the partition", "partition", p.id, "job", d.job.Name, "error", err)
+		}
+	}
+}
+
 func (p *partition) setApplied(seq uint64) {
 	if seq != p.applied {
 		p.applied, p.fwdIdx = seq, 0
@@ -236,6 +283,13 @@ func (p *partition) apply(e event) {
 		if e.mark {
 			return
 		}
+	}
+	if e.origin != "" {
+		if e.oseq <= p.origins[e.origin] {
+			p.g.forwardResends.Add(1)
+			return // a resend the partition applied already (C7)
+		}
+		p.origins[e.origin] = e.oseq
 	}
 	p.sinceCp++
 	if !e.forwarded {
@@ -288,14 +342,25 @@ func (p *partition) duplicate(e event) bool {
 		p.devices[e.device] = d
 	}
 	key := e.job + "/" + e.input
-	if last, seen := d.seqs[key]; seen && seq <= last {
+	last, seen := d.seqs[key]
+	fresh, highest, w := seqAccept(seq, last, seen, d.seqWin[key])
+	if !fresh {
 		p.g.duplicates.Add(1)
 		return true
 	}
 	if d.seqs == nil {
 		d.seqs = map[string]uint64{}
 	}
-	d.seqs[key] = seq
+	d.seqs[key] = highest
+	switch {
+	case w != nil:
+		if d.seqWin == nil {
+			d.seqWin = map[string]*seqWindow{}
+		}
+		d.seqWin[key] = w
+	case d.seqWin != nil:
+		delete(d.seqWin, key)
+	}
 	return false
 }
 
@@ -350,6 +415,7 @@ func (p *partition) forward(e event) {
 		if (e.job == "" || e.job == d.job.Name) && d.reads(e.input) {
 			f := e
 			f.job, f.forwarded = d.job.Name, true
+			f.origin, f.oseq = "", 0 // the gateway that forwarded e to this partition numbered it for this one only (C7)
 			if p.g.log != nil {
 				f.src, f.srcSeq, f.srcIdx = p.id, p.applied, p.fwdIdx
 				p.fwdIdx++
@@ -365,8 +431,19 @@ func (p *partition) flushForward() {
 	}
 	if p.g.log != nil {
 		// Through partition 0's log, so its replay sees them in the same
-		// order relative to its own events and ticks (D2).
-		p.g.log.addAll(0, p.forwardBuf)
+		// order relative to its own events and ticks (D2); clustered,
+		// through the log of the gateway that serves partition 0. Not
+		// past events still waiting in the cluster's forward queue (sent
+		// there while partition 0 was served elsewhere or not yet):
+		// partition 0 would apply these first and then drop those as
+		// older than what it applied (D3).
+		sent := false
+		if p.g.cl == nil || !p.g.cl.link.Forwarding(0) {
+			_, sent = p.g.log.addServing(0, p.forwardBuf...)
+		}
+		if !sent {
+			p.g.forwardToZero(p.id, p.forwardBuf)
+		}
 	} else {
 		p.g.send(0, &eventBatch{events: p.forwardBuf})
 	}

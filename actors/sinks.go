@@ -38,6 +38,16 @@ type Outputs struct {
 	logger   *slog.Logger
 	drainers map[string]*drainer
 	full     atomic.Int32 // outputs over quota with policy "reject"
+	// fenced (clustered): the gateway lost its quorum; drainers hold
+	// their rows meanwhile (set before the first row).
+	fenced func() bool
+	// abandoned: per output, per partition, the outbox seq up to which
+	// the partition's rows are dropped (Abandon). Replaced whole, never
+	// changed, so drainers read it without a lock (never o.mu: Configure
+	// holds o.mu while it waits for an old drainer to stop); abandonMu
+	// orders the writers.
+	abandonMu sync.Mutex
+	abandoned atomic.Pointer[map[string]map[int]uint64]
 }
 
 type outputSink interface {

@@ -1,20 +1,43 @@
-// Package cluster owns gateway membership and partition placement
-// (DESIGN.md section 5): gateways find each other through
-// hashicorp/memberlist gossip, each gossiping a small NodeMeta proto, and
-// every gateway computes the same placement table from the same member
-// list by rendezvous hashing, so no coordinator is needed.
+// Package cluster owns what makes gateways one active-active cluster
+// (DESIGN.md section 5): membership over hashicorp/memberlist gossip
+// (each gateway gossips a small NodeMeta proto: its addresses and the
+// partitions it serves), placement by rendezvous hashing, per-peer streams
+// over protoactor remote, forwarding of input to the gateway serving its
+// partition, replication of logs and safe checkpoints, planned hand-off,
+// take-over after a crash, the split-brain policy, and jobs deployed on
+// every gateway. Node drives an actors.Gateway through actors.ClusterLink
+// and the gateway's Serve, Release and Abandon.
 //
-// Invariants:
+// Invariants (C4-C7, kept with the gateway, are in actors/cluster.go):
 //
-//	C1: Place is a pure function of (partitions, replicas, member names):
+//	C1: Place is a pure function of (partitions, replicas, gateway names):
 //	    gateways with the same view compute the same table.
 //	C2: a partition's owner and replicas are distinct members; with fewer
 //	    members than replicas, every member holds the partition.
 //	C3: adding or removing a member moves only the partitions whose
-//	    ranking it enters or leaves (about 1/n of them), and Next bumps
-//	    the epoch of exactly the partitions whose owner or replica set
-//	    changed.
+//	    ranking it enters or leaves (about 1/n of them). A gateway serves a
+//	    partition with an epoch one above any it has seen for it; replicas
+//	    take nothing from an older epoch.
+//	C8: a gateway serves a partition only after its previous server
+//	    handed it over (stopped at a barrier, shipped everything), or after
+//	    that server left the view and this gateway is the partition's owner
+//	    and the best holder of it (highest epoch, then longest log) among
+//	    the live gateways, or was handed it by that holder.
+//	C9: with quorum "majority", a gateway that has not heard from a
+//	    majority of the gateways it has known within the lease applies
+//	    nothing, delivers nothing and gives its partitions up; the lease is
+//	    shorter than the failure detection of the others.
+//	C10: a stream applies messages in the order sent, each once, or not at
+//	    all once its receiver left (a restarted gateway is a new member).
+//	C11: with minority_input "log", input a gateway takes while C9 holds
+//	    it off is parked in its store before it is acknowledged, keeps
+//	    its forwarding identity (C7), and is forwarded in order once the
+//	    gateway hears from a majority again, also after a restart. A
+//	    gateway that starts counts as cut off until it has heard from a
+//	    majority of the gateways it knew.
 //
-// Not here yet: forwarding input to owners, replication of logs and
-// checkpoints, hand-off and fail-over (issue 5 continues).
+// Known limits: parked input is on one disk until forwarded; job
+// versions live in memory (a removal reaches a gateway that was down only
+// while a gateway that saw it stays up); every gateway must use the same
+// number of partitions.
 package cluster

@@ -11,6 +11,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -44,6 +45,8 @@ type Config struct {
 	SuspicionMult  int
 	// Logger (default slog.Default()); memberlist's lines go to debug.
 	Logger *slog.Logger
+	// iso: fault injection (fault.go); nil in production.
+	iso *isolation
 }
 
 // Member is a gateway as the membership sees it.
@@ -56,6 +59,7 @@ type Member struct {
 // Membership is this gateway's view of the cluster.
 type Membership struct {
 	ml      *memberlist.Memberlist
+	meta    *metaDelegate
 	changes chan struct{}
 	logger  *slog.Logger
 }
@@ -114,10 +118,23 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 	if cfg.SuspicionMult > 0 {
 		mc.SuspicionMult = cfg.SuspicionMult
 	}
-	m := &Membership{changes: make(chan struct{}, 1), logger: cfg.Logger}
-	mc.Delegate = metaDelegate(meta)
+	m := &Membership{changes: make(chan struct{}, 1), logger: cfg.Logger, meta: &metaDelegate{meta: meta}}
+	mc.Delegate = m.meta
 	mc.Events = eventDelegate{m: m}
 	mc.Logger = log.New(slogWriter{cfg.Logger.With("component", "memberlist")}, "", 0)
+	if cfg.iso != nil {
+		ft, err := newFaultTransport(cfg.iso, mc.BindAddr, mc.BindPort, mc.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: start gossip on %s: %w", bind, err)
+		}
+		if mc.BindPort == 0 {
+			mc.BindPort = ft.GetAutoBindPort()
+			if cfg.Advertise == "" {
+				mc.AdvertisePort = mc.BindPort
+			}
+		}
+		mc.Transport = ft
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start gossip on %s: %w", bind, err)
@@ -153,6 +170,10 @@ func splitHostPort(addr string) (string, int, error) {
 	}
 	return host, port, nil
 }
+
+// Rejoin contacts gateways at addrs (gossip addresses) to merge views
+// again; it returns how many answered.
+func (m *Membership) Rejoin(addrs []string) (int, error) { return m.ml.Join(addrs) }
 
 // Addr is the gossip address this gateway listens on (the port is known
 // after Join when Bind asked for port 0).
@@ -199,6 +220,10 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	return errors.Join(err, m.ml.Shutdown())
 }
 
+// LeaveOnly tells the others this gateway is leaving but keeps gossip
+// running, so the gateway still sees the others while it hands off.
+func (m *Membership) LeaveOnly(timeout time.Duration) error { return m.ml.Leave(timeout) }
+
 // Shutdown stops gossip without a goodbye: the others find out by failure
 // detection (as after a crash).
 func (m *Membership) Shutdown() error { return m.ml.Shutdown() }
@@ -210,13 +235,35 @@ func (m *Membership) changed() {
 	}
 }
 
-type metaDelegate []byte
+// UpdateMeta gossips new metadata for this gateway.
+func (m *Membership) UpdateMeta(meta *pb.NodeMeta, timeout time.Duration) error {
+	data, err := proto.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("cluster: encode node metadata: %w", err)
+	}
+	if len(data) > memberlist.MetaMaxSize {
+		return fmt.Errorf("cluster: node metadata is %d bytes, at most %d", len(data), memberlist.MetaMaxSize)
+	}
+	m.meta.mu.Lock()
+	m.meta.meta = data
+	m.meta.mu.Unlock()
+	return m.ml.UpdateNode(timeout)
+}
 
-func (d metaDelegate) NodeMeta(limit int) []byte            { return []byte(d)[:min(len(d), limit)] }
-func (metaDelegate) NotifyMsg([]byte)                       {}
-func (metaDelegate) GetBroadcasts(int, int) [][]byte        { return nil }
-func (metaDelegate) LocalState(bool) []byte                 { return nil }
-func (metaDelegate) MergeRemoteState(buf []byte, join bool) {}
+type metaDelegate struct {
+	mu   sync.Mutex
+	meta []byte
+}
+
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meta[:min(len(d.meta), limit)]
+}
+func (*metaDelegate) NotifyMsg([]byte)                       {}
+func (*metaDelegate) GetBroadcasts(int, int) [][]byte        { return nil }
+func (*metaDelegate) LocalState(bool) []byte                 { return nil }
+func (*metaDelegate) MergeRemoteState(buf []byte, join bool) {}
 
 type eventDelegate struct{ m *Membership }
 

@@ -1,10 +1,12 @@
 package state
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -104,4 +106,63 @@ func TestCheckpointTruncatesOnlyWhatItIsAllowedTo(t *testing.T) {
 	n, err = s.LogLength(1)
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+func TestGatewaysKnownAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Config{Partitions: 4})
+	require.NoError(t, err)
+	require.NoError(t, s.SaveGateway("gw1"))
+	require.NoError(t, s.SaveGateway("gw2"))
+	require.NoError(t, s.SaveGateway("gw3"))
+	require.NoError(t, s.DeleteGateway("gw2"))
+	require.NoError(t, s.Close())
+	s, err = Open(dir, Config{Partitions: 4})
+	require.NoError(t, err)
+	defer s.Close()
+	gws, err := s.Gateways()
+	require.NoError(t, err)
+	require.Equal(t, []string{"gw1", "gw3"}, gws)
+}
+
+// TestParkedInputAcrossReopen: parked entries survive reopening, come back
+// per partition in each origin's order, are stored once however often
+// they are parked, and are gone once unparked.
+func TestParkedInputAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Config{Partitions: 4})
+	require.NoError(t, err)
+	entry := func(origin string, oseq uint64) *pb.LogEntry {
+		return &pb.LogEntry{Job: "j", Device: "d", Payload: []byte(fmt.Sprintf(`{"n":%d}`, oseq)), Origin: origin, OriginSeq: oseq}
+	}
+	var want []*pb.LogEntry
+	for i := uint64(1); i <= 300; i++ {
+		want = append(want, entry("gw1#b", i))
+	}
+	require.NoError(t, s.Park(3, want[:200]))
+	require.NoError(t, s.Park(3, want[150:])) // overlapping: stored once
+	require.NoError(t, s.Park(3, []*pb.LogEntry{entry("gw1#a", 7)}))
+	require.NoError(t, s.Park(2, []*pb.LogEntry{entry("gw1#b", 1)}))
+	require.Error(t, s.Park(3, []*pb.LogEntry{{Job: "j"}}), "an entry without origin")
+	require.Error(t, s.Park(4, want[:1]), "a partition out of range")
+	require.NoError(t, s.Close())
+
+	s, err = Open(dir, Config{Partitions: 4})
+	require.NoError(t, err)
+	defer s.Close()
+	got, err := s.Parked(3)
+	require.NoError(t, err)
+	require.Len(t, got, 301)
+	require.Equal(t, "gw1#a", got[0].Origin)
+	for i, e := range got[1:] {
+		require.True(t, proto.Equal(want[i], e), "entry %d: %v", i, e)
+	}
+	require.NoError(t, s.Unpark(3, got[:101]))
+	got, err = s.Parked(3)
+	require.NoError(t, err)
+	require.Len(t, got, 200)
+	require.Equal(t, uint64(101), got[0].OriginSeq)
+	other, err := s.Parked(2)
+	require.NoError(t, err)
+	require.Len(t, other, 1, "partitions are kept apart")
 }

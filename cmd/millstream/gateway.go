@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/millstream/millstream/actors"
+	"github.com/millstream/millstream/cluster"
 	"github.com/millstream/millstream/internal/config"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
@@ -27,7 +29,8 @@ type runningGateway struct {
 	store    *state.Store // nil with durability off
 	stateDir string
 	http     *http.Server
-	addr     string // admin API address
+	addr     string        // admin API address
+	node     *cluster.Node // nil: standalone
 }
 
 // startGateway starts a gateway, its embedded broker and the configured
@@ -101,14 +104,32 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		rg.external = append(rg.external, up)
 		outs.SetPublisher(up)
 	}
+	var ln net.Listener
 	if cfg.HttpListen != "" {
-		ln, err := net.Listen("tcp", cfg.HttpListen)
-		if err != nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.HttpListen); err != nil {
 			rg.close(ctx)
 			return nil, fmt.Errorf("admin API listen %s: %w", cfg.HttpListen, err)
 		}
 		rg.addr = ln.Addr().String()
-		rg.http = &http.Server{Handler: actors.NewAdmin(g, outs, rg.broker).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	if c := cfg.Cluster; c != nil {
+		node, err := startNode(ctx, cfg, g, outs, rg.addr, logger)
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			rg.close(ctx)
+			return nil, err
+		}
+		rg.node = node
+	}
+	if ln != nil {
+		admin := actors.NewAdmin(g, outs, rg.broker)
+		if rg.node != nil {
+			admin.SetCluster(rg.node)
+		}
+		rg.http = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = rg.http.Serve(ln) }()
 	}
 	// Jobs deployed through the admin API before a restart, then the
@@ -153,6 +174,10 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 	}
 	// Subscribe to external brokers once the jobs (and so their topics) exist.
 	for _, b := range cfg.Brokers {
+		if cfg.Cluster != nil && b.SharedGroup == "" {
+			// The gateways of a cluster split the input (README, "Cluster").
+			b.SharedGroup = "millstream"
+		}
 		e, err := actors.ConnectExternal(b, g, g.Topics, logger)
 		if err != nil {
 			rg.close(ctx)
@@ -167,6 +192,11 @@ func (rg *runningGateway) close(ctx context.Context) {
 	if rg.http != nil {
 		_ = rg.http.Shutdown(ctx)
 	}
+	if rg.node != nil {
+		// Events still being forwarded are not acknowledged: their
+		// publishers send them again, to another gateway.
+		rg.node.AbortForwards()
+	}
 	for _, e := range rg.external {
 		e.Close()
 	}
@@ -175,6 +205,10 @@ func (rg *runningGateway) close(ctx context.Context) {
 	}
 	if rg.g != nil {
 		_ = rg.g.Close(ctx)
+	}
+	if rg.node != nil {
+		// After the gateway: its last commits wait for the replicas.
+		_ = rg.node.Close()
 	}
 	_ = rg.outs.Close()
 	if rg.store != nil {
@@ -213,11 +247,47 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.brokerAddr(), "admin", rg.addr, "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
 	<-ctx.Done()
+	if rg.node != nil {
+		// A planned stop: hand every partition off before exiting.
+		drain, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		if err := rg.node.Drain(drain); err != nil {
+			logger.Error("drain incomplete; the other gateways take over the rest by failure detection", "error", err)
+		}
+		cancel()
+	}
 	stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rg.close(stop)
 	logger.Info("gateway stopped", "events", rg.g.Stats().EventsIn)
 	return nil
+}
+
+// drainTimeout bounds the hand-off of a clustered gateway's partitions
+// when it is stopped (SIGTERM, SIGINT).
+const drainTimeout = 60 * time.Second
+
+// startNode joins the cluster of cfg.Cluster.
+func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, outs *actors.Outputs, httpAddr string, logger *slog.Logger) (*cluster.Node, error) {
+	c := cfg.Cluster
+	ncfg := cluster.NodeConfig{
+		Gateway: cfg.Name, RemoteAddr: c.RemoteListen, HTTPAddr: httpAddr, Version: version,
+		Replicas: int(c.Replicas), Quorum: c.Quorum, MinorityInput: c.MinorityInput, Lease: c.Lease.AsDuration(), HandOffWait: c.HandOffWait.AsDuration(),
+		OnJob: outs.Configure, Logger: logger,
+		Membership: cluster.Config{Bind: c.GossipListen, Advertise: c.GossipAdvertise, Seeds: c.Seeds,
+			ProbeInterval: c.ProbeInterval.AsDuration(), ProbeTimeout: c.ProbeTimeout.AsDuration(),
+			GossipInterval: c.GossipInterval.AsDuration(), SuspicionMult: int(c.SuspicionMult)},
+	}
+	if ncfg.RemoteAddr == "" {
+		ncfg.RemoteAddr = "127.0.0.1:7947"
+	}
+	if c.GossipKey != "" {
+		key, err := base64.StdEncoding.DecodeString(c.GossipKey)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.gossip_key: %w", err)
+		}
+		ncfg.Membership.SecretKey = key
+	}
+	return cluster.Start(ctx, ncfg, g)
 }
 
 func (rg *runningGateway) brokerAddr() string {

@@ -19,6 +19,7 @@ Usage:
   millstream demo           a gateway, simulated devices and a sample job: one command
   millstream gateway        run one gateway from a configuration file
   millstream simulate       simulated devices publishing to an MQTT broker
+  millstream cluster status members, partition owners, replicas, epochs, replication lag
   millstream job            deploy, list, get, explain or remove jobs of a running gateway
   millstream device         list devices, show a twin, set desired properties
   millstream query run      run a query over JSON-lines files (local testing)
@@ -77,6 +78,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return simulateCmd(ctx, args[1:], stdout, stderr)
 	case "job":
 		return jobCmd(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		return clusterCmd(ctx, args[1:], stdout, stderr)
 	case "device":
 		return deviceCmd(ctx, args[1:], stdout, stderr)
 	case "query":

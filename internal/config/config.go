@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -375,6 +376,9 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 			errs = append(errs, fmt.Errorf("%w: durability.checkpoint_interval must not be negative", ErrInvalid))
 		}
 	}
+	if c := g.Cluster; c != nil {
+		errs = append(errs, validateCluster(g, c)...)
+	}
 	names := map[string]bool{}
 	for _, j := range g.Jobs {
 		if err := ValidateJob(j); err != nil {
@@ -386,4 +390,45 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 		names[j.Name] = true
 	}
 	return errors.Join(errs...)
+}
+
+func validateCluster(g *pb.GatewayConfig, c *pb.Cluster) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: cluster."+format, append([]any{ErrInvalid}, args...)...))
+	}
+	if g.Durability.GetDisabled() {
+		bad("durability.disabled is set: a cluster member needs durable state (replication ships its log)")
+	}
+	if g.Name == "" || strings.Contains(g.Name, "#") {
+		bad("a cluster member needs a name, unique in the cluster and without '#'")
+	}
+	if c.Replicas > 5 {
+		bad("replicas must be at most 5")
+	}
+	switch c.Quorum {
+	case "", "majority", "none":
+	default:
+		bad("quorum %q: majority or none", c.Quorum)
+	}
+	switch c.MinorityInput {
+	case "", "log", "refuse":
+	default:
+		bad("minority_input %q: log or refuse", c.MinorityInput)
+	}
+	if c.GossipKey != "" {
+		k, err := base64.StdEncoding.DecodeString(c.GossipKey)
+		if err != nil {
+			bad("gossip_key is not base64: %v", err)
+		} else if n := len(k); n != 16 && n != 24 && n != 32 {
+			bad("gossip_key is %d bytes: it must be 16, 24 or 32", n)
+		}
+	}
+	for name, d := range map[string]*durationpb.Duration{"probe_interval": c.ProbeInterval, "probe_timeout": c.ProbeTimeout,
+		"gossip_interval": c.GossipInterval, "lease": c.Lease, "hand_off_wait": c.HandOffWait} {
+		if d != nil && d.AsDuration() < 0 {
+			bad("%s must not be negative", name)
+		}
+	}
+	return errs
 }

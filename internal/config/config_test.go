@@ -73,3 +73,24 @@ func TestGatewayDefaults(t *testing.T) {
 	require.Equal(t, DefaultMQTTListen, g.MqttListen)
 	require.Equal(t, uint32(DefaultMaxPayloadBytes), g.MaxPayloadBytes)
 }
+
+// A cluster section is checked with the rest: every problem at once, and
+// a misspelled field with its line.
+func TestGatewayClusterValidation(t *testing.T) {
+	dir := t.TempDir()
+	load := func(yaml string) error {
+		p := filepath.Join(dir, "gw.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(yaml), 0o644))
+		_, err := LoadGateway(p)
+		return err
+	}
+	require.NoError(t, load("name: gw1\ncluster:\n  seeds: [127.0.0.1:7946]\n  probe_interval: 0.2s\n"))
+	err := load("name: gw#1\ndurability: {disabled: true}\ncluster:\n  replicas: 9\n  quorum: most\n  minority_input: drop\n  gossip_key: c2hvcnQ=\n  lease: -1s\n")
+	require.ErrorIs(t, err, ErrInvalid)
+	for _, want := range []string{"needs durable state", "without '#'", "replicas must be at most 5", `quorum "most"`, `minority_input "drop": log or refuse`, "gossip_key is 5 bytes", "lease must not be negative"} {
+		require.Contains(t, err.Error(), want)
+	}
+	err = load("name: gw1\ncluster:\n  seeds: [a]\n  probe_intervall: 1s\n")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "4:")
+}

@@ -124,6 +124,16 @@ func (g *Gateway) Start() {
 	}
 }
 
+// Pid is the process id of the running gateway (0 when none runs).
+func (g *Gateway) Pid() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil || g.cmd.Process == nil {
+		return 0
+	}
+	return g.cmd.Process.Pid
+}
+
 // Kill sends SIGKILL (kill -9) and waits for the process to end.
 func (g *Gateway) Kill() { g.signal(syscall.SIGKILL) }
 

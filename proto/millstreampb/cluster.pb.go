@@ -30,7 +30,14 @@ type NodeMeta struct {
 	// Admin API address (host:port).
 	HttpAddr string `protobuf:"bytes,2,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
 	// Millstream version.
-	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Gateway name without the incarnation (placement ranks by it).
+	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Bitmap of the partitions the gateway serves now.
+	Serving []byte `protobuf:"bytes,5,opt,name=serving,proto3" json:"serving,omitempty"`
+	// Draining: the gateway hands its partitions off and then leaves; the
+	// others place partitions without it.
+	Draining      bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,16 +93,1206 @@ func (x *NodeMeta) GetVersion() string {
 	return ""
 }
 
+func (x *NodeMeta) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NodeMeta) GetServing() []byte {
+	if x != nil {
+		return x.Serving
+	}
+	return nil
+}
+
+func (x *NodeMeta) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+// StreamMsg is one message of a gateway-to-gateway stream.
+type StreamMsg struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sender's member name (gateway name and incarnation).
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// Stream session: new for every link the sender opens, so a receiver
+	// that restarted, or a sender that did, starts counting afresh.
+	Session uint64 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
+	// 1, 2, 3... within the session; 0 for a heartbeat (no body, not
+	// acked by the stream: answered with a StreamAck carrying session).
+	Seq uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The sender's remote address: where acks go, also from a gateway that
+	// does not see the sender in its view (yet, or any more).
+	Addr string `protobuf:"bytes,4,opt,name=addr,proto3" json:"addr,omitempty"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*StreamMsg_Log
+	//	*StreamMsg_Checkpoint
+	//	*StreamMsg_Reset_
+	//	*StreamMsg_Handoff
+	//	*StreamMsg_Forward
+	//	*StreamMsg_ForwardDone
+	//	*StreamMsg_Job
+	//	*StreamMsg_HandoffRequest
+	//	*StreamMsg_StatusRequest
+	//	*StreamMsg_StatusReply
+	//	*StreamMsg_CaughtUp
+	Body          isStreamMsg_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamMsg) Reset() {
+	*x = StreamMsg{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamMsg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamMsg) ProtoMessage() {}
+
+func (x *StreamMsg) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamMsg.ProtoReflect.Descriptor instead.
+func (*StreamMsg) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamMsg) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *StreamMsg) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *StreamMsg) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamMsg) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *StreamMsg) GetBody() isStreamMsg_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetLog() *ReplLog {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Log); ok {
+			return x.Log
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetCheckpoint() *ReplCheckpoint {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetReset_() *ReplReset {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Reset_); ok {
+			return x.Reset_
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetHandoff() *HandOff {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Handoff); ok {
+			return x.Handoff
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetForward() *ForwardBatch {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Forward); ok {
+			return x.Forward
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetForwardDone() *ForwardDone {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_ForwardDone); ok {
+			return x.ForwardDone
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetJob() *JobUpdate {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Job); ok {
+			return x.Job
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetHandoffRequest() *HandOffRequest {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_HandoffRequest); ok {
+			return x.HandoffRequest
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetStatusRequest() *StatusRequest {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_StatusRequest); ok {
+			return x.StatusRequest
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetStatusReply() *StatusReply {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_StatusReply); ok {
+			return x.StatusReply
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetCaughtUp() *CaughtUp {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_CaughtUp); ok {
+			return x.CaughtUp
+		}
+	}
+	return nil
+}
+
+type isStreamMsg_Body interface {
+	isStreamMsg_Body()
+}
+
+type StreamMsg_Log struct {
+	Log *ReplLog `protobuf:"bytes,10,opt,name=log,proto3,oneof"`
+}
+
+type StreamMsg_Checkpoint struct {
+	Checkpoint *ReplCheckpoint `protobuf:"bytes,11,opt,name=checkpoint,proto3,oneof"`
+}
+
+type StreamMsg_Reset_ struct {
+	Reset_ *ReplReset `protobuf:"bytes,12,opt,name=reset,proto3,oneof"`
+}
+
+type StreamMsg_Handoff struct {
+	Handoff *HandOff `protobuf:"bytes,13,opt,name=handoff,proto3,oneof"`
+}
+
+type StreamMsg_Forward struct {
+	Forward *ForwardBatch `protobuf:"bytes,14,opt,name=forward,proto3,oneof"`
+}
+
+type StreamMsg_ForwardDone struct {
+	ForwardDone *ForwardDone `protobuf:"bytes,15,opt,name=forward_done,json=forwardDone,proto3,oneof"`
+}
+
+type StreamMsg_Job struct {
+	Job *JobUpdate `protobuf:"bytes,16,opt,name=job,proto3,oneof"`
+}
+
+type StreamMsg_HandoffRequest struct {
+	HandoffRequest *HandOffRequest `protobuf:"bytes,17,opt,name=handoff_request,json=handoffRequest,proto3,oneof"`
+}
+
+type StreamMsg_StatusRequest struct {
+	StatusRequest *StatusRequest `protobuf:"bytes,18,opt,name=status_request,json=statusRequest,proto3,oneof"`
+}
+
+type StreamMsg_StatusReply struct {
+	StatusReply *StatusReply `protobuf:"bytes,19,opt,name=status_reply,json=statusReply,proto3,oneof"`
+}
+
+type StreamMsg_CaughtUp struct {
+	CaughtUp *CaughtUp `protobuf:"bytes,20,opt,name=caught_up,json=caughtUp,proto3,oneof"`
+}
+
+func (*StreamMsg_Log) isStreamMsg_Body() {}
+
+func (*StreamMsg_Checkpoint) isStreamMsg_Body() {}
+
+func (*StreamMsg_Reset_) isStreamMsg_Body() {}
+
+func (*StreamMsg_Handoff) isStreamMsg_Body() {}
+
+func (*StreamMsg_Forward) isStreamMsg_Body() {}
+
+func (*StreamMsg_ForwardDone) isStreamMsg_Body() {}
+
+func (*StreamMsg_Job) isStreamMsg_Body() {}
+
+func (*StreamMsg_HandoffRequest) isStreamMsg_Body() {}
+
+func (*StreamMsg_StatusRequest) isStreamMsg_Body() {}
+
+func (*StreamMsg_StatusReply) isStreamMsg_Body() {}
+
+func (*StreamMsg_CaughtUp) isStreamMsg_Body() {}
+
+// StreamAck acknowledges every message of a session up to seq.
+type StreamAck struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	From    string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	Session uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
+	Seq     uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The receiver does not know the session (it dropped the sender as dead
+	// meanwhile): the sender starts a new session and resends.
+	Unknown       bool `protobuf:"varint,4,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamAck) Reset() {
+	*x = StreamAck{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamAck) ProtoMessage() {}
+
+func (x *StreamAck) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamAck.ProtoReflect.Descriptor instead.
+func (*StreamAck) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamAck) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *StreamAck) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *StreamAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamAck) GetUnknown() bool {
+	if x != nil {
+		return x.Unknown
+	}
+	return false
+}
+
+// ReplGroup is a run of one partition's log entries, first_seq onwards.
+type ReplGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	FirstSeq      uint64                 `protobuf:"varint,3,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	Entries       []*LogEntry            `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplGroup) Reset() {
+	*x = ReplGroup{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplGroup) ProtoMessage() {}
+
+func (x *ReplGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplGroup.ProtoReflect.Descriptor instead.
+func (*ReplGroup) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplGroup) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplGroup) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ReplGroup) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *ReplGroup) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// ReplLog is one group commit's share for one replica.
+type ReplLog struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*ReplGroup           `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplLog) Reset() {
+	*x = ReplLog{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplLog) ProtoMessage() {}
+
+func (x *ReplLog) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplLog.ProtoReflect.Descriptor instead.
+func (*ReplLog) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReplLog) GetGroups() []*ReplGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// ReplCheckpoint is a safe checkpoint for a replica.
+type ReplCheckpoint struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Safe      *SafeCheckpoint        `protobuf:"bytes,2,opt,name=safe,proto3" json:"safe,omitempty"`
+	// The sender's epoch for the partition (safe.epoch is the one the
+	// checkpoint was taken in).
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplCheckpoint) Reset() {
+	*x = ReplCheckpoint{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplCheckpoint) ProtoMessage() {}
+
+func (x *ReplCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplCheckpoint.ProtoReflect.Descriptor instead.
+func (*ReplCheckpoint) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReplCheckpoint) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplCheckpoint) GetSafe() *SafeCheckpoint {
+	if x != nil {
+		return x.Safe
+	}
+	return nil
+}
+
+func (x *ReplCheckpoint) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// ReplReset starts a catch-up: the replica drops what it holds of the
+// partition; the safe checkpoint and the log after it follow.
+type ReplReset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplReset) Reset() {
+	*x = ReplReset{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplReset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplReset) ProtoMessage() {}
+
+func (x *ReplReset) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplReset.ProtoReflect.Descriptor instead.
+func (*ReplReset) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReplReset) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplReset) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// CaughtUp ends a catch-up: the replica holds everything the owner had
+// when it started, and the stream since.
+type CaughtUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaughtUp) Reset() {
+	*x = CaughtUp{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaughtUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaughtUp) ProtoMessage() {}
+
+func (x *CaughtUp) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
+func (*CaughtUp) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CaughtUp) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+// HandOff gives a partition to the receiver, which has everything before
+// it in the stream: it serves the partition from epoch + 1.
+type HandOff struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastSeq       uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandOff) Reset() {
+	*x = HandOff{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandOff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandOff) ProtoMessage() {}
+
+func (x *HandOff) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandOff.ProtoReflect.Descriptor instead.
+func (*HandOff) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HandOff) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *HandOff) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HandOff) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+// HandOffRequest asks a holder of a partition that nobody serves to
+// catch the sender up and hand the partition to it.
+type HandOffRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandOffRequest) Reset() {
+	*x = HandOffRequest{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandOffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandOffRequest) ProtoMessage() {}
+
+func (x *HandOffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandOffRequest.ProtoReflect.Descriptor instead.
+func (*HandOffRequest) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *HandOffRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+// ForwardBatch carries events of a partition the sender does not serve to
+// the gateway that does; origin_seq numbers them per (origin, partition).
+type ForwardBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Entries       []*LogEntry            `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardBatch) Reset() {
+	*x = ForwardBatch{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardBatch) ProtoMessage() {}
+
+func (x *ForwardBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardBatch.ProtoReflect.Descriptor instead.
+func (*ForwardBatch) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ForwardBatch) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ForwardBatch) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardBatch) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// ForwardDone answers a ForwardBatch: logged (and replicated), or refused
+// because the receiver does not serve the partition (the sender retries).
+type ForwardDone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Refused       bool                   `protobuf:"varint,2,opt,name=refused,proto3" json:"refused,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardDone) Reset() {
+	*x = ForwardDone{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardDone) ProtoMessage() {}
+
+func (x *ForwardDone) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardDone.ProtoReflect.Descriptor instead.
+func (*ForwardDone) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ForwardDone) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardDone) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
+}
+
+func (x *ForwardDone) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// JobUpdate deploys or removes a job on every gateway.
+type JobUpdate struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Job     *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Removed string                 `protobuf:"bytes,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	// Deploy time in Unix nanoseconds on the gateway that took it, then that
+	// gateway's name: the newest update of a job name wins everywhere.
+	Version       int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Origin        string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobUpdate) Reset() {
+	*x = JobUpdate{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobUpdate) ProtoMessage() {}
+
+func (x *JobUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobUpdate.ProtoReflect.Descriptor instead.
+func (*JobUpdate) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *JobUpdate) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *JobUpdate) GetRemoved() string {
+	if x != nil {
+		return x.Removed
+	}
+	return ""
+}
+
+func (x *JobUpdate) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *JobUpdate) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+// StatusRequest asks a gateway what it holds of each partition.
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StatusRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// PartitionHolding is what one gateway holds of one partition.
+type PartitionHolding struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Serving   bool                   `protobuf:"varint,2,opt,name=serving,proto3" json:"serving,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastSeq   uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// A replica that received a catch-up and the stream since.
+	Replica       bool `protobuf:"varint,5,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionHolding) Reset() {
+	*x = PartitionHolding{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionHolding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionHolding) ProtoMessage() {}
+
+func (x *PartitionHolding) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionHolding.ProtoReflect.Descriptor instead.
+func (*PartitionHolding) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PartitionHolding) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionHolding) GetServing() bool {
+	if x != nil {
+		return x.Serving
+	}
+	return false
+}
+
+func (x *PartitionHolding) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PartitionHolding) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *PartitionHolding) GetReplica() bool {
+	if x != nil {
+		return x.Replica
+	}
+	return false
+}
+
+// StatusReply answers a StatusRequest.
+type StatusReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Partitions    []*PartitionHolding    `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusReply) Reset() {
+	*x = StatusReply{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusReply) ProtoMessage() {}
+
+func (x *StatusReply) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
+func (*StatusReply) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StatusReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StatusReply) GetPartitions() []*PartitionHolding {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
 var File_millstream_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmillstream/v1/cluster.proto\x12\rmillstream.v1\"b\n" +
+	"\x1bmillstream/v1/cluster.proto\x12\rmillstream.v1\x1a\x19millstream/v1/state.proto\x1a\x17millstream/v1/job.proto\"\xb2\x01\n" +
 	"\bNodeMeta\x12\x1f\n" +
 	"\vremote_addr\x18\x01 \x01(\tR\n" +
 	"remoteAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x02 \x01(\tR\bhttpAddr\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\tR\aversionBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x18\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\x12\x18\n" +
+	"\aserving\x18\x05 \x01(\fR\aserving\x12\x1a\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\"\xec\x05\n" +
+	"\tStreamMsg\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
+	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04addr\x18\x04 \x01(\tR\x04addr\x12*\n" +
+	"\x03log\x18\n" +
+	" \x01(\v2\x16.millstream.v1.ReplLogH\x00R\x03log\x12?\n" +
+	"\n" +
+	"checkpoint\x18\v \x01(\v2\x1d.millstream.v1.ReplCheckpointH\x00R\n" +
+	"checkpoint\x120\n" +
+	"\x05reset\x18\f \x01(\v2\x18.millstream.v1.ReplResetH\x00R\x05reset\x122\n" +
+	"\ahandoff\x18\r \x01(\v2\x16.millstream.v1.HandOffH\x00R\ahandoff\x127\n" +
+	"\aforward\x18\x0e \x01(\v2\x1b.millstream.v1.ForwardBatchH\x00R\aforward\x12?\n" +
+	"\fforward_done\x18\x0f \x01(\v2\x1a.millstream.v1.ForwardDoneH\x00R\vforwardDone\x12,\n" +
+	"\x03job\x18\x10 \x01(\v2\x18.millstream.v1.JobUpdateH\x00R\x03job\x12H\n" +
+	"\x0fhandoff_request\x18\x11 \x01(\v2\x1d.millstream.v1.HandOffRequestH\x00R\x0ehandoffRequest\x12E\n" +
+	"\x0estatus_request\x18\x12 \x01(\v2\x1c.millstream.v1.StatusRequestH\x00R\rstatusRequest\x12?\n" +
+	"\fstatus_reply\x18\x13 \x01(\v2\x1a.millstream.v1.StatusReplyH\x00R\vstatusReply\x126\n" +
+	"\tcaught_up\x18\x14 \x01(\v2\x17.millstream.v1.CaughtUpH\x00R\bcaughtUpB\x06\n" +
+	"\x04body\"e\n" +
+	"\tStreamAck\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
+	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x18\n" +
+	"\aunknown\x18\x04 \x01(\bR\aunknown\"\x8f\x01\n" +
+	"\tReplGroup\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tfirst_seq\x18\x03 \x01(\x04R\bfirstSeq\x121\n" +
+	"\aentries\x18\x04 \x03(\v2\x17.millstream.v1.LogEntryR\aentries\";\n" +
+	"\aReplLog\x120\n" +
+	"\x06groups\x18\x01 \x03(\v2\x18.millstream.v1.ReplGroupR\x06groups\"w\n" +
+	"\x0eReplCheckpoint\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x121\n" +
+	"\x04safe\x18\x02 \x01(\v2\x1d.millstream.v1.SafeCheckpointR\x04safe\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"?\n" +
+	"\tReplReset\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"(\n" +
+	"\bCaughtUp\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\"X\n" +
+	"\aHandOff\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\".\n" +
+	"\x0eHandOffRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\"o\n" +
+	"\fForwardBatch\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x121\n" +
+	"\aentries\x18\x03 \x03(\v2\x17.millstream.v1.LogEntryR\aentries\"M\n" +
+	"\vForwardDone\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\arefused\x18\x02 \x01(\bR\arefused\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"}\n" +
+	"\tJobUpdate\x12$\n" +
+	"\x03job\x18\x01 \x01(\v2\x12.millstream.v1.JobR\x03job\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\tR\aremoved\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\"\x1f\n" +
+	"\rStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\x95\x01\n" +
+	"\x10PartitionHolding\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x18\n" +
+	"\aserving\x18\x02 \x01(\bR\aserving\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x18\n" +
+	"\areplica\x18\x05 \x01(\bR\areplica\"^\n" +
+	"\vStatusReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12?\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x1f.millstream.v1.PartitionHoldingR\n" +
+	"partitionsBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_cluster_proto_rawDescOnce sync.Once
@@ -109,16 +1306,51 @@ func file_millstream_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_cluster_proto_rawDescData
 }
 
-var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_millstream_v1_cluster_proto_goTypes = []any{
-	(*NodeMeta)(nil), // 0: millstream.v1.NodeMeta
+	(*NodeMeta)(nil),         // 0: millstream.v1.NodeMeta
+	(*StreamMsg)(nil),        // 1: millstream.v1.StreamMsg
+	(*StreamAck)(nil),        // 2: millstream.v1.StreamAck
+	(*ReplGroup)(nil),        // 3: millstream.v1.ReplGroup
+	(*ReplLog)(nil),          // 4: millstream.v1.ReplLog
+	(*ReplCheckpoint)(nil),   // 5: millstream.v1.ReplCheckpoint
+	(*ReplReset)(nil),        // 6: millstream.v1.ReplReset
+	(*CaughtUp)(nil),         // 7: millstream.v1.CaughtUp
+	(*HandOff)(nil),          // 8: millstream.v1.HandOff
+	(*HandOffRequest)(nil),   // 9: millstream.v1.HandOffRequest
+	(*ForwardBatch)(nil),     // 10: millstream.v1.ForwardBatch
+	(*ForwardDone)(nil),      // 11: millstream.v1.ForwardDone
+	(*JobUpdate)(nil),        // 12: millstream.v1.JobUpdate
+	(*StatusRequest)(nil),    // 13: millstream.v1.StatusRequest
+	(*PartitionHolding)(nil), // 14: millstream.v1.PartitionHolding
+	(*StatusReply)(nil),      // 15: millstream.v1.StatusReply
+	(*LogEntry)(nil),         // 16: millstream.v1.LogEntry
+	(*SafeCheckpoint)(nil),   // 17: millstream.v1.SafeCheckpoint
+	(*Job)(nil),              // 18: millstream.v1.Job
 }
 var file_millstream_v1_cluster_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	4,  // 0: millstream.v1.StreamMsg.log:type_name -> millstream.v1.ReplLog
+	5,  // 1: millstream.v1.StreamMsg.checkpoint:type_name -> millstream.v1.ReplCheckpoint
+	6,  // 2: millstream.v1.StreamMsg.reset:type_name -> millstream.v1.ReplReset
+	8,  // 3: millstream.v1.StreamMsg.handoff:type_name -> millstream.v1.HandOff
+	10, // 4: millstream.v1.StreamMsg.forward:type_name -> millstream.v1.ForwardBatch
+	11, // 5: millstream.v1.StreamMsg.forward_done:type_name -> millstream.v1.ForwardDone
+	12, // 6: millstream.v1.StreamMsg.job:type_name -> millstream.v1.JobUpdate
+	9,  // 7: millstream.v1.StreamMsg.handoff_request:type_name -> millstream.v1.HandOffRequest
+	13, // 8: millstream.v1.StreamMsg.status_request:type_name -> millstream.v1.StatusRequest
+	15, // 9: millstream.v1.StreamMsg.status_reply:type_name -> millstream.v1.StatusReply
+	7,  // 10: millstream.v1.StreamMsg.caught_up:type_name -> millstream.v1.CaughtUp
+	16, // 11: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
+	3,  // 12: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
+	17, // 13: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
+	16, // 14: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
+	18, // 15: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
+	14, // 16: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_cluster_proto_init() }
@@ -126,13 +1358,28 @@ func file_millstream_v1_cluster_proto_init() {
 	if File_millstream_v1_cluster_proto != nil {
 		return
 	}
+	file_millstream_v1_state_proto_init()
+	file_millstream_v1_job_proto_init()
+	file_millstream_v1_cluster_proto_msgTypes[1].OneofWrappers = []any{
+		(*StreamMsg_Log)(nil),
+		(*StreamMsg_Checkpoint)(nil),
+		(*StreamMsg_Reset_)(nil),
+		(*StreamMsg_Handoff)(nil),
+		(*StreamMsg_Forward)(nil),
+		(*StreamMsg_ForwardDone)(nil),
+		(*StreamMsg_Job)(nil),
+		(*StreamMsg_HandoffRequest)(nil),
+		(*StreamMsg_StatusRequest)(nil),
+		(*StreamMsg_StatusReply)(nil),
+		(*StreamMsg_CaughtUp)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_cluster_proto_rawDesc), len(file_millstream_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -753,10 +753,13 @@ type GatewayConfig struct {
 	// Durable state (ingest log, checkpoints, outboxes) under data_dir.
 	Durability *Durability `protobuf:"bytes,10,opt,name=durability,proto3" json:"durability,omitempty"`
 	// A payload field carrying a per-device message sequence number. An
-	// event whose number is not above the device's last one for the same
-	// input is a duplicate (an MQTT QoS 1 resend): dropped and counted.
+	// event whose number was seen for the same input, or is 1,024 or more
+	// below the highest seen, is a duplicate (an MQTT QoS 1 resend):
+	// dropped and counted. A late number not seen before is taken.
 	// Empty (default): no duplicate detection.
 	SequenceField string `protobuf:"bytes,11,opt,name=sequence_field,json=sequenceField,proto3" json:"sequence_field,omitempty"`
+	// Cluster membership; unset: a standalone gateway.
+	Cluster       *Cluster `protobuf:"bytes,12,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -868,6 +871,189 @@ func (x *GatewayConfig) GetSequenceField() string {
 	return ""
 }
 
+func (x *GatewayConfig) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+// Cluster makes the gateway one member of an active-active cluster
+// (README, "Cluster").
+type Cluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gossip address (TCP and UDP). Default 127.0.0.1:7946.
+	GossipListen string `protobuf:"bytes,1,opt,name=gossip_listen,json=gossipListen,proto3" json:"gossip_listen,omitempty"`
+	// Address the other gateways reach this one's gossip at (default
+	// gossip_listen).
+	GossipAdvertise string `protobuf:"bytes,2,opt,name=gossip_advertise,json=gossipAdvertise,proto3" json:"gossip_advertise,omitempty"`
+	// Gossip addresses of gateways to join through; empty: this gateway
+	// starts the cluster.
+	Seeds []string `protobuf:"bytes,3,rep,name=seeds,proto3" json:"seeds,omitempty"`
+	// Address for forwarded input and replication between gateways
+	// (protoactor remote over gRPC). Default 127.0.0.1:7947.
+	RemoteListen string `protobuf:"bytes,4,opt,name=remote_listen,json=remoteListen,proto3" json:"remote_listen,omitempty"`
+	// Gateways holding each partition, owner included (default 2).
+	Replicas uint32 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Split-brain policy: "majority" (default): a gateway serves partitions
+	// only while it hears from a majority of the gateways it has known;
+	// "none": always (a network split may then have two gateways serve a
+	// partition).
+	Quorum string `protobuf:"bytes,6,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// Base64 key (16, 24 or 32 bytes) that encrypts gossip; empty: plain.
+	GossipKey string `protobuf:"bytes,7,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
+	// Failure detection (defaults: memberlist's LAN settings, which declare
+	// a crashed gateway dead in about 6-7 s). Tuned for a LAN, e.g.
+	// probe_interval 200ms, probe_timeout 100ms, suspicion_mult 2: about 1-2 s.
+	ProbeInterval  *durationpb.Duration `protobuf:"bytes,8,opt,name=probe_interval,json=probeInterval,proto3" json:"probe_interval,omitempty"`
+	ProbeTimeout   *durationpb.Duration `protobuf:"bytes,9,opt,name=probe_timeout,json=probeTimeout,proto3" json:"probe_timeout,omitempty"`
+	GossipInterval *durationpb.Duration `protobuf:"bytes,10,opt,name=gossip_interval,json=gossipInterval,proto3" json:"gossip_interval,omitempty"`
+	SuspicionMult  uint32               `protobuf:"varint,11,opt,name=suspicion_mult,json=suspicionMult,proto3" json:"suspicion_mult,omitempty"`
+	// Longest a gateway goes without hearing from a majority before it
+	// stops serving and delivering (default 3 probe intervals, at least 1s).
+	Lease *durationpb.Duration `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
+	// Longest a planned hand-off waits for the partition's rows to be
+	// delivered (default 10s).
+	HandOffWait *durationpb.Duration `protobuf:"bytes,13,opt,name=hand_off_wait,json=handOffWait,proto3" json:"hand_off_wait,omitempty"`
+	// What a gateway cut off from the majority (quorum "majority") does
+	// with the input its devices publish: "log" (default): it stores each
+	// event on its own disk, acknowledges it, and forwards it to the
+	// partition's gateway once the cluster is whole again (held on one disk
+	// only until then); "refuse": it does not acknowledge, and publishers
+	// resend, to it or to another gateway.
+	MinorityInput string `protobuf:"bytes,14,opt,name=minority_input,json=minorityInput,proto3" json:"minority_input,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cluster) Reset() {
+	*x = Cluster{}
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cluster) ProtoMessage() {}
+
+func (x *Cluster) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
+func (*Cluster) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Cluster) GetGossipListen() string {
+	if x != nil {
+		return x.GossipListen
+	}
+	return ""
+}
+
+func (x *Cluster) GetGossipAdvertise() string {
+	if x != nil {
+		return x.GossipAdvertise
+	}
+	return ""
+}
+
+func (x *Cluster) GetSeeds() []string {
+	if x != nil {
+		return x.Seeds
+	}
+	return nil
+}
+
+func (x *Cluster) GetRemoteListen() string {
+	if x != nil {
+		return x.RemoteListen
+	}
+	return ""
+}
+
+func (x *Cluster) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *Cluster) GetQuorum() string {
+	if x != nil {
+		return x.Quorum
+	}
+	return ""
+}
+
+func (x *Cluster) GetGossipKey() string {
+	if x != nil {
+		return x.GossipKey
+	}
+	return ""
+}
+
+func (x *Cluster) GetProbeInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ProbeInterval
+	}
+	return nil
+}
+
+func (x *Cluster) GetProbeTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ProbeTimeout
+	}
+	return nil
+}
+
+func (x *Cluster) GetGossipInterval() *durationpb.Duration {
+	if x != nil {
+		return x.GossipInterval
+	}
+	return nil
+}
+
+func (x *Cluster) GetSuspicionMult() uint32 {
+	if x != nil {
+		return x.SuspicionMult
+	}
+	return 0
+}
+
+func (x *Cluster) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *Cluster) GetHandOffWait() *durationpb.Duration {
+	if x != nil {
+		return x.HandOffWait
+	}
+	return nil
+}
+
+func (x *Cluster) GetMinorityInput() string {
+	if x != nil {
+		return x.MinorityInput
+	}
+	return ""
+}
+
 // Durability configures the gateway's Pebble store.
 type Durability struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -887,7 +1073,7 @@ type Durability struct {
 
 func (x *Durability) Reset() {
 	*x = Durability{}
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1085,7 @@ func (x *Durability) String() string {
 func (*Durability) ProtoMessage() {}
 
 func (x *Durability) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1098,7 @@ func (x *Durability) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Durability.ProtoReflect.Descriptor instead.
 func (*Durability) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Durability) GetDisabled() bool {
@@ -955,15 +1141,20 @@ type ExternalBroker struct {
 	Qos *uint32 `protobuf:"varint,5,opt,name=qos,proto3,oneof" json:"qos,omitempty"`
 	// Topic filters to subscribe to; default: the topics of the deployed
 	// jobs' inputs.
-	Topics        []string `protobuf:"bytes,6,rep,name=topics,proto3" json:"topics,omitempty"`
-	Tls           *TLS     `protobuf:"bytes,7,opt,name=tls,proto3" json:"tls,omitempty"`
+	Topics []string `protobuf:"bytes,6,rep,name=topics,proto3" json:"topics,omitempty"`
+	Tls    *TLS     `protobuf:"bytes,7,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Subscribe as "$share/<group>/<filter>" (MQTT shared subscription:
+	// mosquitto 1.6+, EMQX, HiveMQ) so that the gateways of a cluster split
+	// the input instead of each receiving all of it. Default: "millstream"
+	// for a gateway in a cluster, none otherwise; "-" turns it off.
+	SharedGroup   string `protobuf:"bytes,8,opt,name=shared_group,json=sharedGroup,proto3" json:"shared_group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExternalBroker) Reset() {
 	*x = ExternalBroker{}
-	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1166,7 @@ func (x *ExternalBroker) String() string {
 func (*ExternalBroker) ProtoMessage() {}
 
 func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1179,7 @@ func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBroker.ProtoReflect.Descriptor instead.
 func (*ExternalBroker) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExternalBroker) GetUrl() string {
@@ -1040,6 +1231,13 @@ func (x *ExternalBroker) GetTls() *TLS {
 	return nil
 }
 
+func (x *ExternalBroker) GetSharedGroup() string {
+	if x != nil {
+		return x.SharedGroup
+	}
+	return ""
+}
+
 type TLS struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	CaFile             string                 `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
@@ -1052,7 +1250,7 @@ type TLS struct {
 
 func (x *TLS) Reset() {
 	*x = TLS{}
-	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	mi := &file_millstream_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1262,7 @@ func (x *TLS) String() string {
 func (*TLS) ProtoMessage() {}
 
 func (x *TLS) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	mi := &file_millstream_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1275,7 @@ func (x *TLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLS.ProtoReflect.Descriptor instead.
 func (*TLS) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TLS) GetCaFile() string {
@@ -1168,7 +1366,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x16out_of_order_tolerance\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x13outOfOrderTolerance\x12-\n" +
 	"\x13out_of_order_policy\x18\x03 \x01(\tR\x10outOfOrderPolicy\x12/\n" +
 	"\x13compatibility_level\x18\x04 \x01(\tR\x12compatibilityLevel\x12(\n" +
-	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xca\x03\n" +
+	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xfc\x03\n" +
 	"\rGatewayConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12\x1f\n" +
@@ -1187,13 +1385,31 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"durability\x18\n" +
 	" \x01(\v2\x19.millstream.v1.DurabilityR\n" +
 	"durability\x12%\n" +
-	"\x0esequence_field\x18\v \x01(\tR\rsequenceField\"\xcd\x01\n" +
+	"\x0esequence_field\x18\v \x01(\tR\rsequenceField\x120\n" +
+	"\acluster\x18\f \x01(\v2\x16.millstream.v1.ClusterR\acluster\"\xeb\x04\n" +
+	"\aCluster\x12#\n" +
+	"\rgossip_listen\x18\x01 \x01(\tR\fgossipListen\x12)\n" +
+	"\x10gossip_advertise\x18\x02 \x01(\tR\x0fgossipAdvertise\x12\x14\n" +
+	"\x05seeds\x18\x03 \x03(\tR\x05seeds\x12#\n" +
+	"\rremote_listen\x18\x04 \x01(\tR\fremoteListen\x12\x1a\n" +
+	"\breplicas\x18\x05 \x01(\rR\breplicas\x12\x16\n" +
+	"\x06quorum\x18\x06 \x01(\tR\x06quorum\x12\x1d\n" +
+	"\n" +
+	"gossip_key\x18\a \x01(\tR\tgossipKey\x12@\n" +
+	"\x0eprobe_interval\x18\b \x01(\v2\x19.google.protobuf.DurationR\rprobeInterval\x12>\n" +
+	"\rprobe_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\fprobeTimeout\x12B\n" +
+	"\x0fgossip_interval\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0egossipInterval\x12%\n" +
+	"\x0esuspicion_mult\x18\v \x01(\rR\rsuspicionMult\x12/\n" +
+	"\x05lease\x18\f \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12=\n" +
+	"\rhand_off_wait\x18\r \x01(\v2\x19.google.protobuf.DurationR\vhandOffWait\x12%\n" +
+	"\x0eminority_input\x18\x0e \x01(\tR\rminorityInput\"\xcd\x01\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12>\n" +
 	"\rsync_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fsyncInterval\x12\x17\n" +
 	"\ano_sync\x18\x03 \x01(\bR\x06noSync\x12J\n" +
-	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\"\xd4\x01\n" +
+	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\"\xf7\x01\n" +
 	"\x0eExternalBroker\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
@@ -1201,7 +1417,8 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\bpassword\x18\x04 \x01(\tR\bpassword\x12\x15\n" +
 	"\x03qos\x18\x05 \x01(\rH\x00R\x03qos\x88\x01\x01\x12\x16\n" +
 	"\x06topics\x18\x06 \x03(\tR\x06topics\x12$\n" +
-	"\x03tls\x18\a \x01(\v2\x12.millstream.v1.TLSR\x03tlsB\x06\n" +
+	"\x03tls\x18\a \x01(\v2\x12.millstream.v1.TLSR\x03tls\x12!\n" +
+	"\fshared_group\x18\b \x01(\tR\vsharedGroupB\x06\n" +
 	"\x04_qos\"\x88\x01\n" +
 	"\x03TLS\x12\x17\n" +
 	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1b\n" +
@@ -1221,7 +1438,7 @@ func file_millstream_v1_job_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_job_proto_rawDescData
 }
 
-var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_millstream_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                 // 0: millstream.v1.Job
 	(*JobInput)(nil),            // 1: millstream.v1.JobInput
@@ -1233,15 +1450,16 @@ var file_millstream_v1_job_proto_goTypes = []any{
 	(*LogSink)(nil),             // 7: millstream.v1.LogSink
 	(*EventPolicy)(nil),         // 8: millstream.v1.EventPolicy
 	(*GatewayConfig)(nil),       // 9: millstream.v1.GatewayConfig
-	(*Durability)(nil),          // 10: millstream.v1.Durability
-	(*ExternalBroker)(nil),      // 11: millstream.v1.ExternalBroker
-	(*TLS)(nil),                 // 12: millstream.v1.TLS
-	nil,                         // 13: millstream.v1.HttpSink.HeadersEntry
-	(*Plan)(nil),                // 14: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
+	(*Cluster)(nil),             // 10: millstream.v1.Cluster
+	(*Durability)(nil),          // 11: millstream.v1.Durability
+	(*ExternalBroker)(nil),      // 12: millstream.v1.ExternalBroker
+	(*TLS)(nil),                 // 13: millstream.v1.TLS
+	nil,                         // 14: millstream.v1.HttpSink.HeadersEntry
+	(*Plan)(nil),                // 15: millstream.v1.Plan
+	(*durationpb.Duration)(nil), // 16: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
-	14, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
+	15, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
 	8,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
@@ -1250,25 +1468,31 @@ var file_millstream_v1_job_proto_depIdxs = []int32{
 	7,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
 	4,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
 	3,  // 8: millstream.v1.JobOutput.delivery:type_name -> millstream.v1.Delivery
-	15, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
-	15, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
-	15, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
-	15, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
-	13, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
-	15, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	15, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	16, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
+	16, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
+	16, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
+	16, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
+	14, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
+	16, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	16, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
 	0,  // 16: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	11, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
-	11, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
-	10, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
-	15, // 20: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
-	15, // 21: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
-	12, // 22: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	12, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	12, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	11, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
+	10, // 20: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
+	16, // 21: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
+	16, // 22: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
+	16, // 23: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
+	16, // 24: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
+	16, // 25: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
+	16, // 26: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
+	16, // 27: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
+	13, // 28: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }
@@ -1283,14 +1507,14 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Log)(nil),
 		(*JobOutput_Http)(nil),
 	}
-	file_millstream_v1_job_proto_msgTypes[11].OneofWrappers = []any{}
+	file_millstream_v1_job_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_job_proto_rawDesc), len(file_millstream_v1_job_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

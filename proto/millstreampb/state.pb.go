@@ -44,7 +44,12 @@ type LogEntry struct {
 	SourceIndex uint32 `protobuf:"varint,10,opt,name=source_index,json=sourceIndex,proto3" json:"source_index,omitempty"`
 	// A marker from a source partition: no event, only "everything up to
 	// source_seq is here", so the source may truncate its log.
-	Mark          bool `protobuf:"varint,11,opt,name=mark,proto3" json:"mark,omitempty"`
+	Mark bool `protobuf:"varint,11,opt,name=mark,proto3" json:"mark,omitempty"`
+	// Cluster: an event forwarded by another gateway carries that gateway's
+	// incarnation and its per-partition sequence, so the partition applies
+	// a resend once (also after a fail-over).
+	Origin        string `protobuf:"bytes,12,opt,name=origin,proto3" json:"origin,omitempty"`
+	OriginSeq     uint64 `protobuf:"varint,13,opt,name=origin_seq,json=originSeq,proto3" json:"origin_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +161,20 @@ func (x *LogEntry) GetMark() bool {
 	return false
 }
 
+func (x *LogEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *LogEntry) GetOriginSeq() uint64 {
+	if x != nil {
+		return x.OriginSeq
+	}
+	return 0
+}
+
 // DeviceState is a device's entry in a checkpoint.
 type DeviceState struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -164,10 +183,14 @@ type DeviceState struct {
 	Online   bool                   `protobuf:"varint,3,opt,name=online,proto3" json:"online,omitempty"`
 	Messages uint64                 `protobuf:"varint,4,opt,name=messages,proto3" json:"messages,omitempty"`
 	Reported []byte                 `protobuf:"bytes,5,opt,name=reported,proto3" json:"reported,omitempty"`
-	// Last sequence number per job input, for duplicate detection.
-	Sequences     map[string]uint64 `protobuf:"bytes,6,rep,name=sequences,proto3" json:"sequences,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Highest sequence number per job input, for duplicate detection.
+	Sequences map[string]uint64 `protobuf:"bytes,6,rep,name=sequences,proto3" json:"sequences,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Per job input where numbers below the highest are missing: which of
+	// the 1,024 at and below it were seen (bit a: highest - a), 128 bytes
+	// little-endian. Absent: all were.
+	SequenceWindows map[string][]byte `protobuf:"bytes,7,rep,name=sequence_windows,json=sequenceWindows,proto3" json:"sequence_windows,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DeviceState) Reset() {
@@ -242,6 +265,13 @@ func (x *DeviceState) GetSequences() map[string]uint64 {
 	return nil
 }
 
+func (x *DeviceState) GetSequenceWindows() map[string][]byte {
+	if x != nil {
+		return x.SequenceWindows
+	}
+	return nil
+}
+
 // Checkpoint is a consistent snapshot of one partition, taken after the
 // log entry at log_position was applied. Recovery loads it and replays
 // the log after log_position.
@@ -261,8 +291,10 @@ type Checkpoint struct {
 	// partition.
 	Forwarded      map[uint32]uint64 `protobuf:"bytes,7,rep,name=forwarded,proto3" json:"forwarded,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	ForwardedIndex map[uint32]uint32 `protobuf:"bytes,8,rep,name=forwarded_index,json=forwardedIndex,proto3" json:"forwarded_index,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Cluster: the last origin_seq applied per origin gateway incarnation.
+	Origins       map[string]uint64 `protobuf:"bytes,9,rep,name=origins,proto3" json:"origins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Checkpoint) Reset() {
@@ -351,6 +383,78 @@ func (x *Checkpoint) GetForwardedIndex() map[uint32]uint32 {
 	return nil
 }
 
+func (x *Checkpoint) GetOrigins() map[string]uint64 {
+	if x != nil {
+		return x.Origins
+	}
+	return nil
+}
+
+// SafeCheckpoint is a checkpoint all of whose output rows had been
+// delivered when it was sent to the replicas: a gateway that takes the
+// partition over starts from it (and re-emits the rows after it).
+type SafeCheckpoint struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint *Checkpoint            `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The log may be truncated through this position (at most the
+	// checkpoint's, less while partition 0 has not logged what it forwarded).
+	Through       uint64 `protobuf:"varint,2,opt,name=through,proto3" json:"through,omitempty"`
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SafeCheckpoint) Reset() {
+	*x = SafeCheckpoint{}
+	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SafeCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SafeCheckpoint) ProtoMessage() {}
+
+func (x *SafeCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SafeCheckpoint.ProtoReflect.Descriptor instead.
+func (*SafeCheckpoint) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SafeCheckpoint) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *SafeCheckpoint) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+func (x *SafeCheckpoint) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // OutboxEntry is one output row waiting for delivery.
 type OutboxEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -360,14 +464,17 @@ type OutboxEntry struct {
 	// MQTT topic (placeholders filled in), for MQTT outputs.
 	Topic string `protobuf:"bytes,3,opt,name=topic,proto3" json:"topic,omitempty"`
 	// Wall-clock ticks when it entered the outbox (time-to-live).
-	Enqueued      int64 `protobuf:"varint,4,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	Enqueued int64 `protobuf:"varint,4,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	// Durable mode: the partition that emitted it (a clustered gateway
+	// that loses a partition to another drops its undelivered rows).
+	Partition     *uint32 `protobuf:"varint,5,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutboxEntry) Reset() {
 	*x = OutboxEntry{}
-	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	mi := &file_millstream_v1_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +486,7 @@ func (x *OutboxEntry) String() string {
 func (*OutboxEntry) ProtoMessage() {}
 
 func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	mi := &file_millstream_v1_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +499,7 @@ func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
 func (*OutboxEntry) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *OutboxEntry) GetId() string {
@@ -423,11 +530,18 @@ func (x *OutboxEntry) GetEnqueued() int64 {
 	return 0
 }
 
+func (x *OutboxEntry) GetPartition() uint32 {
+	if x != nil && x.Partition != nil {
+		return *x.Partition
+	}
+	return 0
+}
+
 var File_millstream_v1_state_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x19millstream/v1/state.proto\x12\rmillstream.v1\"\xb1\x02\n" +
+	"\x19millstream/v1/state.proto\x12\rmillstream.v1\"\xe8\x02\n" +
 	"\bLogEntry\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\tR\x05input\x12\x16\n" +
@@ -441,17 +555,24 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\tforwarded\x18\t \x01(\bR\tforwarded\x12!\n" +
 	"\fsource_index\x18\n" +
 	" \x01(\rR\vsourceIndex\x12\x12\n" +
-	"\x04mark\x18\v \x01(\bR\x04mark\"\x91\x02\n" +
+	"\x04mark\x18\v \x01(\bR\x04mark\x12\x16\n" +
+	"\x06origin\x18\f \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"origin_seq\x18\r \x01(\x04R\toriginSeq\"\xb1\x03\n" +
 	"\vDeviceState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tlast_seen\x18\x02 \x01(\x03R\blastSeen\x12\x16\n" +
 	"\x06online\x18\x03 \x01(\bR\x06online\x12\x1a\n" +
 	"\bmessages\x18\x04 \x01(\x04R\bmessages\x12\x1a\n" +
 	"\breported\x18\x05 \x01(\fR\breported\x12G\n" +
-	"\tsequences\x18\x06 \x03(\v2).millstream.v1.DeviceState.SequencesEntryR\tsequences\x1a<\n" +
+	"\tsequences\x18\x06 \x03(\v2).millstream.v1.DeviceState.SequencesEntryR\tsequences\x12Z\n" +
+	"\x10sequence_windows\x18\a \x03(\v2/.millstream.v1.DeviceState.SequenceWindowsEntryR\x0fsequenceWindows\x1a<\n" +
 	"\x0eSequencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb0\x05\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aB\n" +
+	"\x14SequenceWindowsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xae\x06\n" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\flog_position\x18\x01 \x01(\x04R\vlogPosition\x127\n" +
@@ -462,7 +583,8 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\adevices\x18\x05 \x03(\v2\x1a.millstream.v1.DeviceStateR\adevices\x12@\n" +
 	"\adesired\x18\x06 \x03(\v2&.millstream.v1.Checkpoint.DesiredEntryR\adesired\x12F\n" +
 	"\tforwarded\x18\a \x03(\v2(.millstream.v1.Checkpoint.ForwardedEntryR\tforwarded\x12V\n" +
-	"\x0fforwarded_index\x18\b \x03(\v2-.millstream.v1.Checkpoint.ForwardedIndexEntryR\x0eforwardedIndex\x1a7\n" +
+	"\x0fforwarded_index\x18\b \x03(\v2-.millstream.v1.Checkpoint.ForwardedIndexEntryR\x0eforwardedIndex\x12@\n" +
+	"\aorigins\x18\t \x03(\v2&.millstream.v1.Checkpoint.OriginsEntryR\aorigins\x1a7\n" +
 	"\tJobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a:\n" +
@@ -474,12 +596,24 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aA\n" +
 	"\x13ForwardedIndexEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"i\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1a:\n" +
+	"\fOriginsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"{\n" +
+	"\x0eSafeCheckpoint\x129\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x19.millstream.v1.CheckpointR\n" +
+	"checkpoint\x12\x18\n" +
+	"\athrough\x18\x02 \x01(\x04R\athrough\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x9a\x01\n" +
 	"\vOutboxEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x14\n" +
 	"\x05topic\x18\x03 \x01(\tR\x05topic\x12\x1a\n" +
-	"\benqueued\x18\x04 \x01(\x03R\benqueuedBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"\benqueued\x18\x04 \x01(\x03R\benqueued\x12!\n" +
+	"\tpartition\x18\x05 \x01(\rH\x00R\tpartition\x88\x01\x01B\f\n" +
+	"\n" +
+	"_partitionBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_state_proto_rawDescOnce sync.Once
@@ -493,30 +627,36 @@ func file_millstream_v1_state_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_state_proto_rawDescData
 }
 
-var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_millstream_v1_state_proto_goTypes = []any{
-	(*LogEntry)(nil),    // 0: millstream.v1.LogEntry
-	(*DeviceState)(nil), // 1: millstream.v1.DeviceState
-	(*Checkpoint)(nil),  // 2: millstream.v1.Checkpoint
-	(*OutboxEntry)(nil), // 3: millstream.v1.OutboxEntry
-	nil,                 // 4: millstream.v1.DeviceState.SequencesEntry
-	nil,                 // 5: millstream.v1.Checkpoint.JobsEntry
-	nil,                 // 6: millstream.v1.Checkpoint.DesiredEntry
-	nil,                 // 7: millstream.v1.Checkpoint.ForwardedEntry
-	nil,                 // 8: millstream.v1.Checkpoint.ForwardedIndexEntry
+	(*LogEntry)(nil),       // 0: millstream.v1.LogEntry
+	(*DeviceState)(nil),    // 1: millstream.v1.DeviceState
+	(*Checkpoint)(nil),     // 2: millstream.v1.Checkpoint
+	(*SafeCheckpoint)(nil), // 3: millstream.v1.SafeCheckpoint
+	(*OutboxEntry)(nil),    // 4: millstream.v1.OutboxEntry
+	nil,                    // 5: millstream.v1.DeviceState.SequencesEntry
+	nil,                    // 6: millstream.v1.DeviceState.SequenceWindowsEntry
+	nil,                    // 7: millstream.v1.Checkpoint.JobsEntry
+	nil,                    // 8: millstream.v1.Checkpoint.DesiredEntry
+	nil,                    // 9: millstream.v1.Checkpoint.ForwardedEntry
+	nil,                    // 10: millstream.v1.Checkpoint.ForwardedIndexEntry
+	nil,                    // 11: millstream.v1.Checkpoint.OriginsEntry
 }
 var file_millstream_v1_state_proto_depIdxs = []int32{
-	4, // 0: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
-	5, // 1: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
-	1, // 2: millstream.v1.Checkpoint.devices:type_name -> millstream.v1.DeviceState
-	6, // 3: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
-	7, // 4: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
-	8, // 5: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5,  // 0: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
+	6,  // 1: millstream.v1.DeviceState.sequence_windows:type_name -> millstream.v1.DeviceState.SequenceWindowsEntry
+	7,  // 2: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
+	1,  // 3: millstream.v1.Checkpoint.devices:type_name -> millstream.v1.DeviceState
+	8,  // 4: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
+	9,  // 5: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
+	10, // 6: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
+	11, // 7: millstream.v1.Checkpoint.origins:type_name -> millstream.v1.Checkpoint.OriginsEntry
+	2,  // 8: millstream.v1.SafeCheckpoint.checkpoint:type_name -> millstream.v1.Checkpoint
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_state_proto_init() }
@@ -524,13 +664,14 @@ func file_millstream_v1_state_proto_init() {
 	if File_millstream_v1_state_proto != nil {
 		return
 	}
+	file_millstream_v1_state_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_state_proto_rawDesc), len(file_millstream_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,345 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/millstream/millstream/actors"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+const (
+	forwardBatchMax = 2048
+	forwardRetry    = 50 * time.Millisecond
+	forwardTimeout  = 5 * time.Second
+)
+
+// Forward sends entries of a partition served by another gateway to it
+// (actors.ClusterLink). Each entry gets this gateway's name and the next
+// origin seq of the partition; batches go one at a time and are resent,
+// to whichever gateway serves the partition by then, until one logs
+// them (C7). done runs once the last of entries is logged, or, while
+// this gateway is cut off from the majority, once they are parked in its
+// store (C11).
+func (n *Node) Forward(p int, entries []*pb.LogEntry, done func(error)) {
+	f := n.fwd[p]
+	f.order.Lock()
+	n.mu.Lock()
+	if n.fwdClosed {
+		n.mu.Unlock()
+		f.order.Unlock()
+		done(ErrStopped)
+		return
+	}
+	for _, e := range entries {
+		f.oseq++
+		e.Origin, e.OriginSeq = n.name, f.oseq
+	}
+	n.mu.Unlock()
+	parked := n.parking() && n.park(p, entries)
+	n.mu.Lock()
+	if n.fwdClosed {
+		// Stopped meanwhile: parked events go at the next start.
+		n.mu.Unlock()
+		f.order.Unlock()
+		if parked {
+			done(nil)
+		} else {
+			done(ErrStopped)
+		}
+		return
+	}
+	for _, e := range entries {
+		f.queue = append(f.queue, e)
+		f.dones = append(f.dones, nil)
+		f.parked = append(f.parked, parked)
+	}
+	if !parked {
+		f.dones[len(f.dones)-1] = done
+	}
+	f.noteBusy()
+	n.mu.Unlock()
+	f.order.Unlock()
+	if parked {
+		done(nil)
+	}
+	n.forwarded.Add(uint64(len(entries)))
+	n.pumpForward(p)
+}
+
+// Forwarding reports whether events of p wait to be forwarded
+// (actors.ClusterLink).
+func (n *Node) Forwarding(p int) bool { return n.fwd[p].busy.Load() }
+
+// pumpForward sends the next batch of p when none is in flight.
+func (n *Node) pumpForward(p int) {
+	n.mu.Lock()
+	f := n.fwd[p]
+	if f.inflight != nil || len(f.queue) == 0 {
+		n.mu.Unlock()
+		return
+	}
+	k := min(len(f.queue), forwardBatchMax)
+	b := &fwdBatch{entries: slices.Clone(f.queue[:k]), dones: slices.Clone(f.dones[:k]), parked: slices.Clone(f.parked[:k])}
+	f.queue, f.dones, f.parked = f.queue[k:], f.dones[k:], f.parked[k:]
+	f.inflight = b
+	f.noteBusy()
+	n.mu.Unlock()
+	n.sendForward(p, b)
+}
+
+// sendForward sends (or resends) the batch in flight to p's server.
+func (n *Node) sendForward(p int, b *fwdBatch) {
+	to := n.serverOf(p)
+	n.mu.Lock()
+	n.reqID++
+	id := n.reqID
+	b.id, b.to, b.sentAt = id, to, time.Now()
+	n.mu.Unlock()
+	if to == "" {
+		// This gateway owns p: log here once it serves p.
+		c, ok := n.gw.IngestForwarded(p, b.entries)
+		if !ok {
+			n.finishForward(p, id, true)
+			return
+		}
+		go func() { n.finishForward(p, id, c.Wait() != nil) }()
+		return
+	}
+	msg := &pb.StreamMsg{Body: &pb.StreamMsg_Forward{Forward: &pb.ForwardBatch{Partition: uint32(p), Id: id, Entries: b.entries}}}
+	if !n.sendTo(to, msg, nil) {
+		n.finishForward(p, id, true)
+	}
+}
+
+// finishForward ends the batch in flight: done, or refused (resent after
+// forwardRetry by retryForwards).
+func (n *Node) finishForward(p int, id uint64, refused bool) {
+	n.mu.Lock()
+	f := n.fwd[p]
+	b := f.inflight
+	if b == nil || b.id != id {
+		n.mu.Unlock()
+		return // an answer to an earlier send of a batch resent since
+	}
+	if refused {
+		f.retryAt = time.Now().Add(forwardRetry)
+		b.id = 0
+		n.mu.Unlock()
+		return
+	}
+	f.inflight = nil
+	f.noteBusy()
+	dones := b.dones
+	b.dones = nil
+	n.mu.Unlock()
+	n.unpark(p, b)
+	for _, d := range dones {
+		if d != nil {
+			d(nil)
+		}
+	}
+	n.pumpForward(p)
+}
+
+// ErrStopped: the node stopped before a forwarded event was taken.
+var ErrStopped = errors.New("cluster: the gateway is stopping; event not forwarded")
+
+// AbortForwards fails every event waiting to be forwarded, and all later
+// ones (the gateway is stopping: their publishers are not acknowledged
+// and send them again to another gateway).
+func (n *Node) AbortForwards() {
+	n.mu.Lock()
+	n.fwdClosed = true
+	var dones []func(error)
+	for _, f := range n.fwd {
+		dones = append(dones, f.dones...)
+		if f.inflight != nil {
+			dones = append(dones, f.inflight.dones...)
+		}
+		f.queue, f.dones, f.parked, f.inflight = nil, nil, nil, nil
+		f.noteBusy()
+	}
+	n.mu.Unlock()
+	for _, d := range dones {
+		if d != nil {
+			d(ErrStopped)
+		}
+	}
+}
+
+// forwardDone is a server's answer to a forwarded batch.
+func (n *Node) forwardDone(from string, d *pb.ForwardDone) {
+	if d.Refused {
+		n.refusedFwd.Add(1)
+	}
+	n.mu.Lock()
+	p := -1
+	for i, f := range n.fwd {
+		if f.inflight != nil && f.inflight.id == d.Id {
+			p = i
+			break
+		}
+	}
+	n.mu.Unlock()
+	if p >= 0 {
+		n.finishForward(p, d.Id, d.Refused)
+	}
+}
+
+// retryForwards resends refused batches after their pause and batches
+// unanswered for forwardTimeout, and starts queues nothing started (input
+// parked before a restart).
+func (n *Node) retryForwards() {
+	now := time.Now()
+	for p := range n.fwd {
+		n.mu.Lock()
+		f := n.fwd[p]
+		b := f.inflight
+		due := b != nil && (b.id == 0 && now.After(f.retryAt) || b.id != 0 && now.Sub(b.sentAt) > forwardTimeout)
+		idle := b == nil && len(f.queue) > 0
+		n.mu.Unlock()
+		switch {
+		case due:
+			n.sendForward(p, b)
+		case idle:
+			n.pumpForward(p)
+		}
+	}
+}
+
+// retryForwardsTo resends at once the batches in flight to a member that
+// left.
+func (n *Node) retryForwardsTo(member string) {
+	for p := range n.fwd {
+		n.mu.Lock()
+		b := n.fwd[p].inflight
+		due := b != nil && b.to == member
+		n.mu.Unlock()
+		if due {
+			n.sendForward(p, b)
+		}
+	}
+}
+
+// acceptForward logs a batch another gateway forwarded, if this gateway
+// serves its partition, and answers once it is logged and replicated.
+func (n *Node) acceptForward(from string, fb *pb.ForwardBatch) {
+	p := int(fb.Partition)
+	if p < 0 || p >= n.parts {
+		n.sendTo(from, &pb.StreamMsg{Body: &pb.StreamMsg_ForwardDone{ForwardDone: &pb.ForwardDone{Id: fb.Id, Refused: true, Error: "no such partition"}}}, nil)
+		return
+	}
+	c, ok := n.gw.IngestForwarded(p, fb.Entries)
+	if !ok {
+		n.sendTo(from, &pb.StreamMsg{Body: &pb.StreamMsg_ForwardDone{ForwardDone: &pb.ForwardDone{Id: fb.Id, Refused: true, Error: "not served here"}}}, nil)
+		return
+	}
+	go func() {
+		d := &pb.ForwardDone{Id: fb.Id}
+		if err := c.Wait(); err != nil {
+			d.Refused, d.Error = true, err.Error()
+		}
+		n.sendTo(from, &pb.StreamMsg{Body: &pb.StreamMsg_ForwardDone{ForwardDone: d}}, nil)
+	}()
+}
+
+// DeployJob deploys a job here and on every other gateway (the newest
+// deploy of a name wins everywhere).
+func (n *Node) DeployJob(ctx context.Context, job *pb.Job) error {
+	if err := n.gw.Deploy(ctx, job); err != nil {
+		return err
+	}
+	n.spreadJob(&pb.JobUpdate{Job: job, Version: time.Now().UnixNano(), Origin: n.name})
+	return nil
+}
+
+// RemoveJob removes a job here and on every other gateway.
+func (n *Node) RemoveJob(ctx context.Context, name string) error {
+	if err := n.gw.Remove(ctx, name); err != nil {
+		return err
+	}
+	n.spreadJob(&pb.JobUpdate{Removed: name, Version: time.Now().UnixNano(), Origin: n.name})
+	return nil
+}
+
+func jobName(u *pb.JobUpdate) string {
+	if u.Job != nil {
+		return u.Job.Name
+	}
+	return u.Removed
+}
+
+func (n *Node) spreadJob(u *pb.JobUpdate) {
+	n.mu.Lock()
+	n.jobVer[jobName(u)] = jobVersion{u.Version, u.Origin}
+	n.jobLog[jobName(u)] = u
+	var peers []string
+	for name := range n.view {
+		if name != n.name {
+			peers = append(peers, name)
+		}
+	}
+	n.mu.Unlock()
+	for _, m := range peers {
+		n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Job{Job: u}}, nil)
+	}
+}
+
+// sendJobs gives a member that joined every job update this gateway knows.
+func (n *Node) sendJobs(member string) {
+	n.mu.Lock()
+	var us []*pb.JobUpdate
+	for _, u := range n.jobLog {
+		us = append(us, u)
+	}
+	n.mu.Unlock()
+	for _, u := range us {
+		n.sendTo(member, &pb.StreamMsg{Body: &pb.StreamMsg_Job{Job: u}}, nil)
+	}
+}
+
+// applyJob applies another gateway's job update if it is the newest of
+// its name; an update that changes nothing keeps the job's state.
+func (n *Node) applyJob(u *pb.JobUpdate) {
+	n.jobMu.Lock()
+	defer n.jobMu.Unlock()
+	name := jobName(u)
+	n.mu.Lock()
+	cur, seen := n.jobVer[name]
+	newer := !seen || u.Version > cur.version || u.Version == cur.version && u.Origin > cur.origin
+	if newer {
+		n.jobVer[name] = jobVersion{u.Version, u.Origin}
+		n.jobLog[name] = u
+	}
+	n.mu.Unlock()
+	if !newer {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if u.Job == nil {
+		if err := n.gw.Remove(ctx, name); err != nil && !errors.Is(err, actors.ErrUnknownJob) {
+			n.log.Error("job removal from another gateway failed", "job", name, "error", err)
+		}
+		return
+	}
+	if j, _, ok := n.gw.Job(name); ok && proto.Equal(j, u.Job) {
+		return
+	}
+	if n.cfg.OnJob != nil {
+		if err := n.cfg.OnJob(u.Job); err != nil {
+			n.log.Error("job from another gateway does not configure", "job", name, "error", err)
+			return
+		}
+	}
+	if err := n.gw.Deploy(ctx, u.Job); err != nil {
+		n.log.Error("job from another gateway does not deploy", "job", name, "error", err)
+		return
+	}
+	n.log.Info("job deployed from another gateway", "job", name, "origin", u.Origin)
+}

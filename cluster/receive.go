@@ -1,0 +1,327 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// receive is the cluster actor: it applies every peer's stream in order.
+// Work that waits on the gateway (serving a partition, deploying a job,
+// waiting for a forwarded batch's commit) runs on its own goroutine: a
+// commit may be waiting for an ack that this actor has yet to process.
+func (n *Node) receive(ctx actor.Context) {
+	if n.iso.isolated() {
+		return // fault injection: nothing arrives
+	}
+	switch m := ctx.Message().(type) {
+	case *pb.StreamMsg:
+		if m.Seq == 0 {
+			return // heartbeats go to the heartbeat actor
+		}
+		n.mu.Lock()
+		in := n.in[m.From]
+		if in == nil || in.session != m.Session {
+			if m.Seq != 1 {
+				n.mu.Unlock()
+				// The first messages of a new session were lost (the
+				// resend brings them), or this gateway dropped the sender
+				// as dead and forgot the session: either way the sender
+				// starts over.
+				n.post(actorPID(m.Addr), &pb.StreamAck{From: n.name, Session: m.Session, Unknown: true})
+				return
+			}
+			in = &inStream{session: m.Session, expected: 1}
+			n.in[m.From] = in
+		}
+		switch {
+		case m.Seq < in.expected:
+			n.mu.Unlock()
+			n.ackTo(m.Addr, m.Session, in.expected-1) // a resend: our ack was lost
+			return
+		case m.Seq > in.expected:
+			n.mu.Unlock()
+			return // a gap: the sender resends from the first unacked
+		}
+		in.expected++
+		n.mu.Unlock()
+		n.apply(m)
+		n.ackTo(m.Addr, m.Session, m.Seq)
+	case *pb.StreamAck:
+		n.st.mu.Lock()
+		var fns []func(bool)
+		if m.Unknown {
+			n.st.restart(m.From, m.Session)
+		} else {
+			fns = n.st.ack(m.From, m.Session, m.Seq)
+		}
+		n.st.mu.Unlock()
+		runAll(fns, true)
+	}
+}
+
+// heartbeat is the heartbeat actor. A ping (StreamMsg, seq 0) carries its
+// sender's clock in session and is answered at once; the answer (a
+// StreamAck) proves the peer was alive after the ping was sent, so the
+// lease counts from the ping's time, not from when the answer arrived: a
+// gateway that was paused gets answers to old pings, which prove nothing.
+func (n *Node) heartbeat(ctx actor.Context) {
+	if n.iso.isolated() {
+		return // fault injection: nothing arrives
+	}
+	switch m := ctx.Message().(type) {
+	case *pb.StreamMsg:
+		if m.Addr != "" {
+			n.post(actor.NewPID(m.Addr, heartbeatActor), &pb.StreamAck{From: n.name, Session: m.Session})
+		}
+	case *pb.StreamAck:
+		sent := time.Unix(0, int64(m.Session))
+		n.mu.Lock()
+		if sent.After(n.contact[m.From]) {
+			n.contact[m.From] = sent
+		}
+		n.mu.Unlock()
+	}
+}
+
+// ackTo acknowledges a stream (sent directly: acks are idempotent).
+func (n *Node) ackTo(addr string, session, seq uint64) {
+	if addr == "" {
+		return
+	}
+	n.post(actor.NewPID(addr, nodeActor), &pb.StreamAck{From: n.name, Session: session, Seq: seq})
+}
+
+// post sends one message to another gateway's actor (at most once).
+func (n *Node) post(pid *actor.PID, msg any) {
+	if n.iso.isolated() {
+		return // fault injection: lost on the way
+	}
+	n.system.Root.Send(pid, msg)
+}
+
+// addrOf is a member's remote address ("" when unknown).
+func (n *Node) addrOf(member string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if m, ok := n.view[member]; ok && m.Meta != nil {
+		return m.Meta.RemoteAddr
+	}
+	return ""
+}
+
+// apply handles one stream message, in stream order.
+func (n *Node) apply(m *pb.StreamMsg) {
+	switch b := m.Body.(type) {
+	case *pb.StreamMsg_Log:
+		for _, g := range b.Log.Groups {
+			n.applyLog(m.From, g)
+		}
+	case *pb.StreamMsg_Checkpoint:
+		p := int(b.Checkpoint.Partition)
+		if !n.acceptReplication(m.From, p, b.Checkpoint.Epoch) {
+			return
+		}
+		if err := n.store.ApplySafeCheckpoint(p, b.Checkpoint.Safe); err != nil {
+			n.log.Error("replicated checkpoint not stored", "partition", p, "from", m.From, "error", err)
+		}
+	case *pb.StreamMsg_Reset_:
+		p := int(b.Reset_.Partition)
+		if n.gw.Serving(p) {
+			n.log.Warn("catch-up for a partition this gateway serves; ignored", "partition", p, "from", m.From)
+			return
+		}
+		if err := n.store.ResetPartition(p); err != nil {
+			n.log.Error("replica reset failed", "partition", p, "error", err)
+			return
+		}
+		if err := n.setEpoch(p, b.Reset_.Epoch); err != nil {
+			n.log.Error("replica epoch not stored", "partition", p, "error", err)
+		}
+		n.mu.Lock()
+		n.holding[p], n.caughtUp[p] = m.From, false
+		n.mu.Unlock()
+	case *pb.StreamMsg_CaughtUp:
+		p := int(b.CaughtUp.Partition)
+		n.mu.Lock()
+		if n.holding[p] == m.From {
+			n.caughtUp[p] = true
+		}
+		n.mu.Unlock()
+	case *pb.StreamMsg_Handoff:
+		p := int(b.Handoff.Partition)
+		n.log.Info("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
+		go n.serve(p, b.Handoff.Epoch, "hand-off")
+	case *pb.StreamMsg_HandoffRequest:
+		p := int(b.HandoffRequest.Partition)
+		go func() {
+			if n.claimWait(p) {
+				n.handOff(p, m.From)
+			}
+		}()
+	case *pb.StreamMsg_Forward:
+		n.acceptForward(m.From, b.Forward)
+	case *pb.StreamMsg_ForwardDone:
+		n.forwardDone(m.From, b.ForwardDone)
+	case *pb.StreamMsg_Job:
+		go n.applyJob(b.Job)
+	case *pb.StreamMsg_StatusRequest:
+		n.sendTo(m.From, &pb.StreamMsg{Body: &pb.StreamMsg_StatusReply{StatusReply: n.holdings(b.StatusRequest.Id)}}, nil)
+	case *pb.StreamMsg_StatusReply:
+		n.mu.Lock()
+		ch := n.requests[b.StatusReply.Id]
+		n.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- statusAnswer{from: m.From, reply: b.StatusReply}:
+			default:
+			}
+		}
+	}
+}
+
+// acceptReplication reports whether a replica takes replication of p from
+// member at epoch: not while it serves p itself, not from an older epoch.
+func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
+	if n.gw.Serving(p) {
+		n.log.Warn("replication for a partition this gateway serves; ignored", "partition", p, "from", from)
+		return false
+	}
+	cur, err := n.epoch(p)
+	if err != nil {
+		n.log.Error("epoch unreadable", "partition", p, "error", err)
+		return false
+	}
+	if epoch < cur {
+		n.log.Warn("replication from a stale epoch; ignored", "partition", p, "from", from, "epoch", epoch, "current", cur)
+		return false
+	}
+	if epoch > cur {
+		if err := n.setEpoch(p, epoch); err != nil {
+			n.log.Error("epoch not stored", "partition", p, "error", err)
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) applyLog(from string, g *pb.ReplGroup) {
+	p := int(g.Partition)
+	if !n.acceptReplication(from, p, g.Epoch) {
+		return
+	}
+	if err := n.store.AppendAt(p, g.FirstSeq, 0, g.Entries); err != nil {
+		n.log.Error("replicated log not stored", "partition", p, "from", from, "error", err)
+	}
+}
+
+// holdings is what this gateway holds of every partition.
+func (n *Node) holdings(id uint64) *pb.StatusReply {
+	r := &pb.StatusReply{Id: id}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for p := 0; p < n.parts; p++ {
+		ep, _ := n.epoch(p)
+		r.Partitions = append(r.Partitions, &pb.PartitionHolding{Partition: uint32(p), Serving: n.gw.Serving(p), Epoch: ep,
+			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p]})
+	}
+	return r
+}
+
+// sendTo queues a message on the stream to a member; false when the
+// member is not in the view.
+func (n *Node) sendTo(member string, msg *pb.StreamMsg, onAck func(bool)) bool {
+	addr := n.addrOf(member)
+	if addr == "" {
+		return false
+	}
+	n.st.mu.Lock()
+	n.st.send(n.st.open(member, addr), msg, onAck)
+	n.st.mu.Unlock()
+	return true
+}
+
+// claimWait claims p, waiting up to 10 s for a change under way.
+func (n *Node) claimWait(p int) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n.claim(p) {
+			return true
+		}
+	}
+	n.log.Warn("partition busy with another change for 10 s; request dropped", "partition", p)
+	return false
+}
+
+// serve makes this gateway serve p after a hand-off (claims p first).
+func (n *Node) serve(p int, prevEpoch uint64, why string) {
+	if !n.claimWait(p) {
+		return
+	}
+	defer n.unclaim(p)
+	n.serveClaimed(p, prevEpoch, why)
+}
+
+// serveClaimed makes this gateway serve p (p claimed by the caller).
+func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
+	if n.gw.Serving(p) {
+		return
+	}
+	if n.Fenced() {
+		// A hand-off that reached a gateway still cut off (C9): it holds
+		// the partition's state as a replica, and takes it over once it
+		// hears from a majority again.
+		n.log.Warn("partition not served: no majority heard yet", "partition", p, "why", why)
+		return
+	}
+	cur, _ := n.epoch(p)
+	epoch := max(cur, prevEpoch) + 1
+	start := time.Now()
+	n.mu.Lock()
+	n.holding[p], n.caughtUp[p] = "", false
+	n.replicas[p] = map[string]*replica{}
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := n.gw.Serve(ctx, p, epoch); err != nil {
+		n.log.Error("partition not served", "partition", p, "why", why, "error", err)
+		return
+	}
+	n.epochs[p].Store(epoch) // Serve stored it
+	n.publishMeta()
+	if why == "take-over" {
+		n.failovers.Add(1)
+	}
+	n.log.Info("serving partition", "partition", p, "epoch", epoch, "why", why, "took", time.Since(start).Round(time.Millisecond))
+	n.wakeLoop()
+}
+
+// epoch is the partition's epoch in this gateway's store, cached: every
+// replicated group checks it.
+func (n *Node) epoch(p int) (uint64, error) {
+	if e := n.epochs[p].Load(); e != 0 {
+		return e, nil
+	}
+	e, err := n.store.Epoch(p)
+	if err == nil {
+		n.epochs[p].CompareAndSwap(0, e)
+	}
+	return e, err
+}
+
+func (n *Node) setEpoch(p int, e uint64) error {
+	if err := n.store.SetEpoch(p, e); err != nil {
+		return err
+	}
+	n.epochs[p].Store(e)
+	return nil
+}
+
+type statusAnswer struct {
+	from  string
+	reply *pb.StatusReply
+}
+
+func actorPID(addr string) *actor.PID { return actor.NewPID(addr, nodeActor) }
