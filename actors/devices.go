@@ -102,7 +102,7 @@ func (p *partition) deviceEvent(id, status string, now int64) {
 	e := event{input: DevicesInput, device: id, rec: rec, arrival: now}
 	for _, name := range p.order {
 		if ex := p.execs[name]; ex.Reads(DevicesInput) {
-			ingest(ex, e)
+			ingest(ex, e, p.source(name, e))
 		}
 	}
 	p.forward(e)

@@ -27,6 +27,10 @@
 //	A5: a partition actor that panics is restarted with exponential
 //	    backoff by its supervisor; its jobs are redeployed from the
 //	    gateway's job table on restart.
+//	A6: the watermark of an A4 job is the lowest of the partitions
+//	    feeding it that are not idle (exec.IngestFrom): a partition that lags
+//	    (replaying its log, handed off, behind a slow link) does not have
+//	    its events taken as out of order because another one is ahead.
 //
 // With a state.Store (Config.Store) the gateway is durable: events are
 // logged with group commit before they are acknowledged, partitions

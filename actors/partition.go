@@ -300,12 +300,12 @@ func (p *partition) apply(e event) {
 	}
 	if e.job != "" {
 		if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
-			ingest(ex, e)
+			ingest(ex, e, p.source(e.job, e))
 		}
 	} else {
 		for _, name := range p.order {
 			if ex := p.execs[name]; ex.Reads(e.input) {
-				ingest(ex, e)
+				ingest(ex, e, p.source(name, e))
 			}
 		}
 	}
@@ -388,12 +388,25 @@ func (p *partition) sortJobs() {
 	sort.Strings(p.order)
 }
 
-func ingest(ex *exec.Executor, e event) {
+// source is the partition an event of a job comes from when the job runs
+// on partition 0 only (A4): its executor takes the lowest watermark of the
+// partitions feeding it (A6). -1 for a job that runs on every partition.
+func (p *partition) source(job string, e event) int {
+	if d := p.jobs[job]; d == nil || d.partitioned {
+		return -1
+	}
+	if e.forwarded {
+		return e.src
+	}
+	return p.id
+}
+
+func ingest(ex *exec.Executor, e event, source int) {
 	if e.rec != nil {
-		_ = ex.IngestRecord(e.input, e.rec, e.arrival)
+		_ = ex.IngestRecordFrom(e.input, source, e.rec, e.arrival)
 		return
 	}
-	_ = ex.Ingest(e.input, e.payload, e.arrival)
+	_ = ex.IngestFrom(e.input, source, e.payload, e.arrival)
 }
 
 func (p *partition) updateForwardJobs() {
@@ -416,8 +429,9 @@ func (p *partition) forward(e event) {
 			f := e
 			f.job, f.forwarded = d.job.Name, true
 			f.origin, f.oseq = "", 0 // the gateway that forwarded e to this partition numbered it for this one only (C7)
+			f.src = p.id
 			if p.g.log != nil {
-				f.src, f.srcSeq, f.srcIdx = p.id, p.applied, p.fwdIdx
+				f.srcSeq, f.srcIdx = p.applied, p.fwdIdx
 				p.fwdIdx++
 			}
 			p.forwardBuf = append(p.forwardBuf, f)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand"
 	"testing"
+	"time"
 
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/plan"
@@ -86,6 +87,49 @@ func BenchmarkEdgeQuery(b *testing.B) {
 				b.Fatalf("counters %+v", c)
 			}
 			_ = rows
+		})
+	}
+}
+
+// BenchmarkGlobalJobSources is the cost of the merged watermark (A6): a
+// global aggregate with event time fed round-robin from 64 partitions
+// through IngestFrom, against the same events through Ingest.
+func BenchmarkGlobalJobSources(b *testing.B) {
+	const query = `SELECT COUNT(*) AS readings, AVG(temperature) AS avgTemp FROM readings TIMESTAMP BY eventTime
+GROUP BY TumblingWindow(second, 30)`
+	start := mustUnix(1_767_225_600)
+	events := make([][]byte, 1<<16)
+	for i := range events {
+		t := start.Add(time.Duration(i) * 100 * time.Microsecond)
+		events[i] = fmt.Appendf(nil, `{"deviceId":"device-%05d","temperature":%d,"eventTime":%q}`, i%10_000, 60+i%40, t.Format(time.RFC3339Nano))
+	}
+	for _, sources := range []int{0, 64} {
+		b.Run(fmt.Sprintf("sources=%d", sources), func(b *testing.B) {
+			p, err := plan.FromSQL(query)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ex, err := exec.New(p, exec.Options{OutOfOrderTolerance: 5 * time.Second, LateArrivalTolerance: time.Hour,
+				Emit: func(string, int64, *value.Record) {}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			arrival := value.FromTime(start.Add(time.Second))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				e := events[i&(len(events)-1)]
+				if sources == 0 {
+					err = ex.Ingest("readings", e, arrival)
+				} else {
+					err = ex.IngestFrom("readings", i%sources, e, arrival)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
 }

@@ -322,22 +322,36 @@ func (ex *Executor) lookupInput(name string) *inputOp {
 // in ticks, or ArrivalIsEventTime. Bad events are dead-lettered, not
 // returned as errors (X5); the error is only for an unknown input.
 func (ex *Executor) Ingest(input string, payload []byte, arrival int64) error {
+	return ex.IngestFrom(input, noSource, payload, arrival)
+}
+
+// IngestFrom is Ingest for an input merged from several sources, each in
+// its own event-time order (source >= 0, a small number): the input's
+// watermark is the lowest of its sources that are not idle (sourceClock),
+// so one source that is ahead does not make another's events late. An
+// input without TIMESTAMP BY ignores the source.
+func (ex *Executor) IngestFrom(input string, source int, payload []byte, arrival int64) error {
 	in, err := ex.input(input)
 	if err != nil {
 		return err
 	}
-	in.ingest(payload, arrival)
+	in.ingest(payload, arrival, source)
 	return nil
 }
 
 // IngestRecord processes an already decoded event. The record is borrowed.
 func (ex *Executor) IngestRecord(input string, rec *value.Record, arrival int64) error {
+	return ex.IngestRecordFrom(input, noSource, rec, arrival)
+}
+
+// IngestRecordFrom is IngestRecord for a merged input, as IngestFrom.
+func (ex *Executor) IngestRecordFrom(input string, source int, rec *value.Record, arrival int64) error {
 	in, err := ex.input(input)
 	if err != nil {
 		return err
 	}
 	ex.counters.EventsIn++
-	in.ingestRecord(rec, arrival, nil)
+	in.ingestRecord(rec, arrival, nil, source)
 	return nil
 }
 

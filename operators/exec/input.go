@@ -38,6 +38,30 @@ type timeline struct {
 	wm      int64
 	buf     timeHeap[bufferedRow]
 	seq     uint64
+	// srcs are the sources the timeline is merged from, by source number
+	// (IngestFrom); nil when every event came without one. The rest
+	// caches what mergedWatermark computes from them.
+	srcs       []sourceClock
+	srcNewest  int64 // latest arrival of any source
+	srcLow     int64 // lowest maxSeen of the active sources
+	srcLowAt   int   // the source holding srcLow; -1: recompute
+	srcOldest  int64 // earliest arrival of an active source
+	srcStarted bool
+}
+
+// sourceClock is how far one source of a merged timeline has got. A
+// timeline merged from sources (a gateway's partitions feeding a job that
+// runs on one of them) takes the lowest watermark of its sources that are
+// not idle: events of a source that lags behind another wait for nothing
+// and are not adjusted as out of order because the other one is ahead.
+// This is how Stream Analytics combines the partitions of one input. It
+// applies to inputs with TIMESTAMP BY only: arrival time is the gateway's
+// own clock, nothing to wait for. A source is idle once its latest event arrived more than the late-arrival
+// tolerance before the newest event of any source; it then holds nothing
+// back, and its events count again when they come.
+type sourceClock struct {
+	maxSeen int64 // highest event time; minTime: no event yet
+	arrival int64 // arrival time of its latest event; minTime: none known
 }
 
 type bufferedRow struct {
@@ -66,14 +90,18 @@ func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
 	return op, nil
 }
 
-func (in *inputOp) ingest(payload []byte, arrival int64) {
+// noSource marks an event that does not come from one of several merged
+// sources.
+const noSource = -1
+
+func (in *inputOp) ingest(payload []byte, arrival int64, src int) {
 	in.ex.counters.EventsIn++
 	rec, err := in.dec.Decode(payload)
 	if err != nil {
 		in.ex.deadLetter(DeadLetter{Input: in.name, Reason: err.Error(), Payload: payload})
 		return
 	}
-	in.ingestRecord(rec, arrival, payload)
+	in.ingestRecord(rec, arrival, payload, src)
 }
 
 // eventTime evaluates TIMESTAMP BY.
@@ -98,7 +126,7 @@ func (in *inputOp) eventTime(rec *value.Record, arrival int64) (int64, error) {
 	return 0, fmt.Errorf("TIMESTAMP BY: %s %s is not a datetime", v.Kind(), v)
 }
 
-func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte) {
+func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte, src int) {
 	ex := in.ex
 	if err := in.schema.apply(rec); err != nil {
 		in.reject(rec, payload, err.Error())
@@ -149,7 +177,10 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 			t = tl.wm
 		}
 	}
-	if t > tl.maxSeen {
+	if src >= 0 && in.tsEval != nil {
+		tl.maxSeen = max(tl.maxSeen, t)
+		in.raise(tl, in.mergedWatermark(tl, src, t, arrival))
+	} else if t > tl.maxSeen {
 		tl.maxSeen = t
 		in.raise(tl, sat(t, -in.oooTicks()))
 	}
@@ -163,6 +194,52 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 	tl.buf.push(bufferedRow{row: row{ts: t, tl: tlID, rec: c}, seq: tl.seq})
 	tl.seq++
 	in.release(tl)
+}
+
+// mergedWatermark records an event of time t from source src on tl and
+// returns the timeline's watermark over its sources (sourceClock). The
+// lowest source is found again only when it may have changed: the event
+// is the lowest source's, its source was idle or new, or a source may
+// have become idle. Otherwise it costs O(1), not O(sources).
+func (in *inputOp) mergedWatermark(tl *timeline, src int, t, arrival int64) int64 {
+	if !tl.srcStarted {
+		tl.srcStarted, tl.srcNewest, tl.srcLowAt = true, minTime, -1
+		for _, c := range tl.srcs { // restored
+			tl.srcNewest = max(tl.srcNewest, c.arrival)
+		}
+	}
+	for src >= len(tl.srcs) {
+		tl.srcs = append(tl.srcs, sourceClock{maxSeen: minTime, arrival: minTime})
+	}
+	c := &tl.srcs[src]
+	idleBefore := sat(tl.srcNewest, -in.ex.late)
+	wasActive := c.maxSeen != minTime && (c.arrival == minTime || c.arrival >= idleBefore)
+	c.maxSeen = max(c.maxSeen, t)
+	if arrival != ArrivalIsEventTime {
+		c.arrival = max(c.arrival, arrival)
+	}
+	tl.srcNewest = max(tl.srcNewest, c.arrival)
+	if !wasActive || src == tl.srcLowAt || tl.srcLowAt < 0 || tl.srcOldest < sat(tl.srcNewest, -in.ex.late) {
+		in.findLowestSource(tl)
+	}
+	return sat(tl.srcLow, -in.oooTicks())
+}
+
+// findLowestSource sets tl's cached lowest active source.
+func (in *inputOp) findLowestSource(tl *timeline) {
+	idleBefore := sat(tl.srcNewest, -in.ex.late)
+	tl.srcLow, tl.srcLowAt, tl.srcOldest = math.MaxInt64, -1, math.MaxInt64
+	for i, c := range tl.srcs {
+		if c.maxSeen == minTime || c.arrival != minTime && c.arrival < idleBefore {
+			continue // no event yet, or idle
+		}
+		if c.maxSeen < tl.srcLow {
+			tl.srcLow, tl.srcLowAt = c.maxSeen, i
+		}
+		if c.arrival != minTime {
+			tl.srcOldest = min(tl.srcOldest, c.arrival)
+		}
+	}
 }
 
 func (in *inputOp) oooTicks() int64 {
@@ -275,6 +352,9 @@ func (in *inputOp) snapshot() *pb.InputState {
 	s := &pb.InputState{Name: in.name, IdleWatermark: in.idleWm}
 	for _, tl := range in.tls {
 		ts := &pb.TimelineState{Key: []byte(tl.key), MaxSeen: tl.maxSeen, Watermark: tl.wm, NextSeq: tl.seq}
+		for _, c := range tl.srcs {
+			ts.Sources = append(ts.Sources, &pb.SourceClock{MaxSeen: c.maxSeen, Arrival: c.arrival})
+		}
 		for _, br := range tl.buf {
 			ts.Buffered = append(ts.Buffered, &pb.RowState{Ts: br.ts, Timeline: br.tl, Record: value.RecordToProto(br.rec), Seq: br.seq})
 		}
@@ -291,6 +371,9 @@ func (in *inputOp) restore(s *pb.InputState) {
 		id := in.addTimeline(string(ts.Key))
 		tl := in.tls[id]
 		tl.maxSeen, tl.wm, tl.seq = ts.MaxSeen, ts.Watermark, ts.NextSeq
+		for _, c := range ts.Sources {
+			tl.srcs = append(tl.srcs, sourceClock{maxSeen: c.MaxSeen, arrival: c.Arrival})
+		}
 		for _, r := range ts.Buffered {
 			tl.buf = append(tl.buf, bufferedRow{row: row{ts: r.Ts, tl: r.Timeline, rec: value.RecordFromProto(r.Record)}, seq: r.Seq})
 		}

@@ -258,11 +258,14 @@ func (x *InputState) GetIdleWatermark() int64 {
 type TimelineState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Encoded OVER key.
-	Key           []byte      `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	MaxSeen       int64       `protobuf:"varint,2,opt,name=max_seen,json=maxSeen,proto3" json:"max_seen,omitempty"`
-	Watermark     int64       `protobuf:"varint,3,opt,name=watermark,proto3" json:"watermark,omitempty"`
-	Buffered      []*RowState `protobuf:"bytes,4,rep,name=buffered,proto3" json:"buffered,omitempty"`
-	NextSeq       uint64      `protobuf:"varint,5,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	Key       []byte      `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	MaxSeen   int64       `protobuf:"varint,2,opt,name=max_seen,json=maxSeen,proto3" json:"max_seen,omitempty"`
+	Watermark int64       `protobuf:"varint,3,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	Buffered  []*RowState `protobuf:"bytes,4,rep,name=buffered,proto3" json:"buffered,omitempty"`
+	NextSeq   uint64      `protobuf:"varint,5,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	// The sources the timeline is merged from, by source number (a
+	// gateway's partitions, for a job that runs on one of them).
+	Sources       []*SourceClock `protobuf:"bytes,6,rep,name=sources,proto3" json:"sources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +335,68 @@ func (x *TimelineState) GetNextSeq() uint64 {
 	return 0
 }
 
+func (x *TimelineState) GetSources() []*SourceClock {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+// SourceClock is how far one source of a merged timeline has got.
+type SourceClock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Highest event time seen; the minimum int64 before any event.
+	MaxSeen int64 `protobuf:"varint,1,opt,name=max_seen,json=maxSeen,proto3" json:"max_seen,omitempty"`
+	// Arrival time of the latest event; the minimum int64 when unknown.
+	Arrival       int64 `protobuf:"varint,2,opt,name=arrival,proto3" json:"arrival,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SourceClock) Reset() {
+	*x = SourceClock{}
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SourceClock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SourceClock) ProtoMessage() {}
+
+func (x *SourceClock) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SourceClock.ProtoReflect.Descriptor instead.
+func (*SourceClock) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SourceClock) GetMaxSeen() int64 {
+	if x != nil {
+		return x.MaxSeen
+	}
+	return 0
+}
+
+func (x *SourceClock) GetArrival() int64 {
+	if x != nil {
+		return x.Arrival
+	}
+	return 0
+}
+
 type RowState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ts            int64                  `protobuf:"varint,1,opt,name=ts,proto3" json:"ts,omitempty"`
@@ -344,7 +409,7 @@ type RowState struct {
 
 func (x *RowState) Reset() {
 	*x = RowState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[4]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +421,7 @@ func (x *RowState) String() string {
 func (*RowState) ProtoMessage() {}
 
 func (x *RowState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[4]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +434,7 @@ func (x *RowState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowState.ProtoReflect.Descriptor instead.
 func (*RowState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RowState) GetTs() int64 {
@@ -422,7 +487,7 @@ type StageState struct {
 
 func (x *StageState) Reset() {
 	*x = StageState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[5]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +499,7 @@ func (x *StageState) String() string {
 func (*StageState) ProtoMessage() {}
 
 func (x *StageState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[5]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +512,7 @@ func (x *StageState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageState.ProtoReflect.Descriptor instead.
 func (*StageState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StageState) GetName() string {
@@ -524,7 +589,7 @@ type MatchPartition struct {
 
 func (x *MatchPartition) Reset() {
 	*x = MatchPartition{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +601,7 @@ func (x *MatchPartition) String() string {
 func (*MatchPartition) ProtoMessage() {}
 
 func (x *MatchPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[6]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +614,7 @@ func (x *MatchPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchPartition.ProtoReflect.Descriptor instead.
 func (*MatchPartition) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MatchPartition) GetTimeline() int32 {
@@ -583,7 +648,7 @@ type JoinSide struct {
 
 func (x *JoinSide) Reset() {
 	*x = JoinSide{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +660,7 @@ func (x *JoinSide) String() string {
 func (*JoinSide) ProtoMessage() {}
 
 func (x *JoinSide) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[7]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +673,7 @@ func (x *JoinSide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinSide.ProtoReflect.Descriptor instead.
 func (*JoinSide) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinSide) GetWatermark() int64 {
@@ -635,7 +700,7 @@ type JoinRow struct {
 
 func (x *JoinRow) Reset() {
 	*x = JoinRow{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +712,7 @@ func (x *JoinRow) String() string {
 func (*JoinRow) ProtoMessage() {}
 
 func (x *JoinRow) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[8]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +725,7 @@ func (x *JoinRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRow.ProtoReflect.Descriptor instead.
 func (*JoinRow) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinRow) GetRow() *RowState {
@@ -687,7 +752,7 @@ type UnionSource struct {
 
 func (x *UnionSource) Reset() {
 	*x = UnionSource{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +764,7 @@ func (x *UnionSource) String() string {
 func (*UnionSource) ProtoMessage() {}
 
 func (x *UnionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[9]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +777,7 @@ func (x *UnionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnionSource.ProtoReflect.Descriptor instead.
 func (*UnionSource) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UnionSource) GetWatermark() int64 {
@@ -745,7 +810,7 @@ type AnalyticPartition struct {
 
 func (x *AnalyticPartition) Reset() {
 	*x = AnalyticPartition{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +822,7 @@ func (x *AnalyticPartition) String() string {
 func (*AnalyticPartition) ProtoMessage() {}
 
 func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[10]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +835,7 @@ func (x *AnalyticPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticPartition.ProtoReflect.Descriptor instead.
 func (*AnalyticPartition) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AnalyticPartition) GetTimeline() int32 {
@@ -818,7 +883,7 @@ type AnalyticEntry struct {
 
 func (x *AnalyticEntry) Reset() {
 	*x = AnalyticEntry{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +895,7 @@ func (x *AnalyticEntry) String() string {
 func (*AnalyticEntry) ProtoMessage() {}
 
 func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[11]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +908,7 @@ func (x *AnalyticEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyticEntry.ProtoReflect.Descriptor instead.
 func (*AnalyticEntry) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AnalyticEntry) GetTs() int64 {
@@ -879,7 +944,7 @@ type WindowTimeline struct {
 
 func (x *WindowTimeline) Reset() {
 	*x = WindowTimeline{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +956,7 @@ func (x *WindowTimeline) String() string {
 func (*WindowTimeline) ProtoMessage() {}
 
 func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[12]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +969,7 @@ func (x *WindowTimeline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowTimeline.ProtoReflect.Descriptor instead.
 func (*WindowTimeline) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WindowTimeline) GetTimeline() int32 {
@@ -966,7 +1031,7 @@ type Pane struct {
 
 func (x *Pane) Reset() {
 	*x = Pane{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1043,7 @@ func (x *Pane) String() string {
 func (*Pane) ProtoMessage() {}
 
 func (x *Pane) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[13]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1056,7 @@ func (x *Pane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pane.ProtoReflect.Descriptor instead.
 func (*Pane) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Pane) GetEnd() int64 {
@@ -1019,7 +1084,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1096,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[14]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1109,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GroupState) GetKey() []*Value {
@@ -1086,7 +1151,7 @@ type AggState struct {
 
 func (x *AggState) Reset() {
 	*x = AggState{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1163,7 @@ func (x *AggState) String() string {
 func (*AggState) ProtoMessage() {}
 
 func (x *AggState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[15]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1176,7 @@ func (x *AggState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggState.ProtoReflect.Descriptor instead.
 func (*AggState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AggState) GetN() int64 {
@@ -1194,7 +1259,7 @@ type AggItem struct {
 
 func (x *AggItem) Reset() {
 	*x = AggItem{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1271,7 @@ func (x *AggItem) String() string {
 func (*AggItem) ProtoMessage() {}
 
 func (x *AggItem) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[16]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1284,7 @@ func (x *AggItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AggItem.ProtoReflect.Descriptor instead.
 func (*AggItem) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AggItem) GetKeys() []*Value {
@@ -1251,7 +1316,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1328,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[17]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1341,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{17}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Session) GetPartition() []byte {
@@ -1333,7 +1398,7 @@ type SlidingGroup struct {
 
 func (x *SlidingGroup) Reset() {
 	*x = SlidingGroup{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1410,7 @@ func (x *SlidingGroup) String() string {
 func (*SlidingGroup) ProtoMessage() {}
 
 func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[18]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1423,7 @@ func (x *SlidingGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingGroup.ProtoReflect.Descriptor instead.
 func (*SlidingGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{18}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SlidingGroup) GetKey() []*Value {
@@ -1401,7 +1466,7 @@ type SlidingEvent struct {
 
 func (x *SlidingEvent) Reset() {
 	*x = SlidingEvent{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1478,7 @@ func (x *SlidingEvent) String() string {
 func (*SlidingEvent) ProtoMessage() {}
 
 func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[19]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1491,7 @@ func (x *SlidingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlidingEvent.ProtoReflect.Descriptor instead.
 func (*SlidingEvent) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{19}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SlidingEvent) GetTs() int64 {
@@ -1459,7 +1524,7 @@ type ValueList struct {
 
 func (x *ValueList) Reset() {
 	*x = ValueList{}
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[20]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1536,7 @@ func (x *ValueList) String() string {
 func (*ValueList) ProtoMessage() {}
 
 func (x *ValueList) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_snapshot_proto_msgTypes[20]
+	mi := &file_millstream_v1_snapshot_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1549,7 @@ func (x *ValueList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueList.ProtoReflect.Descriptor instead.
 func (*ValueList) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{20}
+	return file_millstream_v1_snapshot_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ValueList) GetValues() []*Value {
@@ -1518,13 +1583,17 @@ const file_millstream_v1_snapshot_proto_rawDesc = "" +
 	"InputState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12:\n" +
 	"\ttimelines\x18\x02 \x03(\v2\x1c.millstream.v1.TimelineStateR\ttimelines\x12%\n" +
-	"\x0eidle_watermark\x18\x03 \x01(\x03R\ridleWatermark\"\xaa\x01\n" +
+	"\x0eidle_watermark\x18\x03 \x01(\x03R\ridleWatermark\"\xe0\x01\n" +
 	"\rTimelineState\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
 	"\bmax_seen\x18\x02 \x01(\x03R\amaxSeen\x12\x1c\n" +
 	"\twatermark\x18\x03 \x01(\x03R\twatermark\x123\n" +
 	"\bbuffered\x18\x04 \x03(\v2\x17.millstream.v1.RowStateR\bbuffered\x12\x19\n" +
-	"\bnext_seq\x18\x05 \x01(\x04R\anextSeq\"w\n" +
+	"\bnext_seq\x18\x05 \x01(\x04R\anextSeq\x124\n" +
+	"\asources\x18\x06 \x03(\v2\x1a.millstream.v1.SourceClockR\asources\"B\n" +
+	"\vSourceClock\x12\x19\n" +
+	"\bmax_seen\x18\x01 \x01(\x03R\amaxSeen\x12\x18\n" +
+	"\aarrival\x18\x02 \x01(\x03R\aarrival\"w\n" +
 	"\bRowState\x12\x0e\n" +
 	"\x02ts\x18\x01 \x01(\x03R\x02ts\x12\x1a\n" +
 	"\btimeline\x18\x02 \x01(\x05R\btimeline\x12-\n" +
@@ -1629,73 +1698,75 @@ func file_millstream_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_snapshot_proto_rawDescData
 }
 
-var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_millstream_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_millstream_v1_snapshot_proto_goTypes = []any{
 	(*ExecutorSnapshot)(nil),  // 0: millstream.v1.ExecutorSnapshot
 	(*Counters)(nil),          // 1: millstream.v1.Counters
 	(*InputState)(nil),        // 2: millstream.v1.InputState
 	(*TimelineState)(nil),     // 3: millstream.v1.TimelineState
-	(*RowState)(nil),          // 4: millstream.v1.RowState
-	(*StageState)(nil),        // 5: millstream.v1.StageState
-	(*MatchPartition)(nil),    // 6: millstream.v1.MatchPartition
-	(*JoinSide)(nil),          // 7: millstream.v1.JoinSide
-	(*JoinRow)(nil),           // 8: millstream.v1.JoinRow
-	(*UnionSource)(nil),       // 9: millstream.v1.UnionSource
-	(*AnalyticPartition)(nil), // 10: millstream.v1.AnalyticPartition
-	(*AnalyticEntry)(nil),     // 11: millstream.v1.AnalyticEntry
-	(*WindowTimeline)(nil),    // 12: millstream.v1.WindowTimeline
-	(*Pane)(nil),              // 13: millstream.v1.Pane
-	(*GroupState)(nil),        // 14: millstream.v1.GroupState
-	(*AggState)(nil),          // 15: millstream.v1.AggState
-	(*AggItem)(nil),           // 16: millstream.v1.AggItem
-	(*Session)(nil),           // 17: millstream.v1.Session
-	(*SlidingGroup)(nil),      // 18: millstream.v1.SlidingGroup
-	(*SlidingEvent)(nil),      // 19: millstream.v1.SlidingEvent
-	(*ValueList)(nil),         // 20: millstream.v1.ValueList
-	(*Record)(nil),            // 21: millstream.v1.Record
-	(*Value)(nil),             // 22: millstream.v1.Value
+	(*SourceClock)(nil),       // 4: millstream.v1.SourceClock
+	(*RowState)(nil),          // 5: millstream.v1.RowState
+	(*StageState)(nil),        // 6: millstream.v1.StageState
+	(*MatchPartition)(nil),    // 7: millstream.v1.MatchPartition
+	(*JoinSide)(nil),          // 8: millstream.v1.JoinSide
+	(*JoinRow)(nil),           // 9: millstream.v1.JoinRow
+	(*UnionSource)(nil),       // 10: millstream.v1.UnionSource
+	(*AnalyticPartition)(nil), // 11: millstream.v1.AnalyticPartition
+	(*AnalyticEntry)(nil),     // 12: millstream.v1.AnalyticEntry
+	(*WindowTimeline)(nil),    // 13: millstream.v1.WindowTimeline
+	(*Pane)(nil),              // 14: millstream.v1.Pane
+	(*GroupState)(nil),        // 15: millstream.v1.GroupState
+	(*AggState)(nil),          // 16: millstream.v1.AggState
+	(*AggItem)(nil),           // 17: millstream.v1.AggItem
+	(*Session)(nil),           // 18: millstream.v1.Session
+	(*SlidingGroup)(nil),      // 19: millstream.v1.SlidingGroup
+	(*SlidingEvent)(nil),      // 20: millstream.v1.SlidingEvent
+	(*ValueList)(nil),         // 21: millstream.v1.ValueList
+	(*Record)(nil),            // 22: millstream.v1.Record
+	(*Value)(nil),             // 23: millstream.v1.Value
 }
 var file_millstream_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 0: millstream.v1.ExecutorSnapshot.inputs:type_name -> millstream.v1.InputState
-	5,  // 1: millstream.v1.ExecutorSnapshot.stages:type_name -> millstream.v1.StageState
+	6,  // 1: millstream.v1.ExecutorSnapshot.stages:type_name -> millstream.v1.StageState
 	1,  // 2: millstream.v1.ExecutorSnapshot.counters:type_name -> millstream.v1.Counters
 	3,  // 3: millstream.v1.InputState.timelines:type_name -> millstream.v1.TimelineState
-	4,  // 4: millstream.v1.TimelineState.buffered:type_name -> millstream.v1.RowState
-	21, // 5: millstream.v1.RowState.record:type_name -> millstream.v1.Record
-	12, // 6: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
-	10, // 7: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
-	9,  // 8: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
-	7,  // 9: millstream.v1.StageState.join_sides:type_name -> millstream.v1.JoinSide
-	4,  // 10: millstream.v1.StageState.join_pending:type_name -> millstream.v1.RowState
-	6,  // 11: millstream.v1.StageState.match_partitions:type_name -> millstream.v1.MatchPartition
-	4,  // 12: millstream.v1.StageState.match_pending:type_name -> millstream.v1.RowState
-	4,  // 13: millstream.v1.MatchPartition.events:type_name -> millstream.v1.RowState
-	8,  // 14: millstream.v1.JoinSide.rows:type_name -> millstream.v1.JoinRow
-	4,  // 15: millstream.v1.JoinRow.row:type_name -> millstream.v1.RowState
-	4,  // 16: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
-	11, // 17: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
-	22, // 18: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
-	13, // 19: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
-	17, // 20: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
-	18, // 21: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
-	14, // 22: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
-	22, // 23: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
-	15, // 24: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
-	22, // 25: millstream.v1.AggState.v:type_name -> millstream.v1.Value
-	16, // 26: millstream.v1.AggState.items:type_name -> millstream.v1.AggItem
-	22, // 27: millstream.v1.AggItem.keys:type_name -> millstream.v1.Value
-	22, // 28: millstream.v1.AggItem.value:type_name -> millstream.v1.Value
-	14, // 29: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
-	22, // 30: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
-	19, // 31: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
-	22, // 32: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
-	20, // 33: millstream.v1.SlidingEvent.keys:type_name -> millstream.v1.ValueList
-	22, // 34: millstream.v1.ValueList.values:type_name -> millstream.v1.Value
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	5,  // 4: millstream.v1.TimelineState.buffered:type_name -> millstream.v1.RowState
+	4,  // 5: millstream.v1.TimelineState.sources:type_name -> millstream.v1.SourceClock
+	22, // 6: millstream.v1.RowState.record:type_name -> millstream.v1.Record
+	13, // 7: millstream.v1.StageState.timelines:type_name -> millstream.v1.WindowTimeline
+	11, // 8: millstream.v1.StageState.analytics:type_name -> millstream.v1.AnalyticPartition
+	10, // 9: millstream.v1.StageState.union:type_name -> millstream.v1.UnionSource
+	8,  // 10: millstream.v1.StageState.join_sides:type_name -> millstream.v1.JoinSide
+	5,  // 11: millstream.v1.StageState.join_pending:type_name -> millstream.v1.RowState
+	7,  // 12: millstream.v1.StageState.match_partitions:type_name -> millstream.v1.MatchPartition
+	5,  // 13: millstream.v1.StageState.match_pending:type_name -> millstream.v1.RowState
+	5,  // 14: millstream.v1.MatchPartition.events:type_name -> millstream.v1.RowState
+	9,  // 15: millstream.v1.JoinSide.rows:type_name -> millstream.v1.JoinRow
+	5,  // 16: millstream.v1.JoinRow.row:type_name -> millstream.v1.RowState
+	5,  // 17: millstream.v1.UnionSource.rows:type_name -> millstream.v1.RowState
+	12, // 18: millstream.v1.AnalyticPartition.entries:type_name -> millstream.v1.AnalyticEntry
+	23, // 19: millstream.v1.AnalyticEntry.value:type_name -> millstream.v1.Value
+	14, // 20: millstream.v1.WindowTimeline.panes:type_name -> millstream.v1.Pane
+	18, // 21: millstream.v1.WindowTimeline.sessions:type_name -> millstream.v1.Session
+	19, // 22: millstream.v1.WindowTimeline.sliding:type_name -> millstream.v1.SlidingGroup
+	15, // 23: millstream.v1.Pane.groups:type_name -> millstream.v1.GroupState
+	23, // 24: millstream.v1.GroupState.key:type_name -> millstream.v1.Value
+	16, // 25: millstream.v1.GroupState.aggs:type_name -> millstream.v1.AggState
+	23, // 26: millstream.v1.AggState.v:type_name -> millstream.v1.Value
+	17, // 27: millstream.v1.AggState.items:type_name -> millstream.v1.AggItem
+	23, // 28: millstream.v1.AggItem.keys:type_name -> millstream.v1.Value
+	23, // 29: millstream.v1.AggItem.value:type_name -> millstream.v1.Value
+	15, // 30: millstream.v1.Session.groups:type_name -> millstream.v1.GroupState
+	23, // 31: millstream.v1.SlidingGroup.key:type_name -> millstream.v1.Value
+	20, // 32: millstream.v1.SlidingGroup.events:type_name -> millstream.v1.SlidingEvent
+	23, // 33: millstream.v1.SlidingEvent.args:type_name -> millstream.v1.Value
+	21, // 34: millstream.v1.SlidingEvent.keys:type_name -> millstream.v1.ValueList
+	23, // 35: millstream.v1.ValueList.values:type_name -> millstream.v1.Value
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_snapshot_proto_init() }
@@ -1710,7 +1781,7 @@ func file_millstream_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_snapshot_proto_rawDesc), len(file_millstream_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
