@@ -35,9 +35,15 @@
 //	    gateway hears from a majority again, also after a restart. A
 //	    gateway that starts counts as cut off until it has heard from a
 //	    majority of the gateways it knew.
+//	C12: each gateway stores the newest deploy or removal of every job
+//	    name it has seen (through its admin API or from another gateway),
+//	    sends them all to a gateway that joins, and applies the newest
+//	    of a name over what its configuration file and catalog deployed
+//	    at start: a job removed or changed while a gateway was down is
+//	    removed or changed there when it comes back, even after every
+//	    gateway restarted.
 //
-// Known limits: parked input is on one disk until forwarded; job
-// versions live in memory (a removal reaches a gateway that was down only
-// while a gateway that saw it stays up); every gateway must use the same
-// number of partitions.
+// Known limits: parked input is on one disk until forwarded; every
+// gateway must use the same number of partitions; job versions are deploy
+// times, so the gateways' clocks order concurrent deploys of one name.
 package cluster

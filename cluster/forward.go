@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sort"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -254,8 +256,7 @@ func (n *Node) DeployJob(ctx context.Context, job *pb.Job) error {
 	if err := n.gw.Deploy(ctx, job); err != nil {
 		return err
 	}
-	n.spreadJob(&pb.JobUpdate{Job: job, Version: time.Now().UnixNano(), Origin: n.name})
-	return nil
+	return n.spreadJob(&pb.JobUpdate{Job: job, Version: time.Now().UnixNano(), Origin: n.name})
 }
 
 // RemoveJob removes a job here and on every other gateway.
@@ -263,8 +264,7 @@ func (n *Node) RemoveJob(ctx context.Context, name string) error {
 	if err := n.gw.Remove(ctx, name); err != nil {
 		return err
 	}
-	n.spreadJob(&pb.JobUpdate{Removed: name, Version: time.Now().UnixNano(), Origin: n.name})
-	return nil
+	return n.spreadJob(&pb.JobUpdate{Removed: name, Version: time.Now().UnixNano(), Origin: n.name})
 }
 
 func jobName(u *pb.JobUpdate) string {
@@ -274,7 +274,13 @@ func jobName(u *pb.JobUpdate) string {
 	return u.Removed
 }
 
-func (n *Node) spreadJob(u *pb.JobUpdate) {
+// spreadJob records an update this gateway took and sends it to the
+// others. It is stored first: a gateway down now gets it when it comes
+// back, from any gateway that stored it (C12).
+func (n *Node) spreadJob(u *pb.JobUpdate) error {
+	if err := n.store.SaveJobUpdate(u); err != nil {
+		return fmt.Errorf("cluster: job %q changed here but not recorded for the other gateways: %w", jobName(u), err)
+	}
 	n.mu.Lock()
 	n.jobVer[jobName(u)] = jobVersion{u.Version, u.Origin}
 	n.jobLog[jobName(u)] = u
@@ -287,6 +293,40 @@ func (n *Node) spreadJob(u *pb.JobUpdate) {
 	n.mu.Unlock()
 	for _, m := range peers {
 		n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Job{Job: u}}, nil)
+	}
+	return nil
+}
+
+// loadJobUpdates reads the stored updates (C12).
+func (n *Node) loadJobUpdates() error {
+	us, err := n.store.JobUpdates()
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	for _, u := range us {
+		n.jobVer[jobName(u)] = jobVersion{u.Version, u.Origin}
+		n.jobLog[jobName(u)] = u
+	}
+	return nil
+}
+
+// SyncJobs makes the gateway's jobs match the newest update of each job
+// name it knows (C12): stored before a restart, or received since. Run it
+// once the configuration file's and the catalog's jobs are deployed, so a
+// job removed or changed through the admin API while this gateway was
+// down stays removed or changed here too.
+func (n *Node) SyncJobs(ctx context.Context) {
+	n.jobMu.Lock()
+	defer n.jobMu.Unlock()
+	n.mu.Lock()
+	us := make([]*pb.JobUpdate, 0, len(n.jobLog))
+	for _, u := range n.jobLog {
+		us = append(us, u)
+	}
+	n.mu.Unlock()
+	sort.Slice(us, func(i, j int) bool { return jobName(us[i]) < jobName(us[j]) })
+	for _, u := range us {
+		n.install(ctx, u)
 	}
 }
 
@@ -320,11 +360,22 @@ func (n *Node) applyJob(u *pb.JobUpdate) {
 	if !newer {
 		return
 	}
+	if err := n.store.SaveJobUpdate(u); err != nil {
+		// Applied all the same: the others keep it and send it again
+		// when this gateway restarts.
+		n.log.Error("job update from another gateway not stored", "job", name, "error", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	n.install(ctx, u)
+}
+
+// install makes the gateway's job of u's name what u says (n.jobMu held).
+func (n *Node) install(ctx context.Context, u *pb.JobUpdate) {
+	name := jobName(u)
 	if u.Job == nil {
 		if err := n.gw.Remove(ctx, name); err != nil && !errors.Is(err, actors.ErrUnknownJob) {
-			n.log.Error("job removal from another gateway failed", "job", name, "error", err)
+			n.log.Error("job removal from the cluster failed here", "job", name, "origin", u.Origin, "error", err)
 		}
 		return
 	}
@@ -333,13 +384,13 @@ func (n *Node) applyJob(u *pb.JobUpdate) {
 	}
 	if n.cfg.OnJob != nil {
 		if err := n.cfg.OnJob(u.Job); err != nil {
-			n.log.Error("job from another gateway does not configure", "job", name, "error", err)
+			n.log.Error("job from the cluster does not configure here", "job", name, "origin", u.Origin, "error", err)
 			return
 		}
 	}
 	if err := n.gw.Deploy(ctx, u.Job); err != nil {
-		n.log.Error("job from another gateway does not deploy", "job", name, "error", err)
+		n.log.Error("job from the cluster does not deploy here", "job", name, "origin", u.Origin, "error", err)
 		return
 	}
-	n.log.Info("job deployed from another gateway", "job", name, "origin", u.Origin)
+	n.log.Info("job deployed from the cluster", "job", name, "origin", u.Origin)
 }

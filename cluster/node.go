@@ -256,6 +256,9 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	if err := n.loadParked(); err != nil {
 		return nil, err
 	}
+	if err := n.loadJobUpdates(); err != nil {
+		return nil, err
+	}
 
 	// Remote first: its address goes into the gossiped metadata.
 	host, port, err := splitHostPort(cfg.RemoteAddr)

@@ -13,6 +13,7 @@
 //	'x' output 0x00 seq:uint64       -> OutboxEntry (rows a sink refused for good)
 //	'w' partition:uint16             -> uint64      (last output seq of the partition in the outbox)
 //	'j' name                         -> Job         (job catalog; jobs.go)
+//	'J' name                         -> JobUpdate   (cluster: newest deploy or removal of a job; jobs.go)
 //	'r', 'e', 'g'                                   (cluster: safe checkpoints, epochs, gateways; cluster.go)
 //	'f' partition:uint16 origin 0x00 seq:uint64     -> LogEntry    (cluster: input parked while cut off; parked.go)
 //

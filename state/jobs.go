@@ -36,18 +36,51 @@ func (s *Store) DeleteJob(name string) error {
 
 // Jobs returns the catalog, by name.
 func (s *Store) Jobs() ([]*pb.Job, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{'j'}, UpperBound: []byte{'j' + 1}})
+	return scanPrefix(s, 'j', "job", func() *pb.Job { return &pb.Job{} })
+}
+
+// scanPrefix decodes every value under a one-byte key prefix, in key order.
+func scanPrefix[T proto.Message](s *Store, prefix byte, what string, newT func() T) ([]T, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {
 		return nil, err
 	}
 	defer it.Close()
-	var jobs []*pb.Job
+	var out []T
 	for it.First(); it.Valid(); it.Next() {
-		j := &pb.Job{}
-		if err := proto.Unmarshal(it.Value(), j); err != nil {
-			return nil, fmt.Errorf("%w: job %q: %w", ErrCorrupt, it.Key()[1:], err)
+		m := newT()
+		if err := proto.Unmarshal(it.Value(), m); err != nil {
+			return nil, fmt.Errorf("%w: %s %q: %w", ErrCorrupt, what, it.Key()[1:], err)
 		}
-		jobs = append(jobs, j)
+		out = append(out, m)
 	}
-	return jobs, it.Error()
+	return out, it.Error()
+}
+
+// The cluster's job updates ('J' name -> JobUpdate) record, per job name,
+// the newest deploy or removal this gateway has seen, with its version, so
+// that a removal or a newer deploy still reaches a gateway that was down
+// when it happened after every gateway that saw it has restarted.
+
+func jobUpdateKey(name string) []byte { return append([]byte{'J'}, name...) }
+
+// SaveJobUpdate stores the newest update of a job name (synced).
+func (s *Store) SaveJobUpdate(u *pb.JobUpdate) error {
+	name := u.Removed
+	if u.Job != nil {
+		name = u.Job.Name
+	}
+	data, err := proto.Marshal(u)
+	if err != nil {
+		return fmt.Errorf("state: encode job update %q: %w", name, err)
+	}
+	if err := s.db.Set(jobUpdateKey(name), data, pebble.Sync); err != nil {
+		return fmt.Errorf("state: save job update %q: %w", name, err)
+	}
+	return nil
+}
+
+// JobUpdates returns the stored job updates, by name.
+func (s *Store) JobUpdates() ([]*pb.JobUpdate, error) {
+	return scanPrefix(s, 'J', "job update", func() *pb.JobUpdate { return &pb.JobUpdate{} })
 }

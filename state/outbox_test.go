@@ -88,6 +88,31 @@ func TestJobCatalog(t *testing.T) {
 	require.Equal(t, "b", jobs[0].Name)
 }
 
+// TestJobUpdatesSurviveReopen: the newest update of each job name, a
+// removal included, is there after a reopen, apart from the catalog.
+func TestJobUpdatesSurviveReopen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	s, err := Open(dir, Config{Partitions: 1})
+	require.NoError(t, err)
+	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Job: &pb.Job{Name: "a", Query: "SELECT * INTO o FROM i"}, Version: 1, Origin: "gw1"}))
+	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Job: &pb.Job{Name: "b", Query: "SELECT * INTO o FROM i"}, Version: 2, Origin: "gw1"}))
+	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Removed: "a", Version: 3, Origin: "gw2"}))
+	require.NoError(t, s.SaveJob(&pb.Job{Name: "c", Query: "SELECT * INTO o FROM i"}))
+	require.NoError(t, s.Close())
+	s, err = Open(dir, Config{Partitions: 1})
+	require.NoError(t, err)
+	defer s.Close()
+	us, err := s.JobUpdates()
+	require.NoError(t, err)
+	require.Len(t, us, 2)
+	require.Equal(t, "a", us[0].Removed)
+	require.EqualValues(t, 3, us[0].Version)
+	require.Equal(t, "b", us[1].Job.GetName())
+	jobs, err := s.Jobs()
+	require.NoError(t, err)
+	require.Len(t, jobs, 1, "the catalog and the updates are apart")
+}
+
 // TestCheckpointTruncatesOnlyWhatItIsAllowedTo: a checkpoint may keep log
 // entries it covers (another partition still needs them), and DropLog
 // removes a damaged log whole.

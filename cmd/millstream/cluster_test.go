@@ -893,3 +893,97 @@ func TestClusterRestartAll(t *testing.T) {
 	require.Contains(t, c.gws[0].gw.Logs(), "take-over", "the partitions came back from the stores")
 	c.waitOutputs(want, s.base.Add(30*time.Minute), 2*time.Minute)
 }
+
+// TestClusterJobsReachEveryGateway: a job deployed through one gateway's
+// admin API runs on every gateway, and one that joins later gets it. A
+// removal and a deploy made while a gateway is down reach it when it comes
+// back, even after every gateway was killed and started again (C12): it
+// restores the removed job from its own catalog, and only the others'
+// stored updates say it is gone.
+func TestClusterJobsReachEveryGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four gateway processes and restarts them all; runs without -short")
+	}
+	c := startCluster(t, 3)
+	jobYAML := func(name string) string {
+		return fmt.Sprintf(`name: %s
+query: SELECT deviceId, temperature INTO alarms FROM readings WHERE temperature > 100
+inputs: [{name: readings, topic: "devices/+/messages/events"}]
+outputs: [{name: alarms, log: {prefix: %s}}]
+`, name, name)
+	}
+	// want waits until every gateway in gws has the jobs in has and none
+	// of those in hasNot.
+	want := func(gws []*clusterGateway, has, hasNot []string, within time.Duration) {
+		t.Helper()
+		check := func() string {
+			for _, g := range gws {
+				for _, name := range has {
+					if _, err := httpGet("http://" + g.admin + "/v1/jobs/" + name); err != nil {
+						return fmt.Sprintf("%s lacks job %s: %v", g.name, name, err)
+					}
+				}
+				for _, name := range hasNot {
+					if _, err := httpGet("http://" + g.admin + "/v1/jobs/" + name); err == nil {
+						return fmt.Sprintf("%s still has job %s", g.name, name)
+					}
+				}
+			}
+			return ""
+		}
+		deadline := time.Now().Add(within)
+		for miss := check(); miss != ""; miss = check() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v: %s", within, miss)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	require.NoError(t, adminCall(http.MethodPost, "http://"+c.gws[0].admin+"/v1/jobs", jobYAML("extra")))
+	want(c.gws, []string{"extra", "temps"}, nil, 10*time.Second)
+	c.add()
+	c.waitSettled(c.gws, 30*time.Second)
+	want(c.gws, []string{"extra", "temps"}, nil, 10*time.Second)
+
+	gw3 := c.gws[2]
+	gw3.gw.Kill()
+	up := []*clusterGateway{c.gws[0], c.gws[1], c.gws[3]}
+	c.waitSettled(up, 30*time.Second)
+	require.NoError(t, adminCall(http.MethodDelete, "http://"+c.gws[1].admin+"/v1/jobs/extra", ""))
+	require.NoError(t, adminCall(http.MethodPost, "http://"+c.gws[0].admin+"/v1/jobs", jobYAML("later")))
+	want(up, []string{"later"}, []string{"extra"}, 10*time.Second)
+
+	for _, g := range up {
+		g.gw.Kill()
+	}
+	for _, g := range c.gws {
+		g.gw.Start()
+	}
+	c.waitSettled(c.gws, time.Minute)
+	want(c.gws, []string{"later", "temps"}, []string{"extra"}, 20*time.Second)
+	require.Contains(t, gw3.gw.Logs(), "job deployed from the cluster", "gw3 got the job deployed while it was down")
+	// And it stays so.
+	time.Sleep(2 * time.Second)
+	want(c.gws, []string{"later", "temps"}, []string{"extra"}, time.Second)
+}
+
+// adminCall sends one request to a gateway's admin API and fails on any
+// status but 200.
+func adminCall(method, url, yaml string) error {
+	req, err := http.NewRequest(method, url, strings.NewReader(yaml))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/yaml")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, body)
+	}
+	return nil
+}

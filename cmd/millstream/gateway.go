@@ -164,6 +164,11 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 			return nil, err
 		}
 	}
+	if rg.node != nil {
+		// Jobs deployed or removed through the admin API of any gateway
+		// win over the file and the catalog (C12).
+		rg.node.SyncJobs(ctx)
+	}
 	if err := g.Recover(ctx); err != nil {
 		rg.close(ctx)
 		if errors.Is(err, state.ErrCorrupt) {
