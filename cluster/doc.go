@@ -43,7 +43,10 @@
 //	    removed or changed there when it comes back, even after every
 //	    gateway restarted.
 //
-// Known limits: parked input is on one disk until forwarded; every
-// gateway must use the same number of partitions; job versions are deploy
-// times, so the gateways' clocks order concurrent deploys of one name.
+// Every gateway must use the same number of partitions: one with another
+// number is refused as a member (Config.Admit), so its Join fails.
+//
+// Known limits: parked input is on one disk until forwarded; job versions
+// are deploy times, so the gateways' clocks order concurrent deploys of
+// one name.
 package cluster

@@ -45,6 +45,10 @@ type Config struct {
 	SuspicionMult  int
 	// Logger (default slog.Default()); memberlist's lines go to debug.
 	Logger *slog.Logger
+	// Admit, if set, decides from a gateway's metadata whether it may be a
+	// member: an error keeps it out of this gateway's view (logged once
+	// per gateway) and makes a Join through it fail with that error.
+	Admit func(meta *pb.NodeMeta) error
 	// iso: fault injection (fault.go); nil in production.
 	iso *isolation
 }
@@ -121,6 +125,10 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 	m := &Membership{changes: make(chan struct{}, 1), logger: cfg.Logger, meta: &metaDelegate{meta: meta}}
 	mc.Delegate = m.meta
 	mc.Events = eventDelegate{m: m}
+	if cfg.Admit != nil {
+		g := &gatekeeper{admit: cfg.Admit, logger: cfg.Logger, refused: map[string]string{}}
+		mc.Merge, mc.Alive = g, g
+	}
 	mc.Logger = log.New(slogWriter{cfg.Logger.With("component", "memberlist")}, "", 0)
 	if cfg.iso != nil {
 		ft, err := newFaultTransport(cfg.iso, mc.BindAddr, mc.BindPort, mc.Logger)
@@ -289,3 +297,40 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = slogWriter{}
+
+// gatekeeper applies Config.Admit to gateways joining through this one
+// (memberlist's merge) and to those it hears of by gossip (alive).
+type gatekeeper struct {
+	admit   func(*pb.NodeMeta) error
+	logger  *slog.Logger
+	mu      sync.Mutex
+	refused map[string]string // gateway -> last reason logged
+}
+
+func (g *gatekeeper) check(n *memberlist.Node) error {
+	meta := &pb.NodeMeta{}
+	if err := proto.Unmarshal(n.Meta, meta); err != nil {
+		return nil // listed without metadata (Members logs it)
+	}
+	err := g.admit(meta)
+	if err != nil {
+		g.mu.Lock()
+		if g.refused[n.Name] != err.Error() {
+			g.refused[n.Name] = err.Error()
+			g.logger.Error("gateway refused as a member of the cluster", "member", n.Name, "error", err)
+		}
+		g.mu.Unlock()
+	}
+	return err
+}
+
+func (g *gatekeeper) NotifyAlive(n *memberlist.Node) error { return g.check(n) }
+
+func (g *gatekeeper) NotifyMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if err := g.check(n); err != nil {
+			return fmt.Errorf("gateway %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}

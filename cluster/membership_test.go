@@ -97,3 +97,38 @@ func TestMembershipGossipKey(t *testing.T) {
 	require.ErrorContains(t, err, "16, 24 or 32")
 	waitMembers(t, []string{"gw-a", "gw-b"}, a, b)
 }
+
+// TestMembershipRefusesOtherPartitions: a gateway whose metadata Admit
+// refuses (another number of partitions) cannot join, gets the reason as
+// its error, and stays out of the others' view; one that agrees joins.
+func TestMembershipRefusesOtherPartitions(t *testing.T) {
+	cfg := func(name string, parts uint32, seeds []string) Config {
+		c := testConfig(name, seeds, nil)
+		c.Meta.Partitions = parts
+		c.Admit = func(meta *pb.NodeMeta) error {
+			if meta.Partitions != parts {
+				return fmt.Errorf("has %d partitions, not %d", meta.Partitions, parts)
+			}
+			return nil
+		}
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := Join(ctx, cfg("gw-a", 16, nil))
+	require.NoError(t, err)
+	defer a.Shutdown()
+
+	b, err := Join(ctx, cfg("gw-b", 64, []string{a.Addr()}))
+	if b != nil {
+		_ = b.Shutdown()
+	}
+	require.ErrorContains(t, err, "has 16 partitions, not 64")
+
+	c, err := Join(ctx, cfg("gw-c", 16, []string{a.Addr()}))
+	require.NoError(t, err)
+	defer c.Shutdown()
+	waitMembers(t, []string{"gw-a", "gw-c"}, a, c)
+	time.Sleep(300 * time.Millisecond) // a few gossip rounds
+	require.Equal(t, []string{"gw-a", "gw-c"}, a.Names())
+}

@@ -297,6 +297,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	mcfg.Name = n.name
 	mcfg.Logger = cfg.Logger
 	mcfg.iso = n.iso
+	mcfg.Admit = n.admit
 	mcfg.Meta = n.meta(net.JoinHostPort(host, strconv.Itoa(port)))
 	if n.ml, err = Join(ctx, mcfg); err != nil {
 		n.remote.Shutdown(false)
@@ -322,6 +323,16 @@ func freePort(host string) (int, error) {
 }
 
 // meta is this gateway's gossiped metadata with its serving bitmap.
+// admit keeps out of the cluster a gateway with another number of
+// partitions: it would place devices on other partitions than this one.
+func (n *Node) admit(meta *pb.NodeMeta) error {
+	if meta.Partitions != 0 && int(meta.Partitions) != n.parts {
+		return fmt.Errorf("cluster: gateway %s has %d partitions and %s has %d: every gateway of a cluster must use the same partitions",
+			meta.Gateway, meta.Partitions, n.cfg.Gateway, n.parts)
+	}
+	return nil
+}
+
 func (n *Node) meta(remoteAddr string) *pb.NodeMeta {
 	bits := make([]byte, (n.parts+7)/8)
 	for p := 0; p < n.parts; p++ {
@@ -330,7 +341,8 @@ func (n *Node) meta(remoteAddr string) *pb.NodeMeta {
 		}
 	}
 	draining := n.announceDrain.Load()
-	return &pb.NodeMeta{RemoteAddr: remoteAddr, HttpAddr: n.cfg.HTTPAddr, Version: n.cfg.Version, Gateway: n.cfg.Gateway, Serving: bits, Draining: draining}
+	return &pb.NodeMeta{RemoteAddr: remoteAddr, HttpAddr: n.cfg.HTTPAddr, Version: n.cfg.Version, Gateway: n.cfg.Gateway, Serving: bits, Draining: draining,
+		Partitions: uint32(n.parts)}
 }
 
 func serves(m *pb.NodeMeta, p int) bool {

@@ -37,7 +37,10 @@ type NodeMeta struct {
 	Serving []byte `protobuf:"bytes,5,opt,name=serving,proto3" json:"serving,omitempty"`
 	// Draining: the gateway hands its partitions off and then leaves; the
 	// others place partitions without it.
-	Draining      bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	// Number of partitions; every gateway of a cluster must have the same
+	// (devices are placed by it). 0: not said (admitted).
+	Partitions    uint32 `protobuf:"varint,7,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -112,6 +115,13 @@ func (x *NodeMeta) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *NodeMeta) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
 }
 
 // StreamMsg is one message of a gateway-to-gateway stream.
@@ -1211,7 +1221,7 @@ var File_millstream_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmillstream/v1/cluster.proto\x12\rmillstream.v1\x1a\x19millstream/v1/state.proto\x1a\x17millstream/v1/job.proto\"\xb2\x01\n" +
+	"\x1bmillstream/v1/cluster.proto\x12\rmillstream.v1\x1a\x19millstream/v1/state.proto\x1a\x17millstream/v1/job.proto\"\xd2\x01\n" +
 	"\bNodeMeta\x12\x1f\n" +
 	"\vremote_addr\x18\x01 \x01(\tR\n" +
 	"remoteAddr\x12\x1b\n" +
@@ -1219,7 +1229,10 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x18\n" +
 	"\agateway\x18\x04 \x01(\tR\agateway\x12\x18\n" +
 	"\aserving\x18\x05 \x01(\fR\aserving\x12\x1a\n" +
-	"\bdraining\x18\x06 \x01(\bR\bdraining\"\xec\x05\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\a \x01(\rR\n" +
+	"partitions\"\xec\x05\n" +
 	"\tStreamMsg\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
