@@ -57,6 +57,10 @@ type ClusterAdmin interface {
 	RemoveJob(ctx context.Context, name string) error
 	// Status is the cluster as this gateway sees it (JSON-encodable).
 	Status() any
+	// Forget stops counting a gateway gone for good for the majority, on
+	// every gateway; known: this gateway counted it. ErrBadRequest for a
+	// live one.
+	Forget(gateway string) (known bool, err error)
 }
 
 // SetCluster routes job changes through the cluster (before Handler).
@@ -88,6 +92,7 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"durable": a.g.store != nil, "stats": a.g.DurableStats()})
 	})
+	mux.HandleFunc("POST /v1/cluster/forget/{gateway}", a.forgetGateway)
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
 		if a.cluster == nil {
 			writeJSON(w, http.StatusNotFound, apiError{"this gateway is not in a cluster (no cluster section in its configuration)"})
@@ -226,6 +231,23 @@ func (a *Admin) deadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"output": key, "rows": rows})
+}
+
+func (a *Admin) forgetGateway(w http.ResponseWriter, r *http.Request) {
+	if a.cluster == nil {
+		writeJSON(w, http.StatusNotFound, apiError{"this gateway is not clustered"})
+		return
+	}
+	name := r.PathValue("gateway")
+	known, err := a.cluster.Forget(name)
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"forgotten": name, "wasCounted": known})
+	}
 }
 
 func (a *Admin) removeJob(w http.ResponseWriter, r *http.Request) {

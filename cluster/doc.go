@@ -42,6 +42,11 @@
 //	    at start: a job removed or changed while a gateway was down is
 //	    removed or changed there when it comes back, even after every
 //	    gateway restarted.
+//	C13: the majority counts the gateways this one has known, less those
+//	    drained and those an operator forgot (Forget: gone for good). A
+//	    forget reaches every gateway, also one down at the time (stored
+//	    marks, sent on join); a live gateway cannot be forgotten, and a
+//	    forgotten one that shows up again counts again.
 //
 // Every gateway must use the same number of partitions: one with another
 // number is refused as a member (Config.Admit), so its Join fails.

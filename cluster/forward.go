@@ -284,12 +284,7 @@ func (n *Node) spreadJob(u *pb.JobUpdate) error {
 	n.mu.Lock()
 	n.jobVer[jobName(u)] = jobVersion{u.Version, u.Origin}
 	n.jobLog[jobName(u)] = u
-	var peers []string
-	for name := range n.view {
-		if name != n.name {
-			peers = append(peers, name)
-		}
-	}
+	peers := n.peersLocked()
 	n.mu.Unlock()
 	for _, m := range peers {
 		n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Job{Job: u}}, nil)

@@ -113,7 +113,8 @@ type Node struct {
 	busy      []bool      // per partition: a hand-off, give-up, take-over or serve is running (claim)
 	jobVer    map[string]jobVersion
 	jobLog    map[string]*pb.JobUpdate
-	jobMu     sync.Mutex // serializes job updates from other gateways
+	forgotten map[string]bool // gateways an operator forgot (C13)
+	jobMu     sync.Mutex      // serializes job updates from other gateways
 	viewSince time.Time
 	draining  bool
 	tbl       Table    // placement of tblNames (table)
@@ -227,7 +228,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
 		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
-		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, stop: make(chan struct{})}
+		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{})}
 	n.replicas = make([]map[string]*replica, n.parts)
 	n.holding = make([]string, n.parts)
 	n.caughtUp = make([]bool, n.parts)
@@ -247,6 +248,13 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	}
 	for _, g := range known {
 		n.known[g] = true
+	}
+	forgotten, err := n.store.Forgotten()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	for _, g := range forgotten {
+		n.forgotten[g] = true
 	}
 	n.gossipOf = map[string]string{}
 	n.iso = newIsolation(cfg.Gateway)

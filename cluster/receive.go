@@ -168,6 +168,10 @@ func (n *Node) apply(m *pb.StreamMsg) {
 		n.forwardDone(m.From, b.ForwardDone)
 	case *pb.StreamMsg_Job:
 		go n.applyJob(b.Job)
+	case *pb.StreamMsg_Forget:
+		if _, err := n.forget(b.Forget.Gateway); err != nil {
+			n.log.Warn("another gateway forgot a gateway this one still sees; kept", "gateway", b.Forget.Gateway, "from", m.From, "error", err)
+		}
 	case *pb.StreamMsg_StatusRequest:
 		n.sendTo(m.From, &pb.StreamMsg{Body: &pb.StreamMsg_StatusReply{StatusReply: n.holdings(b.StatusRequest.Id)}}, nil)
 	case *pb.StreamMsg_StatusReply:

@@ -188,7 +188,7 @@ func (n *Node) heartbeats() {
 // restarted is a new member: its older incarnation is gone at once.
 func (n *Node) refreshView() {
 	members := n.ml.Members()
-	var newKnown, leftKnown []string
+	var newKnown, leftKnown, back []string
 	n.mu.Lock()
 	old := n.view
 	n.view = map[string]Member{}
@@ -211,6 +211,10 @@ func (n *Node) refreshView() {
 		if !n.known[base] && !draining {
 			n.known[base] = true
 			newKnown = append(newKnown, base)
+		}
+		if n.forgotten[base] {
+			delete(n.forgotten, base)
+			back = append(back, base)
 		}
 		if _, ok := n.joinedAt[m.Name]; !ok {
 			n.joinedAt[m.Name] = time.Now()
@@ -254,12 +258,19 @@ func (n *Node) refreshView() {
 			n.log.Error("drained gateway not forgotten", "gateway", g, "error", err)
 		}
 	}
+	for _, g := range back {
+		n.log.Info("a forgotten gateway is back; it counts for the majority again", "gateway", g)
+		if err := n.store.ClearForgotten(g); err != nil {
+			n.log.Error("forgotten gateway's mark not cleared", "gateway", g, "error", err)
+		}
+	}
 	for _, name := range gone {
 		n.memberGone(name)
 	}
 	for _, name := range joined {
 		n.log.Info("member joined", "member", name)
 		n.sendJobs(name)
+		n.sendForgotten(name)
 	}
 	// Quorum evidence: when a majority of the gateways known was last
 	// heard from. A peer was heard at the send time of its last answered
@@ -740,12 +751,7 @@ func (n *Node) handOff(p int, member string) {
 func (n *Node) takeOver(p int) {
 	defer n.unclaim(p)
 	n.mu.Lock()
-	var peers []string
-	for name := range n.view {
-		if name != n.name {
-			peers = append(peers, name)
-		}
-	}
+	peers := n.peersLocked()
 	n.reqID++
 	id := n.reqID
 	ch := make(chan statusAnswer, len(peers))

@@ -9,11 +9,13 @@ import (
 // Status is the cluster as one gateway sees it (GET /v1/cluster and
 // `millstream cluster status`).
 type Status struct {
-	Self       string            `json:"self"`
-	Gateway    string            `json:"gateway"`
-	Quorum     string            `json:"quorum"`
-	Fenced     bool              `json:"fenced"`
-	Replicas   int               `json:"replicas"`
+	Self     string `json:"self"`
+	Gateway  string `json:"gateway"`
+	Quorum   string `json:"quorum"`
+	Fenced   bool   `json:"fenced"`
+	Replicas int    `json:"replicas"`
+	// Known: the gateways counted for the majority (live or not).
+	Known      []string          `json:"known"`
 	Members    []MemberStatus    `json:"members"`
 	Partitions []PartitionStatus `json:"partitions"`
 	Counters   Counters          `json:"counters"`
@@ -73,6 +75,10 @@ func (n *Node) Status() any {
 			Parked: n.parkedIn.Load(), ParkedWaiting: n.parkedNow.Load()}}
 	now := time.Now()
 	n.mu.Lock()
+	for g := range n.known {
+		st.Known = append(st.Known, g)
+	}
+	sort.Strings(st.Known)
 	servers := make([]string, n.parts)
 	for name, m := range n.view {
 		ms := MemberStatus{Name: name, Gateway: baseOf(name), State: "alive", Gossip: m.Addr, LastHeardMs: -1}

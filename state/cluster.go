@@ -266,9 +266,33 @@ func (s *Store) DeleteGateway(name string) error {
 	return nil
 }
 
+// SaveForgotten records that an operator forgot a gateway (synced), so
+// the mark reaches gateways that were down then; ClearForgotten drops it
+// when the gateway is back.
+func (s *Store) SaveForgotten(name string) error {
+	if err := s.db.Set(append([]byte{'G'}, name...), nil, s.write); err != nil {
+		return fmt.Errorf("state: save forgotten gateway %q: %w", name, err)
+	}
+	return nil
+}
+
+// ClearForgotten drops the mark of SaveForgotten.
+func (s *Store) ClearForgotten(name string) error {
+	if err := s.db.Delete(append([]byte{'G'}, name...), s.write); err != nil {
+		return fmt.Errorf("state: clear forgotten gateway %q: %w", name, err)
+	}
+	return nil
+}
+
+// Forgotten lists the gateways marked by SaveForgotten.
+func (s *Store) Forgotten() ([]string, error) { return s.names('G', "forgotten gateways") }
+
 // Gateways lists the gateways recorded by SaveGateway.
-func (s *Store) Gateways() ([]string, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{'g'}, UpperBound: []byte{'g' + 1}})
+func (s *Store) Gateways() ([]string, error) { return s.names('g', "gateways") }
+
+// names lists the keys under a one-byte prefix, without it.
+func (s *Store) names(prefix byte, what string) ([]string, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +302,7 @@ func (s *Store) Gateways() ([]string, error) {
 		out = append(out, string(it.Key()[1:]))
 	}
 	if err := it.Error(); err != nil {
-		return nil, readErr(err, "gateways")
+		return nil, readErr(err, what)
 	}
 	return out, nil
 }

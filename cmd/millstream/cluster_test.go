@@ -596,14 +596,20 @@ type emission struct {
 	partition int
 }
 
-// watchEmissions polls every gateway's output files and records, for each
+// emissionWatch polls every gateway's output files and records, for each
 // new row, when it appeared, which gateway wrote it and which partition
-// emitted it (the device's; partition 0 for the global job). It stops when
-// stop closes.
-func (c *testCluster) watchEmissions(partitions int, stop <-chan struct{}) <-chan []emission {
-	out := make(chan []emission, 1)
+// emitted it (the device's; partition 0 for the global job).
+type emissionWatch struct {
+	mu   sync.Mutex
+	seen []emission
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (c *testCluster) watchEmissions(partitions int) *emissionWatch {
+	w := &emissionWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
-		var seen []emission
+		defer close(w.done)
 		offsets := map[string]int64{}
 		for {
 			now := time.Now()
@@ -620,6 +626,7 @@ func (c *testCluster) watchEmissions(partitions int, stop <-chan struct{}) <-cha
 						continue
 					}
 					offsets[path] += int64(i + 1)
+					w.mu.Lock()
 					for _, line := range bytes.Split(data[:i], []byte("\n")) {
 						var m struct{ DeviceID string }
 						_ = json.Unmarshal(line, &m)
@@ -627,19 +634,60 @@ func (c *testCluster) watchEmissions(partitions int, stop <-chan struct{}) <-cha
 						if m.DeviceID != "" {
 							p = actors.PartitionOf(m.DeviceID, partitions)
 						}
-						seen = append(seen, emission{at: now, gateway: gi, partition: p})
+						w.seen = append(w.seen, emission{at: now, gateway: gi, partition: p})
 					}
+					w.mu.Unlock()
 				}
 			}
 			select {
-			case <-stop:
-				out <- seen
+			case <-w.stop:
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
 	}()
-	return out
+	return w
+}
+
+// waitTakenOver waits until a gateway other than gi wrote a row of a
+// partition in parts: the check that two gateways never emit for one
+// partition then has something to check.
+func (w *emissionWatch) waitTakenOver(t *testing.T, gi int, parts map[int]bool, within time.Duration) time.Duration {
+	start := time.Now()
+	for time.Since(start) < within {
+		w.mu.Lock()
+		for _, e := range w.seen {
+			if e.gateway != gi && parts[e.partition] && e.at.After(start) {
+				w.mu.Unlock()
+				return time.Since(start)
+			}
+		}
+		w.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no other gateway wrote rows of partitions %v within %v", parts, within)
+	return 0
+}
+
+// finish stops the watch and returns what it saw.
+func (w *emissionWatch) finish() []emission {
+	close(w.stop)
+	<-w.done
+	return w.seen
+}
+
+// servedBy is the partitions gateway g serves as gws[0] sees them.
+func (c *testCluster) servedBy(t *testing.T, g *clusterGateway) map[int]bool {
+	st, err := c.gws[0].status(t)
+	require.NoError(t, err)
+	parts := map[int]bool{}
+	for _, p := range st.Partitions {
+		if strings.HasPrefix(p.Server, g.name+"#") {
+			parts[p.Partition] = true
+		}
+	}
+	require.NotEmpty(t, parts, "%s serves no partition", g.name)
+	return parts
 }
 
 // emitterSwitches counts, per partition, how often the gateway writing its
@@ -689,27 +737,30 @@ func TestClusterPausedGatewayNeverEmitsAlongside(t *testing.T) {
 	c.waitSettled(c.gws, 30*time.Second)
 	const rounds = 1000
 	s, want := clusterInput(t, 18, rounds)
-	stop := make(chan struct{})
-	emissions := c.watchEmissions(16, stop)
+	watch := c.watchEmissions(16)
 	resends := c.runClusterLoad(s, rounds, func(round int) {
 		if round != rounds*3/10 {
 			return
 		}
+		held := c.servedBy(t, c.gws[1])
 		pid := c.gws[1].gw.Pid()
 		require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
 		took := c.servedWithout(c.gws[0], "gw2", time.Now())
-		time.Sleep(time.Second)
+		// Continued only once the others wrote rows of its partitions:
+		// were it to emit as well, the two would alternate.
+		rows := watch.waitTakenOver(t, 1, held, 30*time.Second)
+		time.Sleep(500 * time.Millisecond)
 		require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
-		t.Logf("gw2 stopped at round %d; the others served its partitions after %v; continued a second later", round, took.Round(time.Millisecond))
+		t.Logf("gw2 stopped at round %d; the others served its partitions after %v and wrote rows of them %v later; continued",
+			round, took.Round(time.Millisecond), rows.Round(time.Millisecond))
 	})
 	t.Logf("published %d events (%d resends)", s.devices*rounds, resends)
 	c.waitSettled(c.gws, time.Minute)
 	c.waitOutputs(want, s.base.Add(30*time.Minute), 2*time.Minute)
-	close(stop)
 	// Per partition, the gateway writing its rows changes at most twice:
 	// to the gateway that took it over, and back to gw2 by hand-off. A
 	// paused gateway that went on emitting would interleave.
-	switches := emitterSwitches(t, <-emissions, 16)
+	switches := emitterSwitches(t, watch.finish(), 16)
 	n := c.counters(c.gws)
 	t.Logf("take-overs %d, hand-offs %d; switches of the emitting gateway per partition %v", n.Failovers, n.HandOffs, switches)
 }
@@ -749,14 +800,14 @@ func testMinoritySplit(t *testing.T, kill bool) {
 	c.waitSettled(c.gws, 30*time.Second)
 	const rounds = 800
 	s, want := clusterInput(t, 18, rounds)
-	stop := make(chan struct{})
-	emissions := c.watchEmissions(16, stop)
+	watch := c.watchEmissions(16)
 	var parkedDuring cluster.Counters
 	gw3 := c.gws[2]
 	resends := c.runClusterLoad(s, rounds, func(round int) {
 		if round != rounds/4 {
 			return
 		}
+		held := c.servedBy(t, gw3)
 		split := filepath.Join(iso, "gw3")
 		require.NoError(t, os.WriteFile(split, nil, 0o644))
 		took := c.servedWithout(c.gws[0], "gw3", time.Now())
@@ -766,7 +817,10 @@ func testMinoritySplit(t *testing.T, kill bool) {
 			return err == nil && st.Fenced && st.Counters.Parked > 50
 		}, 30*time.Second, 20*time.Millisecond, "gw3 parks its devices' readings")
 		// Both sides go on for a while: gw1 and gw2 emit for gw3's
-		// partitions, gw3 parks.
+		// partitions (so the check that two gateways never emit for one
+		// has something to check), gw3 parks.
+		rows := watch.waitTakenOver(t, 2, held, 30*time.Second)
+		t.Logf("gw1 and gw2 wrote rows of gw3's partitions %v after the takeover", rows.Round(time.Millisecond))
 		time.Sleep(2 * time.Second)
 		st, err := gw3.status(t)
 		require.NoError(t, err)
@@ -791,10 +845,9 @@ func testMinoritySplit(t *testing.T, kill bool) {
 		require.Contains(t, gw3.gw.Logs(), "forwarding input parked before the restart")
 	}
 	c.waitOutputs(want, s.base.Add(30*time.Minute), 2*time.Minute)
-	close(stop)
 	// Per partition, the emitting gateway changes at most twice: to the
 	// one that took it over, and back to gw3 by hand-off.
-	switches := emitterSwitches(t, <-emissions, 16)
+	switches := emitterSwitches(t, watch.finish(), 16)
 	n := c.counters(c.gws)
 	t.Logf("take-overs %d, hand-offs %d; switches of the emitting gateway per partition %v", n.Failovers, n.HandOffs, switches)
 }
@@ -986,4 +1039,43 @@ func adminCall(method, url, yaml string) error {
 		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, body)
 	}
 	return nil
+}
+
+// TestClusterForgetLostGateway: a gateway lost for good counts as down
+// until an operator forgets it. gw3 is killed and forgotten (`millstream
+// cluster forget`), gw4 replaces it, then gw2 is killed too: gw1 and gw4
+// are a majority of the three gateways counted and serve every partition.
+// Without the forget, four would be counted and the two would stay fenced.
+func TestClusterForgetLostGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four gateway processes; runs without -short")
+	}
+	c := startCluster(t, 3)
+	gw1, gw2, gw3 := c.gws[0], c.gws[1], c.gws[2]
+	gw3.gw.Kill()
+	c.waitSettled([]*clusterGateway{gw1, gw2}, 30*time.Second)
+
+	var out, errOut bytes.Buffer
+	err := clusterCmd(t.Context(), []string{"forget", "gw2", "--admin", gw1.admin}, &out, &errOut)
+	require.ErrorContains(t, err, "400 Bad Request", "a live gateway is not forgotten")
+	require.ErrorContains(t, err, "SIGTERM")
+	require.NoError(t, clusterCmd(t.Context(), []string{"forget", "gw3", "--admin", gw1.admin}, &out, &errOut))
+	require.Contains(t, out.String(), "gw3 forgotten")
+	for _, g := range []*clusterGateway{gw1, gw2} {
+		require.Eventually(t, func() bool {
+			st, err := g.status(t)
+			return err == nil && fmt.Sprint(st.Known) == "[gw1 gw2]"
+		}, 10*time.Second, 20*time.Millisecond, "%s still counts gw3", g.name)
+	}
+
+	gw4 := c.add()
+	live := []*clusterGateway{gw1, gw2, gw4}
+	c.waitSettled(live, 30*time.Second)
+	gw2.gw.Kill()
+	took := c.waitSettled([]*clusterGateway{gw1, gw4}, 30*time.Second)
+	st, err := gw4.status(t)
+	require.NoError(t, err)
+	require.Equal(t, []string{"gw1", "gw2", "gw4"}, st.Known, "gw3 is not counted")
+	require.False(t, st.Fenced)
+	t.Logf("gw2 killed: gw1 and gw4 serve every partition %v later", took.Round(time.Millisecond))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -16,13 +17,26 @@ import (
 
 const clusterHelp = `cluster status [--admin URL] [--json]
 
-Shows the cluster as one gateway sees it: its members, and for each
-partition its owner and replicas (placement), the gateway serving it now,
-its epoch and the replication lag of its replicas.`
+Shows the cluster as one gateway sees it: its members, the gateways
+counted for the majority, and for each partition its owner and replicas
+(placement), the gateway serving it now, its epoch and the replication lag
+of its replicas.`
+
+const forgetHelp = `cluster forget GATEWAY [--admin URL]
+
+Stops counting GATEWAY for the majority, on every gateway of the cluster.
+Use it for a gateway that is gone for good (its machine lost): until then
+it counts as down, and the cluster tolerates one failure less. A gateway
+that is still a member is refused: stop it with SIGTERM, which hands its
+partitions off and leaves. If the forgotten gateway comes back, it counts
+again.`
 
 func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "forget" {
+		return forgetCmd(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "status" {
-		return fmt.Errorf("%w: cluster needs a subcommand: status", errUsage)
+		return fmt.Errorf("%w: cluster needs a subcommand: status or forget", errUsage)
 	}
 	fs := newFlagSet("cluster status", stderr, clusterHelp)
 	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of any gateway of the cluster")
@@ -30,27 +44,9 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	base := strings.TrimSuffix(*admin, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/cluster", nil)
+	body, err := clusterCall(ctx, http.MethodGet, *admin, "/v1/cluster", "cluster status")
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("cluster status: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("cluster status: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	if *asJSON {
 		_, err := stdout.Write(body)
@@ -64,8 +60,69 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
+func forgetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("cluster forget", stderr, forgetHelp)
+	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of any live gateway of the cluster")
+	// The gateway's name comes before or after the flags.
+	var rest []string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		rest, args = args[:1], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rest = append(rest, fs.Args()...)
+	if len(rest) != 1 || rest[0] == "" {
+		return fmt.Errorf("%w: cluster forget needs one gateway name", errUsage)
+	}
+	name := rest[0]
+	body, err := clusterCall(ctx, http.MethodPost, *admin, "/v1/cluster/forget/"+url.PathEscape(name), "cluster forget "+name)
+	if err != nil {
+		return err
+	}
+	var r struct {
+		WasCounted bool `json:"wasCounted"`
+	}
+	_ = json.Unmarshal(body, &r)
+	if r.WasCounted {
+		fmt.Fprintf(stdout, "%s forgotten: it no longer counts for the majority\n", name)
+	} else {
+		fmt.Fprintf(stdout, "%s was not counted by this gateway; the others were told to forget it too\n", name)
+	}
+	return nil
+}
+
+// clusterCall sends one request to the admin API at admin and returns the
+// answer's body; a status other than 200 is an error that names it.
+func clusterCall(ctx context.Context, method, admin, path, what string) ([]byte, error) {
+	base := strings.TrimSuffix(admin, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
 func printClusterStatus(w io.Writer, st *cluster.Status) {
 	fmt.Fprintf(w, "seen from %s; quorum %s, fenced %v, %d copies of each partition\n", st.Self, st.Quorum, st.Fenced, st.Replicas)
+	fmt.Fprintf(w, "counted for the majority: %s\n", strings.Join(st.Known, ", "))
 	fmt.Fprintf(w, "take-overs %d, hand-offs %d, forwarded events %d, refused forwards %d, parked events %d (%d waiting)\n\n",
 		st.Counters.Failovers, st.Counters.HandOffs, st.Counters.Forwarded, st.Counters.RefusedForwards,
 		st.Counters.Parked, st.Counters.ParkedWaiting)

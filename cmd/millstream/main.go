@@ -20,6 +20,7 @@ Usage:
   millstream gateway        run one gateway from a configuration file
   millstream simulate       simulated devices publishing to an MQTT broker
   millstream cluster status members, partition owners, replicas, epochs, replication lag
+  millstream cluster forget stop counting a gateway gone for good for the majority
   millstream job            deploy, list, get, explain or remove jobs of a running gateway
   millstream device         list devices, show a twin, set desired properties
   millstream query run      run a query over JSON-lines files (local testing)

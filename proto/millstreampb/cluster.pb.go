@@ -151,6 +151,7 @@ type StreamMsg struct {
 	//	*StreamMsg_StatusRequest
 	//	*StreamMsg_StatusReply
 	//	*StreamMsg_CaughtUp
+	//	*StreamMsg_Forget
 	Body          isStreamMsg_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -320,6 +321,15 @@ func (x *StreamMsg) GetCaughtUp() *CaughtUp {
 	return nil
 }
 
+func (x *StreamMsg) GetForget() *ForgetGateway {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Forget); ok {
+			return x.Forget
+		}
+	}
+	return nil
+}
+
 type isStreamMsg_Body interface {
 	isStreamMsg_Body()
 }
@@ -368,6 +378,10 @@ type StreamMsg_CaughtUp struct {
 	CaughtUp *CaughtUp `protobuf:"bytes,20,opt,name=caught_up,json=caughtUp,proto3,oneof"`
 }
 
+type StreamMsg_Forget struct {
+	Forget *ForgetGateway `protobuf:"bytes,21,opt,name=forget,proto3,oneof"`
+}
+
 func (*StreamMsg_Log) isStreamMsg_Body() {}
 
 func (*StreamMsg_Checkpoint) isStreamMsg_Body() {}
@@ -390,6 +404,54 @@ func (*StreamMsg_StatusReply) isStreamMsg_Body() {}
 
 func (*StreamMsg_CaughtUp) isStreamMsg_Body() {}
 
+func (*StreamMsg_Forget) isStreamMsg_Body() {}
+
+// ForgetGateway: the gateway is gone for good (an operator said so); it
+// no longer counts for the majority.
+type ForgetGateway struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Gateway       string                 `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetGateway) Reset() {
+	*x = ForgetGateway{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetGateway) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetGateway) ProtoMessage() {}
+
+func (x *ForgetGateway) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetGateway.ProtoReflect.Descriptor instead.
+func (*ForgetGateway) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ForgetGateway) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
 // StreamAck acknowledges every message of a session up to seq.
 type StreamAck struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -405,7 +467,7 @@ type StreamAck struct {
 
 func (x *StreamAck) Reset() {
 	*x = StreamAck{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +479,7 @@ func (x *StreamAck) String() string {
 func (*StreamAck) ProtoMessage() {}
 
 func (x *StreamAck) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +492,7 @@ func (x *StreamAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAck.ProtoReflect.Descriptor instead.
 func (*StreamAck) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamAck) GetFrom() string {
@@ -474,7 +536,7 @@ type ReplGroup struct {
 
 func (x *ReplGroup) Reset() {
 	*x = ReplGroup{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +548,7 @@ func (x *ReplGroup) String() string {
 func (*ReplGroup) ProtoMessage() {}
 
 func (x *ReplGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +561,7 @@ func (x *ReplGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplGroup.ProtoReflect.Descriptor instead.
 func (*ReplGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReplGroup) GetPartition() uint32 {
@@ -540,7 +602,7 @@ type ReplLog struct {
 
 func (x *ReplLog) Reset() {
 	*x = ReplLog{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +614,7 @@ func (x *ReplLog) String() string {
 func (*ReplLog) ProtoMessage() {}
 
 func (x *ReplLog) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +627,7 @@ func (x *ReplLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplLog.ProtoReflect.Descriptor instead.
 func (*ReplLog) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReplLog) GetGroups() []*ReplGroup {
@@ -589,7 +651,7 @@ type ReplCheckpoint struct {
 
 func (x *ReplCheckpoint) Reset() {
 	*x = ReplCheckpoint{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +663,7 @@ func (x *ReplCheckpoint) String() string {
 func (*ReplCheckpoint) ProtoMessage() {}
 
 func (x *ReplCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +676,7 @@ func (x *ReplCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplCheckpoint.ProtoReflect.Descriptor instead.
 func (*ReplCheckpoint) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReplCheckpoint) GetPartition() uint32 {
@@ -650,7 +712,7 @@ type ReplReset struct {
 
 func (x *ReplReset) Reset() {
 	*x = ReplReset{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +724,7 @@ func (x *ReplReset) String() string {
 func (*ReplReset) ProtoMessage() {}
 
 func (x *ReplReset) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +737,7 @@ func (x *ReplReset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplReset.ProtoReflect.Descriptor instead.
 func (*ReplReset) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReplReset) GetPartition() uint32 {
@@ -703,7 +765,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +777,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +790,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CaughtUp) GetPartition() uint32 {
@@ -751,7 +813,7 @@ type HandOff struct {
 
 func (x *HandOff) Reset() {
 	*x = HandOff{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +825,7 @@ func (x *HandOff) String() string {
 func (*HandOff) ProtoMessage() {}
 
 func (x *HandOff) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +838,7 @@ func (x *HandOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandOff.ProtoReflect.Descriptor instead.
 func (*HandOff) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HandOff) GetPartition() uint32 {
@@ -811,7 +873,7 @@ type HandOffRequest struct {
 
 func (x *HandOffRequest) Reset() {
 	*x = HandOffRequest{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +885,7 @@ func (x *HandOffRequest) String() string {
 func (*HandOffRequest) ProtoMessage() {}
 
 func (x *HandOffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +898,7 @@ func (x *HandOffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandOffRequest.ProtoReflect.Descriptor instead.
 func (*HandOffRequest) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HandOffRequest) GetPartition() uint32 {
@@ -859,7 +921,7 @@ type ForwardBatch struct {
 
 func (x *ForwardBatch) Reset() {
 	*x = ForwardBatch{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +933,7 @@ func (x *ForwardBatch) String() string {
 func (*ForwardBatch) ProtoMessage() {}
 
 func (x *ForwardBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +946,7 @@ func (x *ForwardBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardBatch.ProtoReflect.Descriptor instead.
 func (*ForwardBatch) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ForwardBatch) GetPartition() uint32 {
@@ -921,7 +983,7 @@ type ForwardDone struct {
 
 func (x *ForwardDone) Reset() {
 	*x = ForwardDone{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +995,7 @@ func (x *ForwardDone) String() string {
 func (*ForwardDone) ProtoMessage() {}
 
 func (x *ForwardDone) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1008,7 @@ func (x *ForwardDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardDone.ProtoReflect.Descriptor instead.
 func (*ForwardDone) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ForwardDone) GetId() uint64 {
@@ -985,7 +1047,7 @@ type JobUpdate struct {
 
 func (x *JobUpdate) Reset() {
 	*x = JobUpdate{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1059,7 @@ func (x *JobUpdate) String() string {
 func (*JobUpdate) ProtoMessage() {}
 
 func (x *JobUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1072,7 @@ func (x *JobUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobUpdate.ProtoReflect.Descriptor instead.
 func (*JobUpdate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobUpdate) GetJob() *Job {
@@ -1051,7 +1113,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1125,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1138,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusRequest) GetId() uint64 {
@@ -1101,7 +1163,7 @@ type PartitionHolding struct {
 
 func (x *PartitionHolding) Reset() {
 	*x = PartitionHolding{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1175,7 @@ func (x *PartitionHolding) String() string {
 func (*PartitionHolding) ProtoMessage() {}
 
 func (x *PartitionHolding) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1188,7 @@ func (x *PartitionHolding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHolding.ProtoReflect.Descriptor instead.
 func (*PartitionHolding) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PartitionHolding) GetPartition() uint32 {
@@ -1175,7 +1237,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1249,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1262,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusReply) GetId() uint64 {
@@ -1232,7 +1294,7 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\bdraining\x18\x06 \x01(\bR\bdraining\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\a \x01(\rR\n" +
-	"partitions\"\xec\x05\n" +
+	"partitions\"\xa4\x06\n" +
 	"\tStreamMsg\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
@@ -1251,8 +1313,11 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\x0fhandoff_request\x18\x11 \x01(\v2\x1d.millstream.v1.HandOffRequestH\x00R\x0ehandoffRequest\x12E\n" +
 	"\x0estatus_request\x18\x12 \x01(\v2\x1c.millstream.v1.StatusRequestH\x00R\rstatusRequest\x12?\n" +
 	"\fstatus_reply\x18\x13 \x01(\v2\x1a.millstream.v1.StatusReplyH\x00R\vstatusReply\x126\n" +
-	"\tcaught_up\x18\x14 \x01(\v2\x17.millstream.v1.CaughtUpH\x00R\bcaughtUpB\x06\n" +
-	"\x04body\"e\n" +
+	"\tcaught_up\x18\x14 \x01(\v2\x17.millstream.v1.CaughtUpH\x00R\bcaughtUp\x126\n" +
+	"\x06forget\x18\x15 \x01(\v2\x1c.millstream.v1.ForgetGatewayH\x00R\x06forgetB\x06\n" +
+	"\x04body\")\n" +
+	"\rForgetGateway\x12\x18\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\"e\n" +
 	"\tStreamAck\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
@@ -1319,51 +1384,53 @@ func file_millstream_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_cluster_proto_rawDescData
 }
 
-var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_millstream_v1_cluster_proto_goTypes = []any{
 	(*NodeMeta)(nil),         // 0: millstream.v1.NodeMeta
 	(*StreamMsg)(nil),        // 1: millstream.v1.StreamMsg
-	(*StreamAck)(nil),        // 2: millstream.v1.StreamAck
-	(*ReplGroup)(nil),        // 3: millstream.v1.ReplGroup
-	(*ReplLog)(nil),          // 4: millstream.v1.ReplLog
-	(*ReplCheckpoint)(nil),   // 5: millstream.v1.ReplCheckpoint
-	(*ReplReset)(nil),        // 6: millstream.v1.ReplReset
-	(*CaughtUp)(nil),         // 7: millstream.v1.CaughtUp
-	(*HandOff)(nil),          // 8: millstream.v1.HandOff
-	(*HandOffRequest)(nil),   // 9: millstream.v1.HandOffRequest
-	(*ForwardBatch)(nil),     // 10: millstream.v1.ForwardBatch
-	(*ForwardDone)(nil),      // 11: millstream.v1.ForwardDone
-	(*JobUpdate)(nil),        // 12: millstream.v1.JobUpdate
-	(*StatusRequest)(nil),    // 13: millstream.v1.StatusRequest
-	(*PartitionHolding)(nil), // 14: millstream.v1.PartitionHolding
-	(*StatusReply)(nil),      // 15: millstream.v1.StatusReply
-	(*LogEntry)(nil),         // 16: millstream.v1.LogEntry
-	(*SafeCheckpoint)(nil),   // 17: millstream.v1.SafeCheckpoint
-	(*Job)(nil),              // 18: millstream.v1.Job
+	(*ForgetGateway)(nil),    // 2: millstream.v1.ForgetGateway
+	(*StreamAck)(nil),        // 3: millstream.v1.StreamAck
+	(*ReplGroup)(nil),        // 4: millstream.v1.ReplGroup
+	(*ReplLog)(nil),          // 5: millstream.v1.ReplLog
+	(*ReplCheckpoint)(nil),   // 6: millstream.v1.ReplCheckpoint
+	(*ReplReset)(nil),        // 7: millstream.v1.ReplReset
+	(*CaughtUp)(nil),         // 8: millstream.v1.CaughtUp
+	(*HandOff)(nil),          // 9: millstream.v1.HandOff
+	(*HandOffRequest)(nil),   // 10: millstream.v1.HandOffRequest
+	(*ForwardBatch)(nil),     // 11: millstream.v1.ForwardBatch
+	(*ForwardDone)(nil),      // 12: millstream.v1.ForwardDone
+	(*JobUpdate)(nil),        // 13: millstream.v1.JobUpdate
+	(*StatusRequest)(nil),    // 14: millstream.v1.StatusRequest
+	(*PartitionHolding)(nil), // 15: millstream.v1.PartitionHolding
+	(*StatusReply)(nil),      // 16: millstream.v1.StatusReply
+	(*LogEntry)(nil),         // 17: millstream.v1.LogEntry
+	(*SafeCheckpoint)(nil),   // 18: millstream.v1.SafeCheckpoint
+	(*Job)(nil),              // 19: millstream.v1.Job
 }
 var file_millstream_v1_cluster_proto_depIdxs = []int32{
-	4,  // 0: millstream.v1.StreamMsg.log:type_name -> millstream.v1.ReplLog
-	5,  // 1: millstream.v1.StreamMsg.checkpoint:type_name -> millstream.v1.ReplCheckpoint
-	6,  // 2: millstream.v1.StreamMsg.reset:type_name -> millstream.v1.ReplReset
-	8,  // 3: millstream.v1.StreamMsg.handoff:type_name -> millstream.v1.HandOff
-	10, // 4: millstream.v1.StreamMsg.forward:type_name -> millstream.v1.ForwardBatch
-	11, // 5: millstream.v1.StreamMsg.forward_done:type_name -> millstream.v1.ForwardDone
-	12, // 6: millstream.v1.StreamMsg.job:type_name -> millstream.v1.JobUpdate
-	9,  // 7: millstream.v1.StreamMsg.handoff_request:type_name -> millstream.v1.HandOffRequest
-	13, // 8: millstream.v1.StreamMsg.status_request:type_name -> millstream.v1.StatusRequest
-	15, // 9: millstream.v1.StreamMsg.status_reply:type_name -> millstream.v1.StatusReply
-	7,  // 10: millstream.v1.StreamMsg.caught_up:type_name -> millstream.v1.CaughtUp
-	16, // 11: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
-	3,  // 12: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
-	17, // 13: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
-	16, // 14: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
-	18, // 15: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
-	14, // 16: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	5,  // 0: millstream.v1.StreamMsg.log:type_name -> millstream.v1.ReplLog
+	6,  // 1: millstream.v1.StreamMsg.checkpoint:type_name -> millstream.v1.ReplCheckpoint
+	7,  // 2: millstream.v1.StreamMsg.reset:type_name -> millstream.v1.ReplReset
+	9,  // 3: millstream.v1.StreamMsg.handoff:type_name -> millstream.v1.HandOff
+	11, // 4: millstream.v1.StreamMsg.forward:type_name -> millstream.v1.ForwardBatch
+	12, // 5: millstream.v1.StreamMsg.forward_done:type_name -> millstream.v1.ForwardDone
+	13, // 6: millstream.v1.StreamMsg.job:type_name -> millstream.v1.JobUpdate
+	10, // 7: millstream.v1.StreamMsg.handoff_request:type_name -> millstream.v1.HandOffRequest
+	14, // 8: millstream.v1.StreamMsg.status_request:type_name -> millstream.v1.StatusRequest
+	16, // 9: millstream.v1.StreamMsg.status_reply:type_name -> millstream.v1.StatusReply
+	8,  // 10: millstream.v1.StreamMsg.caught_up:type_name -> millstream.v1.CaughtUp
+	2,  // 11: millstream.v1.StreamMsg.forget:type_name -> millstream.v1.ForgetGateway
+	17, // 12: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
+	4,  // 13: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
+	18, // 14: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
+	17, // 15: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
+	19, // 16: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
+	15, // 17: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_cluster_proto_init() }
@@ -1385,6 +1452,7 @@ func file_millstream_v1_cluster_proto_init() {
 		(*StreamMsg_StatusRequest)(nil),
 		(*StreamMsg_StatusReply)(nil),
 		(*StreamMsg_CaughtUp)(nil),
+		(*StreamMsg_Forget)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1392,7 +1460,7 @@ func file_millstream_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_cluster_proto_rawDesc), len(file_millstream_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
