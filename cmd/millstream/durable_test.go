@@ -343,7 +343,11 @@ func TestCrashKill9KeepsEveryWindowOnce(t *testing.T) {
 
 	for _, out := range []string{"agg", "hot", "totals"} {
 		got, dups := readRows(t, filepath.Join(dir, out+".jsonl"), cut)
-		require.Zero(t, dups, "duplicate ids in %s", out)
+		if dups > 0 {
+			// Everything needed to find out how, before TempDir goes.
+			t.Fatalf("%d duplicate ids in %s:\n%s\nkill and restart log lines:\n%s", dups, out,
+				linesWithRepeatedIDs(t, filepath.Join(dir, out+".jsonl")), gatewayLog(gw.Logs()))
+		}
 		require.NotEmpty(t, want[out])
 		require.Equal(t, normalize(t, want[out]), normalize(t, got), "%s rows differ from an uninterrupted run", out)
 	}
@@ -355,6 +359,33 @@ func TestCrashKill9KeepsEveryWindowOnce(t *testing.T) {
 	require.Positive(t, rowsSkipped, "no replay reproduced rows already in the outbox")
 	t.Logf("%d events in %v with %d kill -9s; %d messages resent by publishers; %d log entries replayed, %d replayed rows already in the outbox; %d agg, %d hot and %d totals rows, all equal to an uninterrupted run",
 		devices*rounds, published.Round(time.Millisecond), kills.Load(), resends.Load(), entries, rowsSkipped, len(agg), len(hot), len(totals))
+}
+
+// linesWithRepeatedIDs returns the lines of a JSON-lines output whose
+// "_id" occurs more than once, with their line numbers.
+func linesWithRepeatedIDs(t *testing.T, path string) string {
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	lines := strings.Split(string(data), "\n")
+	at := map[string][]int{}
+	for i, line := range lines {
+		var m struct {
+			ID string `json:"_id"`
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && m.ID != "" {
+			at[m.ID] = append(at[m.ID], i)
+		}
+	}
+	var out []string
+	for _, is := range at {
+		if len(is) > 1 {
+			for _, i := range is {
+				out = append(out, fmt.Sprintf("line %d of %d: %s", i+1, len(lines), lines[i]))
+			}
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
 }
 
 // recoveryTotals sums the "state recovered" log lines of every start.
