@@ -191,10 +191,12 @@ func BenchmarkClusterThroughput(b *testing.B) {
 				cpu0 := c.cpuSeconds()
 				const d = 10 * time.Second
 				ctx, cancel := context.WithTimeout(context.Background(), d)
+				profiled := c.profile(n, d-2*time.Second)
 				b.StartTimer()
 				start := time.Now()
 				sent := c.load(ctx, c.gws, 0)()
 				took := time.Since(start)
+				<-profiled
 				b.StopTimer()
 				cancel()
 				cpu := c.cpuSeconds() - cpu0
@@ -206,6 +208,36 @@ func BenchmarkClusterThroughput(b *testing.B) {
 			}
 		})
 	}
+}
+
+// profile writes a CPU profile of the first gateway, taken for d, to
+// $MILLSTREAM_BENCH_PROFILE/gw1-gateways=N.pprof when the variable is set
+// (go tool pprof reads it). The channel closes when it is written.
+func (c *benchCluster) profile(n int, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	dir := os.Getenv("MILLSTREAM_BENCH_PROFILE")
+	if dir == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.gws[0].admin, int(d.Seconds()))
+		resp, err := http.Get(url)
+		if err != nil {
+			c.b.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("gw1-gateways=%d.pprof", n)), data, 0o644)
+		}
+		if err != nil {
+			c.b.Logf("profile: %v", err)
+		}
+	}()
+	return done
 }
 
 // cpuSeconds is the user and system CPU time of the gateway processes.
