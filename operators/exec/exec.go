@@ -21,6 +21,7 @@ var (
 	ErrUnknownInput = errors.New("exec: unknown input")
 	ErrBadPlan      = errors.New("exec: invalid plan")
 	ErrBadSnapshot  = errors.New("exec: invalid snapshot")
+	ErrBadSource    = errors.New("exec: source number out of range")
 )
 
 // ArrivalIsEventTime tells Ingest that the event has no arrival time of its
@@ -331,12 +332,23 @@ func (ex *Executor) Ingest(input string, payload []byte, arrival int64) error {
 // so one source that is ahead does not make another's events late. An
 // input without TIMESTAMP BY ignores the source.
 func (ex *Executor) IngestFrom(input string, source int, payload []byte, arrival int64) error {
-	in, err := ex.input(input)
+	in, err := ex.sourceInput(input, source)
 	if err != nil {
 		return err
 	}
 	in.ingest(payload, arrival, source)
 	return nil
+}
+
+// MaxSources bounds the source numbers of IngestFrom: a timeline keeps a
+// clock per number up to the highest seen.
+const MaxSources = 1 << 16
+
+func (ex *Executor) sourceInput(input string, source int) (*inputOp, error) {
+	if source >= MaxSources {
+		return nil, fmt.Errorf("%w: source %d (at most %d)", ErrBadSource, source, MaxSources-1)
+	}
+	return ex.input(input)
 }
 
 // IngestRecord processes an already decoded event. The record is borrowed.
@@ -346,7 +358,7 @@ func (ex *Executor) IngestRecord(input string, rec *value.Record, arrival int64)
 
 // IngestRecordFrom is IngestRecord for a merged input, as IngestFrom.
 func (ex *Executor) IngestRecordFrom(input string, source int, rec *value.Record, arrival int64) error {
-	in, err := ex.input(input)
+	in, err := ex.sourceInput(input, source)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,8 @@ import (
 )
 
 // FuzzIngest feeds arbitrary payloads (one per line) through a plan with a
-// pass-through output and a windowed aggregate. The executor must not
+// pass-through output and a windowed aggregate, some lines from merged
+// sources. The executor must not
 // panic, and every event must be accounted for: emitted raw, dropped by a
 // policy, or dead-lettered.
 func FuzzIngest(f *testing.F) {
@@ -38,9 +39,11 @@ not json
 			t.Fatal(err)
 		}
 		arrival, _ := value.ParseTime("2026-01-01T00:00:00Z")
-		for _, line := range bytes.Split(data, []byte("\n")) {
+		for i, line := range bytes.Split(data, []byte("\n")) {
 			arrival += value.TicksPerSecond
-			if err := ex.Ingest("i", line, arrival); err != nil {
+			// Lines come from no source, source 0 or source 1 in turn, so
+			// merged watermarks (IngestFrom) are fuzzed too.
+			if err := ex.IngestFrom("i", i%3-1, line, arrival); err != nil {
 				t.Fatal(err)
 			}
 		}

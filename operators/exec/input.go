@@ -52,13 +52,13 @@ type timeline struct {
 // sourceClock is how far one source of a merged timeline has got. A
 // timeline merged from sources (a gateway's partitions feeding a job that
 // runs on one of them) takes the lowest watermark of its sources that are
-// not idle: events of a source that lags behind another wait for nothing
-// and are not adjusted as out of order because the other one is ahead.
-// This is how Stream Analytics combines the partitions of one input. It
-// applies to inputs with TIMESTAMP BY only: arrival time is the gateway's
-// own clock, nothing to wait for. A source is idle once its latest event arrived more than the late-arrival
-// tolerance before the newest event of any source; it then holds nothing
-// back, and its events count again when they come.
+// not idle: events of a source that lags behind another are not adjusted
+// as out of order because the other one is ahead. This is how Stream
+// Analytics combines the partitions of one input. It applies to inputs
+// with TIMESTAMP BY only: arrival time is the gateway's own clock, with
+// nothing to wait for. A source is idle once its latest event arrived more
+// than the late-arrival tolerance before the newest event of any source;
+// it then holds nothing back, and counts again when it sends.
 type sourceClock struct {
 	maxSeen int64 // highest event time; minTime: no event yet
 	arrival int64 // arrival time of its latest event; minTime: none known

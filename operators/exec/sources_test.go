@@ -178,3 +178,12 @@ func TestExecMergedSourcesWatermarkModel(t *testing.T) {
 		}
 	}
 }
+
+// TestExecMergedSourcesRefusesHugeSourceNumbers: a source number is a
+// slice index; one out of range is an error, not an allocation.
+func TestExecMergedSourcesRefusesHugeSourceNumbers(t *testing.T) {
+	h := newHarness(t, mergedQuery, exec.Options{})
+	err := h.ex.IngestFrom("i", exec.MaxSources, []byte(ev(1, "")), at(1))
+	require.ErrorIs(t, err, exec.ErrBadSource)
+	require.NoError(t, h.ex.IngestFrom("i", exec.MaxSources-1, []byte(ev(1, "")), at(1)))
+}
