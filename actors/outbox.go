@@ -595,9 +595,13 @@ func (s *fileSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, erro
 	}
 	if s.recent == nil {
 		s.recent = tailIDs(s.path, 4<<20)
+		s.log().Info("file output opened; rows sent again after a crash are skipped if among those at its end",
+			"path", s.path, "bytes", s.size, "rows_at_end", len(s.recent))
 	}
+	skipped := 0
 	for _, r := range rows {
 		if s.recent[r.Id] {
+			skipped++
 			continue
 		}
 		if err := s.appendLine(append(r.Payload, '\n')); err != nil {
@@ -610,7 +614,17 @@ func (s *fileSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, erro
 	if err := s.f.Sync(); err != nil {
 		return 0, err
 	}
+	if skipped > 0 {
+		s.log().Info("file output: rows already in the file skipped (sent again after a crash)", "path", s.path, "rows", skipped)
+	}
 	return len(rows), nil
+}
+
+func (s *fileSink) log() *slog.Logger {
+	if s.logger != nil {
+		return s.logger
+	}
+	return slog.Default()
 }
 
 // tailIDs reads the "_id"s of the rows in the last max bytes of a file.

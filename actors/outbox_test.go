@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millstream/millstream/internal/config"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 // upstreamHTTP is an HTTP receiver that can be taken offline (503) and
@@ -345,4 +346,40 @@ func dirSize(t *testing.T, dir, suffix string) uint64 {
 		return err
 	}))
 	return n
+}
+
+// TestFileSinkCutsPartialRow: a file output whose last row was cut short
+// by a crash is opened with that part removed, so the file stays one JSON
+// row per line; the row, sent again from the outbox, is written whole,
+// once, and rows already in the file are not written twice.
+func TestFileSinkCutsPartialRow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	row := func(id string, n int) []byte {
+		return []byte(fmt.Sprintf(`{"_id":%q,"n":%d}`, id, n))
+	}
+	whole := append(append(row("00000000000000a1", 1), '\n'), append(row("00000000000000a2", 2), '\n')...)
+	partial := row("00000000000000a3", 3)[:30] // the id is whole, the row is not
+	require.NoError(t, os.WriteFile(path, append(append([]byte{}, whole...), partial...), 0o644))
+
+	s, err := newFileSink(path, 0)
+	require.NoError(t, err)
+	require.EqualValues(t, len(partial), s.cut)
+	n, err := s.deliver(t.Context(), []*pb.OutboxEntry{
+		{Id: "00000000000000a2", Payload: row("00000000000000a2", 2)},
+		{Id: "00000000000000a3", Payload: row("00000000000000a3", 3)},
+		{Id: "00000000000000a4", Payload: row("00000000000000a4", 4)},
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	require.NoError(t, s.close())
+
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var ns []float64
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "line %q", line)
+		ns = append(ns, m["n"].(float64))
+	}
+	require.Equal(t, []float64{1, 2, 3, 4}, ns)
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,6 +56,15 @@ type outputSink interface {
 	close() error
 }
 
+// warnLogger is where problems with outputs are logged: the durable
+// mode's logger, else the default one.
+func (o *Outputs) warnLogger() *slog.Logger {
+	if o.logger != nil {
+		return o.logger
+	}
+	return slog.Default()
+}
+
 // NewOutputs makes an Outputs that publishes through pub and logs to log.
 func NewOutputs(pub Publisher, log io.Writer) *Outputs {
 	return &Outputs{sinks: map[string]outputSink{}, pub: pub, log: log}
@@ -87,6 +97,11 @@ func (o *Outputs) Configure(job *pb.Job) error {
 			fs, err := newFileSink(s.File.Path, s.File.MaxBytes)
 			if err != nil {
 				return fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err)
+			}
+			fs.logger = o.warnLogger()
+			if fs.cut > 0 {
+				o.warnLogger().Warn("file output ended in part of a row (the process died while writing it); cut off",
+					"output", key, "path", s.File.Path, "bytes", fs.cut)
 			}
 			o.sinks[key] = fs
 		case *pb.JobOutput_Http:
@@ -270,6 +285,8 @@ type fileSink struct {
 	size     int64
 	line     []byte          // reused encoding buffer
 	recent   map[string]bool // durable mode: ids already in the file (resends after a crash)
+	cut      int64           // bytes of a partial last row cut off when opened
+	logger   *slog.Logger    // nil: slog.Default()
 }
 
 func newFileSink(path string, maxBytes int64) (*fileSink, error) {
@@ -283,8 +300,12 @@ func newFileSink(path string, maxBytes int64) (*fileSink, error) {
 	return s, s.open()
 }
 
+// open opens the file for appending. A last line without its newline is
+// part of a row written when the process died: it is cut off, so the file
+// stays one JSON row per line and the row's id is not taken as delivered
+// (durable outputs write the row again from the outbox).
 func (s *fileSink) open() error {
-	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -293,8 +314,38 @@ func (s *fileSink) open() error {
 		f.Close()
 		return err
 	}
-	s.f, s.w, s.size = f, bufio.NewWriterSize(f, 64<<10), st.Size()
+	size := st.Size()
+	whole, err := completeLines(f, size)
+	if err == nil && whole < size {
+		if err = f.Truncate(whole); err == nil {
+			s.cut += size - whole
+			size = whole
+		}
+	}
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("file output %s: %w", s.path, err)
+	}
+	s.f, s.w, s.size = f, bufio.NewWriterSize(f, 64<<10), size
 	return nil
+}
+
+// completeLines returns the length of f's first size bytes up to and
+// including the last newline.
+func completeLines(f *os.File, size int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	for end := size; end > 0; {
+		start := max(0, end-int64(len(buf)))
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			return start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return 0, nil
 }
 
 func (s *fileSink) write(job, output string, ts int64, rec *value.Record) error {
