@@ -306,7 +306,10 @@ func outputID(job, output string, ts int64, part int, seq uint64) string {
 }
 
 func (p *partition) flushOutbox() {
-	if p.g.outbox == nil || p.outSeq == p.written {
+	// outSeq is below written while a replay produces rows the outbox
+	// holds already (emit skips them): written must not go back, or the
+	// rest of the replay would add them again (D4).
+	if p.g.outbox == nil || p.outSeq <= p.written {
 		return
 	}
 	if len(p.outBuf) > 0 {
@@ -503,6 +506,15 @@ func (p *partition) recover() error {
 	}
 	if err != nil {
 		return fmt.Errorf("partition %d: replay: %w", p.id, err)
+	}
+	if p.outSeq < p.written {
+		// The replay made fewer rows than the outbox holds (a job changed
+		// while the gateway was down, or an entry was poisoned): the next
+		// rows are numbered after the outbox's, so none is skipped as one
+		// already there.
+		p.g.cfg.Logger.Warn("replay produced fewer rows than the outbox holds; numbering goes on after them",
+			"partition", p.id, "replayed_up_to", p.outSeq, "outbox_up_to", p.written)
+		p.outSeq = p.written
 	}
 	if p.id == 0 {
 		for src, pos := range p.fwdApplied {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +21,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
+	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/internal/testutil"
 	"github.com/millstream/millstream/operators/exec"
@@ -720,4 +722,129 @@ func missing(want, got []string) []string {
 		}
 	}
 	return out
+}
+
+// TestCrashReplayAddsNoRowTwice: rows wait in the outbox (their HTTP
+// receiver answers 503) when the gateway is killed with SIGKILL; nothing
+// checkpointed since the start, so the restart replays the whole log. The
+// replay must not add to the outbox a row it already holds (D4, O2): the
+// receiver, online after the restart, gets every row exactly once. A
+// global job makes partitions flush every 256 replayed entries, which is
+// where the gateway used to forget how far its outbox went.
+func TestCrashReplayAddsNoRowTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a gateway process; runs without -short")
+	}
+	var mu sync.Mutex
+	online := false
+	ids := map[string]int{}
+	rows := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !online {
+			http.Error(w, "offline", http.StatusServiceUnavailable)
+			return
+		}
+		var batch []map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, row := range batch {
+			ids[row["_id"].(string)]++
+			rows++
+		}
+	}))
+	defer srv.Close()
+
+	dir := t.TempDir()
+	mqtt, admin := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cfgPath := filepath.Join(dir, "gateway.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`name: replay-test
+mqtt_listen: %s
+http_listen: %s
+partitions: 4
+data_dir: %s
+durability: {checkpoint_interval: 3600s}
+jobs:
+  - name: hot
+    query: SELECT deviceId, seq, temperature INTO alarms FROM readings WHERE temperature > 90
+    inputs: [{name: readings, topic: "devices/+/messages/events"}]
+    outputs:
+      - name: alarms
+        http: {url: %q}
+        delivery: {retry_min: 0.05s, retry_max: 0.2s}
+  - name: totals
+    query: SELECT COUNT(*) AS readings INTO totals FROM readings GROUP BY TumblingWindow(minute, 10)
+    inputs: [{name: readings, topic: "devices/+/messages/events"}]
+    outputs: [{name: totals, log: {}}]
+`, mqtt, admin, filepath.Join(dir, "data"), srv.URL)), 0o644))
+	gw := testutil.StartGateway(t, cfgPath, admin)
+
+	const devices, rounds = 10, 150 // 375 log entries per partition on average
+	s := telemetry{devices: devices, base: time.Now().Add(-time.Hour)}
+	want := 0
+	var resends atomic.Int64
+	var wg sync.WaitGroup
+	for d := 0; d < devices; d++ {
+		for i := 0; i < rounds; i++ {
+			if 60+(d*7+i*37)%45 > 90 {
+				want++
+			}
+		}
+		wg.Add(1)
+		go func(d int) {
+			defer wg.Done()
+			p := &publisher{broker: mqtt, id: fmt.Sprintf("press-%02d", d), resends: &resends}
+			defer p.close()
+			for i := 0; i < rounds; i++ {
+				p.publish(t, fmt.Sprintf("devices/press-%02d/messages/events", d), s.payload(d, i))
+			}
+		}(d)
+	}
+	wg.Wait()
+	require.Zero(t, resends.Load(), "no publish was sent twice (no sequence_field here to drop a copy)")
+	backlog := func() int {
+		var st struct{ Outputs []actors.OutputStatus }
+		body, err := httpGet("http://" + admin + "/v1/outputs")
+		if err != nil || json.Unmarshal(body, &st) != nil {
+			return -1
+		}
+		for _, o := range st.Outputs {
+			if o.Output == "hot/alarms" {
+				return int(o.Backlog)
+			}
+		}
+		return -1
+	}
+	require.Eventually(t, func() bool { return backlog() == want }, 30*time.Second, 20*time.Millisecond,
+		"every alarm waits in the outbox: %d of %d", backlog(), want)
+
+	gw.Kill()
+	mu.Lock()
+	online = true
+	mu.Unlock()
+	gw.Start()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids) == want
+	}, time.Minute, 20*time.Millisecond, "every alarm arrives")
+	require.Eventually(t, func() bool { return backlog() == 0 }, 30*time.Second, 20*time.Millisecond, "the outbox drains")
+	mu.Lock()
+	defer mu.Unlock()
+	var twice []string
+	for id, n := range ids {
+		if n > 1 {
+			twice = append(twice, id)
+		}
+	}
+	require.Empty(t, twice, "rows delivered more than once (of %d rows, %d deliveries)", want, rows)
+	require.Equal(t, want, rows)
+	entries, skipped := recoveryTotals(t, gw.Logs())
+	// Nearly all of it: the checkpoint that ends a start may cover the
+	// first few events.
+	require.Greater(t, entries, devices*rounds*9/10, "the restart replayed the log")
+	require.Greater(t, skipped, want*9/10, "the replayed alarms were found in the outbox")
 }
