@@ -330,7 +330,6 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// meta is this gateway's gossiped metadata with its serving bitmap.
 // admit keeps out of the cluster a gateway with another number of
 // partitions: it would place devices on other partitions than this one.
 func (n *Node) admit(meta *pb.NodeMeta) error {
@@ -341,6 +340,7 @@ func (n *Node) admit(meta *pb.NodeMeta) error {
 	return nil
 }
 
+// meta is this gateway's gossiped metadata with its serving bitmap.
 func (n *Node) meta(remoteAddr string) *pb.NodeMeta {
 	bits := make([]byte, (n.parts+7)/8)
 	for p := 0; p < n.parts; p++ {

@@ -3,12 +3,15 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,14 +56,72 @@ func CleanupBinary() {
 }
 
 // FreeAddr returns a free loopback address.
+//
+// The port comes from below the kernel's ephemeral range: a port the kernel
+// handed out (port 0) is free again once this check closes it, and the
+// outgoing connections tests open all the time could take it before the
+// gateway binds it (CI saw "bind: address already in use"). Each port is
+// handed out once per test process, and must bind for TCP and UDP (gossip
+// uses both).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	lo, hi := fixedPortRange()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for try := 0; hi > lo && try < 1000; try++ {
+		port := lo + rand.IntN(hi-lo)
+		if portsGiven[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if bindable(addr) {
+			portsGiven[port] = true
+			return addr
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// fixedPortRange is [10000, start of the ephemeral range), or empty when
+// the range cannot be read or leaves no room.
+func fixedPortRange() (lo, hi int) {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	start, err := strconv.Atoi(f[0])
+	if err != nil || start < 12000 {
+		return 0, 0
+	}
+	return 10000, start
+}
+
+// bindable reports whether addr can be listened on for TCP and UDP.
+func bindable(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	return pc.Close() == nil
 }
 
 // Gateway is a `millstream gateway` process.
