@@ -392,6 +392,9 @@ func (p *partition) sortJobs() {
 // on partition 0 only (A4): its executor takes the lowest watermark of the
 // partitions feeding it (A6). -1 for a job that runs on every partition.
 func (p *partition) source(job string, e event) int {
+	if p.id != 0 {
+		return -1 // A4 jobs have no executor here: no lookup per event
+	}
 	if d := p.jobs[job]; d == nil || d.partitioned {
 		return -1
 	}

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -201,50 +200,6 @@ func (c *testCluster) waitSettled(live []*clusterGateway, within time.Duration) 
 	return 0
 }
 
-// failoverPublisher is one device's MQTT connection, QoS 1: a message
-// whose PUBACK does not come is sent again, on the next gateway's broker
-// once its own does not answer.
-type failoverPublisher struct {
-	brokers []string
-	next    int
-	id      string
-	c       paho.Client
-	resends *atomic.Int64
-}
-
-func (p *failoverPublisher) publish(t *testing.T, topic string, payload []byte) {
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if p.c == nil {
-			broker := p.brokers[p.next%len(p.brokers)]
-			opts := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(p.id).SetCleanSession(true).
-				SetAutoReconnect(false).SetConnectTimeout(time.Second)
-			c := paho.NewClient(opts)
-			if tok := c.Connect(); tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
-				p.c = c
-			} else {
-				c.Disconnect(0)
-				p.next++ // that gateway is gone: the next one
-				if time.Now().After(deadline) {
-					t.Errorf("%s: could not connect for 90 s", p.id)
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-		}
-		tok := p.c.Publish(topic, 1, false, payload)
-		// Acknowledged only on a live connection (see publisher.publish).
-		if tok.WaitTimeout(3*time.Second) && tok.Error() == nil && p.c.IsConnectionOpen() {
-			return
-		}
-		p.resends.Add(1)
-		p.c.Disconnect(0)
-		p.c = nil
-		p.next++
-	}
-}
-
 // clusterExpected is what one uninterrupted executor per query emits for
 // the rounds, by output, without the sentinel windows, normalized.
 func clusterExpected(t *testing.T, s telemetry, rounds int) map[string][]string {
@@ -318,7 +273,7 @@ func (c *testCluster) runClusterLoad(s telemetry, rounds int, at func(round int)
 	var progress atomic.Int64
 	var sentinelOnce sync.Once
 	var wg sync.WaitGroup
-	pubs := make([]*failoverPublisher, s.devices)
+	pubs := make([]*publisher, s.devices)
 	// Devices keep within a few rounds of each other: a partition's
 	// watermark is its fastest device's event time, and a device that
 	// fell more than the out-of-order tolerance (5 s, 25 rounds) behind
@@ -332,7 +287,7 @@ func (c *testCluster) runClusterLoad(s telemetry, rounds int, at func(round int)
 		return m
 	}
 	for d := 0; d < s.devices; d++ {
-		pubs[d] = &failoverPublisher{brokers: brokers, next: d, id: fmt.Sprintf("press-%02d", d), resends: &res}
+		pubs[d] = &publisher{brokers: brokers, next: d, id: fmt.Sprintf("press-%02d", d), resends: &res}
 		wg.Add(1)
 		go func(d int) {
 			defer wg.Done()
@@ -366,9 +321,7 @@ func (c *testCluster) runClusterLoad(s telemetry, rounds int, at func(round int)
 		select {
 		case <-done:
 			for _, p := range pubs {
-				if p.c != nil {
-					p.c.Disconnect(100)
-				}
+				p.close()
 			}
 			return res.Load()
 		case <-time.After(20 * time.Millisecond):
@@ -426,14 +379,7 @@ func (c *testCluster) waitOutputs(want map[string][]string, cut time.Time, withi
 // hands, for a failure's diagnosis.
 func (c *testCluster) logOwnershipChanges() {
 	for _, g := range c.gws {
-		for _, line := range strings.Split(g.gw.Logs(), "\n") {
-			for _, w := range []string{"partition", "member", "majority", "recover"} {
-				if strings.Contains(line, w) {
-					c.t.Logf("%s: %s", g.name, line)
-					break
-				}
-			}
-		}
+		c.t.Logf("%s:\n%s", g.name, logLinesWith(g.gw.Logs(), "partition", "member", "majority", "recover"))
 	}
 }
 

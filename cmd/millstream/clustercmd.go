@@ -93,7 +93,7 @@ func forgetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // clusterCall sends one request to the admin API at admin and returns the
-// answer's body; a status other than 200 is an error that names it.
+// answer's body (adminBody), its errors prefixed with what.
 func clusterCall(ctx context.Context, method, admin, path, what string) ([]byte, error) {
 	base := strings.TrimSuffix(admin, "/")
 	if !strings.Contains(base, "://") {
@@ -105,17 +105,9 @@ func clusterCall(ctx context.Context, method, admin, path, what string) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	body, err := adminBody(req, base)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
 }

@@ -136,27 +136,33 @@ func (s telemetry) expectedFor(t *testing.T, rounds int, queries ...string) map[
 }
 
 // publisher is one device's MQTT connection, QoS 1, at least once: a
-// message whose PUBACK does not come is sent again on a new connection.
+// message whose PUBACK does not come is sent again on a new connection,
+// to the next of brokers (a device whose gateway died reconnects to
+// another); next is where it starts.
 type publisher struct {
-	broker, id string
-	c          paho.Client
-	resends    *atomic.Int64
+	brokers []string
+	next    int
+	id      string
+	c       paho.Client
+	resends *atomic.Int64
 }
 
 func (p *publisher) publish(t *testing.T, topic string, payload []byte) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if p.c == nil {
-			opts := paho.NewClientOptions().AddBroker("tcp://" + p.broker).SetClientID(p.id).SetCleanSession(true).
-				SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
+			broker := p.brokers[p.next%len(p.brokers)]
+			opts := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(p.id).SetCleanSession(true).
+				SetAutoReconnect(false).SetConnectTimeout(time.Second)
 			c := paho.NewClient(opts)
-			if tok := c.Connect(); tok.WaitTimeout(3*time.Second) && tok.Error() == nil {
+			if tok := c.Connect(); tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
 				p.c = c
 			} else {
 				// A connect still in progress would otherwise finish later
 				// and take over the session of the next attempt (same
 				// client id), and keep its socket open.
 				c.Disconnect(0)
+				p.next++
 				if time.Now().After(deadline) {
 					t.Errorf("%s: could not connect for 90 s", p.id)
 					return
@@ -177,6 +183,7 @@ func (p *publisher) publish(t *testing.T, topic string, payload []byte) {
 		p.resends.Add(1)
 		p.c.Disconnect(0)
 		p.c = nil
+		p.next++
 	}
 }
 
@@ -281,7 +288,7 @@ func TestCrashKill9KeepsEveryWindowOnce(t *testing.T) {
 	var resends atomic.Int64
 	pubs := make([]*publisher, devices)
 	for d := range pubs {
-		pubs[d] = &publisher{broker: mqtt, id: fmt.Sprintf("press-%02d", d), resends: &resends}
+		pubs[d] = &publisher{brokers: []string{mqtt}, id: fmt.Sprintf("press-%02d", d), resends: &resends}
 		defer pubs[d].close()
 	}
 	// Kill points: 6 random rounds, each followed by a random delay.
@@ -609,7 +616,7 @@ func TestDamagedStateIsReportedAndRecoverable(t *testing.T) {
 	s := telemetry{devices: 8, base: time.Now().Add(-2 * time.Hour).Truncate(time.Minute)}
 	var resends atomic.Int64
 	for d := 0; d < s.devices; d++ {
-		p := &publisher{broker: mqtt, id: fmt.Sprintf("press-%02d", d), resends: &resends}
+		p := &publisher{brokers: []string{mqtt}, id: fmt.Sprintf("press-%02d", d), resends: &resends}
 		for i := 0; i < 50; i++ {
 			p.publish(t, fmt.Sprintf("devices/press-%02d/messages/events", d), s.payload(d, i))
 		}
@@ -796,7 +803,7 @@ jobs:
 		wg.Add(1)
 		go func(d int) {
 			defer wg.Done()
-			p := &publisher{broker: mqtt, id: fmt.Sprintf("press-%02d", d), resends: &resends}
+			p := &publisher{brokers: []string{mqtt}, id: fmt.Sprintf("press-%02d", d), resends: &resends}
 			defer p.close()
 			for i := 0; i < rounds; i++ {
 				p.publish(t, fmt.Sprintf("devices/press-%02d/messages/events", d), s.payload(d, i))

@@ -86,18 +86,31 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // adminDo sends a request to a gateway's admin API and prints the answer.
 func adminDo(req *http.Request, base string, stdout io.Writer) error {
-	client := &http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Do(req)
+	out, err := adminBody(req, base)
 	if err != nil {
-		return fmt.Errorf("admin API %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("admin API: %s: %s", resp.Status, strings.TrimSpace(string(out)))
+		return err
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// adminBody sends a request to a gateway's admin API and returns the
+// answer; a status of 300 or more is an error that names it.
+func adminBody(req *http.Request, base string) ([]byte, error) {
+	client := &http.Client{Timeout: 60 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin API %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("admin API %s: %w", base, err)
+	}
+	if resp.StatusCode >= 300 {
+		return nil, fmt.Errorf("admin API: %s: %s", resp.Status, strings.TrimSpace(string(out)))
+	}
+	return out, nil
 }
 
 const deviceHelp = `device list | device get ID | device set-desired ID '{"json":"object"}'  [--admin http://127.0.0.1:8080]

@@ -41,12 +41,11 @@ type timeline struct {
 	// srcs are the sources the timeline is merged from, by source number
 	// (IngestFrom); nil when every event came without one. The rest
 	// caches what mergedWatermark computes from them.
-	srcs       []sourceClock
-	srcNewest  int64 // latest arrival of any source
-	srcLow     int64 // lowest maxSeen of the active sources
-	srcLowAt   int   // the source holding srcLow; -1: recompute
-	srcOldest  int64 // earliest arrival of an active source
-	srcStarted bool
+	srcs      []sourceClock
+	srcNewest int64 // latest arrival of any source
+	srcLow    int64 // lowest maxSeen of the active sources
+	srcLowAt  int   // the source holding srcLow; -1: recompute
+	srcOldest int64 // earliest arrival of an active source
 }
 
 // sourceClock is how far one source of a merged timeline has got. A
@@ -202,12 +201,6 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 // is the lowest source's, its source was idle or new, or a source may
 // have become idle. Otherwise it costs O(1), not O(sources).
 func (in *inputOp) mergedWatermark(tl *timeline, src int, t, arrival int64) int64 {
-	if !tl.srcStarted {
-		tl.srcStarted, tl.srcNewest, tl.srcLowAt = true, minTime, -1
-		for _, c := range tl.srcs { // restored
-			tl.srcNewest = max(tl.srcNewest, c.arrival)
-		}
-	}
 	for src >= len(tl.srcs) {
 		tl.srcs = append(tl.srcs, sourceClock{maxSeen: minTime, arrival: minTime})
 	}
@@ -275,7 +268,7 @@ func (in *inputOp) timelineOf(rec *value.Record) (int32, error) {
 
 func (in *inputOp) addTimeline(key string) int32 {
 	id := int32(len(in.tls))
-	tl := &timeline{key: key, maxSeen: minTime, wm: in.idleWm}
+	tl := &timeline{key: key, maxSeen: minTime, wm: in.idleWm, srcNewest: minTime, srcLowAt: -1}
 	in.tls = append(in.tls, tl)
 	in.tlIndex[key] = id
 	return id
@@ -373,6 +366,7 @@ func (in *inputOp) restore(s *pb.InputState) {
 		tl.maxSeen, tl.wm, tl.seq = ts.MaxSeen, ts.Watermark, ts.NextSeq
 		for _, c := range ts.Sources {
 			tl.srcs = append(tl.srcs, sourceClock{maxSeen: c.MaxSeen, arrival: c.Arrival})
+			tl.srcNewest = max(tl.srcNewest, c.Arrival)
 		}
 		for _, r := range ts.Buffered {
 			tl.buf = append(tl.buf, bufferedRow{row: row{ts: r.Ts, tl: r.Timeline, rec: value.RecordFromProto(r.Record)}, seq: r.Seq})
