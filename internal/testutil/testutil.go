@@ -16,6 +16,25 @@ import (
 	"time"
 )
 
+var loudOnce sync.Once
+
+// SkipLoudly skips t with why, and says so where a person running
+// `go test ./...` sees it: go test shows a passing package's output only
+// with -v, so the notice also goes straight to the controlling terminal
+// (once per test binary), besides stderr.
+func SkipLoudly(t testing.TB, why string) {
+	t.Helper()
+	msg := fmt.Sprintf("SKIPPED: %s: %s\n", t.Name(), why)
+	loudOnce.Do(func() {
+		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+			_, _ = fmt.Fprintf(tty, "*** millstream tests: some tests of this package are SKIPPED: %s", why+"\n")
+			_ = tty.Close()
+		}
+	})
+	_, _ = fmt.Fprint(os.Stderr, msg)
+	t.Skip(msg)
+}
+
 // Mosquitto starts a real mosquitto on addr (a free loopback port when
 // empty) with extra lines in its listener configuration, and returns the
 // address and a function that kills it (also run at cleanup). Without
@@ -28,7 +47,7 @@ func Mosquitto(t testing.TB, addr, extra string) (string, func()) {
 		if os.Getenv("MILLSTREAM_REQUIRE_BROKER") != "" {
 			t.Fatalf("mosquitto is not installed and MILLSTREAM_REQUIRE_BROKER is set (apt-get install -y mosquitto)")
 		}
-		t.Skip("SKIPPED LOUDLY: mosquitto is not installed (apt-get install -y mosquitto); set MILLSTREAM_REQUIRE_BROKER=1 to make this a failure")
+		SkipLoudly(t, "mosquitto is not installed (apt-get install -y mosquitto); set MILLSTREAM_REQUIRE_BROKER=1 to make this a failure")
 	}
 	if addr == "" {
 		addr = FreeAddr(t)

@@ -1,7 +1,7 @@
 // Package querytest runs query test folders: a query, its input events and
 // the rows each output must produce, the way Stream Analytics users unit
 // test their jobs. It backs `millstream query test` and the conformance
-// suite under shared/conformance.
+// suite in testdata/conformance (a copy of the project's shared cases).
 //
 // A folder holds:
 //
