@@ -281,18 +281,19 @@ var (
 	descMailbox    = prometheus.NewDesc("millstream_partition_mailbox_batches", "Batches waiting in a partition's mailbox.", []string{"partition"}, nil)
 	descStage      = prometheus.NewDesc("millstream_stage_event_seconds", "Mean time one event spends in a stage (sampled).", []string{"job", "stage"}, nil)
 	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job"}, nil)
-	descRefused    = prometheus.NewDesc("millstream_mqtt_refused_total", "MQTT messages not acknowledged because the gateway could not take them (recovering, outbox full, log write failed).", nil, nil)
+	descRefused    = prometheus.NewDesc("millstream_mqtt_refused_total", "MQTT messages not acknowledged because the gateway could not take them (outbox full, log write failed, closing); an MQTT 3.1.1 client is disconnected so it resends them.", nil, nil)
+	descRefusedCon = prometheus.NewDesc("millstream_mqtt_refused_connections_total", "MQTT connections refused with 'server unavailable' while the gateway was recovering its state or closing.", nil, nil)
 	descOutbox     = prometheus.NewDesc("millstream_outbox_rows", "Rows waiting in an output's outbox (the store-and-forward backlog).", []string{"output"}, nil)
 	descOutboxB    = prometheus.NewDesc("millstream_outbox_bytes", "Bytes an output's outbox takes.", []string{"output"}, nil)
 	descOutboxAge  = prometheus.NewDesc("millstream_outbox_oldest_age_seconds", "Age of the oldest row waiting in an output's outbox.", []string{"output"}, nil)
 	descOutboxFull = prometheus.NewDesc("millstream_outbox_full", "1 while an output's outbox is at its quota.", []string{"output"}, nil)
 	descOutRows    = prometheus.NewDesc("millstream_output_rows_total", "Output rows by fate: delivered, expired (past TTL), dropped (quota), dead_lettered, and delivery retries.", []string{"output", "kind"}, nil)
-	descDurable    = prometheus.NewDesc("millstream_state_events_total", "Durable state counters by kind: checkpoints, replayed log entries, rows already in the outbox at replay, duplicates dropped, restore failures, log write errors, outbox write errors, input refused over quota, poison entries skipped, damaged partitions reset.", []string{"kind"}, nil)
+	descDurable    = prometheus.NewDesc("millstream_state_events_total", "Durable state counters by kind: checkpoints, replayed log entries, rows already in the outbox at replay, duplicates dropped, events taken with a sequence number too old to check, take-overs that found a checkpoint older than the safe one, restore failures, log write errors, outbox write errors, input refused over quota, poison entries skipped, damaged partitions reset.", []string{"kind"}, nil)
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage, descRestarts,
-		descRefused, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descDurable} {
+		descRefused, descRefusedCon, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descDurable} {
 		ch <- d
 	}
 }
@@ -305,6 +306,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(b.Rejected()))
 		ch <- prometheus.MustNewConstMetric(descUnrouted, prometheus.CounterValue, float64(b.Unrouted()))
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(b.Refused()))
+		ch <- prometheus.MustNewConstMetric(descRefusedCon, prometheus.CounterValue, float64(b.RefusedConnections()))
 	}
 	for _, o := range c.a.outs.Status() {
 		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(o.Backlog), o.Output)
@@ -323,7 +325,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	if g.store != nil {
 		ds := g.DurableStats()
 		for kind, v := range map[string]uint64{"checkpoints": ds.Checkpoints, "replayed_entries": ds.ReplayedEntries, "replayed_rows": ds.ReplayedRows,
-			"duplicates": ds.Duplicates, "restore_failures": ds.RestoreFailures, "log_errors": ds.LogErrors, "outbox_errors": ds.OutboxErrors,
+			"duplicates": ds.Duplicates, "sequence_unverified": ds.SequenceUnverified, "stale_checkpoints": ds.StaleCheckpoints, "restore_failures": ds.RestoreFailures, "log_errors": ds.LogErrors, "outbox_errors": ds.OutboxErrors,
 			"refused_over_quota": ds.RefusedOverQuota, "skipped_poison": ds.SkippedPoison, "damaged_reset": ds.DamagedReset} {
 			ch <- prometheus.MustNewConstMetric(descDurable, prometheus.CounterValue, float64(v), kind)
 		}

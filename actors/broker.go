@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -19,6 +20,13 @@ import (
 // so a busy gateway slows its publishers (A3). Messages over the payload
 // limit are acknowledged, dropped and counted (Rejected): resending them
 // could never succeed.
+//
+// A QoS 1 publish is never left unanswered (issue 11 A): MQTT 3.1.1 and 5
+// clients resend an unacknowledged message only after they reconnect, so a
+// publish the gateway cannot take is answered by closing the connection
+// (MQTT 3.1.1) or a PUBACK with the reason (MQTT 5), and while the gateway
+// recovers its state it refuses connections with "server unavailable"
+// (CONNACK 3, or 0x88 in MQTT 5).
 type Broker struct {
 	srv        *mqtt.Server
 	addr       string
@@ -26,6 +34,11 @@ type Broker struct {
 	rejected   atomic.Uint64
 	unrouted   atomic.Uint64
 	refused    atomic.Uint64
+	// refusedConns counts connections refused while the gateway was not
+	// ready; lastWarn rate-limits the log lines about refusals.
+	refusedConns atomic.Uint64
+	lastWarn     atomic.Int64
+	logger       *slog.Logger
 	// Durable gateways acknowledge QoS 1 publishes here, once logged, so a
 	// client's next publishes are read while earlier ones wait for the
 	// group commit (mochi would hold the client's read loop otherwise).
@@ -55,7 +68,7 @@ func StartBroker(addr string, g *Gateway, maxPayload int, logger *slog.Logger) (
 	ln.Close()
 
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: logger.With("component", "mqtt")})
-	b := &Broker{srv: srv, addr: addr, maxPayload: maxPayload, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{})}
+	b := &Broker{srv: srv, addr: addr, maxPayload: maxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{})}
 	go b.acker()
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, err
@@ -89,6 +102,45 @@ func (b *Broker) Rejected() uint64 { return b.rejected.Load() }
 // Refused counts messages the gateway could not take (recovering, closing,
 // an outbox over quota, a failed log write); they are not acknowledged.
 func (b *Broker) Refused() uint64 { return b.refused.Load() }
+
+// RefusedConnections counts connections refused because the gateway was
+// recovering its state or closing.
+func (b *Broker) RefusedConnections() uint64 { return b.refusedConns.Load() }
+
+// warnRefusal logs a refusal at most once every 5 seconds, with how many
+// there were in all, so a flood of resends does not flood the log.
+func (b *Broker) warnRefusal(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := b.lastWarn.Load()
+	if now-last < int64(5*time.Second) || !b.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	b.logger.Warn(msg, append(args, "refused_publishes", b.refused.Load(), "refused_connections", b.refusedConns.Load())...)
+}
+
+// refusePublish answers a QoS 1 publish the gateway could not take so the
+// client resends it: MQTT 5 gets a PUBACK with the reason code, MQTT 3.1.1
+// (which has no negative acknowledgement) a closed connection, after which
+// it reconnects and resends every unacknowledged message.
+func (b *Broker) refusePublish(cl *mqtt.Client, id uint16, qos byte, err error) {
+	b.refused.Add(1)
+	b.warnRefusal("MQTT publish refused; the client will resend it", "client", cl.ID, "reason", err)
+	if qos == 0 {
+		return // at most once: there is nothing to answer
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		code := packets.ErrUnspecifiedError
+		switch {
+		case errors.Is(err, ErrOverQuota):
+			code = packets.ErrQuotaExceeded
+		case errors.Is(err, ErrNotReady), errors.Is(err, ErrClosed):
+			code = packets.ErrServerBusy
+		}
+		writeRaw(cl, []byte{packets.Puback << 4, 3, byte(id >> 8), byte(id), code.Code})
+		return
+	}
+	cl.Stop(fmt.Errorf("publish %d refused: %w", id, err))
+}
 
 // Unrouted counts messages on topics no job input listens to.
 func (b *Broker) Unrouted() uint64 { return b.unrouted.Load() }
@@ -129,7 +181,7 @@ func (b *Broker) acker() {
 		clients = clients[:0]
 		for _, a := range batch {
 			if err := a.commit.Wait(); err != nil {
-				b.refused.Add(1)
+				b.refusePublish(a.cl, a.id, 1, err)
 				continue
 			}
 			if _, ok := bufs[a.cl]; !ok {
@@ -170,7 +222,20 @@ type ingestHook struct {
 
 func (h *ingestHook) ID() string { return "millstream-ingest" }
 
-func (h *ingestHook) Provides(bt byte) bool { return bt == mqtt.OnPublish }
+func (h *ingestHook) Provides(bt byte) bool { return bt == mqtt.OnPublish || bt == mqtt.OnConnect }
+
+// OnConnect refuses clients while the gateway cannot take their messages
+// (recovering, closing): accepted, their publishes could only be refused.
+// MQTT clients retry a refused connection on their own.
+func (h *ingestHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if h.g.ready.Load() && !h.g.closed.Load() {
+		return nil
+	}
+	h.b.refusedConns.Add(1)
+	h.b.warnRefusal("MQTT connection refused: the gateway is recovering its state or closing", "client", cl.ID)
+	_ = h.b.srv.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
+	return packets.ErrServerUnavailable
+}
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
@@ -199,17 +264,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	if err != nil {
 		// Not acknowledged: the publisher keeps the message and sends it
-		// again (MQTT 5 clients get the reason).
-		h.b.refused.Add(1)
-		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-			switch {
-			case errors.Is(err, ErrOverQuota):
-				return pk, packets.ErrQuotaExceeded
-			case errors.Is(err, ErrNotReady), errors.Is(err, ErrClosed):
-				return pk, packets.ErrServerBusy
-			}
-			return pk, packets.ErrUnspecifiedError
-		}
+		// again.
+		h.b.refusePublish(cl, pk.PacketID, pk.FixedHeader.Qos, err)
 		return pk, packets.ErrRejectPacket
 	}
 	if n == 0 {

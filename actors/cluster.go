@@ -75,6 +75,11 @@ func (g *Gateway) SetCluster(link ClusterLink) error {
 	if g.store == nil {
 		return fmt.Errorf("actors: a clustered gateway needs durable state")
 	}
+	if !g.cfg.Clustered {
+		// Its partitions started serving everything: their empty state
+		// would be checkpointed over the copies it holds as a replica.
+		return fmt.Errorf("actors: SetCluster on a gateway made without Config.Clustered")
+	}
 	n := g.cfg.Partitions
 	g.cl = &clusterState{link: link, serving: make([]bool, n), epochs: make([]uint64, n),
 		safeThrough: make([]uint64, n), pending: make([]*pendingSafe, n)}

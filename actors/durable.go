@@ -331,6 +331,9 @@ func (p *partition) checkpoint(force bool) error {
 	if p.g.store == nil || !p.g.ready.Load() || !p.active {
 		return nil
 	}
+	if p.g.cl != nil && !p.g.Serving(p.id) {
+		return nil // only the serving gateway writes the partition's state
+	}
 	if !force && p.sinceCp == 0 && time.Since(p.cpTime) < time.Minute {
 		return nil
 	}
@@ -400,6 +403,26 @@ func (p *partition) checkpoint(force bool) error {
 	return nil
 }
 
+// newestCheckpoint makes sure a take-over never restores a copy older than
+// the safe checkpoint the serving gateway made (issue 11 C): the store
+// writes both at once when a replica applies a safe checkpoint, so a
+// checkpoint behind it was overwritten by something that should not have
+// written it. The safe one is used then, and the fault is reported.
+func (p *partition) newestCheckpoint(cp *pb.Checkpoint) (*pb.Checkpoint, error) {
+	sc, err := p.g.store.LoadSafeCheckpoint(p.id)
+	if err != nil || sc.GetCheckpoint() == nil {
+		return cp, err
+	}
+	safe := sc.GetCheckpoint()
+	if cp != nil && cp.LogPosition >= safe.LogPosition {
+		return cp, nil
+	}
+	p.g.staleCheckpoints.Add(1)
+	p.g.cfg.Logger.Error("partition's checkpoint is older than its safe checkpoint; restoring the safe one",
+		"partition", p.id, "checkpoint_position", cp.GetLogPosition(), "safe_position", safe.LogPosition, "safe_epoch", sc.Epoch)
+	return proto.Clone(safe).(*pb.Checkpoint), nil
+}
+
 // recover loads the partition's checkpoint and replays its log (D4).
 // Partition 0 recovers before the others, so the positions it applied
 // forwarded events to are known (D3).
@@ -413,6 +436,11 @@ func (p *partition) recover() error {
 		cp = nil
 	} else if err != nil {
 		return err
+	}
+	if p.g.cl != nil {
+		if cp, err = p.newestCheckpoint(cp); err != nil {
+			return err
+		}
 	}
 	if p.written, err = st.OutputWritten(p.id); err != nil {
 		return err
@@ -595,6 +623,12 @@ type DurableStats struct {
 	// ForwardResends: events another gateway forwarded again (after a
 	// lost answer or a fail-over) that the partition had applied (C7).
 	ForwardResends uint64
+	// SequenceUnverified: events taken although their sequence number was
+	// too far below their device's highest to check (maybe resends).
+	SequenceUnverified uint64
+	// StaleCheckpoints: take-overs that found the partition's checkpoint
+	// older than its safe checkpoint and restored the safe one.
+	StaleCheckpoints uint64
 }
 
 // DurableStats returns the durable-mode counters.
@@ -602,7 +636,8 @@ func (g *Gateway) DurableStats() DurableStats {
 	return DurableStats{Checkpoints: g.checkpoints.Load(), ReplayedEntries: g.replayedEntries.Load(), ReplayedRows: g.replayedRows.Load(),
 		Duplicates: g.duplicates.Load(), RestoreFailures: g.restoreFailures.Load(), LogErrors: g.logErrors.Load(),
 		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load(),
-		ForwardResends: g.forwardResends.Load()}
+		ForwardResends: g.forwardResends.Load(), SequenceUnverified: g.seqUnverified.Load(),
+		StaleCheckpoints: g.staleCheckpoints.Load()}
 }
 
 var (

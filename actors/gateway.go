@@ -65,11 +65,17 @@ type Config struct {
 	// CheckpointInterval: how often partitions checkpoint (default 1s).
 	CheckpointInterval time.Duration
 	// SequenceField names a payload field with a per-device sequence
-	// number; an event whose number was seen, or is 1,024 or more below
-	// the highest seen, is a duplicate (dropped, counted). One that
-	// arrives late but was not seen is taken (input parked during a
-	// network split arrives after newer input of the same device).
+	// number. An event whose number the device's input has had within
+	// the 1,024 numbers below its highest is a duplicate (dropped,
+	// counted). One that arrives late but was not seen is taken (input
+	// parked during a network split arrives after newer input of the same
+	// device); one 1,024 or more below the highest cannot be checked and
+	// is taken too, counted as unverified. Nothing unseen is dropped.
 	SequenceField string
+	// Clustered: the gateway will join a cluster (SetCluster): its
+	// partitions serve nothing until Serve. A standalone gateway serves
+	// every partition.
+	Clustered bool
 	// ResetDamaged: a partition whose checkpoint or log cannot be read
 	// starts without it (its windows and unreplayed events are lost,
 	// logged and counted) instead of stopping recovery with an error.
@@ -152,25 +158,27 @@ type Gateway struct {
 	restarts atomic.Uint64
 
 	// Durable mode (durable.go).
-	store           *state.Store
-	log             *logWriter
-	outbox          DurableSink
-	ready           atomic.Bool // recovered; Ingest accepts events
-	fwdLogged       []atomic.Uint64
-	checkpoints     atomic.Uint64
-	replayedEntries atomic.Uint64
-	replayedRows    atomic.Uint64
-	duplicates      atomic.Uint64
-	forwardResends  atomic.Uint64
-	restoreFailures atomic.Uint64
-	logErrors       atomic.Uint64
-	outboxErrors    atomic.Uint64
-	refused         atomic.Uint64
-	skippedPoison   atomic.Uint64
-	damagedReset    atomic.Uint64
-	poisonMu        sync.Mutex
-	poison          map[[2]uint64]int // (partition, seq) -> crashes while applying it
-	panics          atomic.Uint64     // crashes recorded in poison: poisoned takes no lock until the first
+	store            *state.Store
+	log              *logWriter
+	outbox           DurableSink
+	ready            atomic.Bool // recovered; Ingest accepts events
+	fwdLogged        []atomic.Uint64
+	checkpoints      atomic.Uint64
+	replayedEntries  atomic.Uint64
+	replayedRows     atomic.Uint64
+	duplicates       atomic.Uint64
+	seqUnverified    atomic.Uint64 // taken, too old for the sequence window to check
+	staleCheckpoints atomic.Uint64 // take-overs that found a checkpoint behind the safe one
+	forwardResends   atomic.Uint64
+	restoreFailures  atomic.Uint64
+	logErrors        atomic.Uint64
+	outboxErrors     atomic.Uint64
+	refused          atomic.Uint64
+	skippedPoison    atomic.Uint64
+	damagedReset     atomic.Uint64
+	poisonMu         sync.Mutex
+	poison           map[[2]uint64]int // (partition, seq) -> crashes while applying it
+	panics           atomic.Uint64     // crashes recorded in poison: poisoned takes no lock until the first
 
 	// Clustered mode (cluster.go); nil otherwise.
 	cl *clusterState

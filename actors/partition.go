@@ -101,7 +101,8 @@ type partition struct {
 func (p *partition) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		if !p.g.started[p.id].CompareAndSwap(false, true) {
+		first := p.g.started[p.id].CompareAndSwap(false, true)
+		if !first {
 			p.g.restarts.Add(1)
 			if p.g.store == nil {
 				p.g.cfg.Logger.Error("partition restarted after a failure; its window state was lost (no durable state)", "partition", p.id)
@@ -111,7 +112,13 @@ func (p *partition) Receive(ctx actor.Context) {
 			p.seqDecoder = value.Decoder{Fields: []string{f}}
 		}
 		p.reset()
-		p.active = p.g.cl == nil || p.g.Serving(p.id)
+		if first {
+			// A clustered gateway serves a partition only from Serve on
+			// (SetCluster comes after New; issue 11 C).
+			p.active = !p.g.cfg.Clustered
+		} else {
+			p.active = p.g.cl == nil || p.g.Serving(p.id)
+		}
 		if p.g.store != nil && p.g.ready.Load() && p.active {
 			// Durable: the state comes back from the checkpoint and the log.
 			if err := p.recover(); err != nil {
@@ -319,9 +326,10 @@ func (p *partition) tick(now int64) {
 	}
 }
 
-// duplicate reports (and counts) an event whose sequence number is not
-// above its device's last one for the same input: an MQTT QoS 1 resend of
-// a message the gateway had already logged.
+// duplicate reports (and counts) an event whose sequence number the
+// device's input has had already: an MQTT QoS 1 resend of a message the
+// gateway had logged. A number too far below the highest to be checked is
+// taken and counted as unverified, never dropped.
 func (p *partition) duplicate(e event) bool {
 	if p.g.cfg.SequenceField == "" || e.device == "" || e.payload == nil {
 		return false
@@ -343,10 +351,14 @@ func (p *partition) duplicate(e event) bool {
 	}
 	key := e.job + "/" + e.input
 	last, seen := d.seqs[key]
-	fresh, highest, w := seqAccept(seq, last, seen, d.seqWin[key])
-	if !fresh {
+	verdict, highest, w := seqAccept(seq, last, seen, d.seqWin[key])
+	switch verdict {
+	case seqDuplicate:
 		p.g.duplicates.Add(1)
 		return true
+	case seqUnverified:
+		p.g.seqUnverified.Add(1)
+		return false
 	}
 	if d.seqs == nil {
 		d.seqs = map[string]uint64{}

@@ -2,44 +2,66 @@ package actors
 
 import "encoding/binary"
 
-// seqWindowSize is how far below a device's highest sequence number an
-// event may arrive late and still be told apart from a duplicate: input
-// parked on a gateway cut off from the cluster (or held by a dead one
-// until it restarts) reaches its partition after newer input of the same
-// device that went through another gateway.
+// seqWindowSize is how far below a device's highest sequence number the
+// gateway can tell a resend from a late event it has not seen: input parked
+// on a gateway cut off from the cluster (or held by a dead one until it
+// restarts) reaches its partition after newer input of the same device that
+// went through another gateway.
 const seqWindowSize = 1024
 
 // seqWindow records which of the seqWindowSize sequence numbers at and
 // below the highest one seen were seen: bit a of the window is seq
-// highest-a. A device whose numbers all arrived in order needs none (nil
-// means every number below the highest was seen), so only devices with
-// gaps pay for one.
+// highest-a. A device whose last seqWindowSize numbers all arrived needs
+// none (nil means all of them were seen), so a device that publishes in
+// order pays for one only during its first seqWindowSize messages.
 type seqWindow [seqWindowSize / 64]uint64
 
-// seqAccept records seq for a device input whose highest number so far is
-// last (seen: whether there is one) and whose window is w. It returns
-// whether seq is new, the new highest number, and the window to keep.
-func seqAccept(seq, last uint64, seen bool, w *seqWindow) (fresh bool, highest uint64, win *seqWindow) {
+// seqVerdict is what the window says of one sequence number.
+type seqVerdict uint8
+
+const (
+	// seqNew: not seen before; taken and recorded.
+	seqNew seqVerdict = iota
+	// seqDuplicate: seen before (a QoS 1 resend); dropped and counted.
+	seqDuplicate
+	// seqUnverified: seqWindowSize or more below the highest number, so
+	// the window cannot say whether it was seen. Taken (never dropped: it
+	// may be input that was held up) and counted.
+	seqUnverified
+)
+
+// seqAccept judges seq for a device input whose highest number so far is
+// last (seen: whether there is one) and whose window is w. It returns the
+// verdict, the new highest number, and the window to keep. It never calls
+// a number it has not seen a duplicate.
+func seqAccept(seq, last uint64, seen bool, w *seqWindow) (v seqVerdict, highest uint64, win *seqWindow) {
 	switch {
 	case !seen:
-		return true, seq, nil
+		// Nothing below the first number was seen: an earlier one that
+		// arrives late is new, not a duplicate.
+		w = &seqWindow{}
+		w[0] = 1
+		return seqNew, seq, w
 	case seq > last:
 		if w == nil && seq == last+1 {
-			return true, seq, nil // in order: no gap
+			return seqNew, seq, nil // in order: no gap
 		}
 		if w == nil {
 			w = allSeen()
 		}
 		w.shift(seq - last)
 		w[0] |= 1
-		return true, seq, w.orNil()
+		return seqNew, seq, w.orNil()
 	}
 	age := last - seq
-	if w == nil || age >= seqWindowSize || w.has(age) {
-		return false, last, w
+	switch {
+	case age >= seqWindowSize:
+		return seqUnverified, last, w
+	case w == nil || w.has(age):
+		return seqDuplicate, last, w
 	}
 	w.set(age)
-	return true, last, w.orNil()
+	return seqNew, last, w.orNil()
 }
 
 func allSeen() *seqWindow {
@@ -92,7 +114,7 @@ func (w *seqWindow) bytes() []byte {
 }
 
 // seqWindowOf decodes a checkpointed window (nil when absent or damaged:
-// every number below the highest counts as seen).
+// the seqWindowSize numbers below the highest count as seen).
 func seqWindowOf(b []byte) *seqWindow {
 	w := &seqWindow{}
 	if len(b) != len(w)*8 {

@@ -8,9 +8,10 @@ import (
 )
 
 // TestSeqWindowAcceptsLateOnce: against a model that remembers every
-// number, the window accepts each number once, late ones included, as
-// long as they are less than seqWindowSize below the highest; older ones
-// and repeats are duplicates.
+// number, the window never calls a number it has not seen a duplicate
+// (issue 11 B: late resends were dropped and acknowledged), calls every
+// repeat within seqWindowSize of the highest a duplicate, and takes older
+// numbers as unverified.
 func TestSeqWindowAcceptsLateOnce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := 0; round < 200; round++ {
@@ -32,21 +33,24 @@ func TestSeqWindowAcceptsLateOnce(t *testing.T) {
 				next += uint64(rng.IntN(300))
 				seq = next
 				next++
-			default: // late or a repeat
+			default: // late or a repeat, sometimes below the first number
 				seq = next - 1 - uint64(rng.IntN(1500))
 				if seq > next {
 					seq = 0
 				}
 			}
-			fresh, h, nw := seqAccept(seq, last, seen, w)
-			want := !model[seq] && (len(model) == 0 || seq > high || high-seq < seqWindowSize)
-			if len(model) > 0 && seq < high && high-seq < seqWindowSize && !model[seq] && seq < firstOf(model) {
-				// Below the first number of the device: counted as seen
-				// (no window yet), like a repeat.
-				want = false
+			v, h, nw := seqAccept(seq, last, seen, w)
+			var want seqVerdict
+			switch {
+			case len(model) > 0 && seq < high && high-seq >= seqWindowSize:
+				want = seqUnverified
+			case model[seq]:
+				want = seqDuplicate
+			default:
+				want = seqNew
 			}
-			require.Equal(t, want, fresh, "round %d step %d: seq %d, highest %d", round, i, seq, high)
-			if fresh {
+			require.Equal(t, want, v, "round %d step %d: seq %d, highest %d", round, i, seq, high)
+			if v != seqDuplicate {
 				model[seq] = true
 				high = max(high, seq)
 			}
@@ -56,12 +60,25 @@ func TestSeqWindowAcceptsLateOnce(t *testing.T) {
 	}
 }
 
-func firstOf(m map[uint64]bool) uint64 {
-	first := ^uint64(0)
-	for s := range m {
-		first = min(first, s)
+// TestSeqWindowGlobalCounter: a publisher whose counter is shared by its
+// devices gives each device numbers far apart; late numbers are taken, not
+// dropped, however far apart they are.
+func TestSeqWindowGlobalCounter(t *testing.T) {
+	var (
+		last uint64
+		seen bool
+		w    *seqWindow
+	)
+	for seq := uint64(0); seq < 100_000; seq += 1000 { // every 1000th number
+		var v seqVerdict
+		v, last, w = seqAccept(seq, last, seen, w)
+		seen = true
+		require.Equal(t, seqNew, v)
 	}
-	return first
+	v, _, _ := seqAccept(500, last, seen, w)
+	require.Equal(t, seqUnverified, v, "an old number the window cannot check is taken")
+	v, _, _ = seqAccept(last, last, seen, w)
+	require.Equal(t, seqDuplicate, v, "the latest number again is a resend")
 }
 
 func TestSeqWindowEncoding(t *testing.T) {
@@ -71,9 +88,9 @@ func TestSeqWindowEncoding(t *testing.T) {
 	require.Equal(t, w, got)
 	require.Nil(t, seqWindowOf([]byte{1, 2, 3}), "a damaged window counts as none")
 	for s := uint64(6); s < 10; s++ {
-		var fresh bool
-		fresh, _, w = seqAccept(s, 10, true, w)
-		require.True(t, fresh, "late %d", s)
+		var v seqVerdict
+		v, _, w = seqAccept(s, 10, true, w)
+		require.Equal(t, seqNew, v, "late %d", s)
 	}
 	require.Nil(t, w, "every gap filled: no window kept")
 }

@@ -19,6 +19,9 @@ import (
 var (
 	ErrCorrupt = errors.New("state: damaged data")
 	ErrClosed  = errors.New("state: store is closed")
+	// ErrStaleCheckpoint: a checkpoint older (by log position) than the
+	// one stored would move the partition's state back; it is refused.
+	ErrStaleCheckpoint = errors.New("state: checkpoint older than the stored one")
 )
 
 // FormatVersion is the Pebble format the store is pinned to.
@@ -284,6 +287,13 @@ func (s *Store) SaveCheckpointTruncate(p int, cp *pb.Checkpoint, through uint64)
 		cp.TakenAt = time.Now().UnixNano()
 	}
 	through = min(through, cp.LogPosition)
+	// A checkpoint never goes back: one behind the stored one comes from a
+	// gateway that does not hold the partition's state (issue 11 C: an
+	// idle replica's empty state overwrote the replicated copy). A stored
+	// checkpoint that cannot be read sets no bound.
+	if old, err := s.LoadCheckpoint(p); err == nil && old != nil && old.LogPosition > cp.LogPosition {
+		return fmt.Errorf("%w: partition %d: position %d, stored %d", ErrStaleCheckpoint, p, cp.LogPosition, old.LogPosition)
+	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(cp)
 	if err != nil {
 		return fmt.Errorf("state: encode checkpoint: %w", err)

@@ -60,7 +60,8 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		logger = slog.Default()
 	}
 	outs := actors.NewOutputs(nil, log)
-	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged}
+	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged,
+		Clustered: cfg.Cluster != nil}
 	rg := &runningGateway{outs: outs}
 	if d := cfg.Durability; d == nil || !d.Disabled {
 		dir := filepath.Join(cfg.DataDir, "state")
