@@ -206,8 +206,18 @@ func (w *logWriter) commit() {
 		}
 	}
 	start := time.Now()
+	// A commit that takes long holds every PUBACK back: say so while it
+	// lasts, not only in the histogram (the store logs whether the disk or
+	// a write stall is the cause).
+	slow := time.AfterFunc(slowCommit, func() {
+		w.g.cfg.Logger.Warn("ingest log commit is taking long; publishes wait for their acknowledgement", "events", n, "waiting", slowCommit)
+	})
 	err := w.g.store.AppendGroup(context.Background(), groups)
-	logSyncSeconds.Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	if !slow.Stop() {
+		w.g.cfg.Logger.Warn("ingest log commit was slow", "events", n, "took", took.Round(time.Millisecond))
+	}
+	logSyncSeconds.Observe(took.Seconds())
 	if err != nil {
 		w.g.logErrors.Add(uint64(n))
 		w.g.cfg.Logger.Error("ingest log write failed; the events were refused", "events", n, "error", err)
@@ -220,6 +230,10 @@ func (w *logWriter) commit() {
 	// them too (C5); commits complete in order.
 	w.completions <- completion{gen: gen, groups: groups, batches: batches, repl: w.g.cl.link.Replicate(groups)}
 }
+
+// slowCommit is how long an ingest log commit may take before the gateway
+// logs it (one fsync is about 0.2 ms on the machines measured).
+const slowCommit = time.Second
 
 // completion is a clustered group commit waiting for its replicas.
 type completion struct {

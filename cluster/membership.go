@@ -49,6 +49,9 @@ type Config struct {
 	// member: an error keeps it out of this gateway's view (logged once
 	// per gateway) and makes a Join through it fail with that error.
 	Admit func(meta *pb.NodeMeta) error
+	// StartAlone: when no seed answers, start gossip alone (SeedError says
+	// why) instead of failing; the caller retries the seeds.
+	StartAlone bool
 	// iso: fault injection (fault.go); nil in production.
 	iso *isolation
 }
@@ -63,6 +66,7 @@ type Member struct {
 // Membership is this gateway's view of the cluster.
 type Membership struct {
 	ml      *memberlist.Memberlist
+	seedErr error
 	meta    *metaDelegate
 	changes chan struct{}
 	logger  *slog.Logger
@@ -70,7 +74,7 @@ type Membership struct {
 
 // Join starts gossip and joins the seeds (if any). It returns once the
 // gateway has joined at least one seed, or with an error naming every seed
-// that failed.
+// that failed (with StartAlone: alone, the error in SeedError).
 func Join(ctx context.Context, cfg Config) (*Membership, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("cluster: a member name is required")
@@ -160,8 +164,13 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 			err = ctx.Err()
 		}
 		if err != nil {
+			err = fmt.Errorf("cluster: join %v: %w", cfg.Seeds, err)
+			if cfg.StartAlone && ctx.Err() == nil {
+				m.seedErr = err
+				return m, nil
+			}
 			_ = ml.Shutdown()
-			return nil, fmt.Errorf("cluster: join %v: %w", cfg.Seeds, err)
+			return nil, err
 		}
 	}
 	return m, nil
@@ -178,6 +187,10 @@ func splitHostPort(addr string) (string, int, error) {
 	}
 	return host, port, nil
 }
+
+// SeedError is why no seed answered when Join started alone (nil when one
+// did, or there were none).
+func (m *Membership) SeedError() error { return m.seedErr }
 
 // Rejoin contacts gateways at addrs (gossip addresses) to merge views
 // again; it returns how many answered.

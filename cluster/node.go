@@ -138,6 +138,14 @@ type Node struct {
 	gossipOf  map[string]string // gossip address last seen per gateway (guarded by mu; rejoin)
 	rejoining atomic.Bool
 	rejoinAt  time.Time // guarded by mu
+	// savedAddr: the gossip address stored per known gateway (guarded by
+	// mu), so a restarted gateway reaches the others without its seeds.
+	savedAddr map[string]string
+	// awaitingSeed: no seed answered at start and no other gateway has
+	// been seen since. Such a gateway serves nothing (a fresh one would
+	// count itself a majority of one) and keeps trying the seeds and the
+	// gateways its store knows (issue 11 D).
+	awaitingSeed atomic.Bool
 
 	failovers, handoffs, forwarded, refusedFwd atomic.Uint64
 	// parkedIn counts events parked while cut off; parkedNow is how many
@@ -257,6 +265,14 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 		n.forgotten[g] = true
 	}
 	n.gossipOf = map[string]string{}
+	if n.savedAddr, err = n.store.GatewayAddrs(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	for g, a := range n.savedAddr {
+		if g != cfg.Gateway && n.known[g] {
+			n.gossipOf[g] = a
+		}
+	}
 	n.iso = newIsolation(cfg.Gateway)
 	if on, _ := n.iso.check(); on {
 		n.log.Warn("fault injection: this gateway starts isolated from the cluster", "switch", n.iso.path)
@@ -307,9 +323,17 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	mcfg.iso = n.iso
 	mcfg.Admit = n.admit
 	mcfg.Meta = n.meta(net.JoinHostPort(host, strconv.Itoa(port)))
+	// A seed that is down must not keep a gateway from starting: it starts
+	// alone, serves nothing, and joins whichever member answers first.
+	mcfg.StartAlone = true
 	if n.ml, err = Join(ctx, mcfg); err != nil {
 		n.remote.Shutdown(false)
 		return nil, err
+	}
+	if err := n.ml.SeedError(); err != nil {
+		n.awaitingSeed.Store(true)
+		n.log.Warn("no seed answered; the gateway serves nothing until it reaches the cluster, and tries the seeds and the gateways it knows every 2 s",
+			"error", err, "known_addresses", len(n.gossipOf))
 	}
 	n.refreshView()
 	n.wg.Add(3)

@@ -108,7 +108,8 @@ func (n *Node) rejoin() {
 			addrs = append(addrs, a)
 		}
 	}
-	due := missing && time.Since(n.rejoinAt) > rejoinEvery
+	awaiting := n.awaitingSeed.Load()
+	due := (missing || awaiting) && time.Since(n.rejoinAt) > rejoinEvery
 	if due {
 		n.rejoinAt = time.Now()
 	}
@@ -118,8 +119,9 @@ func (n *Node) rejoin() {
 	}
 	self := n.ml.Addr()
 	addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == self })
-	if len(addrs) == 0 {
-		// Gateways known from an earlier run, never seen in this one.
+	if len(addrs) == 0 || awaiting {
+		// Gateways known from an earlier run without an address, or a
+		// gateway that has not reached the cluster yet.
 		for _, a := range n.cfg.Membership.Seeds {
 			if a != self {
 				addrs = append(addrs, a)
@@ -241,6 +243,21 @@ func (n *Node) refreshView() {
 			joined = append(joined, name)
 		}
 	}
+	// Gossip addresses to store: those of gateways newly known, and any
+	// that changed.
+	addrSaves := map[string]string{}
+	for _, g := range newKnown {
+		addrSaves[g] = n.gossipOf[g]
+	}
+	for base := range n.bases {
+		if a := n.gossipOf[base]; n.known[base] && a != "" && a != n.savedAddr[base] {
+			addrSaves[base] = a
+		}
+	}
+	for g, a := range addrSaves {
+		n.savedAddr[g] = a
+	}
+	reached := len(n.bases) > 1 && n.awaitingSeed.Load()
 	changed := len(gone) > 0 || len(old) != len(n.view)
 	if changed {
 		n.viewSince = time.Now()
@@ -248,10 +265,14 @@ func (n *Node) refreshView() {
 	n.mu.Unlock()
 	// The gateways known are kept across restarts: a gateway that starts
 	// alone counts the majority of the whole cluster.
-	for _, g := range newKnown {
-		if err := n.store.SaveGateway(g); err != nil {
+	for g, a := range addrSaves {
+		if err := n.store.SaveGatewayAddr(g, a); err != nil {
 			n.log.Error("gateway not recorded", "gateway", g, "error", err)
 		}
+	}
+	if reached {
+		n.awaitingSeed.Store(false)
+		n.log.Info("reached the cluster", "members", len(members))
 	}
 	for _, g := range leftKnown {
 		if err := n.store.DeleteGateway(g); err != nil {
@@ -302,6 +323,8 @@ func (n *Node) refreshView() {
 		n.fenceLatch.Store(true)
 	}
 	switch need := known/2 + 1; {
+	case n.awaitingSeed.Load():
+		// Not in the cluster yet: no evidence of anything.
 	case n.cfg.Quorum == QuorumNone:
 		n.quorumAt.Store(now.UnixNano())
 	case len(heard) >= need:

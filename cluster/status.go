@@ -9,11 +9,14 @@ import (
 // Status is the cluster as one gateway sees it (GET /v1/cluster and
 // `millstream cluster status`).
 type Status struct {
-	Self     string `json:"self"`
-	Gateway  string `json:"gateway"`
-	Quorum   string `json:"quorum"`
-	Fenced   bool   `json:"fenced"`
-	Replicas int    `json:"replicas"`
+	Self    string `json:"self"`
+	Gateway string `json:"gateway"`
+	Quorum  string `json:"quorum"`
+	Fenced  bool   `json:"fenced"`
+	// AwaitingSeed: no seed answered at start and no other gateway has
+	// been reached since; the gateway serves nothing meanwhile.
+	AwaitingSeed bool `json:"awaitingSeed,omitempty"`
+	Replicas     int  `json:"replicas"`
 	// Known: the gateways counted for the majority (live or not).
 	Known      []string          `json:"known"`
 	Members    []MemberStatus    `json:"members"`
@@ -70,7 +73,7 @@ func baseOf(member string) string {
 // Status reports the cluster as this gateway sees it.
 func (n *Node) Status() any {
 	t, _ := n.table()
-	st := Status{Self: n.name, Gateway: n.cfg.Gateway, Quorum: n.cfg.Quorum, Fenced: n.Fenced(), Replicas: n.cfg.Replicas,
+	st := Status{Self: n.name, Gateway: n.cfg.Gateway, Quorum: n.cfg.Quorum, Fenced: n.Fenced(), AwaitingSeed: n.awaitingSeed.Load(), Replicas: n.cfg.Replicas,
 		Counters: Counters{Failovers: n.failovers.Load(), HandOffs: n.handoffs.Load(), Forwarded: n.forwarded.Load(), RefusedForwards: n.refusedFwd.Load(),
 			Parked: n.parkedIn.Load(), ParkedWaiting: n.parkedNow.Load()}}
 	now := time.Now()

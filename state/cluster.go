@@ -250,12 +250,34 @@ func Drained(hw, heads map[string]uint64) bool {
 // after a restart it still counts the majority of the whole cluster, not
 // of the gateways that happen to be up.
 
-// SaveGateway records a gateway of the cluster (synced).
-func (s *Store) SaveGateway(name string) error {
-	if err := s.db.Set(append([]byte{'g'}, name...), nil, s.write); err != nil {
+// SaveGatewayAddr records a gateway of the cluster with its gossip address
+// (synced), so that after a restart this gateway can reach it without a
+// seed.
+func (s *Store) SaveGatewayAddr(name, addr string) error {
+	if err := s.db.Set(append([]byte{'g'}, name...), []byte(addr), s.write); err != nil {
 		return fmt.Errorf("state: save gateway %q: %w", name, err)
 	}
 	return nil
+}
+
+// GatewayAddrs returns the gossip address recorded for each gateway that
+// has one.
+func (s *Store) GatewayAddrs() (map[string]string, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{'g'}, UpperBound: []byte{'g' + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[string]string{}
+	for it.First(); it.Valid(); it.Next() {
+		if v := it.Value(); len(v) > 0 {
+			out[string(it.Key()[1:])] = string(v)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, readErr(err, "gateway addresses")
+	}
+	return out, nil
 }
 
 // DeleteGateway forgets a gateway that left the cluster for good.

@@ -137,9 +137,10 @@ func TestGatewaysKnownAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Config{Partitions: 4})
 	require.NoError(t, err)
-	require.NoError(t, s.SaveGateway("gw1"))
-	require.NoError(t, s.SaveGateway("gw2"))
-	require.NoError(t, s.SaveGateway("gw3"))
+	require.NoError(t, s.SaveGatewayAddr("gw1", "127.0.0.1:7001"))
+	require.NoError(t, s.SaveGatewayAddr("gw2", "127.0.0.1:7002"))
+	require.NoError(t, s.SaveGatewayAddr("gw3", ""))
+	require.NoError(t, s.SaveGatewayAddr("gw3", "127.0.0.1:7003"), "an address learnt later replaces none")
 	require.NoError(t, s.DeleteGateway("gw2"))
 	require.NoError(t, s.Close())
 	s, err = Open(dir, Config{Partitions: 4})
@@ -148,6 +149,9 @@ func TestGatewaysKnownAcrossReopen(t *testing.T) {
 	gws, err := s.Gateways()
 	require.NoError(t, err)
 	require.Equal(t, []string{"gw1", "gw3"}, gws)
+	addrs, err := s.GatewayAddrs()
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"gw1": "127.0.0.1:7001", "gw3": "127.0.0.1:7003"}, addrs)
 }
 
 // TestParkedInputAcrossReopen: parked entries survive reopening, come back

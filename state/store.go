@@ -94,6 +94,17 @@ func Open(dir string, cfg Config) (*Store, error) {
 			DataCorruption: func(info pebble.DataCorruptionInfo) {
 				plog.Error("damaged store file", "path", info.Path, "error", info.Details)
 			},
+			// Tell a slow disk from Pebble holding writes back (a long
+			// ingest log commit delays every PUBACK; issue 11 saw one
+			// take 33 s without a word).
+			DiskSlow: func(info pebble.DiskSlowInfo) {
+				plog.Warn("disk is slow: one write or sync has not finished", "path", info.Path, "op", info.OpType.String(),
+					"bytes", info.WriteSize, "waiting", info.Duration.Round(time.Millisecond))
+			},
+			WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+				plog.Warn("store holds writes back until compactions catch up", "reason", info.Reason)
+			},
+			WriteStallEnd: func() { plog.Info("store takes writes again") },
 		}})
 	if err != nil {
 		if pebble.IsCorruptionError(err) {

@@ -46,6 +46,8 @@ type testCluster struct {
 	// beforeSentinels, if set, runs once every device has sent its rounds
 	// and before any sends its sentinel.
 	beforeSentinels func()
+	// unstarted: add makes the gateway's process without starting it.
+	unstarted bool
 }
 
 type clusterGateway struct {
@@ -134,7 +136,11 @@ jobs:
 	cfg = strings.ReplaceAll(cfg, "{ooo}", ooo)
 	path := filepath.Join(g.dir, "gateway.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
-	g.gw = testutil.StartGateway(t, path, g.admin)
+	if c.unstarted {
+		g.gw = testutil.NewGateway(t, path, g.admin)
+	} else {
+		g.gw = testutil.StartGateway(t, path, g.admin)
+	}
 	c.gws = append(c.gws, g)
 	return g
 }
@@ -879,7 +885,7 @@ func (c *testCluster) waitIdle() {
 }
 
 // TestClusterRestartAll: all three gateways are killed with SIGKILL at
-// once and started again, one after the other. The first to start waits
+// once and started again, one after the other, the seed last. Each waits
 // for a majority of the gateways it knows before it serves anything; then
 // every partition is served from its best copy. The outputs equal one
 // uninterrupted run.
@@ -898,15 +904,49 @@ func TestClusterRestartAll(t *testing.T) {
 			g.gw.Kill()
 		}
 		start := time.Now()
-		for _, g := range c.gws {
-			g.gw.Start()
-		}
+		// Seed last (issue 11 D): gw2 and gw3 list only gw1 as a seed.
+		// They must start anyway, reach each other through the addresses
+		// their stores know, and let gw1 join when it comes.
+		c.gws[2].gw.Start()
+		c.gws[1].gw.Start()
+		time.Sleep(3 * time.Second)
+		c.gws[0].gw.Start()
 		c.waitSettled(c.gws, time.Minute)
-		t.Logf("all three killed at round %d and started again; every partition served %v later", round, time.Since(start).Round(time.Millisecond))
+		t.Logf("all three killed at round %d and started again, seed last; every partition served %v later", round, time.Since(start).Round(time.Millisecond))
 	})
 	t.Logf("published %d events (%d resends)", s.devices*rounds, resends)
-	require.Contains(t, c.gws[0].gw.Logs(), "take-over", "the partitions came back from the stores")
+	logs := c.gws[0].gw.Logs() + c.gws[1].gw.Logs() + c.gws[2].gw.Logs()
+	require.Contains(t, logs, "take-over", "the partitions came back from the stores")
+	require.Contains(t, logs, "no seed answered", "a gateway started while its seed was down")
 	c.waitOutputs(want, s.base.Add(30*time.Minute), 2*time.Minute)
+}
+
+// TestClusterStartsBeforeItsSeed (issue 11 D): a new gateway whose only
+// seed is down starts anyway, alone and serving nothing (it would count
+// itself a majority of one), keeps trying the seed, and joins the cluster
+// the seed starts; then every partition is served.
+func TestClusterStartsBeforeItsSeed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two gateway processes; runs without -short")
+	}
+	c := newTestCluster(t, "")
+	c.unstarted = true
+	seed, late := c.add(), c.add()
+	late.gw.Start()
+	time.Sleep(3 * time.Second) // more than one retry of the seed
+	st, err := late.status(t)
+	require.NoError(t, err)
+	require.True(t, st.AwaitingSeed, "alone before its seed")
+	require.True(t, st.Fenced, "a gateway that has not reached its cluster serves nothing")
+	for _, p := range st.Partitions {
+		require.Empty(t, p.Server, "partition %d served before the cluster was reached", p.Partition)
+	}
+	require.Contains(t, late.gw.Logs(), "no seed answered")
+	seed.gw.Start()
+	c.waitSettled(c.gws, 30*time.Second)
+	st, err = late.status(t)
+	require.NoError(t, err)
+	require.False(t, st.AwaitingSeed)
 }
 
 // TestClusterJobsReachEveryGateway: a job deployed through one gateway's

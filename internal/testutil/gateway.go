@@ -141,8 +141,15 @@ type Gateway struct {
 // admin API (at admin) is ready. The process is killed at cleanup.
 func StartGateway(t testing.TB, config, admin string) *Gateway {
 	t.Helper()
-	g := &Gateway{t: t, bin: Binary(t), config: config, admin: admin}
+	g := NewGateway(t, config, admin)
 	g.Start()
+	return g
+}
+
+// NewGateway is StartGateway without the start: Start runs it.
+func NewGateway(t testing.TB, config, admin string) *Gateway {
+	t.Helper()
+	g := &Gateway{t: t, bin: Binary(t), config: config, admin: admin}
 	t.Cleanup(func() { g.Kill() })
 	return g
 }
