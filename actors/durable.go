@@ -36,6 +36,13 @@ import (
 //	D4: a checkpoint is written after the rows it covers are in the
 //	    outbox; recovery loads it, replays the log after it and skips the
 //	    rows the outbox already holds (exactly once into the outbox).
+//	D5: a partition's checkpoint never moves back (the store refuses one
+//	    at an earlier log position), and only the gateway serving the
+//	    partition writes it; a take-over restores the newer of its
+//	    checkpoint and its safe checkpoint.
+//	D6: with Config.SequenceField, an event is dropped as a duplicate only
+//	    if its device's input had that number (seqwindow.go); numbers too
+//	    old to check are taken and counted, never dropped.
 
 // ErrNotReady is returned by Ingest while a durable gateway recovers.
 var ErrNotReady = errors.New("actors: gateway is recovering its state")
@@ -344,9 +351,6 @@ func (p *partition) flushOutbox() {
 func (p *partition) checkpoint(force bool) error {
 	if p.g.store == nil || !p.g.ready.Load() || !p.active {
 		return nil
-	}
-	if p.g.cl != nil && !p.g.Serving(p.id) {
-		return nil // only the serving gateway writes the partition's state
 	}
 	if !force && p.sinceCp == 0 && time.Since(p.cpTime) < time.Minute {
 		return nil

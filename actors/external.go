@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,13 @@ import (
 // (A3), and a message the gateway refuses is not acknowledged, so the
 // broker sends it again. As a Publisher it carries MQTT outputs upstream.
 // It reconnects with exponential backoff (1 s to 60 s).
+//
+// As a source with a client id it keeps a persistent session (clean session
+// off): a message the broker delivered but the gateway had not acknowledged
+// when it crashed, or refused, is delivered again when it reconnects (MQTT
+// resends only then, so after a refusal it reconnects on purpose). Such a
+// redelivery may repeat a message the gateway had logged: sequence_field
+// drops those.
 type External struct {
 	c        paho.Client
 	url      string
@@ -33,6 +41,11 @@ type External struct {
 	refused  atomic.Uint64
 	acks     chan pendingAck
 	ackDone  chan struct{}
+	// kicking: a reconnect to get refused messages again is under way;
+	// mu and closed keep it from reconnecting a closed client.
+	kicking atomic.Bool
+	mu      sync.Mutex
+	closed  bool
 }
 
 // ConnectExternal connects to cfg.Url. With g non-nil it subscribes to
@@ -42,7 +55,8 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 		logger = slog.Default()
 	}
 	e := &External{url: cfg.Url, acks: make(chan pendingAck, 4096), ackDone: make(chan struct{})}
-	opts := paho.NewClientOptions().AddBroker(cfg.Url).SetCleanSession(true).
+	persistent := g != nil && cfg.ClientId != ""
+	opts := paho.NewClientOptions().AddBroker(cfg.Url).SetCleanSession(!persistent).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(60 * time.Second).SetOrderMatters(true).SetKeepAlive(30 * time.Second).
 		SetAutoAckDisabled(true)
@@ -99,6 +113,7 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 					e.refused.Add(1)
 					if !errors.Is(err, ErrClosed) {
 						logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
+						e.redeliver(logger)
 					}
 					return
 				}
@@ -158,8 +173,33 @@ func (e *External) Publish(topic string, payload []byte, qos byte) error {
 // Received counts messages taken from the broker.
 func (e *External) Received() uint64 { return e.received.Load() }
 
+// redeliver makes the broker send the refused messages again: it resends
+// an unacknowledged message only on a new connection of the same session,
+// so the connection is closed and made again, a second later (at most one
+// such reconnect at a time).
+func (e *External) redeliver(logger *slog.Logger) {
+	if !e.kicking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.kicking.Store(false)
+		time.Sleep(time.Second)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.closed {
+			return
+		}
+		logger.Warn("reconnecting to the external broker so it delivers the refused messages again", "broker", e.url)
+		e.c.Disconnect(0)
+		e.c.Connect() // retried in the background (ConnectRetry)
+	}()
+}
+
 // Close disconnects.
 func (e *External) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
 	e.c.Disconnect(500)
 	close(e.acks)
 	<-e.ackDone
@@ -177,6 +217,7 @@ func (e *External) acker(logger *slog.Logger) {
 		if err := a.commit.Wait(); err != nil {
 			e.refused.Add(1)
 			logger.Error("ingest log write failed; message not acknowledged", "error", err)
+			e.redeliver(logger)
 			continue
 		}
 		a.msg.Ack()

@@ -116,6 +116,7 @@ type Node struct {
 	forgotten map[string]bool // gateways an operator forgot (C13)
 	jobMu     sync.Mutex      // serializes job updates from other gateways
 	viewSince time.Time
+	startedAt time.Time // for startGrace
 	draining  bool
 	tbl       Table    // placement of tblNames (table)
 	tblNames  []string // sorted gateway names placed
@@ -236,7 +237,8 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
 		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
-		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{})}
+		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
+		startedAt: time.Now()}
 	n.replicas = make([]map[string]*replica, n.parts)
 	n.holding = make([]string, n.parts)
 	n.caughtUp = make([]bool, n.parts)

@@ -32,6 +32,10 @@ import (
 
 const loopEvery = 100 * time.Millisecond
 
+// startGrace is how long a gateway that just started waits for all the
+// gateways it knows before it takes a partition over.
+const startGrace = 10 * time.Second
+
 // claim marks partition p busy with a change of who serves it (hand-off,
 // give-up, take-over, serve); false when one is running already. Changes
 // of one partition never overlap: a give-up that wipes the store must not
@@ -404,6 +408,21 @@ func (n *Node) reconcile() {
 	// when its lease lapses, and must not take their partitions.
 	if n.cfg.Quorum != QuorumNone && len(n.bases) <= len(n.known)/2 {
 		settled = false
+	}
+	// Just started (after a crash, or with every gateway restarting at
+	// once), a gateway does not know who holds the newest copy of a
+	// partition: a majority of answers may miss the one holder left (the
+	// nemesis lost a partition's acknowledged input so, a gateway taking
+	// it over from an older copy 0.35 s after its start, before the
+	// holder was back in its view). It waits for every gateway it knows,
+	// for startGrace at most.
+	if time.Since(n.startedAt) < startGrace {
+		for base := range n.known {
+			if _, ok := n.bases[base]; !ok {
+				settled = false
+				break
+			}
+		}
 	}
 	n.mu.Unlock()
 	for p := 0; p < n.parts; p++ {

@@ -48,6 +48,11 @@ type testCluster struct {
 	beforeSentinels func()
 	// unstarted: add makes the gateway's process without starting it.
 	unstarted bool
+	// standalone: one gateway without a cluster section.
+	standalone bool
+	// moreJobs is YAML appended to the jobs list ({dir}: the gateway's
+	// directory).
+	moreJobs string
 }
 
 type clusterGateway struct {
@@ -133,7 +138,17 @@ jobs:
 	if ooo == "" {
 		ooo = "5s"
 	}
+	cfg += strings.ReplaceAll(c.moreJobs, "{dir}", g.dir)
 	cfg = strings.ReplaceAll(cfg, "{ooo}", ooo)
+	if c.standalone {
+		// Drop the cluster section (its lines are indented).
+		i := strings.Index(cfg, "cluster:\n")
+		j := i + len("cluster:\n")
+		for strings.HasPrefix(cfg[j:], "  ") {
+			j += strings.IndexByte(cfg[j:], '\n') + 1
+		}
+		cfg = cfg[:i] + cfg[j:]
+	}
 	path := filepath.Join(g.dir, "gateway.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
 	if c.unstarted {

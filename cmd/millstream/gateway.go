@@ -179,10 +179,16 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		return nil, err
 	}
 	// Subscribe to external brokers once the jobs (and so their topics) exist.
-	for _, b := range cfg.Brokers {
+	for i, b := range cfg.Brokers {
 		if cfg.Cluster != nil && b.SharedGroup == "" {
 			// The gateways of a cluster split the input (README, "Cluster").
 			b.SharedGroup = "millstream"
+		}
+		if b.ClientId == "" {
+			// A stable id gives the gateway a persistent session on the
+			// broker: what it had not acknowledged when it stopped is
+			// delivered again when it is back.
+			b.ClientId = fmt.Sprintf("millstream-%s-%d", cfg.Name, i)
 		}
 		e, err := actors.ConnectExternal(b, g, g.Topics, logger)
 		if err != nil {
