@@ -53,6 +53,9 @@ type testCluster struct {
 	// moreJobs is YAML appended to the jobs list ({dir}: the gateway's
 	// directory).
 	moreJobs string
+	// env is more environment for the gateway processes (tests that run
+	// in parallel cannot use t.Setenv).
+	env []string
 }
 
 type clusterGateway struct {
@@ -151,10 +154,10 @@ jobs:
 	}
 	path := filepath.Join(g.dir, "gateway.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
-	if c.unstarted {
-		g.gw = testutil.NewGateway(t, path, g.admin)
-	} else {
-		g.gw = testutil.StartGateway(t, path, g.admin)
+	g.gw = testutil.NewGateway(t, path, g.admin)
+	g.gw.Env = c.env
+	if !c.unstarted {
+		g.gw.Start()
 	}
 	c.gws = append(c.gws, g)
 	return g

@@ -79,6 +79,9 @@ func load(path string, m proto.Message) error {
 }
 
 func parse(name string, data []byte, m proto.Message) error {
+	if len(data) > MaxConfigBytes {
+		return fmt.Errorf("%s: %w: %d bytes, at most %d", name, ErrInvalid, len(data), MaxConfigBytes)
+	}
 	switch strings.ToLower(filepath.Ext(name)) {
 	case ".textproto", ".txtpb", ".pbtxt":
 		if err := prototext.Unmarshal(data, m); err != nil {
@@ -100,7 +103,7 @@ func parse(name string, data []byte, m proto.Message) error {
 	}
 	var js bytes.Buffer
 	var lines []offsetLine
-	if err := toJSON(&js, doc.Content[0], &lines); err != nil {
+	if err := toJSON(&js, doc.Content[0], &lines, 0); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if err := protojson.Unmarshal(js.Bytes(), m); err != nil {
@@ -136,13 +139,29 @@ func cleanProtoErr(err error) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, strings.TrimSpace(msg))
 }
 
+// MaxConfigBytes bounds a job or gateway configuration (file or admin API
+// body); MaxConfigDepth bounds the nesting of its YAML.
+const (
+	MaxConfigBytes = 1 << 20
+	MaxConfigDepth = 64
+)
+
 // toJSON writes a YAML node as JSON, remembering where each key starts.
-func toJSON(b *bytes.Buffer, n *yaml.Node, lines *[]offsetLine) error {
+// Anchors and aliases are refused: a job or gateway needs none, and an
+// alias can refer to itself (a: &x [*x]) or expand a few hundred bytes
+// into gigabytes ("billion laughs").
+func toJSON(b *bytes.Buffer, n *yaml.Node, lines *[]offsetLine, depth int) error {
+	if depth > MaxConfigDepth {
+		return fmt.Errorf("line %d column %d: %w: nested more than %d levels", n.Line, n.Column, ErrInvalid, MaxConfigDepth)
+	}
+	if n.Anchor != "" {
+		return fmt.Errorf("line %d column %d: %w: YAML anchors (&%s) are not supported in configurations", n.Line, n.Column, ErrInvalid, n.Anchor)
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
-		return toJSON(b, n.Content[0], lines)
+		return toJSON(b, n.Content[0], lines, depth+1)
 	case yaml.AliasNode:
-		return toJSON(b, n.Alias, lines)
+		return fmt.Errorf("line %d column %d: %w: YAML aliases (*%s) are not supported in configurations", n.Line, n.Column, ErrInvalid, n.Value)
 	case yaml.MappingNode:
 		b.WriteByte('{')
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -152,7 +171,7 @@ func toJSON(b *bytes.Buffer, n *yaml.Node, lines *[]offsetLine) error {
 			*lines = append(*lines, offsetLine{off: b.Len() + 1, line: n.Content[i].Line})
 			writeString(b, n.Content[i].Value)
 			b.WriteByte(':')
-			if err := toJSON(b, n.Content[i+1], lines); err != nil {
+			if err := toJSON(b, n.Content[i+1], lines, depth+1); err != nil {
 				return err
 			}
 		}
@@ -164,7 +183,7 @@ func toJSON(b *bytes.Buffer, n *yaml.Node, lines *[]offsetLine) error {
 				b.WriteByte(',')
 			}
 			*lines = append(*lines, offsetLine{off: b.Len() + 1, line: c.Line})
-			if err := toJSON(b, c, lines); err != nil {
+			if err := toJSON(b, c, lines, depth+1); err != nil {
 				return err
 			}
 		}

@@ -130,6 +130,7 @@ type Gateway struct {
 	bin    string
 	config string
 	Args   []string // more arguments for the next Start
+	Env    []string // more environment (KEY=value) for the next Start
 	admin  string   // admin API address (from the config)
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -159,6 +160,9 @@ func (g *Gateway) Start() {
 	g.t.Helper()
 	g.mu.Lock()
 	cmd := exec.Command(g.bin, append([]string{"gateway", "--config", g.config}, g.Args...)...)
+	if len(g.Env) > 0 {
+		cmd.Env = append(os.Environ(), g.Env...)
+	}
 	cmd.Stdout, cmd.Stderr = &lockedBuffer{mu: &g.mu, b: &g.logs}, &lockedBuffer{mu: &g.mu, b: &g.logs}
 	if err := cmd.Start(); err != nil {
 		g.mu.Unlock()

@@ -76,9 +76,25 @@ type parser struct {
 	toks  []Token
 	i     int
 	depth int
+	// folded counts the nodes built by the loops that fold a chain to the
+	// left (a+b+c..., x.a.b...): they nest without recursion here, but
+	// every later walk of the tree recurses through them.
+	folded int
 }
 
 const maxDepth = 200
+
+// maxFolded bounds those nodes in one query: a tree nests at most this
+// deep through them, which every walk of it can afford.
+const maxFolded = 10000
+
+// fold counts one left-folded node at pos.
+func (p *parser) fold(pos Pos) {
+	p.folded++
+	if p.folded > maxFolded {
+		p.failAt(pos, "the query has more than %d chained operators", maxFolded)
+	}
+}
 
 func (p *parser) peek() Token { return p.toks[p.i] }
 func (p *parser) peekAt(n int) Token {
@@ -480,6 +496,7 @@ func (p *parser) or() Expr {
 	l := p.and()
 	for p.isKw("or") {
 		t := p.next()
+		p.fold(t.Pos)
 		l = &Binary{P: t.Pos, Op: "OR", L: l, R: p.and()}
 	}
 	return l
@@ -489,6 +506,7 @@ func (p *parser) and() Expr {
 	l := p.not()
 	for p.isKw("and") {
 		t := p.next()
+		p.fold(t.Pos)
 		l = &Binary{P: t.Pos, Op: "AND", L: l, R: p.not()}
 	}
 	return l
@@ -516,6 +534,7 @@ func (p *parser) predicate() Expr {
 		if t.Kind == TokOp {
 			if op, ok := comparisons[t.Text]; ok {
 				p.next()
+				p.fold(t.Pos)
 				l = &Binary{P: t.Pos, Op: op, L: l, R: p.additive()}
 				continue
 			}
@@ -529,6 +548,7 @@ func (p *parser) predicate() Expr {
 		switch {
 		case p.isKw("like"):
 			p.next()
+			p.fold(t.Pos)
 			l = &Like{P: t.Pos, X: l, Pat: p.additive(), Not: not}
 		case p.isKw("in"):
 			p.next()
@@ -546,11 +566,13 @@ func (p *parser) predicate() Expr {
 			p.next()
 			lo := p.additive()
 			p.expectKw("and")
+			p.fold(t.Pos)
 			l = &Between{P: t.Pos, X: l, Lo: lo, Hi: p.additive(), Not: not}
 		case p.isKw("is"):
 			p.next()
 			n := p.acceptKw("not")
 			p.expectKw("null")
+			p.fold(t.Pos)
 			l = &IsNull{P: t.Pos, X: l, Not: n}
 		default:
 			return l
@@ -564,6 +586,7 @@ func (p *parser) additive() Expr {
 		t := p.peek()
 		if t.Kind == TokOp && (t.Text == "+" || t.Text == "-" || t.Text == "&" || t.Text == "|" || t.Text == "^") {
 			p.next()
+			p.fold(t.Pos)
 			l = &Binary{P: t.Pos, Op: t.Text, L: l, R: p.multiplicative()}
 			continue
 		}
@@ -577,6 +600,7 @@ func (p *parser) multiplicative() Expr {
 		t := p.peek()
 		if t.Kind == TokOp && (t.Text == "*" || t.Text == "/" || t.Text == "%") {
 			p.next()
+			p.fold(t.Pos)
 			l = &Binary{P: t.Pos, Op: t.Text, L: l, R: p.unary()}
 			continue
 		}
@@ -733,6 +757,7 @@ func (p *parser) call(id *Ident) Expr {
 	for p.isOp(".") && (p.peekAt(1).Kind == TokIdent || p.peekAt(1).Kind == TokBracket) {
 		p.next()
 		f := p.next()
+		p.fold(f.Pos)
 		e = &Call{P: f.Pos, Name: "GetRecordPropertyValue", Args: []Expr{e, &Literal{P: f.Pos, Kind: LitString, Text: f.Text}}}
 	}
 	return e

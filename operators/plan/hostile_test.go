@@ -1,0 +1,30 @@
+package plan
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestLongChainsAreBounded (issue 13): v+v+...+v with 1.3 million terms
+// nested the tree 1.3 million deep without recursion in the parser, and
+// the planner's walk of it overflowed the stack. Chains are bounded in the
+// parser with a position; a long chain under the bound still plans.
+func TestLongChainsAreBounded(t *testing.T) {
+	for name, chain := range map[string]string{
+		"sum":    strings.Repeat("v+", 200_000) + "v",
+		"and":    strings.Repeat("v > 1 AND ", 200_000) + "v > 1",
+		"member": "System.Window()" + strings.Repeat(".Id", 200_000),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := FromSQL("SELECT " + chain + " AS x INTO o FROM t")
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "chained operators")
+			require.Contains(t, err.Error(), "line 1, column")
+		})
+	}
+	p, err := FromSQL("SELECT " + strings.Repeat("v+", 5000) + "v AS x INTO o FROM t")
+	require.NoError(t, err)
+	require.NotNil(t, p)
+}
