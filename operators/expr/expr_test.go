@@ -129,6 +129,8 @@ func TestExprTypeErrorsAreReportedNotPanics(t *testing.T) {
 		"s > 1", "s * 2", "a / 0", "a % 0", "-s", "CAST(s AS bigint)", "CAST(r AS datetime)",
 		"DATEADD(day, 1, 'not a date')", "s & 1", "NOT s", "GetArrayLength(s)", "LEFT(s, -1)",
 		"DATETIMEFROMPARTS(2024, 2, 30, 0, 0, 0, 0)", "REPLICATE(s, 100000000)",
+		// n * len overflowed int64 and passed the size check (issue 13).
+		"REPLICATE('ab', 4611686018427387904)", "REPLICATE(s, 6148914691236517206)", "SPACE(4611686018427387904)",
 	} {
 		v, err := eval(t, text, row)
 		require.Error(t, err, text)

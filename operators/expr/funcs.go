@@ -684,7 +684,9 @@ func fnReplicate(c *Ctx, a []value.Value) value.Value {
 		return value.Value{}
 	}
 	s := ToText(a[0])
-	if n*int64(len(s)) > maxStringBuild {
+	// Compared by division: n*len(s) overflows for n near 2^62 and
+	// passed the check (issue 13: REPLICATE('ab', 2^62) panicked).
+	if len(s) > 0 && n > maxStringBuild/int64(len(s)) {
 		return c.failf("REPLICATE result exceeds %d bytes", maxStringBuild)
 	}
 	return value.Str(strings.Repeat(s, int(n)))

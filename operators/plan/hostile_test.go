@@ -28,3 +28,15 @@ func TestLongChainsAreBounded(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, p)
 }
+
+// TestHoppingWindowsPerEventBounded (issue 13): a 7-day window hopping
+// every microsecond put one event in 604 billion windows; it is refused at
+// the hop, with the count. Seven days hopping every minute still plans.
+func TestHoppingWindowsPerEventBounded(t *testing.T) {
+	_, err := FromSQL("SELECT COUNT(*) INTO o FROM t GROUP BY HoppingWindow(Duration(day, 7), Hop(microsecond, 1))")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "windows, at most 20000")
+	require.Contains(t, err.Error(), "line 1, column")
+	_, err = FromSQL("SELECT COUNT(*) INTO o FROM t GROUP BY HoppingWindow(Duration(day, 7), Hop(minute, 1))")
+	require.NoError(t, err)
+}

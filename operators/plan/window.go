@@ -13,6 +13,10 @@ import (
 // maxWindow is the largest window size Stream Analytics allows.
 const maxWindow = 7 * value.TicksPerDay
 
+// maxWindowsPerEvent bounds size/hop of a hopping window: seven days
+// hopping every minute (10,080 windows) fits.
+const maxWindowsPerEvent = 20000
+
 var windowKinds = map[string]pb.Window_Kind{
 	"tumblingwindow": pb.Window_TUMBLING, "tumbling": pb.Window_TUMBLING,
 	"hoppingwindow": pb.Window_HOPPING, "hopping": pb.Window_HOPPING,
@@ -64,6 +68,11 @@ func (c *stageCtx) window(call *sql.Call) *pb.Window {
 		}
 		if w.Hop > w.Size {
 			c.b.failAt(durs[1].pos, "the hop (%s) must not exceed the window size", durs[1].text)
+		}
+		// Every event is in size/hop windows: a tiny hop made one event
+		// open 31 million of them (issue 13).
+		if w.Hop > 0 && w.Size/w.Hop > maxWindowsPerEvent {
+			c.b.failAt(durs[1].pos, "a hop of %s puts each event in %d windows, at most %d: use a longer hop or a shorter window", durs[1].text, w.Size/w.Hop, maxWindowsPerEvent)
 		}
 	case pb.Window_SLIDING:
 		need(1, 1, "(unit, size)")
