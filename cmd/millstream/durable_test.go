@@ -110,6 +110,12 @@ func (s telemetry) expected(t *testing.T, rounds int) map[string][]string {
 // expectedFor is expected for the given queries (in order on one
 // executor each, so the tolerances change nothing).
 func (s telemetry) expectedFor(t *testing.T, rounds int, queries ...string) map[string][]string {
+	return s.expectedOf(t, rounds, nil, queries...)
+}
+
+// expectedOf is expectedFor over the readings acked[device][round] says
+// were acknowledged (all of them when acked is nil).
+func (s telemetry) expectedOf(t *testing.T, rounds int, acked [][]bool, queries ...string) map[string][]string {
 	out := map[string][]string{}
 	cut := value.FromTime(s.base.Add(30 * time.Minute))
 	for _, q := range queries {
@@ -124,7 +130,9 @@ func (s telemetry) expectedFor(t *testing.T, rounds int, queries ...string) map[
 		require.NoError(t, err)
 		for i := 0; i < rounds; i++ {
 			for d := 0; d < s.devices; d++ {
-				require.NoError(t, ex.Ingest("readings", s.payload(d, i), exec.ArrivalIsEventTime))
+				if acked == nil || acked[d][i] {
+					require.NoError(t, ex.Ingest("readings", s.payload(d, i), exec.ArrivalIsEventTime))
+				}
 			}
 		}
 		ex.Flush()

@@ -21,9 +21,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millstream/millstream/internal/testutil"
-	"github.com/millstream/millstream/operators/exec"
-	"github.com/millstream/millstream/operators/plan"
-	"github.com/millstream/millstream/operators/value"
 )
 
 // The nemesis (issue 11): real gateway processes, publishers that record
@@ -496,27 +493,7 @@ func (p *pacer) pause(d time.Duration) {
 // nemesisExpected runs each query over the acknowledged readings, in
 // order, on one executor: the output of an uninterrupted run.
 func nemesisExpected(t *testing.T, s telemetry, rounds int, acked [][]bool) map[string][]string {
-	out := map[string][]string{}
-	cut := value.FromTime(s.base.Add(30 * time.Minute))
-	for _, q := range nemesisQueries {
-		p, err := plan.FromSQL(q)
-		require.NoError(t, err)
-		ex, err := exec.New(p, exec.Options{LateArrivalTolerance: 24 * time.Hour, OutOfOrderTolerance: 5 * time.Second,
-			Emit: func(o string, ts int64, rec *value.Record) {
-				if ts < cut {
-					out[o] = append(out[o], string(value.AppendRecordJSON(nil, rec)))
-				}
-			}})
-		require.NoError(t, err)
-		for i := 0; i < rounds; i++ {
-			for d := 0; d < s.devices; d++ {
-				if acked[d][i] {
-					require.NoError(t, ex.Ingest("readings", s.payload(d, i), exec.ArrivalIsEventTime))
-				}
-			}
-		}
-		ex.Flush()
-	}
+	out := s.expectedOf(t, rounds, acked, nemesisQueries...)
 	for o, rows := range out {
 		out[o] = normalize(t, rows)
 	}

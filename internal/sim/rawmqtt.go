@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/millstream/millstream/internal/mqttwire"
 )
 
 // rawPublisher is a minimal MQTT 3.1.1 publisher for the load generator: it
@@ -40,19 +42,14 @@ func dialRaw(broker, clientID string, qos byte) (*rawPublisher, error) {
 		return nil, fmt.Errorf("sim: dial %s: %w", u.Host, err)
 	}
 	p := &rawPublisher{conn: conn, w: bufio.NewWriterSize(conn, 64<<10), qos: qos, slots: make(chan struct{}, window), done: make(chan error, 1)}
-	// CONNECT: protocol MQTT level 4, clean session, keep-alive 60 s.
-	var body []byte
-	body = append(body, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60)
-	body = binary.BigEndian.AppendUint16(body, uint16(len(clientID)))
-	body = append(body, clientID...)
-	pkt := appendRemaining([]byte{0x10}, len(body))
-	if _, err := conn.Write(append(pkt, body...)); err != nil {
+	// CONNECT: clean session, keep-alive 60 s.
+	if _, err := conn.Write(mqttwire.Connect(clientID, 60)); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	ack := make([]byte, 4)
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+	if _, err := io.ReadFull(conn, ack); err != nil || !mqttwire.ConnackOK(ack) {
 		conn.Close()
 		return nil, fmt.Errorf("sim: CONNECT refused by %s (%v %v)", u.Host, ack, err)
 	}
@@ -61,35 +58,10 @@ func dialRaw(broker, clientID string, qos byte) (*rawPublisher, error) {
 	return p, nil
 }
 
-func appendRemaining(b []byte, n int) []byte {
-	for {
-		c := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
 // encodePublish builds a PUBLISH packet; for QoS 1 the packet id sits at
 // the returned offset and is filled in per send.
 func encodePublish(topic string, payload []byte, qos byte) (pkt []byte, idAt int) {
-	n := 2 + len(topic) + len(payload)
-	if qos > 0 {
-		n += 2
-	}
-	pkt = appendRemaining([]byte{0x30 | qos<<1}, n)
-	pkt = binary.BigEndian.AppendUint16(pkt, uint16(len(topic)))
-	pkt = append(pkt, topic...)
-	idAt = len(pkt)
-	if qos > 0 {
-		pkt = append(pkt, 0, 0)
-	}
-	return append(pkt, payload...), idAt
+	return mqttwire.AppendPublish(nil, topic, payload, qos, 0)
 }
 
 func (p *rawPublisher) publish(pkt []byte, idAt int) error {

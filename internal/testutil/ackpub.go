@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/millstream/millstream/internal/mqttwire"
 )
 
 // AckPublisher is one device's MQTT 3.1.1 connection as a fault test needs
@@ -154,6 +156,7 @@ type ackConn struct {
 	w    *bufio.Writer
 	acks chan uint16
 	dead chan struct{}
+	buf  []byte // the PUBLISH being written
 }
 
 func dialAck(addr, clientID string) (*ackConn, error) {
@@ -161,13 +164,9 @@ func dialAck(addr, clientID string) (*ackConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// CONNECT: protocol "MQTT" level 4, clean session, no keep-alive (the
-	// fault tests have quiet periods longer than any keep-alive).
-	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0}
-	payload := binary.BigEndian.AppendUint16(nil, uint16(len(clientID)))
-	payload = append(payload, clientID...)
-	pkt := append([]byte{0x10}, remainingLength(len(vh)+len(payload))...)
-	pkt = append(append(pkt, vh...), payload...)
+	// CONNECT: clean session, no keep-alive (the fault tests have quiet
+	// periods longer than any keep-alive).
+	pkt := mqttwire.Connect(clientID, 0)
 	_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := nc.Write(pkt); err != nil {
 		nc.Close()
@@ -179,7 +178,7 @@ func dialAck(addr, clientID string) (*ackConn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("CONNACK: %w", err)
 	}
-	if ack[0] != 0x20 || ack[3] != 0 {
+	if !mqttwire.ConnackOK(ack[:]) {
 		nc.Close()
 		return nil, fmt.Errorf("connection refused: CONNACK % x", ack)
 	}
@@ -192,19 +191,11 @@ func dialAck(addr, clientID string) (*ackConn, error) {
 func (c *ackConn) read(r *bufio.Reader) {
 	defer close(c.dead)
 	for {
-		h, err := r.ReadByte()
+		h, body, err := mqttwire.ReadPacket(r)
 		if err != nil {
 			return
 		}
-		n, err := readRemainingLength(r)
-		if err != nil {
-			return
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return
-		}
-		if h>>4 == 4 && n >= 2 { // PUBACK
+		if h>>4 == 4 && len(body) >= 2 { // PUBACK
 			select {
 			case c.acks <- binary.BigEndian.Uint16(body):
 			default:
@@ -215,49 +206,15 @@ func (c *ackConn) read(r *bufio.Reader) {
 }
 
 func (c *ackConn) publish(topic string, id uint16, payload []byte) error {
-	n := 2 + len(topic) + 2 + len(payload)
 	_ = c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.w.WriteByte(0x32) // PUBLISH, QoS 1
-	c.w.Write(remainingLength(n))
-	c.w.Write(binary.BigEndian.AppendUint16(nil, uint16(len(topic))))
-	c.w.WriteString(topic)
-	c.w.Write(binary.BigEndian.AppendUint16(nil, id))
-	c.w.Write(payload)
+	c.buf, _ = mqttwire.AppendPublish(c.buf[:0], topic, payload, 1, id)
+	if _, err := c.w.Write(c.buf); err != nil {
+		return err
+	}
 	return c.w.Flush()
 }
 
 func (c *ackConn) close() {
 	c.c.Close()
 	<-c.dead
-}
-
-func remainingLength(n int) []byte {
-	var b []byte
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func readRemainingLength(r *bufio.Reader) (int, error) {
-	n, mult := 0, 1
-	for i := 0; i < 4; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		n += int(b&0x7f) * mult
-		if b&0x80 == 0 {
-			return n, nil
-		}
-		mult *= 128
-	}
-	return 0, errors.New("malformed remaining length")
 }
