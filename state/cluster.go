@@ -141,6 +141,7 @@ func (s *Store) ApplySafeCheckpoint(p int, sc *pb.SafeCheckpoint) error {
 	}
 	s.mu.Lock()
 	s.next[p] = max(s.next[p], cp.LogPosition+1)
+	s.cpPos[p], s.cpKnown[p] = cp.LogPosition, true
 	s.mu.Unlock()
 	return nil
 }
@@ -163,6 +164,7 @@ func (s *Store) ResetPartition(p int) error {
 	}
 	s.mu.Lock()
 	s.next[p] = 1
+	s.cpPos[p], s.cpKnown[p] = 0, true
 	s.mu.Unlock()
 	return nil
 }

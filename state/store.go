@@ -63,8 +63,13 @@ type Store struct {
 	db    *pebble.DB
 	cfg   Config
 	write *pebble.WriteOptions
-	mu    sync.Mutex // guards next
+	mu    sync.Mutex // guards next and cpPos
 	next  []uint64   // next sequence number per partition (S2)
+	// cpPos is the log position of each partition's stored checkpoint,
+	// read from disk once (cpKnown), so that refusing one that moves back
+	// costs no read of the previous checkpoint per write.
+	cpPos   []uint64
+	cpKnown []bool
 
 	outMu   sync.Mutex // serializes outbox appends (O1) and guards outputs
 	outputs map[string]*outputStats
@@ -112,7 +117,8 @@ func Open(dir string, cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, cfg: cfg, write: pebble.Sync, next: make([]uint64, cfg.Partitions), outputs: map[string]*outputStats{}}
+	s := &Store{db: db, cfg: cfg, write: pebble.Sync, next: make([]uint64, cfg.Partitions),
+		cpPos: make([]uint64, cfg.Partitions), cpKnown: make([]bool, cfg.Partitions), outputs: map[string]*outputStats{}}
 	if cfg.NoSync {
 		s.write = pebble.NoSync
 	}
@@ -302,8 +308,8 @@ func (s *Store) SaveCheckpointTruncate(p int, cp *pb.Checkpoint, through uint64)
 	// gateway that does not hold the partition's state (issue 11 C: an
 	// idle replica's empty state overwrote the replicated copy). A stored
 	// checkpoint that cannot be read sets no bound.
-	if old, err := s.LoadCheckpoint(p); err == nil && old != nil && old.LogPosition > cp.LogPosition {
-		return fmt.Errorf("%w: partition %d: position %d, stored %d", ErrStaleCheckpoint, p, cp.LogPosition, old.LogPosition)
+	if old := s.checkpointPosition(p); old > cp.LogPosition {
+		return fmt.Errorf("%w: partition %d: position %d, stored %d", ErrStaleCheckpoint, p, cp.LogPosition, old)
 	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(cp)
 	if err != nil {
@@ -322,7 +328,30 @@ func (s *Store) SaveCheckpointTruncate(p int, cp *pb.Checkpoint, through uint64)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("state: partition %d: commit checkpoint: %w", p, err)
 	}
+	s.setCheckpointPosition(p, cp.LogPosition)
 	return nil
+}
+
+// checkpointPosition is the log position of p's stored checkpoint (0 when
+// it has none or it cannot be read: a damaged one sets no bound).
+func (s *Store) checkpointPosition(p int) uint64 {
+	s.mu.Lock()
+	pos, known := s.cpPos[p], s.cpKnown[p]
+	s.mu.Unlock()
+	if known {
+		return pos
+	}
+	if cp, err := s.LoadCheckpoint(p); err == nil && cp != nil {
+		pos = cp.LogPosition
+	}
+	s.setCheckpointPosition(p, pos)
+	return pos
+}
+
+func (s *Store) setCheckpointPosition(p int, pos uint64) {
+	s.mu.Lock()
+	s.cpPos[p], s.cpKnown[p] = pos, true
+	s.mu.Unlock()
 }
 
 // LoadCheckpoint returns a partition's checkpoint, or nil when it has none.
