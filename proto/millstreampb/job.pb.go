@@ -435,7 +435,10 @@ type HttpSink struct {
 	// Rows per request (default 100) and the longest a row waits (default 1s).
 	BatchSize     uint32               `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
 	BatchInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=batch_interval,json=batchInterval,proto3" json:"batch_interval,omitempty"`
-	Headers       map[string]string    `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Request headers. A value "env:NAME" or "file:/path" is read from that
+	// environment variable or file when the job starts; header values are
+	// never shown by the admin API or logged.
+	Headers       map[string]string `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -759,7 +762,19 @@ type GatewayConfig struct {
 	// Empty (default): no duplicate detection.
 	SequenceField string `protobuf:"bytes,11,opt,name=sequence_field,json=sequenceField,proto3" json:"sequence_field,omitempty"`
 	// Cluster membership; unset: a standalone gateway.
-	Cluster       *Cluster `protobuf:"bytes,12,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Cluster *Cluster `protobuf:"bytes,12,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Admin API security: TLS, bearer tokens, client certificates, pprof.
+	Admin *Admin `protobuf:"bytes,13,opt,name=admin,proto3" json:"admin,omitempty"`
+	// Embedded broker security: TLS listener, authentication, ACLs, limits.
+	Mqtt *MqttBroker `protobuf:"bytes,14,opt,name=mqtt,proto3" json:"mqtt,omitempty"`
+	// Directories that file outputs and reference files must live under
+	// (README, "Securing a gateway cluster"). Default: data_dir.
+	DataRoots []string `protobuf:"bytes,15,rep,name=data_roots,json=dataRoots,proto3" json:"data_roots,omitempty"`
+	// Allow a listener (MQTT, admin, cluster) on a non-loopback address
+	// without TLS and authentication. Logged as a warning every minute.
+	// Same as "gateway --insecure". Default off: such a gateway refuses to
+	// start.
+	Insecure      bool `protobuf:"varint,16,opt,name=insecure,proto3" json:"insecure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -878,6 +893,287 @@ func (x *GatewayConfig) GetCluster() *Cluster {
 	return nil
 }
 
+func (x *GatewayConfig) GetAdmin() *Admin {
+	if x != nil {
+		return x.Admin
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetMqtt() *MqttBroker {
+	if x != nil {
+		return x.Mqtt
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetDataRoots() []string {
+	if x != nil {
+		return x.DataRoots
+	}
+	return nil
+}
+
+func (x *GatewayConfig) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
+// ServerTLS is the certificate a listener presents and the CA its clients'
+// certificates are checked against.
+type ServerTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM certificate (chain) and key of this gateway ("millstream cert").
+	CertFile string `protobuf:"bytes,1,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	KeyFile  string `protobuf:"bytes,2,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	// PEM CA that signs client certificates. Admin API and broker: a client
+	// may authenticate with a certificate it signed. Cluster: every peer
+	// must present one, and this gateway's own certificate must verify
+	// against it too.
+	CaFile        string `protobuf:"bytes,3,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerTLS) Reset() {
+	*x = ServerTLS{}
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerTLS) ProtoMessage() {}
+
+func (x *ServerTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerTLS.ProtoReflect.Descriptor instead.
+func (*ServerTLS) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ServerTLS) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *ServerTLS) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
+func (x *ServerTLS) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+// Admin secures the admin API (http_listen).
+type Admin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Serve HTTPS with this certificate. With tls.ca_file, a client
+	// certificate signed by that CA authenticates its holder: the role is
+	// the certificate's organizational unit ("read" or "operate").
+	Tls *ServerTLS `protobuf:"bytes,1,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Bearer tokens, one per line: "<name> <role> <sha256 hex of the
+	// token>", role "read" (GET only) or "operate" (everything).
+	// "millstream token" makes a line. Set: every request but /healthz
+	// and /readyz must authenticate.
+	TokensFile string `protobuf:"bytes,2,opt,name=tokens_file,json=tokensFile,proto3" json:"tokens_file,omitempty"`
+	// Browser origins (scheme://host[:port]) allowed to call the API
+	// besides its own. Requests from any other Origin are refused.
+	AllowedOrigins []string `protobuf:"bytes,3,rep,name=allowed_origins,json=allowedOrigins,proto3" json:"allowed_origins,omitempty"`
+	// Serve /debug/pprof (default off; needs the "operate" role when
+	// authentication is on).
+	Pprof         bool `protobuf:"varint,4,opt,name=pprof,proto3" json:"pprof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Admin) Reset() {
+	*x = Admin{}
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admin) ProtoMessage() {}
+
+func (x *Admin) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admin.ProtoReflect.Descriptor instead.
+func (*Admin) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Admin) GetTls() *ServerTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *Admin) GetTokensFile() string {
+	if x != nil {
+		return x.TokensFile
+	}
+	return ""
+}
+
+func (x *Admin) GetAllowedOrigins() []string {
+	if x != nil {
+		return x.AllowedOrigins
+	}
+	return nil
+}
+
+func (x *Admin) GetPprof() bool {
+	if x != nil {
+		return x.Pprof
+	}
+	return false
+}
+
+// MqttBroker secures the embedded MQTT broker (mqtt_listen).
+type MqttBroker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MQTTS listener address (for example 0.0.0.0:8883); needs tls.
+	TlsListen string `protobuf:"bytes,1,opt,name=tls_listen,json=tlsListen,proto3" json:"tls_listen,omitempty"`
+	// Certificate of the MQTTS listener. With ca_file, a device may
+	// authenticate with a client certificate whose common name is its id.
+	Tls *ServerTLS `protobuf:"bytes,2,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Users, one per line: "<username> <role> <bcrypt hash>", role "device"
+	// (the username is the device id: it publishes under its own topics
+	// only), "reader" (subscribes to job outputs), or "admin" (anything).
+	// "millstream passwd" makes a line.
+	PasswordFile string `protobuf:"bytes,3,opt,name=password_file,json=passwordFile,proto3" json:"password_file,omitempty"`
+	// Accept clients without credentials even though password_file or
+	// tls.ca_file is set (they get the "device" rights of the client id
+	// they connect with). Default off.
+	AllowAnonymous bool `protobuf:"varint,4,opt,name=allow_anonymous,json=allowAnonymous,proto3" json:"allow_anonymous,omitempty"`
+	// Most concurrent client connections (default 10,000).
+	MaxConnections uint32 `protobuf:"varint,5,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	// Longest session expiry granted to an MQTT 5 client (default 1h).
+	MaxSessionExpiry *durationpb.Duration `protobuf:"bytes,6,opt,name=max_session_expiry,json=maxSessionExpiry,proto3" json:"max_session_expiry,omitempty"`
+	// Most retained messages held (default 10,000).
+	MaxRetained   uint32 `protobuf:"varint,7,opt,name=max_retained,json=maxRetained,proto3" json:"max_retained,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MqttBroker) Reset() {
+	*x = MqttBroker{}
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MqttBroker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MqttBroker) ProtoMessage() {}
+
+func (x *MqttBroker) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MqttBroker.ProtoReflect.Descriptor instead.
+func (*MqttBroker) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MqttBroker) GetTlsListen() string {
+	if x != nil {
+		return x.TlsListen
+	}
+	return ""
+}
+
+func (x *MqttBroker) GetTls() *ServerTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *MqttBroker) GetPasswordFile() string {
+	if x != nil {
+		return x.PasswordFile
+	}
+	return ""
+}
+
+func (x *MqttBroker) GetAllowAnonymous() bool {
+	if x != nil {
+		return x.AllowAnonymous
+	}
+	return false
+}
+
+func (x *MqttBroker) GetMaxConnections() uint32 {
+	if x != nil {
+		return x.MaxConnections
+	}
+	return 0
+}
+
+func (x *MqttBroker) GetMaxSessionExpiry() *durationpb.Duration {
+	if x != nil {
+		return x.MaxSessionExpiry
+	}
+	return nil
+}
+
+func (x *MqttBroker) GetMaxRetained() uint32 {
+	if x != nil {
+		return x.MaxRetained
+	}
+	return 0
+}
+
 // Cluster makes the gateway one member of an active-active cluster
 // (README, "Cluster").
 type Cluster struct {
@@ -922,13 +1218,24 @@ type Cluster struct {
 	// only until then); "refuse": it does not acknowledge, and publishers
 	// resend, to it or to another gateway.
 	MinorityInput string `protobuf:"bytes,14,opt,name=minority_input,json=minorityInput,proto3" json:"minority_input,omitempty"`
+	// Mutual TLS of the cluster link (remote_listen): required when any
+	// cluster address is off loopback. Each gateway's certificate names the
+	// gateway ("millstream cert gateway NAME"); a peer is accepted only if
+	// its certificate is signed by ca_file and names a current member.
+	Tls *ServerTLS `protobuf:"bytes,15,opt,name=tls,proto3" json:"tls,omitempty"`
+	// File holding the base64 gossip key, instead of gossip_key inline.
+	GossipKeyFile string `protobuf:"bytes,16,opt,name=gossip_key_file,json=gossipKeyFile,proto3" json:"gossip_key_file,omitempty"`
+	// Keys also accepted on incoming gossip, for rotation (README,
+	// "Rotating keys"); gossip_key (or gossip_key_file) encrypts what this
+	// gateway sends.
+	GossipOldKeys []string `protobuf:"bytes,17,rep,name=gossip_old_keys,json=gossipOldKeys,proto3" json:"gossip_old_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1247,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1260,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cluster) GetGossipListen() string {
@@ -1054,6 +1361,27 @@ func (x *Cluster) GetMinorityInput() string {
 	return ""
 }
 
+func (x *Cluster) GetTls() *ServerTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *Cluster) GetGossipKeyFile() string {
+	if x != nil {
+		return x.GossipKeyFile
+	}
+	return ""
+}
+
+func (x *Cluster) GetGossipOldKeys() []string {
+	if x != nil {
+		return x.GossipOldKeys
+	}
+	return nil
+}
+
 // Durability configures the gateway's Pebble store.
 type Durability struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1073,7 +1401,7 @@ type Durability struct {
 
 func (x *Durability) Reset() {
 	*x = Durability{}
-	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	mi := &file_millstream_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1413,7 @@ func (x *Durability) String() string {
 func (*Durability) ProtoMessage() {}
 
 func (x *Durability) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	mi := &file_millstream_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1426,7 @@ func (x *Durability) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Durability.ProtoReflect.Descriptor instead.
 func (*Durability) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Durability) GetDisabled() bool {
@@ -1136,6 +1464,7 @@ type ExternalBroker struct {
 	Url      string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	Username string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	// Inline password; better: password_file or password_env.
 	Password string `protobuf:"bytes,4,opt,name=password,proto3" json:"password,omitempty"`
 	// Subscription QoS, 0 or 1 (default 1).
 	Qos *uint32 `protobuf:"varint,5,opt,name=qos,proto3,oneof" json:"qos,omitempty"`
@@ -1147,14 +1476,17 @@ type ExternalBroker struct {
 	// mosquitto 1.6+, EMQX, HiveMQ) so that the gateways of a cluster split
 	// the input instead of each receiving all of it. Default: "millstream"
 	// for a gateway in a cluster, none otherwise; "-" turns it off.
-	SharedGroup   string `protobuf:"bytes,8,opt,name=shared_group,json=sharedGroup,proto3" json:"shared_group,omitempty"`
+	SharedGroup string `protobuf:"bytes,8,opt,name=shared_group,json=sharedGroup,proto3" json:"shared_group,omitempty"`
+	// The password read from this file or environment variable.
+	PasswordFile  string `protobuf:"bytes,9,opt,name=password_file,json=passwordFile,proto3" json:"password_file,omitempty"`
+	PasswordEnv   string `protobuf:"bytes,10,opt,name=password_env,json=passwordEnv,proto3" json:"password_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExternalBroker) Reset() {
 	*x = ExternalBroker{}
-	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	mi := &file_millstream_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1498,7 @@ func (x *ExternalBroker) String() string {
 func (*ExternalBroker) ProtoMessage() {}
 
 func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	mi := &file_millstream_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1511,7 @@ func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBroker.ProtoReflect.Descriptor instead.
 func (*ExternalBroker) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExternalBroker) GetUrl() string {
@@ -1238,6 +1570,20 @@ func (x *ExternalBroker) GetSharedGroup() string {
 	return ""
 }
 
+func (x *ExternalBroker) GetPasswordFile() string {
+	if x != nil {
+		return x.PasswordFile
+	}
+	return ""
+}
+
+func (x *ExternalBroker) GetPasswordEnv() string {
+	if x != nil {
+		return x.PasswordEnv
+	}
+	return ""
+}
+
 type TLS struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	CaFile             string                 `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
@@ -1250,7 +1596,7 @@ type TLS struct {
 
 func (x *TLS) Reset() {
 	*x = TLS{}
-	mi := &file_millstream_v1_job_proto_msgTypes[13]
+	mi := &file_millstream_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1608,7 @@ func (x *TLS) String() string {
 func (*TLS) ProtoMessage() {}
 
 func (x *TLS) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[13]
+	mi := &file_millstream_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1621,7 @@ func (x *TLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLS.ProtoReflect.Descriptor instead.
 func (*TLS) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TLS) GetCaFile() string {
@@ -1366,7 +1712,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x16out_of_order_tolerance\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x13outOfOrderTolerance\x12-\n" +
 	"\x13out_of_order_policy\x18\x03 \x01(\tR\x10outOfOrderPolicy\x12/\n" +
 	"\x13compatibility_level\x18\x04 \x01(\tR\x12compatibilityLevel\x12(\n" +
-	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xfc\x03\n" +
+	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\x92\x05\n" +
 	"\rGatewayConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12\x1f\n" +
@@ -1386,7 +1732,32 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	" \x01(\v2\x19.millstream.v1.DurabilityR\n" +
 	"durability\x12%\n" +
 	"\x0esequence_field\x18\v \x01(\tR\rsequenceField\x120\n" +
-	"\acluster\x18\f \x01(\v2\x16.millstream.v1.ClusterR\acluster\"\xeb\x04\n" +
+	"\acluster\x18\f \x01(\v2\x16.millstream.v1.ClusterR\acluster\x12*\n" +
+	"\x05admin\x18\r \x01(\v2\x14.millstream.v1.AdminR\x05admin\x12-\n" +
+	"\x04mqtt\x18\x0e \x01(\v2\x19.millstream.v1.MqttBrokerR\x04mqtt\x12\x1d\n" +
+	"\n" +
+	"data_roots\x18\x0f \x03(\tR\tdataRoots\x12\x1a\n" +
+	"\binsecure\x18\x10 \x01(\bR\binsecure\"\\\n" +
+	"\tServerTLS\x12\x1b\n" +
+	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
+	"\bkey_file\x18\x02 \x01(\tR\akeyFile\x12\x17\n" +
+	"\aca_file\x18\x03 \x01(\tR\x06caFile\"\x93\x01\n" +
+	"\x05Admin\x12*\n" +
+	"\x03tls\x18\x01 \x01(\v2\x18.millstream.v1.ServerTLSR\x03tls\x12\x1f\n" +
+	"\vtokens_file\x18\x02 \x01(\tR\n" +
+	"tokensFile\x12'\n" +
+	"\x0fallowed_origins\x18\x03 \x03(\tR\x0eallowedOrigins\x12\x14\n" +
+	"\x05pprof\x18\x04 \x01(\bR\x05pprof\"\xba\x02\n" +
+	"\n" +
+	"MqttBroker\x12\x1d\n" +
+	"\n" +
+	"tls_listen\x18\x01 \x01(\tR\ttlsListen\x12*\n" +
+	"\x03tls\x18\x02 \x01(\v2\x18.millstream.v1.ServerTLSR\x03tls\x12#\n" +
+	"\rpassword_file\x18\x03 \x01(\tR\fpasswordFile\x12'\n" +
+	"\x0fallow_anonymous\x18\x04 \x01(\bR\x0eallowAnonymous\x12'\n" +
+	"\x0fmax_connections\x18\x05 \x01(\rR\x0emaxConnections\x12G\n" +
+	"\x12max_session_expiry\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10maxSessionExpiry\x12!\n" +
+	"\fmax_retained\x18\a \x01(\rR\vmaxRetained\"\xe7\x05\n" +
 	"\aCluster\x12#\n" +
 	"\rgossip_listen\x18\x01 \x01(\tR\fgossipListen\x12)\n" +
 	"\x10gossip_advertise\x18\x02 \x01(\tR\x0fgossipAdvertise\x12\x14\n" +
@@ -1403,13 +1774,16 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x0esuspicion_mult\x18\v \x01(\rR\rsuspicionMult\x12/\n" +
 	"\x05lease\x18\f \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12=\n" +
 	"\rhand_off_wait\x18\r \x01(\v2\x19.google.protobuf.DurationR\vhandOffWait\x12%\n" +
-	"\x0eminority_input\x18\x0e \x01(\tR\rminorityInput\"\xcd\x01\n" +
+	"\x0eminority_input\x18\x0e \x01(\tR\rminorityInput\x12*\n" +
+	"\x03tls\x18\x0f \x01(\v2\x18.millstream.v1.ServerTLSR\x03tls\x12&\n" +
+	"\x0fgossip_key_file\x18\x10 \x01(\tR\rgossipKeyFile\x12&\n" +
+	"\x0fgossip_old_keys\x18\x11 \x03(\tR\rgossipOldKeys\"\xcd\x01\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12>\n" +
 	"\rsync_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fsyncInterval\x12\x17\n" +
 	"\ano_sync\x18\x03 \x01(\bR\x06noSync\x12J\n" +
-	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\"\xf7\x01\n" +
+	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\"\xbf\x02\n" +
 	"\x0eExternalBroker\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
@@ -1418,7 +1792,10 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x03qos\x18\x05 \x01(\rH\x00R\x03qos\x88\x01\x01\x12\x16\n" +
 	"\x06topics\x18\x06 \x03(\tR\x06topics\x12$\n" +
 	"\x03tls\x18\a \x01(\v2\x12.millstream.v1.TLSR\x03tls\x12!\n" +
-	"\fshared_group\x18\b \x01(\tR\vsharedGroupB\x06\n" +
+	"\fshared_group\x18\b \x01(\tR\vsharedGroup\x12#\n" +
+	"\rpassword_file\x18\t \x01(\tR\fpasswordFile\x12!\n" +
+	"\fpassword_env\x18\n" +
+	" \x01(\tR\vpasswordEnvB\x06\n" +
 	"\x04_qos\"\x88\x01\n" +
 	"\x03TLS\x12\x17\n" +
 	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1b\n" +
@@ -1438,7 +1815,7 @@ func file_millstream_v1_job_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_job_proto_rawDescData
 }
 
-var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_millstream_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                 // 0: millstream.v1.Job
 	(*JobInput)(nil),            // 1: millstream.v1.JobInput
@@ -1450,16 +1827,19 @@ var file_millstream_v1_job_proto_goTypes = []any{
 	(*LogSink)(nil),             // 7: millstream.v1.LogSink
 	(*EventPolicy)(nil),         // 8: millstream.v1.EventPolicy
 	(*GatewayConfig)(nil),       // 9: millstream.v1.GatewayConfig
-	(*Cluster)(nil),             // 10: millstream.v1.Cluster
-	(*Durability)(nil),          // 11: millstream.v1.Durability
-	(*ExternalBroker)(nil),      // 12: millstream.v1.ExternalBroker
-	(*TLS)(nil),                 // 13: millstream.v1.TLS
-	nil,                         // 14: millstream.v1.HttpSink.HeadersEntry
-	(*Plan)(nil),                // 15: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 16: google.protobuf.Duration
+	(*ServerTLS)(nil),           // 10: millstream.v1.ServerTLS
+	(*Admin)(nil),               // 11: millstream.v1.Admin
+	(*MqttBroker)(nil),          // 12: millstream.v1.MqttBroker
+	(*Cluster)(nil),             // 13: millstream.v1.Cluster
+	(*Durability)(nil),          // 14: millstream.v1.Durability
+	(*ExternalBroker)(nil),      // 15: millstream.v1.ExternalBroker
+	(*TLS)(nil),                 // 16: millstream.v1.TLS
+	nil,                         // 17: millstream.v1.HttpSink.HeadersEntry
+	(*Plan)(nil),                // 18: millstream.v1.Plan
+	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
-	15, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
+	18, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
 	8,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
@@ -1468,31 +1848,37 @@ var file_millstream_v1_job_proto_depIdxs = []int32{
 	7,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
 	4,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
 	3,  // 8: millstream.v1.JobOutput.delivery:type_name -> millstream.v1.Delivery
-	16, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
-	16, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
-	16, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
-	16, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
-	14, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
-	16, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	16, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	19, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
+	19, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
+	19, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
+	19, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
+	17, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
+	19, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	19, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
 	0,  // 16: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	12, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
-	12, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
-	11, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
-	10, // 20: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
-	16, // 21: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
-	16, // 22: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
-	16, // 23: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
-	16, // 24: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
-	16, // 25: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
-	16, // 26: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
-	16, // 27: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
-	13, // 28: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	15, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	15, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	14, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
+	13, // 20: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
+	11, // 21: millstream.v1.GatewayConfig.admin:type_name -> millstream.v1.Admin
+	12, // 22: millstream.v1.GatewayConfig.mqtt:type_name -> millstream.v1.MqttBroker
+	10, // 23: millstream.v1.Admin.tls:type_name -> millstream.v1.ServerTLS
+	10, // 24: millstream.v1.MqttBroker.tls:type_name -> millstream.v1.ServerTLS
+	19, // 25: millstream.v1.MqttBroker.max_session_expiry:type_name -> google.protobuf.Duration
+	19, // 26: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
+	19, // 27: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
+	19, // 28: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
+	19, // 29: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
+	19, // 30: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
+	10, // 31: millstream.v1.Cluster.tls:type_name -> millstream.v1.ServerTLS
+	19, // 32: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
+	19, // 33: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
+	16, // 34: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }
@@ -1507,14 +1893,14 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Log)(nil),
 		(*JobOutput_Http)(nil),
 	}
-	file_millstream_v1_job_proto_msgTypes[12].OneofWrappers = []any{}
+	file_millstream_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_job_proto_rawDesc), len(file_millstream_v1_job_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
