@@ -238,13 +238,14 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	path := fs.String("config", "", "gateway configuration (.yaml, .json, .textproto)")
 	check := fs.Bool("t", false, "check the configuration and exit")
 	resetDamaged := fs.Bool("reset-damaged", false, "start partitions whose checkpoint or log is damaged without it (their state is lost; logged and counted)")
+	insecure := fs.Bool("insecure", false, "allow listeners off loopback without TLS and authentication (warned about every minute)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" {
 		return fmt.Errorf("%w: --config is required", errUsage)
 	}
-	cfg, err := config.LoadGateway(*path)
+	cfg, err := config.LoadGatewayWith(*path, func(g *pb.GatewayConfig) { g.Insecure = g.Insecure || *insecure })
 	if err != nil {
 		return err
 	}
@@ -258,6 +259,9 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.brokerAddr(), "admin", rg.addr, "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
+	if exposed := config.Exposures(cfg); len(exposed) > 0 {
+		go warnInsecure(ctx, logger, exposed, time.Minute)
+	}
 	<-ctx.Done()
 	if rg.node != nil {
 		// A planned stop: hand every partition off before exiting.
@@ -272,6 +276,24 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	rg.close(stop)
 	logger.Info("gateway stopped", "events", rg.g.Stats().EventsIn)
 	return nil
+}
+
+// warnInsecure repeats, until ctx ends, that the gateway runs with
+// listeners exposed off loopback (--insecure): once is easy to miss in a
+// log nobody reads at start.
+func warnInsecure(ctx context.Context, logger *slog.Logger, exposed []string, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for _, e := range exposed {
+			logger.Warn("INSECURE: started with --insecure", "exposure", e)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // drainTimeout bounds the hand-off of a clustered gateway's partitions

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -47,9 +46,18 @@ func LoadJob(path string) (*pb.Job, error) {
 
 // LoadGateway reads a gateway configuration file.
 func LoadGateway(path string) (*pb.GatewayConfig, error) {
+	return LoadGatewayWith(path, nil)
+}
+
+// LoadGatewayWith reads a gateway configuration file and lets override
+// change it (command-line flags) before it is validated.
+func LoadGatewayWith(path string, override func(*pb.GatewayConfig)) (*pb.GatewayConfig, error) {
 	g := &pb.GatewayConfig{}
 	if err := load(path, g); err != nil {
 		return nil, err
+	}
+	if override != nil {
+		override(g)
 	}
 	EnsureGatewayDefaults(g)
 	if err := ValidateGateway(g); err != nil {
@@ -398,6 +406,7 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 	if c := g.Cluster; c != nil {
 		errs = append(errs, validateCluster(g, c)...)
 	}
+	errs = append(errs, validateSecurity(g)...)
 	names := map[string]bool{}
 	for _, j := range g.Jobs {
 		if err := ValidateJob(j); err != nil {
@@ -436,11 +445,8 @@ func validateCluster(g *pb.GatewayConfig, c *pb.Cluster) []error {
 		bad("minority_input %q: log or refuse", c.MinorityInput)
 	}
 	if c.GossipKey != "" {
-		k, err := base64.StdEncoding.DecodeString(c.GossipKey)
-		if err != nil {
-			bad("gossip_key is not base64: %v", err)
-		} else if n := len(k); n != 16 && n != 24 && n != 32 {
-			bad("gossip_key is %d bytes: it must be 16, 24 or 32", n)
+		if err := checkGossipKey(c.GossipKey); err != nil {
+			bad("gossip_key: %v", err)
 		}
 	}
 	for name, d := range map[string]*durationpb.Duration{"probe_interval": c.ProbeInterval, "probe_timeout": c.ProbeTimeout,

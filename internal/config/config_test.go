@@ -87,7 +87,7 @@ func TestGatewayClusterValidation(t *testing.T) {
 	require.NoError(t, load("name: gw1\ncluster:\n  seeds: [127.0.0.1:7946]\n  probe_interval: 0.2s\n"))
 	err := load("name: gw#1\ndurability: {disabled: true}\ncluster:\n  replicas: 9\n  quorum: most\n  minority_input: drop\n  gossip_key: c2hvcnQ=\n  lease: -1s\n")
 	require.ErrorIs(t, err, ErrInvalid)
-	for _, want := range []string{"needs durable state", "without '#'", "replicas must be at most 5", `quorum "most"`, `minority_input "drop": log or refuse`, "gossip_key is 5 bytes", "lease must not be negative"} {
+	for _, want := range []string{"needs durable state", "without '#'", "replicas must be at most 5", `quorum "most"`, `minority_input "drop": log or refuse`, "gossip_key: 5 bytes", "lease must not be negative"} {
 		require.Contains(t, err.Error(), want)
 	}
 	err = load("name: gw1\ncluster:\n  seeds: [a]\n  probe_intervall: 1s\n")
