@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/millstream/millstream/operators/exec"
@@ -137,4 +138,20 @@ func BenchmarkStateSize(b *testing.B) {
 			b.ReportMetric(float64(sizes[9]), "bytes@10min")
 		})
 	}
+}
+
+// BenchmarkPatIndexHostile: PATINDEX('%a%b', x) over a 60,000-character
+// value with no b, the input that took 6.2 s per event when every start
+// position was tried (issue 13). Reported per event.
+func BenchmarkPatIndexHostile(b *testing.B) {
+	ex := newExec(b, `SELECT PATINDEX('%a%b', s) AS p FROM Input`)
+	payload := fmt.Appendf(nil, `{"s":"%s"}`, strings.Repeat("a", 60000))
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := ex.Ingest("Input", payload, int64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ex.Flush()
 }

@@ -142,8 +142,9 @@ func likeMatch(p []likeTok, s string) bool {
 	return pi == len(p)
 }
 
-// fnPatIndex returns the 1-based position of the first match of a
-// '%...%' pattern, or 0.
+// fnPatIndex returns the 1-based position (in characters) of the first
+// match of a '%...%' pattern, or 0. A pattern without the trailing % is
+// searched the same way.
 func fnPatIndex(c *Ctx, a []value.Value) value.Value {
 	if anyNull(a) {
 		return value.Value{}
@@ -151,34 +152,60 @@ func fnPatIndex(c *Ctx, a []value.Value) value.Value {
 	if a[0].Kind() != value.String || a[1].Kind() != value.String {
 		return typeErr(c, "PATINDEX", a[0], a[1])
 	}
-	toks := parseLike(a[0].Str())
+	return value.Int(patIndex(parseLike(a[0].Str()), []rune(a[1].Str())))
+}
+
+// patIndex finds the first match of toks in s in time linear in len(s)
+// times the pattern's length. The pattern is seg0 % seg1 % ... % segN,
+// each segment a run of one-character tokens. A match starts where seg0
+// occurs; if the later segments, each taken at its leftmost occurrence,
+// fit after the first occurrence of seg0, that is the answer, and if they
+// do not, they fit after no later one either: so one greedy pass decides,
+// where trying every start position would be quadratic.
+func patIndex(toks []likeTok, s []rune) int64 {
 	if len(toks) > 0 && toks[0].kind == '%' {
 		toks = toks[1:]
 	}
-	// Match toks as a prefix of s[i:] (a trailing % lets the rest be anything).
-	s := a[1].Str()
-	pos := int64(1)
-	for i := 0; i <= len(s); {
-		if prefixMatch(toks, s[i:]) {
-			return value.Int(pos)
+	var segs [][]likeTok
+	seg := 0
+	for i, t := range toks {
+		if t.kind == '%' {
+			segs = append(segs, toks[seg:i])
+			seg = i + 1
 		}
-		if i == len(s) {
-			break
-		}
-		_, sz := utf8.DecodeRuneInString(s[i:])
-		i += sz
-		pos++
 	}
-	return value.Int(0)
+	segs = append(segs, toks[seg:])
+	first := findSegment(segs[0], s, 0)
+	if first < 0 {
+		return 0
+	}
+	at := first + len(segs[0])
+	for _, sg := range segs[1:] {
+		q := findSegment(sg, s, at)
+		if q < 0 {
+			return 0
+		}
+		at = q + len(sg)
+	}
+	return int64(first + 1)
 }
 
-func prefixMatch(toks []likeTok, s string) bool {
-	if len(toks) > 0 && toks[len(toks)-1].kind == '%' {
-		return likeMatch(toks, s)
+// findSegment returns the first position at or after from where every
+// token of seg matches one character, or -1.
+func findSegment(seg []likeTok, s []rune, from int) int {
+	for i := from; i+len(seg) <= len(s); i++ {
+		ok := true
+		for k := range seg {
+			if !seg[k].matches(s[i+k]) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return i
+		}
 	}
-	// Without a trailing %, the pattern must match some prefix.
-	withStar := append(append([]likeTok(nil), toks...), likeTok{kind: '%'})
-	return likeMatch(withStar, s)
+	return -1
 }
 
 // compileRegexMatch compiles REGEXMATCH(s, re): position of the first match
