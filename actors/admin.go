@@ -34,6 +34,7 @@ import (
 //	PUT    /v1/devices/{id}/desired  set desired properties (JSON object)
 //	GET    /v1/outputs           each output's outbox: backlog, delivered, expired, dropped, dead letters
 //	GET    /v1/outputs/{job}/{output}/deadletters  rows the sink refused for good
+//	GET    /v1/deadletters       input and rows the jobs refused, newest first (?limit=&before=)
 //	GET    /v1/state             durable state counters (checkpoints, replay, duplicates)
 //	GET    /v1/cluster           members, each partition's owner, replicas, server, epoch, replication lag
 //	GET    /metrics              Prometheus metrics
@@ -48,6 +49,7 @@ type Admin struct {
 	broker  *Broker
 	reg     *prometheus.Registry
 	cluster ClusterAdmin
+	dead    *DeadLetters
 }
 
 // ClusterAdmin is the cluster layer's share of the admin API: a job
@@ -89,6 +91,7 @@ func (a *Admin) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"outputs": a.outs.Status()})
 	})
 	mux.HandleFunc("GET /v1/outputs/{job}/{output}/deadletters", a.deadLetters)
+	mux.HandleFunc("GET /v1/deadletters", a.listDeadLetters)
 	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"durable": a.g.store != nil, "stats": a.g.DurableStats()})
 	})

@@ -243,8 +243,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	if h.b.maxPayload > 0 && len(pk.Payload) > h.b.maxPayload {
 		// Acknowledged (a retry could never succeed) but neither ingested
-		// nor delivered: counted in Rejected.
+		// nor delivered: counted in Rejected, and dead-lettered.
 		h.b.rejected.Add(1)
+		h.g.deadLetterOversized(pk.TopicName, pk.Payload, h.b.maxPayload)
 		return pk, packets.CodeSuccessIgnore
 	}
 	payload := append([]byte(nil), pk.Payload...)

@@ -39,8 +39,11 @@ type External struct {
 	received atomic.Uint64
 	unrouted atomic.Uint64
 	refused  atomic.Uint64
-	acks     chan pendingAck
-	ackDone  chan struct{}
+	// oversized: messages over the gateway's max_payload_bytes,
+	// acknowledged and dead-lettered.
+	oversized atomic.Uint64
+	acks      chan pendingAck
+	ackDone   chan struct{}
 	// kicking: a reconnect to get refused messages again is under way;
 	// mu and closed keep it from reconnecting a closed client.
 	kicking atomic.Bool
@@ -105,6 +108,12 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 			}
 			tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
 				e.received.Add(1)
+				if g.Oversized(m.Topic(), m.Payload()) {
+					// Acknowledged in turn: a resend could never succeed.
+					e.oversized.Add(1)
+					e.acks <- pendingAck{msg: m}
+					return
+				}
 				payload := append([]byte(nil), m.Payload()...)
 				n, commit, err := g.IngestTopicAsync(m.Topic(), payload)
 				if err != nil {

@@ -54,6 +54,10 @@ type Config struct {
 	PassivateAfter time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// MaxPayloadBytes: a larger message from any source (embedded broker,
+	// external broker) is acknowledged, not ingested, and dead-lettered
+	// with its first bytes (0: no limit).
+	MaxPayloadBytes int
 
 	// Store makes the gateway durable (D1-D4): events are logged before
 	// Ingest returns, partitions checkpoint, and rows go to the outbox
@@ -122,11 +126,6 @@ func (c *Config) ensureDefaults() {
 // concurrently for different partitions; rec is borrowed for the call.
 type Sink interface {
 	Write(job, output string, ts int64, rec *value.Record)
-}
-
-// DeadLetterSink receives every rejected event. Optional.
-type DeadLetterSink interface {
-	DeadLetter(job string, dl exec.DeadLetter)
 }
 
 // Stats are gateway-wide counters.
@@ -518,6 +517,32 @@ func (c *commitGen) wait() error {
 	<-c.done
 	return c.err
 }
+
+// Oversized reports whether payload is over Config.MaxPayloadBytes, and
+// if so dead-letters it (kind "oversized", with source, usually the MQTT
+// topic): the caller acknowledges it without ingesting it, since a resend
+// could never succeed.
+func (g *Gateway) Oversized(source string, payload []byte) bool {
+	if g.cfg.MaxPayloadBytes <= 0 || len(payload) <= g.cfg.MaxPayloadBytes {
+		return false
+	}
+	g.deadLetterOversized(source, payload, g.cfg.MaxPayloadBytes)
+	return true
+}
+
+func (g *Gateway) deadLetterOversized(source string, payload []byte, limit int) {
+	g.dead1.Add(1)
+	if g.dead != nil {
+		g.dead.DeadLetter(Rejected{Partition: -1, Source: source, DeadLetter: exec.DeadLetter{Kind: DeadLetterOversized,
+			Reason: fmt.Sprintf("payload of %d bytes is over max_payload_bytes %d", len(payload), limit), Payload: payload}})
+	}
+}
+
+// Dead-letter kinds of the gateway itself (the executor's are in exec).
+const (
+	DeadLetterOversized = "oversized"
+	DeadLetterPoison    = "poison"
+)
 
 func (g *Gateway) partitionOf(deviceID string) int { return PartitionOf(deviceID, len(g.parts)) }
 

@@ -211,7 +211,7 @@ outputs: [{name: Alerts, log: {prefix: A}}]
 		return logged.Write(p)
 	}))
 	require.NoError(t, outs.Configure(job))
-	dead := &deadCollector{}
+	dead := NewDeadLetters(nil, "", nil)
 	g := New(Config{Partitions: 2}, outs, dead)
 	broker, err := StartBroker("127.0.0.1:0", g, 1024, nil)
 	require.NoError(t, err)
@@ -231,7 +231,18 @@ outputs: [{name: Alerts, log: {prefix: A}}]
 	send("devices/d2/messages/events/", `{"deviceId":"d2","temperature":101}`)
 	require.NoError(t, g.Drain(ctx))
 
-	require.Equal(t, uint64(2), dead.count.Load())
+	kept, err := dead.List(0, 10)
+	require.NoError(t, err)
+	require.Len(t, kept, 2)
+	kinds := map[string]string{}
+	for _, k := range kept {
+		require.Equal(t, "alerts", k.Job)
+		require.Equal(t, "d1", k.Source)
+		kinds[k.Kind] = string(k.Payload)
+	}
+	require.Equal(t, map[string]string{exec.DeadLetterMalformed: `{"deviceId":"d1","temperature":`,
+		exec.DeadLetterExpression: `{"deviceId":"d1","temperature":"boiling"}`}, kinds)
+	require.Equal(t, map[string]uint64{exec.DeadLetterMalformed: 1, exec.DeadLetterExpression: 1}, dead.Counts())
 	require.Equal(t, uint64(1), broker.Rejected())
 	require.Equal(t, uint64(1), broker.Unrouted())
 	logMu.Lock()
@@ -247,8 +258,3 @@ outputs: [{name: Alerts, log: {prefix: A}}]
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-// deadCollector counts dead letters.
-type deadCollector struct{ count atomic.Uint64 }
-
-func (d *deadCollector) DeadLetter(string, exec.DeadLetter) { d.count.Add(1) }

@@ -83,6 +83,8 @@ type partition struct {
 	// Durable state (D1-D4).
 	applied    uint64 // last log entry applied
 	fwdIdx     uint32 // forwarded events produced by entry applied so far
+	dlIdx      uint32 // dead letters of entry applied so far
+	curDevice  string // device of the event being applied (dead letters)
 	sinceCp    int    // entries other than ticks applied since the last checkpoint
 	cpTime     time.Time
 	outSeq     uint64 // output rows emitted (the sequence in output ids)
@@ -271,7 +273,7 @@ func (p *partition) reset() {
 
 func (p *partition) setApplied(seq uint64) {
 	if seq != p.applied {
-		p.applied, p.fwdIdx = seq, 0
+		p.applied, p.fwdIdx, p.dlIdx = seq, 0, 0
 	}
 }
 
@@ -299,6 +301,7 @@ func (p *partition) apply(e event) {
 		p.origins[e.origin] = e.oseq
 	}
 	p.sinceCp++
+	p.curDevice = e.device
 	if !e.forwarded {
 		if p.duplicate(e) {
 			return
@@ -504,9 +507,15 @@ func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, err
 	}
 	opts.DeadLetter = func(dl exec.DeadLetter) {
 		g.dead1.Add(1)
-		if g.dead != nil {
-			g.dead.DeadLetter(name, dl)
+		if g.dead == nil {
+			return
 		}
+		r := Rejected{Job: name, Partition: -1, DeadLetter: dl}
+		if p != nil {
+			r.Partition, r.Pos, r.Idx, r.Source = p.id, p.applied, p.dlIdx, p.curDevice
+			p.dlIdx++
+		}
+		g.dead.DeadLetter(r)
 	}
 	ex, err := exec.New(d.plan, opts)
 	if err != nil {

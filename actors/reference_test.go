@@ -29,7 +29,7 @@ outputs: [{name: o, log: {}}]
 `, path))
 	}
 	sink := &captureSink{}
-	dead := &deadCollector{}
+	dead := NewDeadLetters(nil, "", nil)
 	g := New(Config{Partitions: 4, Tick: time.Hour}, sink, dead)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -51,7 +51,7 @@ outputs: [{name: o, log: {}}]
 	counters, err := g.JobCounters(ctx)
 	require.NoError(t, err)
 	require.Equal(t, uint64(4), counters["enrich"].EventsIn, "every device's events reach partition 0")
-	require.Zero(t, dead.count.Load())
+	require.Empty(t, dead.Counts())
 	var got []string
 	for _, r := range sink.rows["o"] {
 		got = append(got, r.Vals[0].Str()+" "+r.Vals[1].Str())

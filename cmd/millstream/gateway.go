@@ -26,6 +26,7 @@ type runningGateway struct {
 	broker   *actors.Broker
 	external []*actors.External
 	outs     *actors.Outputs
+	dead     *actors.DeadLetters
 	store    *state.Store // nil with durability off
 	stateDir string
 	http     *http.Server
@@ -61,7 +62,7 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 	}
 	outs := actors.NewOutputs(nil, log)
 	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged,
-		Clustered: cfg.Cluster != nil}
+		Clustered: cfg.Cluster != nil, MaxPayloadBytes: int(cfg.MaxPayloadBytes)}
 	rg := &runningGateway{outs: outs}
 	if d := cfg.Durability; d == nil || !d.Disabled {
 		dir := filepath.Join(cfg.DataDir, "state")
@@ -84,7 +85,17 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 			logger.Warn("durability.no_sync is on: acknowledged events can be lost in a crash or power loss")
 		}
 	}
-	g := actors.New(gcfg, outs, nil)
+	var deadStore *state.DeadLetterStore
+	if rg.store != nil {
+		var err error
+		deadStore, err = rg.store.OpenDeadLetters(state.DeadLetterLimits{MaxEntries: int(cfg.DeadLetters.GetMaxEntries()), MaxBytes: int64(cfg.DeadLetters.GetMaxBytes())})
+		if err != nil {
+			rg.close(ctx)
+			return nil, err
+		}
+	}
+	rg.dead = actors.NewDeadLetters(deadStore, cfg.DeadLetters.GetTopic(), logger)
+	g := actors.New(gcfg, outs, rg.dead)
 	rg.g = g
 	if cfg.MqttListen != config.EmbeddedBrokerOff {
 		b, err := actors.StartBroker(cfg.MqttListen, g, int(cfg.MaxPayloadBytes), logger)
@@ -95,6 +106,7 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		rg.broker = b
 		outs.SetPublisher(b)
 		g.SetPublisher(b)
+		rg.dead.SetPublisher(b)
 	}
 	if cfg.Upstream != nil {
 		up, err := actors.ConnectExternal(cfg.Upstream, nil, nil, logger)
@@ -104,6 +116,7 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		}
 		rg.external = append(rg.external, up)
 		outs.SetPublisher(up)
+		rg.dead.SetPublisher(up)
 	}
 	var ln net.Listener
 	if cfg.HttpListen != "" {
@@ -127,6 +140,7 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 	}
 	if ln != nil {
 		admin := actors.NewAdmin(g, outs, rg.broker)
+		admin.SetDeadLetters(rg.dead)
 		if rg.node != nil {
 			admin.SetCluster(rg.node)
 		}

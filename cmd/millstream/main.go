@@ -23,6 +23,7 @@ Usage:
   millstream cluster forget stop counting a gateway gone for good for the majority
   millstream job            deploy, list, get, explain or remove jobs of a running gateway
   millstream device         list devices, show a twin, set desired properties
+  millstream deadletters    what a running gateway refused, and why
   millstream query run      run a query over JSON-lines files (local testing)
   millstream query explain  print the plan of a query as text proto
   millstream query test     run query test folders and compare outputs
@@ -81,6 +82,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return jobCmd(ctx, args[1:], stdout, stderr)
 	case "cluster":
 		return clusterCmd(ctx, args[1:], stdout, stderr)
+	case "deadletters":
+		return deadLettersCmd(ctx, args[1:], stdout, stderr)
 	case "device":
 		return deviceCmd(ctx, args[1:], stdout, stderr)
 	case "query":

@@ -407,6 +407,17 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 		errs = append(errs, validateCluster(g, c)...)
 	}
 	errs = append(errs, validateSecurity(g)...)
+	if d := g.DeadLetters; d != nil {
+		if d.MaxEntries > 1_000_000 {
+			errs = append(errs, fmt.Errorf("%w: dead_letters.max_entries must be at most 1,000,000", ErrInvalid))
+		}
+		if d.MaxBytes > 1<<30 {
+			errs = append(errs, fmt.Errorf("%w: dead_letters.max_bytes must be at most 1 GiB", ErrInvalid))
+		}
+		if strings.ContainsAny(d.Topic, "+#\x00") {
+			errs = append(errs, fmt.Errorf("%w: dead_letters.topic %q: a topic to publish to has no wildcards", ErrInvalid, d.Topic))
+		}
+	}
 	names := map[string]bool{}
 	for _, j := range g.Jobs {
 		if err := ValidateJob(j); err != nil {

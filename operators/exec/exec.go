@@ -80,9 +80,21 @@ type Options struct {
 type DeadLetter struct {
 	Input   string
 	Stage   string // empty when the input rejected it
+	Kind    string // one of the DeadLetter* kinds, for counting
 	Reason  string
 	Payload []byte
 }
+
+// Kinds of DeadLetter: a short fixed word per cause, so that counters
+// have a bounded set of labels (the Reason says the rest).
+const (
+	DeadLetterMalformed  = "malformed"        // not a JSON object
+	DeadLetterWrongType  = "wrong_type"       // a field of the wrong type for the input's schema
+	DeadLetterTimestamp  = "bad_timestamp"    // TIMESTAMP BY missing, not a time, or no arrival time
+	DeadLetterKey        = "bad_key"          // OVER / PARTITION BY key cannot be computed
+	DeadLetterExpression = "expression_error" // a clause failed on the row
+	DeadLetterReference  = "reference_row"    // a reference data row was refused
+)
 
 // DefaultLateArrival and the other defaults of Options.
 const (

@@ -97,7 +97,7 @@ func (in *inputOp) ingest(payload []byte, arrival int64, src int) {
 	in.ex.counters.EventsIn++
 	rec, err := in.dec.Decode(payload)
 	if err != nil {
-		in.ex.deadLetter(DeadLetter{Input: in.name, Reason: err.Error(), Payload: payload})
+		in.ex.deadLetter(DeadLetter{Input: in.name, Kind: DeadLetterMalformed, Reason: err.Error(), Payload: payload})
 		return
 	}
 	in.ingestRecord(rec, arrival, payload, src)
@@ -128,14 +128,14 @@ func (in *inputOp) eventTime(rec *value.Record, arrival int64) (int64, error) {
 func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte, src int) {
 	ex := in.ex
 	if err := in.schema.apply(rec); err != nil {
-		in.reject(rec, payload, err.Error())
+		in.reject(rec, payload, DeadLetterWrongType, err.Error())
 		return
 	}
 	var t int64
 	if in.tsEval != nil {
 		var err error
 		if t, err = in.eventTime(rec, arrival); err != nil {
-			in.reject(rec, payload, err.Error())
+			in.reject(rec, payload, DeadLetterTimestamp, err.Error())
 			return
 		}
 		if arrival != ArrivalIsEventTime {
@@ -154,14 +154,14 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 		}
 	} else {
 		if arrival == ArrivalIsEventTime {
-			in.reject(rec, payload, "the input has no TIMESTAMP BY and the event no arrival time")
+			in.reject(rec, payload, DeadLetterTimestamp, "the input has no TIMESTAMP BY and the event no arrival time")
 			return
 		}
 		t = arrival
 	}
 	tlID, err := in.timelineOf(rec)
 	if err != nil {
-		in.reject(rec, payload, err.Error())
+		in.reject(rec, payload, DeadLetterKey, err.Error())
 		return
 	}
 	tl := in.tls[tlID]
@@ -242,11 +242,11 @@ func (in *inputOp) oooTicks() int64 {
 	return in.ex.ooo
 }
 
-func (in *inputOp) reject(rec *value.Record, payload []byte, reason string) {
+func (in *inputOp) reject(rec *value.Record, payload []byte, kind, reason string) {
 	if payload == nil {
 		payload = value.AppendRecordJSON(nil, rec)
 	}
-	in.ex.deadLetter(DeadLetter{Input: in.name, Reason: reason, Payload: payload})
+	in.ex.deadLetter(DeadLetter{Input: in.name, Kind: kind, Reason: reason, Payload: payload})
 }
 
 func (in *inputOp) timelineOf(rec *value.Record) (int32, error) {

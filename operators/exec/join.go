@@ -50,7 +50,7 @@ func (ex *Executor) SetReference(name string, rows []*value.Record) error {
 	for _, r := range rows {
 		c := r.Clone()
 		if err := sc.apply(c); err != nil {
-			ex.deadLetter(DeadLetter{Input: name, Reason: "reference row: " + err.Error(), Payload: value.AppendRecordJSON(nil, r)})
+			ex.deadLetter(DeadLetter{Input: name, Kind: DeadLetterReference, Reason: "reference row: " + err.Error(), Payload: value.AppendRecordJSON(nil, r)})
 			continue
 		}
 		t.rows = append(t.rows, c)

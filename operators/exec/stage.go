@@ -200,7 +200,7 @@ func (ex *Executor) admit(stage string, ctx *expr.Ctx, an *analyticSet, where ex
 }
 
 func (ex *Executor) stageError(stage string, rec *value.Record, clause string, err error) {
-	ex.deadLetter(DeadLetter{Stage: stage, Reason: fmt.Sprintf("%s: %v", clause, err), Payload: value.AppendRecordJSON(nil, rec)})
+	ex.deadLetter(DeadLetter{Stage: stage, Kind: DeadLetterExpression, Reason: fmt.Sprintf("%s: %v", clause, err), Payload: value.AppendRecordJSON(nil, rec)})
 }
 
 // aggOp is a stage with GROUP BY and a window.

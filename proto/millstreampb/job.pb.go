@@ -774,7 +774,9 @@ type GatewayConfig struct {
 	// without TLS and authentication. Logged as a warning every minute.
 	// Same as "gateway --insecure". Default off: such a gateway refuses to
 	// start.
-	Insecure      bool `protobuf:"varint,16,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	Insecure bool `protobuf:"varint,16,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// Where refused messages and rows are kept (README, "Dead letters").
+	DeadLetters   *DeadLetters `protobuf:"bytes,17,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -921,6 +923,79 @@ func (x *GatewayConfig) GetInsecure() bool {
 	return false
 }
 
+func (x *GatewayConfig) GetDeadLetters() *DeadLetters {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+// DeadLetters bounds the dead-letter store and can route each dead letter
+// to an MQTT topic as well.
+type DeadLetters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Past either limit the oldest are removed (counted). Defaults: 10,000
+	// entries, 16 MiB. Each keeps at most the first 1 KiB of its payload.
+	MaxEntries uint32 `protobuf:"varint,1,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	MaxBytes   uint64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Also publish each dead letter as JSON to this topic (QoS 0) on the
+	// broker outputs publish to (upstream, else the embedded one).
+	Topic         string `protobuf:"bytes,3,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetters) Reset() {
+	*x = DeadLetters{}
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetters) ProtoMessage() {}
+
+func (x *DeadLetters) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetters.ProtoReflect.Descriptor instead.
+func (*DeadLetters) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeadLetters) GetMaxEntries() uint32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *DeadLetters) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *DeadLetters) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
 // ServerTLS is the certificate a listener presents and the CA its clients'
 // certificates are checked against.
 type ServerTLS struct {
@@ -939,7 +1014,7 @@ type ServerTLS struct {
 
 func (x *ServerTLS) Reset() {
 	*x = ServerTLS{}
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1026,7 @@ func (x *ServerTLS) String() string {
 func (*ServerTLS) ProtoMessage() {}
 
 func (x *ServerTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[10]
+	mi := &file_millstream_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1039,7 @@ func (x *ServerTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerTLS.ProtoReflect.Descriptor instead.
 func (*ServerTLS) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServerTLS) GetCertFile() string {
@@ -1012,7 +1087,7 @@ type Admin struct {
 
 func (x *Admin) Reset() {
 	*x = Admin{}
-	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1099,7 @@ func (x *Admin) String() string {
 func (*Admin) ProtoMessage() {}
 
 func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[11]
+	mi := &file_millstream_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1112,7 @@ func (x *Admin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admin.ProtoReflect.Descriptor instead.
 func (*Admin) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Admin) GetTls() *ServerTLS {
@@ -1097,7 +1172,7 @@ type MqttBroker struct {
 
 func (x *MqttBroker) Reset() {
 	*x = MqttBroker{}
-	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	mi := &file_millstream_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1184,7 @@ func (x *MqttBroker) String() string {
 func (*MqttBroker) ProtoMessage() {}
 
 func (x *MqttBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[12]
+	mi := &file_millstream_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1197,7 @@ func (x *MqttBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MqttBroker.ProtoReflect.Descriptor instead.
 func (*MqttBroker) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MqttBroker) GetTlsListen() string {
@@ -1235,7 +1310,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_millstream_v1_job_proto_msgTypes[13]
+	mi := &file_millstream_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1322,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[13]
+	mi := &file_millstream_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1335,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cluster) GetGossipListen() string {
@@ -1401,7 +1476,7 @@ type Durability struct {
 
 func (x *Durability) Reset() {
 	*x = Durability{}
-	mi := &file_millstream_v1_job_proto_msgTypes[14]
+	mi := &file_millstream_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1488,7 @@ func (x *Durability) String() string {
 func (*Durability) ProtoMessage() {}
 
 func (x *Durability) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[14]
+	mi := &file_millstream_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1501,7 @@ func (x *Durability) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Durability.ProtoReflect.Descriptor instead.
 func (*Durability) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Durability) GetDisabled() bool {
@@ -1486,7 +1561,7 @@ type ExternalBroker struct {
 
 func (x *ExternalBroker) Reset() {
 	*x = ExternalBroker{}
-	mi := &file_millstream_v1_job_proto_msgTypes[15]
+	mi := &file_millstream_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1573,7 @@ func (x *ExternalBroker) String() string {
 func (*ExternalBroker) ProtoMessage() {}
 
 func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[15]
+	mi := &file_millstream_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1586,7 @@ func (x *ExternalBroker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExternalBroker.ProtoReflect.Descriptor instead.
 func (*ExternalBroker) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExternalBroker) GetUrl() string {
@@ -1596,7 +1671,7 @@ type TLS struct {
 
 func (x *TLS) Reset() {
 	*x = TLS{}
-	mi := &file_millstream_v1_job_proto_msgTypes[16]
+	mi := &file_millstream_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1683,7 @@ func (x *TLS) String() string {
 func (*TLS) ProtoMessage() {}
 
 func (x *TLS) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_job_proto_msgTypes[16]
+	mi := &file_millstream_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1696,7 @@ func (x *TLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLS.ProtoReflect.Descriptor instead.
 func (*TLS) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TLS) GetCaFile() string {
@@ -1712,7 +1787,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x16out_of_order_tolerance\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x13outOfOrderTolerance\x12-\n" +
 	"\x13out_of_order_policy\x18\x03 \x01(\tR\x10outOfOrderPolicy\x12/\n" +
 	"\x13compatibility_level\x18\x04 \x01(\tR\x12compatibilityLevel\x12(\n" +
-	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\x92\x05\n" +
+	"\x10lower_case_names\x18\x05 \x01(\bR\x0elowerCaseNames\"\xd1\x05\n" +
 	"\rGatewayConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12\x1f\n" +
@@ -1737,7 +1812,13 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x04mqtt\x18\x0e \x01(\v2\x19.millstream.v1.MqttBrokerR\x04mqtt\x12\x1d\n" +
 	"\n" +
 	"data_roots\x18\x0f \x03(\tR\tdataRoots\x12\x1a\n" +
-	"\binsecure\x18\x10 \x01(\bR\binsecure\"\\\n" +
+	"\binsecure\x18\x10 \x01(\bR\binsecure\x12=\n" +
+	"\fdead_letters\x18\x11 \x01(\v2\x1a.millstream.v1.DeadLettersR\vdeadLetters\"a\n" +
+	"\vDeadLetters\x12\x1f\n" +
+	"\vmax_entries\x18\x01 \x01(\rR\n" +
+	"maxEntries\x12\x1b\n" +
+	"\tmax_bytes\x18\x02 \x01(\x04R\bmaxBytes\x12\x14\n" +
+	"\x05topic\x18\x03 \x01(\tR\x05topic\"\\\n" +
 	"\tServerTLS\x12\x1b\n" +
 	"\tcert_file\x18\x01 \x01(\tR\bcertFile\x12\x19\n" +
 	"\bkey_file\x18\x02 \x01(\tR\akeyFile\x12\x17\n" +
@@ -1815,7 +1896,7 @@ func file_millstream_v1_job_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_job_proto_rawDescData
 }
 
-var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_millstream_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_millstream_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                 // 0: millstream.v1.Job
 	(*JobInput)(nil),            // 1: millstream.v1.JobInput
@@ -1827,19 +1908,20 @@ var file_millstream_v1_job_proto_goTypes = []any{
 	(*LogSink)(nil),             // 7: millstream.v1.LogSink
 	(*EventPolicy)(nil),         // 8: millstream.v1.EventPolicy
 	(*GatewayConfig)(nil),       // 9: millstream.v1.GatewayConfig
-	(*ServerTLS)(nil),           // 10: millstream.v1.ServerTLS
-	(*Admin)(nil),               // 11: millstream.v1.Admin
-	(*MqttBroker)(nil),          // 12: millstream.v1.MqttBroker
-	(*Cluster)(nil),             // 13: millstream.v1.Cluster
-	(*Durability)(nil),          // 14: millstream.v1.Durability
-	(*ExternalBroker)(nil),      // 15: millstream.v1.ExternalBroker
-	(*TLS)(nil),                 // 16: millstream.v1.TLS
-	nil,                         // 17: millstream.v1.HttpSink.HeadersEntry
-	(*Plan)(nil),                // 18: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
+	(*DeadLetters)(nil),         // 10: millstream.v1.DeadLetters
+	(*ServerTLS)(nil),           // 11: millstream.v1.ServerTLS
+	(*Admin)(nil),               // 12: millstream.v1.Admin
+	(*MqttBroker)(nil),          // 13: millstream.v1.MqttBroker
+	(*Cluster)(nil),             // 14: millstream.v1.Cluster
+	(*Durability)(nil),          // 15: millstream.v1.Durability
+	(*ExternalBroker)(nil),      // 16: millstream.v1.ExternalBroker
+	(*TLS)(nil),                 // 17: millstream.v1.TLS
+	nil,                         // 18: millstream.v1.HttpSink.HeadersEntry
+	(*Plan)(nil),                // 19: millstream.v1.Plan
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
-	18, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
+	19, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
 	8,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
@@ -1848,37 +1930,38 @@ var file_millstream_v1_job_proto_depIdxs = []int32{
 	7,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
 	4,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
 	3,  // 8: millstream.v1.JobOutput.delivery:type_name -> millstream.v1.Delivery
-	19, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
-	19, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
-	19, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
-	19, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
-	17, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
-	19, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	19, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	20, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
+	20, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
+	20, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
+	20, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
+	18, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
+	20, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	20, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
 	0,  // 16: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	15, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
-	15, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
-	14, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
-	13, // 20: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
-	11, // 21: millstream.v1.GatewayConfig.admin:type_name -> millstream.v1.Admin
-	12, // 22: millstream.v1.GatewayConfig.mqtt:type_name -> millstream.v1.MqttBroker
-	10, // 23: millstream.v1.Admin.tls:type_name -> millstream.v1.ServerTLS
-	10, // 24: millstream.v1.MqttBroker.tls:type_name -> millstream.v1.ServerTLS
-	19, // 25: millstream.v1.MqttBroker.max_session_expiry:type_name -> google.protobuf.Duration
-	19, // 26: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
-	19, // 27: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
-	19, // 28: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
-	19, // 29: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
-	19, // 30: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
-	10, // 31: millstream.v1.Cluster.tls:type_name -> millstream.v1.ServerTLS
-	19, // 32: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
-	19, // 33: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
-	16, // 34: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	16, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	16, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	15, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
+	14, // 20: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
+	12, // 21: millstream.v1.GatewayConfig.admin:type_name -> millstream.v1.Admin
+	13, // 22: millstream.v1.GatewayConfig.mqtt:type_name -> millstream.v1.MqttBroker
+	10, // 23: millstream.v1.GatewayConfig.dead_letters:type_name -> millstream.v1.DeadLetters
+	11, // 24: millstream.v1.Admin.tls:type_name -> millstream.v1.ServerTLS
+	11, // 25: millstream.v1.MqttBroker.tls:type_name -> millstream.v1.ServerTLS
+	20, // 26: millstream.v1.MqttBroker.max_session_expiry:type_name -> google.protobuf.Duration
+	20, // 27: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
+	20, // 28: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
+	20, // 29: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
+	20, // 30: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
+	20, // 31: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
+	11, // 32: millstream.v1.Cluster.tls:type_name -> millstream.v1.ServerTLS
+	20, // 33: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
+	20, // 34: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
+	17, // 35: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }
@@ -1893,14 +1976,14 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Log)(nil),
 		(*JobOutput_Http)(nil),
 	}
-	file_millstream_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
+	file_millstream_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_job_proto_rawDesc), len(file_millstream_v1_job_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

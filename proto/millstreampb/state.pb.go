@@ -537,6 +537,131 @@ func (x *OutboxEntry) GetPartition() uint32 {
 	return 0
 }
 
+// DeadLetter is a message or row the gateway refused, kept with why.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Wall-clock Unix nanoseconds when it was refused.
+	Time int64 `protobuf:"varint,1,opt,name=time,proto3" json:"time,omitempty"`
+	// What refused it: the job (empty: the gateway itself) and its input or
+	// stage.
+	Job   string `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Input string `protobuf:"bytes,3,opt,name=input,proto3" json:"input,omitempty"`
+	Stage string `protobuf:"bytes,4,opt,name=stage,proto3" json:"stage,omitempty"`
+	// A short fixed word for counting (malformed, wrong_type, bad_timestamp,
+	// bad_key, expression_error, reference_row, oversized, poison) and the
+	// full reason.
+	Kind   string `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Where it came from: the MQTT topic or device, and the partition.
+	Source    string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	Partition uint32 `protobuf:"varint,8,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The first bytes of the payload, and its full size.
+	Payload       []byte `protobuf:"bytes,9,opt,name=payload,proto3" json:"payload,omitempty"`
+	PayloadBytes  uint32 `protobuf:"varint,10,opt,name=payload_bytes,json=payloadBytes,proto3" json:"payload_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_millstream_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeadLetter) GetTime() int64 {
+	if x != nil {
+		return x.Time
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetInput() string {
+	if x != nil {
+		return x.Input
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetPayloadBytes() uint32 {
+	if x != nil {
+		return x.PayloadBytes
+	}
+	return 0
+}
+
 var File_millstream_v1_state_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_state_proto_rawDesc = "" +
@@ -613,7 +738,20 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\benqueued\x18\x04 \x01(\x03R\benqueued\x12!\n" +
 	"\tpartition\x18\x05 \x01(\rH\x00R\tpartition\x88\x01\x01B\f\n" +
 	"\n" +
-	"_partitionBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"_partition\"\xff\x01\n" +
+	"\n" +
+	"DeadLetter\x12\x12\n" +
+	"\x04time\x18\x01 \x01(\x03R\x04time\x12\x10\n" +
+	"\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n" +
+	"\x05input\x18\x03 \x01(\tR\x05input\x12\x14\n" +
+	"\x05stage\x18\x04 \x01(\tR\x05stage\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12\x1c\n" +
+	"\tpartition\x18\b \x01(\rR\tpartition\x12\x18\n" +
+	"\apayload\x18\t \x01(\fR\apayload\x12#\n" +
+	"\rpayload_bytes\x18\n" +
+	" \x01(\rR\fpayloadBytesBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_state_proto_rawDescOnce sync.Once
@@ -627,30 +765,31 @@ func file_millstream_v1_state_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_state_proto_rawDescData
 }
 
-var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_millstream_v1_state_proto_goTypes = []any{
 	(*LogEntry)(nil),       // 0: millstream.v1.LogEntry
 	(*DeviceState)(nil),    // 1: millstream.v1.DeviceState
 	(*Checkpoint)(nil),     // 2: millstream.v1.Checkpoint
 	(*SafeCheckpoint)(nil), // 3: millstream.v1.SafeCheckpoint
 	(*OutboxEntry)(nil),    // 4: millstream.v1.OutboxEntry
-	nil,                    // 5: millstream.v1.DeviceState.SequencesEntry
-	nil,                    // 6: millstream.v1.DeviceState.SequenceWindowsEntry
-	nil,                    // 7: millstream.v1.Checkpoint.JobsEntry
-	nil,                    // 8: millstream.v1.Checkpoint.DesiredEntry
-	nil,                    // 9: millstream.v1.Checkpoint.ForwardedEntry
-	nil,                    // 10: millstream.v1.Checkpoint.ForwardedIndexEntry
-	nil,                    // 11: millstream.v1.Checkpoint.OriginsEntry
+	(*DeadLetter)(nil),     // 5: millstream.v1.DeadLetter
+	nil,                    // 6: millstream.v1.DeviceState.SequencesEntry
+	nil,                    // 7: millstream.v1.DeviceState.SequenceWindowsEntry
+	nil,                    // 8: millstream.v1.Checkpoint.JobsEntry
+	nil,                    // 9: millstream.v1.Checkpoint.DesiredEntry
+	nil,                    // 10: millstream.v1.Checkpoint.ForwardedEntry
+	nil,                    // 11: millstream.v1.Checkpoint.ForwardedIndexEntry
+	nil,                    // 12: millstream.v1.Checkpoint.OriginsEntry
 }
 var file_millstream_v1_state_proto_depIdxs = []int32{
-	5,  // 0: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
-	6,  // 1: millstream.v1.DeviceState.sequence_windows:type_name -> millstream.v1.DeviceState.SequenceWindowsEntry
-	7,  // 2: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
+	6,  // 0: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
+	7,  // 1: millstream.v1.DeviceState.sequence_windows:type_name -> millstream.v1.DeviceState.SequenceWindowsEntry
+	8,  // 2: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
 	1,  // 3: millstream.v1.Checkpoint.devices:type_name -> millstream.v1.DeviceState
-	8,  // 4: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
-	9,  // 5: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
-	10, // 6: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
-	11, // 7: millstream.v1.Checkpoint.origins:type_name -> millstream.v1.Checkpoint.OriginsEntry
+	9,  // 4: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
+	10, // 5: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
+	11, // 6: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
+	12, // 7: millstream.v1.Checkpoint.origins:type_name -> millstream.v1.Checkpoint.OriginsEntry
 	2,  // 8: millstream.v1.SafeCheckpoint.checkpoint:type_name -> millstream.v1.Checkpoint
 	9,  // [9:9] is the sub-list for method output_type
 	9,  // [9:9] is the sub-list for method input_type
@@ -671,7 +810,7 @@ func file_millstream_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_state_proto_rawDesc), len(file_millstream_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

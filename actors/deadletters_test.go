@@ -1,0 +1,52 @@
+package actors
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millstream/millstream/operators/exec"
+	"github.com/millstream/millstream/state"
+)
+
+// TestOversizedDeadLettered: a payload over MaxPayloadBytes is reported,
+// kept with its first bytes, its size and its source, and counted; one at
+// the limit is not.
+func TestOversizedDeadLettered(t *testing.T) {
+	dead := NewDeadLetters(nil, "", nil)
+	g := &Gateway{cfg: Config{MaxPayloadBytes: 100}, dead: dead}
+	require.False(t, g.Oversized("devices/a/messages/events", bytes.Repeat([]byte("x"), 100)))
+	require.True(t, g.Oversized("devices/a/messages/events", bytes.Repeat([]byte("x"), 5000)))
+	kept, err := dead.List(0, 10)
+	require.NoError(t, err)
+	require.Len(t, kept, 1)
+	require.Equal(t, DeadLetterOversized, kept[0].Kind)
+	require.Equal(t, "devices/a/messages/events", kept[0].Source)
+	require.Len(t, kept[0].Payload, state.MaxDeadLetterPayload)
+	require.Equal(t, uint32(5000), kept[0].PayloadBytes)
+	require.Contains(t, kept[0].Reason, "5000 bytes is over max_payload_bytes 100")
+	require.Equal(t, uint64(1), g.Stats().DeadLettered)
+	require.Equal(t, map[string]uint64{DeadLetterOversized: 1}, dead.Counts())
+}
+
+// TestMemoryDeadLettersBounded: without a store the newest
+// memoryDeadLetters are kept, listed newest first, page by page.
+func TestMemoryDeadLettersBounded(t *testing.T) {
+	dead := NewDeadLetters(nil, "", nil)
+	for i := 0; i < memoryDeadLetters+50; i++ {
+		dead.DeadLetter(Rejected{Job: "j", DeadLetter: deadLetterOf(i)})
+	}
+	all, err := dead.List(0, 5000)
+	require.NoError(t, err)
+	require.Len(t, all, memoryDeadLetters)
+	require.Equal(t, uint64(memoryDeadLetters+50), all[0].ID)
+	page, err := dead.List(all[9].ID, 10)
+	require.NoError(t, err)
+	require.Equal(t, all[10:20], page)
+	require.Equal(t, uint64(memoryDeadLetters+50), dead.Counts()["malformed"])
+}
+
+func deadLetterOf(i int) exec.DeadLetter {
+	return exec.DeadLetter{Kind: exec.DeadLetterMalformed, Reason: "not JSON", Payload: []byte{byte(i)}}
+}
