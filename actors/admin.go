@@ -50,6 +50,7 @@ type Admin struct {
 	reg     *prometheus.Registry
 	cluster ClusterAdmin
 	dead    *DeadLetters
+	checks  []readinessCheck
 }
 
 // ClusterAdmin is the cluster layer's share of the admin API: a job
@@ -108,17 +109,7 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if a.g.closed.Load() {
-			http.Error(w, "closing", http.StatusServiceUnavailable)
-			return
-		}
-		if !a.g.ready.Load() {
-			http.Error(w, "recovering state", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	mux.HandleFunc("GET /readyz", a.readyz)
 	return mux
 }
 

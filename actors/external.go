@@ -179,6 +179,12 @@ func (e *External) Publish(topic string, payload []byte, qos byte) error {
 	return tok.Error()
 }
 
+// Connected reports whether the connection to the broker is up.
+func (e *External) Connected() bool { return e.c.IsConnectionOpen() }
+
+// URL is the broker's address.
+func (e *External) URL() string { return e.url }
+
 // Received counts messages taken from the broker.
 func (e *External) Received() uint64 { return e.received.Load() }
 

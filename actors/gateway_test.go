@@ -233,16 +233,21 @@ outputs: [{name: Alerts, log: {prefix: A}}]
 
 	kept, err := dead.List(0, 10)
 	require.NoError(t, err)
-	require.Len(t, kept, 2)
+	require.Len(t, kept, 3)
 	kinds := map[string]string{}
 	for _, k := range kept {
+		if k.Kind == DeadLetterOversized {
+			require.Equal(t, "devices/d1/messages/events/", k.Source, "the gateway refused it, before any job")
+			require.Equal(t, uint32(2026), k.PayloadBytes)
+			continue
+		}
 		require.Equal(t, "alerts", k.Job)
 		require.Equal(t, "d1", k.Source)
 		kinds[k.Kind] = string(k.Payload)
 	}
 	require.Equal(t, map[string]string{exec.DeadLetterMalformed: `{"deviceId":"d1","temperature":`,
 		exec.DeadLetterExpression: `{"deviceId":"d1","temperature":"boiling"}`}, kinds)
-	require.Equal(t, map[string]uint64{exec.DeadLetterMalformed: 1, exec.DeadLetterExpression: 1}, dead.Counts())
+	require.Equal(t, map[string]uint64{exec.DeadLetterMalformed: 1, exec.DeadLetterExpression: 1, DeadLetterOversized: 1}, dead.Counts())
 	require.Equal(t, uint64(1), broker.Rejected())
 	require.Equal(t, uint64(1), broker.Unrouted())
 	logMu.Lock()

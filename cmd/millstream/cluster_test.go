@@ -960,11 +960,25 @@ func TestClusterStartsBeforeItsSeed(t *testing.T) {
 		require.Empty(t, p.Server, "partition %d served before the cluster was reached", p.Partition)
 	}
 	require.Contains(t, late.gw.Logs(), "no seed answered")
+	code, body := readyz(t, late.admin)
+	require.Equal(t, http.StatusServiceUnavailable, code, "a fenced gateway is not ready")
+	require.Contains(t, body, "cluster: fenced")
 	seed.gw.Start()
 	c.waitSettled(c.gws, 30*time.Second)
 	st, err = late.status(t)
 	require.NoError(t, err)
 	require.False(t, st.AwaitingSeed)
+	require.Eventually(t, func() bool { code, _ := readyz(t, late.admin); return code == http.StatusOK }, 10*time.Second, 50*time.Millisecond)
+}
+
+// readyz returns a gateway's /readyz status and body.
+func readyz(t *testing.T, admin string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/readyz")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // TestClusterJobsReachEveryGateway: a job deployed through one gateway's

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/millstream/millstream/actors"
@@ -25,13 +27,17 @@ type runningGateway struct {
 	g        *actors.Gateway
 	broker   *actors.Broker
 	external []*actors.External
-	outs     *actors.Outputs
-	dead     *actors.DeadLetters
-	store    *state.Store // nil with durability off
-	stateDir string
-	http     *http.Server
-	addr     string        // admin API address
-	node     *cluster.Node // nil: standalone
+	// inputBrokers: the external brokers read from (not upstream), for
+	// /readyz, which may ask while they are being connected.
+	extMu        sync.Mutex
+	inputBrokers []*actors.External
+	outs         *actors.Outputs
+	dead         *actors.DeadLetters
+	store        *state.Store // nil with durability off
+	stateDir     string
+	http         *http.Server
+	addr         string        // admin API address
+	node         *cluster.Node // nil: standalone
 }
 
 // startGateway starts a gateway, its embedded broker and the configured
@@ -141,9 +147,33 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 	if ln != nil {
 		admin := actors.NewAdmin(g, outs, rg.broker)
 		admin.SetDeadLetters(rg.dead)
-		if rg.node != nil {
-			admin.SetCluster(rg.node)
+		if node := rg.node; node != nil {
+			admin.SetCluster(node)
+			admin.AddReadiness("cluster", func() string {
+				if node.Fenced() {
+					return "fenced: this gateway does not hear from a majority of its cluster (or still waits for a seed), so it serves no partition"
+				}
+				return ""
+			})
 		}
+		// Input brokers are connected after the jobs are back; the check
+		// reads the list when asked.
+		admin.AddReadiness("input", func() string {
+			var down []string
+			connected := rg.inputs()
+			for _, e := range connected {
+				if !e.Connected() {
+					down = append(down, e.URL())
+				}
+			}
+			for _, b := range cfg.Brokers[len(connected):] {
+				down = append(down, b.Url)
+			}
+			if len(down) > 0 {
+				return "input broker unreachable: " + strings.Join(down, ", ")
+			}
+			return ""
+		})
 		rg.http = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = rg.http.Serve(ln) }()
 	}
@@ -210,8 +240,18 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 			return nil, err
 		}
 		rg.external = append(rg.external, e)
+		rg.extMu.Lock()
+		rg.inputBrokers = append(rg.inputBrokers, e)
+		rg.extMu.Unlock()
 	}
 	return rg, nil
+}
+
+// inputs returns the external brokers the gateway reads from.
+func (rg *runningGateway) inputs() []*actors.External {
+	rg.extMu.Lock()
+	defer rg.extMu.Unlock()
+	return slices.Clone(rg.inputBrokers)
 }
 
 func (rg *runningGateway) close(ctx context.Context) {

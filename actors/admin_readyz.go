@@ -1,0 +1,51 @@
+package actors
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// readinessCheck is one condition of /readyz: check returns why the
+// gateway is not ready, or "".
+type readinessCheck struct {
+	name  string
+	check func() string
+}
+
+// AddReadiness adds a condition to /readyz (before Handler), named so
+// that a caller can leave it out with ?exclude=NAME.
+func (a *Admin) AddReadiness(name string, check func() string) {
+	a.checks = append(a.checks, readinessCheck{name, check})
+}
+
+// readyz answers 200 "ready" when the gateway takes input and serves, and
+// 503 with every reason it does not otherwise: closing, recovering its
+// state, and each failing check (fenced from the cluster's majority, an
+// input broker unreachable, the disk policy refusing input). ?exclude=NAME
+// (repeatable) leaves a named check out, as Kubernetes' /readyz does.
+func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
+	var reasons []string
+	if a.g.closed.Load() {
+		reasons = append(reasons, "closing")
+	} else if !a.g.ready.Load() {
+		reasons = append(reasons, "recovering state (replaying the ingest log)")
+	}
+	exclude := r.URL.Query()["exclude"]
+	for _, c := range a.checks {
+		if slices.Contains(exclude, c.name) {
+			continue
+		}
+		if why := c.check(); why != "" {
+			reasons = append(reasons, c.name+": "+why)
+		}
+	}
+	if len(reasons) > 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %s\n", strings.Join(reasons, "; "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
