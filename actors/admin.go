@@ -72,7 +72,7 @@ func (a *Admin) SetCluster(c ClusterAdmin) { a.cluster = c }
 // NewAdmin builds the API for a gateway, its outputs and (optional) broker.
 func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, batchSeconds, logSyncSeconds, checkpointSeconds)
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds)
 	return a
 }
 

@@ -33,6 +33,9 @@ func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 		reasons = append(reasons, "recovering state (replaying the ingest log)")
 	}
 	exclude := r.URL.Query()["exclude"]
+	if why := a.g.DiskRefusal(); why != "" && !slices.Contains(exclude, "disk") {
+		reasons = append(reasons, "disk: refusing input: "+why)
+	}
 	for _, c := range a.checks {
 		if slices.Contains(exclude, c.name) {
 			continue

@@ -131,7 +131,7 @@ func (b *Broker) refusePublish(cl *mqtt.Client, id uint16, qos byte, err error) 
 	if cl.Properties.ProtocolVersion == 5 {
 		code := packets.ErrUnspecifiedError
 		switch {
-		case errors.Is(err, ErrOverQuota):
+		case errors.Is(err, ErrOverQuota), errors.Is(err, ErrDiskFull):
 			code = packets.ErrQuotaExceeded
 		case errors.Is(err, ErrNotReady), errors.Is(err, ErrClosed):
 			code = packets.ErrServerBusy

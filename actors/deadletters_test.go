@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"log/slog"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -49,4 +50,32 @@ func TestMemoryDeadLettersBounded(t *testing.T) {
 
 func deadLetterOf(i int) exec.DeadLetter {
 	return exec.DeadLetter{Kind: exec.DeadLetterMalformed, Reason: "not JSON", Payload: []byte{byte(i)}}
+}
+
+// TestDiskGuardHysteresis: the guard refuses once the free-space floor is
+// crossed, says why, and takes input again only with a margin.
+func TestDiskGuardHysteresis(t *testing.T) {
+	st, err := state.Open(t.TempDir(), state.Config{Partitions: 1})
+	require.NoError(t, err)
+	defer st.Close()
+	sp, err := st.DiskSpace()
+	require.NoError(t, err)
+	d := &diskGuard{store: st, floor: 1, logger: slog.New(slog.DiscardHandler)}
+	d.check()
+	require.NoError(t, d.admit())
+	d.floor = sp.FreeBytes + 1<<30
+	d.check()
+	require.ErrorIs(t, d.admit(), ErrDiskFull)
+	require.ErrorContains(t, d.admit(), "under the floor")
+	d.floor = sp.FreeBytes - sp.FreeBytes/50 // free is above the floor but within 10% of it
+	d.check()
+	require.ErrorIs(t, d.admit(), ErrDiskFull, "not yet back with a margin")
+	d.floor = 1
+	d.quota = sp.StoreBytes + 1<<30
+	d.check()
+	require.NoError(t, d.admit())
+	d.quota = 1
+	d.check()
+	require.ErrorContains(t, d.admit(), "over its quota")
+	require.Equal(t, uint64(4), d.refused.Load())
 }

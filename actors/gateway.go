@@ -84,6 +84,11 @@ type Config struct {
 	// starts without it (its windows and unreplayed events are lost,
 	// logged and counted) instead of stopping recovery with an error.
 	ResetDamaged bool
+	// Disk guard (durable mode): input is refused while the store takes
+	// more than MaxStoreBytes (0: no quota) or its file system has less
+	// than MinFreeBytes free (0: DefaultMinFreeBytes).
+	MaxStoreBytes uint64
+	MinFreeBytes  uint64
 }
 
 func (c *Config) ensureDefaults() {
@@ -158,6 +163,7 @@ type Gateway struct {
 
 	// Durable mode (durable.go).
 	store            *state.Store
+	disk             *diskGuard // nil: not durable
 	log              *logWriter
 	outbox           DurableSink
 	ready            atomic.Bool // recovered; Ingest accepts events
@@ -231,6 +237,17 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 		g.outbox, _ = sink.(DurableSink)
 		g.fwdLogged = make([]atomic.Uint64, cfg.Partitions)
 		g.log = newLogWriter(g)
+		floor := cfg.MinFreeBytes
+		if floor == 0 {
+			floor = DefaultMinFreeBytes
+		}
+		g.disk = &diskGuard{store: cfg.Store, quota: cfg.MaxStoreBytes, floor: floor, logger: cfg.Logger}
+		g.disk.check()
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.disk.run(g.stop)
+		}()
 	} else {
 		g.ready.Store(true)
 	}
@@ -467,6 +484,10 @@ func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitG
 			g.refused.Add(1)
 			return nil, err
 		}
+	}
+	if err := g.disk.admit(); err != nil {
+		g.refused.Add(1)
+		return nil, err
 	}
 	p := g.partitionOf(deviceID)
 	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now())}

@@ -61,6 +61,7 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 // partitions (S4).
 type Store struct {
 	db    *pebble.DB
+	dir   string
 	cfg   Config
 	write *pebble.WriteOptions
 	mu    sync.Mutex // guards next and cpPos
@@ -117,7 +118,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("state: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, cfg: cfg, write: pebble.Sync, next: make([]uint64, cfg.Partitions),
+	s := &Store{db: db, dir: dir, cfg: cfg, write: pebble.Sync, next: make([]uint64, cfg.Partitions),
 		cpPos: make([]uint64, cfg.Partitions), cpKnown: make([]bool, cfg.Partitions), outputs: map[string]*outputStats{}}
 	if cfg.NoSync {
 		s.write = pebble.NoSync

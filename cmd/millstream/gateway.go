@@ -86,6 +86,12 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		if d != nil {
 			gcfg.SyncInterval = d.SyncInterval.AsDuration()
 			gcfg.CheckpointInterval = d.CheckpointInterval.AsDuration()
+			gcfg.MaxStoreBytes = d.MaxStoreBytes
+			if d.MinFreeBytes != nil {
+				// An explicit 0 turns the floor off... as far as the guard
+				// goes: Pebble still ends the process on a full disk.
+				gcfg.MinFreeBytes = max(d.GetMinFreeBytes(), 1)
+			}
 		}
 		if d.GetNoSync() {
 			logger.Warn("durability.no_sync is on: acknowledged events can be lost in a crash or power loss")

@@ -180,7 +180,7 @@ func (g *Gateway) Start() {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + g.admin + "/readyz?exclude=cluster&exclude=input")
+		resp, err := http.Get("http://" + g.admin + "/readyz?exclude=cluster&exclude=input&exclude=disk")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -1470,8 +1470,17 @@ type Durability struct {
 	NoSync bool `protobuf:"varint,3,opt,name=no_sync,json=noSync,proto3" json:"no_sync,omitempty"`
 	// How often each partition writes a checkpoint (default 1s).
 	CheckpointInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=checkpoint_interval,json=checkpointInterval,proto3" json:"checkpoint_interval,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Disk guard: the gateway refuses new input (QoS 1 publishers are not
+	// acknowledged and resend later) while its store is larger than
+	// max_store_bytes (0: no quota) or its file system has less than
+	// min_free_bytes free (default 128 MiB), and takes input again below
+	// 95% of the quota and above 110% of the floor. Outputs keep
+	// delivering meanwhile, which frees space. Each output's outbox also
+	// has its own quota and policy (Delivery).
+	MaxStoreBytes uint64  `protobuf:"varint,5,opt,name=max_store_bytes,json=maxStoreBytes,proto3" json:"max_store_bytes,omitempty"`
+	MinFreeBytes  *uint64 `protobuf:"varint,6,opt,name=min_free_bytes,json=minFreeBytes,proto3,oneof" json:"min_free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Durability) Reset() {
@@ -1530,6 +1539,20 @@ func (x *Durability) GetCheckpointInterval() *durationpb.Duration {
 		return x.CheckpointInterval
 	}
 	return nil
+}
+
+func (x *Durability) GetMaxStoreBytes() uint64 {
+	if x != nil {
+		return x.MaxStoreBytes
+	}
+	return 0
+}
+
+func (x *Durability) GetMinFreeBytes() uint64 {
+	if x != nil && x.MinFreeBytes != nil {
+		return *x.MinFreeBytes
+	}
+	return 0
 }
 
 // ExternalBroker is an MQTT broker the gateway connects to as a client.
@@ -1858,13 +1881,16 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x0eminority_input\x18\x0e \x01(\tR\rminorityInput\x12*\n" +
 	"\x03tls\x18\x0f \x01(\v2\x18.millstream.v1.ServerTLSR\x03tls\x12&\n" +
 	"\x0fgossip_key_file\x18\x10 \x01(\tR\rgossipKeyFile\x12&\n" +
-	"\x0fgossip_old_keys\x18\x11 \x03(\tR\rgossipOldKeys\"\xcd\x01\n" +
+	"\x0fgossip_old_keys\x18\x11 \x03(\tR\rgossipOldKeys\"\xb3\x02\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12>\n" +
 	"\rsync_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fsyncInterval\x12\x17\n" +
 	"\ano_sync\x18\x03 \x01(\bR\x06noSync\x12J\n" +
-	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\"\xbf\x02\n" +
+	"\x13checkpoint_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x12checkpointInterval\x12&\n" +
+	"\x0fmax_store_bytes\x18\x05 \x01(\x04R\rmaxStoreBytes\x12)\n" +
+	"\x0emin_free_bytes\x18\x06 \x01(\x04H\x00R\fminFreeBytes\x88\x01\x01B\x11\n" +
+	"\x0f_min_free_bytes\"\xbf\x02\n" +
 	"\x0eExternalBroker\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1a\n" +
@@ -1976,6 +2002,7 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Log)(nil),
 		(*JobOutput_Http)(nil),
 	}
+	file_millstream_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
 	file_millstream_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
