@@ -70,7 +70,10 @@ jobs:
 	free := freeBytes(t, disk)
 	filler := filepath.Join(disk, "filler")
 	require.NoError(t, os.WriteFile(filler, make([]byte, free-8<<20), 0o644))
-	require.Eventually(t, func() bool { code, body := readyz(t, admin); return code == 503 && strings.Contains(body, "disk: refusing input") }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		code, body := readyz(t, admin)
+		return code == 503 && strings.Contains(body, "disk: refusing input")
+	}, 10*time.Second, 20*time.Millisecond)
 	fillerWritten.Store(true) // the guard measures twice a second: publish once it has
 	if !assertEventually(func() bool { return metric(t, admin, "millstream_disk_guard_refused_events_total") >= 2 }, 20*time.Second) {
 		select {
