@@ -48,8 +48,8 @@ const (
 //     WWW-Authenticate; a role that does not allow the method, 403.
 //   - A request that changes something (any method but GET, HEAD and
 //     OPTIONS) must not carry a body type a browser sends across origins
-//     without asking (text/plain, forms), and a POST must name its type:
-//     415. So no "simple" cross-origin request can deploy a job.
+//     without asking (text/plain, forms), and a POST with a body must name
+//     its type: 415. So no "simple" cross-origin request can deploy a job.
 //
 // Each refusal is counted in millstream_admin_refused_total{reason} and
 // logged, at most once every 5 s.
@@ -305,11 +305,12 @@ func changes(method string) bool {
 }
 
 // bodyTypeOK refuses the body types a browser sends across origins
-// without a preflight; a POST (a simple method) must also name one.
+// without a preflight; a POST (a simple method) with a body must also
+// name one (a body-less POST, such as cluster forget, carries no job).
 func bodyTypeOK(r *http.Request) bool {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		return r.Method != http.MethodPost
+		return r.Method != http.MethodPost || r.ContentLength == 0
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {

@@ -239,6 +239,8 @@ func TestAttackCrossOriginAndRebinding(t *testing.T) {
 	require.Equal(t, 403, code)
 	require.Equal(t, []string{"own"}, g.jobNames())
 
+	code, _ = call(t, c, "POST", g.base+"/v1/cluster/forget/gw9", "")
+	require.Equal(t, 404, code, "a body-less POST needs no type (cluster forget); this gateway is not clustered")
 	code, _ = call(t, c, "GET", g.base+"/debug/pprof/", "")
 	require.Equal(t, 404, code)
 	pp := startAttackGateway(t, t.TempDir(), "admin: {pprof: true}\n")

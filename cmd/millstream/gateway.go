@@ -289,6 +289,9 @@ func adminSecurity(cfg *pb.GatewayConfig, logger *slog.Logger) (actors.AdminSecu
 	a := cfg.Admin
 	sec := actors.AdminSecurity{TokensFile: a.GetTokensFile(), Origins: a.GetAllowedOrigins(), Pprof: a.GetPprof(),
 		Hosts: []string{cfg.Name}}
+	if h, _, err := net.SplitHostPort(cfg.HttpListen); err == nil && h != "" {
+		sec.Hosts = append(sec.Hosts, h)
+	}
 	if h, err := os.Hostname(); err == nil {
 		short, _, _ := strings.Cut(h, ".")
 		sec.Hosts = append(sec.Hosts, h, short)
