@@ -74,7 +74,7 @@ func (a *Admin) SetCluster(c ClusterAdmin) { a.cluster = c }
 func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry(),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millstream_admin_refused_total",
-			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake, server_error."},
+			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake (no client certificate of the CA, plain HTTP, old TLS)."},
 			[]string{"reason"})}
 	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, batchSeconds, logSyncSeconds, checkpointSeconds, a.refused)
 	// Without Secure: no authentication, but the Host, Origin and body

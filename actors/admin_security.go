@@ -3,7 +3,6 @@ package actors
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -216,15 +215,16 @@ func (g *adminGuard) authOn() bool { return g.sec.TokensFile != "" || g.sec.Clie
 // principal is who made a request.
 type principal struct{ name, role, via string }
 
-type principalKey struct{}
-
 // authenticate finds the caller: a bearer token if one is sent (it must
 // be valid), else a verified client certificate.
 func (g *adminGuard) authenticate(r *http.Request) (principal, string) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, _ := strings.Cut(h, " ")
-		if !strings.EqualFold(scheme, "Bearer") || g.sec.TokensFile == "" {
+		if !strings.EqualFold(scheme, "Bearer") {
 			return principal{}, "unsupported Authorization scheme (send Authorization: Bearer <token>)"
+		}
+		if g.sec.TokensFile == "" {
+			return principal{}, "this gateway takes no bearer tokens (no admin.tokens_file): use a client certificate"
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		var found *AdminToken
@@ -386,7 +386,7 @@ func (g *adminGuard) wrap(next http.Handler) http.Handler {
 		if changes(r.Method) {
 			g.logger.Info("admin API change", "method", r.Method, "path", r.URL.Path, "by", p.name, "via", p.via, "remote", r.RemoteAddr)
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -416,12 +416,12 @@ type errorLog struct{ g *adminGuard }
 
 func (e errorLog) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
-	reason := "server_error"
-	if strings.Contains(msg, "TLS handshake error") {
-		reason = "tls_handshake"
+	if !strings.Contains(msg, "TLS handshake error") {
+		e.g.warn("admin API server error", "detail", msg)
+		return len(p), nil
 	}
-	e.g.refused.WithLabelValues(reason).Inc()
-	e.g.warn("admin API connection refused", "reason", reason, "detail", msg)
+	e.g.refused.WithLabelValues("tls_handshake").Inc()
+	e.g.warn("admin API connection refused", "reason", "tls_handshake", "detail", msg)
 	return len(p), nil
 }
 
