@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/value"
@@ -39,10 +40,11 @@ import (
 //	GET    /v1/cluster           members, each partition's owner, replicas, server, epoch, replication lag
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
-//	GET    /debug/pprof/...      Go profiles (the admin address is loopback by default)
+//	GET    /debug/pprof/...      Go profiles (only with AdminSecurity.Pprof)
 //
 // Deploying applies the job without restarting the gateway; other jobs are
-// undisturbed.
+// undisturbed. Who may call what is AdminSecurity's (Secure); job
+// definitions come back with their HTTP output header values redacted.
 type Admin struct {
 	g       *Gateway
 	outs    *Outputs
@@ -51,6 +53,8 @@ type Admin struct {
 	cluster ClusterAdmin
 	dead    *DeadLetters
 	checks  []readinessCheck
+	guard   *adminGuard
+	refused *prometheus.CounterVec
 }
 
 // ClusterAdmin is the cluster layer's share of the admin API: a job
@@ -71,9 +75,26 @@ func (a *Admin) SetCluster(c ClusterAdmin) { a.cluster = c }
 
 // NewAdmin builds the API for a gateway, its outputs and (optional) broker.
 func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
-	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds)
+	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry(),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millstream_admin_refused_total",
+			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake (no client certificate of the CA, plain HTTP, old TLS)."},
+			[]string{"reason"})}
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds, a.refused)
+	// Without Secure: no authentication, but the Host, Origin and body
+	// type checks hold, and no profiles.
+	a.guard, _ = newAdminGuard(AdminSecurity{}, g.cfg.Logger, a.refused)
 	return a
+}
+
+// Secure sets who may call the API (before Handler). It reads the tokens
+// file.
+func (a *Admin) Secure(sec AdminSecurity) error {
+	guard, err := newAdminGuard(sec, a.g.cfg.Logger, a.refused)
+	if err != nil {
+		return err
+	}
+	a.guard = guard
+	return nil
 }
 
 // Handler returns the HTTP handler.
@@ -105,12 +126,14 @@ func (a *Admin) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, a.cluster.Status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
+	if a.guard.sec.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", a.readyz)
-	return mux
+	return a.guard.wrap(mux)
 }
 
 type apiError struct {
@@ -161,6 +184,9 @@ func (a *Admin) deployJob(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 		return
 	}
+	// Configure checks files and secrets before it changes anything, so
+	// a refused job leaves the running one, its outputs and files as
+	// they were.
 	if err := a.outs.Configure(job); err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 		return
@@ -189,7 +215,7 @@ func (a *Admin) getJob(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 		return
 	}
-	raw, _ := protojson.Marshal(job)
+	raw, _ := protojson.Marshal(redactJob(job))
 	writeJSON(w, http.StatusOK, map[string]any{"job": json.RawMessage(raw), "counters": counters[job.Name]})
 }
 
@@ -379,10 +405,36 @@ func (a *Admin) getDevice(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// redactJob is a copy of job with its secrets hidden (RedactHeaders).
+func redactJob(job *pb.Job) *pb.Job {
+	c := proto.Clone(job).(*pb.Job)
+	for _, o := range c.Outputs {
+		if h := o.GetHttp(); h != nil {
+			h.Headers = RedactHeaders(h.Headers)
+		}
+	}
+	return c
+}
+
+// validDeviceID refuses a device id (URL-decoded already) that would
+// leave devices/{id}/twin/desired: a topic level separator or wildcard
+// would publish to other devices' topics.
+func validDeviceID(id string) error {
+	if id == "" || strings.ContainsAny(id, "/+#\x00") {
+		return fmt.Errorf("%w: device id %q: it must be non-empty and hold no '/', '+', '#' or NUL", ErrBadRequest, id)
+	}
+	return nil
+}
+
 func (a *Admin) setDesired(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 256<<10))
+	id := r.PathValue("id")
+	err := validDeviceID(id)
+	var body []byte
 	if err == nil {
-		err = a.g.SetDesired(r.Context(), r.PathValue("id"), body)
+		body, err = io.ReadAll(io.LimitReader(r.Body, 256<<10))
+	}
+	if err == nil {
+		err = a.g.SetDesired(r.Context(), id, body)
 	}
 	switch {
 	case errors.Is(err, ErrBadRequest):

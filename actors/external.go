@@ -68,8 +68,14 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 		id = fmt.Sprintf("millstream-%d", time.Now().UnixNano())
 	}
 	opts.SetClientID(id)
+	password, err := brokerPassword(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Username != "" {
-		opts.SetUsername(cfg.Username).SetPassword(cfg.Password)
+		opts.SetUsername(cfg.Username).SetPassword(password)
+	} else if password != "" {
+		return nil, fmt.Errorf("actors: broker %s: a password needs a username", cfg.Url)
 	}
 	if t := cfg.Tls; t != nil {
 		tc, err := tlsConfig(t)
@@ -301,4 +307,34 @@ func probeTLS(rawURL string, tc *tls.Config) error {
 		return fmt.Errorf("actors: TLS with %s: %w", u.Host, err)
 	}
 	return nil
+}
+
+// brokerPassword is the password of an external broker: inline, or read
+// from password_file or password_env when the gateway starts. At most
+// one may be set. The value is never logged.
+func brokerPassword(cfg *pb.ExternalBroker) (string, error) {
+	set := 0
+	for _, v := range []string{cfg.Password, cfg.PasswordFile, cfg.PasswordEnv} {
+		if v != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		return "", fmt.Errorf("actors: broker %s: give one of password, password_file and password_env", cfg.Url)
+	}
+	switch {
+	case cfg.PasswordFile != "":
+		p, err := readSecretFile(cfg.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("actors: broker %s: password_file: %w", cfg.Url, err)
+		}
+		return p, nil
+	case cfg.PasswordEnv != "":
+		p, ok := os.LookupEnv(cfg.PasswordEnv)
+		if !ok || p == "" {
+			return "", fmt.Errorf("actors: broker %s: password_env: the environment variable %s is not set", cfg.Url, cfg.PasswordEnv)
+		}
+		return p, nil
+	}
+	return cfg.Password, nil
 }

@@ -80,6 +80,9 @@ type Config struct {
 	// partitions serve nothing until Serve. A standalone gateway serves
 	// every partition.
 	Clustered bool
+	// DataRoots confine the reference files jobs read (nil: anywhere; the
+	// gateway command always sets them).
+	DataRoots *DataRoots
 	// ResetDamaged: a partition whose checkpoint or log cannot be read
 	// starts without it (its windows and unreplayed events are lost,
 	// logged and counted) instead of stopping recovery with an error.
@@ -287,7 +290,7 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job))}
 	for _, in := range job.Inputs {
 		if in.ReferenceFile != "" {
-			rows, err := readReference(in.ReferenceFile)
+			rows, err := readReference(g.cfg.DataRoots, in.ReferenceFile)
 			if err != nil {
 				return fmt.Errorf("actors: job %q reference %q: %w", job.Name, in.Name, err)
 			}

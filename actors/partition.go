@@ -532,8 +532,15 @@ func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, err
 	return ex, nil
 }
 
-func readReference(path string) ([]*value.Record, error) {
-	data, err := os.ReadFile(path)
+// readReference reads a reference file, which must lie under the data
+// roots (read through its resolved path, so a link changed since the
+// check does not lead out).
+func readReference(roots *DataRoots, path string) ([]*value.Record, error) {
+	p, err := roots.ReferenceFile(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}

@@ -3,14 +3,18 @@ package actors
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
@@ -33,6 +37,7 @@ type Outputs struct {
 	pub   Publisher
 	log   io.Writer
 	logMu sync.Mutex
+	roots *DataRoots // nil: files anywhere (tests, embedding)
 
 	// Durable mode (outbox.go).
 	store    *state.Store
@@ -77,11 +82,75 @@ func (o *Outputs) SetPublisher(pub Publisher) {
 	o.pub = pub
 }
 
-// Configure (re)creates the sinks of a job.
+// SetDataRoots confines the job's files (file outputs, reference files,
+// "file:" header values) to roots (before the first Configure). Nil:
+// unconfined, for tests and embedding; the gateway command always sets it.
+func (o *Outputs) SetDataRoots(roots *DataRoots) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.roots = roots
+}
+
+// preparedOutput is what Configure needs of an output once its paths
+// are confined and its secrets read.
+type preparedOutput struct {
+	path string       // file output: the resolved path
+	http *pb.HttpSink // HTTP output: a copy with the header values read
+}
+
+// prepareJob checks every file and secret reference of a job before any
+// sink changes, so a refused job leaves the running one as it was.
+func prepareJob(roots *DataRoots, job *pb.Job) ([]preparedOutput, error) {
+	var errs []error
+	for _, in := range job.Inputs {
+		if in.ReferenceFile == "" {
+			continue
+		}
+		if _, err := roots.ReferenceFile(in.ReferenceFile); err != nil {
+			errs = append(errs, fmt.Errorf("actors: job %q input %q: reference_file: %w", job.Name, in.Name, err))
+		}
+	}
+	prep := make([]preparedOutput, len(job.Outputs))
+	for i, out := range job.Outputs {
+		switch s := out.Sink.(type) {
+		case *pb.JobOutput_File:
+			p, err := roots.OutputFile(s.File.Path)
+			if err == nil {
+				err = checkOwned(p)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err))
+			}
+			prep[i].path = p
+		case *pb.JobOutput_Http:
+			if s.Http.Url == "" {
+				errs = append(errs, fmt.Errorf("actors: job %q output %q: http sink needs a url", job.Name, out.Name))
+				continue
+			}
+			h, err := resolveHeaders(roots, s.Http.Headers)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err))
+				continue
+			}
+			c := proto.Clone(s.Http).(*pb.HttpSink)
+			c.Headers = h
+			prep[i].http = c
+		}
+	}
+	return prep, errors.Join(errs...)
+}
+
+// Configure (re)creates the sinks of a job. Its files must lie under the
+// data roots and its header references must resolve; a job that fails
+// those checks changes nothing.
 func (o *Outputs) Configure(job *pb.Job) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, out := range job.Outputs {
+	prep, err := prepareJob(o.roots, job)
+	if err != nil {
+		return err
+	}
+	for i, out := range job.Outputs {
 		key := strings.ToLower(job.Name + "/" + out.Name)
 		if old := o.sinks[key]; old != nil {
 			_ = old.close()
@@ -94,7 +163,8 @@ func (o *Outputs) Configure(job *pb.Job) error {
 			}
 			o.sinks[key] = &mqttSink{pub: o.pub, topic: topic, qos: byte(s.Mqtt.Qos)}
 		case *pb.JobOutput_File:
-			fs, err := newFileSink(s.File.Path, s.File.MaxBytes)
+			delete(o.sinks, key)
+			fs, err := newFileSink(prep[i].path, s.File.MaxBytes)
 			if err != nil {
 				return fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err)
 			}
@@ -105,13 +175,10 @@ func (o *Outputs) Configure(job *pb.Job) error {
 			}
 			o.sinks[key] = fs
 		case *pb.JobOutput_Http:
-			if s.Http.Url == "" {
-				return fmt.Errorf("actors: job %q output %q: http sink needs a url", job.Name, out.Name)
-			}
 			if o.store != nil {
-				o.sinks[key] = newHTTPPoster(s.Http)
+				o.sinks[key] = newHTTPPoster(prep[i].http)
 			} else {
-				o.sinks[key] = newHTTPSink(s.Http)
+				o.sinks[key] = newHTTPSink(prep[i].http)
 			}
 		case *pb.JobOutput_Log:
 			prefix := s.Log.Prefix
@@ -275,10 +342,14 @@ func (s *mqttSink) write(job, output string, ts int64, rec *value.Record) error 
 
 func (s *mqttSink) close() error { return nil }
 
-// fileSink appends JSON lines and rotates to path.1 at maxBytes.
+// fileSink appends JSON lines and rotates to path.1 at maxBytes. It only
+// ever appends to, truncates or renames files it created itself: each one
+// is recorded, by device and inode, in a hidden record next to it
+// (.<name>.millstream) before it appears under its name, so a file that
+// was there before, or that somebody else put there, is never touched.
 type fileSink struct {
 	mu       sync.Mutex
-	path     string
+	path     string // resolved (DataRoots.OutputFile)
 	maxBytes int64
 	f        *os.File
 	w        *bufio.Writer
@@ -287,6 +358,7 @@ type fileSink struct {
 	recent   map[string]bool // durable mode: ids already in the file (resends after a crash)
 	cut      int64           // bytes of a partial last row cut off when opened
 	logger   *slog.Logger    // nil: slog.Default()
+	noRotate bool            // a foreign path.1 blocks rotation (warned once)
 }
 
 func newFileSink(path string, maxBytes int64) (*fileSink, error) {
@@ -294,25 +366,277 @@ func newFileSink(path string, maxBytes int64) (*fileSink, error) {
 		maxBytes = 64 << 20
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("file output %s: %w", path, err)
 	}
 	s := &fileSink{path: path, maxBytes: maxBytes}
 	return s, s.open()
 }
 
-// open opens the file for appending. A last line without its newline is
-// part of a row written when the process died: it is cut off, so the file
-// stays one JSON row per line and the row's id is not taken as delivered
-// (durable outputs write the row again from the outbox).
-func (s *fileSink) open() error {
-	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
+// errForeignFile is returned for a file a file output did not create.
+var errForeignFile = errors.New("exists and was not created by this gateway's file output; it is never appended to, truncated or rotated (move it away or choose another path)")
+
+// ownRecord is the record of the files a file output created at path.
+func ownRecord(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+ownRecordExt)
+}
+
+const (
+	ownRecordExt    = ".millstream"
+	ownRecordHeader = "# millstream file output: the files it created here (device inode); do not edit"
+)
+
+// readOwned reads the identities a file output recorded for path; none
+// when there is no record. A record that is not one (say, a file
+// output's JSON rows written under that name) owns nothing and is an
+// error, so it can neither be forged nor overwritten.
+func readOwned(path string) (map[fileID]bool, error) {
+	own := map[fileID]bool{}
+	data, err := os.ReadFile(ownRecord(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return own, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if lines[0] != ownRecordHeader {
+		return nil, fmt.Errorf("%s is not a millstream file output record", ownRecord(path))
+	}
+	for _, l := range lines[1:] {
+		var id fileID
+		if _, err := fmt.Sscanf(l, "%d %d", &id.dev, &id.ino); err != nil {
+			return nil, fmt.Errorf("%s: line %q: %w", ownRecord(path), l, err)
+		}
+		own[id] = true
+	}
+	return own, nil
+}
+
+// writeOwned replaces the record with the given identities (synced, then
+// renamed into place, so a crash leaves the old record or the new one).
+func writeOwned(path string, ids []fileID) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+ownRecordExt+"-*")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(tmp.Name()) // gone after the rename
+	var b strings.Builder
+	b.WriteString(ownRecordHeader + "\n")
+	for _, id := range ids {
+		fmt.Fprintf(&b, "%d %d\n", id.dev, id.ino)
+	}
+	_, err = tmp.WriteString(b.String())
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), ownRecord(path))
+	}
+	return err
+}
+
+// ownership says whether the file at p exists and whether this output
+// created it. A symbolic link or anything but a regular file is never
+// ours.
+func ownership(p string, own map[fileID]bool) (exists, ours bool, id fileID, err error) {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, false, id, nil
+	}
+	if err != nil {
+		return false, false, id, err
+	}
+	if !fi.Mode().IsRegular() {
+		return true, false, id, nil
+	}
+	id, ok := identity(fi)
+	if ok && own[id] {
+		return true, true, id, nil
+	}
+	return true, ok && isOutputFile(p), id, nil
+}
+
+// isOutputFile reports whether a file holds nothing but file output rows
+// (each line starts {"_id":"<16 hex digits>"; the last may be cut short):
+// one written by a file output before outputs kept records, taken as its
+// own. An empty file is not: anybody could have made it.
+func isOutputFile(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 64<<10)
+	rows := 0
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A long row: its start is what counts; skip the rest.
+			if !isRowStart(line, true) {
+				return false
+			}
+			for err == bufio.ErrBufferFull {
+				_, err = r.ReadSlice('\n')
+			}
+			rows++
+			continue
+		}
+		if len(line) > 0 && !isRowStart(line, err != nil) {
+			return false
+		}
+		if err != nil {
+			return err == io.EOF && rows+len(line) > 0
+		}
+		rows++
+	}
+}
+
+// isRowStart reports whether line starts like a file output row; a
+// partial line (the process died while writing it) may end early.
+func isRowStart(line []byte, partial bool) bool {
+	const prefix = `{"_id":"`
+	n := len(prefix) + 16 + 1
+	if len(line) < n {
+		if !partial {
+			return false
+		}
+		n = len(line)
+	}
+	for i := 0; i < n; i++ {
+		c := line[i]
+		switch {
+		case i < len(prefix):
+			if c != prefix[i] {
+				return false
+			}
+		case i < len(prefix)+16:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		default:
+			if c != '"' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkOwned refuses a file output path (and its rotated path.1) that
+// exists but was not created by a file output.
+func checkOwned(path string) error {
+	if strings.HasSuffix(filepath.Base(path), ownRecordExt) {
+		return fmt.Errorf("file output %s: names ending in %s are reserved for millstream's records", path, ownRecordExt)
+	}
+	own, err := readOwned(path)
+	if err != nil {
+		return fmt.Errorf("file output %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + ".1"} {
+		exists, ours, _, err := ownership(p, own)
+		if err != nil {
+			return fmt.Errorf("file output %s: %w", path, err)
+		}
+		if exists && !ours {
+			return fmt.Errorf("file output: %s %w", p, errForeignFile)
+		}
+	}
+	return nil
+}
+
+// create makes a new, empty file at s.path. It is created under a
+// temporary name and recorded first, then linked into place (which fails
+// if anything appeared there meanwhile): after a crash at any point, a
+// file at s.path is one the record names.
+func (s *fileSink) create(own map[fileID]bool) error {
+	dir, base := filepath.Dir(s.path), filepath.Base(s.path)
+	tmp, err := os.CreateTemp(dir, "."+base+".new-*")
+	if err != nil {
+		return err
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName)
+	fi, err := tmp.Stat()
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	// Without an identity (off Unix) nothing is recorded, and the file is
+	// known by its content only (isOutputFile).
+	if id, ok := identity(fi); ok {
+		if err := s.record(own, id); err != nil {
+			return err
+		}
+	}
+	if err := os.Link(tmpName, s.path); err != nil {
+		return fmt.Errorf("create %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// record writes the record of the file at s.path (id), keeping the
+// rotated file's identity: that one is ours to replace next time.
+func (s *fileSink) record(own map[fileID]bool, id fileID) error {
+	ids := []fileID{id}
+	if _, ours, old, err := ownership(s.path+".1", own); err == nil && ours {
+		ids = append(ids, old)
+	}
+	if err := writeOwned(s.path, ids); err != nil {
+		return fmt.Errorf("record of %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// open opens the file for appending, creating it when absent. A last line
+// without its newline is part of a row written when the process died: it
+// is cut off, so the file stays one JSON row per line and the row's id is
+// not taken as delivered (durable outputs write the row again from the
+// outbox).
+func (s *fileSink) open() error {
+	own, err := readOwned(s.path)
+	if err != nil {
+		return fmt.Errorf("file output %s: %w", s.path, err)
+	}
+	exists, ours, id, err := ownership(s.path, own)
+	switch {
+	case err != nil:
+		return fmt.Errorf("file output %s: %w", s.path, err)
+	case exists && !ours:
+		return fmt.Errorf("file output: %s %w", s.path, errForeignFile)
+	case !exists:
+		if err := s.create(own); err != nil {
+			return fmt.Errorf("file output %s: %w", s.path, err)
+		}
+	case !own[id] && id != (fileID{}):
+		// Written by a file output before outputs kept records: recorded
+		// now, so it is not read through each time.
+		if err := s.record(own, id); err != nil {
+			return fmt.Errorf("file output %s: %w", s.path, err)
+		}
+		s.log().Info("file output: existing file of file output rows taken over", "path", s.path)
+	}
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("file output %s: %w", s.path, err)
+	}
 	st, err := f.Stat()
+	if err == nil && exists {
+		// The file checked is the one opened, not one swapped in since.
+		if got, ok := identity(st); ok && got != id {
+			err = fmt.Errorf("%s %w", s.path, errForeignFile)
+		}
+	}
 	if err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("file output %s: %w", s.path, err)
 	}
 	size := st.Size()
 	whole, err := completeLines(f, size)
@@ -368,7 +692,23 @@ func (s *fileSink) appendLine(line []byte) error {
 	return err
 }
 
+// rotate renames the file to path.1, replacing the previous path.1 only
+// if this output created it; a foreign path.1 stops rotation (warned
+// once) and the file grows past max_bytes instead.
 func (s *fileSink) rotate() error {
+	if s.noRotate {
+		return nil
+	}
+	own, err := readOwned(s.path)
+	if err != nil {
+		return fmt.Errorf("file output %s: %w", s.path, err)
+	}
+	if exists, ours, _, err := ownership(s.path+".1", own); err != nil || (exists && !ours) {
+		s.noRotate = true
+		s.log().Warn("file output not rotated: the rotated file's name is taken by a file it did not create; the file grows past max_bytes",
+			"path", s.path, "rotated", s.path+".1", "error", err)
+		return nil
+	}
 	if err := s.w.Flush(); err != nil {
 		return err
 	}
@@ -393,4 +733,125 @@ func (s *fileSink) close() error {
 	}
 	s.f = nil
 	return err
+}
+
+// DataRoots are the directories a job's files must lie in: file outputs,
+// reference files and "file:" header values. A path is resolved before it
+// is checked (made absolute, cleaned, and the symbolic links of its
+// existing part followed), so neither ".." nor a link leads out. Files the
+// gateway's own configuration names are allowed as well, exactly: the
+// operator who wrote them could as well have listed their directories.
+// A nil *DataRoots allows everything (tests, embedding).
+type DataRoots struct {
+	dirs  []string        // resolved
+	exact map[string]bool // resolved files allowed outside dirs
+}
+
+// NewDataRoots resolves dirs (relative ones against the working
+// directory) and the extra files allowed outside them.
+func NewDataRoots(dirs, files []string) (*DataRoots, error) {
+	r := &DataRoots{exact: map[string]bool{}}
+	for _, d := range dirs {
+		if d == "" {
+			return nil, errors.New("data_roots: an empty directory name")
+		}
+		p, err := resolvePath(d)
+		if err != nil {
+			return nil, fmt.Errorf("data_roots: %s: %w", d, err)
+		}
+		r.dirs = append(r.dirs, p)
+	}
+	for _, f := range files {
+		p, err := resolvePath(f)
+		if err != nil {
+			return nil, fmt.Errorf("data_roots: %s: %w", f, err)
+		}
+		r.exact[p] = true
+	}
+	return r, nil
+}
+
+// Dirs are the resolved root directories.
+func (r *DataRoots) Dirs() []string { return slices.Clone(r.dirs) }
+
+// resolvePath makes p absolute and follows the symbolic links of its
+// longest existing prefix; the rest, which does not exist yet, is kept as
+// it is (Abs has cleaned it, so it holds no "..").
+func resolvePath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for cur := abs; ; {
+		real, err := filepath.EvalSymlinks(cur)
+		if err == nil {
+			return filepath.Join(real, rest), nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// allows reports whether the resolved path p is strictly inside a root or
+// one of the exact files.
+func (r *DataRoots) allows(p string) bool {
+	if r.exact[p] {
+		return true
+	}
+	for _, d := range r.dirs {
+		rel, err := filepath.Rel(d, p)
+		if err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *DataRoots) refuse(what, path, resolved string) error {
+	shown := path
+	if resolved != filepath.Clean(path) {
+		shown = fmt.Sprintf("%s (resolved: %s)", path, resolved)
+	}
+	return fmt.Errorf("%w: %s %s is outside the data roots %s (gateway data_roots; default: data_dir)", ErrBadRequest, what, shown, strings.Join(r.dirs, ", "))
+}
+
+// OutputFile resolves a file output's path and checks it lies under a
+// root. The file itself may not exist yet; if it does, it must not be a
+// symbolic link.
+func (r *DataRoots) OutputFile(path string) (string, error) {
+	p, err := resolvePath(path)
+	if err != nil {
+		return "", fmt.Errorf("file output %s: %w", path, err)
+	}
+	// resolvePath followed a link at the file's own name; refuse it rather
+	// than write where it points.
+	abs, _ := filepath.Abs(path)
+	if fi, err := os.Lstat(abs); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return "", fmt.Errorf("%w: file output %s is a symbolic link", ErrBadRequest, path)
+	}
+	if r != nil && !r.allows(p) {
+		return "", r.refuse("file output", path, p)
+	}
+	return p, nil
+}
+
+// ReferenceFile resolves a file a job reads (reference data, a "file:"
+// header value) and checks it lies under a root.
+func (r *DataRoots) ReferenceFile(path string) (string, error) {
+	p, err := resolvePath(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if r != nil && !r.allows(p) {
+		return "", r.refuse("file", path, p)
+	}
+	return p, nil
 }

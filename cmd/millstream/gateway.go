@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -67,8 +70,17 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		logger = slog.Default()
 	}
 	outs := actors.NewOutputs(nil, log)
+	roots, err := dataRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	outs.SetDataRoots(roots)
 	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged,
-		Clustered: cfg.Cluster != nil, MaxPayloadBytes: int(cfg.MaxPayloadBytes)}
+		Clustered: cfg.Cluster != nil, MaxPayloadBytes: int(cfg.MaxPayloadBytes), DataRoots: roots}
+	sec, adminTLS, err := adminSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	rg := &runningGateway{outs: outs}
 	if d := cfg.Durability; d == nil || !d.Disabled {
 		dir := filepath.Join(cfg.DataDir, "state")
@@ -180,8 +192,18 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 			}
 			return ""
 		})
-		rg.http = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = rg.http.Serve(ln) }()
+		if err := admin.Secure(sec); err != nil {
+			ln.Close()
+			rg.close(ctx)
+			return nil, err
+		}
+		rg.http = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			TLSConfig: adminTLS, ErrorLog: admin.ServerErrorLog()}
+		if adminTLS != nil {
+			go func() { _ = rg.http.ServeTLS(ln, "", "") }()
+		} else {
+			go func() { _ = rg.http.Serve(ln) }()
+		}
 	}
 	// Jobs deployed through the admin API before a restart, then the
 	// configured ones (which win over a catalog job of the same name).
@@ -286,6 +308,65 @@ func (rg *runningGateway) close(ctx context.Context) {
 	if rg.store != nil {
 		_ = rg.store.Close()
 	}
+}
+
+// dataRoots are the directories jobs' files must lie under: data_roots,
+// or data_dir. The files the configuration's own jobs name are allowed
+// too, exactly: whoever wrote them could as well have listed their
+// directories, and a job given to the gateway on its command line keeps
+// working. Jobs deployed through the admin API get nothing more.
+func dataRoots(cfg *pb.GatewayConfig) (*actors.DataRoots, error) {
+	dirs := cfg.DataRoots
+	if len(dirs) == 0 {
+		dirs = []string{cfg.DataDir}
+	}
+	var files []string
+	for _, j := range cfg.Jobs {
+		for _, in := range j.Inputs {
+			if in.ReferenceFile != "" {
+				files = append(files, in.ReferenceFile)
+			}
+		}
+		for _, o := range j.Outputs {
+			if f := o.GetFile(); f != nil {
+				files = append(files, f.Path)
+			}
+			for _, v := range o.GetHttp().GetHeaders() {
+				if p, ok := strings.CutPrefix(v, "file:"); ok {
+					files = append(files, p)
+				}
+			}
+		}
+	}
+	return actors.NewDataRoots(dirs, files)
+}
+
+// adminSecurity is the admin API's security from cfg.admin.
+func adminSecurity(cfg *pb.GatewayConfig) (actors.AdminSecurity, *tls.Config, error) {
+	a := cfg.Admin
+	sec := actors.AdminSecurity{TokensFile: a.GetTokensFile(), Origins: a.GetAllowedOrigins(), Pprof: a.GetPprof(),
+		Hosts: []string{cfg.Name}}
+	if h, _, err := net.SplitHostPort(cfg.HttpListen); err == nil && h != "" {
+		sec.Hosts = append(sec.Hosts, h)
+	}
+	if h, err := os.Hostname(); err == nil {
+		short, _, _ := strings.Cut(h, ".")
+		sec.Hosts = append(sec.Hosts, h, short)
+	}
+	tc, err := actors.AdminServerTLS(a)
+	if err != nil {
+		return sec, nil, err
+	}
+	if tc != nil {
+		sec.ClientCerts = tc.ClientCAs != nil
+		// The names in the certificate are names clients reach it by.
+		if leaf, err := x509.ParseCertificate(tc.Certificates[0].Certificate[0]); err == nil {
+			sec.Hosts = append(sec.Hosts, leaf.DNSNames...)
+		}
+	}
+	// Off loopback without TLS and authentication: refused by
+	// config.ValidateGateway unless insecure (config.Exposures).
+	return sec, tc, nil
 }
 
 const gatewayHelp = `gateway --config gateway.yaml

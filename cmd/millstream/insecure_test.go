@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,24 +29,6 @@ func TestGatewayRefusesExposedListeners(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "gateway", "-t", "--insecure", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "configuration is valid")
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestInsecureWarnsRepeatedly: with --insecure the exposure is logged at

@@ -27,6 +27,8 @@ Usage:
   millstream query run      run a query over JSON-lines files (local testing)
   millstream query explain  print the plan of a query as text proto
   millstream query test     run query test folders and compare outputs
+  millstream cert           make the cluster CA and gateway, admin and device certificates
+  millstream token          make a bearer token for the admin API
   millstream version        print the version
 
 Run 'millstream <command> <subcommand> -h' for the flags of a command.
@@ -86,6 +88,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return deadLettersCmd(ctx, args[1:], stdout, stderr)
 	case "device":
 		return deviceCmd(ctx, args[1:], stdout, stderr)
+	case "cert":
+		return certCmd(ctx, args[1:], stdout, stderr)
+	case "token":
+		return tokenCmd(ctx, args[1:], stdout, stderr)
 	case "query":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: query needs a subcommand: run, explain or test", errUsage)

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -210,9 +211,15 @@ type Files struct{ Cert, Key string }
 // dir/<base>.key (the key readable by its owner only). It refuses to
 // overwrite existing files.
 func (a *Authority) WriteIssued(dir, base string, r Request) (Files, error) {
+	if err := checkBase(base); err != nil {
+		return Files{}, err
+	}
 	certPEM, keyPEM, err := a.Issue(r)
 	if err != nil {
 		return Files{}, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Files{}, fmt.Errorf("certs: %w", err)
 	}
 	f := Files{Cert: filepath.Join(dir, base+".crt"), Key: filepath.Join(dir, base+".key")}
 	if err := writeNew(f.Key, keyPEM, 0o600); err != nil {
@@ -241,6 +248,16 @@ func (a *Authority) WriteCA(dir string) (Files, error) {
 		return Files{}, err
 	}
 	return f, nil
+}
+
+// checkBase refuses a file name that is empty, a path or hidden: names
+// come from the command line (device ids, gateway names) and must not
+// lead out of the directory.
+func checkBase(base string) error {
+	if base == "" || base == "." || base == ".." || strings.ContainsAny(base, `/\`+"\x00") || strings.HasPrefix(base, ".") {
+		return fmt.Errorf("certs: %q cannot be a file name (no '/', '\\', NUL or leading '.')", base)
+	}
+	return nil
 }
 
 func writeNew(path string, data []byte, mode os.FileMode) error {

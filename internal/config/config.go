@@ -418,6 +418,7 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 			errs = append(errs, fmt.Errorf("%w: dead_letters.topic %q: a topic to publish to has no wildcards", ErrInvalid, d.Topic))
 		}
 	}
+	errs = append(errs, validateSecurityPaths(g)...)
 	names := map[string]bool{}
 	for _, j := range g.Jobs {
 		if err := ValidateJob(j); err != nil {
@@ -429,6 +430,37 @@ func ValidateGateway(g *pb.GatewayConfig) error {
 		names[j.Name] = true
 	}
 	return errors.Join(errs...)
+}
+
+// validateSecurityPaths checks the file settings of the admin API, the
+// data roots and external brokers' passwords (their files are read when
+// the gateway starts).
+func validateSecurityPaths(g *pb.GatewayConfig) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+	for i, r := range g.DataRoots {
+		if strings.TrimSpace(r) == "" {
+			bad("data_roots[%d] is empty", i)
+		}
+	}
+	brokers := append([]*pb.ExternalBroker{g.Upstream}, g.Brokers...)
+	for _, b := range brokers {
+		if b == nil {
+			continue
+		}
+		n := 0
+		for _, v := range []string{b.Password, b.PasswordFile, b.PasswordEnv} {
+			if v != "" {
+				n++
+			}
+		}
+		if n > 1 {
+			bad("broker %s: give one of password, password_file and password_env", b.Url)
+		}
+	}
+	return errs
 }
 
 func validateCluster(g *pb.GatewayConfig, c *pb.Cluster) []error {

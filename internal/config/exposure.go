@@ -87,11 +87,8 @@ func validateSecurity(g *pb.GatewayConfig) []error {
 		if t == nil {
 			return
 		}
-		if (t.CertFile == "") != (t.KeyFile == "") {
-			bad("%s: cert_file and key_file go together", name)
-		}
-		if t.CertFile == "" && t.CaFile != "" {
-			bad("%s: ca_file (client certificates) needs cert_file and key_file", name)
+		if t.CertFile == "" || t.KeyFile == "" {
+			bad("%s needs cert_file and key_file", name)
 		}
 	}
 	if a := g.Admin; a != nil {
@@ -128,11 +125,6 @@ func validateSecurity(g *pb.GatewayConfig) []error {
 			if err := checkGossipKey(k); err != nil {
 				bad("cluster.gossip_old_keys[%d]: %v", i, err)
 			}
-		}
-	}
-	for i, r := range g.DataRoots {
-		if r == "" {
-			bad("data_roots[%d] is empty", i)
 		}
 	}
 	if !g.Insecure {

@@ -65,7 +65,7 @@ func TestSecuritySettingsChecked(t *testing.T) {
 	err := ValidateGateway(g)
 	require.Error(t, err)
 	msg := err.Error()
-	for _, want := range []string{"admin.tls: cert_file and key_file go together", `admin.allowed_origins "plant.example"`,
+	for _, want := range []string{"admin.tls needs cert_file and key_file", `admin.allowed_origins "plant.example"`,
 		"mqtt.tls_listen 127.0.0.1:8883 needs mqtt.tls", "cluster.tls: ca_file is required", "gossip_key and gossip_key_file are both set",
 		"cluster.gossip_old_keys[0]"} {
 		require.True(t, strings.Contains(msg, want), "want %q in:\n%s", want, msg)

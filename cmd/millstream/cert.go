@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/millstream/millstream/actors"
+	"github.com/millstream/millstream/internal/certs"
+)
+
+const certHelp = `cert ca | cert gateway NAME | cert admin NAME --role operate|read | cert device ID  [--dir certs]
+
+Makes the certificates of a secure gateway cluster, signed by the
+cluster's own CA:
+
+  cert ca             the CA: ca.crt (give it to every gateway and client)
+                      and ca.key (keep it offline; it signs the rest)
+  cert gateway NAME   gateway-NAME.crt/.key: the gateway's certificate for
+                      the cluster link, the admin API and the MQTTS
+                      listener; --host adds the names and addresses it is
+                      reached at (NAME, localhost and 127.0.0.1 are in)
+  cert admin NAME     admin-NAME.crt/.key: a client of the admin API with
+                      role read (GET only) or operate (everything)
+  cert device ID      device-ID.crt/.key: an MQTT client whose id is ID
+
+Keys are written readable by their owner only; existing files are never
+overwritten.`
+
+const tokenHelp = `token NAME --role read|operate
+
+Makes a bearer token for the admin API. The token is printed once: give it
+to the client (Authorization: Bearer <token>). The gateway keeps only its
+SHA-256: add the printed line to the file named by admin.tokens_file
+(re-read within seconds of a change; delete the line to revoke it).`
+
+func certCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: cert needs a subcommand: ca, gateway, admin or device", errUsage)
+	}
+	sub := args[0]
+	switch sub {
+	case "ca", "gateway", "admin", "device":
+	case "-h", "--help", "help":
+		fmt.Fprintf(stdout, "Usage: millstream %s\n", certHelp)
+		return flag.ErrHelp
+	default:
+		return fmt.Errorf("%w: unknown cert subcommand %q (want ca, gateway, admin or device)", errUsage, sub)
+	}
+	fs := newFlagSet("cert "+sub, stderr, certHelp)
+	dir := fs.String("dir", "certs", "directory of the CA and the certificates")
+	days := fs.Int("days", 0, "validity in days (default: 3650 for the CA, 365 for the others)")
+	var hosts multiFlag
+	role := ""
+	if sub == "gateway" {
+		fs.Var(&hosts, "host", "a DNS name or IP address the gateway is reached at; repeatable")
+	}
+	if sub == "admin" {
+		fs.StringVar(&role, "role", "", "read (GET only) or operate (everything)")
+	}
+	name := ""
+	if sub != "ca" {
+		var err error
+		if name, err = nameAndFlags(fs, args[1:], "cert "+sub); err != nil {
+			return err
+		}
+	} else if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("%w: cert ca takes no arguments", errUsage)
+	}
+	if *days < 0 {
+		return fmt.Errorf("%w: --days must be positive", errUsage)
+	}
+	validity := time.Duration(*days) * 24 * time.Hour
+	if sub == "ca" {
+		if validity == 0 {
+			validity = 3650 * 24 * time.Hour
+		}
+		ca, err := certs.NewCA("Millstream cluster CA", validity)
+		if err != nil {
+			return err
+		}
+		f, err := ca.WriteCA(*dir)
+		if err != nil {
+			return fmt.Errorf("cert ca: %w (a CA is there already? each cluster needs one CA only)", err)
+		}
+		fmt.Fprintf(stdout, "wrote %s and %s (valid until %s)\nkeep %s offline: whoever has it can make certificates the cluster trusts\n",
+			f.Cert, f.Key, ca.Cert.NotAfter.Format(time.DateOnly), f.Key)
+		return nil
+	}
+	req := certs.Request{Name: name, Hosts: hosts, Role: role, Validity: validity}
+	switch sub {
+	case "gateway":
+		req.Kind = certs.Gateway
+		if strings.Contains(name, "#") {
+			return fmt.Errorf("%w: a gateway name holds no '#'", errUsage)
+		}
+	case "admin":
+		req.Kind = certs.Admin
+		if role != actors.RoleRead && role != actors.RoleOperate {
+			return fmt.Errorf("%w: cert admin needs --role read or --role operate", errUsage)
+		}
+	case "device":
+		req.Kind = certs.Device
+		if strings.ContainsAny(name, "/+#\x00") {
+			return fmt.Errorf("%w: device id %q: an MQTT client id used in topics holds no '/', '+', '#' or NUL", errUsage, name)
+		}
+	}
+	ca, err := certs.LoadCA(filepath.Join(*dir, "ca.crt"), filepath.Join(*dir, "ca.key"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("cert %s: no CA in %s: run 'millstream cert ca --dir %s' first (%w)", sub, *dir, *dir, err)
+		}
+		return fmt.Errorf("cert %s: %w", sub, err)
+	}
+	f, err := ca.WriteIssued(*dir, sub+"-"+name, req)
+	if err != nil {
+		return fmt.Errorf("cert %s %s: %w", sub, name, err)
+	}
+	fmt.Fprintf(stdout, "wrote %s and %s, signed by %s\n", f.Cert, f.Key, filepath.Join(*dir, "ca.crt"))
+	switch sub {
+	case "gateway":
+		fmt.Fprintf(stdout, "gateway configuration:\n  admin: {tls: {cert_file: %s, key_file: %s, ca_file: %s}}\n", f.Cert, f.Key, filepath.Join(*dir, "ca.crt"))
+	case "admin":
+		fmt.Fprintf(stdout, "role %s; for example: curl --cacert %s --cert %s --key %s https://GATEWAY:8080/v1/jobs\n",
+			role, filepath.Join(*dir, "ca.crt"), f.Cert, f.Key)
+	}
+	return nil
+}
+
+// nameAndFlags parses a subcommand's one positional name, given before,
+// between or after the flags.
+func nameAndFlags(fs *flag.FlagSet, args []string, what string) (string, error) {
+	var names []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return "", err
+		}
+		if args = fs.Args(); len(args) == 0 {
+			break
+		}
+		names, args = append(names, args[0]), args[1:]
+	}
+	if len(names) != 1 || names[0] == "" {
+		return "", fmt.Errorf("%w: %s needs one name", errUsage, what)
+	}
+	return names[0], nil
+}
+
+func tokenCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("token", stderr, tokenHelp)
+	role := fs.String("role", "", "read (GET only) or operate (everything)")
+	name, err := nameAndFlags(fs, args, "token")
+	if err != nil {
+		return err
+	}
+	if *role != actors.RoleRead && *role != actors.RoleOperate {
+		return fmt.Errorf("%w: token needs --role read or --role operate", errUsage)
+	}
+	if strings.ContainsAny(name, " \t\r\n#") {
+		return fmt.Errorf("%w: token name %q: no spaces or '#' (it is a field of the tokens file)", errUsage, name)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	// A recognisable prefix lets secret scanners find leaked tokens.
+	tok := "mst_" + base64.RawURLEncoding.EncodeToString(raw)
+	fmt.Fprintf(stdout, "token (shown once; give it to %s): %s\nline for admin.tokens_file:\n%s %s %s\n", name, tok, name, *role, actors.HashToken(tok))
+	return nil
+}
