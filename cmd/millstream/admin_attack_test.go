@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -187,6 +188,32 @@ func TestAttackAdminTokens(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond)
 	code, _ = call(t, c, "GET", g.base+"/v1/jobs", "", op...)
 	require.Equal(t, 200, code)
+
+	// The command line sends the token from $MILLSTREAM_ADMIN_TOKEN.
+	jobFile := filepath.Join(dir, "cli.yaml")
+	require.NoError(t, os.WriteFile(jobFile, []byte(logJob("cli")), 0o600))
+	t.Setenv("MILLSTREAM_ADMIN_TOKEN", "")
+	code, _, stderr := runCLI(t, "job", "list", "--admin", g.base)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "401")
+	require.Contains(t, stderr, "--token or $MILLSTREAM_ADMIN_TOKEN")
+	t.Setenv("MILLSTREAM_ADMIN_TOKEN", opTok)
+	code, out, stderr := runCLI(t, "job", "deploy", "--admin", g.base, jobFile)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "cli")
+	code, out, stderr = runCLI(t, "deadletters", "--admin", g.base)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, "refused since start")
+	code, _, stderr = runCLI(t, "job", "list", "--admin", "http://10.0.0.1:8080")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "refusing to send a token over plain HTTP")
+	require.Equal(t, []string{"cli", "ok"}, sorted(g.jobNames()))
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }
 
 // TestAttackCrossOriginAndRebinding: a web page cannot deploy through a
@@ -535,6 +562,20 @@ func TestAttackAdminTLS(t *testing.T) {
 		_, body := call(t, bob, "GET", g.base+"/metrics", "")
 		return strings.Contains(body, `millstream_admin_refused_total{reason="tls_handshake"}`)
 	}, 5*time.Second, 50*time.Millisecond)
+
+	// The command line: the gateway's CA and a client certificate.
+	code, out, stderr := runCLI(t, "job", "list", "--admin", g.base, "--ca", filepath.Join(cd, "ca.crt"),
+		"--cert", filepath.Join(cd, "admin-bob.crt"), "--key", filepath.Join(cd, "admin-bob.key"))
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, out, `"tls"`)
+	code, _, stderr = runCLI(t, "job", "rm", "--admin", g.base, "--ca", filepath.Join(cd, "ca.crt"),
+		"--cert", filepath.Join(cd, "admin-bob.crt"), "--key", filepath.Join(cd, "admin-bob.key"), "tls")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "403")
+	code, _, stderr = runCLI(t, "job", "list", "--admin", g.base)
+	require.Equal(t, 1, code, "without --ca the gateway's certificate is not trusted")
+	require.Contains(t, stderr, "certificate")
+	require.Equal(t, []string{"tls"}, g.jobNames())
 }
 
 // TestAttackOpenAdminOffLoopback: an admin API off loopback without TLS

@@ -39,12 +39,12 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("%w: cluster needs a subcommand: status or forget", errUsage)
 	}
 	fs := newFlagSet("cluster status", stderr, clusterHelp)
-	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of any gateway of the cluster")
+	admin := addAdminFlags(fs, "admin API of any gateway of the cluster")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	body, err := clusterCall(ctx, http.MethodGet, *admin, "/v1/cluster", "cluster status")
+	body, err := clusterCall(ctx, http.MethodGet, admin, "/v1/cluster", "cluster status")
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func forgetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("cluster forget", stderr, forgetHelp)
-	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of any live gateway of the cluster")
+	admin := addAdminFlags(fs, "admin API of any live gateway of the cluster")
 	// The gateway's name comes before or after the flags.
 	var rest []string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -76,7 +76,7 @@ func forgetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w: cluster forget needs one gateway name", errUsage)
 	}
 	name := rest[0]
-	body, err := clusterCall(ctx, http.MethodPost, *admin, "/v1/cluster/forget/"+url.PathEscape(name), "cluster forget "+name)
+	body, err := clusterCall(ctx, http.MethodPost, admin, "/v1/cluster/forget/"+url.PathEscape(name), "cluster forget "+name)
 	if err != nil {
 		return err
 	}
@@ -94,18 +94,18 @@ func forgetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // clusterCall sends one request to the admin API at admin and returns the
 // answer's body (adminBody), its errors prefixed with what.
-func clusterCall(ctx context.Context, method, admin, path, what string) ([]byte, error) {
-	base := strings.TrimSuffix(admin, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+func clusterCall(ctx context.Context, method string, af *adminFlags, path, what string) ([]byte, error) {
+	ac, err := af.conn()
 	if err != nil {
 		return nil, err
 	}
-	body, err := adminBody(req, base)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, ac.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	body, err := ac.body(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

@@ -22,7 +22,7 @@ kept.`
 
 func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("deadletters", stderr, deadLettersHelp)
-	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of the gateway")
+	af := addAdminFlags(fs, "admin API of the gateway")
 	limit := fs.Int("limit", 20, "how many, newest first (at most 1000 per request)")
 	all := fs.Bool("all", false, "every dead letter kept, page by page")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
@@ -32,7 +32,11 @@ func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if fs.NArg() != 0 || *limit < 1 {
 		return fmt.Errorf("%w: deadletters takes no arguments and a --limit of at least 1", errUsage)
 	}
-	base := strings.TrimSuffix(*admin, "/")
+	ac, err := af.conn()
+	if err != nil {
+		return err
+	}
+	base := ac.base
 	var before uint64
 	shown := 0
 	for {
@@ -48,7 +52,7 @@ func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
-		body, err := adminBody(req, base)
+		body, err := ac.body(req)
 		if err != nil {
 			return err
 		}

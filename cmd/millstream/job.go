@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -26,11 +25,15 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	sub := args[0]
 	fs := newFlagSet("job "+sub, stderr, jobHelp)
-	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of the gateway")
+	af := addAdminFlags(fs, "admin API of the gateway")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	base := strings.TrimSuffix(*admin, "/")
+	ac, err := af.conn()
+	if err != nil {
+		return err
+	}
+	base := ac.base
 	need := func(n int) error {
 		if fs.NArg() != n {
 			return fmt.Errorf("%w: job %s takes %d argument(s)", errUsage, sub, n)
@@ -38,7 +41,6 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return nil
 	}
 	var req *http.Request
-	var err error
 	switch sub {
 	case "deploy":
 		if err := need(1); err != nil {
@@ -81,36 +83,7 @@ func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	return adminDo(req, base, stdout)
-}
-
-// adminDo sends a request to a gateway's admin API and prints the answer.
-func adminDo(req *http.Request, base string, stdout io.Writer) error {
-	out, err := adminBody(req, base)
-	if err != nil {
-		return err
-	}
-	_, err = stdout.Write(out)
-	return err
-}
-
-// adminBody sends a request to a gateway's admin API and returns the
-// answer; a status of 300 or more is an error that names it.
-func adminBody(req *http.Request, base string) ([]byte, error) {
-	client := &http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("admin API %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("admin API %s: %w", base, err)
-	}
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("admin API: %s: %s", resp.Status, strings.TrimSpace(string(out)))
-	}
-	return out, nil
+	return ac.do(req, stdout)
 }
 
 const deviceHelp = `device list | device get ID | device set-desired ID '{"json":"object"}'  [--admin http://127.0.0.1:8080]
@@ -125,13 +98,16 @@ func deviceCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	sub := args[0]
 	fs := newFlagSet("device "+sub, stderr, deviceHelp)
-	admin := fs.String("admin", "http://127.0.0.1:8080", "admin API of the gateway")
+	af := addAdminFlags(fs, "admin API of the gateway")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	base := strings.TrimSuffix(*admin, "/")
+	ac, err := af.conn()
+	if err != nil {
+		return err
+	}
+	base := ac.base
 	var req *http.Request
-	var err error
 	switch {
 	case sub == "list" && fs.NArg() == 0:
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices", nil)
@@ -145,5 +121,5 @@ func deviceCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	return adminDo(req, base, stdout)
+	return ac.do(req, stdout)
 }
