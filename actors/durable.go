@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
@@ -518,7 +519,7 @@ func (p *partition) recover() error {
 	defer p.notePanic()
 	err = st.ReadLog(p.id, from, func(seq uint64, le *pb.LogEntry) error {
 		e := eventOf(le)
-		if p.g.poisoned(p.id, seq) {
+		if p.g.poisoned(p.id, seq, e) {
 			p.setApplied(max(seq, own))
 			return nil
 		}
@@ -699,9 +700,16 @@ func (p *partition) notePanic() {
 	if r := recover(); r != nil {
 		p.g.poisonMu.Lock()
 		if p.g.poison == nil {
-			p.g.poison = map[[2]uint64]int{}
+			p.g.poison = map[[2]uint64]*poisonEntry{}
 		}
-		p.g.poison[[2]uint64{uint64(p.id), p.applied}]++
+		k := [2]uint64{uint64(p.id), p.applied}
+		pe := p.g.poison[k]
+		if pe == nil {
+			pe = &poisonEntry{}
+			p.g.poison[k] = pe
+		}
+		pe.crashes++
+		pe.reason = fmt.Sprint(r)
 		p.g.poisonMu.Unlock()
 		p.g.panics.Add(1)
 		panic(r)
@@ -710,20 +718,41 @@ func (p *partition) notePanic() {
 
 // poisoned reports (and counts) a log entry that crashed its partition
 // poisonLimit times: it is skipped.
-func (g *Gateway) poisoned(part int, seq uint64) bool {
+// It is dead-lettered once (kind poison, with the panic and the event).
+func (g *Gateway) poisoned(part int, seq uint64, e event) bool {
 	if g.panics.Load() == 0 {
 		return false // the usual case: no lock on the per-event path
 	}
 	g.poisonMu.Lock()
-	defer g.poisonMu.Unlock()
-	n := g.poison[[2]uint64{uint64(part), seq}]
-	if n >= poisonLimit {
-		if n == poisonLimit {
-			g.poison[[2]uint64{uint64(part), seq}]++
-			g.skippedPoison.Add(1)
-			g.cfg.Logger.Error("log entry crashed its partition repeatedly; skipped", "partition", part, "seq", seq)
-		}
-		return true
+	pe := g.poison[[2]uint64{uint64(part), seq}]
+	if pe == nil || pe.crashes < poisonLimit {
+		g.poisonMu.Unlock()
+		return false
 	}
-	return false
+	first := !pe.skipped
+	pe.skipped = true
+	reason := pe.reason
+	g.poisonMu.Unlock()
+	if first {
+		g.skippedPoison.Add(1)
+		g.cfg.Logger.Error("log entry crashed its partition repeatedly; skipped and dead-lettered", "partition", part, "seq", seq, "panic", reason)
+		g.dead1.Add(1)
+		if g.dead != nil {
+			payload := e.payload
+			if payload == nil && e.rec != nil {
+				payload = value.AppendRecordJSON(nil, e.rec)
+			}
+			g.dead.DeadLetter(Rejected{Job: e.job, Partition: part, Pos: seq, Source: e.device, DeadLetter: exec.DeadLetter{Input: e.input,
+				Kind: DeadLetterPoison, Reason: fmt.Sprintf("crashed its partition %d times: %s", poisonLimit, reason), Payload: payload}})
+		}
+	}
+	return true
+}
+
+// poisonEntry is what the gateway knows of a log entry that crashed its
+// partition.
+type poisonEntry struct {
+	crashes int
+	reason  string // the last panic
+	skipped bool
 }

@@ -325,3 +325,59 @@ func TestDurableSequenceFieldDropsResends(t *testing.T) {
 	want := expectedRows(t, job, 900)
 	requireSameRows(t, want["agg"], readOutput(t, filepath.Join(dir, "agg.jsonl")), "agg")
 }
+
+// alwaysPoisonSink panics every time it encodes the hot row of one
+// reading: a deterministic failure.
+type alwaysPoisonSink struct {
+	*Outputs
+	panics atomic.Int64
+}
+
+func (p *alwaysPoisonSink) Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool) {
+	if seq, ok := rec.Get("seq"); ok && seq.Int() == 1013/20 && strings.EqualFold(output, "hot") {
+		if dev, _ := rec.Get("deviceId"); dev.Str() == "press-13" {
+			p.panics.Add(1)
+			panic("injected failure on every try")
+		}
+	}
+	return p.Outputs.Encode(job, output, ts, rec, id)
+}
+
+// TestDurablePoisonEntryDeadLettered: a log entry that crashes its
+// partition every time is tried poisonLimit times, then skipped and kept
+// as a poison dead letter with the panic and the payload; the partition
+// and the other readings carry on.
+func TestDurablePoisonEntryDeadLettered(t *testing.T) {
+	dir := t.TempDir()
+	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
+	require.NoError(t, err)
+	st, outs, logger := openStoreAndOutputs(t, dir)
+	sink := &alwaysPoisonSink{Outputs: outs}
+	dead := NewDeadLetters(nil, "", logger)
+	clock := &testClock{}
+	g := New(Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: 20 * time.Millisecond, SyncInterval: time.Microsecond, Store: st, Logger: logger, Now: clock.now}, sink, dead)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, outs.Configure(job))
+	require.NoError(t, g.Deploy(ctx, job))
+	require.NoError(t, g.Recover(ctx))
+	ingestReadings(t, g, clock, 0, 2000)
+	require.NoError(t, g.Drain(ctx))
+	require.NoError(t, g.FlushWindows(ctx))
+	require.Equal(t, int64(poisonLimit), sink.panics.Load())
+	require.Equal(t, uint64(poisonLimit), g.Restarts())
+	require.Equal(t, uint64(1), g.DurableStats().SkippedPoison)
+	kept, err := dead.List(0, 10)
+	require.NoError(t, err)
+	require.Len(t, kept, 1)
+	require.Equal(t, DeadLetterPoison, kept[0].Kind)
+	require.Contains(t, kept[0].Reason, "injected failure on every try")
+	_, payload := reading(1013)
+	require.Equal(t, payload, kept[0].Payload)
+	require.Equal(t, "press-13", kept[0].Source)
+	d := &durableGateway{g: g, outs: outs, store: st}
+	d.waitDelivered(t)
+	want := expectedRows(t, job, 2000)
+	require.Len(t, readOutput(t, filepath.Join(dir, "hot.jsonl")), len(want["hot"])-1, "every hot reading but the poisoned one")
+	require.NoError(t, g.Close(ctx))
+}

@@ -185,7 +185,7 @@ type Gateway struct {
 	skippedPoison    atomic.Uint64
 	damagedReset     atomic.Uint64
 	poisonMu         sync.Mutex
-	poison           map[[2]uint64]int // (partition, seq) -> crashes while applying it
+	poison           map[[2]uint64]*poisonEntry // (partition, seq) -> crashes while applying it
 	panics           atomic.Uint64     // crashes recorded in poison: poisoned takes no lock until the first
 
 	// Clustered mode (cluster.go); nil otherwise.

@@ -151,7 +151,7 @@ func (p *partition) Receive(ctx actor.Context) {
 					continue // replayed already after a restart
 				}
 				p.setApplied(seq)
-				if p.g.poisoned(p.id, seq) {
+				if p.g.poisoned(p.id, seq, e) {
 					continue
 				}
 			}
