@@ -105,7 +105,10 @@ type BrokerOptions struct {
 	// body is read.
 	MaxPayload int
 	// MaxConnections caps connected clients (default 10,000); beyond it a
-	// client is refused with "server unavailable".
+	// client is refused with "server unavailable". Sockets count from
+	// their accept: at most MaxConnections + min(MaxConnections, 64) are
+	// open (the rest are closed at once), and one that has not sent
+	// CONNECT within ConnectTimeout is closed.
 	MaxConnections int
 	// MaxSessionExpiry caps how long a disconnected client's session is
 	// kept (default 1h).
@@ -235,9 +238,6 @@ func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
 	}
 	// Serve published mochi's $SYS topics, which it keeps retained.
 	b.sysRetained = srv.Topics.Retained.Len()
-	if sec.open {
-		logger.Info("MQTT broker without authentication: every client may publish and subscribe to anything", "mqtt", b.addr, "mqtts", b.tlsAddr)
-	}
 	return b, nil
 }
 
@@ -291,10 +291,20 @@ func (b *Broker) refusePublish(cl *mqtt.Client, id uint16, qos byte, err error) 
 		case errors.Is(err, ErrNotReady), errors.Is(err, ErrClosed):
 			code = packets.ErrServerBusy
 		}
-		writeRaw(cl, []byte{packets.Puback << 4, 3, byte(id >> 8), byte(id), code.Code})
+		nack(cl, qos, id, code)
 		return
 	}
 	cl.Stop(fmt.Errorf("publish %d refused: %w", id, err))
+}
+
+// nack answers an MQTT 5 QoS 1 or 2 publish with a reason code: a PUBACK,
+// or a PUBREC (which ends a QoS 2 exchange when the code is an error).
+func nack(cl *mqtt.Client, qos byte, id uint16, code packets.Code) {
+	typ := byte(packets.Puback)
+	if qos == 2 {
+		typ = packets.Pubrec
+	}
+	writeRaw(cl, []byte{typ << 4, 3, byte(id >> 8), byte(id), code.Code})
 }
 
 // Unrouted counts messages on topics no job input listens to.

@@ -39,7 +39,10 @@ import (
 // filter whose first level is named and is neither "devices" nor a
 // $ topic ($share/{group}/ is allowed in front); an admin does anything.
 // mochi checks subscriptions when made and every message when delivered,
-// so a session inherited from before a restart of the rules leaks nothing.
+// so a subscription a session carried over (a reconnect with clean
+// session off) leaks nothing either. A denied publish is acknowledged
+// and dropped (MQTT 5: PUBACK "not authorized"); a will topic is checked
+// at CONNECT.
 //
 // Without a password file and a CA file every client may do anything,
 // as before issue 12 (the loopback demo).
@@ -484,36 +487,35 @@ func (h *securityHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // OnConnectAuthenticate accepts: OnConnect has decided.
 func (h *securityHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
-// OnACLCheck is called for each subscription filter, each publish, and
-// each message about to be delivered to a subscriber.
+// OnACLCheck is called for each subscription filter and each message
+// about to be delivered to a subscriber. Publishes are decided in
+// OnPublish, where a topic alias is resolved and a denial can be
+// answered.
 func (h *securityHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	s := h.b.sec
-	if s.open || cl.Net.Inline {
+	if write || s.open || cl.Net.Inline || aclAllows(s.roleOf(cl), cl.ID, topic, false) {
 		return true
 	}
-	if write && topic == "" {
-		// An MQTT 5 topic alias: mochi resolves it after this check, to a
-		// topic checked when the alias was set; OnPublish checks again.
-		return true
-	}
-	if aclAllows(s.roleOf(cl), cl.ID, topic, write) {
-		return true
-	}
-	h.b.denyACL(cl, topic, write)
+	h.b.denyACL(cl, topic, false)
 	return false
 }
 
-// OnPublish checks the topic once an alias is resolved, and keeps
-// retained messages within max_retained.
+// OnPublish applies the ACLs to publishes and keeps retained messages
+// within max_retained. A denied QoS 1 or 2 publish is answered as an
+// oversized one is: MQTT 5 gets "not authorized" in its PUBACK (PUBREC),
+// MQTT 3.1.1, which has no negative acknowledgement, a plain one, and the
+// message is dropped. Closing the connection instead (mochi's way) would
+// have the client reconnect and resend it forever.
 func (h *securityHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
 	}
 	if s := h.b.sec; !s.open && !aclAllows(s.roleOf(cl), cl.ID, pk.TopicName, true) {
 		h.b.denyACL(cl, pk.TopicName, true)
-		// Closed, as mochi does for a denied MQTT 3.1.1 publish, so a QoS
-		// 1 message is not left unanswered.
-		cl.Stop(packets.ErrNotAuthorized)
+		if pk.FixedHeader.Qos == 0 || cl.Properties.ProtocolVersion < 5 {
+			return pk, packets.CodeSuccessIgnore // acknowledged, neither ingested nor delivered
+		}
+		nack(cl, pk.FixedHeader.Qos, pk.PacketID, packets.ErrNotAuthorized)
 		return pk, packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Retain && len(pk.Payload) > 0 && !h.b.mayRetain(pk.TopicName) {
