@@ -1,17 +1,18 @@
 package actors
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"math"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 // Broker is the MQTT broker embedded in a gateway (mochi-mqtt): devices
@@ -27,23 +28,47 @@ import (
 // (MQTT 3.1.1) or a PUBACK with the reason (MQTT 5), and while the gateway
 // recovers its state it refuses connections with "server unavailable"
 // (CONNACK 3, or 0x88 in MQTT 5).
+//
+// Security (issue 12, broker_auth.go): an MQTTS listener, clients
+// authenticated by password or device certificate, per-role ACLs, and
+// limits on connections, packet size, session expiry and retained
+// messages.
 type Broker struct {
 	srv        *mqtt.Server
 	addr       string
+	tlsAddr    string
 	maxPayload int
 	rejected   atomic.Uint64
 	unrouted   atomic.Uint64
 	refused    atomic.Uint64
 	// refusedConns counts connections refused while the gateway was not
-	// ready; lastWarn rate-limits the log lines about refusals.
+	// ready; refusalLog rate-limits the log lines about refusals.
 	refusedConns atomic.Uint64
-	lastWarn     atomic.Int64
+	refusalLog   logLimiter
 	logger       *slog.Logger
 	// Durable gateways acknowledge QoS 1 publishes here, once logged, so a
 	// client's next publishes are read while earlier ones wait for the
 	// group commit (mochi would hold the client's read loop otherwise).
 	acks    chan pendingPuback
 	ackDone chan struct{}
+
+	sec       *security
+	listeners []*brokerListener
+	// openConns counts sockets of every listener, CONNECT or not;
+	// maxSockets caps them (see BrokerOptions.MaxConnections).
+	openConns  atomic.Int64
+	maxSockets int64
+	maxClients int
+	connectTTL time.Duration
+	// maxRetained caps retained messages; sysRetained is how many $SYS
+	// topics mochi retains itself, which do not count.
+	maxRetained int
+	sysRetained int
+
+	aclDenied       [2]atomic.Uint64 // by aclAction
+	connRefused     [numConnRefusals]atomic.Uint64
+	retainedDropped atomic.Uint64
+	securityLog     logLimiter
 }
 
 type pendingPuback struct {
@@ -54,41 +79,173 @@ type pendingPuback struct {
 	payload []byte
 }
 
-// StartBroker listens on addr ("127.0.0.1:0" picks a free port).
-func StartBroker(addr string, g *Gateway, maxPayload int, logger *slog.Logger) (*Broker, error) {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	// Resolve port 0 here so callers learn the real address.
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("actors: MQTT listen %s: %w", addr, err)
-	}
-	addr = ln.Addr().String()
-	ln.Close()
+// BrokerOptions configures the embedded broker. Zero fields take the
+// defaults given.
+type BrokerOptions struct {
+	// Listen is the plain MQTT address ("127.0.0.1:0" picks a free port;
+	// empty: no plain listener).
+	Listen string
+	// TLSListen is the MQTTS address (TLS 1.2 or later); it needs CertFile
+	// and KeyFile.
+	TLSListen         string
+	CertFile, KeyFile string
+	// CAFile: a client certificate it signed authenticates a device (the
+	// common name is the device id).
+	CAFile string
+	// PasswordFile: "<username> <role> <bcrypt hash>" lines (PasswordLine).
+	PasswordFile string
+	// AllowAnonymous accepts clients without credentials even though
+	// PasswordFile or CAFile is set; they are the device their client id
+	// names. Without PasswordFile and CAFile every client is accepted and
+	// may do anything (the loopback demo).
+	AllowAnonymous bool
+	// MaxPayload is the largest payload ingested (default 256 KiB); larger
+	// ones are acknowledged and dropped. A packet larger than MaxPayload
+	// plus 64 KiB (topic, properties) closes the connection before its
+	// body is read.
+	MaxPayload int
+	// MaxConnections caps connected clients (default 10,000); beyond it a
+	// client is refused with "server unavailable". Sockets count from
+	// their accept: at most MaxConnections + min(MaxConnections, 64) are
+	// open (the rest are closed at once), and one that has not sent
+	// CONNECT within ConnectTimeout is closed.
+	MaxConnections int
+	// MaxSessionExpiry caps how long a disconnected client's session is
+	// kept (default 1h).
+	MaxSessionExpiry time.Duration
+	// MaxRetained caps retained messages (default 10,000); a retained
+	// publish beyond it is delivered but not retained, and counted.
+	MaxRetained int
+	// ConnectTimeout bounds the TLS handshake and the CONNECT packet of a
+	// new connection (default 10s).
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
+}
 
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: logger.With("component", "mqtt")})
-	b := &Broker{srv: srv, addr: addr, maxPayload: maxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{})}
+// Broker limits' defaults (BrokerOptions).
+const (
+	DefaultMQTTMaxConnections   = 10_000
+	DefaultMQTTMaxSessionExpiry = time.Hour
+	DefaultMQTTMaxRetained      = 10_000
+	defaultMaxPayload           = 256 << 10
+	defaultConnectTimeout       = 10 * time.Second
+	// packetOverhead is what a packet may carry besides its payload
+	// (topic up to 64 KiB, MQTT 5 properties) and still be read.
+	packetOverhead = 64 << 10
+)
+
+// BrokerOptionsFrom maps a gateway configuration (mqtt_listen,
+// max_payload_bytes and the mqtt section) to broker options.
+func BrokerOptionsFrom(cfg *pb.GatewayConfig) BrokerOptions {
+	m := cfg.GetMqtt()
+	return BrokerOptions{
+		Listen:           cfg.GetMqttListen(),
+		MaxPayload:       int(cfg.GetMaxPayloadBytes()),
+		TLSListen:        m.GetTlsListen(),
+		CertFile:         m.GetTls().GetCertFile(),
+		KeyFile:          m.GetTls().GetKeyFile(),
+		CAFile:           m.GetTls().GetCaFile(),
+		PasswordFile:     m.GetPasswordFile(),
+		AllowAnonymous:   m.GetAllowAnonymous(),
+		MaxConnections:   int(m.GetMaxConnections()),
+		MaxSessionExpiry: m.GetMaxSessionExpiry().AsDuration(),
+		MaxRetained:      int(m.GetMaxRetained()),
+	}
+}
+
+func (o *BrokerOptions) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = defaultMaxPayload
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMQTTMaxConnections
+	}
+	if o.MaxSessionExpiry <= 0 {
+		o.MaxSessionExpiry = DefaultMQTTMaxSessionExpiry
+	}
+	if o.MaxRetained <= 0 {
+		o.MaxRetained = DefaultMQTTMaxRetained
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = defaultConnectTimeout
+	}
+}
+
+// StartBroker starts the embedded broker for g on the listeners of opts.
+func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
+	opts.defaults()
+	if opts.Listen == "" && opts.TLSListen == "" {
+		return nil, errors.New("actors: MQTT broker: no listener address")
+	}
+	sec, err := newSecurity(opts)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := brokerTLSConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	caps := mqtt.NewDefaultServerCapabilities()
+	// Checked on the fixed header, before mochi allocates the body.
+	caps.MaximumPacketSize = uint32(opts.MaxPayload + packetOverhead)
+	caps.MaximumSessionExpiryInterval = uint32(min(opts.MaxSessionExpiry/time.Second, math.MaxUint32))
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: logger.With("component", "mqtt"), Capabilities: caps})
+	b := &Broker{srv: srv, maxPayload: opts.MaxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{}),
+		sec: sec, maxRetained: opts.MaxRetained, maxClients: opts.MaxConnections, connectTTL: opts.ConnectTimeout,
+		// Sockets still in their TLS handshake or CONNECT count too, so
+		// clients that never send CONNECT cannot exhaust file descriptors;
+		// the headroom lets a client over the limit still get its CONNACK.
+		maxSockets: int64(opts.MaxConnections + min(opts.MaxConnections, 64))}
 	go b.acker()
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	// The security hook comes first: an unauthenticated client learns
+	// nothing else, and its OnPublish sees a publish before ingestion.
+	if err := srv.AddHook(&securityHook{b: b}, nil); err != nil {
+		b.Close()
 		return nil, err
 	}
 	if err := srv.AddHook(&ingestHook{b: b, g: g}, nil); err != nil {
+		b.Close()
 		return nil, err
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
-		return nil, fmt.Errorf("actors: MQTT listener: %w", err)
-	}
-	go func() {
-		if err := srv.Serve(); err != nil {
-			logger.Error("MQTT broker stopped", "error", err)
+	for _, l := range []struct {
+		id, addr string
+		tls      *tls.Config
+	}{{"tcp", opts.Listen, nil}, {"tls", opts.TLSListen, tlsConf}} {
+		if l.addr == "" {
+			continue
 		}
-	}()
+		bl, err := b.listen(l.id, l.addr, l.tls)
+		if err == nil {
+			err = srv.AddListener(bl)
+		}
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("actors: MQTT listener %s %s: %w", l.id, l.addr, err)
+		}
+		if l.tls == nil {
+			b.addr = bl.Address()
+		} else {
+			b.tlsAddr = bl.Address()
+		}
+	}
+	if err := srv.Serve(); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("actors: MQTT broker: %w", err)
+	}
+	// Serve published mochi's $SYS topics, which it keeps retained.
+	b.sysRetained = srv.Topics.Retained.Len()
 	return b, nil
 }
 
-// Addr is the address the broker listens on.
+// Addr is the address of the plain MQTT listener ("" without one).
 func (b *Broker) Addr() string { return b.addr }
+
+// TLSAddr is the address of the MQTTS listener ("" without one).
+func (b *Broker) TLSAddr() string { return b.tlsAddr }
 
 // Publish implements Publisher through the broker's inline client.
 func (b *Broker) Publish(topic string, payload []byte, qos byte) error {
@@ -110,9 +267,7 @@ func (b *Broker) RefusedConnections() uint64 { return b.refusedConns.Load() }
 // warnRefusal logs a refusal at most once every 5 seconds, with how many
 // there were in all, so a flood of resends does not flood the log.
 func (b *Broker) warnRefusal(msg string, args ...any) {
-	now := time.Now().UnixNano()
-	last := b.lastWarn.Load()
-	if now-last < int64(5*time.Second) || !b.lastWarn.CompareAndSwap(last, now) {
+	if !b.refusalLog.allow() {
 		return
 	}
 	b.logger.Warn(msg, append(args, "refused_publishes", b.refused.Load(), "refused_connections", b.refusedConns.Load())...)
@@ -136,21 +291,46 @@ func (b *Broker) refusePublish(cl *mqtt.Client, id uint16, qos byte, err error) 
 		case errors.Is(err, ErrNotReady), errors.Is(err, ErrClosed):
 			code = packets.ErrServerBusy
 		}
-		writeRaw(cl, []byte{packets.Puback << 4, 3, byte(id >> 8), byte(id), code.Code})
+		nack(cl, qos, id, code)
 		return
 	}
 	cl.Stop(fmt.Errorf("publish %d refused: %w", id, err))
 }
 
+// nack answers an MQTT 5 QoS 1 or 2 publish with a reason code: a PUBACK,
+// or a PUBREC (which ends a QoS 2 exchange when the code is an error).
+func nack(cl *mqtt.Client, qos byte, id uint16, code packets.Code) {
+	typ := byte(packets.Puback)
+	if qos == 2 {
+		typ = packets.Pubrec
+	}
+	writeRaw(cl, []byte{typ << 4, 3, byte(id >> 8), byte(id), code.Code})
+}
+
 // Unrouted counts messages on topics no job input listens to.
 func (b *Broker) Unrouted() uint64 { return b.unrouted.Load() }
 
-// Close stops the broker.
+// Close stops the broker: its listeners, every connection (those still
+// in a handshake too) and the acknowledgements.
 func (b *Broker) Close() error {
 	err := b.srv.Close()
+	// Listeners not yet added to mochi (a failed start) are closed here.
+	for _, l := range b.listeners {
+		l.Close(func(string) {})
+	}
 	close(b.acks)
 	<-b.ackDone
 	return err
+}
+
+// logLimiter lets a log line through at most once every 5 seconds, so a
+// flood of refusals does not flood the log.
+type logLimiter struct{ last atomic.Int64 }
+
+func (l *logLimiter) allow() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	return now-last >= int64(5*time.Second) && l.last.CompareAndSwap(last, now)
 }
 
 // acker sends the PUBACKs of durable QoS 1 publishes once their commit is

@@ -154,7 +154,7 @@ func TestGatewayEmbeddedBrokerEndToEnd(t *testing.T) {
 	clock := &testClock{}
 	outs := NewOutputs(nil, nil)
 	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour}, outs, nil)
-	broker, err := StartBroker("127.0.0.1:0", g, 256<<10, nil)
+	broker, err := StartBroker(g, BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 256 << 10})
 	require.NoError(t, err)
 	outs.SetPublisher(broker)
 	require.NoError(t, outs.Configure(job))
@@ -213,7 +213,7 @@ outputs: [{name: Alerts, log: {prefix: A}}]
 	require.NoError(t, outs.Configure(job))
 	dead := NewDeadLetters(nil, "", nil)
 	g := New(Config{Partitions: 2}, outs, dead)
-	broker, err := StartBroker("127.0.0.1:0", g, 1024, nil)
+	broker, err := StartBroker(g, BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 1024})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

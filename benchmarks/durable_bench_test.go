@@ -73,7 +73,7 @@ func startDurable(tb testing.TB, job *pb.Job, cfg actors.Config, dir string, noS
 		s = sink(d.outs)
 	}
 	d.g = actors.New(cfg, s, nil)
-	b, err := actors.StartBroker("127.0.0.1:0", d.g, 1<<16, quiet)
+	b, err := actors.StartBroker(d.g, actors.BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 1 << 16, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
 	}

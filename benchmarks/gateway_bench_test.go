@@ -74,7 +74,7 @@ outputs: [{name: Alerts, mqtt: {topic: "alerts", qos: 0}}]
 		sink = latencySink{mu: &mu, lat: &lat}
 	}
 	g := actors.New(actors.Config{Partitions: 8, BatchSize: 64, BatchDelay: time.Millisecond, Logger: quiet}, sink, nil)
-	broker, err := actors.StartBroker("127.0.0.1:0", g, 1<<16, quiet)
+	broker, err := actors.StartBroker(g, actors.BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 1 << 16, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}

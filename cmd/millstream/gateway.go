@@ -122,7 +122,9 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 	g := actors.New(gcfg, outs, rg.dead)
 	rg.g = g
 	if cfg.MqttListen != config.EmbeddedBrokerOff {
-		b, err := actors.StartBroker(cfg.MqttListen, g, int(cfg.MaxPayloadBytes), logger)
+		opts := actors.BrokerOptionsFrom(cfg)
+		opts.Logger = logger
+		b, err := actors.StartBroker(g, opts)
 		if err != nil {
 			rg.close(ctx)
 			return nil, err

@@ -21,7 +21,7 @@ import (
 func TestSimulatorDeliversEveryMessage(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	g := actors.New(actors.Config{Partitions: 4, Logger: quiet}, nil, nil)
-	b, err := actors.StartBroker("127.0.0.1:0", g, 1<<16, quiet)
+	b, err := actors.StartBroker(g, actors.BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 1 << 16, Logger: quiet})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
