@@ -83,6 +83,9 @@ func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 	// Without Secure: no authentication, but the Host, Origin and body
 	// type checks hold, and no profiles.
 	a.guard, _ = newAdminGuard(AdminSecurity{}, g.cfg.Logger, a.refused)
+	if broker != nil {
+		a.reg.MustRegister(broker)
+	}
 	return a
 }
 

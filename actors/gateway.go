@@ -186,7 +186,7 @@ type Gateway struct {
 	damagedReset     atomic.Uint64
 	poisonMu         sync.Mutex
 	poison           map[[2]uint64]*poisonEntry // (partition, seq) -> crashes while applying it
-	panics           atomic.Uint64     // crashes recorded in poison: poisoned takes no lock until the first
+	panics           atomic.Uint64              // crashes recorded in poison: poisoned takes no lock until the first
 
 	// Clustered mode (cluster.go); nil otherwise.
 	cl *clusterState

@@ -29,6 +29,7 @@ Usage:
   millstream query test     run query test folders and compare outputs
   millstream cert           make the cluster CA and gateway, admin and device certificates
   millstream token          make a bearer token for the admin API
+  millstream passwd         make a line of the embedded broker's password file
   millstream version        print the version
 
 Run 'millstream <command> <subcommand> -h' for the flags of a command.
@@ -36,6 +37,9 @@ Run 'millstream <command> <subcommand> -h' for the flags of a command.
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// stdin is where commands read secrets from (a variable for tests).
+var stdin io.Reader = os.Stdin
 
 // errUsage marks errors caused by the command line; exit code 2.
 var errUsage = errors.New("usage")
@@ -92,6 +96,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return certCmd(ctx, args[1:], stdout, stderr)
 	case "token":
 		return tokenCmd(ctx, args[1:], stdout, stderr)
+	case "passwd":
+		return passwdCmd(ctx, args[1:], stdin, stdout, stderr)
 	case "query":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: query needs a subcommand: run, explain or test", errUsage)
