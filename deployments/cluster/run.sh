@@ -18,7 +18,7 @@ for i in 1 2 3; do
   mkdir -p "$work/gw$i"
   (cd "$work/gw$i" && exec "$bin" gateway --config "$here/gw$i.yaml" >"$work/gw$i/gateway.log" 2>&1) &
   pids+=($!)
-  until curl -sf "http://127.0.0.1:808$i/readyz" >/dev/null; do sleep 0.2; done
+  until curl -sf "http://127.0.0.1:808$i/readyz?exclude=cluster" >/dev/null; do sleep 0.2; done
 done
 "$bin" job deploy --admin http://127.0.0.1:8081 "$here/../jobs/temperature-monitoring/job.yaml"
 echo "cluster up; logs and data under $work. Ctrl-C stops it."
