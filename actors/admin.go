@@ -387,13 +387,41 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// Bounds of a page of GET /v1/devices: a gateway may know a million
+// devices, and each carries its last payload.
+const (
+	defaultDevicePage = 500
+	maxDevicePage     = 5000
+)
+
+// listDevices answers GET /v1/devices?limit=N&after=ID: devices in id
+// order, a page at a time, without their last payload (GET
+// /v1/devices/{id} has it); "next" is the after= of the following page.
 func (a *Admin) listDevices(w http.ResponseWriter, r *http.Request) {
-	devs, err := a.g.Devices(r.Context())
+	limit := defaultDevicePage
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxDevicePage {
+			writeJSON(w, http.StatusBadRequest, apiError{fmt.Sprintf("limit must be a number from 1 to %d", maxDevicePage)})
+			return
+		}
+		limit = n
+	}
+	devs, err := a.g.DevicesPage(r.Context(), r.URL.Query().Get("after"), limit+1)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"devices": devs})
+	out := map[string]any{}
+	if len(devs) > limit {
+		devs = devs[:limit]
+		out["next"] = devs[limit-1].ID
+	}
+	for i := range devs {
+		devs[i].Reported = nil
+	}
+	out["devices"] = devs
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *Admin) getDevice(w http.ResponseWriter, r *http.Request) {

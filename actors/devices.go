@@ -43,8 +43,13 @@ type deviceState struct {
 	seqWin   map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
 }
 
-// devicesMsg lists (id empty) or gets the devices of a partition.
-type devicesMsg struct{ id string }
+// devicesMsg gets one device (id), or lists a partition's devices in id
+// order: at most limit (0: all) with ids after after.
+type devicesMsg struct {
+	id    string
+	after string
+	limit int
+}
 
 type devicesReply struct{ devices []Device }
 
@@ -126,15 +131,24 @@ func (p *partition) device(id string) Device {
 // Devices lists the devices every partition knows (active or with desired
 // properties), by id.
 func (g *Gateway) Devices(ctx context.Context) ([]Device, error) {
+	return g.DevicesPage(ctx, "", 0)
+}
+
+// DevicesPage returns up to limit devices (0: all) in id order, those
+// with ids after after: a page of a listing too long for one answer.
+func (g *Gateway) DevicesPage(ctx context.Context, after string, limit int) ([]Device, error) {
 	var out []Device
 	for _, pid := range g.parts {
-		res, err := g.system.Root.RequestFuture(pid, &devicesMsg{}, timeoutOf(ctx)).Result()
+		res, err := g.system.Root.RequestFuture(pid, &devicesMsg{after: after, limit: limit}, timeoutOf(ctx)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
 		}
 		out = append(out, res.(*devicesReply).devices...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
 	return out, nil
 }
 

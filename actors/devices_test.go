@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,4 +105,51 @@ outputs: [{name: o, log: {}}]
 	}
 	require.ElementsMatch(t, []string{"d1 online", "d2 online", "d2 offline", "d1 offline", "d1 online", "d1 offline"}, got)
 	require.NoError(t, g.Close(ctx))
+}
+
+// TestDevicesListedByPage: GET /v1/devices pages through every device in
+// id order without their payloads, each once, and refuses a bad limit.
+func TestDevicesListedByPage(t *testing.T) {
+	g := New(Config{Partitions: 4}, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer g.Close(ctx)
+	job, err := config.ParseJob("j.yaml", []byte("name: j\nquery: SELECT * INTO o FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: o, log: {}}]\n"))
+	require.NoError(t, err)
+	require.NoError(t, g.Deploy(ctx, job))
+	var want []string
+	for i := 0; i < 237; i++ {
+		dev := fmt.Sprintf("dev-%03d", i)
+		want = append(want, dev)
+		require.NoError(t, g.Ingest("telemetry", dev, []byte(`{"big":"`+strings.Repeat("x", 1000)+`"}`)))
+	}
+	require.NoError(t, g.Drain(ctx))
+	srv := httptest.NewServer(NewAdmin(g, NewOutputs(nil, io.Discard), nil).Handler())
+	defer srv.Close()
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 10)
+		resp, err := http.Get(srv.URL + "/v1/devices?limit=50&after=" + after)
+		require.NoError(t, err)
+		var page struct {
+			Devices []Device `json:"devices"`
+			Next    string   `json:"next"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+		resp.Body.Close()
+		for _, d := range page.Devices {
+			require.Empty(t, d.Reported, "listings leave the payload out")
+			got = append(got, d.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	require.Equal(t, want, got)
+	resp, err := http.Get(srv.URL + "/v1/devices?limit=0")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }

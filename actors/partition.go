@@ -209,14 +209,22 @@ func (p *partition) Receive(ctx actor.Context) {
 				r.devices = append(r.devices, p.device(m.id))
 			}
 		} else {
-			ids := map[string]bool{}
+			var ids []string
 			for id := range p.devices {
-				ids[id] = true
+				if id > m.after {
+					ids = append(ids, id)
+				}
 			}
 			for id := range p.desired {
-				ids[id] = true
+				if _, seen := p.devices[id]; !seen && id > m.after {
+					ids = append(ids, id)
+				}
 			}
-			for id := range ids {
+			sort.Strings(ids)
+			if m.limit > 0 && len(ids) > m.limit {
+				ids = ids[:m.limit]
+			}
+			for _, id := range ids {
 				r.devices = append(r.devices, p.device(id))
 			}
 		}
