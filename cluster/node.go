@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/millstream/millstream/actors"
@@ -74,6 +75,15 @@ type NodeConfig struct {
 	// partition's rows to leave the outbox (default 10 s); after it the
 	// next owner re-emits the rows since the last safe checkpoint.
 	HandOffWait time.Duration
+	// TLS, if set, makes the link between gateways mutual TLS with the
+	// cluster CA, and every message's sender must be the gateway its
+	// peer's certificate names (link.go). Nil: plain gRPC, for loopback.
+	TLS *LinkTLS
+	// MaxMessageBytes bounds one message between gateways (default
+	// DefaultMaxMessageBytes). It must hold the largest event the gateway
+	// takes (max_payload_bytes) and a safe checkpoint; every gateway of a
+	// cluster should use the same.
+	MaxMessageBytes int
 	// OnJob prepares a job another gateway deployed before it is deployed
 	// here (the gateway's outputs configure their sinks).
 	OnJob  func(*pb.Job) error
@@ -93,6 +103,11 @@ type Node struct {
 	system *actor.ActorSystem
 	remote *remote.Remote
 	parts  int
+	rej    *rejections // messages refused (reject.go)
+	guard  *linkGuard
+	maxMsg int // largest stream message (NodeConfig.MaxMessageBytes)
+	// oversizeLogAt: when a message too large to send was last logged.
+	oversizeLogAt atomic.Int64
 
 	st streams // outgoing streams; st.mu also orders replication (catch-up vs commits)
 
@@ -231,6 +246,9 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
 	if gw.Store() == nil {
 		return nil, errors.New("cluster: a clustered gateway needs durable state (durability.disabled is set)")
 	}
@@ -238,7 +256,8 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
 		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
-		startedAt: time.Now()}
+		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
+	n.rej = newRejections(n.log)
 	n.replicas = make([]map[string]*replica, n.parts)
 	n.holding = make([]string, n.parts)
 	n.caughtUp = make([]bool, n.parts)
@@ -300,11 +319,14 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	// to stderr), at warning and above: its info lines are per connection.
 	plog := slog.New(levelHandler{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	n.system = actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return plog })))
-	big := 256 << 20
-	n.remote = remote.NewRemote(n.system, remote.Configure(host, port,
-		remote.WithServerOptions(grpc.MaxRecvMsgSize(big)),
-		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(big), grpc.MaxCallSendMsgSize(big)))))
-	n.remote.Start()
+	opts, err := n.linkOptions()
+	if err != nil {
+		return nil, err
+	}
+	n.remote = remote.NewRemote(n.system, remote.Configure(host, port, opts...))
+	if err := startRemote(n.remote); err != nil {
+		return nil, fmt.Errorf("cluster: remote address %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)
+	}
 	n.st = streams{from: n.name, addr: n.system.Address(), post: n.post, out: map[string]*outStream{}}
 	if _, err := n.system.Root.SpawnNamed(actor.PropsFromFunc(n.receive), nodeActor); err != nil {
 		n.remote.Shutdown(false)
@@ -324,6 +346,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	mcfg.Logger = cfg.Logger
 	mcfg.iso = n.iso
 	mcfg.Admit = n.admit
+	mcfg.watch = n.guard
 	mcfg.Meta = n.meta(net.JoinHostPort(host, strconv.Itoa(port)))
 	// A seed that is down must not keep a gateway from starting: it starts
 	// alone, serves nothing, and joins whichever member answers first.
@@ -345,6 +368,40 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	n.log.Info("joined the cluster", "member", n.name, "gossip", n.ml.Addr(), "remote", net.JoinHostPort(host, strconv.Itoa(port)),
 		"members", len(n.ml.Names()), "replicas", cfg.Replicas, "quorum", cfg.Quorum, "minority_input", cfg.MinorityInput)
 	return n, nil
+}
+
+// linkOptions configures protoactor remote: message size limits, the
+// guard (link.go) and, with NodeConfig.TLS, mutual TLS.
+func (n *Node) linkOptions() ([]remote.ConfigOption, error) {
+	limit := grpcLimit(n.maxMsg)
+	n.guard = newLinkGuard(n.cfg.TLS != nil, n.rej, n.maxMsg)
+	server := []grpc.ServerOption{grpc.MaxRecvMsgSize(limit), grpc.MaxSendMsgSize(limit),
+		grpc.ChainStreamInterceptor(n.guard.stream), grpc.ChainUnaryInterceptor(n.guard.unary)}
+	dial := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))}
+	if n.cfg.TLS != nil {
+		st, ct, err := loadLinkTLS(n.cfg.TLS, n.cfg.Gateway, n.rej)
+		if err != nil {
+			return nil, err
+		}
+		server = append(server, grpc.Creds(credentials.NewTLS(st)))
+		dial = append(dial, grpc.WithTransportCredentials(&linkCreds{TransportCredentials: credentials.NewTLS(ct), g: n.guard}))
+	} else {
+		dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	return []remote.ConfigOption{remote.WithServerOptions(server...), remote.WithDialOptions(dial...),
+		remote.WithEndpointWriterBatchSize(linkWriterBatch)}, nil
+}
+
+// startRemote starts protoactor remote, which panics when it cannot
+// listen.
+func startRemote(r *remote.Remote) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%v", v)
+		}
+	}()
+	r.Start()
+	return nil
 }
 
 func freePort(host string) (int, error) {

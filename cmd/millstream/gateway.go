@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -292,12 +291,15 @@ func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, ou
 	if ncfg.RemoteAddr == "" {
 		ncfg.RemoteAddr = "127.0.0.1:7947"
 	}
-	if c.GossipKey != "" {
-		key, err := base64.StdEncoding.DecodeString(c.GossipKey)
-		if err != nil {
-			return nil, fmt.Errorf("cluster.gossip_key: %w", err)
-		}
-		ncfg.Membership.SecretKey = key
+	if t := c.Tls; t != nil {
+		ncfg.TLS = &cluster.LinkTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CaFile}
+	}
+	// The largest event the gateway takes must fit one message between
+	// gateways (forwarded alone).
+	ncfg.MaxMessageBytes = max(cluster.DefaultMaxMessageBytes, int(cfg.MaxPayloadBytes)+1<<20)
+	var err error
+	if ncfg.Membership.SecretKey, ncfg.Membership.OldKeys, err = cluster.LoadGossipKeys(c.GossipKey, c.GossipKeyFile, c.GossipOldKeys); err != nil {
+		return nil, err
 	}
 	return cluster.Start(ctx, ncfg, g)
 }
