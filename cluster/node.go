@@ -149,6 +149,8 @@ type Node struct {
 	stopped       atomic.Bool
 	stop          chan struct{}
 	wg            sync.WaitGroup
+	// handlers: goroutines handling messages from other gateways (goSafe).
+	handlers sync.WaitGroup
 
 	iso       *isolation        // fault injection (fault.go); nil in production
 	gossipOf  map[string]string // gossip address last seen per gateway (guarded by mu; rejoin)
@@ -252,22 +254,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	if gw.Store() == nil {
 		return nil, errors.New("cluster: a clustered gateway needs durable state (durability.disabled is set)")
 	}
-	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
-		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
-		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
-		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
-	n.rej = newRejections(n.log)
-	n.replicas = make([]map[string]*replica, n.parts)
-	n.holding = make([]string, n.parts)
-	n.caughtUp = make([]bool, n.parts)
-	n.takingAt = make([]time.Time, n.parts)
-	n.busy = make([]bool, n.parts)
-	n.fwd = make([]*forwarder, n.parts)
-	n.epochs = make([]atomic.Uint64, n.parts)
-	for p := range n.fwd {
-		n.fwd[p] = &forwarder{}
-	}
+	n := newNode(cfg, gw)
 	// quorumAt stays 0 (fenced) until the view shows a majority: a gateway
 	// that restarts alone must not serve from its own store what others
 	// may hold newer (it did, for one lease, and lost rows).
@@ -402,6 +389,28 @@ func startRemote(r *remote.Remote) (err error) {
 	}()
 	r.Start()
 	return nil
+}
+
+// newNode makes a node's state, before anything starts (cfg has its
+// defaults).
+func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
+	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
+		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
+		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
+		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
+	n.rej = newRejections(n.log)
+	n.replicas = make([]map[string]*replica, n.parts)
+	n.holding = make([]string, n.parts)
+	n.caughtUp = make([]bool, n.parts)
+	n.takingAt = make([]time.Time, n.parts)
+	n.busy = make([]bool, n.parts)
+	n.fwd = make([]*forwarder, n.parts)
+	n.epochs = make([]atomic.Uint64, n.parts)
+	for p := range n.fwd {
+		n.fwd[p] = &forwarder{}
+	}
+	return n
 }
 
 func freePort(host string) (int, error) {

@@ -27,7 +27,12 @@ func (n *Node) receive(ctx actor.Context) {
 	// A panic would restart the actor, and a few in a row stop it: the
 	// gateway would take no more messages from the others.
 	defer n.recoverPanic("cluster actor")
-	switch m := ctx.Message().(type) {
+	n.onStream(ctx.Message())
+}
+
+// onStream handles one message of the cluster actor.
+func (n *Node) onStream(msg any) {
+	switch m := msg.(type) {
 	case *pb.StreamMsg:
 		if m.Seq == 0 {
 			return // heartbeats go to the heartbeat actor
@@ -96,7 +101,12 @@ func (n *Node) heartbeat(ctx actor.Context) {
 		return // fault injection: nothing arrives
 	}
 	defer n.recoverPanic("heartbeat actor")
-	switch m := ctx.Message().(type) {
+	n.onHeartbeat(ctx.Message())
+}
+
+// onHeartbeat handles one message of the heartbeat actor.
+func (n *Node) onHeartbeat(msg any) {
+	switch m := msg.(type) {
 	case *pb.StreamMsg:
 		if err := checkHeader(m); err != nil {
 			n.rej.refuse(err, "from", m.From)

@@ -125,9 +125,12 @@ func (n *Node) recoverPanic(where string) {
 	}
 }
 
-// goSafe runs f on its own goroutine with recoverPanic.
+// goSafe runs f on its own goroutine with recoverPanic (counted in
+// n.handlers).
 func (n *Node) goSafe(where string, f func()) {
+	n.handlers.Add(1)
 	go func() {
+		defer n.handlers.Done()
 		defer n.recoverPanic(where)
 		f()
 	}()

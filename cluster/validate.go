@@ -159,6 +159,10 @@ func checkGroup(g *pb.ReplGroup, parts int) error {
 	if g.FirstSeq == 0 || len(g.Entries) == 0 {
 		return reject(rejectMalformed, "replication group of partition %d: first seq %d, %d entries", g.Partition, g.FirstSeq, len(g.Entries))
 	}
+	// Each bound alone first: their sum must not wrap around.
+	if err := checkSeq("first seq", g.FirstSeq); err != nil {
+		return err
+	}
 	if err := checkSeq("first seq", g.FirstSeq+uint64(len(g.Entries))); err != nil {
 		return err
 	}
