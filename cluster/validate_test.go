@@ -379,3 +379,18 @@ func TestGossipKeyRotation(t *testing.T) {
 	_, _, err = LoadGossipKeys("MTExMTExMTExMTExMTExMQ==", keyFile, nil)
 	require.Error(t, err, "inline and file both")
 }
+
+// TestCheckServer: a dialed server must be the member that advertises the
+// address dialed; at an address no member advertises (acks go where a
+// message said), any live member.
+func TestCheckServer(t *testing.T) {
+	g := newLinkGuard(true, newRejections(discardLogger()), 1<<20)
+	g.memberUp("gw1#a", &pb.NodeMeta{RemoteAddr: "10.0.0.1:7947"})
+	g.memberUp("gw2#b", &pb.NodeMeta{RemoteAddr: "10.0.0.2:7947"})
+	require.NoError(t, g.checkServer("10.0.0.2:7947", "gw2"))
+	require.ErrorContains(t, g.checkServer("10.0.0.2:7947", "gw1"), "not the member that advertises the address")
+	require.NoError(t, g.checkServer("127.0.0.1:7947", "gw1"))
+	require.ErrorContains(t, g.checkServer("127.0.0.1:7947", "gw3"), "not a member")
+	g.memberDown("gw2#b")
+	require.ErrorContains(t, g.checkServer("10.0.0.2:7947", "gw2"), "not a member")
+}
