@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"slices"
 	"strings"
@@ -19,6 +20,10 @@ type readinessCheck struct {
 func (a *Admin) AddReadiness(name string, check func() string) {
 	a.checks = append(a.checks, readinessCheck{name, check})
 }
+
+// Register adds a collector to /metrics (before Handler): the cluster
+// node's counters, for one.
+func (a *Admin) Register(c prometheus.Collector) error { return a.reg.Register(c) }
 
 // readyz answers 200 "ready" when the gateway takes input and serves, and
 // 503 with every reason it does not otherwise: closing, recovering its

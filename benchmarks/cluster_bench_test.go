@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/millstream/millstream/cluster"
+	"github.com/millstream/millstream/internal/certs"
 	"github.com/millstream/millstream/internal/sim"
 	"github.com/millstream/millstream/internal/testutil"
 )
@@ -27,6 +28,9 @@ type benchCluster struct {
 	dir  string
 	seed string
 	gws  []*benchGateway
+	// ca, if set, makes the link between gateways mutual TLS with
+	// certificates it issues (cluster.tls).
+	ca *certs.Authority
 }
 
 type benchGateway struct {
@@ -60,6 +64,9 @@ func (c *benchCluster) add(failure string) *benchGateway {
 		b.Fatal(err)
 	}
 	job := strings.ReplaceAll(string(jobYAML), "data/temperature-monitoring/raw.jsonl", filepath.Join(dir, "raw.jsonl"))
+	if c.ca != nil {
+		detect += c.linkTLS(g.name, dir)
+	}
 	conf := fmt.Sprintf("name: %s\nmqtt_listen: %s\nhttp_listen: %s\npartitions: 64\ndata_dir: %s\ncluster:\n  gossip_listen: %s\n  remote_listen: %s\n  seeds: %s%s\njobs:\n%s",
 		g.name, g.mqtt, g.admin, filepath.Join(dir, "data"), gossip, remote, seeds, detect, indentLines(job, "  - ", "    "))
 	cfg := filepath.Join(dir, "gateway.yaml")
@@ -69,6 +76,20 @@ func (c *benchCluster) add(failure string) *benchGateway {
 	g.gw = testutil.StartGateway(b, cfg, g.admin)
 	c.gws = append(c.gws, g)
 	return g
+}
+
+// linkTLS writes the CA and a gateway certificate into dir and returns the
+// cluster.tls lines naming them.
+func (c *benchCluster) linkTLS(name, dir string) string {
+	ca, err := c.ca.WriteCA(filepath.Join(dir, "ca"))
+	if err != nil {
+		c.b.Fatal(err)
+	}
+	f, err := c.ca.WriteIssued(dir, name, certs.Request{Kind: certs.Gateway, Name: name, Validity: time.Hour})
+	if err != nil {
+		c.b.Fatal(err)
+	}
+	return fmt.Sprintf("\n  tls: {cert_file: %q, key_file: %q, ca_file: %q}", f.Cert, f.Key, ca.Cert)
 }
 
 func (g *benchGateway) status(b *testing.B) (cluster.Status, bool) {
@@ -177,13 +198,30 @@ func BenchmarkClusterFailover(b *testing.B) {
 // CPU time all gateway processes spend per message. With two or more
 // gateways every message is logged on its partition's gateway and
 // replicated to a second one, and about (n-1)/n of the messages are
-// forwarded from the gateway that received them.
+// forwarded from the gateway that received them. "-mtls" runs the link
+// between gateways over mutual TLS (cluster.tls), against the plain link
+// of the same run.
 func BenchmarkClusterThroughput(b *testing.B) {
-	for _, n := range []int{1, 2, 3} {
-		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
+	for _, run := range []struct {
+		n    int
+		mtls bool
+	}{{1, false}, {2, false}, {2, true}, {3, false}, {3, true}} {
+		name := fmt.Sprintf("gateways=%d", run.n)
+		if run.mtls {
+			name += "-mtls" // no comma: the name goes into a YAML flow map (TempDir)
+		}
+		n := run.n
+		b.Run(name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				c := &benchCluster{b: b, dir: b.TempDir()}
+				if run.mtls {
+					ca, err := certs.NewCA("bench cluster CA", time.Hour)
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.ca = ca
+				}
 				for j := 0; j < n; j++ {
 					c.add("tuned")
 				}

@@ -47,11 +47,23 @@
 //	    forget reaches every gateway, also one down at the time (stored
 //	    marks, sent on join); a live gateway cannot be forgotten, and a
 //	    forgotten one that shows up again counts again.
+//	C14: nothing from another gateway is used before every field of it
+//	    is checked (validate.go): a bad message is refused, counted and
+//	    changes nothing. With TLS (NodeConfig.TLS), a message is taken
+//	    only from a peer with a gateway certificate of the cluster CA,
+//	    and only if its claimed sender is a live member of the gateway
+//	    that certificate names (link.go); a job update only if its origin
+//	    is that gateway, or one not live that it relays (C12), and its
+//	    version is at most maxJobSkew ahead of this gateway's clock.
 //
 // Every gateway must use the same number of partitions: one with another
 // number is refused as a member (Config.Admit), so its Join fails.
 //
 // Known limits: parked input is on one disk until forwarded; job versions
 // are deploy times, so the gateways' clocks order concurrent deploys of
-// one name.
+// one name (a gateway whose clock is more than maxJobSkew behind refuses
+// the others' changes until its clock is set). A member with a valid
+// certificate is trusted with the protocol itself: it can hand a
+// partition to a gateway or deploy a job, as it can through its own
+// admin API.
 package cluster

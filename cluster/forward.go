@@ -85,13 +85,28 @@ func (n *Node) pumpForward(p int) {
 		n.mu.Unlock()
 		return
 	}
-	k := min(len(f.queue), forwardBatchMax)
+	// At most forwardBatchMax events and about msgTargetBytes (one larger
+	// event goes alone): the receivers refuse messages over their limit.
+	k, size := 0, 0
+	for k < len(f.queue) && k < forwardBatchMax {
+		s := entryBytes(f.queue[k])
+		if k > 0 && size+s > msgTargetBytes {
+			break
+		}
+		size += s
+		k++
+	}
 	b := &fwdBatch{entries: slices.Clone(f.queue[:k]), dones: slices.Clone(f.dones[:k]), parked: slices.Clone(f.parked[:k])}
 	f.queue, f.dones, f.parked = f.queue[k:], f.dones[k:], f.parked[k:]
 	f.inflight = b
 	f.noteBusy()
 	n.mu.Unlock()
 	n.sendForward(p, b)
+}
+
+// entryBytes is about the encoded size of a log entry.
+func entryBytes(e *pb.LogEntry) int {
+	return len(e.Payload) + len(e.Job) + len(e.Input) + len(e.Device) + len(e.Origin) + 48
 }
 
 // sendForward sends (or resends) the batch in flight to p's server.
@@ -241,13 +256,13 @@ func (n *Node) acceptForward(from string, fb *pb.ForwardBatch) {
 		n.sendTo(from, &pb.StreamMsg{Body: &pb.StreamMsg_ForwardDone{ForwardDone: &pb.ForwardDone{Id: fb.Id, Refused: true, Error: "not served here"}}}, nil)
 		return
 	}
-	go func() {
+	n.goSafe("forwarded batch", func() {
 		d := &pb.ForwardDone{Id: fb.Id}
 		if err := c.Wait(); err != nil {
-			d.Refused, d.Error = true, err.Error()
+			d.Refused, d.Error = true, truncate(err.Error(), 1024)
 		}
 		n.sendTo(from, &pb.StreamMsg{Body: &pb.StreamMsg_ForwardDone{ForwardDone: d}}, nil)
-	}()
+	})
 }
 
 // DeployJob deploys a job here and on every other gateway (the newest
@@ -256,7 +271,7 @@ func (n *Node) DeployJob(ctx context.Context, job *pb.Job) error {
 	if err := n.gw.Deploy(ctx, job); err != nil {
 		return err
 	}
-	return n.spreadJob(&pb.JobUpdate{Job: job, Version: time.Now().UnixNano(), Origin: n.name})
+	return n.spreadJob(&pb.JobUpdate{Job: job, Version: n.localJobVersion(job.Name), Origin: n.name})
 }
 
 // RemoveJob removes a job here and on every other gateway.
@@ -264,7 +279,47 @@ func (n *Node) RemoveJob(ctx context.Context, name string) error {
 	if err := n.gw.Remove(ctx, name); err != nil {
 		return err
 	}
-	return n.spreadJob(&pb.JobUpdate{Removed: name, Version: time.Now().UnixNano(), Origin: n.name})
+	return n.spreadJob(&pb.JobUpdate{Removed: name, Version: n.localJobVersion(name), Origin: n.name})
+}
+
+// localJobVersion is the version of a deploy or removal of a job name
+// through this gateway's admin API.
+func (n *Node) localJobVersion(name string) int64 {
+	n.mu.Lock()
+	cur, seen := n.jobVer[name]
+	n.mu.Unlock()
+	return nextJobVersion(cur.version, seen, time.Now().UnixNano())
+}
+
+// Job versions are deploy times (Unix ns), so the newest deploy or
+// removal of a name wins on every gateway. The others refuse a version
+// more than maxJobSkew ahead of their clock (checkJobUpdate): one peer
+// cannot make a job newer than every later change. A version stored
+// before that check (or left far ahead by a clock set back) counts as
+// older than any valid one, so an operator can still change or remove
+// the job.
+
+// nextJobVersion is the version of an operator's change: now, or just
+// above the current version when that is ahead of this clock but within
+// maxJobSkew (another gateway's clock is a little ahead), so the change
+// wins everywhere.
+func nextJobVersion(cur int64, seen bool, now int64) int64 {
+	if seen && cur >= now && cur < now+int64(maxJobSkew) {
+		return cur + 1
+	}
+	return now
+}
+
+// jobNewer reports whether an update of version v from origin replaces
+// the current one (cur; seen false: none).
+func jobNewer(cur jobVersion, seen bool, v int64, origin string, now int64) bool {
+	switch {
+	case !seen, cur.version > now+int64(maxJobSkew):
+		return true
+	case v != cur.version:
+		return v > cur.version
+	}
+	return origin > cur.origin
 }
 
 func jobName(u *pb.JobUpdate) string {
@@ -325,12 +380,17 @@ func (n *Node) SyncJobs(ctx context.Context) {
 	}
 }
 
-// sendJobs gives a member that joined every job update this gateway knows.
+// sendJobs gives a member that joined every job update this gateway knows:
+// its own, and those of gateways not live (C12). A live gateway sends its
+// own: the receiver refuses an update relayed for a live origin
+// (applyJob).
 func (n *Node) sendJobs(member string) {
 	n.mu.Lock()
 	var us []*pb.JobUpdate
 	for _, u := range n.jobLog {
-		us = append(us, u)
+		if o := baseOf(u.Origin); o == n.cfg.Gateway || n.bases[o] == "" {
+			us = append(us, u)
+		}
 	}
 	n.mu.Unlock()
 	for _, u := range us {
@@ -338,15 +398,23 @@ func (n *Node) sendJobs(member string) {
 	}
 }
 
-// applyJob applies another gateway's job update if it is the newest of
-// its name; an update that changes nothing keeps the job's state.
-func (n *Node) applyJob(u *pb.JobUpdate) {
+// applyJob applies a job update from another gateway (from, checked by
+// checkJobUpdate) if it is the newest of its name; an update that changes
+// nothing keeps the job's state. Its origin must be the sender's gateway,
+// unless it relays the update of a gateway not live now (C12): a live one
+// sends its own, and a member must not speak for it.
+func (n *Node) applyJob(from string, u *pb.JobUpdate) {
 	n.jobMu.Lock()
 	defer n.jobMu.Unlock()
 	name := jobName(u)
 	n.mu.Lock()
+	if o := baseOf(u.Origin); o != baseOf(from) && (n.bases[o] != "" || o == n.cfg.Gateway) {
+		n.mu.Unlock()
+		n.rej.refuse(reject(rejectIdentity, "job update %q from %s names live gateway %s as its origin", name, from, u.Origin), "from", from)
+		return
+	}
 	cur, seen := n.jobVer[name]
-	newer := !seen || u.Version > cur.version || u.Version == cur.version && u.Origin > cur.origin
+	newer := jobNewer(cur, seen, u.Version, u.Origin, time.Now().UnixNano())
 	if newer {
 		n.jobVer[name] = jobVersion{u.Version, u.Origin}
 		n.jobLog[name] = u

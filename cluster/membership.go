@@ -3,14 +3,17 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +38,9 @@ type Config struct {
 	Seeds []string
 	// SecretKey encrypts gossip (AES, 16, 24 or 32 bytes); empty: plain.
 	SecretKey []byte
+	// OldKeys are also accepted on incoming gossip, never used to send:
+	// the keys being rotated in or out (see "Rotating the gossip key").
+	OldKeys [][]byte
 	// Meta is gossiped to the other gateways (at most 512 bytes encoded).
 	Meta *pb.NodeMeta
 	// Failure detection (defaults: memberlist's LAN settings, which detect
@@ -54,7 +60,26 @@ type Config struct {
 	StartAlone bool
 	// iso: fault injection (fault.go); nil in production.
 	iso *isolation
+	// watch, if set, learns of members as memberlist does (the cluster
+	// link's guard).
+	watch memberWatcher
 }
+
+// Rotating the gossip key. Gossip is encrypted with the primary key
+// (cluster.gossip_key or gossip_key_file) and accepted under it or any of
+// cluster.gossip_old_keys; a gateway that holds none of a packet's key
+// drops the packet. To replace key A by key B without a split, one
+// rolling restart per step, each finished on every gateway before the
+// next starts:
+//
+//  1. add B to gossip_old_keys (primary A): every gateway accepts B;
+//  2. make B the primary and move A to gossip_old_keys: gateways send
+//     under B, and still accept A from those not restarted yet;
+//  3. remove A from gossip_old_keys.
+//
+// To turn encryption on in a running cluster, stop it and start every
+// gateway with the key (a plain gateway and an encrypting one do not
+// understand each other).
 
 // Member is a gateway as the membership sees it.
 type Member struct {
@@ -106,13 +131,12 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 			return nil, fmt.Errorf("cluster: advertise %q: %w", cfg.Advertise, err)
 		}
 	}
-	if len(cfg.SecretKey) > 0 {
-		switch len(cfg.SecretKey) {
-		case 16, 24, 32:
-		default:
-			return nil, fmt.Errorf("cluster: secret key is %d bytes: it must be 16, 24 or 32", len(cfg.SecretKey))
+	if len(cfg.SecretKey) > 0 || len(cfg.OldKeys) > 0 {
+		kr, err := keyring(cfg.SecretKey, cfg.OldKeys)
+		if err != nil {
+			return nil, err
 		}
-		mc.SecretKey = cfg.SecretKey
+		mc.Keyring = kr
 	}
 	if cfg.ProbeInterval > 0 {
 		mc.ProbeInterval = cfg.ProbeInterval
@@ -128,7 +152,7 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 	m := &Membership{changes: make(chan struct{}, 1), logger: cfg.Logger, meta: &metaDelegate{meta: meta}}
 	mc.Delegate = m.meta
-	mc.Events = eventDelegate{m: m}
+	mc.Events = eventDelegate{m: m, watch: cfg.watch}
 	if cfg.Admit != nil {
 		g := &gatekeeper{admit: cfg.Admit, logger: cfg.Logger, refused: map[string]string{}}
 		mc.Merge, mc.Alive = g, g
@@ -174,6 +198,59 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 		}
 	}
 	return m, nil
+}
+
+// LoadGossipKeys decodes the gossip keys of a gateway's configuration:
+// the primary key, base64, inline or in a file (cluster.gossip_key,
+// gossip_key_file), and the old keys (gossip_old_keys, base64).
+func LoadGossipKeys(inline, file string, old []string) (primary []byte, olds [][]byte, err error) {
+	if file != "" {
+		if inline != "" {
+			return nil, nil, errors.New("cluster: gossip_key and gossip_key_file are both set; keep one")
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: gossip_key_file: %w", err)
+		}
+		inline = strings.TrimSpace(string(data))
+	}
+	if inline != "" {
+		if primary, err = base64.StdEncoding.DecodeString(inline); err != nil {
+			return nil, nil, fmt.Errorf("cluster: gossip key: %w", err)
+		}
+	}
+	for i, k := range old {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster: gossip_old_keys[%d]: %w", i, err)
+		}
+		olds = append(olds, key)
+	}
+	return primary, olds, nil
+}
+
+// keyring is memberlist's keyring of the primary gossip key and the old
+// ones.
+func keyring(primary []byte, old [][]byte) (*memberlist.Keyring, error) {
+	if len(primary) == 0 {
+		return nil, errors.New("cluster: old gossip keys without a gossip key: the key encrypts, old keys are only accepted")
+	}
+	for i, k := range append([][]byte{primary}, old...) {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			what := "gossip key"
+			if i > 0 {
+				what = fmt.Sprintf("old gossip key %d", i)
+			}
+			return nil, fmt.Errorf("cluster: %s is %d bytes: it must be 16, 24 or 32", what, len(k))
+		}
+	}
+	kr, err := memberlist.NewKeyring(old, primary)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip keys: %w", err)
+	}
+	return kr, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -286,11 +363,38 @@ func (*metaDelegate) GetBroadcasts(int, int) [][]byte        { return nil }
 func (*metaDelegate) LocalState(bool) []byte                 { return nil }
 func (*metaDelegate) MergeRemoteState(buf []byte, join bool) {}
 
-type eventDelegate struct{ m *Membership }
+type eventDelegate struct {
+	m     *Membership
+	watch memberWatcher
+}
 
-func (e eventDelegate) NotifyJoin(*memberlist.Node)   { e.m.changed() }
-func (e eventDelegate) NotifyLeave(*memberlist.Node)  { e.m.changed() }
-func (e eventDelegate) NotifyUpdate(*memberlist.Node) { e.m.changed() }
+func (e eventDelegate) NotifyJoin(n *memberlist.Node) {
+	e.up(n)
+	e.m.changed()
+}
+
+func (e eventDelegate) NotifyLeave(n *memberlist.Node) {
+	if e.watch != nil {
+		e.watch.memberDown(n.Name)
+	}
+	e.m.changed()
+}
+
+func (e eventDelegate) NotifyUpdate(n *memberlist.Node) {
+	e.up(n)
+	e.m.changed()
+}
+
+func (e eventDelegate) up(n *memberlist.Node) {
+	if e.watch == nil {
+		return
+	}
+	meta := &pb.NodeMeta{}
+	if proto.Unmarshal(n.Meta, meta) != nil {
+		meta = nil // Members logs it
+	}
+	e.watch.memberUp(n.Name, meta)
+}
 
 // slogWriter turns memberlist's log lines into debug records (warnings
 // and errors keep their level).

@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/millstream/millstream/actors"
@@ -74,6 +75,15 @@ type NodeConfig struct {
 	// partition's rows to leave the outbox (default 10 s); after it the
 	// next owner re-emits the rows since the last safe checkpoint.
 	HandOffWait time.Duration
+	// TLS, if set, makes the link between gateways mutual TLS with the
+	// cluster CA, and every message's sender must be the gateway its
+	// peer's certificate names (link.go). Nil: plain gRPC, for loopback.
+	TLS *LinkTLS
+	// MaxMessageBytes bounds one message between gateways (default
+	// DefaultMaxMessageBytes). It must hold the largest event the gateway
+	// takes (max_payload_bytes) and a safe checkpoint; every gateway of a
+	// cluster should use the same.
+	MaxMessageBytes int
 	// OnJob prepares a job another gateway deployed before it is deployed
 	// here (the gateway's outputs configure their sinks).
 	OnJob  func(*pb.Job) error
@@ -93,6 +103,11 @@ type Node struct {
 	system *actor.ActorSystem
 	remote *remote.Remote
 	parts  int
+	rej    *rejections // messages refused (reject.go)
+	guard  *linkGuard
+	maxMsg int // largest stream message (NodeConfig.MaxMessageBytes)
+	// oversizeLogAt: when a message too large to send was last logged.
+	oversizeLogAt atomic.Int64
 
 	st streams // outgoing streams; st.mu also orders replication (catch-up vs commits)
 
@@ -134,6 +149,8 @@ type Node struct {
 	stopped       atomic.Bool
 	stop          chan struct{}
 	wg            sync.WaitGroup
+	// handlers: goroutines handling messages from other gateways (goSafe).
+	handlers sync.WaitGroup
 
 	iso       *isolation        // fault injection (fault.go); nil in production
 	gossipOf  map[string]string // gossip address last seen per gateway (guarded by mu; rejoin)
@@ -231,24 +248,13 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
 	if gw.Store() == nil {
 		return nil, errors.New("cluster: a clustered gateway needs durable state (durability.disabled is set)")
 	}
-	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
-		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
-		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
-		startedAt: time.Now()}
-	n.replicas = make([]map[string]*replica, n.parts)
-	n.holding = make([]string, n.parts)
-	n.caughtUp = make([]bool, n.parts)
-	n.takingAt = make([]time.Time, n.parts)
-	n.busy = make([]bool, n.parts)
-	n.fwd = make([]*forwarder, n.parts)
-	n.epochs = make([]atomic.Uint64, n.parts)
-	for p := range n.fwd {
-		n.fwd[p] = &forwarder{}
-	}
+	n := newNode(cfg, gw)
 	// quorumAt stays 0 (fenced) until the view shows a majority: a gateway
 	// that restarts alone must not serve from its own store what others
 	// may hold newer (it did, for one lease, and lost rows).
@@ -300,11 +306,14 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	// to stderr), at warning and above: its info lines are per connection.
 	plog := slog.New(levelHandler{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	n.system = actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return plog })))
-	big := 256 << 20
-	n.remote = remote.NewRemote(n.system, remote.Configure(host, port,
-		remote.WithServerOptions(grpc.MaxRecvMsgSize(big)),
-		remote.WithDialOptions(grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(big), grpc.MaxCallSendMsgSize(big)))))
-	n.remote.Start()
+	opts, err := n.linkOptions()
+	if err != nil {
+		return nil, err
+	}
+	n.remote = remote.NewRemote(n.system, remote.Configure(host, port, opts...))
+	if err := startRemote(n.remote); err != nil {
+		return nil, fmt.Errorf("cluster: remote address %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)
+	}
 	n.st = streams{from: n.name, addr: n.system.Address(), post: n.post, out: map[string]*outStream{}}
 	if _, err := n.system.Root.SpawnNamed(actor.PropsFromFunc(n.receive), nodeActor); err != nil {
 		n.remote.Shutdown(false)
@@ -324,6 +333,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	mcfg.Logger = cfg.Logger
 	mcfg.iso = n.iso
 	mcfg.Admit = n.admit
+	mcfg.watch = n.guard
 	mcfg.Meta = n.meta(net.JoinHostPort(host, strconv.Itoa(port)))
 	// A seed that is down must not keep a gateway from starting: it starts
 	// alone, serves nothing, and joins whichever member answers first.
@@ -345,6 +355,62 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	n.log.Info("joined the cluster", "member", n.name, "gossip", n.ml.Addr(), "remote", net.JoinHostPort(host, strconv.Itoa(port)),
 		"members", len(n.ml.Names()), "replicas", cfg.Replicas, "quorum", cfg.Quorum, "minority_input", cfg.MinorityInput)
 	return n, nil
+}
+
+// linkOptions configures protoactor remote: message size limits, the
+// guard (link.go) and, with NodeConfig.TLS, mutual TLS.
+func (n *Node) linkOptions() ([]remote.ConfigOption, error) {
+	limit := grpcLimit(n.maxMsg)
+	n.guard = newLinkGuard(n.cfg.TLS != nil, n.rej, n.maxMsg)
+	server := []grpc.ServerOption{grpc.MaxRecvMsgSize(limit), grpc.MaxSendMsgSize(limit),
+		grpc.ChainStreamInterceptor(n.guard.stream), grpc.ChainUnaryInterceptor(n.guard.unary)}
+	dial := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit))}
+	if n.cfg.TLS != nil {
+		st, ct, err := loadLinkTLS(n.cfg.TLS, n.cfg.Gateway, n.rej)
+		if err != nil {
+			return nil, err
+		}
+		server = append(server, grpc.Creds(credentials.NewTLS(st)))
+		dial = append(dial, grpc.WithTransportCredentials(&linkCreds{TransportCredentials: credentials.NewTLS(ct), g: n.guard}))
+	} else {
+		dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	return []remote.ConfigOption{remote.WithServerOptions(server...), remote.WithDialOptions(dial...),
+		remote.WithEndpointWriterBatchSize(linkWriterBatch)}, nil
+}
+
+// startRemote starts protoactor remote, which panics when it cannot
+// listen.
+func startRemote(r *remote.Remote) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%v", v)
+		}
+	}()
+	r.Start()
+	return nil
+}
+
+// newNode makes a node's state, before anything starts (cfg has its
+// defaults).
+func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
+	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
+		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
+		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
+		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
+	n.rej = newRejections(n.log)
+	n.replicas = make([]map[string]*replica, n.parts)
+	n.holding = make([]string, n.parts)
+	n.caughtUp = make([]bool, n.parts)
+	n.takingAt = make([]time.Time, n.parts)
+	n.busy = make([]bool, n.parts)
+	n.fwd = make([]*forwarder, n.parts)
+	n.epochs = make([]atomic.Uint64, n.parts)
+	for p := range n.fwd {
+		n.fwd[p] = &forwarder{}
+	}
+	return n
 }
 
 func freePort(host string) (int, error) {

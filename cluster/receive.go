@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -13,14 +15,31 @@ import (
 // Work that waits on the gateway (serving a partition, deploying a job,
 // waiting for a forwarded batch's commit) runs on its own goroutine: a
 // commit may be waiting for an ack that this actor has yet to process.
+//
+// Every message is checked before use (validate.go): one whose header is
+// bad is dropped; one whose body is bad takes its place in the stream
+// (acknowledged, so a broken peer's stream does not stall) but is not
+// applied. Both are counted and logged (reject.go).
 func (n *Node) receive(ctx actor.Context) {
 	if n.iso.isolated() {
 		return // fault injection: nothing arrives
 	}
-	switch m := ctx.Message().(type) {
+	// A panic would restart the actor, and a few in a row stop it: the
+	// gateway would take no more messages from the others.
+	defer n.recoverPanic("cluster actor")
+	n.onStream(ctx.Message())
+}
+
+// onStream handles one message of the cluster actor.
+func (n *Node) onStream(msg any) {
+	switch m := msg.(type) {
 	case *pb.StreamMsg:
 		if m.Seq == 0 {
 			return // heartbeats go to the heartbeat actor
+		}
+		if err := checkHeader(m); err != nil {
+			n.rej.refuse(err, "from", m.From)
+			return
 		}
 		n.mu.Lock()
 		in := n.in[m.From]
@@ -48,9 +67,18 @@ func (n *Node) receive(ctx actor.Context) {
 		}
 		in.expected++
 		n.mu.Unlock()
-		n.apply(m)
+		if err := checkBody(m, n.parts, time.Now().UnixNano()); err != nil {
+			n.rej.refuse(err, "from", m.From, "seq", m.Seq)
+			n.refused(m, err)
+		} else {
+			n.apply(m)
+		}
 		n.ackTo(m.Addr, m.Session, m.Seq)
 	case *pb.StreamAck:
+		if err := checkAck(m); err != nil {
+			n.rej.refuse(err, "from", m.From)
+			return
+		}
 		n.st.mu.Lock()
 		var fns []func(bool)
 		if m.Unknown {
@@ -72,13 +100,32 @@ func (n *Node) heartbeat(ctx actor.Context) {
 	if n.iso.isolated() {
 		return // fault injection: nothing arrives
 	}
-	switch m := ctx.Message().(type) {
+	defer n.recoverPanic("heartbeat actor")
+	n.onHeartbeat(ctx.Message())
+}
+
+// onHeartbeat handles one message of the heartbeat actor.
+func (n *Node) onHeartbeat(msg any) {
+	switch m := msg.(type) {
 	case *pb.StreamMsg:
+		if err := checkHeader(m); err != nil {
+			n.rej.refuse(err, "from", m.From)
+			return
+		}
 		if m.Addr != "" {
 			n.post(actor.NewPID(m.Addr, heartbeatActor), &pb.StreamAck{From: n.name, Session: m.Session})
 		}
 	case *pb.StreamAck:
-		sent := time.Unix(0, int64(m.Session))
+		if err := checkAck(m); err != nil {
+			n.rej.refuse(err, "from", m.From)
+			return
+		}
+		// The session is the ping's send time, echoed: never later than
+		// now, whatever the peer sent back.
+		sent := time.Unix(0, int64(min(m.Session, math.MaxInt64)))
+		if now := time.Now(); sent.After(now) {
+			sent = now
+		}
 		n.mu.Lock()
 		if sent.After(n.contact[m.From]) {
 			n.contact[m.From] = sent
@@ -154,20 +201,20 @@ func (n *Node) apply(m *pb.StreamMsg) {
 	case *pb.StreamMsg_Handoff:
 		p := int(b.Handoff.Partition)
 		n.log.Info("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
-		go n.serve(p, b.Handoff.Epoch, "hand-off")
+		n.goSafe("hand-off", func() { n.serve(p, b.Handoff.Epoch, "hand-off") })
 	case *pb.StreamMsg_HandoffRequest:
 		p := int(b.HandoffRequest.Partition)
-		go func() {
+		n.goSafe("hand-off request", func() {
 			if n.claimWait(p) {
 				n.handOff(p, m.From)
 			}
-		}()
+		})
 	case *pb.StreamMsg_Forward:
 		n.acceptForward(m.From, b.Forward)
 	case *pb.StreamMsg_ForwardDone:
 		n.forwardDone(m.From, b.ForwardDone)
 	case *pb.StreamMsg_Job:
-		go n.applyJob(b.Job)
+		n.goSafe("job update", func() { n.applyJob(m.From, b.Job) })
 	case *pb.StreamMsg_Forget:
 		if _, err := n.forget(b.Forget.Gateway); err != nil {
 			n.log.Warn("another gateway forgot a gateway this one still sees; kept", "gateway", b.Forget.Gateway, "from", m.From, "error", err)
@@ -185,6 +232,23 @@ func (n *Node) apply(m *pb.StreamMsg) {
 			}
 		}
 	}
+}
+
+// refused answers a message refused for its body where the sender waits
+// for an answer: a forwarded batch is refused, so the sender retries
+// (elsewhere, once the placement changes) instead of waiting.
+func (n *Node) refused(m *pb.StreamMsg, err error) {
+	if fb := m.GetForward(); fb != nil {
+		n.sendTo(m.From, &pb.StreamMsg{Body: &pb.StreamMsg_ForwardDone{ForwardDone: &pb.ForwardDone{Id: fb.Id, Refused: true,
+			Error: "refused: " + truncate(err.Error(), 200)}}}, nil)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }
 
 // acceptReplication reports whether a replica takes replication of p from

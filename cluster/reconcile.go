@@ -556,7 +556,11 @@ func (n *Node) catchUp(p int, member string) {
 	}
 	var after uint64
 	if sc != nil {
-		n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Checkpoint{Checkpoint: &pb.ReplCheckpoint{Partition: uint32(p), Safe: sc, Epoch: epoch}}}, nil)
+		msg := &pb.ReplCheckpoint{Partition: uint32(p), Safe: sc, Epoch: epoch}
+		if !n.checkSizeOut("safe checkpoint for a catch-up", msg) {
+			return // not caught up: the partition stays where it is
+		}
+		n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Checkpoint{Checkpoint: msg}}, nil)
 		after = sc.Through
 	}
 	var group *pb.ReplGroup
@@ -663,7 +667,14 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 		}
 		seqs := lastSeq[m]
 		member := m
-		n.st.send(n.st.open(m, addr), &pb.StreamMsg{Body: &pb.StreamMsg_Log{Log: &pb.ReplLog{Groups: gs}}}, func(ok bool) {
+		o := n.st.open(m, addr)
+		// Split to the link's message size; the stream applies them in
+		// order, so the last one's ack stands for all.
+		parts := splitGroups(gs, msgTargetBytes)
+		for _, part := range parts[:len(parts)-1] {
+			n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Log{Log: &pb.ReplLog{Groups: part}}}, nil)
+		}
+		n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Log{Log: &pb.ReplLog{Groups: parts[len(parts)-1]}}}, func(ok bool) {
 			if !ok {
 				lostAt.Store(time.Now().UnixNano())
 			}
@@ -686,6 +697,36 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 	}
 	n.st.mu.Unlock()
 	return done
+}
+
+// splitGroups splits replication groups into messages of about target
+// bytes each (a larger entry goes alone); a group split in two continues
+// at the next sequence number.
+func splitGroups(gs []*pb.ReplGroup, target int) [][]*pb.ReplGroup {
+	var out [][]*pb.ReplGroup
+	var cur []*pb.ReplGroup
+	size := 0
+	for _, g := range gs {
+		start := 0
+		for i, e := range g.Entries {
+			s := entryBytes(e)
+			if size > 0 && size+s > target {
+				if i > start {
+					cur = append(cur, &pb.ReplGroup{Partition: g.Partition, Epoch: g.Epoch, FirstSeq: g.FirstSeq + uint64(start), Entries: g.Entries[start:i]})
+				}
+				out = append(out, cur)
+				cur, size, start = nil, 0, i
+			}
+			size += s
+		}
+		if start < len(g.Entries) {
+			cur = append(cur, &pb.ReplGroup{Partition: g.Partition, Epoch: g.Epoch, FirstSeq: g.FirstSeq + uint64(start), Entries: g.Entries[start:]})
+		}
+	}
+	if len(cur) > 0 || len(out) == 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 // confirmQuorumAfter answers a replication that lost a replica: nil once
@@ -713,8 +754,14 @@ func (n *Node) SafeCheckpoint(p int, sc *pb.SafeCheckpoint) {
 	}
 	n.mu.Unlock()
 	epoch := n.gw.Epoch(p)
+	msg := &pb.ReplCheckpoint{Partition: uint32(p), Safe: sc, Epoch: epoch}
+	if len(ms) == 0 || !n.checkSizeOut("safe checkpoint", msg) {
+		// The replicas keep the previous one and the log since (the
+		// owner truncates its own log only).
+		return
+	}
 	for _, m := range ms {
-		n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Checkpoint{Checkpoint: &pb.ReplCheckpoint{Partition: uint32(p), Safe: sc, Epoch: epoch}}}, nil)
+		n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Checkpoint{Checkpoint: msg}}, nil)
 	}
 }
 

@@ -63,6 +63,9 @@ type Counters struct {
 	// ParkedWaiting: how many of them wait to be forwarded.
 	Parked        uint64 `json:"parkedEvents"`
 	ParkedWaiting int64  `json:"parkedWaiting"`
+	// Rejected: messages and connections from other gateways refused, by
+	// reason (reject.go; also millstream_cluster_rejected_messages_total).
+	Rejected map[string]uint64 `json:"rejectedMessages,omitempty"`
 }
 
 func baseOf(member string) string {
@@ -75,7 +78,7 @@ func (n *Node) Status() any {
 	t, _ := n.table()
 	st := Status{Self: n.name, Gateway: n.cfg.Gateway, Quorum: n.cfg.Quorum, Fenced: n.Fenced(), AwaitingSeed: n.awaitingSeed.Load(), Replicas: n.cfg.Replicas,
 		Counters: Counters{Failovers: n.failovers.Load(), HandOffs: n.handoffs.Load(), Forwarded: n.forwarded.Load(), RefusedForwards: n.refusedFwd.Load(),
-			Parked: n.parkedIn.Load(), ParkedWaiting: n.parkedNow.Load()}}
+			Parked: n.parkedIn.Load(), ParkedWaiting: n.parkedNow.Load(), Rejected: n.rej.snapshot()}}
 	now := time.Now()
 	n.mu.Lock()
 	for g := range n.known {

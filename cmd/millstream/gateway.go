@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -169,6 +168,9 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		admin.SetDeadLetters(rg.dead)
 		if node := rg.node; node != nil {
 			admin.SetCluster(node)
+			if err := admin.Register(node); err != nil {
+				logger.Error("cluster metrics not registered", "error", err)
+			}
 			admin.AddReadiness("cluster", func() string {
 				if node.Fenced() {
 					return "fenced: this gateway does not hear from a majority of its cluster (or still waits for a seed), so it serves no partition"
@@ -457,12 +459,15 @@ func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, ou
 	if ncfg.RemoteAddr == "" {
 		ncfg.RemoteAddr = "127.0.0.1:7947"
 	}
-	if c.GossipKey != "" {
-		key, err := base64.StdEncoding.DecodeString(c.GossipKey)
-		if err != nil {
-			return nil, fmt.Errorf("cluster.gossip_key: %w", err)
-		}
-		ncfg.Membership.SecretKey = key
+	if t := c.Tls; t != nil {
+		ncfg.TLS = &cluster.LinkTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CaFile}
+	}
+	// The largest event the gateway takes must fit one message between
+	// gateways (forwarded alone).
+	ncfg.MaxMessageBytes = max(cluster.DefaultMaxMessageBytes, int(cfg.MaxPayloadBytes)+1<<20)
+	var err error
+	if ncfg.Membership.SecretKey, ncfg.Membership.OldKeys, err = cluster.LoadGossipKeys(c.GossipKey, c.GossipKeyFile, c.GossipOldKeys); err != nil {
+		return nil, err
 	}
 	return cluster.Start(ctx, ncfg, g)
 }

@@ -118,6 +118,11 @@ func validateSecurity(g *pb.GatewayConfig) []error {
 				bad("cluster.tls: ca_file is required (the cluster CA every peer's certificate is checked against)")
 			}
 		}
+		if c.Tls != nil && c.GossipKey == "" && c.GossipKeyFile == "" {
+			// Without the key anyone can announce a member in gossip: the
+			// link refuses its messages, but placement would count it.
+			bad("cluster.tls needs a gossip key too (gossip_key_file or gossip_key)")
+		}
 		if c.GossipKey != "" && c.GossipKeyFile != "" {
 			bad("cluster: gossip_key and gossip_key_file are both set; keep one")
 		}
