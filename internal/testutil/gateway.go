@@ -131,6 +131,10 @@ type Gateway struct {
 	config string
 	Args   []string // more arguments for the next Start
 	Env    []string // more environment (KEY=value) for the next Start
+	// AdminClient and AdminScheme reach an admin API served over HTTPS
+	// (default http.DefaultClient and "http").
+	AdminClient *http.Client
+	AdminScheme string
 	admin  string   // admin API address (from the config)
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -180,7 +184,14 @@ func (g *Gateway) Start() {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + g.admin + "/readyz?exclude=cluster&exclude=input&exclude=disk")
+		client, scheme := g.AdminClient, g.AdminScheme
+		if client == nil {
+			client = http.DefaultClient
+		}
+		if scheme == "" {
+			scheme = "http"
+		}
+		resp, err := client.Get(scheme + "://" + g.admin + "/readyz?exclude=cluster&exclude=input&exclude=disk")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
