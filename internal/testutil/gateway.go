@@ -135,11 +135,11 @@ type Gateway struct {
 	// (default http.DefaultClient and "http").
 	AdminClient *http.Client
 	AdminScheme string
-	admin  string   // admin API address (from the config)
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	logs   bytes.Buffer // every run's output
-	exited chan struct{}
+	admin       string // admin API address (from the config)
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	logs        bytes.Buffer // every run's output
+	exited      chan struct{}
 }
 
 // StartGateway runs `millstream gateway --config config` and waits until its
