@@ -87,32 +87,44 @@ func HashToken(token string) string {
 func ParseTokens(data []byte) ([]AdminToken, error) {
 	var toks []AdminToken
 	names := map[string]bool{}
+	err := eachFieldLine(data, func(n int, f []string) error {
+		if len(f) != 3 {
+			return fmt.Errorf("line %d: want \"<name> <role> <sha256 hex of the token>\" (millstream token makes one)", n)
+		}
+		if f[1] != RoleRead && f[1] != RoleOperate {
+			return fmt.Errorf("line %d: role %q: want read or operate", n, f[1])
+		}
+		h, err := hex.DecodeString(f[2])
+		if err != nil || len(h) != sha256.Size {
+			return fmt.Errorf("line %d: %q is not a SHA-256 in hex (64 digits); the file holds hashes, not tokens", n, f[2])
+		}
+		if names[f[0]] {
+			return fmt.Errorf("line %d: token name %q is used twice", n, f[0])
+		}
+		names[f[0]] = true
+		t := AdminToken{Name: f[0], Role: f[1]}
+		copy(t.Hash[:], h)
+		toks = append(toks, t)
+		return nil
+	})
+	return toks, err
+}
+
+// eachFieldLine calls each with the 1-based number and the fields of every
+// line of a credentials file (tokens, passwords) but blank lines and lines
+// starting with #, and stops at its first error.
+func eachFieldLine(data []byte, each func(n int, fields []string) error) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) != 3 {
-			return nil, fmt.Errorf("line %d: want \"<name> <role> <sha256 hex of the token>\" (millstream token makes one)", n)
+		if err := each(n, strings.Fields(line)); err != nil {
+			return err
 		}
-		if f[1] != RoleRead && f[1] != RoleOperate {
-			return nil, fmt.Errorf("line %d: role %q: want read or operate", n, f[1])
-		}
-		h, err := hex.DecodeString(f[2])
-		if err != nil || len(h) != sha256.Size {
-			return nil, fmt.Errorf("line %d: %q is not a SHA-256 in hex (64 digits); the file holds hashes, not tokens", n, f[2])
-		}
-		if names[f[0]] {
-			return nil, fmt.Errorf("line %d: token name %q is used twice", n, f[0])
-		}
-		names[f[0]] = true
-		t := AdminToken{Name: f[0], Role: f[1]}
-		copy(t.Hash[:], h)
-		toks = append(toks, t)
 	}
-	return toks, sc.Err()
+	return sc.Err()
 }
 
 // tokenSet is the tokens file as last read.

@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -132,34 +130,29 @@ func readPasswordFile(path string) (map[string]mqttUser, error) {
 		return nil, fmt.Errorf("actors: MQTT password file: %w", err)
 	}
 	users := map[string]mqttUser{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		// The hash is not quoted in errors: it is a secret of sorts.
-		f := strings.Fields(line)
+	// The hash is not quoted in errors: it is a secret of sorts.
+	err = eachFieldLine(data, func(n int, f []string) error {
 		if len(f) != 3 {
-			return nil, fmt.Errorf("actors: %s:%d: want \"<username> <role> <bcrypt hash>\"", path, n)
+			return fmt.Errorf("%s:%d: want \"<username> <role> <bcrypt hash>\"", path, n)
 		}
 		if !validID(f[0]) {
-			return nil, fmt.Errorf("actors: %s:%d: username %q: want 1-%d printable characters without spaces, '/', '+' or '#'", path, n, f[0], maxIDLen)
+			return fmt.Errorf("%s:%d: username %q: want 1-%d printable characters without spaces, '/', '+' or '#'", path, n, f[0], maxIDLen)
 		}
 		role := parseRole(f[1])
 		if role == roleNone {
-			return nil, fmt.Errorf("actors: %s:%d: role %q: want %s, %s or %s", path, n, f[1], MQTTRoleDevice, MQTTRoleReader, MQTTRoleAdmin)
+			return fmt.Errorf("%s:%d: role %q: want %s, %s or %s", path, n, f[1], MQTTRoleDevice, MQTTRoleReader, MQTTRoleAdmin)
 		}
 		if _, err := bcrypt.Cost([]byte(f[2])); err != nil {
-			return nil, fmt.Errorf("actors: %s:%d: user %s: not a bcrypt hash: %w", path, n, f[0], err)
+			return fmt.Errorf("%s:%d: user %s: not a bcrypt hash: %w", path, n, f[0], err)
 		}
 		if _, dup := users[f[0]]; dup {
-			return nil, fmt.Errorf("actors: %s:%d: user %s is listed twice", path, n, f[0])
+			return fmt.Errorf("%s:%d: user %s is listed twice", path, n, f[0])
 		}
 		users[f[0]] = mqttUser{role: role, hash: []byte(f[2])}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("actors: MQTT password file %s: %w", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("actors: MQTT password file: %w", err)
 	}
 	return users, nil
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/internal/certs"
+	"github.com/millstream/millstream/internal/testutil"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -232,34 +233,8 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 	return b
 }
 
-// testPKI writes a cluster CA and certificates into dir.
-type testPKI struct {
-	dir string
-	ca  *certs.Authority
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	ca, err := certs.NewCA("test cluster CA", time.Hour)
-	require.NoError(t, err)
-	dir := t.TempDir()
-	_, err = ca.WriteCA(filepath.Join(dir, "ca"))
-	require.NoError(t, err)
-	return &testPKI{dir: dir, ca: ca}
-}
-
-func (p *testPKI) issue(t *testing.T, base string, r certs.Request) certs.Files {
-	t.Helper()
-	if r.Validity == 0 {
-		r.Validity = time.Hour
-	}
-	f, err := p.ca.WriteIssued(p.dir, base, r)
-	require.NoError(t, err)
-	return f
-}
-
-func (p *testPKI) link(f certs.Files) *LinkTLS {
-	return &LinkTLS{CertFile: f.Cert, KeyFile: f.Key, CAFile: filepath.Join(p.dir, "ca", "ca.crt")}
+func linkOf(p *testutil.PKI, f certs.Files) *LinkTLS {
+	return &LinkTLS{CertFile: f.Cert, KeyFile: f.Key, CAFile: p.CAFile()}
 }
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -277,11 +252,11 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 // a gateway's name, not a gateway certificate of another CA; and a
 // gateway refuses to start with a certificate naming another gateway.
 func TestGatewayCertificates(t *testing.T) {
-	pki := newTestPKI(t)
-	other := newTestPKI(t)
+	pki := testutil.NewPKI(t)
+	other := testutil.NewPKI(t)
 	roots := x509.NewCertPool()
-	roots.AddCert(pki.ca.Cert)
-	gw := pki.issue(t, "gw1", certs.Request{Kind: certs.Gateway, Name: "gw1"})
+	roots.AddCert(pki.CA.Cert)
+	gw := pki.Issue(t, "gw1", certs.Request{Kind: certs.Gateway, Name: "gw1"})
 	name, err := verifyGatewayCert([]*x509.Certificate{readCert(t, gw.Cert)}, roots)
 	require.NoError(t, err)
 	require.Equal(t, "gw1", name)
@@ -289,22 +264,22 @@ func TestGatewayCertificates(t *testing.T) {
 		what  string
 		files certs.Files
 	}{
-		{"device certificate named gw1", pki.issue(t, "dev", certs.Request{Kind: certs.Device, Name: "gw1"})},
-		{"admin certificate named gw1", pki.issue(t, "adm", certs.Request{Kind: certs.Admin, Name: "gw1", Role: "operate"})},
-		{"gateway certificate of another CA", other.issue(t, "gw1", certs.Request{Kind: certs.Gateway, Name: "gw1"})},
+		{"device certificate named gw1", pki.Issue(t, "dev", certs.Request{Kind: certs.Device, Name: "gw1"})},
+		{"admin certificate named gw1", pki.Issue(t, "adm", certs.Request{Kind: certs.Admin, Name: "gw1", Role: "operate"})},
+		{"gateway certificate of another CA", other.Issue(t, "gw1", certs.Request{Kind: certs.Gateway, Name: "gw1"})},
 	} {
 		_, err := verifyGatewayCert([]*x509.Certificate{readCert(t, c.files.Cert)}, roots)
 		require.Error(t, err, c.what)
 	}
 	rej := newRejections(discardLogger())
-	srv, cli, err := loadLinkTLS(pki.link(gw), "gw1", rej)
+	srv, cli, err := loadLinkTLS(linkOf(pki, gw), "gw1", rej)
 	require.NoError(t, err)
 	require.Equal(t, uint16(tls.VersionTLS12), srv.MinVersion)
 	require.Equal(t, tls.RequireAnyClientCert, srv.ClientAuth)
 	require.NotNil(t, cli.VerifyConnection)
-	_, _, err = loadLinkTLS(pki.link(gw), "gw2", rej)
+	_, _, err = loadLinkTLS(linkOf(pki, gw), "gw2", rej)
 	require.ErrorContains(t, err, `names gateway "gw1"`)
-	_, _, err = loadLinkTLS(&LinkTLS{CertFile: gw.Cert, KeyFile: gw.Key, CAFile: filepath.Join(other.dir, "ca", "ca.crt")}, "gw1", rej)
+	_, _, err = loadLinkTLS(&LinkTLS{CertFile: gw.Cert, KeyFile: gw.Key, CAFile: filepath.Join(other.Dir, "ca", "ca.crt")}, "gw1", rej)
 	require.Error(t, err, "its own certificate must verify against the CA")
 }
 

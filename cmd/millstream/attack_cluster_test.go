@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"math"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/internal/certs"
+	"github.com/millstream/millstream/internal/testutil"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -29,64 +29,21 @@ import (
 // process speaking protoactor remote's gRPC protocol to real gateway
 // processes on loopback.
 
-// clusterPKI is a cluster CA and the files of the certificates it issued.
-type clusterPKI struct {
-	dir string
-	ca  *certs.Authority
-}
-
-func newClusterPKI(t *testing.T) *clusterPKI {
-	t.Helper()
-	ca, err := certs.NewCA("millstream test cluster", time.Hour)
-	require.NoError(t, err)
-	p := &clusterPKI{dir: t.TempDir(), ca: ca}
-	_, err = ca.WriteCA(filepath.Join(p.dir, "ca"))
-	require.NoError(t, err)
-	return p
-}
-
-func (p *clusterPKI) caFile() string { return filepath.Join(p.dir, "ca", "ca.crt") }
-
-func (p *clusterPKI) issue(t *testing.T, base string, r certs.Request) certs.Files {
-	t.Helper()
-	r.Validity = time.Hour
-	f, err := p.ca.WriteIssued(p.dir, base, r)
-	require.NoError(t, err)
-	return f
-}
-
-// clientTLS is the TLS configuration of a client presenting files (none:
-// no certificate) that trusts the CA of p.
-func (p *clusterPKI) clientTLS(t *testing.T, files *certs.Files) *tls.Config {
-	t.Helper()
-	data, err := os.ReadFile(p.caFile())
-	require.NoError(t, err)
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(data))
-	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
-	if files != nil {
-		pair, err := tls.LoadX509KeyPair(files.Cert, files.Key)
-		require.NoError(t, err)
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg
-}
-
 // startSecureCluster starts n gateways whose link is mutual TLS with
 // certificates of pki and whose gossip is encrypted.
-func startSecureCluster(t *testing.T, n int, pki *clusterPKI) *testCluster {
+func startSecureCluster(t *testing.T, n int, pki *testutil.PKI) *testCluster {
 	t.Helper()
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("gw%d", i)
-		pki.issue(t, name, certs.Request{Kind: certs.Gateway, Name: name})
+		pki.Issue(t, name, certs.Request{Kind: certs.Gateway, Name: name})
 	}
 	key := make([]byte, 32)
 	_, err := rand.Read(key)
 	require.NoError(t, err)
-	keyFile := filepath.Join(pki.dir, "gossip.key")
+	keyFile := filepath.Join(pki.Dir, "gossip.key")
 	require.NoError(t, os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600))
 	extra := fmt.Sprintf("  tls: {cert_file: %q, key_file: %q, ca_file: %q}\n  gossip_key_file: %q",
-		filepath.Join(pki.dir, "{name}.crt"), filepath.Join(pki.dir, "{name}.key"), pki.caFile(), keyFile)
+		filepath.Join(pki.Dir, "{name}.crt"), filepath.Join(pki.Dir, "{name}.key"), pki.CAFile(), keyFile)
 	c := newTestCluster(t, extra)
 	for i := 0; i < n; i++ {
 		c.add()
@@ -305,12 +262,12 @@ func TestClusterLinkAttacks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two gateway processes; runs without -short")
 	}
-	pki := newClusterPKI(t)
+	pki := testutil.NewPKI(t)
 	c := startSecureCluster(t, 2, pki)
 	gw1, gw2 := c.gws[0], c.gws[1]
 	gw1Member, gw1Remote := memberOf(t, gw2, "gw1")
 	gw2Member, gw2Remote := memberOf(t, gw1, "gw2")
-	gw2Files := certs.Files{Cert: filepath.Join(pki.dir, "gw2.crt"), Key: filepath.Join(pki.dir, "gw2.key")}
+	gw2Files := certs.Files{Cert: filepath.Join(pki.Dir, "gw2.crt"), Key: filepath.Join(pki.Dir, "gw2.key")}
 
 	t.Run("events forwarded and a job deployed over mutual TLS", func(t *testing.T) {
 		const rounds = 200
@@ -333,25 +290,25 @@ outputs: [{name: alarms, log: {prefix: extra}}]
 		before := rejected(t, gw1)
 		_, err := dialLink(t, gw1Remote, nil)
 		require.Error(t, err, "plain gRPC")
-		_, err = dialLink(t, gw1Remote, pki.clientTLS(t, nil))
+		_, err = dialLink(t, gw1Remote, pki.ClientTLS(t, nil))
 		require.Error(t, err, "TLS without a client certificate")
-		other := newClusterPKI(t)
-		otherFiles := other.issue(t, "gw2", certs.Request{Kind: certs.Gateway, Name: "gw2"})
-		_, err = dialLink(t, gw1Remote, pki.clientTLS(t, &otherFiles))
+		other := testutil.NewPKI(t)
+		otherFiles := other.Issue(t, "gw2", certs.Request{Kind: certs.Gateway, Name: "gw2"})
+		_, err = dialLink(t, gw1Remote, pki.ClientTLS(t, &otherFiles))
 		require.Error(t, err, "a gateway certificate of another CA")
-		device := pki.issue(t, "device-gw2", certs.Request{Kind: certs.Device, Name: "gw2"})
-		_, err = dialLink(t, gw1Remote, pki.clientTLS(t, &device))
+		device := pki.Issue(t, "device-gw2", certs.Request{Kind: certs.Device, Name: "gw2"})
+		_, err = dialLink(t, gw1Remote, pki.ClientTLS(t, &device))
 		require.Error(t, err, "a device certificate of the cluster CA named like a gateway")
 		// At least: gRPC may try a refused connection again before it is
 		// closed.
 		waitRejectedAtLeast(t, gw1, before, map[string]uint64{"identity": 2})
 		// The real one connects.
-		_, err = dialLink(t, gw1Remote, pki.clientTLS(t, &gw2Files))
+		_, err = dialLink(t, gw1Remote, pki.ClientTLS(t, &gw2Files))
 		require.NoError(t, err)
 	})
 
 	t.Run("a member's certificate claiming another sender", func(t *testing.T) {
-		link, err := dialLink(t, gw1Remote, pki.clientTLS(t, &gw2Files))
+		link, err := dialLink(t, gw1Remote, pki.ClientTLS(t, &gw2Files))
 		require.NoError(t, err)
 		before, view := rejected(t, gw1), viewOf(t, gw1)
 		now := time.Now().UnixNano()
@@ -374,7 +331,7 @@ outputs: [{name: alarms, log: {prefix: extra}}]
 	})
 
 	t.Run("malformed and out-of-range messages", func(t *testing.T) {
-		link, err := dialLink(t, gw1Remote, pki.clientTLS(t, &gw2Files))
+		link, err := dialLink(t, gw1Remote, pki.ClientTLS(t, &gw2Files))
 		require.NoError(t, err)
 		before, view := rejected(t, gw1), viewOf(t, gw1)
 		entries := make([]*pb.LogEntry, 5000)
@@ -407,7 +364,7 @@ outputs: [{name: alarms, log: {prefix: extra}}]
 	})
 
 	t.Run("a job version from the future", func(t *testing.T) {
-		link, err := dialLink(t, gw1Remote, pki.clientTLS(t, &gw2Files))
+		link, err := dialLink(t, gw1Remote, pki.ClientTLS(t, &gw2Files))
 		require.NoError(t, err)
 		before := rejected(t, gw1)
 		future := time.Now().Add(time.Hour).UnixNano()
