@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -305,6 +307,31 @@ outputs: [{name: alarms, log: {prefix: extra}}]
 		// The real one connects.
 		_, err = dialLink(t, gw1Remote, pki.ClientTLS(t, &gw2Files))
 		require.NoError(t, err)
+	})
+
+	t.Run("a rogue gossip member without the key", func(t *testing.T) {
+		// On a plain cluster, three short joins of a made-up member once
+		// fenced the only real gateway for good.
+		for i := 0; i < 3; i++ {
+			cfg := memberlist.DefaultLANConfig()
+			cfg.Name = fmt.Sprintf("rogue#%d", i)
+			cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
+			cfg.LogOutput = io.Discard
+			ml, err := memberlist.Create(cfg)
+			require.NoError(t, err)
+			_, err = ml.Join([]string{c.seed})
+			require.Error(t, err, "gossip without the key is refused")
+			require.NoError(t, ml.Shutdown())
+		}
+		for _, g := range c.gws {
+			st, err := g.status(t)
+			require.NoError(t, err)
+			require.False(t, st.Fenced, "%s fenced by a rogue member", g.name)
+			require.ElementsMatch(t, []string{"gw1", "gw2"}, st.Known, "%s counts only the real gateways", g.name)
+			for _, m := range st.Members {
+				require.NotContains(t, m.Name, "rogue")
+			}
+		}
 	})
 
 	t.Run("a member's certificate claiming another sender", func(t *testing.T) {
