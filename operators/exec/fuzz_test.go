@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/plan"
 	"github.com/millstream/millstream/operators/value"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
 // FuzzIngest feeds arbitrary payloads (one per line) through a plan with a
@@ -63,6 +66,69 @@ not json
 		dropped := c.LateDropped + c.OutOfOrderDropped + c.EarlyDropped
 		if uint64(raw)+dropped > c.EventsIn || uint64(raw)+dropped+c.DeadLettered < c.EventsIn {
 			t.Fatalf("events unaccounted for: in %d, raw out %d, dropped %d, dead-lettered %d", c.EventsIn, raw, dropped, c.DeadLettered)
+		}
+	})
+}
+
+// FuzzRestore hands Restore arbitrary snapshot bytes, seeded with real
+// snapshots of a plan with windows, joins and analytic state: a damaged
+// or hostile checkpoint is an error, never a panic, and an executor that
+// restored one without an error goes on ingesting and snapshotting.
+func FuzzRestore(f *testing.F) {
+	p, err := plan.FromSQL(`WITH l AS (SELECT deviceId, temperature, t, LAG(temperature) OVER (PARTITION BY deviceId LIMIT DURATION(minute, 5)) AS prev FROM i TIMESTAMP BY t)
+		SELECT deviceId, AVG(temperature) AS a, COUNT(DISTINCT prev) AS d INTO agg FROM l GROUP BY deviceId, SlidingWindow(second, 10)
+		SELECT x.deviceId, y.temperature INTO j FROM i x TIMESTAMP BY t JOIN i y TIMESTAMP BY t ON x.deviceId = y.deviceId AND DATEDIFF(second, x, y) BETWEEN 0 AND 5`)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ex, err := exec.New(p, exec.Options{OutOfOrderTolerance: 1e9})
+	if err != nil {
+		f.Fatal(err)
+	}
+	arrival, _ := value.ParseTime("2026-01-01T00:00:00Z")
+	for i, line := range []string{
+		`{"deviceId":"a","temperature":71,"t":"2026-01-01T00:00:00Z"}`,
+		`{"deviceId":"b","temperature":90,"t":"2026-01-01T00:00:01Z"}`,
+		`{"deviceId":"a","temperature":72,"t":"2026-01-01T00:00:03Z"}`,
+	} {
+		if err := ex.Ingest("i", []byte(line), arrival+int64(i)*value.TicksPerSecond); err != nil {
+			f.Fatal(err)
+		}
+		snap, err := ex.Snapshot()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(snap)
+	}
+	first, err := ex.Snapshot()
+	if err != nil {
+		f.Fatal(err)
+	}
+	var valid pb.ExecutorSnapshot
+	if err := proto.Unmarshal(first, &valid); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, snap []byte) {
+		ex, err := exec.New(p, exec.Options{OutOfOrderTolerance: 1e9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Past the plan check, so that the fuzzer reaches the restore of
+		// each operator.
+		var s pb.ExecutorSnapshot
+		if proto.Unmarshal(snap, &s) == nil {
+			s.PlanFingerprint = valid.PlanFingerprint
+			snap, _ = proto.Marshal(&s)
+		}
+		if ex.Restore(snap) != nil {
+			return
+		}
+		for i := 0; i < 3; i++ {
+			_ = ex.Ingest("i", []byte(`{"deviceId":"a","temperature":70,"t":"2026-01-01T00:00:05Z"}`), arrival+int64(10+i)*value.TicksPerSecond)
+		}
+		ex.Flush()
+		if _, err := ex.Snapshot(); err != nil {
+			t.Fatalf("snapshot after a restore that succeeded: %v", err)
 		}
 	})
 }

@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/sql"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -77,4 +79,29 @@ func TestPlanShape(t *testing.T) {
 	// s.deviceId lost its source alias; the projection is named deviceId.
 	require.Equal(t, []string{"deviceId"}, p.Stages[0].Projections[0].GetColumn().Expr.GetField().Path)
 	require.Equal(t, []*pb.Output{{Name: "alerts", Stage: "select1"}, {Name: "output", Stage: "select2"}}, p.Outputs)
+}
+
+// FuzzFromSQL plans arbitrary query text: an error or a plan that compiles
+// into an executor, never a panic or a stack overflow.
+func FuzzFromSQL(f *testing.F) {
+	for _, s := range []string{
+		"SELECT * INTO o FROM i",
+		"SELECT deviceId, AVG(t) AS a INTO o FROM i TIMESTAMP BY ts GROUP BY deviceId, HoppingWindow(second, 10, 5) HAVING COUNT(*) > 2",
+		"WITH s AS (SELECT d, LAG(v) OVER (PARTITION BY d LIMIT DURATION(hour, 1)) AS p FROM i) SELECT * INTO o FROM s WHERE p IS NOT NULL",
+		"SELECT a.k, b.v INTO o FROM a TIMESTAMP BY t JOIN b TIMESTAMP BY t ON a.k = b.k AND DATEDIFF(second, a, b) BETWEEN 0 AND 5",
+		"SELECT PATINDEX('%a%b', s), REPLICATE(s, 3), SUBSTRING(s, 2, 3) INTO o FROM i",
+		"SELECT * INTO o FROM i MATCH_RECOGNIZE (LIMIT DURATION(minute, 1) MEASURES Last(A.x) AS l PATTERN (A+ B) DEFINE A AS A.x > 1, B AS B.x < 1) AS m",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		p, err := FromSQL(src)
+		if err != nil {
+			return
+		}
+		if _, err := proto.Marshal(p); err != nil {
+			t.Fatalf("plan does not marshal: %v", err)
+		}
+		_, _ = exec.New(p, exec.Options{})
+	})
 }
