@@ -426,6 +426,14 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// nor delivered: counted in Rejected, and dead-lettered.
 		h.b.rejected.Add(1)
 		h.g.deadLetterOversized(pk.TopicName, pk.Payload, h.b.maxPayload)
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+			// MQTT 5 can say so: "quota exceeded" (0x97; PUBACK has no
+			// "packet too large", which is a DISCONNECT code). MQTT 3.1.1
+			// cannot, and gets a plain PUBACK: a resend could never
+			// succeed. Dead-lettered either way.
+			nack(cl, pk.FixedHeader.Qos, pk.PacketID, packets.ErrQuotaExceeded)
+			return pk, packets.ErrRejectPacket
+		}
 		return pk, packets.CodeSuccessIgnore
 	}
 	payload := append([]byte(nil), pk.Payload...)

@@ -530,10 +530,11 @@ func v5Publish(topic string, id uint16, payload string) []byte {
 }
 
 // TestBrokerMQTT5: an MQTT 5 client asking for a 2 h session gets
-// max_session_expiry in its CONNACK, and a publish the ACLs refuse gets
-// a PUBACK "not authorized" (0x87), the connection staying open.
+// max_session_expiry in its CONNACK, a publish the ACLs refuse gets a
+// PUBACK "not authorized" (0x87) and one over max_payload_bytes "quota
+// exceeded" (0x97), the connection staying open.
 func TestBrokerMQTT5(t *testing.T) {
-	gw := startSecureGateway(t, BrokerOptions{MaxSessionExpiry: time.Minute, PasswordFile: writePasswords(t, testUsers...)})
+	gw := startSecureGateway(t, BrokerOptions{MaxSessionExpiry: time.Minute, PasswordFile: writePasswords(t, testUsers...), MaxPayload: 1000})
 	c, err := net.Dial("tcp", gw.b.Addr())
 	require.NoError(t, err)
 	defer c.Close()
@@ -554,8 +555,14 @@ func TestBrokerMQTT5(t *testing.T) {
 		topic  string
 		id     uint16
 		reason byte
-	}{{"devices/press-1/messages/events/", 7, 0x87}, {"devices/press-2/messages/events/", 8, 0}} {
-		_, err = c.Write(v5Publish(p.topic, p.id, `{"deviceId":"x","temperature":1}`))
+		payload string
+	}{{"devices/press-1/messages/events/", 7, 0x87, ""}, {"devices/press-2/messages/events/", 8, 0, ""},
+		{"devices/press-2/messages/events/", 9, 0x97, `{"pad":"` + strings.Repeat("x", 2000) + `"}`}} {
+		payload := p.payload
+		if payload == "" {
+			payload = `{"deviceId":"x","temperature":1}`
+		}
+		_, err = c.Write(v5Publish(p.topic, p.id, payload))
 		require.NoError(t, err)
 		h, ack, err = mqttwire.ReadPacket(r)
 		require.NoError(t, err)
