@@ -552,9 +552,9 @@ func TestBrokerMQTT5(t *testing.T) {
 	require.Equal(t, uint32(60), binary.BigEndian.Uint32(props[i+1:i+5]))
 
 	for _, p := range []struct {
-		topic  string
-		id     uint16
-		reason byte
+		topic   string
+		id      uint16
+		reason  byte
 		payload string
 	}{{"devices/press-1/messages/events/", 7, 0x87, ""}, {"devices/press-2/messages/events/", 8, 0, ""},
 		{"devices/press-2/messages/events/", 9, 0x97, `{"pad":"` + strings.Repeat("x", 2000) + `"}`}} {
