@@ -79,7 +79,7 @@ func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millstream_admin_refused_total",
 			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake (no client certificate of the CA, plain HTTP, old TLS)."},
 			[]string{"reason"})}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds, a.refused)
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds, a.refused)
 	// Without Secure: no authentication, but the Host, Origin and body
 	// type checks hold, and no profiles.
 	a.guard, _ = newAdminGuard(AdminSecurity{}, g.cfg.Logger, a.refused)
@@ -154,10 +154,12 @@ func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request) {
 		Name    string   `json:"name"`
 		Inputs  []string `json:"inputs"`
 		Outputs []string `json:"outputs"`
+		JobStatus
 	}
 	var items []item
+	statuses := a.g.JobStatuses()
 	for _, j := range a.g.Jobs() {
-		it := item{Name: j.Name}
+		it := item{Name: j.Name, JobStatus: statuses[j.Name]}
 		for _, in := range j.Inputs {
 			it.Inputs = append(it.Inputs, in.Name)
 		}
@@ -219,7 +221,7 @@ func (a *Admin) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw, _ := protojson.Marshal(redactJob(job))
-	writeJSON(w, http.StatusOK, map[string]any{"job": json.RawMessage(raw), "counters": counters[job.Name]})
+	writeJSON(w, http.StatusOK, map[string]any{"job": json.RawMessage(raw), "counters": counters[job.Name], "status": a.g.JobStatuses()[job.Name]})
 }
 
 func (a *Admin) getPlan(w http.ResponseWriter, r *http.Request) {

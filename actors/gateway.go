@@ -163,6 +163,8 @@ type Gateway struct {
 	queued   []atomic.Int64 // batches sent to each partition and not yet processed
 	started  []atomic.Bool  // partition actor started once (later Starts are restarts)
 	restarts atomic.Uint64
+	// jobsStopped counts jobs stopped over their memory budget.
+	jobsStopped atomic.Uint64
 
 	// Durable mode (durable.go).
 	store            *state.Store
@@ -227,6 +229,11 @@ type deployedJob struct {
 	opts        exec.Options
 	refs        map[string][]*value.Record // parsed once; SetReference copies
 	partitioned bool                       // by device (A4)
+	// Memory budget (budget.go): the state estimate of each partition,
+	// and why the job was stopped (nil: running).
+	budget  int64
+	mem     []atomic.Int64
+	stopped atomic.Pointer[string]
 }
 
 // New starts a gateway with no jobs. A durable gateway (cfg.Store set)
@@ -287,7 +294,11 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	if err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
-	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job))}
+	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job)),
+		budget: DefaultJobStateBytes, mem: make([]atomic.Int64, len(g.parts))}
+	if job.MaxStateBytes > 0 {
+		d.budget = int64(job.MaxStateBytes)
+	}
 	for _, in := range job.Inputs {
 		if in.ReferenceFile != "" {
 			rows, err := readReference(g.cfg.DataRoots, in.ReferenceFile)
@@ -442,6 +453,9 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 	g.mu.Lock()
 	var targets []routeTarget
 	for _, d := range g.jobs {
+		if d.stopped.Load() != nil {
+			continue // over its memory budget (budget.go)
+		}
 		for _, in := range d.job.Inputs {
 			if in.ReferenceFile != "" || strings.EqualFold(in.Name, DevicesInput) || !matchTopic(topicFilter(in), topic) {
 				continue

@@ -84,6 +84,7 @@ type partition struct {
 	applied    uint64 // last log entry applied
 	fwdIdx     uint32 // forwarded events produced by entry applied so far
 	dlIdx      uint32 // dead letters of entry applied so far
+	budgetAt   int64  // event time of the last memory budget check
 	curDevice  string // device of the event being applied (dead letters)
 	sinceCp    int    // entries other than ticks applied since the last checkpoint
 	cpTime     time.Time
@@ -161,6 +162,10 @@ func (p *partition) Receive(ctx actor.Context) {
 		p.flushForward()
 	case *deployMsg:
 		ctx.Respond(&doneReply{err: p.deploy(m.job)})
+	case *stopJobMsg:
+		if p.jobs[m.d.job.Name] == m.d {
+			p.dropJob(m.d.job.Name)
+		}
 	case *removeMsg:
 		delete(p.execs, m.name)
 		delete(p.jobs, m.name)
@@ -335,6 +340,7 @@ func (p *partition) tick(now int64) {
 	for _, name := range p.order {
 		p.execs[name].AdvanceTime(now)
 	}
+	p.checkBudgets(now)
 }
 
 // duplicate reports (and counts) an event whose sequence number the

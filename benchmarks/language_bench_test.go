@@ -155,3 +155,23 @@ func BenchmarkPatIndexHostile(b *testing.B) {
 	}
 	ex.Flush()
 }
+
+// BenchmarkStateBytes: one walk of the state estimate that job memory
+// budgets take every 2 s of event time per partition, over 100,000
+// groups of the seed query's per-device aggregate (issue 13). Divide by
+// the events of 2 s for the cost per event.
+func BenchmarkStateBytes(b *testing.B) {
+	ex := newExec(b, `SELECT deviceId, AVG(temperature) AS avgTemp, MAX(temperature) AS maxTemp, COUNT(*) AS n
+		INTO agg FROM Input GROUP BY deviceId, TumblingWindow(hour, 1)`)
+	for i := 0; i < 100000; i++ {
+		if err := ex.Ingest("Input", fmt.Appendf(nil, `{"deviceId":"dev-%d","temperature":%d}`, i, i%120), startTicks+int64(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	var n int64
+	for i := 0; i < b.N; i++ {
+		n = ex.StateBytes()
+	}
+	b.ReportMetric(float64(n)/1e6, "MB-state")
+}

@@ -224,6 +224,9 @@ func ValidateJob(j *pb.Job) error {
 	if j.Name == "" {
 		bad("job: name is required")
 	}
+	if j.MaxStateBytes > 1<<40 {
+		bad("job %q: max_state_bytes must be at most 1 TiB", j.Name)
+	}
 	var p *pb.Plan
 	switch {
 	case j.QueryFile != "":

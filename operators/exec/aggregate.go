@@ -342,8 +342,9 @@ func groupFromProto(p *pb.GroupState, nAggs int) (*group, error) {
 // groupSet is an insertion-ordered map of groups (emission order is the
 // order groups were first seen, which makes output deterministic).
 type groupSet struct {
-	byKey map[string]*group
-	order []*group
+	byKey    map[string]*group
+	order    []*group
+	keyBytes int64 // of the map's keys, for StateBytes
 }
 
 func (s *groupSet) get(key []byte) *group {
@@ -359,6 +360,7 @@ func (s *groupSet) put(key []byte, g *group) {
 	}
 	s.byKey[string(key)] = g
 	s.order = append(s.order, g)
+	s.keyBytes += int64(len(key))
 }
 
 func (s *groupSet) len() int { return len(s.order) }

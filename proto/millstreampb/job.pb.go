@@ -32,10 +32,17 @@ type Job struct {
 	Plan  *Plan  `protobuf:"bytes,3,opt,name=plan,proto3" json:"plan,omitempty"`
 	// A file holding the query, relative to the job file (read at load time
 	// into query).
-	QueryFile     string       `protobuf:"bytes,7,opt,name=query_file,json=queryFile,proto3" json:"query_file,omitempty"`
-	Inputs        []*JobInput  `protobuf:"bytes,4,rep,name=inputs,proto3" json:"inputs,omitempty"`
-	Outputs       []*JobOutput `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty"`
-	Policy        *EventPolicy `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	QueryFile string       `protobuf:"bytes,7,opt,name=query_file,json=queryFile,proto3" json:"query_file,omitempty"`
+	Inputs    []*JobInput  `protobuf:"bytes,4,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	Outputs   []*JobOutput `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	Policy    *EventPolicy `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Memory budget of the job's state on one gateway, all its partitions
+	// together: windows and groups, DISTINCT sets, join and reorder
+	// buffers, analytic histories (estimated every 2 s of event time).
+	// A job over it is stopped on that gateway, with the reason in GET
+	// /v1/jobs and the log; the other jobs run on. Default 512 MiB
+	// (README, "Job memory budgets").
+	MaxStateBytes uint64 `protobuf:"varint,8,opt,name=max_state_bytes,json=maxStateBytes,proto3" json:"max_state_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -117,6 +124,13 @@ func (x *Job) GetPolicy() *EventPolicy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *Job) GetMaxStateBytes() uint64 {
+	if x != nil {
+		return x.MaxStateBytes
+	}
+	return 0
 }
 
 type JobInput struct {
@@ -1754,7 +1768,7 @@ var File_millstream_v1_job_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x17millstream/v1/job.proto\x12\rmillstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18millstream/v1/plan.proto\"\x90\x02\n" +
+	"\x17millstream/v1/job.proto\x12\rmillstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18millstream/v1/plan.proto\"\xb8\x02\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12'\n" +
@@ -1763,7 +1777,8 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"query_file\x18\a \x01(\tR\tqueryFile\x12/\n" +
 	"\x06inputs\x18\x04 \x03(\v2\x17.millstream.v1.JobInputR\x06inputs\x122\n" +
 	"\aoutputs\x18\x05 \x03(\v2\x18.millstream.v1.JobOutputR\aoutputs\x122\n" +
-	"\x06policy\x18\x06 \x01(\v2\x1a.millstream.v1.EventPolicyR\x06policy\"x\n" +
+	"\x06policy\x18\x06 \x01(\v2\x1a.millstream.v1.EventPolicyR\x06policy\x12&\n" +
+	"\x0fmax_state_bytes\x18\b \x01(\x04R\rmaxStateBytes\"x\n" +
 	"\bJobInput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1b\n" +
