@@ -89,12 +89,7 @@ func errorOutput(src string, err error) string {
 	if !errors.As(err, &perr) {
 		return fmt.Sprintf("error without a position: %v\n", err)
 	}
-	out := err.Error() + "\n"
-	lines := strings.Split(src, "\n")
-	if perr.Pos.Line >= 1 && perr.Pos.Line <= len(lines) {
-		out += lines[perr.Pos.Line-1] + "\n" + strings.Repeat(" ", perr.Pos.Col-1) + "^\n"
-	}
-	return out
+	return err.Error() + "\n" + perr.Excerpt(src)
 }
 
 // roundTrip checks that a parsed query survives Format: the text parses
