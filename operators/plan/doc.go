@@ -11,4 +11,21 @@
 //	    through group keys, aggregates and System.Timestamp(); any other
 //	    column is rejected here, not at run time.
 //	L3: the planner is pure: the same query text gives an equal Plan.
+//
+// Files, by feature:
+//
+//	plan.go       entry (FromSQL, Build), UNION chains, the builder, and a
+//	              stage: source, WHERE, GROUP BY, projections, HAVING, APPLY.
+//	expr.go       AST expressions to plan expressions (Expr, convert, calls,
+//	              arity and date-part checks) and the shared AST helpers.
+//	window.go     GROUP BY windows (tumbling, hopping, sliding, session,
+//	              snapshot), time units and durations, Windows(...) expansion.
+//	aggregate.go  aggregates of a grouped stage and the L2 check of
+//	              per-group expressions.
+//	analytic.go   LAG, LAST, ISFIRST, anomaly detection and aggregates OVER
+//	              (LIMIT DURATION): per-row functions over history.
+//	join.go       stream joins (DATEDIFF time bounds, equality keys) and
+//	              reference-data joins.
+//	match.go      MATCH_RECOGNIZE: pattern, DEFINE, MEASURES and their
+//	              First/Last/Min/Max aggregates.
 package plan

@@ -163,3 +163,55 @@ func (c *stageCtx) count(e sql.Expr, unit int64) int64 {
 	}
 	return int64(math.Round(f * float64(unit)))
 }
+
+type windowChoice struct {
+	id      string
+	groupBy []sql.Expr
+}
+
+// multiWindows expands GROUP BY ..., Windows(w1, w2) or Windows(Window('id',
+// w1), ...) into one GROUP BY per window; nil when there is no Windows().
+func multiWindows(b *builder, sel *sql.Select) []windowChoice {
+	at := -1
+	for i, g := range sel.GroupBy {
+		if c, ok := g.(*sql.Call); ok && strings.EqualFold(c.Name, "windows") {
+			if at >= 0 {
+				b.failAt(c.P, "only one Windows(...) per GROUP BY")
+			}
+			at = i
+		}
+	}
+	if at < 0 {
+		return nil
+	}
+	call := sel.GroupBy[at].(*sql.Call)
+	if len(call.Args) == 0 {
+		b.failAt(call.P, "Windows(...) needs at least one window")
+	}
+	var out []windowChoice
+	named, ids := 0, map[string]bool{}
+	for _, a := range call.Args {
+		w, id := a, ""
+		if c, ok := a.(*sql.Call); ok && strings.EqualFold(c.Name, "window") {
+			l, isLit := c.Args[0].(*sql.Literal)
+			if len(c.Args) != 2 || !isLit || l.Kind != sql.LitString {
+				b.failAt(c.P, "Window takes ('id', window)")
+			}
+			id, w = l.Text, c.Args[1]
+			if ids[strings.ToLower(id)] {
+				b.failAt(c.P, "window id %q is used twice", id)
+			}
+			ids[strings.ToLower(id)] = true
+			named++
+		}
+		if c, ok := w.(*sql.Call); !ok || !isWindowFunc(strings.ToLower(c.Name)) || strings.EqualFold(c.Name, "windows") {
+			b.failAt(w.Position(), "Windows(...) takes windows such as TumblingWindow(...), or Window('id', window)")
+		}
+		gb := append(append(append([]sql.Expr(nil), sel.GroupBy[:at]...), w), sel.GroupBy[at+1:]...)
+		out = append(out, windowChoice{id: id, groupBy: gb})
+	}
+	if named != 0 && named != len(call.Args) {
+		b.failAt(call.P, "give every window of Windows(...) an id, or none")
+	}
+	return out
+}

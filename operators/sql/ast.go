@@ -314,6 +314,17 @@ func (e *Call) String() string {
 		}
 		if e.Over.When != nil {
 			b.WriteString(sep + "WHEN " + e.Over.When.String())
+			sep = " "
+		}
+		if len(e.Over.OrderBy) > 0 {
+			keys := make([]string, len(e.Over.OrderBy))
+			for i, o := range e.Over.OrderBy {
+				keys[i] = o.Expr.String()
+				if o.Desc {
+					keys[i] += " DESC"
+				}
+			}
+			b.WriteString(sep + "ORDER BY " + strings.Join(keys, ", "))
 		}
 		b.WriteByte(')')
 	}
@@ -332,7 +343,11 @@ func (e *Unary) String() string {
 	if e.Op == "NOT" {
 		return "NOT " + e.X.String()
 	}
-	return e.Op + e.X.String()
+	x := e.X.String()
+	if e.Op == "-" && strings.HasPrefix(x, "-") {
+		return "- " + x // "--" would start a comment
+	}
+	return e.Op + x
 }
 
 func (e *Binary) String() string { return "(" + e.L.String() + " " + e.Op + " " + e.R.String() + ")" }

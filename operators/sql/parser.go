@@ -18,6 +18,10 @@ var reserved = map[string]bool{
 	"order": true, "right": true, "full": true,
 }
 
+// clauseWords start a clause, so they are no alias even after AS: in
+// `SELECT a AS FROM i` the alias is missing, FROM is not the alias.
+var clauseWords = map[string]bool{"from": true, "into": true, "where": true, "group": true, "having": true, "union": true}
+
 // exprWords are reserved words that may still name a field inside an
 // expression (Stream Analytics jobs commonly have a field "timestamp").
 var exprWords = map[string]bool{"timestamp": true}
@@ -187,7 +191,7 @@ func (p *parser) name(what string) (string, Pos) {
 // aliasAfterAs reads the name after AS, where reserved words are allowed
 // (`System.Timestamp() AS timestamp` is common in Stream Analytics jobs).
 func (p *parser) aliasAfterAs() string {
-	if t := p.peek(); t.Kind == TokIdent {
+	if t := p.peek(); t.Kind == TokIdent && !clauseWords[strings.ToLower(t.Text)] {
 		p.next()
 		return t.Text
 	}
@@ -451,9 +455,10 @@ func (p *parser) source() *Source {
 				}
 			}
 			if p.acceptKw("into") {
-				if p.next().Kind != TokNumber {
+				if p.peek().Kind != TokNumber {
 					p.fail("expected a partition count after INTO")
 				}
+				p.next()
 			}
 		case p.isKw("timestamp"):
 			t := p.next()
@@ -472,7 +477,7 @@ func (p *parser) source() *Source {
 			}
 		case p.isKw("match_recognize"):
 			if src.Match != nil {
-				p.fail("MATCH_RECOGNIZE is given twice")
+				p.failAt(p.peek().Pos, "MATCH_RECOGNIZE is given twice")
 			}
 			src.Match = p.matchRecognize()
 		default:
@@ -618,7 +623,8 @@ func (p *parser) unary() Expr {
 		}
 		defer func() { p.depth-- }()
 		x := p.unary()
-		if lit, ok := x.(*Literal); ok && lit.Kind == LitNumber && t.Text == "-" {
+		// Fold -1 into a literal, but not - -1: "--1" is no number.
+		if lit, ok := x.(*Literal); ok && lit.Kind == LitNumber && t.Text == "-" && !strings.HasPrefix(lit.Text, "-") {
 			return &Literal{P: t.Pos, Kind: LitNumber, Text: "-" + lit.Text}
 		}
 		return &Unary{P: t.Pos, Op: t.Text, X: x}
@@ -975,12 +981,12 @@ func (p *parser) patternItem() *Pattern {
 		it.Min, it.Max = 1, -1
 	case p.acceptOp("?"):
 		it.Min, it.Max = 0, 1
-	case p.acceptOp("{"):
-		lo := p.next()
-		if lo.Kind != TokNumber {
+	case p.isOp("{"):
+		brace := p.next()
+		if p.peek().Kind != TokNumber {
 			p.fail("expected a count in {n,m}")
 		}
-		n, _ := strconv.Atoi(lo.Text)
+		n, _ := strconv.Atoi(p.next().Text)
 		it.Min, it.Max = n, n
 		if p.acceptOp(",") {
 			it.Max = -1
@@ -990,7 +996,7 @@ func (p *parser) patternItem() *Pattern {
 		}
 		p.expectOp("}")
 		if it.Max >= 0 && it.Max < it.Min {
-			p.fail("the pattern count {n,m} needs n <= m")
+			p.failAt(brace.Pos, "the pattern count {%d,%d} needs n <= m", it.Min, it.Max)
 		}
 	}
 	return it
