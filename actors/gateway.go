@@ -240,7 +240,7 @@ type deployedJob struct {
 // refuses input until Recover has run; its sink must be a DurableSink.
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
-	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
+	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
 		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions)}
 	if cfg.Store != nil {
 		g.store = cfg.Store
