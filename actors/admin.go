@@ -79,7 +79,7 @@ func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millstream_admin_refused_total",
 			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake (no client certificate of the CA, plain HTTP, old TLS)."},
 			[]string{"reason"})}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds, a.refused)
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds, a.refused, g.stageSeconds, buildInfo())
 	// Without Secure: no authentication, but the Host, Origin and body
 	// type checks hold, and no profiles.
 	a.guard, _ = newAdminGuard(AdminSecurity{}, g.cfg.Logger, a.refused)
@@ -301,24 +301,23 @@ var (
 	descBacklog    = prometheus.NewDesc("millstream_router_backlog_events", "Events waiting in the router's batches.", nil, nil)
 	descRejected   = prometheus.NewDesc("millstream_mqtt_rejected_total", "MQTT messages rejected (payload too large).", nil, nil)
 	descUnrouted   = prometheus.NewDesc("millstream_mqtt_unrouted_total", "MQTT messages on topics no job reads.", nil, nil)
-	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job", "kind"}, nil)
+	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job_name", "kind"}, nil)
 	descRestarts   = prometheus.NewDesc("millstream_partition_restarts_total", "Partition actors restarted by their supervisor after a failure.", nil, nil)
 	descMailbox    = prometheus.NewDesc("millstream_partition_mailbox_batches", "Batches waiting in a partition's mailbox.", []string{"partition"}, nil)
-	descStage      = prometheus.NewDesc("millstream_stage_event_seconds", "Mean time one event spends in a stage (sampled).", []string{"job", "stage"}, nil)
-	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job"}, nil)
+	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job_name"}, nil)
 	descRefused    = prometheus.NewDesc("millstream_mqtt_refused_total", "MQTT messages not acknowledged because the gateway could not take them (outbox full, log write failed, closing); an MQTT 3.1.1 client is disconnected so it resends them.", nil, nil)
 	descRefusedCon = prometheus.NewDesc("millstream_mqtt_refused_connections_total", "MQTT connections refused with 'server unavailable' while the gateway was recovering its state or closing.", nil, nil)
 	descOutbox     = prometheus.NewDesc("millstream_outbox_rows", "Rows waiting in an output's outbox (the store-and-forward backlog).", []string{"output"}, nil)
 	descOutboxB    = prometheus.NewDesc("millstream_outbox_bytes", "Bytes an output's outbox takes.", []string{"output"}, nil)
 	descOutboxAge  = prometheus.NewDesc("millstream_outbox_oldest_age_seconds", "Age of the oldest row waiting in an output's outbox.", []string{"output"}, nil)
 	descOutboxFull = prometheus.NewDesc("millstream_outbox_full", "1 while an output's outbox is at its quota.", []string{"output"}, nil)
-	descOutRows    = prometheus.NewDesc("millstream_output_rows_total", "Output rows by fate: delivered, expired (past TTL), dropped (quota), dead_lettered, and delivery retries.", []string{"output", "kind"}, nil)
+	descOutRows    = prometheus.NewDesc("millstream_output_rows_total", "Output rows by fate: delivered, expired (past TTL), dropped (quota), dead_lettered.", []string{"output", "kind"}, nil)
 	descDurable    = prometheus.NewDesc("millstream_state_events_total", "Durable state counters by kind: checkpoints, replayed log entries, rows already in the outbox at replay, duplicates dropped, events taken with a sequence number too old to check, take-overs that found a checkpoint older than the safe one, restore failures, log write errors, outbox write errors, input refused over quota, poison entries skipped, damaged partitions reset.", []string{"kind"}, nil)
 )
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descStage, descRestarts,
-		descRefused, descRefusedCon, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descDurable} {
+	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descRestarts,
+		descRefused, descRefusedCon, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descRetries, descDurable} {
 		ch <- d
 	}
 }
@@ -343,9 +342,10 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descOutboxFull, prometheus.GaugeValue, full, o.Output)
 		for kind, v := range map[string]uint64{"delivered": o.Delivered, "expired": o.Expired, "dropped": o.Dropped,
-			"dead_lettered": uint64(o.DeadLettered), "retries": o.Retries} {
+			"dead_lettered": uint64(o.DeadLettered)} {
 			ch <- prometheus.MustNewConstMetric(descOutRows, prometheus.CounterValue, float64(v), o.Output, kind)
 		}
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(o.Retries), o.Output)
 	}
 	if g.store != nil {
 		ds := g.DurableStats()
@@ -367,11 +367,6 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := g.jobStatus(ctx)
 	if err != nil {
 		return
-	}
-	for job, stages := range st.stages {
-		for stage, d := range stages {
-			ch <- prometheus.MustNewConstMetric(descStage, prometheus.GaugeValue, d.Seconds(), job, stage)
-		}
 	}
 	now := value.FromTime(g.cfg.Now())
 	for job, wm := range st.watermarks {

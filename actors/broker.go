@@ -193,7 +193,7 @@ func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
 	// Checked on the fixed header, before mochi allocates the body.
 	caps.MaximumPacketSize = uint32(opts.MaxPayload + packetOverhead)
 	caps.MaximumSessionExpiryInterval = uint32(min(opts.MaxSessionExpiry/time.Second, math.MaxUint32))
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: logger.With("component", "mqtt"), Capabilities: caps})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: mqttLogger(logger), Capabilities: caps})
 	b := &Broker{srv: srv, maxPayload: opts.MaxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{}),
 		sec: sec, maxRetained: opts.MaxRetained, maxClients: opts.MaxConnections, connectTTL: opts.ConnectTimeout,
 		// Sockets still in their TLS handshake or CONNECT count too, so

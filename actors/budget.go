@@ -105,9 +105,9 @@ func (g *Gateway) JobStatuses() map[string]JobStatus {
 }
 
 var (
-	descJobState   = prometheus.NewDesc("millstream_job_state_bytes", "Estimated memory of a job's state on this gateway (all partitions), against its max_state_bytes budget.", []string{"job"}, nil)
-	descJobBudget  = prometheus.NewDesc("millstream_job_state_budget_bytes", "A job's memory budget (max_state_bytes).", []string{"job"}, nil)
-	descJobStopped = prometheus.NewDesc("millstream_job_stopped", "1 while a job is stopped on this gateway for going over its memory budget.", []string{"job"}, nil)
+	descJobState   = prometheus.NewDesc("millstream_job_state_bytes", "Estimated memory of a job's state on this gateway (all partitions), against its max_state_bytes budget.", []string{"job_name"}, nil)
+	descJobBudget  = prometheus.NewDesc("millstream_job_state_budget_bytes", "A job's memory budget (max_state_bytes).", []string{"job_name"}, nil)
+	descJobStopped = prometheus.NewDesc("millstream_job_stopped", "1 while a job is stopped on this gateway for going over its memory budget.", []string{"job_name"}, nil)
 	descStopsTotal = prometheus.NewDesc("millstream_jobs_stopped_over_budget_total", "Jobs stopped for going over their memory budget since start.", nil, nil)
 )
 

@@ -36,6 +36,7 @@ import (
 type External struct {
 	c        paho.Client
 	url      string
+	id       string // client id
 	received atomic.Uint64
 	unrouted atomic.Uint64
 	refused  atomic.Uint64
@@ -49,6 +50,74 @@ type External struct {
 	kicking atomic.Bool
 	mu      sync.Mutex
 	closed  bool
+	// down: this connection counts in its broker's outage (outages).
+	down bool
+}
+
+// outages are the external brokers the gateway has lost, by URL. A
+// gateway may hold several connections to one broker (the upstream output
+// and a source); losing the broker is one warning, whichever connection
+// notices first, and having it back one info line, once every connection
+// is back.
+var outages = struct {
+	mu    sync.Mutex
+	byURL map[string]*outage
+}{byURL: map[string]*outage{}}
+
+type outage struct {
+	since   time.Time
+	conns   int  // connections down
+	atStart bool // not reachable when the gateway started
+}
+
+// lost counts e down (once) in its broker's outage; the first connection
+// down logs msg at warning, the others at debug. e.mu is held.
+func (e *External) lost(logger *slog.Logger, atStart bool, msg string, args ...any) {
+	if e.down || e.closed {
+		return
+	}
+	e.down = true
+	outages.mu.Lock()
+	defer outages.mu.Unlock()
+	o := outages.byURL[e.url]
+	args = append([]any{"broker", e.url}, args...)
+	if o != nil {
+		o.conns++
+		logger.Debug(msg, append(args, "client_id", e.id)...)
+		return
+	}
+	outages.byURL[e.url] = &outage{since: time.Now(), conns: 1, atStart: atStart}
+	logger.Warn(msg, args...)
+}
+
+// back ends e's part of its broker's outage; the last connection back
+// logs it with the downtime. quiet (on close) logs nothing. e.mu is held.
+func (e *External) back(logger *slog.Logger, quiet bool) {
+	if !e.down {
+		return
+	}
+	e.down = false
+	outages.mu.Lock()
+	defer outages.mu.Unlock()
+	o := outages.byURL[e.url]
+	if o == nil {
+		return
+	}
+	if o.conns--; o.conns > 0 {
+		if !quiet {
+			logger.Debug("external MQTT connection back; others to the broker are still down", "broker", e.url, "client_id", e.id)
+		}
+		return
+	}
+	delete(outages.byURL, e.url)
+	if quiet {
+		return
+	}
+	msg := "reconnected to external MQTT broker"
+	if o.atStart {
+		msg = "connected to external MQTT broker (it was not reachable at start)"
+	}
+	logger.Info(msg, "broker", e.url, "downtime", time.Since(o.since).Round(time.Millisecond))
 }
 
 // ConnectExternal connects to cfg.Url. With g non-nil it subscribes to
@@ -68,6 +137,7 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 		id = fmt.Sprintf("millstream-%d", time.Now().UnixNano())
 	}
 	opts.SetClientID(id)
+	e.id = id
 	password, err := brokerPassword(cfg)
 	if err != nil {
 		return nil, err
@@ -94,69 +164,91 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	if qos > 1 {
 		return nil, fmt.Errorf("actors: broker %s: qos must be 0 or 1", cfg.Url)
 	}
-	if g != nil {
-		opts.SetOnConnectHandler(func(c paho.Client) {
-			filters := map[string]byte{}
-			list := cfg.Topics
-			if len(list) == 0 && topics != nil {
-				list = topics()
-			}
-			for _, t := range list {
-				if g := cfg.SharedGroup; g != "" && g != "-" {
-					// The broker delivers each message to one member of
-					// the group, with its own topic.
-					t = "$share/" + g + "/" + t
-				}
-				filters[t] = qos
-			}
-			if len(filters) == 0 {
-				return
-			}
-			tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
-				e.received.Add(1)
-				if g.Oversized(m.Topic(), m.Payload()) {
-					// Acknowledged in turn: a resend could never succeed.
-					e.oversized.Add(1)
-					e.acks <- pendingAck{msg: m}
-					return
-				}
-				payload := append([]byte(nil), m.Payload()...)
-				n, commit, err := g.IngestTopicAsync(m.Topic(), payload)
-				if err != nil {
-					// Not acknowledged: the broker sends it again after a
-					// reconnect.
-					e.refused.Add(1)
-					if !errors.Is(err, ErrClosed) {
-						logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
-						e.redeliver(logger)
-					}
-					return
-				}
-				if n == 0 {
-					e.unrouted.Add(1)
-				}
-				// Acknowledged once logged (D1), in order, by acker.
-				e.acks <- pendingAck{commit: commit, msg: m}
-			})
-			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
-				logger.Error("subscribe on external broker", "broker", cfg.Url, "error", tok.Error())
-			}
-		})
-	}
+	opts.SetOnConnectHandler(func(c paho.Client) {
+		e.mu.Lock()
+		e.back(logger, false)
+		e.mu.Unlock()
+		if g != nil {
+			e.subscribe(c, cfg, g, topics, qos, logger)
+		}
+	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
-		logger.Warn("external MQTT broker connection lost; reconnecting", "broker", cfg.Url, "error", err)
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.lost(logger, false, "external MQTT broker connection lost; reconnecting", "error", err)
+		if e.c.IsConnectionOpen() {
+			// paho reconnected before this handler ran (both run on
+			// goroutines of their own), so the connect handler found
+			// nothing down.
+			e.back(logger, false)
+		}
 	})
 	e.c = paho.NewClient(opts)
 	go e.acker(logger)
 	tok := e.c.Connect()
 	if !tok.WaitTimeout(10 * time.Second) {
-		logger.Warn("external MQTT broker not reachable yet; retrying in the background", "broker", cfg.Url)
+		e.mu.Lock()
+		// Unless it connected meanwhile (the handler waits for e.mu).
+		if !e.c.IsConnectionOpen() {
+			e.lost(logger, true, "external MQTT broker not reachable yet; retrying in the background")
+		}
+		e.mu.Unlock()
 	} else if err := tok.Error(); err != nil {
 		close(e.acks)
 		<-e.ackDone
 		return nil, fmt.Errorf("actors: connect %s: %w", cfg.Url, err)
 	}
 	return e, nil
+}
+
+// subscribe subscribes a source to its topics (on every connect: a clean
+// session forgets them) and ingests what arrives into g.
+func (e *External) subscribe(c paho.Client, cfg *pb.ExternalBroker, g *Gateway, topics func() []string, qos byte, logger *slog.Logger) {
+	filters := map[string]byte{}
+	list := cfg.Topics
+	if len(list) == 0 && topics != nil {
+		list = topics()
+	}
+	for _, t := range list {
+		if g := cfg.SharedGroup; g != "" && g != "-" {
+			// The broker delivers each message to one member of
+			// the group, with its own topic.
+			t = "$share/" + g + "/" + t
+		}
+		filters[t] = qos
+	}
+	if len(filters) == 0 {
+		return
+	}
+	tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
+		e.received.Add(1)
+		if g.Oversized(m.Topic(), m.Payload()) {
+			// Acknowledged in turn: a resend could never succeed.
+			e.oversized.Add(1)
+			e.acks <- pendingAck{msg: m}
+			return
+		}
+		payload := append([]byte(nil), m.Payload()...)
+		n, commit, err := g.IngestTopicAsync(m.Topic(), payload)
+		if err != nil {
+			// Not acknowledged: the broker sends it again after a
+			// reconnect.
+			e.refused.Add(1)
+			if !errors.Is(err, ErrClosed) {
+				logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
+				e.redeliver(logger)
+			}
+			return
+		}
+		if n == 0 {
+			e.unrouted.Add(1)
+		}
+		// Acknowledged once logged (D1), in order, by acker.
+		e.acks <- pendingAck{commit: commit, msg: m}
+	})
+	if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+		logger.Error("subscribe on external broker", "broker", cfg.Url, "error", tok.Error())
+	}
 }
 
 // Publish implements Publisher. While the connection is down it fails at
@@ -219,6 +311,7 @@ func (e *External) redeliver(logger *slog.Logger) {
 // Close disconnects.
 func (e *External) Close() {
 	e.mu.Lock()
+	e.back(nil, true)
 	e.closed = true
 	e.mu.Unlock()
 	e.c.Disconnect(500)

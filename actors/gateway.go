@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/exec"
@@ -165,6 +166,9 @@ type Gateway struct {
 	restarts atomic.Uint64
 	// jobsStopped counts jobs stopped over their memory budget.
 	jobsStopped atomic.Uint64
+	// stageSeconds: the partitions' sampled per-row stage times
+	// (metrics.go).
+	stageSeconds *prometheus.HistogramVec
 
 	// Durable mode (durable.go).
 	store            *state.Store
@@ -240,8 +244,8 @@ type deployedJob struct {
 // refuses input until Recover has run; its sink must be a DurableSink.
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
-	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: actor.NewActorSystem(), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
-		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions)}
+	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
+		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds()}
 	if cfg.Store != nil {
 		g.store = cfg.Store
 		g.outbox, _ = sink.(DurableSink)
@@ -369,6 +373,8 @@ func (g *Gateway) Remove(ctx context.Context, name string) error {
 	if err := g.broadcast(ctx, &removeMsg{name: name}); err != nil {
 		return err
 	}
+	// Once no partition runs the job: its series would stay forever.
+	g.stageSeconds.DeletePartialMatch(prometheus.Labels{"job_name": name})
 	if g.ready.Load() {
 		return g.Checkpoint(ctx)
 	}

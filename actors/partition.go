@@ -509,6 +509,9 @@ func (d *deployedJob) reads(input string) bool {
 func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, error) {
 	opts := d.opts
 	name := d.job.Name
+	if p != nil {
+		opts.StageTime = stageObserver(g.stageSeconds, name)
+	}
 	opts.Emit = func(output string, ts int64, rec *value.Record) {
 		g.rowsOut.Add(1)
 		if g.outbox != nil && p != nil {

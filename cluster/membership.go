@@ -49,7 +49,8 @@ type Config struct {
 	ProbeTimeout   time.Duration
 	GossipInterval time.Duration
 	SuspicionMult  int
-	// Logger (default slog.Default()); memberlist's lines go to debug.
+	// Logger (default slog.Default()); memberlist's lines come with
+	// component=gossip, at the level their prefix names.
 	Logger *slog.Logger
 	// Admit, if set, decides from a gateway's metadata whether it may be a
 	// member: an error keeps it out of this gateway's view (logged once
@@ -157,7 +158,7 @@ func Join(ctx context.Context, cfg Config) (*Membership, error) {
 		g := &gatekeeper{admit: cfg.Admit, logger: cfg.Logger, refused: map[string]string{}}
 		mc.Merge, mc.Alive = g, g
 	}
-	mc.Logger = log.New(slogWriter{cfg.Logger.With("component", "memberlist")}, "", 0)
+	mc.Logger = log.New(slogWriter{cfg.Logger.With("component", "gossip")}, "", 0)
 	if cfg.iso != nil {
 		ft, err := newFaultTransport(cfg.iso, mc.BindAddr, mc.BindPort, mc.Logger)
 		if err != nil {
@@ -396,20 +397,28 @@ func (e eventDelegate) up(n *memberlist.Node) {
 	e.watch.memberUp(n.Name, meta)
 }
 
-// slogWriter turns memberlist's log lines into debug records (warnings
-// and errors keep their level).
+// slogWriter turns memberlist's log lines ("[WARN] memberlist: ...")
+// into records of the level their prefix names, without the prefix.
 type slogWriter struct{ l *slog.Logger }
+
+// memberlistLevels are memberlist's prefixes; a line without one (none
+// are known) is debug.
+var memberlistLevels = []struct {
+	prefix string
+	level  slog.Level
+}{{"[ERR]", slog.LevelError}, {"[ERROR]", slog.LevelError}, {"[WARN]", slog.LevelWarn}, {"[INFO]", slog.LevelInfo}, {"[DEBUG]", slog.LevelDebug}}
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
-	switch {
-	case bytes.Contains(p, []byte("[ERR]")):
-		w.l.Error(line)
-	case bytes.Contains(p, []byte("[WARN]")):
-		w.l.Warn(line)
-	default:
-		w.l.Debug(line)
+	level := slog.LevelDebug
+	for _, l := range memberlistLevels {
+		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
+			line, level = strings.TrimSpace(rest), l.level
+			break
+		}
 	}
+	line = strings.TrimPrefix(line, "memberlist: ")
+	w.l.Log(context.Background(), level, line)
 	return len(p), nil
 }
 

@@ -106,6 +106,8 @@ type Node struct {
 	rej    *rejections // messages refused (reject.go)
 	guard  *linkGuard
 	maxMsg int // largest stream message (NodeConfig.MaxMessageBytes)
+	// changes summarises the per-partition changes (summary.go).
+	changes *partitionLog
 	// oversizeLogAt: when a message too large to send was last logged.
 	oversizeLogAt atomic.Int64
 
@@ -304,7 +306,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	}
 	// protoactor logs through ours (its own handler writes colored text
 	// to stderr), at warning and above: its info lines are per connection.
-	plog := slog.New(levelHandler{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
+	plog := slog.New(levelHandler{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "actor")
 	n.system = actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return plog })))
 	opts, err := n.linkOptions()
 	if err != nil {
@@ -400,6 +402,7 @@ func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
 		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
 		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
 	n.rej = newRejections(n.log)
+	n.changes = newPartitionLog(n.log)
 	n.replicas = make([]map[string]*replica, n.parts)
 	n.holding = make([]string, n.parts)
 	n.caughtUp = make([]bool, n.parts)
@@ -498,6 +501,7 @@ func (n *Node) Close() error {
 	n.st.mu.Unlock()
 	runAll(fns, false)
 	n.remote.Shutdown(false)
+	n.changes.flush()
 	return err
 }
 
@@ -536,6 +540,7 @@ func (n *Node) Drain(ctx context.Context) error {
 		others := len(n.bases)
 		n.mu.Unlock()
 		if left == 0 {
+			n.changes.flush()
 			n.log.Info("drained: no partition left")
 			return n.drainParked(ctx, others)
 		}
@@ -543,6 +548,7 @@ func (n *Node) Drain(ctx context.Context) error {
 			// The whole cluster stops: nobody to hand off to. The
 			// partitions stay in this gateway's store (a clean stop
 			// checkpoints them) for the next start.
+			n.changes.flush()
 			n.log.Info("drain: no gateway left to hand off to; keeping the partitions", "partitions", left)
 			return nil
 		}

@@ -200,7 +200,8 @@ func (n *Node) apply(m *pb.StreamMsg) {
 		n.mu.Unlock()
 	case *pb.StreamMsg_Handoff:
 		p := int(b.Handoff.Partition)
-		n.log.Info("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
+		// Summarised by "serving partitions" (why=hand-off) once served.
+		n.log.Debug("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
 		n.goSafe("hand-off", func() { n.serve(p, b.Handoff.Epoch, "hand-off") })
 	case *pb.StreamMsg_HandoffRequest:
 		p := int(b.HandoffRequest.Partition)
@@ -362,7 +363,9 @@ func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
 	if why == "take-over" {
 		n.failovers.Add(1)
 	}
-	n.log.Info("serving partition", "partition", p, "epoch", epoch, "why", why, "took", time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	n.log.Debug("serving partition", "partition", p, "epoch", epoch, "why", why, "took", took.Round(time.Millisecond))
+	n.changes.add("serving partitions", "why", why, p, took)
 	n.wakeLoop()
 }
 

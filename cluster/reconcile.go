@@ -832,7 +832,9 @@ func (n *Node) handOff(p int, member string) {
 	n.replicas[p] = nil
 	n.mu.Unlock()
 	n.handoffs.Add(1)
-	n.log.Info("partition handed off", "partition", p, "to", member, "took", time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	n.log.Debug("partition handed off", "partition", p, "to", member, "took", took.Round(time.Millisecond))
+	n.changes.add("partitions handed off", "to", member, p, took)
 }
 
 // takeOver finds the best holder of a partition nobody serves and has it
@@ -889,6 +891,7 @@ func (n *Node) takeOver(p int) {
 		n.serveClaimed(p, bestEpoch, why)
 		return
 	}
-	n.log.Info("asking the best holder to hand the partition over", "partition", p, "holder", best, "epoch", bestEpoch, "last_seq", bestSeq)
+	n.log.Debug("asking the best holder to hand the partition over", "partition", p, "holder", best, "epoch", bestEpoch, "last_seq", bestSeq)
+	n.changes.add("asking the best holder to hand partitions over", "holder", best, p, 0)
 	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p)}}}, nil)
 }

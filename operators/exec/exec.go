@@ -74,6 +74,9 @@ type Options struct {
 	Emit func(output string, ts int64, rec *value.Record)
 	// DeadLetter receives every rejected event. Optional.
 	DeadLetter func(DeadLetter)
+	// StageTime, if set, receives each sampled time of one row in a stage
+	// (one row in 256, as StageTimes), for a histogram. Optional.
+	StageTime func(stage string, d time.Duration)
 }
 
 // DeadLetter is an event the executor could not process.

@@ -157,7 +157,7 @@ func (s *selectOp) push(r *row) {
 	if s.timing.sample() {
 		t0 := time.Now()
 		s.pushRow(r)
-		s.timing.add(time.Since(t0))
+		s.ex.stageTime(s.name, &s.timing, time.Since(t0))
 		return
 	}
 	s.pushRow(r)
@@ -342,7 +342,7 @@ func (op *aggOp) push(r *row) {
 	if op.timing.sample() {
 		t0 := time.Now()
 		op.pushRow(r)
-		op.timing.add(time.Since(t0))
+		op.ex.stageTime(op.name, &op.timing, time.Since(t0))
 		return
 	}
 	op.pushRow(r)
@@ -516,6 +516,14 @@ func (t *stageTiming) sample() bool {
 func (t *stageTiming) add(d time.Duration) {
 	t.samples++
 	t.total += d
+}
+
+// stageTime records a sampled row time of a stage.
+func (ex *Executor) stageTime(stage string, t *stageTiming, d time.Duration) {
+	t.add(d)
+	if f := ex.opts.StageTime; f != nil {
+		f(stage, d)
+	}
 }
 
 func (t *stageTiming) mean() (time.Duration, bool) {
