@@ -32,7 +32,10 @@ import (
 //	D3: partition 0 applies a forwarded event once: it remembers the last
 //	    (source partition, source seq, index) it applied, and a source
 //	    keeps its log entries until partition 0 has logged what they
-//	    forwarded.
+//	    forwarded. The index numbers an entry's events in job-name order,
+//	    so every replay numbers them alike. This holds while one gateway
+//	    at a time serves the source (C8): two would number different
+//	    entries alike.
 //	D4: a checkpoint is written after the rows it covers are in the
 //	    outbox; recovery loads it, replays the log after it and skips the
 //	    rows the outbox already holds (exactly once into the outbox).

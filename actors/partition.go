@@ -424,6 +424,12 @@ func ingest(ex *exec.Executor, e event, source int) {
 	_ = ex.IngestFrom(e.input, source, e.payload, e.arrival)
 }
 
+// updateForwardJobs lists the jobs forward sends events to, in name
+// order: an entry's forwarded events are numbered (srcIdx) in this order,
+// and partition 0 applies an entry's events once by that number (D3). In
+// map order, a replay of the entry (a restart, a take-over) could number
+// the jobs otherwise than the run whose events partition 0 had partly
+// applied: one job's event dropped, the other's applied twice.
 func (p *partition) updateForwardJobs() {
 	p.forwardJobs = p.forwardJobs[:0]
 	if p.id == 0 {
@@ -434,6 +440,7 @@ func (p *partition) updateForwardJobs() {
 			p.forwardJobs = append(p.forwardJobs, d)
 		}
 	}
+	sort.Slice(p.forwardJobs, func(i, j int) bool { return p.forwardJobs[i].job.Name < p.forwardJobs[j].job.Name })
 }
 
 // forward queues e for every job that runs on partition 0 only and reads

@@ -110,6 +110,7 @@ type Node struct {
 	requests  map[uint64]chan statusAnswer
 	reqID     uint64
 	takingAt  []time.Time // per partition: last take-over attempt
+	taking    []time.Time // per partition: until when holdings says this gateway takes it over (C8)
 	busy      []bool      // per partition: a hand-off, give-up, take-over or serve is running (claim)
 	jobVer    map[string]jobVersion
 	jobLog    map[string]*pb.JobUpdate
@@ -234,21 +235,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	if gw.Store() == nil {
 		return nil, errors.New("cluster: a clustered gateway needs durable state (durability.disabled is set)")
 	}
-	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
-		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
-		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
-		startedAt: time.Now()}
-	n.replicas = make([]map[string]*replica, n.parts)
-	n.holding = make([]string, n.parts)
-	n.caughtUp = make([]bool, n.parts)
-	n.takingAt = make([]time.Time, n.parts)
-	n.busy = make([]bool, n.parts)
-	n.fwd = make([]*forwarder, n.parts)
-	n.epochs = make([]atomic.Uint64, n.parts)
-	for p := range n.fwd {
-		n.fwd[p] = &forwarder{}
-	}
+	n := newNode(cfg, gw)
 	// quorumAt stays 0 (fenced) until the view shows a majority: a gateway
 	// that restarts alone must not serve from its own store what others
 	// may hold newer (it did, for one lease, and lost rows).
@@ -345,6 +332,27 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	n.log.Info("joined the cluster", "member", n.name, "gossip", n.ml.Addr(), "remote", net.JoinHostPort(host, strconv.Itoa(port)),
 		"members", len(n.ml.Names()), "replicas", cfg.Replicas, "quorum", cfg.Quorum, "minority_input", cfg.MinorityInput)
 	return n, nil
+}
+
+// newNode makes a node's state, joined to nothing yet (Start joins it).
+func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
+	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
+		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
+		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
+		startedAt: time.Now()}
+	n.replicas = make([]map[string]*replica, n.parts)
+	n.holding = make([]string, n.parts)
+	n.caughtUp = make([]bool, n.parts)
+	n.takingAt = make([]time.Time, n.parts)
+	n.taking = make([]time.Time, n.parts)
+	n.busy = make([]bool, n.parts)
+	n.fwd = make([]*forwarder, n.parts)
+	n.epochs = make([]atomic.Uint64, n.parts)
+	for p := range n.fwd {
+		n.fwd[p] = &forwarder{}
+	}
+	return n
 }
 
 func freePort(host string) (int, error) {

@@ -154,6 +154,7 @@ func (n *Node) apply(m *pb.StreamMsg) {
 	case *pb.StreamMsg_Handoff:
 		p := int(b.Handoff.Partition)
 		n.log.Info("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
+		n.markTaking(p, takeOverMark) // from now: serve claims p later
 		go n.serve(p, b.Handoff.Epoch, "hand-off")
 	case *pb.StreamMsg_HandoffRequest:
 		p := int(b.HandoffRequest.Partition)
@@ -225,12 +226,13 @@ func (n *Node) applyLog(from string, g *pb.ReplGroup) {
 // holdings is what this gateway holds of every partition.
 func (n *Node) holdings(id uint64) *pb.StatusReply {
 	r := &pb.StatusReply{Id: id}
+	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for p := 0; p < n.parts; p++ {
 		ep, _ := n.epoch(p)
 		r.Partitions = append(r.Partitions, &pb.PartitionHolding{Partition: uint32(p), Serving: n.gw.Serving(p), Epoch: ep,
-			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p]})
+			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p], Taking: now.Before(n.taking[p])})
 	}
 	return r
 }
@@ -262,14 +264,19 @@ func (n *Node) claimWait(p int) bool {
 // serve makes this gateway serve p after a hand-off (claims p first).
 func (n *Node) serve(p int, prevEpoch uint64, why string) {
 	if !n.claimWait(p) {
+		n.backOff(p, "")
 		return
 	}
 	defer n.unclaim(p)
 	n.serveClaimed(p, prevEpoch, why)
 }
 
-// serveClaimed makes this gateway serve p (p claimed by the caller).
+// serveClaimed makes this gateway serve p (p claimed by the caller). Until
+// it serves, its answers say it is taking p over (C8); a take-over set
+// that mark before it asked, and it ends here either way.
 func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
+	n.markTaking(p, takeOverMark)
+	defer n.backOff(p, "")
 	if n.gw.Serving(p) {
 		return
 	}
