@@ -760,7 +760,7 @@ func (n *Node) abandon(p int) {
 func (n *Node) handOff(p int, member string) {
 	defer n.unclaim(p)
 	start := time.Now()
-	n.markTaking(p, takeOverMark)
+	n.markTaking(p, takeOverMark, member)
 	if n.gw.Serving(p) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		sc, hw, err := n.gw.Release(ctx, p)
@@ -793,7 +793,7 @@ func (n *Node) handOff(p int, member string) {
 		epoch, _ = n.epoch(p)
 	}
 	n.sendTo(member, &pb.StreamMsg{Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: uint32(p), Epoch: epoch, LastSeq: n.store.LastSeq(p)}}}, nil)
-	n.markTaking(p, inTransitMark) // until the receiver's own mark is surely up
+	n.markTaking(p, inTransitMark, member) // until the receiver's own mark is surely up
 	n.mu.Lock()
 	n.replicas[p] = nil
 	n.mu.Unlock()
@@ -815,7 +815,7 @@ func (n *Node) handOff(p int, member string) {
 // other's mark, as each set its own before asking.
 func (n *Node) takeOver(p int) {
 	defer n.unclaim(p)
-	n.markTaking(p, takeOverMark)
+	n.markTaking(p, takeOverMark, "")
 	n.mu.Lock()
 	peers := n.peersLocked()
 	n.reqID++
@@ -882,9 +882,9 @@ func (n *Node) takeOver(p int) {
 	// Still taking p over until the holder hands it here (serveClaimed
 	// clears the mark) or the mark lapses: another owner asking meanwhile
 	// backs off instead of asking the holder for a second hand-off.
-	n.markTaking(p, handOffMark)
+	n.markTaking(p, handOffMark, "")
 	n.log.Info("asking the best holder to hand the partition over", "partition", p, "holder", best, "epoch", bestEpoch, "last_seq", bestSeq)
-	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p)}}}, nil)
+	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p), Epoch: bestEpoch, LastSeq: bestSeq}}}, nil)
 }
 
 const (
@@ -903,11 +903,23 @@ const (
 	inTransitMark = 5 * time.Second
 )
 
+// takingMark says until when this gateway tells the others it is taking
+// a partition over, or handing it to member (who may go on and take it).
+type takingMark struct {
+	until time.Time
+	to    string
+}
+
+func (m takingMark) holds(now time.Time, asker string) bool {
+	return now.Before(m.until) && (m.to == "" || m.to != asker)
+}
+
 // markTaking makes holdings say, for d, that this gateway is taking p
-// over.
-func (n *Node) markTaking(p int, d time.Duration) {
+// over; with to set, that it hands p to that member (told only to the
+// others).
+func (n *Node) markTaking(p int, d time.Duration, to string) {
 	n.mu.Lock()
-	n.taking[p] = time.Now().Add(d)
+	n.taking[p] = takingMark{until: time.Now().Add(d), to: to}
 	n.mu.Unlock()
 }
 
@@ -915,7 +927,7 @@ func (n *Node) markTaking(p int, d time.Duration) {
 // mark of one that did); why, when set, is logged with args.
 func (n *Node) backOff(p int, why string, args ...any) {
 	n.mu.Lock()
-	n.taking[p] = time.Time{}
+	n.taking[p] = takingMark{}
 	n.mu.Unlock()
 	if why != "" {
 		n.log.Warn("take-over backs off; the loop tries again", append([]any{"partition", p, "why", why}, args...)...)

@@ -267,7 +267,7 @@ func TestTakingIsReported(t *testing.T) {
 	tn, a, b := pairHolding(t, "gw2", 3, 5) // gw2 holds more: gw1 asks it for a hand-off
 
 	taking := func(n *Node) bool {
-		for _, h := range n.holdings(0).Partitions {
+		for _, h := range n.holdings(0, "gw9#1").Partitions {
 			if int(h.Partition) == p {
 				return h.Taking
 			}
@@ -329,4 +329,59 @@ func TestDrainingGatewayTakesNothingOver(t *testing.T) {
 	require.Equal(t, owns, claimed())
 	tn.waitFor(t, owns, isStatusRequest)
 	require.Eventually(t, func() bool { return claimed() == 0 }, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestHandOffRequestForADroppedCopyIsRefused (seed 849, with the take-over
+// fix): gw1 chose gw4 as the best holder of partition 10 from its answer
+// (epoch 5, log to 3,783), but gw4, cut off meanwhile, gave the partition
+// up and dropped its copy before the request arrived. It caught gw1 up
+// from nothing, which reset gw1's own copy, and gw1 served partition 10
+// from an empty log: acknowledged readings lost, and its new log entries
+// numbered from 1, so partition 0 dropped every event partition 10
+// forwarded as one it had applied, and the global jobs' windows never
+// closed. A holder refuses a request for more than it still holds.
+func TestHandOffRequestForADroppedCopyIsRefused(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 5) // gw4 holds more: gw1 asks it for a hand-off
+	done := runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	isRequest := func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil }
+	tn.waitFor(t, 1, isRequest)
+
+	// What Abandon does to a copy another gateway holds too.
+	require.NoError(t, b.store.ResetPartition(p))
+	req := tn.take(isRequest)
+	require.Len(t, req, 1)
+	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
+	sent := tn.take(func(*pb.StreamMsg) bool { return true })
+	require.Empty(t, sent, "gw4 caught gw1 up from a copy it no longer holds")
+	require.Equal(t, uint64(3), a.store.LastSeq(p))
+
+	// The next attempt finds gw1's own copy the best and serves it.
+	done = runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	require.True(t, a.gw.Serving(p))
+	require.Equal(t, uint64(3), a.store.LastSeq(p))
+}
+
+// TestHandingOffIsReported: a gateway that hands a partition off tells
+// the other gateways it is taking it over until the receiver has surely
+// marked it (so none asks it for a second hand-off meanwhile), but not the
+// receiver, which may take it over itself, as it would serve it anyway.
+func TestHandingOffIsReported(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 5)
+	done := runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	req := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
+	require.Len(t, req, 1)
+	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
+	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
+
+	taking := func(asker string) bool { return b.holdings(0, asker).Partitions[p].Taking }
+	require.True(t, taking("gw2#1"), "told to another gateway")
+	require.False(t, taking(a.name), "told to the receiver")
 }

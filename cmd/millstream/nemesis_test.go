@@ -9,6 +9,8 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -365,7 +367,14 @@ func (r nemesisRun) run(t *testing.T) {
 	want := nemesisExpected(t, s, r.rounds, acked)
 	rep := c.checkOutputs(want, s.base.Add(30*time.Minute), 3*time.Minute)
 	t.Logf("seed %d: %d readings acknowledged (%d resends on %d connections); %s", r.seed, countAcked(acked), resends, conns, rep)
-	if !rep.clean() {
+	logs := map[string]string{}
+	for _, g := range c.gws {
+		if g.gw != nil {
+			logs[g.name] = g.gw.Logs()
+		}
+	}
+	twice := servedTwice(logs)
+	if !rep.clean() || len(twice) > 0 {
 		c.logOwnershipChanges()
 		c.logOutputFiles()
 		if keep := os.Getenv("MILLSTREAM_NEMESIS_KEEP"); keep != "" {
@@ -373,10 +382,40 @@ func (r nemesisRun) run(t *testing.T) {
 			out, err := osexec.Command("cp", "-a", c.dir, dst).CombinedOutput()
 			t.Logf("gateway directories kept in %s (%v %s)", dst, err, out)
 		}
-		t.Fatalf("seed %d: %s\nschedule: %v\nmissing: %s\nwrong: %s\nduplicated: %s\nsplit: %s\nconflicts: %s", r.seed, rep, sched,
+		t.Fatalf("seed %d: %s\nschedule: %v\nmissing: %s\nwrong: %s\nduplicated: %s\nsplit: %s\nconflicts: %s\nserved by two gateways: %s", r.seed, rep, sched,
 			strings.Join(first(rep.missing, 20), "\n  "), strings.Join(first(rep.wrong, 20), "\n  "), strings.Join(first(rep.dupRows, 20), "\n  "),
-			strings.Join(first(rep.split, 20), "\n  "), strings.Join(first(rep.conflicts, 20), "\n  "))
+			strings.Join(first(rep.split, 20), "\n  "), strings.Join(first(rep.conflicts, 20), "\n  "), strings.Join(first(twice, 20), "\n  "))
 	}
+}
+
+// servingLine is a gateway's log line for a partition it starts to serve.
+var servingLine = regexp.MustCompile(`msg="serving partition" .*\bpartition=(\d+) epoch=(\d+)`)
+
+// servedTwice lists the partitions two gateways served at one epoch
+// (C4, C8), from each gateway's log: each numbers the partition's new log
+// entries from the same position, and partition 0, which applies
+// forwarded events once by (source partition, position), then misses or
+// repeats readings (the churn finding). Outputs can still come out right,
+// so the checker looks for the cause itself.
+func servedTwice(logs map[string]string) []string {
+	by := map[string][]string{}
+	for gw, text := range logs {
+		for _, m := range servingLine.FindAllStringSubmatch(text, -1) {
+			key := "partition " + m[1] + " epoch " + m[2]
+			if !slices.Contains(by[key], gw) {
+				by[key] = append(by[key], gw)
+			}
+		}
+	}
+	var out []string
+	for key, gws := range by {
+		if len(gws) > 1 {
+			sort.Strings(gws)
+			out = append(out, key+": "+strings.Join(gws, ", "))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // logOutputFiles logs the size and row count of every output file of
@@ -678,4 +717,15 @@ func TestNemesisCheckerFindsFaults(t *testing.T) {
 	require.Len(t, rep.conflicts, 1, "id 9")
 	require.Equal(t, 2, rep.redelivered, "ids 1 and 9 seen twice")
 	require.Len(t, rep.wrong, 3, "c's two parts and e: %v", rep.wrong)
+
+	// Two gateways serving one partition at one epoch is found in their
+	// logs; one gateway serving it twice (a restart) and epochs that follow
+	// each other are not.
+	serving := func(p, epoch int) string {
+		return fmt.Sprintf(`time=2026-12-05T03:24:43.141Z level=INFO msg="serving partition" component=cluster partition=%d epoch=%d why=take-over took=32ms`, p, epoch)
+	}
+	require.Equal(t, []string{"partition 11 epoch 2: gw1, gw4"}, servedTwice(map[string]string{
+		"gw1": strings.Join([]string{serving(11, 1), serving(2, 2), serving(11, 2), serving(11, 2)}, "\n"),
+		"gw4": strings.Join([]string{serving(11, 2), serving(2, 3)}, "\n"),
+	}))
 }

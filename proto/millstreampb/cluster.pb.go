@@ -865,8 +865,14 @@ func (x *HandOff) GetLastSeq() uint64 {
 // HandOffRequest asks a holder of a partition that nobody serves to
 // catch the sender up and hand the partition to it.
 type HandOffRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The holder's copy the sender chose it for (its answer to the sender's
+	// StatusRequest): a holder that no longer holds as much (it gave the
+	// partition up since, and dropped its copy) refuses, rather than catch
+	// the sender up from less than the sender holds.
+	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastSeq       uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,6 +910,20 @@ func (*HandOffRequest) Descriptor() ([]byte, []int) {
 func (x *HandOffRequest) GetPartition() uint32 {
 	if x != nil {
 		return x.Partition
+	}
+	return 0
+}
+
+func (x *HandOffRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HandOffRequest) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
 	}
 	return 0
 }
@@ -1353,9 +1373,11 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\aHandOff\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x19\n" +
-	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\".\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"_\n" +
 	"\x0eHandOffRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\"o\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"o\n" +
 	"\fForwardBatch\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x121\n" +
