@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -89,7 +90,10 @@ type partition struct {
 	written    uint64 // last outSeq in the outbox (O2)
 	outBuf     []state.OutRow
 	fwdApplied map[int]fwdPos // partition 0: last forwarded event applied per source
-	seqDecoder value.Decoder  // reads Config.SequenceField
+	// unforwarded: positions of entries applied without forwarding (resends
+	// dropped), after what partition 0 has logged, ascending (D3).
+	unforwarded []uint64
+	seqDecoder  value.Decoder // reads Config.SequenceField
 
 	// Clustered mode (cluster.go).
 	active      bool              // this gateway serves the partition
@@ -252,7 +256,7 @@ func (p *partition) reset() {
 	p.desired = map[string][]byte{}
 	p.fwdApplied = map[int]fwdPos{}
 	p.origins = map[string]uint64{}
-	p.order, p.forwardJobs, p.forwardBuf, p.outBuf = nil, nil, nil, nil
+	p.order, p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil, nil
 	p.applied, p.fwdIdx, p.sinceCp, p.outSeq, p.written = 0, 0, 0, 0, 0
 	p.lastCp, p.lastThrough = nil, 0
 	p.cpTime = time.Now()
@@ -293,6 +297,7 @@ func (p *partition) apply(e event) {
 	}
 	if e.origin != "" {
 		if e.oseq <= p.origins[e.origin] {
+			p.notForwarded(e)
 			p.g.forwardResends.Add(1)
 			return // a resend the partition applied already (C7)
 		}
@@ -301,6 +306,7 @@ func (p *partition) apply(e event) {
 	p.sinceCp++
 	if !e.forwarded {
 		if p.duplicate(e) {
+			p.notForwarded(e)
 			return
 		}
 		p.seen(e.device, e.payload, e.arrival)
@@ -317,6 +323,35 @@ func (p *partition) apply(e event) {
 		}
 	}
 	p.forward(e)
+}
+
+// notForwarded records that the entry being applied, a resend, forwards
+// nothing to partition 0. A recovery forwards the entries up to its
+// checkpoint again without applying them (D3), so it must know which the
+// first run dropped: forwarded again, the resend would be a second event
+// at another position, which partition 0 applies too (the churn finding's
+// repeated readings).
+func (p *partition) notForwarded(e event) {
+	if p.id == 0 || e.forwarded || p.g.log == nil || len(p.forwardJobs) == 0 {
+		return
+	}
+	if n := len(p.unforwarded); n == 0 || p.unforwarded[n-1] < p.applied {
+		p.unforwarded = append(p.unforwarded, p.applied)
+	}
+}
+
+// forwardedFirst reports whether the first run forwarded entry seq's
+// events (it did unless it dropped the entry as a resend).
+func (p *partition) forwardedFirst(seq uint64) bool {
+	_, dropped := slices.BinarySearch(p.unforwarded, seq)
+	return !dropped
+}
+
+// pruneUnforwarded forgets the dropped entries partition 0 has logged
+// past: a recovery that forwards them again is dropped there by position.
+func (p *partition) pruneUnforwarded(logged uint64) {
+	i, _ := slices.BinarySearch(p.unforwarded, logged+1)
+	p.unforwarded = p.unforwarded[i:]
 }
 
 func (p *partition) tick(now int64) {
