@@ -175,17 +175,21 @@ func TestNemesisCluster(t *testing.T) {
 // TestNemesisClusterChurn is TestNemesisCluster without quiet periods and
 // with one more fault a schedule: seed 3 is a cut, a kill -9, a pause, a
 // drain, a join and a restart; seed 849 a join, a cut, a gateway
-// forgotten, every gateway killed at once, a drain and a pause. Its finding
-// is open: now and then a job that runs on partition 0 (the global
-// aggregate, the join) misses or repeats one forwarded reading (1,799 or
-// 1,801 readings in a global window; join rows missing, or repeated under
-// a new id). So it runs only when asked (-nemesis.churn), and says so.
+// forgotten, every gateway killed at once, a drain and a pause. It found
+// jobs on partition 0 missing or repeating a forwarded reading: two
+// gateways took one partition over at once (fixed: C8), a hand-off from a
+// copy dropped since it was chosen (fixed), and a recovery forwarding
+// again resends its first run had dropped (fixed: D3). Since, a run of
+// seed 3 under heavy load (and one of TestNemesisCluster's seed 109) lost
+// two readings forwarded to partition 0, with no partition served twice:
+// open (benchmarks/RESULTS.md, "Faults"), so it runs only when asked
+// (-nemesis.churn), and says so.
 func TestNemesisClusterChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs gateway processes under random faults for minutes; runs without -short")
 	}
 	if !*nemesisChurn {
-		testutil.SkipLoudly(t, "open finding (benchmarks/RESULTS.md, \"Faults\"): partition-0 jobs can miss or repeat a forwarded reading under churn; run with -nemesis.churn")
+		testutil.SkipLoudly(t, "open finding (benchmarks/RESULTS.md, \"Faults\"): under churn and heavy load a global window can still miss a forwarded reading; run with -nemesis.churn")
 	}
 	t.Parallel()
 	runNemesis(t, nemesisRun{gateways: 3, clustered: true, devices: 12, rounds: 1000, steps: 6}, []uint64{3, 849})
