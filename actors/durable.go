@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -33,7 +34,13 @@ import (
 //	D3: partition 0 applies a forwarded event once: it remembers the last
 //	    (source partition, source seq, index) it applied, and a source
 //	    keeps its log entries until partition 0 has logged what they
-//	    forwarded.
+//	    forwarded. The index numbers an entry's events in job-name order,
+//	    so every replay numbers them alike. A recovery forwards again the
+//	    entries between what partition 0 logged and its checkpoint, except
+//	    those the first run dropped as resends (the checkpoint lists
+//	    them): a resend forwarded at its own position would count twice.
+//	    This holds while one gateway at a time serves the source (C8): two
+//	    would number different entries alike.
 //	D4: a checkpoint is written after the rows it covers are in the
 //	    outbox; recovery loads it, replays the log after it and skips the
 //	    rows the outbox already holds (exactly once into the outbox).
@@ -397,6 +404,10 @@ func (p *partition) checkpoint(force bool) error {
 	if len(p.origins) > 0 {
 		cp.Origins = p.origins
 	}
+	if p.id != 0 {
+		p.pruneUnforwarded(p.g.fwdLogged[p.id].Load())
+		cp.Unforwarded = slices.Clone(p.unforwarded)
+	}
 	if len(p.fwdApplied) > 0 {
 		cp.Forwarded, cp.ForwardedIndex = map[uint32]uint64{}, map[uint32]uint32{}
 		for src, pos := range p.fwdApplied {
@@ -507,9 +518,11 @@ func (p *partition) recover() error {
 		for src, seq := range cp.Forwarded {
 			p.fwdApplied[int(src)] = fwdPos{seq, cp.ForwardedIndex[src]}
 		}
+		p.unforwarded = slices.Clone(cp.Unforwarded)
 	}
 	// Entries at or before the checkpoint are replayed only to forward
-	// what partition 0 has not logged (D3).
+	// what partition 0 has not logged (D3), as the first run did: not
+	// the resends it dropped (the checkpoint lists them).
 	own := p.applied
 	from := own
 	if p.id != 0 && len(p.forwardJobs) > 0 {
@@ -524,7 +537,7 @@ func (p *partition) recover() error {
 			return nil
 		}
 		if seq <= own {
-			if !e.tick && !e.forwarded {
+			if !e.tick && !e.forwarded && p.forwardedFirst(seq) {
 				p.setApplied(seq)
 				p.forward(e)
 			}

@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -92,7 +93,10 @@ type partition struct {
 	written    uint64 // last outSeq in the outbox (O2)
 	outBuf     []state.OutRow
 	fwdApplied map[int]fwdPos // partition 0: last forwarded event applied per source
-	seqDecoder value.Decoder  // reads Config.SequenceField
+	// unforwarded: positions of entries applied without forwarding (resends
+	// dropped), after what partition 0 has logged, ascending (D3).
+	unforwarded []uint64
+	seqDecoder  value.Decoder // reads Config.SequenceField
 
 	// Clustered mode (cluster.go).
 	active      bool              // this gateway serves the partition
@@ -267,7 +271,7 @@ func (p *partition) reset() {
 	p.desired = map[string][]byte{}
 	p.fwdApplied = map[int]fwdPos{}
 	p.origins = map[string]uint64{}
-	p.order, p.forwardJobs, p.forwardBuf, p.outBuf = nil, nil, nil, nil
+	p.order, p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil, nil
 	p.applied, p.fwdIdx, p.sinceCp, p.outSeq, p.written = 0, 0, 0, 0, 0
 	p.lastCp, p.lastThrough = nil, 0
 	p.cpTime = time.Now()
@@ -308,6 +312,7 @@ func (p *partition) apply(e event) {
 	}
 	if e.origin != "" {
 		if e.oseq <= p.origins[e.origin] {
+			p.notForwarded(e)
 			p.g.forwardResends.Add(1)
 			return // a resend the partition applied already (C7)
 		}
@@ -317,6 +322,7 @@ func (p *partition) apply(e event) {
 	p.curDevice = e.device
 	if !e.forwarded {
 		if p.duplicate(e) {
+			p.notForwarded(e)
 			return
 		}
 		p.seen(e.device, e.payload, e.arrival)
@@ -333,6 +339,35 @@ func (p *partition) apply(e event) {
 		}
 	}
 	p.forward(e)
+}
+
+// notForwarded records that the entry being applied, a resend, forwards
+// nothing to partition 0. A recovery forwards the entries up to its
+// checkpoint again without applying them (D3), so it must know which the
+// first run dropped: forwarded again, the resend would be a second event
+// at another position, which partition 0 applies too (the churn finding's
+// repeated readings).
+func (p *partition) notForwarded(e event) {
+	if p.id == 0 || e.forwarded || p.g.log == nil || len(p.forwardJobs) == 0 {
+		return
+	}
+	if n := len(p.unforwarded); n == 0 || p.unforwarded[n-1] < p.applied {
+		p.unforwarded = append(p.unforwarded, p.applied)
+	}
+}
+
+// forwardedFirst reports whether the first run forwarded entry seq's
+// events (it did unless it dropped the entry as a resend).
+func (p *partition) forwardedFirst(seq uint64) bool {
+	_, dropped := slices.BinarySearch(p.unforwarded, seq)
+	return !dropped
+}
+
+// pruneUnforwarded forgets the dropped entries partition 0 has logged
+// past: a recovery that forwards them again is dropped there by position.
+func (p *partition) pruneUnforwarded(logged uint64) {
+	i, _ := slices.BinarySearch(p.unforwarded, logged+1)
+	p.unforwarded = p.unforwarded[i:]
 }
 
 func (p *partition) tick(now int64) {
@@ -441,6 +476,12 @@ func ingest(ex *exec.Executor, e event, source int) {
 	_ = ex.IngestFrom(e.input, source, e.payload, e.arrival)
 }
 
+// updateForwardJobs lists the jobs forward sends events to, in name
+// order: an entry's forwarded events are numbered (srcIdx) in this order,
+// and partition 0 applies an entry's events once by that number (D3). In
+// map order, a replay of the entry (a restart, a take-over) could number
+// the jobs otherwise than the run whose events partition 0 had partly
+// applied: one job's event dropped, the other's applied twice.
 func (p *partition) updateForwardJobs() {
 	p.forwardJobs = p.forwardJobs[:0]
 	if p.id == 0 {
@@ -451,6 +492,7 @@ func (p *partition) updateForwardJobs() {
 			p.forwardJobs = append(p.forwardJobs, d)
 		}
 	}
+	sort.Slice(p.forwardJobs, func(i, j int) bool { return p.forwardJobs[i].job.Name < p.forwardJobs[j].job.Name })
 }
 
 // forward queues e for every job that runs on partition 0 only and reads

@@ -22,7 +22,15 @@
 //	    handed it over (stopped at a barrier, shipped everything), or after
 //	    that server left the view and this gateway is the partition's owner
 //	    and the best holder of it (highest epoch, then longest log) among
-//	    the live gateways, or was handed it by that holder.
+//	    the live gateways, or was handed it by that holder. Views can
+//	    differ, so two gateways can each be owner in their own: no two
+//	    take one partition over at once. A take-over tells every gateway
+//	    that asks, from before it asks the holders until it serves (and a
+//	    hand-off, until the receiver has it); one that finds another
+//	    taking the partition over, or misses an answer, backs off. A
+//	    gateway that announced its drain takes nothing over. A holder
+//	    asked for a hand-off refuses when it no longer holds the copy it
+//	    was chosen for (it gave the partition up since).
 //	C9: with quorum "majority", a gateway that has not heard from a
 //	    majority of the gateways it has known within the lease applies
 //	    nothing, delivers nothing and gives its partitions up; the lease is

@@ -126,8 +126,9 @@ type Node struct {
 	fwd       []*forwarder
 	requests  map[uint64]chan statusAnswer
 	reqID     uint64
-	takingAt  []time.Time // per partition: last take-over attempt
-	busy      []bool      // per partition: a hand-off, give-up, take-over or serve is running (claim)
+	takingAt  []time.Time  // per partition: last take-over attempt
+	taking    []takingMark // per partition: holdings says this gateway takes it over (C8)
+	busy      []bool       // per partition: a hand-off, give-up, take-over or serve is running (claim)
 	jobVer    map[string]jobVersion
 	jobLog    map[string]*pb.JobUpdate
 	forgotten map[string]bool // gateways an operator forgot (C13)
@@ -394,7 +395,7 @@ func startRemote(r *remote.Remote) (err error) {
 }
 
 // newNode makes a node's state, before anything starts (cfg has its
-// defaults).
+// defaults); Start joins it.
 func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
 	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
 		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
@@ -407,6 +408,7 @@ func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
 	n.holding = make([]string, n.parts)
 	n.caughtUp = make([]bool, n.parts)
 	n.takingAt = make([]time.Time, n.parts)
+	n.taking = make([]takingMark, n.parts)
 	n.busy = make([]bool, n.parts)
 	n.fwd = make([]*forwarder, n.parts)
 	n.epochs = make([]atomic.Uint64, n.parts)

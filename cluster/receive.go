@@ -202,14 +202,11 @@ func (n *Node) apply(m *pb.StreamMsg) {
 		p := int(b.Handoff.Partition)
 		// Summarised by "serving partitions" (why=hand-off) once served.
 		n.log.Debug("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
+		n.markTaking(p, takeOverMark, "") // from now: serve claims p later
 		n.goSafe("hand-off", func() { n.serve(p, b.Handoff.Epoch, "hand-off") })
 	case *pb.StreamMsg_HandoffRequest:
-		p := int(b.HandoffRequest.Partition)
-		n.goSafe("hand-off request", func() {
-			if n.claimWait(p) {
-				n.handOff(p, m.From)
-			}
-		})
+		req := b.HandoffRequest
+		n.goSafe("hand-off request", func() { n.handOffRequested(m.From, req) })
 	case *pb.StreamMsg_Forward:
 		n.acceptForward(m.From, b.Forward)
 	case *pb.StreamMsg_ForwardDone:
@@ -221,7 +218,7 @@ func (n *Node) apply(m *pb.StreamMsg) {
 			n.log.Warn("another gateway forgot a gateway this one still sees; kept", "gateway", b.Forget.Gateway, "from", m.From, "error", err)
 		}
 	case *pb.StreamMsg_StatusRequest:
-		n.sendTo(m.From, &pb.StreamMsg{Body: &pb.StreamMsg_StatusReply{StatusReply: n.holdings(b.StatusRequest.Id)}}, nil)
+		n.sendTo(m.From, &pb.StreamMsg{Body: &pb.StreamMsg_StatusReply{StatusReply: n.holdings(b.StatusRequest.Id, m.From)}}, nil)
 	case *pb.StreamMsg_StatusReply:
 		n.mu.Lock()
 		ch := n.requests[b.StatusReply.Id]
@@ -287,15 +284,17 @@ func (n *Node) applyLog(from string, g *pb.ReplGroup) {
 	}
 }
 
-// holdings is what this gateway holds of every partition.
-func (n *Node) holdings(id uint64) *pb.StatusReply {
+// holdings is what this gateway holds of every partition, as told to
+// member.
+func (n *Node) holdings(id uint64, member string) *pb.StatusReply {
 	r := &pb.StatusReply{Id: id}
+	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for p := 0; p < n.parts; p++ {
 		ep, _ := n.epoch(p)
 		r.Partitions = append(r.Partitions, &pb.PartitionHolding{Partition: uint32(p), Serving: n.gw.Serving(p), Epoch: ep,
-			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p]})
+			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p], Taking: n.taking[p].holds(now, member)})
 	}
 	return r
 }
@@ -324,17 +323,57 @@ func (n *Node) claimWait(p int) bool {
 	return false
 }
 
+// handOffRequested hands a partition to the member that asked for it,
+// unless this gateway no longer holds the copy it was asked for.
+func (n *Node) handOffRequested(member string, req *pb.HandOffRequest) {
+	p := int(req.Partition)
+	if !n.claimWait(p) {
+		return
+	}
+	if !n.gw.Serving(p) && !n.stillHolds(p, req) {
+		n.unclaim(p)
+		return
+	}
+	n.handOff(p, member)
+}
+
+// stillHolds reports whether this gateway still holds the copy of p that
+// a hand-off request was made for (p claimed). Between its answer and the
+// request it may have given p up and dropped its copy (Abandon): a
+// catch-up from what is left would reset the requester's copy, and the
+// requester would serve p from nothing, numbering its log from 1 again
+// (partition 0 then drops every event it forwards as applied already).
+func (n *Node) stillHolds(p int, req *pb.HandOffRequest) bool {
+	epoch, err := n.epoch(p)
+	if err != nil {
+		n.log.Error("hand-off request: epoch unreadable; refused", "partition", p, "error", err)
+		return false
+	}
+	last := n.store.LastSeq(p)
+	if epoch < req.Epoch || last < req.LastSeq {
+		n.log.Warn("hand-off request for a copy this gateway no longer holds; refused", "partition", p,
+			"asked_epoch", req.Epoch, "asked_last_seq", req.LastSeq, "epoch", epoch, "last_seq", last)
+		return false
+	}
+	return true
+}
+
 // serve makes this gateway serve p after a hand-off (claims p first).
 func (n *Node) serve(p int, prevEpoch uint64, why string) {
 	if !n.claimWait(p) {
+		n.backOff(p, "")
 		return
 	}
 	defer n.unclaim(p)
 	n.serveClaimed(p, prevEpoch, why)
 }
 
-// serveClaimed makes this gateway serve p (p claimed by the caller).
+// serveClaimed makes this gateway serve p (p claimed by the caller). Until
+// it serves, its answers say it is taking p over (C8); a take-over set
+// that mark before it asked, and it ends here either way.
 func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
+	n.markTaking(p, takeOverMark, "")
+	defer n.backOff(p, "")
 	if n.gw.Serving(p) {
 		return
 	}

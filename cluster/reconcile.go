@@ -401,6 +401,7 @@ func (n *Node) reconcile() {
 	t, bases := n.table()
 	latched := n.fenceLatch.Load()
 	fenced := n.Fenced()
+	draining := n.announceDrain.Load()
 	n.mu.Lock()
 	settled := time.Since(n.viewSince) > 3*loopEvery
 	// A take-over also needs a majority in the view itself, whatever the
@@ -447,7 +448,11 @@ func (n *Node) reconcile() {
 			}
 			continue
 		}
-		if fenced || !settled || a.Owner != n.cfg.Gateway || n.servedElsewhere(p) {
+		// A gateway that announced its drain takes nothing over: the others
+		// place without it already, so the owner in their placement takes
+		// the partition over, while this one, until drainSettle has
+		// passed, still places itself (seed 849 had both serve it).
+		if fenced || !settled || draining || a.Owner != n.cfg.Gateway || n.servedElsewhere(p) {
 			continue
 		}
 		n.mu.Lock()
@@ -794,14 +799,21 @@ func (n *Node) abandon(p int) {
 // checkpoint), waits for the partition's rows to leave the outbox so the
 // checkpoint is safe, then ships it and the HandOff; a holder that does
 // not serve p catches member up first.
+//
+// While the partition is on its way (this gateway stopped serving it, the
+// receiver does not serve it yet) this gateway says it is taking it over,
+// so that a gateway that places it elsewhere backs off instead of taking
+// it over or asking for a second hand-off (C8).
 func (n *Node) handOff(p int, member string) {
 	defer n.unclaim(p)
 	start := time.Now()
+	n.markTaking(p, takeOverMark, member)
 	if n.gw.Serving(p) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		sc, hw, err := n.gw.Release(ctx, p)
 		cancel()
 		if err != nil {
+			n.backOff(p, "")
 			n.log.Error("hand-off: partition did not stop", "partition", p, "error", err)
 			return
 		}
@@ -828,6 +840,7 @@ func (n *Node) handOff(p int, member string) {
 		epoch, _ = n.epoch(p)
 	}
 	n.sendTo(member, &pb.StreamMsg{Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: uint32(p), Epoch: epoch, LastSeq: n.store.LastSeq(p)}}}, nil)
+	n.markTaking(p, inTransitMark, member) // until the receiver's own mark is surely up
 	n.mu.Lock()
 	n.replicas[p] = nil
 	n.mu.Unlock()
@@ -839,8 +852,19 @@ func (n *Node) handOff(p int, member string) {
 
 // takeOver finds the best holder of a partition nobody serves and has it
 // hand the partition here, or serves it from this gateway's own store.
+//
+// No two gateways may take one partition over at once: views can differ
+// (a gateway that announced its drain places itself, the others do not),
+// so two gateways can each be the owner in their own view, find the same
+// copies and nobody serving, and both serve at the same epoch, numbering
+// new log entries from the same position. Each says it is taking p over
+// (holdings) before it asks, until it serves p or gives up; one that
+// finds another taking p over, or misses an answer, backs off and the
+// loop tries again. Of two that ask each other, at least one sees the
+// other's mark, as each set its own before asking.
 func (n *Node) takeOver(p int) {
 	defer n.unclaim(p)
+	n.markTaking(p, takeOverMark, "")
 	n.mu.Lock()
 	peers := n.peersLocked()
 	n.reqID++
@@ -861,6 +885,11 @@ func (n *Node) takeOver(p int) {
 	}
 	best, bestEpoch, bestSeq := n.name, uint64(0), n.store.LastSeq(p)
 	bestEpoch, _ = n.epoch(p)
+	if asked < len(peers) {
+		// A member in the view without an address yet may be taking p over.
+		n.backOff(p, "a gateway in the view cannot be asked", "asked", asked, "members", len(peers)+1)
+		return
+	}
 	timeout := time.After(2 * time.Second)
 	for got := 0; got < asked; got++ {
 		select {
@@ -870,16 +899,24 @@ func (n *Node) takeOver(p int) {
 					continue
 				}
 				if h.Serving {
-					return // served after all
+					n.backOff(p, "") // served after all
+					return
+				}
+				if h.Taking {
+					n.backOff(p, "another gateway is taking it over", "gateway", a.from)
+					return
 				}
 				if h.Epoch > bestEpoch || h.Epoch == bestEpoch && h.LastSeq > bestSeq {
 					best, bestEpoch, bestSeq = a.from, h.Epoch, h.LastSeq
 				}
 			}
 		case <-timeout:
-			n.log.Warn("take-over: not every gateway answered; deciding on the answers", "partition", p, "asked", asked, "answered", got)
-			got = asked
+			// The silent one may be taking p over itself: deciding without
+			// it could serve p twice.
+			n.backOff(p, "not every gateway answered", "asked", asked, "answered", got)
+			return
 		case <-n.stop:
+			n.backOff(p, "")
 			return
 		}
 	}
@@ -891,7 +928,58 @@ func (n *Node) takeOver(p int) {
 		n.serveClaimed(p, bestEpoch, why)
 		return
 	}
+	// Still taking p over until the holder hands it here (serveClaimed
+	// clears the mark) or the mark lapses: another owner asking meanwhile
+	// backs off instead of asking the holder for a second hand-off.
+	n.markTaking(p, handOffMark, "")
 	n.log.Debug("asking the best holder to hand the partition over", "partition", p, "holder", best, "epoch", bestEpoch, "last_seq", bestSeq)
 	n.changes.add("asking the best holder to hand partitions over", "holder", best, p, 0)
-	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p)}}}, nil)
+	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p), Epoch: bestEpoch, LastSeq: bestSeq}}}, nil)
+}
+
+const (
+	// takeOverMark bounds how long a take-over says it is taking its
+	// partition over while it asks the holders and serves (it clears the
+	// mark when it ends: this only covers a take-over that hangs).
+	takeOverMark = time.Minute
+	// handOffMark is how long a gateway that asked the best holder for a
+	// hand-off still says it is taking the partition over: the holder
+	// waits up to 10 s for a change under way (claimWait), then catches
+	// this gateway up.
+	handOffMark = 20 * time.Second
+	// inTransitMark is how long a gateway that handed a partition off
+	// still says it is taking it over: the receiver marks it once the
+	// HandOff arrives (the stream resends it after a second).
+	inTransitMark = 5 * time.Second
+)
+
+// takingMark says until when this gateway tells the others it is taking
+// a partition over, or handing it to member (who may go on and take it).
+type takingMark struct {
+	until time.Time
+	to    string
+}
+
+func (m takingMark) holds(now time.Time, asker string) bool {
+	return now.Before(m.until) && (m.to == "" || m.to != asker)
+}
+
+// markTaking makes holdings say, for d, that this gateway is taking p
+// over; with to set, that it hands p to that member (told only to the
+// others).
+func (n *Node) markTaking(p int, d time.Duration, to string) {
+	n.mu.Lock()
+	n.taking[p] = takingMark{until: time.Now().Add(d), to: to}
+	n.mu.Unlock()
+}
+
+// backOff ends a take-over of p that did not serve it (and clears the
+// mark of one that did); why, when set, is logged with args.
+func (n *Node) backOff(p int, why string, args ...any) {
+	n.mu.Lock()
+	n.taking[p] = takingMark{}
+	n.mu.Unlock()
+	if why != "" {
+		n.log.Warn("take-over backs off; the loop tries again", append([]any{"partition", p, "why", why}, args...)...)
+	}
 }

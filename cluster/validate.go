@@ -258,7 +258,11 @@ func checkBody(m *pb.StreamMsg, parts int, now int64) error {
 		}
 		return checkSeq("last seq", b.Handoff.GetLastSeq())
 	case *pb.StreamMsg_HandoffRequest:
-		return checkPartition(b.HandoffRequest.GetPartition(), parts)
+		r := b.HandoffRequest
+		if err := checkPartEpoch(r.GetPartition(), r.GetEpoch(), parts); err != nil {
+			return err
+		}
+		return checkSeq("last seq", r.GetLastSeq())
 	case *pb.StreamMsg_Forward:
 		return checkForward(b.Forward, m.From, parts)
 	case *pb.StreamMsg_ForwardDone:

@@ -9,6 +9,8 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -173,17 +175,21 @@ func TestNemesisCluster(t *testing.T) {
 // TestNemesisClusterChurn is TestNemesisCluster without quiet periods and
 // with one more fault a schedule: seed 3 is a cut, a kill -9, a pause, a
 // drain, a join and a restart; seed 849 a join, a cut, a gateway
-// forgotten, every gateway killed at once, a drain and a pause. Its finding
-// is open: now and then a job that runs on partition 0 (the global
-// aggregate, the join) misses or repeats one forwarded reading (1,799 or
-// 1,801 readings in a global window; join rows missing, or repeated under
-// a new id). So it runs only when asked (-nemesis.churn), and says so.
+// forgotten, every gateway killed at once, a drain and a pause. It found
+// jobs on partition 0 missing or repeating a forwarded reading: two
+// gateways took one partition over at once (fixed: C8), a hand-off from a
+// copy dropped since it was chosen (fixed), and a recovery forwarding
+// again resends its first run had dropped (fixed: D3). Since, a run of
+// seed 3 under heavy load (and one of TestNemesisCluster's seed 109) lost
+// two readings forwarded to partition 0, with no partition served twice:
+// open (benchmarks/RESULTS.md, "Faults"), so it runs only when asked
+// (-nemesis.churn), and says so.
 func TestNemesisClusterChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs gateway processes under random faults for minutes; runs without -short")
 	}
 	if !*nemesisChurn {
-		testutil.SkipLoudly(t, "open finding (benchmarks/RESULTS.md, \"Faults\"): partition-0 jobs can miss or repeat a forwarded reading under churn; run with -nemesis.churn")
+		testutil.SkipLoudly(t, "open finding (benchmarks/RESULTS.md, \"Faults\"): under churn and heavy load a global window can still miss a forwarded reading; run with -nemesis.churn")
 	}
 	t.Parallel()
 	runNemesis(t, nemesisRun{gateways: 3, clustered: true, devices: 12, rounds: 1000, steps: 6}, []uint64{3, 849})
@@ -365,7 +371,14 @@ func (r nemesisRun) run(t *testing.T) {
 	want := nemesisExpected(t, s, r.rounds, acked)
 	rep := c.checkOutputs(want, s.base.Add(30*time.Minute), 3*time.Minute)
 	t.Logf("seed %d: %d readings acknowledged (%d resends on %d connections); %s", r.seed, countAcked(acked), resends, conns, rep)
-	if !rep.clean() {
+	logs := map[string]string{}
+	for _, g := range c.gws {
+		if g.gw != nil {
+			logs[g.name] = g.gw.Logs()
+		}
+	}
+	twice := servedTwice(logs)
+	if !rep.clean() || len(twice) > 0 {
 		c.logOwnershipChanges()
 		c.logOutputFiles()
 		if keep := os.Getenv("MILLSTREAM_NEMESIS_KEEP"); keep != "" {
@@ -373,10 +386,40 @@ func (r nemesisRun) run(t *testing.T) {
 			out, err := osexec.Command("cp", "-a", c.dir, dst).CombinedOutput()
 			t.Logf("gateway directories kept in %s (%v %s)", dst, err, out)
 		}
-		t.Fatalf("seed %d: %s\nschedule: %v\nmissing: %s\nwrong: %s\nduplicated: %s\nsplit: %s\nconflicts: %s", r.seed, rep, sched,
+		t.Fatalf("seed %d: %s\nschedule: %v\nmissing: %s\nwrong: %s\nduplicated: %s\nsplit: %s\nconflicts: %s\nserved by two gateways: %s", r.seed, rep, sched,
 			strings.Join(first(rep.missing, 20), "\n  "), strings.Join(first(rep.wrong, 20), "\n  "), strings.Join(first(rep.dupRows, 20), "\n  "),
-			strings.Join(first(rep.split, 20), "\n  "), strings.Join(first(rep.conflicts, 20), "\n  "))
+			strings.Join(first(rep.split, 20), "\n  "), strings.Join(first(rep.conflicts, 20), "\n  "), strings.Join(first(twice, 20), "\n  "))
 	}
+}
+
+// servingLine is a gateway's log line for a partition it starts to serve.
+var servingLine = regexp.MustCompile(`msg="serving partition" .*\bpartition=(\d+) epoch=(\d+)`)
+
+// servedTwice lists the partitions two gateways served at one epoch
+// (C4, C8), from each gateway's log: each numbers the partition's new log
+// entries from the same position, and partition 0, which applies
+// forwarded events once by (source partition, position), then misses or
+// repeats readings (the churn finding). Outputs can still come out right,
+// so the checker looks for the cause itself.
+func servedTwice(logs map[string]string) []string {
+	by := map[string][]string{}
+	for gw, text := range logs {
+		for _, m := range servingLine.FindAllStringSubmatch(text, -1) {
+			key := "partition " + m[1] + " epoch " + m[2]
+			if !slices.Contains(by[key], gw) {
+				by[key] = append(by[key], gw)
+			}
+		}
+	}
+	var out []string
+	for key, gws := range by {
+		if len(gws) > 1 {
+			sort.Strings(gws)
+			out = append(out, key+": "+strings.Join(gws, ", "))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // logOutputFiles logs the size and row count of every output file of
@@ -678,4 +721,15 @@ func TestNemesisCheckerFindsFaults(t *testing.T) {
 	require.Len(t, rep.conflicts, 1, "id 9")
 	require.Equal(t, 2, rep.redelivered, "ids 1 and 9 seen twice")
 	require.Len(t, rep.wrong, 3, "c's two parts and e: %v", rep.wrong)
+
+	// Two gateways serving one partition at one epoch is found in their
+	// logs; one gateway serving it twice (a restart) and epochs that follow
+	// each other are not.
+	serving := func(p, epoch int) string {
+		return fmt.Sprintf(`time=2026-12-05T03:24:43.141Z level=INFO msg="serving partition" component=cluster partition=%d epoch=%d why=take-over took=32ms`, p, epoch)
+	}
+	require.Equal(t, []string{"partition 11 epoch 2: gw1, gw4"}, servedTwice(map[string]string{
+		"gw1": strings.Join([]string{serving(11, 1), serving(2, 2), serving(11, 2), serving(11, 2)}, "\n"),
+		"gw4": strings.Join([]string{serving(11, 2), serving(2, 3)}, "\n"),
+	}))
 }

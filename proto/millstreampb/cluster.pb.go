@@ -865,8 +865,14 @@ func (x *HandOff) GetLastSeq() uint64 {
 // HandOffRequest asks a holder of a partition that nobody serves to
 // catch the sender up and hand the partition to it.
 type HandOffRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The holder's copy the sender chose it for (its answer to the sender's
+	// StatusRequest): a holder that no longer holds as much (it gave the
+	// partition up since, and dropped its copy) refuses, rather than catch
+	// the sender up from less than the sender holds.
+	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastSeq       uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,6 +910,20 @@ func (*HandOffRequest) Descriptor() ([]byte, []int) {
 func (x *HandOffRequest) GetPartition() uint32 {
 	if x != nil {
 		return x.Partition
+	}
+	return 0
+}
+
+func (x *HandOffRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HandOffRequest) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
 	}
 	return 0
 }
@@ -1156,7 +1176,11 @@ type PartitionHolding struct {
 	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	LastSeq   uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// A replica that received a catch-up and the stream since.
-	Replica       bool `protobuf:"varint,5,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica bool `protobuf:"varint,5,opt,name=replica,proto3" json:"replica,omitempty"`
+	// The gateway is taking the partition over (asking the holders, being
+	// handed it, or starting to serve it): nobody else may take it over
+	// meanwhile (C8).
+	Taking        bool `protobuf:"varint,6,opt,name=taking,proto3" json:"taking,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1222,6 +1246,13 @@ func (x *PartitionHolding) GetLastSeq() uint64 {
 func (x *PartitionHolding) GetReplica() bool {
 	if x != nil {
 		return x.Replica
+	}
+	return false
+}
+
+func (x *PartitionHolding) GetTaking() bool {
+	if x != nil {
+		return x.Taking
 	}
 	return false
 }
@@ -1342,9 +1373,11 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\aHandOff\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x19\n" +
-	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\".\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"_\n" +
 	"\x0eHandOffRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\"o\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\"o\n" +
 	"\fForwardBatch\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x121\n" +
@@ -1359,13 +1392,14 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\"\x1f\n" +
 	"\rStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"\x95\x01\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xad\x01\n" +
 	"\x10PartitionHolding\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x18\n" +
 	"\aserving\x18\x02 \x01(\bR\aserving\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
 	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x18\n" +
-	"\areplica\x18\x05 \x01(\bR\areplica\"^\n" +
+	"\areplica\x18\x05 \x01(\bR\areplica\x12\x16\n" +
+	"\x06taking\x18\x06 \x01(\bR\x06taking\"^\n" +
 	"\vStatusReply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12?\n" +
 	"\n" +

@@ -292,7 +292,13 @@ type Checkpoint struct {
 	Forwarded      map[uint32]uint64 `protobuf:"bytes,7,rep,name=forwarded,proto3" json:"forwarded,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	ForwardedIndex map[uint32]uint32 `protobuf:"bytes,8,rep,name=forwarded_index,json=forwardedIndex,proto3" json:"forwarded_index,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Cluster: the last origin_seq applied per origin gateway incarnation.
-	Origins       map[string]uint64 `protobuf:"bytes,9,rep,name=origins,proto3" json:"origins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Origins map[string]uint64 `protobuf:"bytes,9,rep,name=origins,proto3" json:"origins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// A partition other than 0: the log positions, after what partition 0
+	// had logged of its forwarded events, of entries it applied without
+	// forwarding them (a resend dropped by sequence number or origin seq).
+	// A recovery forwards the entries up to the checkpoint again, all but
+	// these (D3).
+	Unforwarded   []uint64 `protobuf:"varint,10,rep,packed,name=unforwarded,proto3" json:"unforwarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -386,6 +392,13 @@ func (x *Checkpoint) GetForwardedIndex() map[uint32]uint32 {
 func (x *Checkpoint) GetOrigins() map[string]uint64 {
 	if x != nil {
 		return x.Origins
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetUnforwarded() []uint64 {
+	if x != nil {
+		return x.Unforwarded
 	}
 	return nil
 }
@@ -697,7 +710,7 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aB\n" +
 	"\x14SequenceWindowsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xae\x06\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xd0\x06\n" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\flog_position\x18\x01 \x01(\x04R\vlogPosition\x127\n" +
@@ -709,7 +722,9 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\adesired\x18\x06 \x03(\v2&.millstream.v1.Checkpoint.DesiredEntryR\adesired\x12F\n" +
 	"\tforwarded\x18\a \x03(\v2(.millstream.v1.Checkpoint.ForwardedEntryR\tforwarded\x12V\n" +
 	"\x0fforwarded_index\x18\b \x03(\v2-.millstream.v1.Checkpoint.ForwardedIndexEntryR\x0eforwardedIndex\x12@\n" +
-	"\aorigins\x18\t \x03(\v2&.millstream.v1.Checkpoint.OriginsEntryR\aorigins\x1a7\n" +
+	"\aorigins\x18\t \x03(\v2&.millstream.v1.Checkpoint.OriginsEntryR\aorigins\x12 \n" +
+	"\vunforwarded\x18\n" +
+	" \x03(\x04R\vunforwarded\x1a7\n" +
 	"\tJobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a:\n" +

@@ -1,0 +1,387 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/stretchr/testify/require"
+
+	"github.com/millstream/millstream/actors"
+	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
+)
+
+// The take-over tests run several nodes in one process without gossip or
+// protoactor remote (two remotes in one process race on a gRPC global):
+// each node's streams post into a testNet, and the test delivers what is
+// posted when it chooses, so an interleaving of the nemesis runs the same
+// way every time.
+
+// testNet holds the stream messages nodes post to each other until the
+// test delivers them.
+type testNet struct {
+	mu      sync.Mutex
+	nodes   map[string]*Node // by remote address
+	pending []posted
+	posted  chan struct{} // a message was posted
+}
+
+type posted struct {
+	to  string // remote address
+	msg *pb.StreamMsg
+}
+
+func newTestNet() *testNet {
+	return &testNet{nodes: map[string]*Node{}, posted: make(chan struct{}, 1024)}
+}
+
+func (tn *testNet) post(pid *actor.PID, msg any) {
+	m, ok := msg.(*pb.StreamMsg)
+	if !ok || m.Seq == 0 {
+		return // acks and heartbeats: the tests need neither
+	}
+	tn.mu.Lock()
+	tn.pending = append(tn.pending, posted{to: pid.Address, msg: m})
+	tn.mu.Unlock()
+	tn.posted <- struct{}{}
+}
+
+// take removes and returns the pending messages that match.
+func (tn *testNet) take(match func(*pb.StreamMsg) bool) []posted {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	var out, keep []posted
+	for _, p := range tn.pending {
+		if match(p.msg) {
+			out = append(out, p)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	tn.pending = keep
+	return out
+}
+
+// waitFor waits until n messages that match are pending.
+func (tn *testNet) waitFor(t *testing.T, n int, match func(*pb.StreamMsg) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		k := 0
+		for _, p := range tn.pending {
+			if match(p.msg) {
+				k++
+			}
+		}
+		return k >= n
+	}, 10*time.Second, time.Millisecond)
+}
+
+// deliver hands messages to their receivers, in order, as the node actor
+// would (stream bookkeeping aside: nothing is lost here).
+func (tn *testNet) deliver(ps []posted) {
+	for _, p := range ps {
+		tn.mu.Lock()
+		n := tn.nodes[p.to]
+		tn.mu.Unlock()
+		n.apply(p.msg)
+	}
+}
+
+// exchange lets k take-overs under way ask their questions and hear the
+// answers.
+func (tn *testNet) exchange(t *testing.T, k int) {
+	t.Helper()
+	tn.waitFor(t, k, isStatusRequest)
+	tn.deliver(tn.take(isStatusRequest))
+	tn.waitFor(t, k, isStatusReply)
+	tn.deliver(tn.take(isStatusReply))
+}
+
+func isStatusRequest(m *pb.StreamMsg) bool { return m.GetStatusRequest() != nil }
+func isStatusReply(m *pb.StreamMsg) bool   { return m.GetStatusReply() != nil }
+
+// newTestNode starts a clustered gateway (durable, no jobs) and a node for
+// it on the test network. The node hears from a majority (a lease of an
+// hour) and has been running for longer than startGrace.
+func newTestNode(t *testing.T, tn *testNet, name string, parts int) *Node {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := state.Open(filepath.Join(dir, "state"), state.Config{Partitions: parts})
+	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	outs := actors.NewOutputs(nil, io.Discard)
+	outs.EnableOutbox(st, logger)
+	gw := actors.New(actors.Config{Partitions: parts, Store: st, Logger: logger, Clustered: true}, outs, nil)
+	n := newNode(NodeConfig{Gateway: name, Replicas: 2, Quorum: QuorumMajority, Lease: time.Hour, HandOffWait: time.Second, Logger: logger}, gw)
+	addr := "test/" + name
+	n.ml = &Membership{changes: make(chan struct{}, 1)}
+	n.st = streams{from: n.name, addr: addr, post: tn.post, out: map[string]*outStream{}}
+	n.startedAt = time.Now().Add(-2 * startGrace)
+	n.quorumAt.Store(time.Now().UnixNano())
+	require.NoError(t, gw.SetCluster(n))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, gw.Recover(ctx))
+	t.Cleanup(func() {
+		close(n.stop)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, gw.Close(ctx))
+		outs.Close()
+		require.NoError(t, st.Close())
+	})
+	tn.mu.Lock()
+	tn.nodes[addr] = n
+	tn.mu.Unlock()
+	return n
+}
+
+// meet puts every node in every node's view, as gossip would.
+func meet(nodes ...*Node) {
+	for _, n := range nodes {
+		n.mu.Lock()
+		for _, m := range nodes {
+			n.view[m.name] = Member{Name: m.name, Meta: &pb.NodeMeta{RemoteAddr: m.st.addr, Gateway: m.cfg.Gateway}}
+			n.bases[m.cfg.Gateway] = m.name
+			n.known[m.cfg.Gateway] = true
+		}
+		n.viewSince = time.Now().Add(-time.Second)
+		n.mu.Unlock()
+	}
+}
+
+// pairHolding makes gateways gw1 and other, each with a copy of partition
+// 1 at epoch 1 (entries log entries each), and nobody serving it.
+func pairHolding(t *testing.T, other string, entries1, entries2 int) (*testNet, *Node, *Node) {
+	t.Helper()
+	tn := newTestNet()
+	a := newTestNode(t, tn, "gw1", 2)
+	b := newTestNode(t, tn, other, 2)
+	meet(a, b)
+	holdPartition(t, a, 1, 1, entries1)
+	if entries2 > 0 {
+		holdPartition(t, b, 1, 1, entries2)
+	}
+	return tn, a, b
+}
+
+// holdPartition gives the node a copy of partition p as a replica holds
+// it: epoch and log entries 1..entries.
+func holdPartition(t *testing.T, n *Node, p int, epoch uint64, entries int) {
+	t.Helper()
+	require.NoError(t, n.setEpoch(p, epoch))
+	es := make([]*pb.LogEntry, entries)
+	for i := range es {
+		es[i] = &pb.LogEntry{Device: "dev", Input: "readings", Payload: []byte(`{"seq":1}`)}
+	}
+	require.NoError(t, n.store.AppendAt(p, 1, 0, es))
+}
+
+// runTakeOver claims p and starts a take-over of it, as the loop does; the
+// channel closes when the take-over has ended.
+func runTakeOver(t *testing.T, n *Node, p int) <-chan struct{} {
+	t.Helper()
+	require.True(t, n.claim(p))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.takeOver(p)
+	}()
+	return done
+}
+
+func waitDone(t *testing.T, done <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("take-over did not end")
+	}
+}
+
+// TestConcurrentTakeOversServeOnce is the interleaving behind the churn
+// finding (benchmarks/RESULTS.md, "Faults"), seed 849: right after every
+// gateway restarted, gw1 was told to drain; it still placed itself while
+// gw4, which saw gw1 draining, placed without it, so both were owner of
+// partition 11 in their own view. Both asked the other what it held before
+// either served, both found an equal copy and nobody serving, and both
+// served partition 11 at epoch 2, each numbering new log entries from the
+// same position. Partition 0 applies a forwarded event once by (source
+// partition, source position): it dropped one gateway's events at
+// positions it had applied from the other (a reading missed) and applied a
+// reading both had logged at different positions twice (a reading
+// repeated). A take-over now says so in its answers while it lasts, and a
+// gateway that finds another taking the partition over backs off, so at
+// most one of two concurrent take-overs serves.
+func TestConcurrentTakeOversServeOnce(t *testing.T) {
+	const p = 1
+	// Equal copies: each gateway is the best holder in its own eyes.
+	tn, a, b := pairHolding(t, "gw4", 3, 3)
+
+	doneA := runTakeOver(t, a, p)
+	doneB := runTakeOver(t, b, p)
+	// Both ask before either answers.
+	tn.exchange(t, 2)
+	waitDone(t, doneA)
+	waitDone(t, doneB)
+	require.False(t, a.gw.Serving(p) && b.gw.Serving(p), "two gateways serve partition %d at epoch %d", p, a.gw.Epoch(p))
+
+	// Backing off is not giving up: the next attempt, alone, serves.
+	if !a.gw.Serving(p) && !b.gw.Serving(p) {
+		done := runTakeOver(t, a, p)
+		tn.exchange(t, 1)
+		waitDone(t, done)
+	}
+	require.True(t, a.gw.Serving(p) != b.gw.Serving(p), "exactly one gateway serves partition %d", p)
+}
+
+// TestTakeOverWaitsForEveryAnswer: a gateway in the view that does not
+// answer may be taking the partition over itself; deciding without its
+// answer could serve the partition twice. The take-over backs off (the
+// loop tries again).
+func TestTakeOverWaitsForEveryAnswer(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw2", 3, 0)
+
+	done := runTakeOver(t, a, p)
+	tn.waitFor(t, 1, isStatusRequest)
+	tn.take(isStatusRequest) // lost: gw2 never answers
+	waitDone(t, done)
+	require.False(t, a.gw.Serving(p), "served without gw2's answer")
+	require.False(t, b.gw.Serving(p))
+}
+
+// TestTakingIsReported: from its first question until it serves, a
+// gateway taking a partition over tells whoever asks, also while it waits
+// for the best holder to hand the partition over.
+func TestTakingIsReported(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw2", 3, 5) // gw2 holds more: gw1 asks it for a hand-off
+
+	taking := func(n *Node) bool {
+		for _, h := range n.holdings(0, "gw9#1").Partitions {
+			if int(h.Partition) == p {
+				return h.Taking
+			}
+		}
+		return false
+	}
+	require.False(t, taking(a))
+	done := runTakeOver(t, a, p)
+	tn.waitFor(t, 1, isStatusRequest)
+	require.True(t, taking(a), "asking the holders")
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	tn.waitFor(t, 1, func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
+	require.False(t, a.gw.Serving(p))
+	require.True(t, taking(a), "waiting for the hand-off it asked for")
+	require.False(t, taking(b))
+}
+
+// TestDrainingGatewayTakesNothingOver: a gateway that announced its drain
+// is placed by the others as gone, while its own placement keeps it until
+// drainSettle has passed. It must not take a partition over meanwhile:
+// the owner in the others' placement does (seed 849's gw1 and gw4).
+func TestDrainingGatewayTakesNothingOver(t *testing.T) {
+	const parts = 8
+	tn := newTestNet()
+	a := newTestNode(t, tn, "gw1", parts)
+	b := newTestNode(t, tn, "gw2", parts)
+	meet(a, b)
+	tbl, err := Place(parts, 2, []string{"gw1", "gw2"})
+	require.NoError(t, err)
+	owns := 0
+	for _, as := range tbl.Partitions {
+		if as.Owner == "gw1" {
+			owns++
+		}
+	}
+	require.NotZero(t, owns, "gw1 owns no partition: the test shows nothing")
+	claimed := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		k := 0
+		for _, busy := range a.busy {
+			if busy {
+				k++
+			}
+		}
+		return k
+	}
+
+	a.announceDrain.Store(true)
+	a.reconcile()
+	require.Zero(t, claimed(), "a draining gateway started take-overs")
+
+	// The check is on the drain: the same gateway not draining takes over
+	// the partitions it owns (here it waits for gw2's answers in vain and
+	// backs off).
+	a.announceDrain.Store(false)
+	a.reconcile()
+	require.Equal(t, owns, claimed())
+	tn.waitFor(t, owns, isStatusRequest)
+	require.Eventually(t, func() bool { return claimed() == 0 }, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestHandOffRequestForADroppedCopyIsRefused (seed 849, with the take-over
+// fix): gw1 chose gw4 as the best holder of partition 10 from its answer
+// (epoch 5, log to 3,783), but gw4, cut off meanwhile, gave the partition
+// up and dropped its copy before the request arrived. It caught gw1 up
+// from nothing, which reset gw1's own copy, and gw1 served partition 10
+// from an empty log: acknowledged readings lost, and its new log entries
+// numbered from 1, so partition 0 dropped every event partition 10
+// forwarded as one it had applied, and the global jobs' windows never
+// closed. A holder refuses a request for more than it still holds.
+func TestHandOffRequestForADroppedCopyIsRefused(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 5) // gw4 holds more: gw1 asks it for a hand-off
+	done := runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	isRequest := func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil }
+	tn.waitFor(t, 1, isRequest)
+
+	// What Abandon does to a copy another gateway holds too.
+	require.NoError(t, b.store.ResetPartition(p))
+	req := tn.take(isRequest)
+	require.Len(t, req, 1)
+	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
+	sent := tn.take(func(*pb.StreamMsg) bool { return true })
+	require.Empty(t, sent, "gw4 caught gw1 up from a copy it no longer holds")
+	require.Equal(t, uint64(3), a.store.LastSeq(p))
+
+	// The next attempt finds gw1's own copy the best and serves it.
+	done = runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	require.True(t, a.gw.Serving(p))
+	require.Equal(t, uint64(3), a.store.LastSeq(p))
+}
+
+// TestHandingOffIsReported: a gateway that hands a partition off tells
+// the other gateways it is taking it over until the receiver has surely
+// marked it (so none asks it for a second hand-off meanwhile), but not the
+// receiver, which may take it over itself, as it would serve it anyway.
+func TestHandingOffIsReported(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 5)
+	done := runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	req := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
+	require.Len(t, req, 1)
+	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
+	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
+
+	taking := func(asker string) bool { return b.holdings(0, asker).Partitions[p].Taking }
+	require.True(t, taking("gw2#1"), "told to another gateway")
+	require.False(t, taking(a.name), "told to the receiver")
+}
