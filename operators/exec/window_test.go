@@ -246,6 +246,34 @@ func TestExecStreamLeftJoinEmitsUnmatchedAtBound(t *testing.T) {
 	}, got)
 }
 
+// A chain of joins: the second join's DATEDIFF names the first source, so
+// it must read that source's own time (2 s), not the joined row's (4 s);
+// the joined rows' time fields never reach the output.
+func TestExecJoinChainReadsEachAliasTime(t *testing.T) {
+	const from = ` FROM a TIMESTAMP BY t
+		JOIN b TIMESTAMP BY t ON DATEDIFF(second, a, b) BETWEEN 0 AND 5 AND a.id = b.id
+		LEFT JOIN c TIMESTAMP BY t ON DATEDIFF(second, a, c) BETWEEN 0 AND 10 AND c.id = a.id`
+	run := func(query string) []string {
+		h := newHarness(t, query, exec.Options{})
+		for _, e := range []struct {
+			in, extra string
+			s         float64
+		}{{"a", `"id":1`, 1}, {"a", `"id":2`, 2}, {"b", `"id":1,"x":"b1"`, 3}, {"b", `"id":2,"x":"b2"`, 4},
+			{"c", `"id":1,"y":"c1"`, 8}, {"c", `"id":2,"y":"late"`, 13}} {
+			require.NoError(t, h.ex.Ingest(e.in, []byte(ev(e.s, e.extra)), exec.ArrivalIsEventTime))
+		}
+		return h.flush()
+	}
+	// c "late" is 11 s after a id 2: unmatched, emitted at the joined row's
+	// time (4 s) plus the bound.
+	require.Equal(t, []string{`8 {"id":1,"bx":"b1","cy":"c1"}`, `14 {"id":2,"bx":"b2","cy":null}`},
+		run(`SELECT a.id, b.x AS bx, c.y AS cy`+from))
+	for _, row := range run(`SELECT *` + from) {
+		require.NotContains(t, row, "#time")
+		require.Contains(t, row, `"b":{`)
+	}
+}
+
 func TestExecReferenceJoinReload(t *testing.T) {
 	h := newHarness(t, `SELECT i.k, ref.name FROM i TIMESTAMP BY t JOIN ref ON i.k = ref.k`, exec.Options{})
 	load := func(rows string) {

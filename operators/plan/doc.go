@@ -24,8 +24,9 @@
 //	              per-group expressions.
 //	analytic.go   LAG, LAST, ISFIRST, anomaly detection and aggregates OVER
 //	              (LIMIT DURATION): per-row functions over history.
-//	join.go       stream joins (DATEDIFF time bounds, equality keys) and
-//	              reference-data joins.
+//	join.go       stream joins (DATEDIFF time bounds, equality keys),
+//	              reference-data joins, and chains of joins (nested
+//	              two-way joins through stage#joinN stages).
 //	match.go      MATCH_RECOGNIZE: pattern, DEFINE, MEASURES and their
 //	              First/Last/Min/Max aggregates.
 package plan

@@ -148,6 +148,11 @@ type stageCtx struct {
 	rightAlias, rightName string
 	rightField            string // the alias as written
 	streamJoin            bool
+	// Join chains: the aliases of the left side other than the source
+	// (lower case -> the field holding that alias's record; input names
+	// map there too) and the event-time spans of its stream aliases.
+	leftAliases map[string]string
+	chain       *joinChain
 	// MATCH_RECOGNIZE: pattern variables (lower case) while converting its
 	// MEASURES and DEFINE, and the plan message being built.
 	mrVars map[string]bool
@@ -175,7 +180,7 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 	}
 	st.SourceAlias = src.Alias
 	if src.Match != nil {
-		if sel.Join != nil || len(src.Applies) > 0 {
+		if len(sel.Joins) > 0 || len(src.Applies) > 0 {
 			b.failAt(src.Match.Pos, "MATCH_RECOGNIZE cannot be combined with JOIN or APPLY in one SELECT")
 		}
 		st.Match = c.matchRecognize(src.Match)
@@ -183,11 +188,11 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 			c.alias = strings.ToLower(src.Match.Alias)
 		}
 	}
-	if sel.Join != nil {
+	if len(sel.Joins) > 0 {
 		if len(src.Applies) > 0 {
-			b.failAt(sel.Join.Pos, "APPLY and JOIN in one SELECT are not supported: apply in a WITH step first")
+			b.failAt(sel.Joins[0].Pos, "APPLY and JOIN in one SELECT are not supported: apply in a WITH step first")
 		}
-		st.Join = b.join(c, sel.Join)
+		st.Join = b.joinChain(c, sel.Joins)
 	}
 	for _, a := range src.Applies {
 		fn, ok := applyFuncs[strings.ToLower(a.Func)]

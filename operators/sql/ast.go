@@ -42,8 +42,9 @@ type Select struct {
 	Where   Expr
 	GroupBy []Expr
 	Having  Expr
-	// Join is the JOIN of the FROM clause, if any.
-	Join *Join
+	// Joins are the JOINs of the FROM clause in order: each joins the
+	// result of the ones before it (left to right).
+	Joins []*Join
 	// Union is the next SELECT of a UNION (ALL) chain.
 	Union    *Select
 	UnionPos Pos

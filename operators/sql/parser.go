@@ -270,17 +270,15 @@ func (p *parser) selectStmt(inWith bool) *Select {
 	for (p.isKw("cross") || p.isKw("outer")) && p.isKwAt(1, "apply") {
 		s.From.Applies = append(s.From.Applies, p.apply())
 	}
-	if p.isKw("join") || p.isKw("inner") || p.isKw("left") {
-		s.Join = p.join()
+	for p.isKw("join") || p.isKw("inner") || p.isKw("left") {
+		s.Joins = append(s.Joins, p.join())
 	}
-	for _, kw := range []string{"join", "inner", "left", "cross", "outer", "right", "full"} {
+	for _, kw := range []string{"cross", "outer", "right", "full"} {
 		if p.isKw(kw) {
 			t := p.peek()
 			switch strings.ToLower(t.Text) {
 			case "right", "full":
 				p.failAt(t.Pos, "%s JOIN is not supported by Stream Analytics: use LEFT JOIN with the sides swapped", strings.ToUpper(t.Text))
-			case "join", "inner", "left":
-				p.failAt(t.Pos, "only one JOIN per SELECT is supported: join in a WITH step first")
 			}
 			p.failAt(t.Pos, "unexpected %s", strings.ToUpper(t.Text))
 		}
