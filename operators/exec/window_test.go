@@ -308,6 +308,22 @@ func TestExecAggregateOverIncludesCurrentEvent(t *testing.T) {
 	}, got)
 }
 
+// Whole-record results keep the fields the query names nowhere else: the
+// decoder must not skip them.
+func TestExecWholeRecordResultsKeepEveryField(t *testing.T) {
+	h := newHarness(t, `SELECT CollectTop(1) OVER (ORDER BY v DESC) AS top, Collect(e) AS es
+		FROM i e TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)`, exec.Options{})
+	got := h.feed(ev(1, `"v":3,"x":"a"`), ev(2, `"v":5,"x":"b","n":{"k":1}`)).flush()
+	t2 := value.FormatTicks(at(2))
+	require.Equal(t, []string{`10 {"top":[{"rank":1,"value":{"t":"` + t2 + `","v":5,"x":"b","n":{"k":1}}}],` +
+		`"es":[{"t":"` + value.FormatTicks(at(1)) + `","v":3,"x":"a"},{"t":"` + t2 + `","v":5,"x":"b","n":{"k":1}}]}`}, got)
+
+	h = newHarness(t, `SELECT p.PropertyName AS name FROM i e TIMESTAMP BY t
+		CROSS APPLY GetRecordProperties(e) AS p WHERE v > 1`, exec.Options{})
+	got = h.feed(ev(1, `"v":3,"x":"a"`)).flush()
+	require.Equal(t, []string{`1 {"name":"t"}`, `1 {"name":"v"}`, `1 {"name":"x"}`}, got)
+}
+
 func TestExecCollectionAndPercentileAggregates(t *testing.T) {
 	h := newHarness(t, `SELECT COLLECT(v) AS vals, CollectTop(2, v) OVER (ORDER BY v DESC) AS top,
 		TopOne() OVER (ORDER BY v ASC) AS lowest,

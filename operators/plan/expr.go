@@ -117,6 +117,12 @@ func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
 		return lit(value.FloatValue(f))
 	case *sql.Ident:
 		parts := x.Parts
+		if len(parts) == 1 && !x.Quoted && c.alias != "" && strings.EqualFold(parts[0], c.alias) &&
+			c.rightField == "" && c.leftAliases == nil && c.mrVars == nil {
+			// The source's alias alone is its whole event, as in Collect(e)
+			// or GetRecordProperties(e); in a join the alias names one side.
+			return &pb.Expr{Kind: &pb.Expr_Row{Row: true}}
+		}
 		if len(parts) > 1 && (strings.EqualFold(parts[0], c.alias) || strings.EqualFold(parts[0], c.sourceName)) {
 			parts = parts[1:]
 		} else if len(parts) > 1 && c.rightField != "" && (strings.EqualFold(parts[0], c.rightAlias) || strings.EqualFold(parts[0], c.rightName)) {
