@@ -29,4 +29,34 @@
 //	              two-way joins through stage#joinN stages).
 //	match.go      MATCH_RECOGNIZE: pattern, DEFINE, MEASURES and their
 //	              First/Last/Min/Max aggregates.
+//
+// Names of unnamed columns. A SELECT item without AS is named as Stream
+// Analytics names it, and later steps read it by that name:
+//
+//	a.b.Field             Field (the last name of a field path)
+//	System.Window().Id    Id (x.name on the record a call returns: name;
+//	                      the Windows() reference joins a step on its .Id)
+//	System.Timestamp()    Timestamp
+//	COUNT(*), AVG(x), ... count, avg, ... (an aggregate: its function name
+//	                      in lower case; SUM(count) reads an unnamed COUNT)
+//	anything else         ColumnN, N its 1-based position in the list
+//
+// A name an earlier column of the same SELECT already has falls back to
+// ColumnN. The reference does not spell out the names of unnamed scalar
+// functions or of aggregates; the aggregate rule is the service's output.
+//
+// Whole records. A row expression (pb.Expr.row: COLLECT(), TopOne(),
+// CollectTop(n), and the source's alias alone, as in Collect(e) or
+// GetRecordProperties(e)) and SELECT * or alias.* make the executor keep
+// every field of the event (no projection pushdown for that input).
+//
+// Chains of joins. FROM a JOIN b ON ... JOIN c ON ... runs left to right:
+// every join but the last is a stage of its own (stage#joinN, projecting
+// the whole joined row) that the next join reads as its left side. A
+// later join's DATEDIFF may name any stream alias before it; the earlier
+// joins record each alias's event time in the row (#time:alias) and the
+// last join drops those fields. The time window of the later join is
+// derived from each alias's span within the joined row's time (the later
+// of the two times of a match; left time plus the bound for an unmatched
+// LEFT JOIN row); ON still decides with the exact times.
 package plan

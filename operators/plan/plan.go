@@ -268,7 +268,7 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 		}
 		col := it.Alias
 		if col == "" {
-			col = defaultName(it.Expr, i)
+			col = defaultName(it.Expr, i, c.aliases)
 		}
 		c.aliases[strings.ToLower(col)] = e
 		st.Projections = append(st.Projections, &pb.Projection{Kind: &pb.Projection_Column{Column: &pb.Column{Name: col, Expr: e}}})
@@ -312,16 +312,32 @@ func (b *builder) useInput(src *sql.Source, c *stageCtx) {
 	b.plan.Inputs = append(b.plan.Inputs, in)
 }
 
-func defaultName(e sql.Expr, i int) string {
+// defaultName names a SELECT item written without AS (see doc.go, "Names
+// of unnamed columns"): a field by its last name, x.name on a record a
+// call returns (System.Window().Id) by that name, an aggregate by its
+// function in lower case (COUNT(*) is count), anything else ColumnN by
+// position. A name an earlier column already has falls back to ColumnN.
+func defaultName(e sql.Expr, i int, taken map[string]*pb.Expr) string {
+	name := ""
 	switch x := e.(type) {
 	case *sql.Ident:
-		return x.Parts[len(x.Parts)-1]
+		name = x.Parts[len(x.Parts)-1]
 	case *sql.Call:
-		if strings.EqualFold(x.Name, "system.timestamp") {
-			return "Timestamp"
+		lname := strings.ToLower(x.Name)
+		_, agg := aggregateFuncs[lname]
+		switch {
+		case x.Member != "":
+			name = x.Member
+		case lname == "system.timestamp":
+			name = "Timestamp"
+		case agg:
+			name = lname
 		}
 	}
-	return "Column" + strconv.Itoa(i+1)
+	if _, dup := taken[strings.ToLower(name)]; name == "" || dup {
+		name = "Column" + strconv.Itoa(i+1)
+	}
+	return name
 }
 
 var applyFuncs = map[string]pb.Apply_Func{

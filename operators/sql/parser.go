@@ -214,7 +214,11 @@ func (p *parser) query() *Query {
 	if p.acceptKw("with") {
 		for {
 			name, pos := p.name("a name for the WITH step")
-			p.expectKw("as")
+			// AS may be left out: the Windows() reference page writes
+			// WITH HoppingWindowResults ( SELECT ... ).
+			if !p.acceptKw("as") && !p.isOp("(") {
+				p.fail("expected AS")
+			}
 			p.expectOp("(")
 			sel := p.selectUnion(true)
 			p.expectOp(")")
@@ -762,7 +766,7 @@ func (p *parser) call(id *Ident) Expr {
 		p.next()
 		f := p.next()
 		p.fold(f.Pos)
-		e = &Call{P: f.Pos, Name: "GetRecordPropertyValue", Args: []Expr{e, &Literal{P: f.Pos, Kind: LitString, Text: f.Text}}}
+		e = &Call{P: f.Pos, Name: "GetRecordPropertyValue", Args: []Expr{e, &Literal{P: f.Pos, Kind: LitString, Text: f.Text}}, Member: f.Text}
 	}
 	return e
 }
