@@ -50,6 +50,13 @@
 // GetRecordProperties(e)) and SELECT * or alias.* make the executor keep
 // every field of the event (no projection pushdown for that input).
 //
+// PARTITION BY. FROM input PARTITION BY PartitionId [INTO n] (on a FROM
+// or JOIN source, compatibility level 1.2) is accepted and ignored:
+// Millstream already splits every input by device on the gateway, so an
+// input is one partition and PartitionId reads 0 unless the event carries
+// its own (conditions such as I1.PartitionId = I2.PartitionId hold). Any
+// other PARTITION BY key is refused with its position.
+//
 // Chains of joins. FROM a JOIN b ON ... JOIN c ON ... runs left to right:
 // every join but the last is a stage of its own (stage#joinN, projecting
 // the whole joined row) that the next join reads as its left side. A

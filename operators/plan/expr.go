@@ -132,7 +132,14 @@ func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
 			// the field named by its alias.
 			parts = append([]string{f}, parts[1:]...)
 		}
-		return &pb.Expr{Kind: &pb.Expr_Field{Field: &pb.FieldRef{Path: append([]string(nil), parts...), Quoted: x.Quoted}}}
+		f := &pb.Expr{Kind: &pb.Expr_Field{Field: &pb.FieldRef{Path: append([]string(nil), parts...), Quoted: x.Quoted}}}
+		if c.partitioned && strings.EqualFold(parts[len(parts)-1], "PartitionId") && (len(parts) == 1 ||
+			len(parts) == 2 && (strings.EqualFold(parts[0], c.rightField) || c.leftAliases[strings.ToLower(parts[0])] != "")) {
+			// One partition per input (see partitionBy): PartitionId is 0
+			// unless the event carries its own.
+			return call("coalesce", f, lit(value.Int(0)))
+		}
+		return f
 	case *sql.Unary:
 		switch x.Op {
 		case "NOT":

@@ -183,6 +183,7 @@ func (b *builder) join(c *stageCtx, j *sql.Join) (pj *pb.Join, lo, hi gap) {
 			b.plan.References = append(b.plan.References, src.Name)
 		}
 	}
+	b.partitionBy(c, src)
 	pj.On = c.row(j.On)
 	if c.streamJoin {
 		c.equiKeys(j.On, pj)

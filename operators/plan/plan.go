@@ -159,6 +159,23 @@ type stageCtx struct {
 	mr     *pb.MatchRecognize
 	// windowID is System.Window().Id in one expansion of GROUP BY Windows(...).
 	windowID string
+	// partitioned: a source of the stage has PARTITION BY PartitionId.
+	partitioned bool
+}
+
+// partitionBy accepts PARTITION BY PartitionId [INTO n] on a source and
+// ignores it: Millstream already splits every input by device (each
+// gateway runs its devices' events through one executor), so the input
+// is one partition whose PartitionId is 0 when the event has none (see
+// the Ident case of convert). Any other key is refused: compatibility
+// level 1.2 partitions by PartitionId only.
+func (b *builder) partitionBy(c *stageCtx, src *sql.Source) {
+	for _, k := range src.PartitionBy {
+		if id, ok := k.(*sql.Ident); !ok || len(id.Parts) != 1 || !strings.EqualFold(id.Parts[0], "PartitionId") {
+			b.failAt(k.Position(), "PARTITION BY takes PartitionId only: Millstream partitions every input by device itself and reads PARTITION BY PartitionId as that")
+		}
+		c.partitioned = true
+	}
 }
 
 func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
@@ -179,6 +196,7 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 		b.useInput(src, c)
 	}
 	st.SourceAlias = src.Alias
+	b.partitionBy(c, src)
 	if src.Match != nil {
 		if len(sel.Joins) > 0 || len(src.Applies) > 0 {
 			b.failAt(src.Match.Pos, "MATCH_RECOGNIZE cannot be combined with JOIN or APPLY in one SELECT")
@@ -200,9 +218,6 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 			b.failAt(a.Pos, "APPLY takes GetArrayElements(...) or GetRecordProperties(...), not %s", a.Func)
 		}
 		st.Applies = append(st.Applies, &pb.Apply{Func: fn, Arg: c.row(a.Arg), Alias: a.Alias, Outer: a.Outer})
-	}
-	if len(src.PartitionBy) > 0 {
-		b.failAt(src.PartitionBy[0].Position(), "PARTITION BY is not supported on IoT Edge jobs; Millstream partitions by device itself")
 	}
 	if sel.Where != nil {
 		st.Where = c.row(sel.Where)
