@@ -269,7 +269,7 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 				return nil, fmt.Errorf("exec: stage %q JOIN ON: %w", st.Name, err)
 			}
 			entry = &refJoinNode{ex: ex, stage: st.Name, table: strings.ToLower(st.Join.Source), alias: st.Join.Alias,
-				left: st.Join.LeftOuter, on: on, an: n.analytics(), next: n}
+				left: st.Join.LeftOuter, on: on, an: n.analytics(), chain: newChainFields(st.Join), next: n}
 		case st.Join != nil:
 			j, err := newStreamJoin(ex, st, n)
 			if err != nil {

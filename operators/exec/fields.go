@@ -10,7 +10,9 @@ import (
 
 // neededFields lists the top-level fields of an input that the plan reads,
 // so the decoder can skip the rest (projection pushdown). all is true when
-// some stage reads the whole record (SELECT *). It walks every message of
+// some stage reads the whole record: SELECT *, alias.*, or an expression
+// of the whole row (COLLECT(), TopOne(), CollectTop(n), the bare alias as
+// in Collect(e) or GetRecordProperties(e)). It walks every message of
 // the stages reading the input, so an expression anywhere (WHERE, APPLY,
 // analytic functions, window keys...) is seen without being listed here.
 func neededFields(p *pb.Plan, in *pb.Input) (fields []string, all bool) {
@@ -26,6 +28,11 @@ func neededFields(p *pb.Plan, in *pb.Input) (fields []string, all bool) {
 				}
 			}
 			return
+		case *pb.Expr:
+			if x.GetRow() {
+				all = true // COLLECT(), TopOne(), CollectTop(n): the whole event
+				return
+			}
 		case *pb.Wildcard:
 			if len(x.Path) == 0 {
 				all = true

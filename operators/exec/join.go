@@ -3,6 +3,7 @@ package exec
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/millstream/millstream/operators/expr"
@@ -26,6 +27,53 @@ func joinRecord(dst *value.Record, left, right *value.Record, alias string) {
 	}
 	dst.Names = append(dst.Names, alias)
 	dst.Vals = append(dst.Vals, value.RecordValue(right))
+}
+
+// chainFields are the extra duties of a join inside a chain of joins: add
+// the event times of its two rows to the joined row (for a later join's
+// DATEDIFF), or drop those times again (the last join). Empty for a plain
+// two-way join, which then pays one length check per row.
+type chainFields struct {
+	leftTime, rightTime string
+	drop                []string
+	out                 value.Record
+}
+
+func newChainFields(j *pb.Join) chainFields {
+	return chainFields{leftTime: j.LeftTimeField, rightTime: j.RightTimeField, drop: j.DropFields}
+}
+
+// addTimes appends the time fields to a row joinRecord built; right is
+// false for an unmatched LEFT JOIN row.
+func (c *chainFields) addTimes(dst *value.Record, lts, rts int64, right bool) {
+	if c.leftTime != "" {
+		dst.Names = append(dst.Names, c.leftTime)
+		dst.Vals = append(dst.Vals, value.Time(lts))
+	}
+	if c.rightTime != "" {
+		v := value.Value{}
+		if right {
+			v = value.Time(rts)
+		}
+		dst.Names = append(dst.Names, c.rightTime)
+		dst.Vals = append(dst.Vals, v)
+	}
+}
+
+// output is the row to emit: rec itself, or (last join of a chain) rec
+// without the earlier joins' time fields, in a buffer reused per call.
+func (c *chainFields) output(rec *value.Record) *value.Record {
+	if len(c.drop) == 0 {
+		return rec
+	}
+	c.out.Names, c.out.Vals = c.out.Names[:0], c.out.Vals[:0]
+	for i, n := range rec.Names {
+		if !slices.Contains(c.drop, n) {
+			c.out.Names = append(c.out.Names, n)
+			c.out.Vals = append(c.out.Vals, rec.Vals[i])
+		}
+	}
+	return &c.out
 }
 
 // refTable is a loaded reference input.
@@ -73,6 +121,7 @@ type refJoinNode struct {
 	left  bool
 	on    expr.Eval
 	an    *analyticSet
+	chain chainFields
 	next  node
 	ctx   expr.Ctx
 	rec   value.Record
@@ -95,6 +144,7 @@ func (n *refJoinNode) push(r *row) {
 	if t != nil {
 		for _, ref := range t.rows {
 			joinRecord(&n.rec, r.rec, ref, n.alias)
+			n.chain.addTimes(&n.rec, r.ts, 0, false) // reference rows have no time
 			n.ctx = expr.Ctx{Rec: &n.rec, TS: r.ts, Analytics: n.ctx.Analytics}
 			ok := expr.Truth(n.on(&n.ctx))
 			if n.ctx.Err != nil {
@@ -103,14 +153,15 @@ func (n *refJoinNode) push(r *row) {
 			}
 			if ok {
 				matched = true
-				n.r = row{ts: r.ts, tl: r.tl, rec: &n.rec, analyzed: true}
+				n.r = row{ts: r.ts, tl: r.tl, rec: n.chain.output(&n.rec), analyzed: true}
 				n.next.push(&n.r)
 			}
 		}
 	}
 	if !matched && n.left {
 		joinRecord(&n.rec, r.rec, nil, n.alias)
-		n.r = row{ts: r.ts, tl: r.tl, rec: &n.rec, analyzed: true}
+		n.chain.addTimes(&n.rec, r.ts, 0, false)
+		n.r = row{ts: r.ts, tl: r.tl, rec: n.chain.output(&n.rec), analyzed: true}
 		n.next.push(&n.r)
 	}
 }
@@ -132,6 +183,7 @@ type streamJoin struct {
 	delay     int64
 	sides     [2]joinSideState
 	keys      [2][]expr.Eval // equality keys per side; none: try every pair
+	chain     chainFields
 	keyBuf    []byte
 	pending   timeHeap[bufferedRow]
 	seq       uint64
@@ -166,7 +218,7 @@ func newStreamJoin(ex *Executor, st *pb.Stage, next node) (*streamJoin, error) {
 		return nil, fmt.Errorf("JOIN ON: %w", err)
 	}
 	j := &streamJoin{ex: ex, name: st.Name + "/join", alias: st.Join.Alias, on: on, leftOuter: st.Join.LeftOuter,
-		minGap: st.Join.MinGap, maxGap: st.Join.MaxGap, delay: st.Join.UnmatchedDelay, next: next}
+		minGap: st.Join.MinGap, maxGap: st.Join.MaxGap, delay: st.Join.UnmatchedDelay, chain: newChainFields(st.Join), next: next}
 	if j.minGap > j.maxGap {
 		return nil, fmt.Errorf("%w: join gap [%d, %d]", ErrBadPlan, j.minGap, j.maxGap)
 	}
@@ -235,6 +287,7 @@ func (j *streamJoin) add(side int, r *row) {
 			continue
 		}
 		joinRecord(&j.rec, left.rec, right.rec, j.alias)
+		j.chain.addTimes(&j.rec, left.ts, right.ts, true)
 		j.ctx = expr.Ctx{Rec: &j.rec, TS: max(left.ts, right.ts), JoinTS: [2]int64{left.ts, right.ts}}
 		ok := expr.Truth(j.on(&j.ctx))
 		if j.ctx.Err != nil {
@@ -243,7 +296,7 @@ func (j *streamJoin) add(side int, r *row) {
 		}
 		if ok {
 			left.matched = true
-			j.queue(max(left.ts, right.ts), j.rec.Copy())
+			j.queue(max(left.ts, right.ts), j.chain.output(&j.rec).Copy())
 		}
 	}
 	j.sides[side].insert(me)
@@ -267,7 +320,8 @@ func (j *streamJoin) progress(side int, wm int64) {
 	for k < len(l.rows) && sat(l.rows[k].ts, j.maxGap) < r.wm {
 		if j.leftOuter && !l.rows[k].matched {
 			joinRecord(&j.rec, l.rows[k].rec, nil, j.alias)
-			j.queue(sat(l.rows[k].ts, j.delay), j.rec.Copy())
+			j.chain.addTimes(&j.rec, l.rows[k].ts, 0, false)
+			j.queue(sat(l.rows[k].ts, j.delay), j.chain.output(&j.rec).Copy())
 		}
 		k++
 	}

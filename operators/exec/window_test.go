@@ -246,6 +246,34 @@ func TestExecStreamLeftJoinEmitsUnmatchedAtBound(t *testing.T) {
 	}, got)
 }
 
+// A chain of joins: the second join's DATEDIFF names the first source, so
+// it must read that source's own time (2 s), not the joined row's (4 s);
+// the joined rows' time fields never reach the output.
+func TestExecJoinChainReadsEachAliasTime(t *testing.T) {
+	const from = ` FROM a TIMESTAMP BY t
+		JOIN b TIMESTAMP BY t ON DATEDIFF(second, a, b) BETWEEN 0 AND 5 AND a.id = b.id
+		LEFT JOIN c TIMESTAMP BY t ON DATEDIFF(second, a, c) BETWEEN 0 AND 10 AND c.id = a.id`
+	run := func(query string) []string {
+		h := newHarness(t, query, exec.Options{})
+		for _, e := range []struct {
+			in, extra string
+			s         float64
+		}{{"a", `"id":1`, 1}, {"a", `"id":2`, 2}, {"b", `"id":1,"x":"b1"`, 3}, {"b", `"id":2,"x":"b2"`, 4},
+			{"c", `"id":1,"y":"c1"`, 8}, {"c", `"id":2,"y":"late"`, 13}} {
+			require.NoError(t, h.ex.Ingest(e.in, []byte(ev(e.s, e.extra)), exec.ArrivalIsEventTime))
+		}
+		return h.flush()
+	}
+	// c "late" is 11 s after a id 2: unmatched, emitted at the joined row's
+	// time (4 s) plus the bound.
+	require.Equal(t, []string{`8 {"id":1,"bx":"b1","cy":"c1"}`, `14 {"id":2,"bx":"b2","cy":null}`},
+		run(`SELECT a.id, b.x AS bx, c.y AS cy`+from))
+	for _, row := range run(`SELECT *` + from) {
+		require.NotContains(t, row, "#time")
+		require.Contains(t, row, `"b":{`)
+	}
+}
+
 func TestExecReferenceJoinReload(t *testing.T) {
 	h := newHarness(t, `SELECT i.k, ref.name FROM i TIMESTAMP BY t JOIN ref ON i.k = ref.k`, exec.Options{})
 	load := func(rows string) {
@@ -278,6 +306,22 @@ func TestExecAggregateOverIncludesCurrentEvent(t *testing.T) {
 		`5 {"k":"b","v":1,"s":1,"n":0,"mx":4}`,
 		`13 {"k":"a","v":2,"s":2,"n":1,"mx":2}`, // the events at 1 s and 2 s are out of reach (13-10 = 3)
 	}, got)
+}
+
+// Whole-record results keep the fields the query names nowhere else: the
+// decoder must not skip them.
+func TestExecWholeRecordResultsKeepEveryField(t *testing.T) {
+	h := newHarness(t, `SELECT CollectTop(1) OVER (ORDER BY v DESC) AS top, Collect(e) AS es
+		FROM i e TIMESTAMP BY t GROUP BY TumblingWindow(second, 10)`, exec.Options{})
+	got := h.feed(ev(1, `"v":3,"x":"a"`), ev(2, `"v":5,"x":"b","n":{"k":1}`)).flush()
+	t2 := value.FormatTicks(at(2))
+	require.Equal(t, []string{`10 {"top":[{"rank":1,"value":{"t":"` + t2 + `","v":5,"x":"b","n":{"k":1}}}],` +
+		`"es":[{"t":"` + value.FormatTicks(at(1)) + `","v":3,"x":"a"},{"t":"` + t2 + `","v":5,"x":"b","n":{"k":1}}]}`}, got)
+
+	h = newHarness(t, `SELECT p.PropertyName AS name FROM i e TIMESTAMP BY t
+		CROSS APPLY GetRecordProperties(e) AS p WHERE v > 1`, exec.Options{})
+	got = h.feed(ev(1, `"v":3,"x":"a"`)).flush()
+	require.Equal(t, []string{`1 {"name":"t"}`, `1 {"name":"v"}`, `1 {"name":"x"}`}, got)
 }
 
 func TestExecCollectionAndPercentileAggregates(t *testing.T) {

@@ -117,12 +117,29 @@ func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
 		return lit(value.FloatValue(f))
 	case *sql.Ident:
 		parts := x.Parts
+		if len(parts) == 1 && !x.Quoted && c.alias != "" && strings.EqualFold(parts[0], c.alias) &&
+			c.rightField == "" && c.leftAliases == nil && c.mrVars == nil {
+			// The source's alias alone is its whole event, as in Collect(e)
+			// or GetRecordProperties(e); in a join the alias names one side.
+			return &pb.Expr{Kind: &pb.Expr_Row{Row: true}}
+		}
 		if len(parts) > 1 && (strings.EqualFold(parts[0], c.alias) || strings.EqualFold(parts[0], c.sourceName)) {
 			parts = parts[1:]
 		} else if len(parts) > 1 && c.rightField != "" && (strings.EqualFold(parts[0], c.rightAlias) || strings.EqualFold(parts[0], c.rightName)) {
 			parts = append([]string{c.rightField}, parts[1:]...)
+		} else if f, chained := c.leftAliases[strings.ToLower(parts[0])]; len(parts) > 1 && chained {
+			// The right side of an earlier join of a chain: its record is
+			// the field named by its alias.
+			parts = append([]string{f}, parts[1:]...)
 		}
-		return &pb.Expr{Kind: &pb.Expr_Field{Field: &pb.FieldRef{Path: append([]string(nil), parts...), Quoted: x.Quoted}}}
+		f := &pb.Expr{Kind: &pb.Expr_Field{Field: &pb.FieldRef{Path: append([]string(nil), parts...), Quoted: x.Quoted}}}
+		if c.partitioned && strings.EqualFold(parts[len(parts)-1], "PartitionId") && (len(parts) == 1 ||
+			len(parts) == 2 && (strings.EqualFold(parts[0], c.rightField) || c.leftAliases[strings.ToLower(parts[0])] != "")) {
+			// One partition per input (see partitionBy): PartitionId is 0
+			// unless the event carries its own.
+			return call("coalesce", f, lit(value.Int(0)))
+		}
+		return f
 	case *sql.Unary:
 		switch x.Op {
 		case "NOT":
@@ -190,15 +207,13 @@ func (c *stageCtx) convert(e sql.Expr, hook func(sql.Expr) *pb.Expr) *pb.Expr {
 func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Expr {
 	name := strings.ToLower(x.Name)
 	if name == "datediff" && c.streamJoin && len(x.Args) == 3 {
-		a, okA := c.joinSide(x.Args[1])
-		b, okB := c.joinSide(x.Args[2])
-		if okA && okB {
+		a, b := c.sideTime(x.Args[1]), c.sideTime(x.Args[2])
+		if a != nil && b != nil {
 			id, ok := x.Args[0].(*sql.Ident)
 			if !ok || len(id.Parts) != 1 || !expr.IsDatePart(id.Parts[0]) {
 				c.b.failAt(x.Args[0].Position(), "expected a date part")
 			}
-			return call("datediff", lit(value.Str(strings.ToLower(id.Parts[0]))),
-				&pb.Expr{Kind: &pb.Expr_JoinSideTime{JoinSideTime: a}}, &pb.Expr{Kind: &pb.Expr_JoinSideTime{JoinSideTime: b}})
+			return call("datediff", lit(value.Str(strings.ToLower(id.Parts[0]))), a, b)
 		}
 	}
 	if c.mrVars != nil {

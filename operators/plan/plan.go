@@ -148,12 +148,34 @@ type stageCtx struct {
 	rightAlias, rightName string
 	rightField            string // the alias as written
 	streamJoin            bool
+	// Join chains: the aliases of the left side other than the source
+	// (lower case -> the field holding that alias's record; input names
+	// map there too) and the event-time spans of its stream aliases.
+	leftAliases map[string]string
+	chain       *joinChain
 	// MATCH_RECOGNIZE: pattern variables (lower case) while converting its
 	// MEASURES and DEFINE, and the plan message being built.
 	mrVars map[string]bool
 	mr     *pb.MatchRecognize
 	// windowID is System.Window().Id in one expansion of GROUP BY Windows(...).
 	windowID string
+	// partitioned: a source of the stage has PARTITION BY PartitionId.
+	partitioned bool
+}
+
+// partitionBy accepts PARTITION BY PartitionId [INTO n] on a source and
+// ignores it: Millstream already splits every input by device (each
+// gateway runs its devices' events through one executor), so the input
+// is one partition whose PartitionId is 0 when the event has none (see
+// the Ident case of convert). Any other key is refused: compatibility
+// level 1.2 partitions by PartitionId only.
+func (b *builder) partitionBy(c *stageCtx, src *sql.Source) {
+	for _, k := range src.PartitionBy {
+		if id, ok := k.(*sql.Ident); !ok || len(id.Parts) != 1 || !strings.EqualFold(id.Parts[0], "PartitionId") {
+			b.failAt(k.Position(), "PARTITION BY takes PartitionId only: Millstream partitions every input by device itself and reads PARTITION BY PartitionId as that")
+		}
+		c.partitioned = true
+	}
 }
 
 func (b *builder) stage(name string, sel *sql.Select) *pb.Stage {
@@ -174,8 +196,9 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 		b.useInput(src, c)
 	}
 	st.SourceAlias = src.Alias
+	b.partitionBy(c, src)
 	if src.Match != nil {
-		if sel.Join != nil || len(src.Applies) > 0 {
+		if len(sel.Joins) > 0 || len(src.Applies) > 0 {
 			b.failAt(src.Match.Pos, "MATCH_RECOGNIZE cannot be combined with JOIN or APPLY in one SELECT")
 		}
 		st.Match = c.matchRecognize(src.Match)
@@ -183,11 +206,11 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 			c.alias = strings.ToLower(src.Match.Alias)
 		}
 	}
-	if sel.Join != nil {
+	if len(sel.Joins) > 0 {
 		if len(src.Applies) > 0 {
-			b.failAt(sel.Join.Pos, "APPLY and JOIN in one SELECT are not supported: apply in a WITH step first")
+			b.failAt(sel.Joins[0].Pos, "APPLY and JOIN in one SELECT are not supported: apply in a WITH step first")
 		}
-		st.Join = b.join(c, sel.Join)
+		st.Join = b.joinChain(c, sel.Joins)
 	}
 	for _, a := range src.Applies {
 		fn, ok := applyFuncs[strings.ToLower(a.Func)]
@@ -195,9 +218,6 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 			b.failAt(a.Pos, "APPLY takes GetArrayElements(...) or GetRecordProperties(...), not %s", a.Func)
 		}
 		st.Applies = append(st.Applies, &pb.Apply{Func: fn, Arg: c.row(a.Arg), Alias: a.Alias, Outer: a.Outer})
-	}
-	if len(src.PartitionBy) > 0 {
-		b.failAt(src.PartitionBy[0].Position(), "PARTITION BY is not supported on IoT Edge jobs; Millstream partitions by device itself")
 	}
 	if sel.Where != nil {
 		st.Where = c.row(sel.Where)
@@ -263,7 +283,7 @@ func (b *builder) stageWithWindowID(name string, sel *sql.Select, windowID strin
 		}
 		col := it.Alias
 		if col == "" {
-			col = defaultName(it.Expr, i)
+			col = defaultName(it.Expr, i, c.aliases)
 		}
 		c.aliases[strings.ToLower(col)] = e
 		st.Projections = append(st.Projections, &pb.Projection{Kind: &pb.Projection_Column{Column: &pb.Column{Name: col, Expr: e}}})
@@ -307,16 +327,32 @@ func (b *builder) useInput(src *sql.Source, c *stageCtx) {
 	b.plan.Inputs = append(b.plan.Inputs, in)
 }
 
-func defaultName(e sql.Expr, i int) string {
+// defaultName names a SELECT item written without AS (see doc.go, "Names
+// of unnamed columns"): a field by its last name, x.name on a record a
+// call returns (System.Window().Id) by that name, an aggregate by its
+// function in lower case (COUNT(*) is count), anything else ColumnN by
+// position. A name an earlier column already has falls back to ColumnN.
+func defaultName(e sql.Expr, i int, taken map[string]*pb.Expr) string {
+	name := ""
 	switch x := e.(type) {
 	case *sql.Ident:
-		return x.Parts[len(x.Parts)-1]
+		name = x.Parts[len(x.Parts)-1]
 	case *sql.Call:
-		if strings.EqualFold(x.Name, "system.timestamp") {
-			return "Timestamp"
+		lname := strings.ToLower(x.Name)
+		_, agg := aggregateFuncs[lname]
+		switch {
+		case x.Member != "":
+			name = x.Member
+		case lname == "system.timestamp":
+			name = "Timestamp"
+		case agg:
+			name = lname
 		}
 	}
-	return "Column" + strconv.Itoa(i+1)
+	if _, dup := taken[strings.ToLower(name)]; name == "" || dup {
+		name = "Column" + strconv.Itoa(i+1)
+	}
+	return name
 }
 
 var applyFuncs = map[string]pb.Apply_Func{

@@ -40,7 +40,7 @@ func TestPlanErrorsNamePosition(t *testing.T) {
 		{"SELECT COLLECT(a) FROM i", 1, 1, "aggregates need GROUP BY with a window"},
 		{"SELECT TopOne() FROM i GROUP BY TumblingWindow(second, 5)", 1, 8, "TOPONE needs OVER (ORDER BY ...)"},
 		{"SELECT PERCENTILE_CONT(2) OVER (ORDER BY a) FROM i GROUP BY TumblingWindow(second, 5)", 1, 24, "takes one number from 0 to 1"},
-		{"SELECT a FROM i JOIN j ON i.x = j.x JOIN k ON 1 = 1", 1, 37, "only one JOIN per SELECT"},
+		{"SELECT a FROM i JOIN j ON i.x = j.x JOIN j ON 1 = 1", 1, 42, "two sources of the JOIN are called \"j\""},
 		{"WITH c AS (SELECT * FROM i) SELECT * FROM i JOIN c ON i.x = c.x", 1, 59, "needs a time bound"},
 		{"SELECT a FROM i JOIN j ON DATEDIFF(second, i, j) > 0", 1, 50, "needs a lower and an upper limit"},
 		{"CREATE TABLE i (a bigint, A float) SELECT * FROM i", 1, 27, "column A is declared twice"},

@@ -42,8 +42,9 @@ type Select struct {
 	Where   Expr
 	GroupBy []Expr
 	Having  Expr
-	// Join is the JOIN of the FROM clause, if any.
-	Join *Join
+	// Joins are the JOINs of the FROM clause in order: each joins the
+	// result of the ones before it (left to right).
+	Joins []*Join
 	// Union is the next SELECT of a UNION (ALL) chain.
 	Union    *Select
 	UnionPos Pos
@@ -157,6 +158,10 @@ type Call struct {
 	Star     bool // COUNT(*)
 	Distinct bool
 	Over     *Over
+	// Member is the field name when the call is x.name on the record a
+	// call returns (System.Window().Id), parsed as
+	// GetRecordPropertyValue(x, 'name'): an unnamed column takes this name.
+	Member string
 }
 
 // Over is an OVER (...) clause.
@@ -284,6 +289,9 @@ func quoteName(p string) string {
 }
 
 func (e *Call) String() string {
+	if e.Member != "" && len(e.Args) == 2 {
+		return e.Args[0].String() + "." + quoteName(e.Member)
+	}
 	var b strings.Builder
 	b.WriteString(e.Name)
 	b.WriteByte('(')

@@ -78,7 +78,7 @@ func (w *formatter) selectStmt(s *Select) {
 		}
 		w.line(kw + a.Func + "(" + a.Arg.String() + ") AS " + quoteName(a.Alias))
 	}
-	if j := s.Join; j != nil {
+	for _, j := range s.Joins {
 		kw := "JOIN "
 		if j.Left {
 			kw = "LEFT JOIN "

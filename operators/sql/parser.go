@@ -214,7 +214,11 @@ func (p *parser) query() *Query {
 	if p.acceptKw("with") {
 		for {
 			name, pos := p.name("a name for the WITH step")
-			p.expectKw("as")
+			// AS may be left out: the Windows() reference page writes
+			// WITH HoppingWindowResults ( SELECT ... ).
+			if !p.acceptKw("as") && !p.isOp("(") {
+				p.fail("expected AS")
+			}
 			p.expectOp("(")
 			sel := p.selectUnion(true)
 			p.expectOp(")")
@@ -270,17 +274,15 @@ func (p *parser) selectStmt(inWith bool) *Select {
 	for (p.isKw("cross") || p.isKw("outer")) && p.isKwAt(1, "apply") {
 		s.From.Applies = append(s.From.Applies, p.apply())
 	}
-	if p.isKw("join") || p.isKw("inner") || p.isKw("left") {
-		s.Join = p.join()
+	for p.isKw("join") || p.isKw("inner") || p.isKw("left") {
+		s.Joins = append(s.Joins, p.join())
 	}
-	for _, kw := range []string{"join", "inner", "left", "cross", "outer", "right", "full"} {
+	for _, kw := range []string{"cross", "outer", "right", "full"} {
 		if p.isKw(kw) {
 			t := p.peek()
 			switch strings.ToLower(t.Text) {
 			case "right", "full":
 				p.failAt(t.Pos, "%s JOIN is not supported by Stream Analytics: use LEFT JOIN with the sides swapped", strings.ToUpper(t.Text))
-			case "join", "inner", "left":
-				p.failAt(t.Pos, "only one JOIN per SELECT is supported: join in a WITH step first")
 			}
 			p.failAt(t.Pos, "unexpected %s", strings.ToUpper(t.Text))
 		}
@@ -764,7 +766,7 @@ func (p *parser) call(id *Ident) Expr {
 		p.next()
 		f := p.next()
 		p.fold(f.Pos)
-		e = &Call{P: f.Pos, Name: "GetRecordPropertyValue", Args: []Expr{e, &Literal{P: f.Pos, Kind: LitString, Text: f.Text}}}
+		e = &Call{P: f.Pos, Name: "GetRecordPropertyValue", Args: []Expr{e, &Literal{P: f.Pos, Kind: LitString, Text: f.Text}}, Member: f.Text}
 	}
 	return e
 }

@@ -1117,10 +1117,19 @@ type Join struct {
 	// Equality conditions of ON split by side (left_keys[i] = right_keys[i]),
 	// each evaluated on its side's own record: the join looks up candidates
 	// by these keys instead of trying every pair. ON still decides.
-	LeftKeys      []*Expr `protobuf:"bytes,9,rep,name=left_keys,json=leftKeys,proto3" json:"left_keys,omitempty"`
-	RightKeys     []*Expr `protobuf:"bytes,10,rep,name=right_keys,json=rightKeys,proto3" json:"right_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeftKeys  []*Expr `protobuf:"bytes,9,rep,name=left_keys,json=leftKeys,proto3" json:"left_keys,omitempty"`
+	RightKeys []*Expr `protobuf:"bytes,10,rep,name=right_keys,json=rightKeys,proto3" json:"right_keys,omitempty"`
+	// A chain of joins (a JOIN b ... JOIN c ...) runs as nested two-way
+	// joins: each earlier join's stage feeds the next as its left side. A
+	// later join's DATEDIFF may name any alias of that left side, so the
+	// earlier joins record the event time of their left / right row (NULL
+	// for an unmatched LEFT JOIN row) in the joined row under these names,
+	// and the last join removes drop_fields from its rows once ON is decided.
+	LeftTimeField  string   `protobuf:"bytes,11,opt,name=left_time_field,json=leftTimeField,proto3" json:"left_time_field,omitempty"`
+	RightTimeField string   `protobuf:"bytes,12,opt,name=right_time_field,json=rightTimeField,proto3" json:"right_time_field,omitempty"`
+	DropFields     []string `protobuf:"bytes,13,rep,name=drop_fields,json=dropFields,proto3" json:"drop_fields,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Join) Reset() {
@@ -1219,6 +1228,27 @@ func (x *Join) GetLeftKeys() []*Expr {
 func (x *Join) GetRightKeys() []*Expr {
 	if x != nil {
 		return x.RightKeys
+	}
+	return nil
+}
+
+func (x *Join) GetLeftTimeField() string {
+	if x != nil {
+		return x.LeftTimeField
+	}
+	return ""
+}
+
+func (x *Join) GetRightTimeField() string {
+	if x != nil {
+		return x.RightTimeField
+	}
+	return ""
+}
+
+func (x *Join) GetDropFields() []string {
+	if x != nil {
+		return x.DropFields
 	}
 	return nil
 }
@@ -2402,7 +2432,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x05FIRST\x10\x00\x12\b\n" +
 	"\x04LAST\x10\x01\x12\a\n" +
 	"\x03MIN\x10\x02\x12\a\n" +
-	"\x03MAX\x10\x03\"\xd7\x02\n" +
+	"\x03MAX\x10\x03\"\xca\x03\n" +
 	"\x04Join\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x14\n" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x12\x1d\n" +
@@ -2416,7 +2446,11 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\tleft_keys\x18\t \x03(\v2\x13.millstream.v1.ExprR\bleftKeys\x122\n" +
 	"\n" +
 	"right_keys\x18\n" +
-	" \x03(\v2\x13.millstream.v1.ExprR\trightKeys\"\xda\x01\n" +
+	" \x03(\v2\x13.millstream.v1.ExprR\trightKeys\x12&\n" +
+	"\x0fleft_time_field\x18\v \x01(\tR\rleftTimeField\x12(\n" +
+	"\x10right_time_field\x18\f \x01(\tR\x0erightTimeField\x12\x1f\n" +
+	"\vdrop_fields\x18\r \x03(\tR\n" +
+	"dropFields\"\xda\x01\n" +
 	"\x05Apply\x12-\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x19.millstream.v1.Apply.FuncR\x04func\x12%\n" +
 	"\x03arg\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x03arg\x12\x14\n" +

@@ -1,0 +1,9 @@
+SELECT TS.Id, TS.Name, TS.Amount, E.ErrorCode, E.Description
+FROM TStart TS TIMESTAMP BY TStartTime
+JOIN TEnd TE TIMESTAMP BY TEndTime
+ON DATEDIFF(second, TS, TE) BETWEEN 0 AND 5
+AND TS.Id = TE.Id
+JOIN Error E TIMESTAMP BY ErrorTime
+ON DATEDIFF(second, TS, E) BETWEEN 0 AND 5
+AND DATEDIFF(second, TE, E) < 0
+AND E.TId = TS.Id

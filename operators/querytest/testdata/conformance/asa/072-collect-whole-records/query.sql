@@ -1,0 +1,3 @@
+SELECT Collect() AS allEvents
+FROM Input
+GROUP BY Tumbling(second, 10)
