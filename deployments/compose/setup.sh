@@ -27,20 +27,13 @@ mkdir -p "$out/pki" "$out/certs" "$out/etc" "$out/client"
 
 "$bin" cert ca --dir "$out/pki"
 for i in 1 2 3; do
-  hosts=(--host "gw$i" --host localhost --host 127.0.0.1)
+  hosts=(--host "gw$i")  # localhost and 127.0.0.1 are always in
   for h in ${HOSTS:-}; do hosts+=(--host "$h"); done
   "$bin" cert gateway "gw$i" --dir "$out/pki" "${hosts[@]}"
   cp "$out/pki/gateway-gw$i.crt" "$out/pki/gateway-gw$i.key" "$out/certs/"
 done
 cp "$out/pki/ca.crt" "$out/certs/"
-"$bin" cert admin ops --role operate --dir "$out/pki"
-"$bin" cert device press-1 --dir "$out/pki"
-cp "$out/pki/ca.crt" "$out/pki/admin-ops.crt" "$out/pki/admin-ops.key" \
-   "$out/pki/device-press-1.crt" "$out/pki/device-press-1.key" "$out/client/"
-
-ms_gossip_key "$out/etc/gossip.key"
-ms_token "$bin" viewer read "$out/client/viewer.token" "$out/etc/admin-tokens"
-ms_mqtt_user "$bin" press-2 device "$out/client/press-2.password" "$out/etc/mqtt-users"
+ms_credentials "$bin" "$out"
 
 # The gateways run as uid 65532: the files they read are group-readable
 # (and only that), and the containers join this group (group_add).

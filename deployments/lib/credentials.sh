@@ -1,25 +1,25 @@
 # Shell functions the setup scripts of deployments/compose and
-# deployments/kubernetes share (sourced, not run). Each writes files only.
+# deployments/kubernetes share (sourced, not run). They write files only.
 
-# ms_gossip_key FILE: a random AES-256 gossip key, base64.
-ms_gossip_key() {
-  head -c 32 /dev/urandom | base64 > "$1"
-}
-
-# ms_token BIN NAME ROLE TOKEN_FILE TOKENS_LINES: an admin API bearer token
-# for NAME (the token to TOKEN_FILE, for the client) and its line for
-# admin.tokens_file appended to TOKENS_LINES (the gateways keep the hash).
-ms_token() {
-  local out
-  out=$("$1" token "$2" --role "$3")
-  sed -n "s/^token (shown once; give it to $2): //p" <<<"$out" > "$4"
-  tail -n 1 <<<"$out" >> "$5"
-}
-
-# ms_mqtt_user BIN USER ROLE PASSWORD_FILE USERS_LINES: a random broker
-# password for USER (to PASSWORD_FILE) and its bcrypt line for
-# mqtt.password_file appended to USERS_LINES.
-ms_mqtt_user() {
-  head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$4"
-  "$1" passwd "$2" --role "$3" < "$4" | tail -n 1 >> "$5"
+# ms_credentials BIN DIR: with the CA in DIR/pki (millstream cert ca),
+# makes what a cluster's clients and gateways need besides the gateways'
+# own certificates:
+#   DIR/client/  ca.crt; admin-ops.crt/.key (admin client, role operate);
+#                viewer.token (admin bearer token, role read);
+#                device-press-1.crt/.key (a device certificate);
+#                press-2.password (a device password)
+#   DIR/etc/     gossip.key (AES-256, base64); admin-tokens (the token's
+#                hash line); mqtt-users (press-2's bcrypt line)
+ms_credentials() {
+  local bin=$1 dir=$2 tok
+  "$bin" cert admin ops --role operate --dir "$dir/pki"
+  "$bin" cert device press-1 --dir "$dir/pki"
+  cp "$dir/pki/ca.crt" "$dir/pki/admin-ops.crt" "$dir/pki/admin-ops.key" \
+     "$dir/pki/device-press-1.crt" "$dir/pki/device-press-1.key" "$dir/client/"
+  head -c 32 /dev/urandom | base64 > "$dir/etc/gossip.key"
+  tok=$("$bin" token viewer --role read)
+  sed -n 's/^token (shown once; give it to viewer): //p' <<<"$tok" > "$dir/client/viewer.token"
+  tail -n 1 <<<"$tok" > "$dir/etc/admin-tokens"
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$dir/client/press-2.password"
+  "$bin" passwd press-2 --role device < "$dir/client/press-2.password" | tail -n 1 > "$dir/etc/mqtt-users"
 }
