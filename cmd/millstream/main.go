@@ -101,7 +101,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			return fmt.Errorf("%w: unknown command %q%s", errUsage, args[0], didYouMean(c, args[0]))
 		},
 		RunE: func(c *cobra.Command, _ []string) error {
-			fmt.Fprint(c.ErrOrStderr(), c.UsageString())
+			// A new user's first run: what it is, the commands, exit codes.
+			fmt.Fprintf(c.ErrOrStderr(), "%s\n\n%s", c.Long, c.UsageString())
 			return fmt.Errorf("%w: no command given", errUsage)
 		},
 	}
