@@ -473,7 +473,7 @@ const drainTimeout = 60 * time.Second
 func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, outs *actors.Outputs, httpAddr string, logger *slog.Logger) (*cluster.Node, error) {
 	c := cfg.Cluster
 	ncfg := cluster.NodeConfig{
-		Gateway: cfg.Name, RemoteAddr: c.RemoteListen, HTTPAddr: httpAddr, Version: buildVersion(),
+		Gateway: cfg.Name, RemoteAddr: c.RemoteListen, HTTPAddr: httpAddr, Version: version,
 		Replicas: int(c.Replicas), Quorum: c.Quorum, MinorityInput: c.MinorityInput, Lease: c.Lease.AsDuration(), HandOffWait: c.HandOffWait.AsDuration(),
 		OnJob: outs.Configure, Logger: logger,
 		Membership: cluster.Config{Bind: c.GossipListen, Advertise: c.GossipAdvertise, Seeds: c.Seeds,
