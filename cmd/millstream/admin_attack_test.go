@@ -564,7 +564,7 @@ func TestAttackAdminTLS(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond)
 
 	// The command line: the gateway's CA and a client certificate.
-	code, out, stderr := runCLI(t, "job", "list", "--admin", g.base, "--ca", filepath.Join(cd, "ca.crt"),
+	code, out, stderr := runCLI(t, "job", "list", "-o", "json", "--admin", g.base, "--ca", filepath.Join(cd, "ca.crt"),
 		"--cert", filepath.Join(cd, "admin-bob.crt"), "--key", filepath.Join(cd, "admin-bob.key"))
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, out, `"tls"`)

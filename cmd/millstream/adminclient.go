@@ -1,25 +1,27 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 // adminFlags are the flags of every command that calls a gateway's admin
-// API: where it is and how to authenticate. Each defaults to an
-// environment variable, so a script sets them once.
+// API: where it is (host:port or a URL) and how to authenticate. Each
+// defaults to an environment variable, so a script sets them once.
 type adminFlags struct {
 	url, token, ca, cert, key *string
 }
 
-func addAdminFlags(fs *flag.FlagSet, what string) *adminFlags {
+func addAdminFlags(fs *pflag.FlagSet, what string) *adminFlags {
 	env := func(name, def string) string {
 		if v := os.Getenv(name); v != "" {
 			return v
@@ -27,7 +29,7 @@ func addAdminFlags(fs *flag.FlagSet, what string) *adminFlags {
 		return def
 	}
 	return &adminFlags{
-		url:   fs.String("admin", env("MILLSTREAM_ADMIN", "http://127.0.0.1:8080"), what+" (or $MILLSTREAM_ADMIN)"),
+		url:   fs.String("admin", env("MILLSTREAM_ADMIN", "http://127.0.0.1:8080"), what+": host:port or URL (or $MILLSTREAM_ADMIN)"),
 		token: fs.String("token", "", "bearer token (default $MILLSTREAM_ADMIN_TOKEN; a flag is visible in ps, the variable is not)"),
 		ca:    fs.String("ca", env("MILLSTREAM_ADMIN_CA", ""), "CA certificate that signed the gateway's (HTTPS; or $MILLSTREAM_ADMIN_CA)"),
 		cert:  fs.String("cert", env("MILLSTREAM_ADMIN_CERT", ""), "client certificate (or $MILLSTREAM_ADMIN_CERT)"),
@@ -116,6 +118,15 @@ func (c *adminConn) body(req *http.Request) ([]byte, error) {
 		return nil, fmt.Errorf("admin API: %s: %s", resp.Status, strings.TrimSpace(string(out)))
 	}
 	return out, nil
+}
+
+// get returns the answer to GET path.
+func (c *adminConn) get(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("admin API request: %w", err)
+	}
+	return c.body(req)
 }
 
 // do sends a request and prints the answer.

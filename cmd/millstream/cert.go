@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,13 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/certs"
 )
 
-const certHelp = `cert ca | cert gateway NAME | cert admin NAME --role operate|read | cert device ID  [--dir certs]
-
-Makes the certificates of a secure gateway cluster, signed by the
+const certLong = `Makes the certificates of a secure gateway cluster, signed by the
 cluster's own CA:
 
   cert ca             the CA: ca.crt (give it to every gateway and client)
@@ -35,52 +33,67 @@ cluster's own CA:
 Keys are written readable by their owner only; existing files are never
 overwritten.`
 
-const tokenHelp = `token NAME --role read|operate
-
-Makes a bearer token for the admin API. The token is printed once: give it
+const tokenLong = `Makes a bearer token for the admin API. The token is printed once: give it
 to the client (Authorization: Bearer <token>). The gateway keeps only its
 SHA-256: add the printed line to the file named by admin.tokens_file
 (re-read within seconds of a change; delete the line to revoke it).`
 
-func certCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: cert needs a subcommand: ca, gateway, admin or device", errUsage)
+func newCertCmd() *cobra.Command {
+	c := groupCmd("cert", "Make the cluster CA and gateway, admin and device certificates", certLong)
+	for _, sub := range []struct{ use, short string }{
+		{"ca", "Make the cluster's CA (ca.crt, ca.key)"},
+		{"gateway NAME", "Make a gateway's certificate (cluster link, admin API, MQTTS)"},
+		{"admin NAME", "Make an admin API client certificate with --role read or operate"},
+		{"device ID", "Make an MQTT client certificate for device ID"},
+	} {
+		c.AddCommand(newCertSubCmd(sub.use, sub.short))
 	}
-	sub := args[0]
+	return c
+}
+
+func newCertSubCmd(use, short string) *cobra.Command {
+	sub, _, _ := strings.Cut(use, " ")
+	c := &cobra.Command{Use: use, Short: short, Long: certLong, Args: nArgs(1, "cert "+sub+" needs one name")}
+	if sub == "ca" {
+		c.Args = nArgs(0, "cert ca takes no arguments")
+	}
+	var o certOptions
+	c.Flags().StringVar(&o.dir, "dir", "certs", "directory of the CA and the certificates")
+	c.Flags().IntVar(&o.days, "days", 0, "validity in days (default: 3650 for the CA, 365 for the others)")
 	switch sub {
-	case "ca", "gateway", "admin", "device":
-	case "-h", "--help", "help":
-		fmt.Fprintf(stdout, "Usage: millstream %s\n", certHelp)
-		return flag.ErrHelp
-	default:
-		return fmt.Errorf("%w: unknown cert subcommand %q (want ca, gateway, admin or device)", errUsage, sub)
+	case "gateway":
+		c.Flags().StringArrayVar(&o.hosts, "host", nil, "a DNS name or IP address the gateway is reached at; repeatable")
+	case "admin":
+		addRoleFlag(c, &o.role, "read (GET only) or operate (everything)", actors.RoleRead, actors.RoleOperate)
 	}
-	fs := newFlagSet("cert "+sub, stderr, certHelp)
-	dir := fs.String("dir", "certs", "directory of the CA and the certificates")
-	days := fs.Int("days", 0, "validity in days (default: 3650 for the CA, 365 for the others)")
-	var hosts multiFlag
-	role := ""
-	if sub == "gateway" {
-		fs.Var(&hosts, "host", "a DNS name or IP address the gateway is reached at; repeatable")
-	}
-	if sub == "admin" {
-		fs.StringVar(&role, "role", "", "read (GET only) or operate (everything)")
-	}
-	name := ""
-	if sub != "ca" {
-		var err error
-		if name, err = nameAndFlags(fs, args[1:], "cert "+sub); err != nil {
-			return err
+	c.RunE = func(c *cobra.Command, args []string) error {
+		o.sub = sub
+		if len(args) > 0 {
+			o.name = args[0]
 		}
-	} else if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	} else if fs.NArg() > 0 {
-		return fmt.Errorf("%w: cert ca takes no arguments", errUsage)
+		return makeCert(c.OutOrStdout(), o)
 	}
-	if *days < 0 {
+	return c
+}
+
+// addRoleFlag adds --role, completed from roles.
+func addRoleFlag(c *cobra.Command, role *string, usage string, roles ...string) {
+	c.Flags().StringVar(role, "role", "", usage)
+	_ = c.RegisterFlagCompletionFunc("role", cobra.FixedCompletions(roles, cobra.ShellCompDirectiveNoFileComp))
+}
+
+type certOptions struct {
+	sub, name, dir, role string
+	days                 int
+	hosts                []string
+}
+
+func makeCert(stdout io.Writer, o certOptions) error {
+	sub, name, dir, days, hosts, role := o.sub, o.name, o.dir, o.days, o.hosts, o.role
+	if days < 0 {
 		return fmt.Errorf("%w: --days must be positive", errUsage)
 	}
-	validity := time.Duration(*days) * 24 * time.Hour
+	validity := time.Duration(days) * 24 * time.Hour
 	if sub == "ca" {
 		if validity == 0 {
 			validity = 3650 * 24 * time.Hour
@@ -89,7 +102,7 @@ func certCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		f, err := ca.WriteCA(*dir)
+		f, err := ca.WriteCA(dir)
 		if err != nil {
 			return fmt.Errorf("cert ca: %w (a CA is there already? each cluster needs one CA only)", err)
 		}
@@ -115,55 +128,45 @@ func certCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: device id %q: an MQTT client id used in topics holds no '/', '+', '#' or NUL", errUsage, name)
 		}
 	}
-	ca, err := certs.LoadCA(filepath.Join(*dir, "ca.crt"), filepath.Join(*dir, "ca.key"))
+	ca, err := certs.LoadCA(filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("cert %s: no CA in %s: run 'millstream cert ca --dir %s' first (%w)", sub, *dir, *dir, err)
+			return fmt.Errorf("cert %s: no CA in %s: run 'millstream cert ca --dir %s' first (%w)", sub, dir, dir, err)
 		}
 		return fmt.Errorf("cert %s: %w", sub, err)
 	}
-	f, err := ca.WriteIssued(*dir, sub+"-"+name, req)
+	f, err := ca.WriteIssued(dir, sub+"-"+name, req)
 	if err != nil {
 		return fmt.Errorf("cert %s %s: %w", sub, name, err)
 	}
-	fmt.Fprintf(stdout, "wrote %s and %s, signed by %s\n", f.Cert, f.Key, filepath.Join(*dir, "ca.crt"))
+	fmt.Fprintf(stdout, "wrote %s and %s, signed by %s\n", f.Cert, f.Key, filepath.Join(dir, "ca.crt"))
 	switch sub {
 	case "gateway":
-		fmt.Fprintf(stdout, "gateway configuration:\n  admin: {tls: {cert_file: %s, key_file: %s, ca_file: %s}}\n", f.Cert, f.Key, filepath.Join(*dir, "ca.crt"))
+		fmt.Fprintf(stdout, "gateway configuration:\n  admin: {tls: {cert_file: %s, key_file: %s, ca_file: %s}}\n", f.Cert, f.Key, filepath.Join(dir, "ca.crt"))
 	case "admin":
 		fmt.Fprintf(stdout, "role %s; for example: curl --cacert %s --cert %s --key %s https://GATEWAY:8080/v1/jobs\n",
-			role, filepath.Join(*dir, "ca.crt"), f.Cert, f.Key)
+			role, filepath.Join(dir, "ca.crt"), f.Cert, f.Key)
 	}
 	return nil
 }
 
-// nameAndFlags parses a subcommand's one positional name, given before,
-// between or after the flags.
-func nameAndFlags(fs *flag.FlagSet, args []string, what string) (string, error) {
-	var names []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return "", err
-		}
-		if args = fs.Args(); len(args) == 0 {
-			break
-		}
-		names, args = append(names, args[0]), args[1:]
+func newTokenCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "token NAME --role read|operate",
+		Short: "Make a bearer token for the admin API",
+		Long:  tokenLong,
+		Args:  nArgs(1, "token needs one name"),
 	}
-	if len(names) != 1 || names[0] == "" {
-		return "", fmt.Errorf("%w: %s needs one name", errUsage, what)
+	var role string
+	addRoleFlag(c, &role, "read (GET only) or operate (everything)", actors.RoleRead, actors.RoleOperate)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return makeToken(c.OutOrStdout(), args[0], role)
 	}
-	return names[0], nil
+	return c
 }
 
-func tokenCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("token", stderr, tokenHelp)
-	role := fs.String("role", "", "read (GET only) or operate (everything)")
-	name, err := nameAndFlags(fs, args, "token")
-	if err != nil {
-		return err
-	}
-	if *role != actors.RoleRead && *role != actors.RoleOperate {
+func makeToken(stdout io.Writer, name, role string) error {
+	if role != actors.RoleRead && role != actors.RoleOperate {
 		return fmt.Errorf("%w: token needs --role read or --role operate", errUsage)
 	}
 	if strings.ContainsAny(name, " \t\r\n#") {
@@ -175,6 +178,6 @@ func tokenCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// A recognisable prefix lets secret scanners find leaked tokens.
 	tok := "mst_" + base64.RawURLEncoding.EncodeToString(raw)
-	fmt.Fprintf(stdout, "token (shown once; give it to %s): %s\nline for admin.tokens_file:\n%s %s %s\n", name, tok, name, *role, actors.HashToken(tok))
+	fmt.Fprintf(stdout, "token (shown once; give it to %s): %s\nline for admin.tokens_file:\n%s %s %s\n", name, tok, name, role, actors.HashToken(tok))
 	return nil
 }

@@ -12,70 +12,75 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/millstream/millstream/cluster"
 )
 
-const clusterHelp = `cluster status [--admin URL] [--json]
+const clusterLong = `Shows the cluster as one gateway sees it and stops counting a gateway
+gone for good.`
 
-Shows the cluster as one gateway sees it: its members, the gateways
+const statusLong = `Shows the cluster as one gateway sees it: its members, the gateways
 counted for the majority, and for each partition its owner and replicas
 (placement), the gateway serving it now, its epoch and the replication lag
 of its replicas.`
 
-const forgetHelp = `cluster forget GATEWAY [--admin URL]
-
-Stops counting GATEWAY for the majority, on every gateway of the cluster.
+const forgetLong = `Stops counting GATEWAY for the majority, on every gateway of the cluster.
 Use it for a gateway that is gone for good (its machine lost): until then
 it counts as down, and the cluster tolerates one failure less. A gateway
 that is still a member is refused: stop it with SIGTERM, which hands its
 partitions off and leaves. If the forgotten gateway comes back, it counts
 again.`
 
-func clusterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "forget" {
-		return forgetCmd(ctx, args[1:], stdout, stderr)
+func newClusterCmd() *cobra.Command {
+	c := groupCmd("cluster", "Cluster members, partition owners and replicas; forget a lost gateway", clusterLong)
+	admin := addAdminFlags(c.PersistentFlags(), "admin API of any live gateway of the cluster")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Members, partition owners, replicas, epochs, replication lag",
+		Long:  statusLong,
+		Args:  nArgs(0, "cluster status takes no arguments"),
 	}
-	if len(args) == 0 || args[0] != "status" {
-		return fmt.Errorf("%w: cluster needs a subcommand: status or forget", errUsage)
+	out := addOutputFlag(status)
+	// --json came before -o; kept for scripts, out of the help.
+	asJSON := status.Flags().Bool("json", false, "same as -o json")
+	_ = status.Flags().MarkHidden("json")
+	status.RunE = func(c *cobra.Command, _ []string) error {
+		if *asJSON {
+			*out = outJSON
+		}
+		if err := checkOutput(*out); err != nil {
+			return err
+		}
+		body, err := clusterCall(c.Context(), http.MethodGet, admin, "/v1/cluster", "cluster status")
+		if err != nil {
+			return err
+		}
+		return emit(c.OutOrStdout(), *out, body, func(w io.Writer) error {
+			var st cluster.Status
+			if err := json.Unmarshal(body, &st); err != nil {
+				return fmt.Errorf("cluster status: the admin API's answer: %w", err)
+			}
+			printClusterStatus(w, &st)
+			return nil
+		})
 	}
-	fs := newFlagSet("cluster status", stderr, clusterHelp)
-	admin := addAdminFlags(fs, "admin API of any gateway of the cluster")
-	asJSON := fs.Bool("json", false, "print the raw JSON")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
+
+	forget := &cobra.Command{
+		Use:   "forget GATEWAY",
+		Short: "Stop counting a gateway gone for good for the majority",
+		Long:  forgetLong,
+		Args:  nArgs(1, "cluster forget needs one gateway name"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return forgetGateway(c.Context(), admin, args[0], c.OutOrStdout())
+		},
 	}
-	body, err := clusterCall(ctx, http.MethodGet, admin, "/v1/cluster", "cluster status")
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		_, err := stdout.Write(body)
-		return err
-	}
-	var st cluster.Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("cluster status: %w", err)
-	}
-	printClusterStatus(stdout, &st)
-	return nil
+	c.AddCommand(status, forget)
+	return c
 }
 
-func forgetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("cluster forget", stderr, forgetHelp)
-	admin := addAdminFlags(fs, "admin API of any live gateway of the cluster")
-	// The gateway's name comes before or after the flags.
-	var rest []string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		rest, args = args[:1], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	rest = append(rest, fs.Args()...)
-	if len(rest) != 1 || rest[0] == "" {
-		return fmt.Errorf("%w: cluster forget needs one gateway name", errUsage)
-	}
-	name := rest[0]
+func forgetGateway(ctx context.Context, admin *adminFlags, name string, stdout io.Writer) error {
 	body, err := clusterCall(ctx, http.MethodPost, admin, "/v1/cluster/forget/"+url.PathEscape(name), "cluster forget "+name)
 	if err != nil {
 		return err

@@ -5,99 +5,139 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/millstream/millstream/actors"
 )
 
-const deadLettersHelp = `deadletters [--admin http://127.0.0.1:8080] [--limit 20] [--json]
-
-Lists what a running gateway refused, newest first: payloads that are not
+const deadLettersLong = `Lists what a running gateway refused, newest first: payloads that are not
 JSON or have fields of the wrong type, rows a clause failed on, messages
 over max_payload_bytes. Each line: id, time, kind, job and input, source,
 reason, and the first bytes of the payload. --all pages through every one
-kept.`
+kept. -o json prints one answer of the admin API's shape holding them all;
+--json prints one JSON object per line instead (for grep and jq -c).`
 
-func deadLettersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("deadletters", stderr, deadLettersHelp)
-	af := addAdminFlags(fs, "admin API of the gateway")
-	limit := fs.Int("limit", 20, "how many, newest first (at most 1000 per request)")
-	all := fs.Bool("all", false, "every dead letter kept, page by page")
-	asJSON := fs.Bool("json", false, "one JSON object per line")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newDeadLettersCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "deadletters",
+		Short: "What a running gateway refused, and why",
+		Long:  deadLettersLong,
+		Args:  nArgs(0, "deadletters takes no arguments"),
 	}
-	if fs.NArg() != 0 || *limit < 1 {
-		return fmt.Errorf("%w: deadletters takes no arguments and a --limit of at least 1", errUsage)
-	}
-	ac, err := af.conn()
-	if err != nil {
-		return err
-	}
-	base := ac.base
-	var before uint64
-	shown := 0
-	for {
-		page := min(*limit-shown, 1000)
-		if *all {
-			page = 1000
+	af := addAdminFlags(c.Flags(), "admin API of the gateway")
+	out := addOutputFlag(c)
+	limit := c.Flags().Int("limit", 20, "how many, newest first (at most 1000 per request)")
+	all := c.Flags().Bool("all", false, "every dead letter kept, page by page")
+	lines := c.Flags().Bool("json", false, "one JSON object per line")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := checkOutput(*out); err != nil {
+			return err
 		}
-		url := fmt.Sprintf("%s/v1/deadletters?limit=%d", base, page)
-		if before > 0 {
-			url += fmt.Sprintf("&before=%d", before)
+		if *limit < 1 {
+			return fmt.Errorf("%w: --limit must be at least 1", errUsage)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if *lines && *out != outText {
+			return fmt.Errorf("%w: --json (JSON lines) and -o %s are two formats: give one", errUsage, *out)
+		}
+		got, err := fetchDeadLetters(c.Context(), af, *limit, *all)
 		if err != nil {
 			return err
 		}
-		body, err := ac.body(req)
-		if err != nil {
-			return err
-		}
-		var resp struct {
-			DeadLetters []actors.DeadLetterView `json:"deadLetters"`
-			Counts      map[string]uint64       `json:"counts"`
-			Next        uint64                  `json:"next"`
-		}
-		if err := json.Unmarshal(body, &resp); err != nil {
-			return fmt.Errorf("admin API %s: %w", base, err)
-		}
-		if before == 0 && !*asJSON {
-			fmt.Fprintln(stdout, "refused since start:", formatCounts(resp.Counts))
-		}
-		for _, d := range resp.DeadLetters {
-			if *asJSON {
-				line, _ := json.Marshal(d)
-				fmt.Fprintln(stdout, string(line))
-				continue
+		w := c.OutOrStdout()
+		if *lines {
+			for _, d := range got.DeadLetters {
+				line, err := json.Marshal(d)
+				if err != nil {
+					return fmt.Errorf("deadletters: %w", err)
+				}
+				fmt.Fprintln(w, string(line))
 			}
-			where := d.Job
-			if d.Input != "" {
-				where += "/" + d.Input
-			}
-			if d.Stage != "" {
-				where += "/" + d.Stage
-			}
-			if where == "" {
-				where = "gateway"
-			}
-			payload := d.Payload
-			if len(payload) > 120 {
-				payload = payload[:120]
-			}
-			more := ""
-			if d.Truncated || len(d.Payload) > 120 {
-				more = fmt.Sprintf(" ... (%d bytes)", d.PayloadBytes)
-			}
-			fmt.Fprintf(stdout, "%d %s %s %s source=%q reason=%q payload=%q%s\n", d.ID, d.Time, d.Kind, where, d.Source, d.Reason, payload, more)
-		}
-		shown += len(resp.DeadLetters)
-		if resp.Next == 0 || (!*all && shown >= *limit) {
 			return nil
 		}
+		body, err := json.Marshal(got)
+		if err != nil {
+			return fmt.Errorf("deadletters: %w", err)
+		}
+		return emit(w, *out, body, func(w io.Writer) error {
+			printDeadLetters(w, got)
+			return nil
+		})
+	}
+	return c
+}
+
+// deadLetterPages is GET /v1/deadletters (actors/admin_deadletters.go),
+// or several of its pages put together.
+type deadLetterPages struct {
+	DeadLetters []actors.DeadLetterView `json:"deadLetters"`
+	Counts      map[string]uint64       `json:"counts"`
+	Next        uint64                  `json:"next,omitempty"`
+}
+
+// fetchDeadLetters gets the newest limit dead letters, or with all every
+// one kept, a page of at most 1000 at a time. Counts are the first
+// page's; Next is where a later call would go on.
+func fetchDeadLetters(ctx context.Context, af *adminFlags, limit int, all bool) (*deadLetterPages, error) {
+	ac, err := af.conn()
+	if err != nil {
+		return nil, err
+	}
+	got := &deadLetterPages{DeadLetters: []actors.DeadLetterView{}}
+	var before uint64
+	for {
+		page := min(limit-len(got.DeadLetters), 1000)
+		if all {
+			page = 1000
+		}
+		path := fmt.Sprintf("/v1/deadletters?limit=%d", page)
+		if before > 0 {
+			path += fmt.Sprintf("&before=%d", before)
+		}
+		body, err := ac.get(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		var resp deadLetterPages
+		if err := json.Unmarshal(body, &resp); err != nil {
+			return nil, fmt.Errorf("admin API %s: %w", ac.base, err)
+		}
+		if before == 0 {
+			got.Counts = resp.Counts
+		}
+		got.DeadLetters = append(got.DeadLetters, resp.DeadLetters...)
+		got.Next = resp.Next
+		if resp.Next == 0 || (!all && len(got.DeadLetters) >= limit) {
+			return got, nil
+		}
 		before = resp.Next
+	}
+}
+
+func printDeadLetters(w io.Writer, got *deadLetterPages) {
+	fmt.Fprintln(w, "refused since start:", formatCounts(got.Counts))
+	for _, d := range got.DeadLetters {
+		where := d.Job
+		if d.Input != "" {
+			where += "/" + d.Input
+		}
+		if d.Stage != "" {
+			where += "/" + d.Stage
+		}
+		if where == "" {
+			where = "gateway"
+		}
+		payload := d.Payload
+		if len(payload) > 120 {
+			payload = payload[:120]
+		}
+		more := ""
+		if d.Truncated || len(d.Payload) > 120 {
+			more = fmt.Sprintf(" ... (%d bytes)", d.PayloadBytes)
+		}
+		fmt.Fprintf(w, "%d %s %s %s source=%q reason=%q payload=%q%s\n", d.ID, d.Time, d.Kind, where, d.Source, d.Reason, payload, more)
 	}
 }
 

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/spf13/cobra"
 
 	"github.com/millstream/millstream/deployments"
 	"github.com/millstream/millstream/internal/config"
@@ -18,9 +18,7 @@ import (
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
-const demoHelp = `demo [--devices 20] [--rate 2] [--duration 0] [--mqtt 127.0.0.1:1883]
-
-One command, nothing else to install: starts a gateway with its embedded
+const demoLong = `One command, nothing else to install: starts a gateway with its embedded
 MQTT broker, simulated devices publishing temperature, humidity, pressure
 and vibration, and the temperature-monitoring job of the seed document
 (CRITICAL alerts above 100, per-device aggregates over 10-second tumbling
@@ -28,38 +26,62 @@ windows, all raw readings to a local file). Alerts and aggregates are
 printed as they happen; devices or other tools may connect to the broker.
 Stop it with Ctrl-C (or --duration).`
 
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr, demoHelp)
-	devices := fs.Int("devices", 20, "simulated devices")
-	rate := fs.Float64("rate", 2, "messages per second per device")
-	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
-	listen := fs.String("mqtt", "127.0.0.1:1883", "embedded MQTT broker address (port 0 picks a free one)")
-	admin := fs.String("http", "127.0.0.1:8080", "admin API and /metrics address (port 0 picks a free one)")
-	data := fs.String("data", "millstream-demo", "directory for the raw-data file and the gateway's durable state")
-	spikeEvery := fs.Int("spike-every", 200, "about one reading in this many is a temperature spike")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newDemoCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "A gateway, simulated devices and a sample job: one command",
+		Long:  demoLong,
+		Args:  nArgs(0, "demo takes no arguments"),
 	}
-	job, err := demoJob(*data)
+	var o demoOptions
+	fs := c.Flags()
+	fs.IntVar(&o.devices, "devices", 20, "simulated devices")
+	fs.Float64Var(&o.rate, "rate", 2, "messages per second per device")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	fs.StringVar(&o.listen, "mqtt", "127.0.0.1:1883", "embedded MQTT broker address (port 0 picks a free one)")
+	fs.StringVar(&o.admin, "http", "127.0.0.1:8080", "admin API and /metrics address (port 0 picks a free one)")
+	fs.StringVar(&o.data, "data", "millstream-demo", "directory for the raw-data file and the gateway's durable state")
+	fs.IntVar(&o.spikeEvery, "spike-every", 200, "about one reading in this many is a temperature spike")
+	// Errors only by default: the demo's own lines are what it shows.
+	o.log = addLogFlags(c, "error")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		return demo(c.Context(), c.OutOrStdout(), c.ErrOrStderr(), o)
+	}
+	return c
+}
+
+type demoOptions struct {
+	devices, spikeEvery int
+	rate                float64
+	duration            time.Duration
+	listen, admin, data string
+	log                 *logFlags
+}
+
+func demo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error {
+	logger, err := o.log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	if *duration > 0 {
+	job, err := demoJob(o.data)
+	if err != nil {
+		return err
+	}
+	if o.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	var outMu sync.Mutex
 	out := lockedWriter{w: stdout, mu: &outMu}
-	rg, err := startGateway(ctx, &pb.GatewayConfig{Name: "demo", DataDir: *data, MqttListen: *listen, HttpListen: *admin, Partitions: 8, Jobs: []*pb.Job{job}}, out, logger)
+	rg, err := startGateway(ctx, &pb.GatewayConfig{Name: "demo", DataDir: o.data, MqttListen: o.listen, HttpListen: o.admin, Partitions: 8, Jobs: []*pb.Job{job}}, out, logger)
 	if err != nil {
 		return fmt.Errorf("demo: %w (is the port taken? try --mqtt 127.0.0.1:0 --http 127.0.0.1:0)", err)
 	}
 	broker := "tcp://" + rg.brokerAddr()
-	fmt.Fprintf(out, "millstream demo: embedded MQTT broker on %s; admin API and metrics on http://%s; %d simulated devices at %.1f msg/s each\n", broker, rg.addr, *devices, *rate)
+	fmt.Fprintf(out, "millstream demo: embedded MQTT broker on %s; admin API and metrics on http://%s; %d simulated devices at %.1f msg/s each\n", broker, rg.addr, o.devices, o.rate)
 	fmt.Fprintf(out, "millstream demo: job %q: ALERT lines are CRITICAL readings, AGG lines the 10 s aggregates (topic millstream/%s/IotHubOutput), raw data in %s\n",
-		job.Name, job.Name, filepath.Join(*data, "raw.jsonl"))
+		job.Name, job.Name, filepath.Join(o.data, "raw.jsonl"))
 
 	// Print the aggregates the job publishes upstream, as a subscriber would.
 	sub := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("millstream-demo-viewer"))
@@ -75,7 +97,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var simErr error
 	go func() {
 		defer wg.Done()
-		_, simErr = sim.Run(ctx, sim.Config{Broker: broker, Devices: *devices, Rate: *rate, QoS: 1, SpikeEvery: *spikeEvery})
+		_, simErr = sim.Run(ctx, sim.Config{Broker: broker, Devices: o.devices, Rate: o.rate, QoS: 1, SpikeEvery: o.spikeEvery})
 	}()
 	go func() {
 		defer wg.Done()

@@ -17,9 +17,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/cluster"
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/internal/logging"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
 )
@@ -373,33 +376,54 @@ func adminSecurity(cfg *pb.GatewayConfig) (actors.AdminSecurity, *tls.Config, er
 	return sec, tc, nil
 }
 
-const gatewayHelp = `gateway --config gateway.yaml
+const gatewayLong = `Runs one gateway: the embedded MQTT broker (mqtt_listen), and the jobs of
+the configuration, until interrupted (SIGTERM or Ctrl-C; a clustered
+gateway hands its partitions off first).`
 
-Runs one gateway: the embedded MQTT broker (mqtt_listen), and the jobs of
-the configuration, until interrupted.`
-
-func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("gateway", stderr, gatewayHelp)
-	path := fs.String("config", "", "gateway configuration (.yaml, .json, .textproto)")
-	check := fs.Bool("t", false, "check the configuration and exit")
-	resetDamaged := fs.Bool("reset-damaged", false, "start partitions whose checkpoint or log is damaged without it (their state is lost; logged and counted)")
-	insecure := fs.Bool("insecure", false, "allow listeners off loopback without TLS and authentication (warned about every minute)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newGatewayCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "gateway --config gateway.yaml",
+		Short: "Run one gateway from a configuration file",
+		Long:  gatewayLong,
+		Args:  nArgs(0, "gateway takes no arguments (give the configuration with --config)"),
 	}
-	if *path == "" {
+	var o gatewayOptions
+	fs := c.Flags()
+	fs.StringVar(&o.path, "config", "", "gateway configuration (.yaml, .json, .textproto)")
+	fs.BoolVarP(&o.check, "check", "t", false, "check the configuration and exit")
+	fs.BoolVar(&o.resetDamaged, "reset-damaged", false, "start partitions whose checkpoint or log is damaged without it (their state is lost; logged and counted)")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow listeners off loopback without TLS and authentication (warned about every minute)")
+	o.log = addLogFlags(c, "info")
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		return runGatewayCmd(c.Context(), c.OutOrStdout(), c.ErrOrStderr(), o)
+	}
+	return c
+}
+
+type gatewayOptions struct {
+	path                          string
+	check, resetDamaged, insecure bool
+	log                           *logFlags
+}
+
+func runGatewayCmd(ctx context.Context, stdout, stderr io.Writer, o gatewayOptions) error {
+	if o.path == "" {
 		return fmt.Errorf("%w: --config is required", errUsage)
 	}
-	cfg, err := config.LoadGatewayWith(*path, func(g *pb.GatewayConfig) { g.Insecure = g.Insecure || *insecure })
+	// Bad log flags are usage errors before anything is read or started.
+	logger, err := o.log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	if *check {
-		fmt.Fprintf(stdout, "%s: configuration is valid (%d jobs)\n", *path, len(cfg.Jobs))
+	cfg, err := config.LoadGatewayWith(o.path, func(g *pb.GatewayConfig) { g.Insecure = g.Insecure || o.insecure })
+	if err != nil {
+		return err
+	}
+	if o.check {
+		fmt.Fprintf(stdout, "%s: configuration is valid (%d jobs)\n", o.path, len(cfg.Jobs))
 		return nil
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	rg, err := startGatewayWith(ctx, cfg, stdout, logger, *resetDamaged)
+	rg, err := startGatewayWith(ctx, cfg, stdout, logger, o.resetDamaged)
 	if err != nil {
 		return err
 	}
@@ -477,4 +501,27 @@ func (rg *runningGateway) brokerAddr() string {
 		return ""
 	}
 	return rg.broker.Addr()
+}
+
+// logFlags are --log-format and --log-level of the commands that run a
+// gateway: one logger (internal/logging) for every part of it.
+type logFlags struct{ format, level string }
+
+func addLogFlags(c *cobra.Command, level string) *logFlags {
+	l := &logFlags{}
+	c.Flags().StringVar(&l.format, "log-format", logging.FormatText, "log format: text or json")
+	c.Flags().StringVar(&l.level, "log-level", level, "log level: debug, info, warn or error")
+	_ = c.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{logging.FormatText, logging.FormatJSON}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
+	return l
+}
+
+// logger is the logger the flags ask for, writing to w; bad values are
+// usage errors.
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	logger, err := logging.New(w, l.format, l.level)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return logger, nil
 }

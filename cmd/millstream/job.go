@@ -2,124 +2,249 @@ package main
 
 import (
 	"bytes"
-	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/exec"
+	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
-const jobHelp = `job deploy FILE | job list | job get NAME | job explain NAME | job rm NAME  [--admin http://127.0.0.1:8080]
-
-Manages the jobs of a running gateway through its admin API. deploy takes a
+const jobLong = `Manages the jobs of a running gateway through its admin API. deploy takes a
 YAML, JSON or text proto job file and applies it without restarting the
 gateway; other jobs are undisturbed.`
 
-func jobCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: job needs a subcommand: deploy, list, get, explain or rm", errUsage)
+func newJobCmd() *cobra.Command {
+	c := groupCmd("job", "Deploy, list, get, explain or remove the jobs of a running gateway", jobLong)
+	af := addAdminFlags(c.PersistentFlags(), "admin API of the gateway")
+	names := completeJobNames(af)
+
+	deploy := &cobra.Command{
+		Use:   "deploy FILE",
+		Short: "Deploy a job file (YAML, JSON or text proto), or replace the job of its name",
+		Args:  nArgs(1, "job deploy takes one job file"),
+		RunE: func(c *cobra.Command, args []string) error {
+			// Load and check here (query_file is relative to the job file),
+			// then send the job as JSON.
+			job, err := config.LoadJob(args[0])
+			if err != nil {
+				return err
+			}
+			body, err := protojson.Marshal(job)
+			if err != nil {
+				return fmt.Errorf("job deploy: %w", err)
+			}
+			return sendJob(c, af, http.MethodPut, "/v1/jobs", body)
+		},
 	}
-	sub := args[0]
-	fs := newFlagSet("job "+sub, stderr, jobHelp)
-	af := addAdminFlags(fs, "admin API of the gateway")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
+
+	list := showCmd(&cobra.Command{
+		Use:   "list",
+		Short: "List the deployed jobs with their inputs, outputs, state and status",
+		Args:  nArgs(0, "job list takes no arguments"),
+	}, af, func([]string) string { return "/v1/jobs" }, printJobs)
+	get := showCmd(&cobra.Command{
+		Use:               "get NAME",
+		Short:             "Show a job: its status, state, counters, inputs, outputs and query",
+		Args:              nArgs(1, "job get takes one job name"),
+		ValidArgsFunction: names,
+	}, af, func(args []string) string { return "/v1/jobs/" + url.PathEscape(args[0]) }, printJob)
+	explain := &cobra.Command{
+		Use:               "explain NAME",
+		Short:             "Print the plan of a deployed job as text proto",
+		Args:              nArgs(1, "job explain takes one job name"),
+		ValidArgsFunction: names,
+		RunE: func(c *cobra.Command, args []string) error {
+			return sendJob(c, af, http.MethodGet, "/v1/jobs/"+url.PathEscape(args[0])+"/plan", nil)
+		},
 	}
-	ac, err := af.conn()
-	if err != nil {
-		return err
+	rm := &cobra.Command{
+		Use:               "rm NAME",
+		Short:             "Remove a job",
+		Args:              nArgs(1, "job rm takes one job name"),
+		ValidArgsFunction: names,
+		RunE: func(c *cobra.Command, args []string) error {
+			return sendJob(c, af, http.MethodDelete, "/v1/jobs/"+url.PathEscape(args[0]), nil)
+		},
 	}
-	base := ac.base
-	need := func(n int) error {
-		if fs.NArg() != n {
-			return fmt.Errorf("%w: job %s takes %d argument(s)", errUsage, sub, n)
-		}
-		return nil
-	}
-	var req *http.Request
-	switch sub {
-	case "deploy":
-		if err := need(1); err != nil {
-			return err
-		}
-		// Load and check here (query_file is relative to the job file),
-		// then send the job as JSON.
-		job, lerr := config.LoadJob(fs.Arg(0))
-		if lerr != nil {
-			return lerr
-		}
-		body, merr := protojson.Marshal(job)
-		if merr != nil {
-			return merr
-		}
-		req, err = http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/jobs", bytes.NewReader(body))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-	case "list":
-		if err := need(0); err != nil {
-			return err
-		}
-		req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/jobs", nil)
-	case "get", "explain", "rm":
-		if err := need(1); err != nil {
-			return err
-		}
-		method, path := http.MethodGet, "/v1/jobs/"+fs.Arg(0)
-		if sub == "explain" {
-			path += "/plan"
-		}
-		if sub == "rm" {
-			method = http.MethodDelete
-		}
-		req, err = http.NewRequestWithContext(ctx, method, base+path, nil)
-	default:
-		return fmt.Errorf("%w: unknown job subcommand %q", errUsage, sub)
-	}
-	if err != nil {
-		return err
-	}
-	return ac.do(req, stdout)
+	c.AddCommand(deploy, list, get, explain, rm)
+	return c
 }
 
-const deviceHelp = `device list | device get ID | device set-desired ID '{"json":"object"}'  [--admin http://127.0.0.1:8080]
-
-Shows the devices a running gateway knows (online state, last seen, the
-last reported message, desired properties) and sets desired properties,
-which the gateway publishes to devices/{id}/twin/desired.`
-
-func deviceCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: device needs a subcommand: list, get or set-desired", errUsage)
+// showCmd makes c show what GET path(args) answers: text made by human,
+// or with -o the answer as JSON or YAML.
+func showCmd(c *cobra.Command, af *adminFlags, path func(args []string) string, human func(io.Writer, []byte) error) *cobra.Command {
+	out := addOutputFlag(c)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		body, err := adminGet(c, af, *out, path(args))
+		if err != nil {
+			return err
+		}
+		return emit(c.OutOrStdout(), *out, body, func(w io.Writer) error { return human(w, body) })
 	}
-	sub := args[0]
-	fs := newFlagSet("device "+sub, stderr, deviceHelp)
-	af := addAdminFlags(fs, "admin API of the gateway")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
+	return c
+}
+
+// adminGet checks the output format, then GETs path.
+func adminGet(c *cobra.Command, af *adminFlags, format, path string) ([]byte, error) {
+	if err := checkOutput(format); err != nil {
+		return nil, err
 	}
+	ac, err := af.conn()
+	if err != nil {
+		return nil, err
+	}
+	return ac.get(c.Context(), path)
+}
+
+// sendJob sends a request with an optional JSON body and prints the
+// answer as it comes (deploy, explain, rm).
+func sendJob(c *cobra.Command, af *adminFlags, method, path string, body []byte) error {
 	ac, err := af.conn()
 	if err != nil {
 		return err
 	}
-	base := ac.base
-	var req *http.Request
-	switch {
-	case sub == "list" && fs.NArg() == 0:
-		req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices", nil)
-	case sub == "get" && fs.NArg() == 1:
-		req, err = http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices/"+fs.Arg(0), nil)
-	case sub == "set-desired" && fs.NArg() == 2:
-		req, err = http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/devices/"+fs.Arg(0)+"/desired", strings.NewReader(fs.Arg(1)))
-	default:
-		return fmt.Errorf("%w: device list | device get ID | device set-desired ID JSON", errUsage)
-	}
+	req, err := http.NewRequestWithContext(c.Context(), method, ac.base+path, bytes.NewReader(body))
 	if err != nil {
+		return fmt.Errorf("admin API request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return ac.do(req, c.OutOrStdout())
+}
+
+// completeJobNames completes a job name from the gateway's list, quietly
+// offering nothing when it cannot be reached.
+func completeJobNames(af *adminFlags) cobra.CompletionFunc {
+	return func(c *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		body, err := adminGet(c, af, outJSON, "/v1/jobs")
+		var resp jobsAnswer
+		if err != nil || json.Unmarshal(body, &resp) != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, j := range resp.Jobs {
+			out = append(out, j.Name)
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// jobsAnswer is GET /v1/jobs (actors/admin.go listJobs).
+type jobsAnswer struct {
+	Jobs []struct {
+		Name    string   `json:"name"`
+		Inputs  []string `json:"inputs"`
+		Outputs []string `json:"outputs"`
+		actors.JobStatus
+	} `json:"jobs"`
+}
+
+func printJobs(w io.Writer, body []byte) error {
+	var resp jobsAnswer
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return fmt.Errorf("job list: the admin API's answer: %w", err)
+	}
+	if len(resp.Jobs) == 0 {
+		_, err := fmt.Fprintln(w, "no jobs deployed (deploy one with 'millstream job deploy FILE')")
 		return err
 	}
-	return ac.do(req, stdout)
+	rows := make([]string, len(resp.Jobs))
+	for i, j := range resp.Jobs {
+		rows[i] = fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", j.Name, strings.Join(j.Inputs, ","), strings.Join(j.Outputs, ","),
+			humanBytes(j.StateBytes), budget(j.Budget), jobState(j.JobStatus))
+	}
+	return table(w, "NAME\tINPUTS\tOUTPUTS\tSTATE\tBUDGET\tSTATUS", rows)
+}
+
+func budget(n int64) string {
+	if n <= 0 {
+		return "none"
+	}
+	return humanBytes(n)
+}
+
+func jobState(s actors.JobStatus) string {
+	if s.Stopped != "" {
+		return "stopped: " + s.Stopped
+	}
+	return "running"
+}
+
+func printJob(w io.Writer, body []byte) error {
+	var resp struct {
+		Job      json.RawMessage  `json:"job"`
+		Counters exec.Counters    `json:"counters"`
+		Status   actors.JobStatus `json:"status"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return fmt.Errorf("job get: the admin API's answer: %w", err)
+	}
+	job := &pb.Job{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(resp.Job, job); err != nil {
+		return fmt.Errorf("job get: the job in the admin API's answer: %w", err)
+	}
+	var inputs, outputs []string
+	for _, in := range job.Inputs {
+		inputs = append(inputs, describeInput(in))
+	}
+	for _, o := range job.Outputs {
+		outputs = append(outputs, describeOutput(o))
+	}
+	c := resp.Counters
+	rows := []string{
+		"job:\t" + job.Name,
+		"status:\t" + jobState(resp.Status),
+		fmt.Sprintf("state:\t%s (budget %s)", humanBytes(resp.Status.StateBytes), budget(resp.Status.Budget)),
+		"inputs:\t" + strings.Join(inputs, "; "),
+		"outputs:\t" + strings.Join(outputs, "; "),
+		fmt.Sprintf("events:\t%d in, %d rows out, %d dead-lettered", c.EventsIn, c.EventsOut, c.DeadLettered),
+		fmt.Sprintf("late:\t%d adjusted, %d dropped", c.LateAdjusted, c.LateDropped),
+		fmt.Sprintf("out of order:\t%d adjusted, %d dropped; %d early dropped", c.OutOfOrderAdjusted, c.OutOfOrderDropped, c.EarlyDropped),
+	}
+	if err := fields(w, rows); err != nil {
+		return err
+	}
+	if q := strings.TrimSpace(job.Query); q != "" {
+		fmt.Fprintf(w, "query:\n  %s\n", strings.ReplaceAll(q, "\n", "\n  "))
+	}
+	return nil
+}
+
+func describeInput(in *pb.JobInput) string {
+	switch {
+	case in.ReferenceFile != "":
+		return fmt.Sprintf("%s (reference %s)", in.Name, in.ReferenceFile)
+	case in.Topic != "":
+		return fmt.Sprintf("%s (topic %s)", in.Name, in.Topic)
+	case in.DeviceId != "":
+		return fmt.Sprintf("%s (device %s)", in.Name, in.DeviceId)
+	}
+	return in.Name
+}
+
+func describeOutput(o *pb.JobOutput) string {
+	switch {
+	case o.GetMqtt() != nil:
+		return fmt.Sprintf("%s (mqtt %s)", o.Name, o.GetMqtt().Topic)
+	case o.GetFile() != nil:
+		return fmt.Sprintf("%s (file %s)", o.Name, o.GetFile().Path)
+	case o.GetHttp() != nil:
+		return fmt.Sprintf("%s (http %s)", o.Name, o.GetHttp().Url)
+	case o.GetLog() != nil:
+		return fmt.Sprintf("%s (log)", o.Name)
+	}
+	return o.Name
 }

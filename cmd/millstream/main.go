@@ -1,41 +1,37 @@
-// Command millstream is the single Millstream binary. This file only
-// dispatches subcommands; each lives in its own file.
+// Command millstream is the single Millstream binary. This file builds the
+// command tree (github.com/spf13/cobra) and maps errors to exit codes;
+// each command lives in its own file.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
-const usage = `millstream: a stream processor for factory-floor IoT gateways
+const rootLong = `millstream: a stream processor for factory-floor IoT gateways.
 
-Usage:
-  millstream demo           a gateway, simulated devices and a sample job: one command
-  millstream gateway        run one gateway from a configuration file
-  millstream simulate       simulated devices publishing to an MQTT broker
-  millstream cluster status members, partition owners, replicas, epochs, replication lag
-  millstream cluster forget stop counting a gateway gone for good for the majority
-  millstream job            deploy, list, get, explain or remove jobs of a running gateway
-  millstream device         list devices, show a twin, set desired properties
-  millstream deadletters    what a running gateway refused, and why
-  millstream query run      run a query over JSON-lines files (local testing)
-  millstream query explain  print the plan of a query as text proto
-  millstream query test     run query test folders and compare outputs
-  millstream cert           make the cluster CA and gateway, admin and device certificates
-  millstream token          make a bearer token for the admin API
-  millstream passwd         make a line of the embedded broker's password file
-  millstream version        print the version
+Flags may come before or after a command's arguments. Commands that call a
+gateway's admin API take --admin as host:port or a URL (default
+$MILLSTREAM_ADMIN, else 127.0.0.1:8080), and show tables by default or the
+API's answer with -o json or -o yaml.
 
-Run 'millstream <command> <subcommand> -h' for the flags of a command.
-`
+Exit codes:
+  0  success
+  1  failure: the command ran and something went wrong (including failed
+     query tests)
+  2  usage error: unknown command or flag, missing or extra arguments`
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; see
+// version.go for what the binary reports without it.
 var version = "dev"
 
 // stdin is where commands read secrets from (a variable for tests).
@@ -55,69 +51,165 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return runCtx(context.Background(), args, stdout, stderr)
 }
 
+// runCtx runs one command line and returns its exit code: 0 ok, 1 failure,
+// 2 usage error.
 func runCtx(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, stdout, stderr)
+	cmd, err := execute(ctx, args, stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
+	case errors.Is(err, errTestsFailed):
+		// The report on stdout says what failed.
+		return 1
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(stderr, "millstream:", err)
+		if cmd != nil {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
 		return 2
-	case errors.Is(err, errTestsFailed):
-		return 1
 	}
 	fmt.Fprintln(stderr, "millstream:", err)
 	return 1
 }
 
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("%w: no command given", errUsage)
+// execute runs args through a fresh command tree (flags are bound to
+// variables of one tree, so each run gets its own) and returns the command
+// that ran or failed.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) (*cobra.Command, error) {
+	root := newRootCmd(stdout, stderr)
+	if args == nil {
+		args = []string{} // nil makes cobra read os.Args
 	}
-	switch args[0] {
-	case "demo":
-		return demoCmd(ctx, args[1:], stdout, stderr)
-	case "gateway":
-		return gatewayCmd(ctx, args[1:], stdout, stderr)
-	case "simulate":
-		return simulateCmd(ctx, args[1:], stdout, stderr)
-	case "job":
-		return jobCmd(ctx, args[1:], stdout, stderr)
-	case "cluster":
-		return clusterCmd(ctx, args[1:], stdout, stderr)
-	case "deadletters":
-		return deadLettersCmd(ctx, args[1:], stdout, stderr)
-	case "device":
-		return deviceCmd(ctx, args[1:], stdout, stderr)
-	case "cert":
-		return certCmd(ctx, args[1:], stdout, stderr)
-	case "token":
-		return tokenCmd(ctx, args[1:], stdout, stderr)
-	case "passwd":
-		return passwdCmd(ctx, args[1:], stdin, stdout, stderr)
-	case "query":
-		if len(args) < 2 {
-			return fmt.Errorf("%w: query needs a subcommand: run, explain or test", errUsage)
+	root.SetArgs(oneDashLongFlags(root, args))
+	return root.ExecuteContextC(ctx)
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:     "millstream",
+		Short:   "A stream processor for factory-floor IoT gateways",
+		Long:    rootLong,
+		Version: buildVersion(),
+		// Errors and usage hints are printed once, by runCtx, which also
+		// picks the exit code.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			return fmt.Errorf("%w: unknown command %q%s", errUsage, args[0], didYouMean(c, args[0]))
+		},
+		RunE: func(c *cobra.Command, _ []string) error {
+			// A new user's first run: what it is, the commands, exit codes.
+			fmt.Fprintf(c.ErrOrStderr(), "%s\n\n%s", c.Long, c.UsageString())
+			return fmt.Errorf("%w: no command given", errUsage)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	// Commands that hold subcommands run only to report a usage error:
+	// their help shows "millstream job [command]", not "millstream job".
+	// Subcommands inherit the template.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	// Every bad flag, on any command, is a usage error (exit 2) naming it.
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w: %s: %v", errUsage, c.CommandPath(), err)
+	})
+	root.AddGroup(
+		&cobra.Group{ID: "run", Title: "Run:"},
+		&cobra.Group{ID: "operate", Title: "Operate a running gateway (admin API):"},
+		&cobra.Group{ID: "query", Title: "Develop queries:"},
+		&cobra.Group{ID: "secure", Title: "Security:"},
+	)
+	add := func(group string, cmds ...*cobra.Command) {
+		for _, c := range cmds {
+			c.GroupID = group
+			root.AddCommand(c)
 		}
-		switch args[1] {
-		case "run":
-			return queryRun(args[2:], stdout, stderr)
-		case "explain":
-			return queryExplain(args[2:], stdout, stderr)
-		case "test":
-			return queryTest(args[2:], stdout, stderr)
+	}
+	add("run", newDemoCmd(), newGatewayCmd(), newSimulateCmd())
+	add("operate", newJobCmd(), newDeviceCmd(), newClusterCmd(), newDeadLettersCmd())
+	add("query", newQueryCmd())
+	add("secure", newCertCmd(), newTokenCmd(), newPasswdCmd())
+	root.AddCommand(newVersionCmd())
+	// Made here rather than on first Execute so that the tree is complete
+	// for tests that walk it.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	return root
+}
+
+// groupCmd is a command that only holds subcommands. Without one it is a
+// usage error (cobra would print the help and exit 0), and so is an
+// unknown one.
+func groupCmd(use, short, long string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			var names []string
+			for _, s := range c.Commands() {
+				if s.IsAvailableCommand() {
+					names = append(names, s.Name())
+				}
+			}
+			want := strings.Join(names, ", ")
+			if len(args) == 0 {
+				fmt.Fprint(c.ErrOrStderr(), c.UsageString())
+				return fmt.Errorf("%w: %s needs a subcommand: %s", errUsage, c.Name(), want)
+			}
+			return fmt.Errorf("%w: unknown %s subcommand %q (want %s)%s", errUsage, c.Name(), args[0], want, didYouMean(c, args[0]))
+		},
+	}
+}
+
+func didYouMean(c *cobra.Command, typed string) string {
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // cobra's default, set only on its own path
+	}
+	if s := c.SuggestionsFor(typed); len(s) > 0 {
+		return fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+	}
+	return ""
+}
+
+// nArgs accepts exactly n positional arguments; otherwise it is a usage
+// error saying what is wanted.
+func nArgs(n int, want string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n || (n > 0 && slices.Contains(args, "")) {
+			return fmt.Errorf("%w: %s", errUsage, want)
 		}
-		return fmt.Errorf("%w: unknown query subcommand %q (want run, explain or test)", errUsage, args[1])
-	case "version", "--version":
-		fmt.Fprintln(stdout, "millstream", version)
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+// oneDashLongFlags rewrites -name and -name=value to two dashes where name
+// is a long flag of the command being run: the CLI was built on the
+// standard flag package, which takes one dash, and scripts and service
+// units written for it (gateway -config ...) keep working. Shorthands
+// (-t, -o, -h) and arguments that name no flag are left alone.
+func oneDashLongFlags(root *cobra.Command, args []string) []string {
+	cmd, _, err := root.Find(args)
+	if err != nil || cmd == nil {
+		return args
+	}
+	out := slices.Clone(args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		if len(a) < 3 || a[0] != '-' || a[1] == '-' {
+			continue
+		}
+		name, _, _ := strings.Cut(a[1:], "=")
+		if name == "help" || cmd.Flags().Lookup(name) != nil || cmd.InheritedFlags().Lookup(name) != nil {
+			out[i] = "-" + a
+		}
+	}
+	return out
 }

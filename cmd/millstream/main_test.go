@@ -177,7 +177,7 @@ func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
 
 	require.NoError(t, rg.g.Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
 	require.NoError(t, rg.g.Drain(ctx))
-	code, stdout, _ = runCLI(t, "device", "get", "--admin", admin, "press-9")
+	code, stdout, _ = runCLI(t, "device", "get", "-o", "json", "--admin", admin, "press-9")
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, `"online":true`)
 	code, stdout, stderr = runCLI(t, "device", "set-desired", "--admin", admin, "press-9", `{"interval":5}`)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/prototext"
 
@@ -24,30 +25,13 @@ import (
 
 var errTestsFailed = errors.New("query tests failed")
 
-// multiFlag collects repeated flags.
-type multiFlag []string
+const queryLong = `Develops queries without a gateway: runs a query over JSON-lines files,
+prints its plan, and runs test folders of inputs and expected outputs.`
 
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
-
-func newFlagSet(name string, stderr io.Writer, help string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: millstream %s\n\n%s\nFlags:\n", name, help)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return nil
+func newQueryCmd() *cobra.Command {
+	c := groupCmd("query", "Run, explain and test queries over local files", queryLong)
+	c.AddCommand(newQueryRunCmd(), newQueryExplainCmd(), newQueryTestCmd())
+	return c
 }
 
 // loadPlan reads a query (.sql) or a plan (.textproto/.txtpb/.pbtxt as
@@ -86,7 +70,7 @@ type policyFlags struct {
 	arrivalField string
 }
 
-func (p *policyFlags) register(fs *flag.FlagSet) {
+func (p *policyFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&p.late, "late-arrival-tolerance", exec.DefaultLateArrival, "late-arrival tolerance")
 	fs.DurationVar(&p.ooo, "out-of-order-tolerance", 0, "out-of-order tolerance")
 	fs.StringVar(&p.policy, "out-of-order-policy", "adjust", "what happens to late and out-of-order events: adjust or drop")
@@ -112,9 +96,7 @@ func (p *policyFlags) options() (exec.Options, error) {
 	return exec.Options{LateArrivalTolerance: late, OutOfOrderTolerance: p.ooo, OutOfOrderPolicy: pol, CompatLevel: p.compat, LowerCaseNames: p.lowerCase}, nil
 }
 
-const runHelp = `query run --query q.sql --input [Name=]file.jsonl [--input ...] [--out DIR]
-
-Runs a query over JSON-lines files, like Stream Analytics' local testing.
+const runLong = `Runs a query over JSON-lines files, like Stream Analytics' local testing.
 Events with TIMESTAMP BY are fed in event-time order; all windows are
 flushed at the end of input. Each output is written to DIR/<output>.jsonl,
 or to standard output when the query has one output and --out is not given.
@@ -122,19 +104,34 @@ Rejected events go to DIR/_deadletter.jsonl (or standard error) with the
 reason. --query also takes a plan written as text proto (.textproto) or
 JSON (.json).`
 
-func queryRun(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("query run", stderr, runHelp)
-	var queryPath, outDir string
-	var inputs, refs multiFlag
-	var pf policyFlags
-	fs.StringVar(&queryPath, "query", "", "query file (.sql) or plan (.textproto, .json)")
-	fs.Var(&inputs, "input", "input as Name=file.jsonl (Name may be left out when the query has one input); repeatable")
-	fs.Var(&refs, "reference", "reference data as Name=file.json (a JSON array or JSON lines); repeatable")
-	fs.StringVar(&outDir, "out", "", "directory for <output>.jsonl files")
-	pf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newQueryRunCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "run --query q.sql --input [Name=]file.jsonl [--input ...] [--out DIR]",
+		Short: "Run a query over JSON-lines files (local testing)",
+		Long:  runLong,
+		Args:  nArgs(0, "query run takes no arguments (give files with --query and --input)"),
 	}
+	var o queryRunOptions
+	fs := c.Flags()
+	fs.StringVar(&o.queryPath, "query", "", "query file (.sql) or plan (.textproto, .json)")
+	fs.StringArrayVar(&o.inputs, "input", nil, "input as Name=file.jsonl (Name may be left out when the query has one input); repeatable")
+	fs.StringArrayVar(&o.refs, "reference", nil, "reference data as Name=file.json (a JSON array or JSON lines); repeatable")
+	fs.StringVar(&o.outDir, "out", "", "directory for <output>.jsonl files")
+	o.pf.register(fs)
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		return queryRun(o, c.OutOrStdout(), c.ErrOrStderr())
+	}
+	return c
+}
+
+type queryRunOptions struct {
+	queryPath, outDir string
+	inputs, refs      []string
+	pf                policyFlags
+}
+
+func queryRun(o queryRunOptions, stdout, stderr io.Writer) error {
+	queryPath, outDir, inputs, refs, pf := o.queryPath, o.outDir, o.inputs, o.refs, o.pf
 	if queryPath == "" {
 		return fmt.Errorf("%w: --query is required", errUsage)
 	}
@@ -255,26 +252,30 @@ func writeDeadLetters(w io.Writer, dls []exec.DeadLetter) {
 	}
 }
 
-const explainHelp = `query explain FILE
-
-Prints the plan of a query (.sql) as text proto. The printed plan can be
+const explainLong = `Prints the plan of a query (.sql) as text proto. The printed plan can be
 edited and run with 'millstream query run --query plan.textproto'.`
 
-func queryExplain(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("query explain", stderr, explainHelp)
-	asJSON := fs.Bool("json", false, "print protojson instead of text proto")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newQueryExplainCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "explain FILE",
+		Short: "Print the plan of a query as text proto",
+		Long:  explainLong,
+		Args:  nArgs(1, "query explain takes one query file"),
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: query explain takes one query file", errUsage)
+	asJSON := c.Flags().Bool("json", false, "print protojson instead of text proto")
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return queryExplain(args[0], *asJSON, c.OutOrStdout())
 	}
-	p, err := loadPlan(fs.Arg(0))
+	return c
+}
+
+func queryExplain(path string, asJSON bool, stdout io.Writer) error {
+	p, err := loadPlan(path)
 	if err != nil {
 		return err
 	}
 	var out []byte
-	if *asJSON {
+	if asJSON {
 		out, err = protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(p)
 	} else {
 		out, err = prototext.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(p)
@@ -286,24 +287,30 @@ func queryExplain(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-const testHelp = `query test DIR...
-
-Runs query test folders and reports PASS or FAIL for each, with the rows
+const testLong = `Runs query test folders and reports PASS or FAIL for each, with the rows
 that differ. A folder holds query.sql, input.jsonl (or input-<Alias>.jsonl
 per input), expected.jsonl (or expected-<Output>.jsonl per output) and an
 optional case.json with options and comparison rules. A directory without
 query.sql is searched for test folders one level down.`
 
-func queryTest(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("query test", stderr, testHelp)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func newQueryTestCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "test DIR...",
+		Short: "Run query test folders and compare outputs (exit 1 when one fails)",
+		Long:  testLong,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("%w: query test needs at least one folder", errUsage)
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error { return queryTest(args, c.OutOrStdout()) },
 	}
-	if fs.NArg() == 0 {
-		return fmt.Errorf("%w: query test needs at least one folder", errUsage)
-	}
+}
+
+func queryTest(args []string, stdout io.Writer) error {
 	var dirs []string
-	for _, d := range fs.Args() {
+	for _, d := range args {
 		if _, err := os.Stat(filepath.Join(d, "query.sql")); err == nil {
 			dirs = append(dirs, d)
 			continue
@@ -319,7 +326,7 @@ func queryTest(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if len(dirs) == 0 {
-		return fmt.Errorf("%w: no folder with a query.sql in %s", errUsage, strings.Join(fs.Args(), ", "))
+		return fmt.Errorf("%w: no folder with a query.sql in %s", errUsage, strings.Join(args, ", "))
 	}
 	passed, failed := 0, 0
 	for _, d := range dirs {
