@@ -73,11 +73,8 @@ func startAttackGateway(t *testing.T, dir, extra string) *attackGateway {
 		rg.close(context.Background())
 		cancel()
 	})
-	scheme := "http"
-	if rg.http.TLSConfig != nil {
-		scheme = "https"
-	}
-	return &attackGateway{rg: rg, base: scheme + "://" + rg.addr, logs: logs}
+	// Not rg.http.TLSConfig: the serving goroutine sets it up for HTTP/2.
+	return &attackGateway{rg: rg, base: rg.adminURL, logs: logs}
 }
 
 // call makes one request; hdr are header name/value pairs.

@@ -42,6 +42,7 @@ type runningGateway struct {
 	stateDir     string
 	http         *http.Server
 	addr         string        // admin API address
+	adminURL     string        // http(s)://addr, set before the server starts
 	node         *cluster.Node // nil: standalone
 }
 
@@ -206,6 +207,10 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		}
 		rg.http = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			TLSConfig: adminTLS, ErrorLog: admin.ServerErrorLog()}
+		rg.adminURL = "http://" + rg.addr
+		if adminTLS != nil {
+			rg.adminURL = "https://" + rg.addr
+		}
 		if adminTLS != nil {
 			go func() { _ = rg.http.ServeTLS(ln, "", "") }()
 		} else {
