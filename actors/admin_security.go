@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/millstream/millstream/internal/certs"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -461,13 +461,9 @@ func AdminServerTLS(cfg *pb.Admin) (*tls.Config, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if t.CaFile != "" {
-		pem, err := os.ReadFile(t.CaFile)
+		pool, err := certs.LoadPool(t.CaFile)
 		if err != nil {
 			return nil, fmt.Errorf("admin.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin.tls.ca_file %s: no PEM certificate", t.CaFile)
 		}
 		tc.ClientCAs = pool
 		tc.ClientAuth = tls.VerifyClientCertIfGiven

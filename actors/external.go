@@ -15,6 +15,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/millstream/millstream/internal/certs"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -341,13 +342,9 @@ func (e *External) acker(logger *slog.Logger) {
 func tlsConfig(t *pb.TLS) (*tls.Config, error) {
 	tc := &tls.Config{InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12} //nolint:gosec // the user's explicit choice
 	if t.CaFile != "" {
-		pem, err := os.ReadFile(t.CaFile)
+		pool, err := certs.LoadPool(t.CaFile)
 		if err != nil {
 			return nil, fmt.Errorf("actors: tls ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("actors: tls ca_file %s has no certificates", t.CaFile)
 		}
 		tc.RootCAs = pool
 	}

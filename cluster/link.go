@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/millstream/millstream/internal/certs"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -159,13 +159,9 @@ func loadLinkTLS(c *LinkTLS, gateway string, rej *rejections) (server, client *t
 	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
 		return nil, nil, errors.New("cluster: tls needs cert_file, key_file and ca_file")
 	}
-	caPEM, err := os.ReadFile(c.CAFile)
+	roots, err := certs.LoadPool(c.CAFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: tls ca_file: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("cluster: tls ca_file %s: no PEM certificate", c.CAFile)
 	}
 	pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 	if err != nil {

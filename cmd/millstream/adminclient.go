@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/millstream/millstream/internal/certs"
+	"github.com/millstream/millstream/internal/config"
 )
 
 // adminFlags are the flags of every command that calls a gateway's admin
@@ -57,13 +60,9 @@ func (f *adminFlags) conn() (*adminConn, error) {
 	if *f.ca != "" || *f.cert != "" || *f.key != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if *f.ca != "" {
-			pem, err := os.ReadFile(*f.ca)
+			pool, err := certs.LoadPool(*f.ca)
 			if err != nil {
 				return nil, fmt.Errorf("--ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("--ca %s: no PEM certificate in it", *f.ca)
 			}
 			tc.RootCAs = pool
 		}
@@ -83,12 +82,8 @@ func (f *adminFlags) conn() (*adminConn, error) {
 }
 
 func isLoopbackURL(base string) bool {
-	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
-	host, _, _ = strings.Cut(host, "/")
-	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
-		host = h
-	}
-	return host == "localhost" || strings.HasPrefix(host, "127.") || strings.HasPrefix(host, "[::1]")
+	u, err := url.Parse(base)
+	return err == nil && config.IsLoopback(u.Host)
 }
 
 // newRequest builds a request to path on the gateway.

@@ -282,3 +282,17 @@ func newSerial() (*big.Int, error) {
 	}
 	return s, nil
 }
+
+// LoadPool reads a PEM file of CA certificates (several may follow one
+// another, as while a CA is replaced) into a pool.
+func LoadPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return pool, nil
+}
