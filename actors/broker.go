@@ -63,7 +63,7 @@ type Broker struct {
 	// maxRetained caps retained messages; sysRetained is how many $SYS
 	// topics mochi retains itself, which do not count.
 	maxRetained int
-	sysRetained int
+	sysRetained atomic.Int64
 
 	aclDenied       [2]atomic.Uint64 // by aclAction
 	connRefused     [numConnRefusals]atomic.Uint64
@@ -237,7 +237,7 @@ func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
 		return nil, fmt.Errorf("actors: MQTT broker: %w", err)
 	}
 	// Serve published mochi's $SYS topics, which it keeps retained.
-	b.sysRetained = srv.Topics.Retained.Len()
+	b.sysRetained.Store(int64(srv.Topics.Retained.Len()))
 	return b, nil
 }
 

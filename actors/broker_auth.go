@@ -418,7 +418,19 @@ func (b *Broker) mayRetain(topic string) bool {
 	if _, ok := b.srv.Topics.Retained.Get(topic); ok {
 		return true
 	}
-	if b.srv.Topics.Retained.Len()-b.sysRetained < b.maxRetained {
+	if b.srv.Topics.Retained.Len()-int(b.sysRetained.Load()) < b.maxRetained {
+		return true
+	}
+	// mochi retains its $SYS topics too, some after Serve returned: count
+	// them again before refusing (only at the limit, so rarely).
+	sys := 0
+	for t := range b.srv.Topics.Retained.GetAll() {
+		if strings.HasPrefix(t, "$SYS/") {
+			sys++
+		}
+	}
+	b.sysRetained.Store(int64(sys))
+	if b.srv.Topics.Retained.Len()-sys < b.maxRetained {
 		return true
 	}
 	n := b.retainedDropped.Add(1)

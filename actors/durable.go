@@ -530,6 +530,7 @@ func (p *partition) recover() error {
 	}
 	replayed := 0
 	defer p.notePanic()
+	guard := p.startReplayGuard(own)
 	err = st.ReadLog(p.id, from, func(seq uint64, le *pb.LogEntry) error {
 		e := eventOf(le)
 		if p.g.poisoned(p.id, seq, e) {
@@ -544,7 +545,9 @@ func (p *partition) recover() error {
 			p.setApplied(own)
 		} else {
 			p.setApplied(seq)
+			guard.before(seq)
 			p.apply(e)
+			guard.after(seq)
 			replayed++
 		}
 		if len(p.outBuf) >= 256 || len(p.forwardBuf) >= 256 {
@@ -581,6 +584,7 @@ func (p *partition) recover() error {
 			p.g.fwdLogged[src].Store(pos.seq)
 		}
 	}
+	guard.done()
 	p.g.replayedEntries.Add(uint64(replayed))
 	return nil
 }
@@ -603,20 +607,36 @@ func (g *Gateway) Recover(ctx context.Context) error {
 	// Replay makes garbage fast on a small heap: collect less often
 	// meanwhile (GOMEMLIMIT still bounds the heap).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	if _, err := g.system.Root.RequestFuture(g.parts[0], &recoverMsg{}, timeoutOf(ctx)).Result(); err != nil {
+	recoverOne := func(i int) error {
+		res, err := g.system.Root.RequestFuture(g.parts[i], &recoverMsg{}, timeoutOf(ctx)).Result()
+		if err == nil {
+			err = res.(*doneReply).err
+		}
 		return err
+	}
+	if err := recoverOne(0); err != nil {
+		return fmt.Errorf("actors: recover: %w", err)
+	}
+	// A partition whose replays ended the process recovers alone: if the
+	// process ends again, the entry it was applying is the cause, not
+	// another partition's (replayguard.go).
+	var rest []int
+	for i := 1; i < len(g.parts); i++ {
+		if !g.replaySuspect(i) {
+			rest = append(rest, i)
+			continue
+		}
+		if err := recoverOne(i); err != nil {
+			return fmt.Errorf("actors: recover: %w", err)
+		}
 	}
 	futures := make([]error, len(g.parts))
 	var wg sync.WaitGroup
-	for i := 1; i < len(g.parts); i++ {
+	for _, i := range rest {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			res, err := g.system.Root.RequestFuture(g.parts[i], &recoverMsg{}, timeoutOf(ctx)).Result()
-			if err == nil {
-				err = res.(*doneReply).err
-			}
-			futures[i] = err
+			futures[i] = recoverOne(i)
 		}(i)
 	}
 	wg.Wait()
@@ -661,6 +681,9 @@ type DurableStats struct {
 	// StaleCheckpoints: take-overs that found the partition's checkpoint
 	// older than its safe checkpoint and restored the safe one.
 	StaleCheckpoints uint64
+	// ReplayDeaths: replays of a partition that the previous process
+	// ended in (replayguard.go).
+	ReplayDeaths uint64
 }
 
 // DurableStats returns the durable-mode counters.
@@ -669,7 +692,7 @@ func (g *Gateway) DurableStats() DurableStats {
 		Duplicates: g.duplicates.Load(), RestoreFailures: g.restoreFailures.Load(), LogErrors: g.logErrors.Load(),
 		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load(),
 		ForwardResends: g.forwardResends.Load(), SequenceUnverified: g.seqUnverified.Load(),
-		StaleCheckpoints: g.staleCheckpoints.Load()}
+		StaleCheckpoints: g.staleCheckpoints.Load(), ReplayDeaths: g.replayDeaths.Load()}
 }
 
 var (
@@ -711,22 +734,29 @@ const poisonLimit = 3
 // on to the supervisor.
 func (p *partition) notePanic() {
 	if r := recover(); r != nil {
-		p.g.poisonMu.Lock()
-		if p.g.poison == nil {
-			p.g.poison = map[[2]uint64]*poisonEntry{}
-		}
-		k := [2]uint64{uint64(p.id), p.applied}
-		pe := p.g.poison[k]
-		if pe == nil {
-			pe = &poisonEntry{}
-			p.g.poison[k] = pe
-		}
-		pe.crashes++
-		pe.reason = fmt.Sprint(r)
-		p.g.poisonMu.Unlock()
-		p.g.panics.Add(1)
+		p.g.notePoison(p.id, p.applied, fmt.Sprint(r), 1)
 		panic(r)
 	}
+}
+
+// notePoison counts crashes more of log entry seq of partition part, with
+// the reason of the last.
+func (g *Gateway) notePoison(part int, seq uint64, reason string, crashes int) {
+	g.poisonMu.Lock()
+	if g.poison == nil {
+		g.poison = map[[2]uint64]*poisonEntry{}
+	}
+	k := [2]uint64{uint64(part), seq}
+	pe := g.poison[k]
+	if pe == nil {
+		pe = &poisonEntry{}
+		g.poison[k] = pe
+	}
+	pe.crashes += crashes
+	pe.reason = reason
+	pe.fatal = crashes >= poisonLimit
+	g.poisonMu.Unlock()
+	g.panics.Add(1)
 }
 
 // poisoned reports (and counts) a log entry that crashed its partition
@@ -744,11 +774,14 @@ func (g *Gateway) poisoned(part int, seq uint64, e event) bool {
 	}
 	first := !pe.skipped
 	pe.skipped = true
-	reason := pe.reason
+	reason := fmt.Sprintf("crashed its partition %d times: %s", poisonLimit, pe.reason)
+	if pe.fatal {
+		reason = pe.reason
+	}
 	g.poisonMu.Unlock()
 	if first {
 		g.skippedPoison.Add(1)
-		g.cfg.Logger.Error("log entry crashed its partition repeatedly; skipped and dead-lettered", "partition", part, "seq", seq, "panic", reason)
+		g.cfg.Logger.Error("log entry skipped and dead-lettered as poison", "partition", part, "seq", seq, "reason", reason)
 		g.dead1.Add(1)
 		if g.dead != nil {
 			payload := e.payload
@@ -756,7 +789,7 @@ func (g *Gateway) poisoned(part int, seq uint64, e event) bool {
 				payload = value.AppendRecordJSON(nil, e.rec)
 			}
 			g.dead.DeadLetter(Rejected{Job: e.job, Partition: part, Pos: seq, Source: e.device, DeadLetter: exec.DeadLetter{Input: e.input,
-				Kind: DeadLetterPoison, Reason: fmt.Sprintf("crashed its partition %d times: %s", poisonLimit, reason), Payload: payload}})
+				Kind: DeadLetterPoison, Reason: reason, Payload: payload}})
 		}
 	}
 	return true
@@ -767,5 +800,6 @@ func (g *Gateway) poisoned(part int, seq uint64, e event) bool {
 type poisonEntry struct {
 	crashes int
 	reason  string // the last panic
+	fatal   bool   // it ended the process (replayguard.go)
 	skipped bool
 }

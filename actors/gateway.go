@@ -193,6 +193,9 @@ type Gateway struct {
 	poisonMu         sync.Mutex
 	poison           map[[2]uint64]*poisonEntry // (partition, seq) -> crashes while applying it
 	panics           atomic.Uint64              // crashes recorded in poison: poisoned takes no lock until the first
+	replayDeaths     atomic.Uint64              // replays the process ended in (replayguard.go)
+	journal          *state.ReplayJournal       // nil without a store
+	killOn           []byte                     // fault injection (fault.go)
 
 	// Clustered mode (cluster.go); nil otherwise.
 	cl *clusterState
@@ -245,12 +248,17 @@ type deployedJob struct {
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
-		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds()}
+		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
 	if cfg.Store != nil {
 		g.store = cfg.Store
 		g.outbox, _ = sink.(DurableSink)
 		g.fwdLogged = make([]atomic.Uint64, cfg.Partitions)
 		g.log = newLogWriter(g)
+		if j, err := cfg.Store.OpenReplayJournal(); err != nil {
+			cfg.Logger.Warn("replay journal not opened; a log entry that ends the process would not be found", "error", err)
+		} else {
+			g.journal = j
+		}
 		floor := cfg.MinFreeBytes
 		if floor == 0 {
 			floor = DefaultMinFreeBytes
@@ -721,6 +729,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 		_, _ = g.system.Root.StopFuture(pid).Result()
 	}
 	g.system.Shutdown()
+	if jerr := g.journal.Close(); jerr != nil {
+		err = errors.Join(err, jerr)
+	}
 	return err
 }
 

@@ -320,6 +320,7 @@ func (p *partition) apply(e event) {
 	}
 	p.sinceCp++
 	p.curDevice = e.device
+	p.g.killIfFault(e.payload)
 	if !e.forwarded {
 		if p.duplicate(e) {
 			p.notForwarded(e)

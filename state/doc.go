@@ -16,6 +16,11 @@
 //	'J' name                         -> JobUpdate   (cluster: newest deploy or removal of a job; jobs.go)
 //	'r', 'e', 'g', 'G'                              (cluster: safe checkpoints, epochs, gateways, forgotten gateways; cluster.go)
 //	'f' partition:uint16 origin 0x00 seq:uint64     -> LogEntry    (cluster: input parked while cut off; parked.go)
+//	'D' id:uint64, 'd' partition:uint16             (dead letters and their replay positions; deadletters.go)
+//
+// Beside Pebble's files, MILLSTREAM-REPLAY holds one slot per partition:
+// how far its replay got, to find a log entry that ends the process
+// (replay.go).
 //
 // Invariants:
 //

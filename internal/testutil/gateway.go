@@ -165,6 +165,15 @@ func NewGateway(t testing.TB, config, admin string) *Gateway {
 // majority) and of input brokers, which tests start when they choose.
 func (g *Gateway) Start() {
 	g.t.Helper()
+	if !g.TryStart() {
+		g.t.Fatalf("gateway exited during start:\n%s", g.Logs())
+	}
+}
+
+// TryStart is Start for a process that may end by itself while it starts
+// (as under systemd's Restart=): false if it exited before it was ready.
+func (g *Gateway) TryStart() bool {
+	g.t.Helper()
 	g.mu.Lock()
 	cmd := exec.Command(g.bin, append([]string{"gateway", "--config", g.config}, g.Args...)...)
 	if len(g.Env) > 0 {
@@ -195,12 +204,12 @@ func (g *Gateway) Start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 		}
 		select {
 		case <-exited:
-			g.t.Fatalf("gateway exited during start:\n%s", g.Logs())
+			return false
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -208,6 +217,13 @@ func (g *Gateway) Start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Exited is closed when the process last started has ended.
+func (g *Gateway) Exited() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.exited
 }
 
 // Pid is the process id of the running gateway (0 when none runs).
