@@ -291,15 +291,25 @@ func (g *Gateway) IngestForwarded(p int, entries []*pb.LogEntry) (Commit, bool) 
 }
 
 func eventOf(le *pb.LogEntry) event {
-	return event{job: le.Job, input: le.Input, device: le.Device, payload: le.Payload, arrival: le.Arrival, tick: le.Tick,
+	e := event{job: le.Job, input: le.Input, device: le.Device, payload: le.Payload, arrival: le.Arrival, tick: le.Tick,
 		forwarded: le.Forwarded, src: int(le.SourcePartition), srcSeq: le.SourceSeq, srcIdx: le.SourceIndex, mark: le.Mark,
 		origin: le.Origin, oseq: le.OriginSeq}
+	if len(le.Targets) > 0 {
+		e.targets = make([]routeTarget, len(le.Targets))
+		for i, t := range le.Targets {
+			e.targets[i] = routeTarget{job: t.Job, input: t.Input}
+		}
+	}
+	return e
 }
 
 func entryOf(e *event) *pb.LogEntry {
 	le := &pb.LogEntry{Job: e.job, Input: e.input, Device: e.device, Payload: e.payload, Arrival: e.arrival,
 		Tick: e.tick, Forwarded: e.forwarded, SourcePartition: uint32(e.src), SourceSeq: e.srcSeq, SourceIndex: e.srcIdx, Mark: e.mark,
 		Origin: e.origin, OriginSeq: e.oseq}
+	for _, t := range e.targets {
+		le.Targets = append(le.Targets, &pb.RouteTarget{Job: t.job, Input: t.input})
+	}
 	if e.rec != nil { // a Devices event: logged as JSON
 		le.Payload = value.AppendRecordJSON(nil, e.rec)
 	}

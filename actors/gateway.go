@@ -478,9 +478,32 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 		}
 	}
 	g.mu.Unlock()
-	var gens []*commitGen
+	// One event per device (inputs may take the device id from different
+	// places), carrying every job input that reads the message: logged,
+	// counted and checked for duplicates once however many jobs read it.
+	sort.Slice(targets, func(i, j int) bool {
+		if targets[i].job != targets[j].job {
+			return targets[i].job < targets[j].job
+		}
+		return targets[i].input < targets[j].input
+	})
+	byDevice := map[string][]routeTarget{}
+	var devices []string
 	for _, t := range targets {
-		cg, err := g.enqueue(t.job, t.input, deviceID(t.deviceFrom, topic, payload), payload)
+		dev := deviceID(t.deviceFrom, topic, payload)
+		if _, ok := byDevice[dev]; !ok {
+			devices = append(devices, dev)
+		}
+		byDevice[dev] = append(byDevice[dev], routeTarget{job: t.job, input: t.input})
+	}
+	var gens []*commitGen
+	for _, dev := range devices {
+		ts := byDevice[dev]
+		ev := event{job: ts[0].job, input: ts[0].input, device: dev, payload: payload}
+		if len(ts) > 1 {
+			ev.job, ev.input, ev.targets = "", "", ts
+		}
+		cg, err := g.enqueueEvent(ev)
 		if err != nil {
 			return 0, Commit{}, err
 		}
@@ -491,6 +514,8 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 	return len(targets), Commit{joinCommits(gens)}, nil
 }
 
+// routeTarget is a job input a message goes to (deviceFrom: where that
+// input takes the device id from, while routing).
 type routeTarget struct{ job, input, deviceFrom string }
 
 func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
@@ -504,6 +529,11 @@ func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
 // enqueue routes one event; in durable mode the returned commit tells when
 // it is logged (nil otherwise).
 func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitGen, error) {
+	return g.enqueueEvent(event{job: job, input: input, device: deviceID, payload: payload})
+}
+
+// enqueueEvent stamps ev with its arrival time and routes it.
+func (g *Gateway) enqueueEvent(ev event) (*commitGen, error) {
 	if g.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -520,8 +550,8 @@ func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitG
 		g.refused.Add(1)
 		return nil, err
 	}
-	p := g.partitionOf(deviceID)
-	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now())}
+	p := g.partitionOf(ev.device)
+	ev.arrival = value.FromTime(g.cfg.Now())
 	// Counted once stamped: whoever watches EventsIn (a test moving its
 	// clock after each reading) must not see an event that has yet to
 	// read the clock.

@@ -42,6 +42,9 @@ type (
 		// Clustered: forwarded by another gateway (C7).
 		origin string
 		oseq   uint64
+		// targets: the job inputs of a message several read (job and
+		// input empty); logged and counted once.
+		targets []routeTarget
 	}
 	// eventBatch is a run of events; with seq0 > 0, events[i] is log
 	// entry seq0+i of the partition.
@@ -328,11 +331,20 @@ func (p *partition) apply(e event) {
 		}
 		p.seen(e.device, e.payload, e.arrival)
 	}
-	if e.job != "" {
+	switch {
+	case len(e.targets) > 0:
+		for _, t := range e.targets {
+			if ex := p.execs[t.job]; ex != nil && ex.Reads(t.input) {
+				te := e
+				te.job, te.input, te.targets = t.job, t.input, nil
+				ingest(ex, te, p.source(t.job, te))
+			}
+		}
+	case e.job != "":
 		if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
 			ingest(ex, e, p.source(e.job, e))
 		}
-	} else {
+	default:
 		for _, name := range p.order {
 			if ex := p.execs[name]; ex.Reads(e.input) {
 				ingest(ex, e, p.source(name, e))
@@ -499,19 +511,38 @@ func (p *partition) updateForwardJobs() {
 // forward queues e for every job that runs on partition 0 only and reads
 // its input. A partition keeps a device's order, and so does one send.
 func (p *partition) forward(e event) {
+	if len(e.targets) > 0 {
+		// Each job input of the message in turn, jobs in name order as
+		// for any event (D3: a replay numbers them the same).
+		for _, d := range p.forwardJobs {
+			for _, t := range e.targets {
+				if t.job == d.job.Name && d.reads(t.input) {
+					te := e
+					te.job, te.input, te.targets = t.job, t.input, nil
+					p.forwardTo(d, te)
+				}
+			}
+		}
+		return
+	}
 	for _, d := range p.forwardJobs {
 		if (e.job == "" || e.job == d.job.Name) && d.reads(e.input) {
-			f := e
-			f.job, f.forwarded = d.job.Name, true
-			f.origin, f.oseq = "", 0 // the gateway that forwarded e to this partition numbered it for this one only (C7)
-			f.src = p.id
-			if p.g.log != nil {
-				f.srcSeq, f.srcIdx = p.applied, p.fwdIdx
-				p.fwdIdx++
-			}
-			p.forwardBuf = append(p.forwardBuf, f)
+			p.forwardTo(d, e)
 		}
 	}
+}
+
+// forwardTo queues e for job d on partition 0.
+func (p *partition) forwardTo(d *deployedJob, e event) {
+	f := e
+	f.job, f.forwarded = d.job.Name, true
+	f.origin, f.oseq = "", 0 // the gateway that forwarded e to this partition numbered it for this one only (C7)
+	f.src = p.id
+	if p.g.log != nil {
+		f.srcSeq, f.srcIdx = p.applied, p.fwdIdx
+		p.fwdIdx++
+	}
+	p.forwardBuf = append(p.forwardBuf, f)
 }
 
 func (p *partition) flushForward() {

@@ -106,7 +106,11 @@ func (n *Node) pumpForward(p int) {
 
 // entryBytes is about the encoded size of a log entry.
 func entryBytes(e *pb.LogEntry) int {
-	return len(e.Payload) + len(e.Job) + len(e.Input) + len(e.Device) + len(e.Origin) + 48
+	n := len(e.Payload) + len(e.Job) + len(e.Input) + len(e.Device) + len(e.Origin) + 48
+	for _, t := range e.Targets {
+		n += len(t.GetJob()) + len(t.GetInput()) + 8
+	}
+	return n
 }
 
 // sendForward sends (or resends) the batch in flight to p's server.

@@ -24,6 +24,8 @@ const (
 	// maxSeq bounds log positions and sequence numbers (first_seq +
 	// entries must not wrap around and overwrite the log from 1).
 	maxSeq = 1 << 62
+	// maxRouteTargets bounds the job inputs one logged message is for.
+	maxRouteTargets = 4096
 	// maxNameBytes bounds gateway names.
 	maxNameBytes = 255
 	// maxFieldBytes bounds the strings of a log entry (job, input, device).
@@ -130,6 +132,14 @@ func checkPartEpoch(p uint32, e uint64, parts int) error {
 func checkEntry(e *pb.LogEntry, parts int) error {
 	if e == nil {
 		return reject(rejectMalformed, "empty log entry")
+	}
+	if len(e.Targets) > maxRouteTargets {
+		return reject(rejectRange, "log entry for %d job inputs: at most %d", len(e.Targets), maxRouteTargets)
+	}
+	for _, t := range e.Targets {
+		if t == nil || len(t.Job) > maxFieldBytes || len(t.Input) > maxFieldBytes {
+			return reject(rejectRange, "log entry: a job input name over %d bytes", maxFieldBytes)
+		}
 	}
 	if len(e.Job) > maxFieldBytes || len(e.Input) > maxFieldBytes || len(e.Device) > maxFieldBytes {
 		return reject(rejectRange, "log entry: job, input or device longer than %d bytes", maxFieldBytes)
