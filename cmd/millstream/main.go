@@ -131,7 +131,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	add("run", newDemoCmd(), newGatewayCmd(), newSimulateCmd())
 	add("operate", newJobCmd(), newDeviceCmd(), newClusterCmd(), newDeadLettersCmd())
-	add("query", newQueryCmd())
+	add("query", newQueryCmd(), newImportCmd())
 	add("secure", newCertCmd(), newTokenCmd(), newPasswdCmd())
 	root.AddCommand(newVersionCmd())
 	// Made here rather than on first Execute so that the tree is complete
