@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/millstream/millstream/internal/config"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -124,10 +125,10 @@ type BrokerOptions struct {
 
 // Broker limits' defaults (BrokerOptions).
 const (
-	DefaultMQTTMaxConnections   = 10_000
-	DefaultMQTTMaxSessionExpiry = time.Hour
-	DefaultMQTTMaxRetained      = 10_000
-	defaultMaxPayload           = 256 << 10
+	DefaultMQTTMaxConnections   = config.DefaultMQTTMaxConnections
+	DefaultMQTTMaxSessionExpiry = config.DefaultMQTTMaxSessionExpiry
+	DefaultMQTTMaxRetained      = config.DefaultMQTTMaxRetained
+	defaultMaxPayload           = config.DefaultMaxPayloadBytes
 	defaultConnectTimeout       = 10 * time.Second
 	// packetOverhead is what a packet may carry besides its payload
 	// (topic up to 64 KiB, MQTT 5 properties) and still be read.

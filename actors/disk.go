@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/state"
 )
 
@@ -18,7 +19,7 @@ import (
 var ErrDiskFull = errors.New("actors: the store's disk is nearly full; input is refused until space is freed")
 
 // DefaultMinFreeBytes is the free-space floor of the store's file system.
-const DefaultMinFreeBytes = 128 << 20
+const DefaultMinFreeBytes = config.DefaultMinFreeBytes
 
 // diskCheckEvery is how often the disk guard measures.
 const diskCheckEvery = 500 * time.Millisecond

@@ -97,7 +97,7 @@ type Config struct {
 
 func (c *Config) ensureDefaults() {
 	if c.Partitions <= 0 {
-		c.Partitions = 64
+		c.Partitions = config.DefaultPartitions
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 256
@@ -124,10 +124,10 @@ func (c *Config) ensureDefaults() {
 		c.PassivateAfter = 10 * time.Minute
 	}
 	if c.SyncInterval <= 0 {
-		c.SyncInterval = 2 * time.Millisecond
+		c.SyncInterval = config.DefaultSyncInterval
 	}
 	if c.CheckpointInterval <= 0 {
-		c.CheckpointInterval = time.Second
+		c.CheckpointInterval = config.DefaultCheckpointInterval
 	}
 }
 

@@ -396,6 +396,7 @@ func newGatewayCmd() *cobra.Command {
 	fs := c.Flags()
 	fs.StringVar(&o.path, "config", "", "gateway configuration (.yaml, .json, .textproto)")
 	fs.BoolVarP(&o.check, "check", "t", false, "check the configuration and exit")
+	fs.BoolVar(&o.printConfig, "print-config", false, "print the configuration the gateway would run with, every default filled in and secrets redacted, and exit")
 	fs.BoolVar(&o.resetDamaged, "reset-damaged", false, "start partitions whose checkpoint or log is damaged without it (their state is lost; logged and counted)")
 	fs.BoolVar(&o.insecure, "insecure", false, "allow listeners off loopback without TLS and authentication (warned about every minute)")
 	o.log = addLogFlags(c, "info")
@@ -408,6 +409,7 @@ func newGatewayCmd() *cobra.Command {
 type gatewayOptions struct {
 	path                          string
 	check, resetDamaged, insecure bool
+	printConfig                   bool
 	log                           *logFlags
 }
 
@@ -422,6 +424,14 @@ func runGatewayCmd(ctx context.Context, stdout, stderr io.Writer, o gatewayOptio
 	}
 	cfg, err := config.LoadGatewayWith(o.path, func(g *pb.GatewayConfig) { g.Insecure = g.Insecure || o.insecure })
 	if err != nil {
+		return err
+	}
+	if o.printConfig {
+		out, err := config.GatewayYAML(cfg)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(out)
 		return err
 	}
 	if o.check {

@@ -355,39 +355,8 @@ func ExecOptions(j *pb.Job) (exec.Options, error) {
 // offline events; jobs read it without declaring it.
 const SystemDevicesInput = "Devices"
 
-// Defaults of GatewayConfig.
-const (
-	DefaultMQTTListen      = "127.0.0.1:1883"
-	DefaultHTTPListen      = "127.0.0.1:8080"
-	DefaultPartitions      = 64
-	DefaultMaxPayloadBytes = 256 * 1024
-	DefaultDataDir         = "./data"
-)
-
 // EmbeddedBrokerOff is the mqtt_listen value that runs no embedded broker.
 const EmbeddedBrokerOff = "none"
-
-// EnsureGatewayDefaults fills in zero fields.
-func EnsureGatewayDefaults(g *pb.GatewayConfig) {
-	if g.Name == "" {
-		g.Name = "gateway"
-	}
-	if g.DataDir == "" {
-		g.DataDir = DefaultDataDir
-	}
-	if g.MqttListen == "" {
-		g.MqttListen = DefaultMQTTListen
-	}
-	if g.HttpListen == "" {
-		g.HttpListen = DefaultHTTPListen
-	}
-	if g.Partitions == 0 {
-		g.Partitions = DefaultPartitions
-	}
-	if g.MaxPayloadBytes == 0 {
-		g.MaxPayloadBytes = DefaultMaxPayloadBytes
-	}
-}
 
 // ValidateGateway checks a gateway configuration, every problem at once.
 func ValidateGateway(g *pb.GatewayConfig) error {

@@ -64,7 +64,7 @@ func TestJobErrorsNameFileLineAndField(t *testing.T) {
 	require.True(t, errors.As(err, &joined))
 }
 
-func TestGatewayDefaults(t *testing.T) {
+func TestLoadGatewayFillsDefaults(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "gw.yaml")
 	require.NoError(t, os.WriteFile(p, []byte("name: gw1\n"), 0o644))
 	g, err := LoadGateway(p)
