@@ -23,4 +23,3 @@ func TestDefaultsAgreeWithPackages(t *testing.T) {
 	require.Equal(t, config.DefaultSuspicionMult, lan.SuspicionMult)
 	require.Equal(t, 10*time.Second, config.DefaultHandOffWait)
 }
-
