@@ -17,7 +17,6 @@ import (
 
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/exec"
-	"github.com/millstream/millstream/operators/plan"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
@@ -233,6 +232,8 @@ type deployedJob struct {
 	opts        exec.Options
 	refs        map[string][]*value.Record // parsed once; SetReference copies
 	partitioned bool                       // by device (A4)
+	// readsMeta: inputs (lower case) whose events carry their metadata.
+	readsMeta map[string]bool
 	// Memory budget (budget.go): the state estimate of each partition,
 	// and why the job was stopped (nil: running).
 	budget  int64
@@ -287,19 +288,21 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	if err := config.ValidateJob(job); err != nil {
 		return err
 	}
-	p := job.Plan
-	if p == nil {
-		var err error
-		if p, err = plan.FromSQL(job.Query); err != nil {
-			return fmt.Errorf("actors: job %q: %w", job.Name, err)
-		}
+	p, err := config.JobPlan(job)
+	if err != nil {
+		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
 	opts, err := config.ExecOptions(job)
 	if err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
 	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job)),
-		budget: DefaultJobStateBytes, mem: make([]atomic.Int64, len(g.parts))}
+		budget: DefaultJobStateBytes, mem: make([]atomic.Int64, len(g.parts)), readsMeta: map[string]bool{}}
+	for _, in := range p.Inputs {
+		if in.Metadata || in.IothubProperties {
+			d.readsMeta[strings.ToLower(in.Name)] = true
+		}
+	}
 	if job.MaxStateBytes > 0 {
 		d.budget = int64(job.MaxStateBytes)
 	}
@@ -449,6 +452,16 @@ func (c Commit) Wait() error { return c.gen.wait() }
 // IngestTopicAsync is IngestTopic without the wait for durability: the
 // caller acknowledges the message once the Commit's Wait returns nil.
 func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, error) {
+	return g.IngestTopicProps(topic, payload, nil)
+}
+
+// IngestTopicProps is IngestTopicAsync with the message's MQTT 5 user
+// properties (borrowed). Only for inputs whose job reads event metadata
+// (GetMetadataPropertyValue, iothub_properties) are they, and the
+// topic's property bag ($.mid, $.cid and application properties after
+// devices/{id}/messages/events/), kept with the event and logged; other
+// inputs pay nothing for them.
+func (g *Gateway) IngestTopicProps(topic string, payload []byte, props []exec.UserProperty) (int, Commit, error) {
 	if !g.ready.Load() {
 		// Before Recover the jobs may not all be deployed yet: a topic
 		// that looks unrouted now would be acknowledged and dropped (a
@@ -466,13 +479,21 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 			if in.ReferenceFile != "" || strings.EqualFold(in.Name, DevicesInput) || !matchTopic(topicFilter(in), topic) {
 				continue
 			}
-			targets = append(targets, routeTarget{job: d.job.Name, input: in.Name, deviceFrom: in.DeviceId})
+			targets = append(targets, routeTarget{job: d.job.Name, input: in.Name, deviceFrom: in.DeviceId, meta: d.readsMeta[strings.ToLower(in.Name)]})
 		}
 	}
 	g.mu.Unlock()
 	var gens []*commitGen
+	var meta *pb.EventMetadata
 	for _, t := range targets {
-		cg, err := g.enqueue(t.job, t.input, deviceID(t.deviceFrom, topic, payload), payload)
+		var m *pb.EventMetadata
+		if t.meta {
+			if meta == nil {
+				meta = eventMetadata(topic, props)
+			}
+			m = meta
+		}
+		cg, err := g.enqueueMeta(t.job, t.input, deviceID(t.deviceFrom, topic, payload), payload, m)
 		if err != nil {
 			return 0, Commit{}, err
 		}
@@ -483,7 +504,10 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 	return len(targets), Commit{joinCommits(gens)}, nil
 }
 
-type routeTarget struct{ job, input, deviceFrom string }
+type routeTarget struct {
+	job, input, deviceFrom string
+	meta                   bool // the job reads the input's metadata
+}
 
 func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
 	gen, err := g.enqueue(job, input, deviceID, payload)
@@ -496,6 +520,11 @@ func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
 // enqueue routes one event; in durable mode the returned commit tells when
 // it is logged (nil otherwise).
 func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitGen, error) {
+	return g.enqueueMeta(job, input, deviceID, payload, nil)
+}
+
+// enqueueMeta is enqueue with the event's metadata (nil: none).
+func (g *Gateway) enqueueMeta(job, input, deviceID string, payload []byte, meta *pb.EventMetadata) (*commitGen, error) {
 	if g.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -513,7 +542,7 @@ func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitG
 		return nil, err
 	}
 	p := g.partitionOf(deviceID)
-	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now())}
+	ev := event{job: job, input: input, device: deviceID, payload: payload, arrival: value.FromTime(g.cfg.Now()), meta: meta}
 	// Counted once stamped: whoever watches EventsIn (a test moving its
 	// clock after each reading) must not see an event that has yet to
 	// read the clock.

@@ -94,8 +94,8 @@ type caseJSON struct {
 }
 
 type inputJSON struct {
-	File         string `json:"file"`
-	Kind         string `json:"kind"`
+	File             string `json:"file"`
+	Kind             string `json:"kind"`
 	Timestamp        string `json:"timestamp"`
 	ArrivalField     string `json:"arrival_time_field"`
 	MetadataField    string `json:"metadata_field"`
