@@ -25,7 +25,9 @@ func udfExecutor(t *testing.T, query string, fns []*pb.Function, rows *[]string,
 	require.NoError(t, err)
 	p.Functions = fns
 	ex, err := exec.New(p, exec.Options{
-		Emit:       func(_ string, _ int64, r *value.Record) { *rows = append(*rows, string(value.AppendRecordJSON(nil, r))) },
+		Emit: func(_ string, _ int64, r *value.Record) {
+			*rows = append(*rows, string(value.AppendRecordJSON(nil, r)))
+		},
 		DeadLetter: func(d exec.DeadLetter) { *dead = append(*dead, d) },
 	})
 	require.NoError(t, err)
