@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/exec"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -438,7 +439,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, packets.CodeSuccessIgnore
 	}
 	payload := append([]byte(nil), pk.Payload...)
-	n, commit, err := h.g.IngestTopicAsync(pk.TopicName, payload)
+	n, commit, err := h.g.IngestTopicProps(pk.TopicName, payload, userProperties(pk.Properties.User))
 	if err == nil && n > 0 && h.g.store != nil {
 		if pk.FixedHeader.Qos == 1 {
 			// Acknowledged by the acker once logged (D1).
@@ -462,4 +463,17 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.b.unrouted.Add(1)
 	}
 	return pk, nil
+}
+
+// userProperties are a publish's MQTT 5 user properties, for the jobs
+// that read event metadata (nil for none: the common case costs nothing).
+func userProperties(ps []packets.UserProperty) []exec.UserProperty {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]exec.UserProperty, len(ps))
+	for i, p := range ps {
+		out[i] = exec.UserProperty{Key: p.Key, Value: p.Val}
+	}
+	return out
 }

@@ -293,7 +293,7 @@ func (g *Gateway) IngestForwarded(p int, entries []*pb.LogEntry) (Commit, bool) 
 func eventOf(le *pb.LogEntry) event {
 	e := event{job: le.Job, input: le.Input, device: le.Device, payload: le.Payload, arrival: le.Arrival, tick: le.Tick,
 		forwarded: le.Forwarded, src: int(le.SourcePartition), srcSeq: le.SourceSeq, srcIdx: le.SourceIndex, mark: le.Mark,
-		origin: le.Origin, oseq: le.OriginSeq}
+		origin: le.Origin, oseq: le.OriginSeq, meta: le.Metadata}
 	if len(le.Targets) > 0 {
 		e.targets = make([]routeTarget, len(le.Targets))
 		for i, t := range le.Targets {
@@ -306,7 +306,7 @@ func eventOf(le *pb.LogEntry) event {
 func entryOf(e *event) *pb.LogEntry {
 	le := &pb.LogEntry{Job: e.job, Input: e.input, Device: e.device, Payload: e.payload, Arrival: e.arrival,
 		Tick: e.tick, Forwarded: e.forwarded, SourcePartition: uint32(e.src), SourceSeq: e.srcSeq, SourceIndex: e.srcIdx, Mark: e.mark,
-		Origin: e.origin, OriginSeq: e.oseq}
+		Origin: e.origin, OriginSeq: e.oseq, Metadata: e.meta}
 	for _, t := range e.targets {
 		le.Targets = append(le.Targets, &pb.RouteTarget{Job: t.job, Input: t.input})
 	}

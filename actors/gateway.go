@@ -17,7 +17,6 @@ import (
 
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/exec"
-	"github.com/millstream/millstream/operators/plan"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
@@ -236,6 +235,8 @@ type deployedJob struct {
 	opts        exec.Options
 	refs        map[string][]*value.Record // parsed once; SetReference copies
 	partitioned bool                       // by device (A4)
+	// readsMeta: inputs (lower case) whose events carry their metadata.
+	readsMeta map[string]bool
 	// Memory budget (budget.go): the state estimate of each partition,
 	// and why the job was stopped (nil: running).
 	budget  int64
@@ -295,19 +296,21 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	if err := config.ValidateJob(job); err != nil {
 		return err
 	}
-	p := job.Plan
-	if p == nil {
-		var err error
-		if p, err = plan.FromSQL(job.Query); err != nil {
-			return fmt.Errorf("actors: job %q: %w", job.Name, err)
-		}
+	p, err := config.JobPlan(job)
+	if err != nil {
+		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
 	opts, err := config.ExecOptions(job)
 	if err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
 	d := &deployedJob{job: job, plan: p, opts: opts, partitioned: partitionedByDevice(p, deviceKeyField(job)),
-		budget: DefaultJobStateBytes, mem: make([]atomic.Int64, len(g.parts))}
+		budget: DefaultJobStateBytes, mem: make([]atomic.Int64, len(g.parts)), readsMeta: map[string]bool{}}
+	for _, in := range p.Inputs {
+		if in.Metadata || in.IothubProperties {
+			d.readsMeta[strings.ToLower(in.Name)] = true
+		}
+	}
 	if job.MaxStateBytes > 0 {
 		d.budget = int64(job.MaxStateBytes)
 	}
@@ -457,6 +460,16 @@ func (c Commit) Wait() error { return c.gen.wait() }
 // IngestTopicAsync is IngestTopic without the wait for durability: the
 // caller acknowledges the message once the Commit's Wait returns nil.
 func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, error) {
+	return g.IngestTopicProps(topic, payload, nil)
+}
+
+// IngestTopicProps is IngestTopicAsync with the message's MQTT 5 user
+// properties (borrowed). Only for inputs whose job reads event metadata
+// (GetMetadataPropertyValue, iothub_properties) are they, and the
+// topic's property bag ($.mid, $.cid and application properties after
+// devices/{id}/messages/events/), kept with the event and logged; other
+// inputs pay nothing for them.
+func (g *Gateway) IngestTopicProps(topic string, payload []byte, props []exec.UserProperty) (int, Commit, error) {
 	if !g.ready.Load() {
 		// Before Recover the jobs may not all be deployed yet: a topic
 		// that looks unrouted now would be acknowledged and dropped (a
@@ -474,13 +487,14 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 			if in.ReferenceFile != "" || strings.EqualFold(in.Name, DevicesInput) || !matchTopic(topicFilter(in), topic) {
 				continue
 			}
-			targets = append(targets, routeTarget{job: d.job.Name, input: in.Name, deviceFrom: in.DeviceId})
+			targets = append(targets, routeTarget{job: d.job.Name, input: in.Name, deviceFrom: in.DeviceId, meta: d.readsMeta[strings.ToLower(in.Name)]})
 		}
 	}
 	g.mu.Unlock()
 	// One event per device (inputs may take the device id from different
 	// places), carrying every job input that reads the message: logged,
 	// counted and checked for duplicates once however many jobs read it.
+	// Its metadata goes with it when any of those jobs reads metadata.
 	sort.Slice(targets, func(i, j int) bool {
 		if targets[i].job != targets[j].job {
 			return targets[i].job < targets[j].job
@@ -494,14 +508,24 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 		if _, ok := byDevice[dev]; !ok {
 			devices = append(devices, dev)
 		}
-		byDevice[dev] = append(byDevice[dev], routeTarget{job: t.job, input: t.input})
+		byDevice[dev] = append(byDevice[dev], routeTarget{job: t.job, input: t.input, meta: t.meta})
 	}
 	var gens []*commitGen
+	var meta *pb.EventMetadata
 	for _, dev := range devices {
 		ts := byDevice[dev]
 		ev := event{job: ts[0].job, input: ts[0].input, device: dev, payload: payload}
 		if len(ts) > 1 {
 			ev.job, ev.input, ev.targets = "", "", ts
+		}
+		for _, t := range ts {
+			if t.meta {
+				if meta == nil {
+					meta = eventMetadata(topic, props)
+				}
+				ev.meta = meta
+				break
+			}
 		}
 		cg, err := g.enqueueEvent(ev)
 		if err != nil {
@@ -515,8 +539,12 @@ func (g *Gateway) IngestTopicAsync(topic string, payload []byte) (int, Commit, e
 }
 
 // routeTarget is a job input a message goes to (deviceFrom: where that
-// input takes the device id from, while routing).
-type routeTarget struct{ job, input, deviceFrom string }
+// input takes the device id from, while routing; meta: the job reads the
+// input's metadata).
+type routeTarget struct {
+	job, input, deviceFrom string
+	meta                   bool
+}
 
 func (g *Gateway) ingest(job, input, deviceID string, payload []byte) error {
 	gen, err := g.enqueue(job, input, deviceID, payload)

@@ -45,6 +45,9 @@ type (
 		// targets: the job inputs of a message several read (job and
 		// input empty); logged and counted once.
 		targets []routeTarget
+		// meta: the MQTT message's metadata, only when a job reading
+		// the input reads it (routeTarget.meta); logged with the event.
+		meta *pb.EventMetadata
 	}
 	// eventBatch is a run of events; with seq0 > 0, events[i] is log
 	// entry seq0+i of the partition.
@@ -486,7 +489,23 @@ func ingest(ex *exec.Executor, e event, source int) {
 		_ = ex.IngestRecordFrom(e.input, source, e.rec, e.arrival)
 		return
 	}
+	if e.meta != nil && ex.ReadsMetadata(e.input) {
+		_ = ex.IngestMeta(e.input, source, e.payload, e.arrival, execMeta(e))
+		return
+	}
 	_ = ex.IngestFrom(e.input, source, e.payload, e.arrival)
+}
+
+// execMeta is an event's metadata for an executor: its device (the
+// topic's, IoTHub.ConnectionDeviceId), the logged MQTT properties and the
+// arrival time (EventEnqueuedUtcTime), all from the log entry, so a
+// replay gives the same values.
+func execMeta(e event) *exec.Meta {
+	m := &exec.Meta{Device: e.device, MessageID: e.meta.MessageId, CorrelationID: e.meta.CorrelationId, Enqueued: e.arrival}
+	for _, p := range e.meta.UserProperties {
+		m.User = append(m.User, exec.UserProperty{Key: p.Key, Value: p.Value})
+	}
+	return m
 }
 
 // updateForwardJobs lists the jobs forward sends events to, in name

@@ -1,8 +1,11 @@
 package actors
 
 import (
+	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/millstream/millstream/operators/exec"
 
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
@@ -61,4 +64,36 @@ func deviceID(from, topic string, payload []byte) string {
 		return levels[n]
 	}
 	return topic
+}
+
+// eventMetadata reads an MQTT message's metadata: the IoT Hub property
+// bag after devices/{id}/messages/events/ (URL-encoded key=value pairs
+// joined by &: $.mid is the message id, $.cid the correlation id, other
+// $. keys are system properties left out, the rest application
+// properties), then the MQTT 5 user properties.
+func eventMetadata(topic string, props []exec.UserProperty) *pb.EventMetadata {
+	m := &pb.EventMetadata{}
+	if _, bag, ok := strings.Cut(topic, "/messages/events/"); ok && bag != "" {
+		for _, kv := range strings.Split(bag, "&") {
+			k, v, _ := strings.Cut(kv, "=")
+			k, kerr := url.QueryUnescape(k)
+			v, verr := url.QueryUnescape(v)
+			if kerr != nil || verr != nil || k == "" {
+				continue
+			}
+			switch {
+			case k == "$.mid":
+				m.MessageId = v
+			case k == "$.cid":
+				m.CorrelationId = v
+			case strings.HasPrefix(k, "$."):
+			default:
+				m.UserProperties = append(m.UserProperties, &pb.UserProperty{Key: k, Value: v})
+			}
+		}
+	}
+	for _, p := range props {
+		m.UserProperties = append(m.UserProperties, &pb.UserProperty{Key: p.Key, Value: p.Value})
+	}
+	return m
 }

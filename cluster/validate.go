@@ -26,6 +26,11 @@ const (
 	maxSeq = 1 << 62
 	// maxRouteTargets bounds the job inputs one logged message is for.
 	maxRouteTargets = 4096
+	// maxUserProperties and maxPropertyBytes bound an event's metadata
+	// (MQTT 5 user properties and the topic's property bag; the payload
+	// limit bounds the whole packet at the broker already).
+	maxUserProperties = 1024
+	maxPropertyBytes  = 64 << 10
 	// maxNameBytes bounds gateway names.
 	maxNameBytes = 255
 	// maxFieldBytes bounds the strings of a log entry (job, input, device).
@@ -143,6 +148,19 @@ func checkEntry(e *pb.LogEntry, parts int) error {
 	}
 	if len(e.Job) > maxFieldBytes || len(e.Input) > maxFieldBytes || len(e.Device) > maxFieldBytes {
 		return reject(rejectRange, "log entry: job, input or device longer than %d bytes", maxFieldBytes)
+	}
+	if m := e.Metadata; m != nil {
+		if len(m.MessageId) > maxFieldBytes || len(m.CorrelationId) > maxFieldBytes {
+			return reject(rejectRange, "log entry: message or correlation id longer than %d bytes", maxFieldBytes)
+		}
+		if len(m.UserProperties) > maxUserProperties {
+			return reject(rejectRange, "log entry with %d user properties: at most %d", len(m.UserProperties), maxUserProperties)
+		}
+		for _, u := range m.UserProperties {
+			if u == nil || len(u.Key) > maxFieldBytes || len(u.Value) > maxPropertyBytes {
+				return reject(rejectRange, "log entry: a user property over its size limit")
+			}
+		}
 	}
 	if (e.Forwarded || e.Mark) && int64(e.SourcePartition) >= int64(parts) {
 		return reject(rejectRange, "log entry: source partition %d: this cluster has %d", e.SourcePartition, parts)

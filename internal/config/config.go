@@ -18,7 +18,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/millstream/millstream/operators/exec"
-	"github.com/millstream/millstream/operators/plan"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -233,13 +232,11 @@ func ValidateJob(j *pb.Job) error {
 		bad("job %q: query_file must be read by LoadJob (it is relative to the job file)", j.Name)
 	case j.Query != "" && j.Plan != nil:
 		bad("job %q: give query or plan, not both", j.Name)
-	case j.Query != "":
+	case j.Query != "" || j.Plan != nil:
 		var err error
-		if p, err = plan.FromSQL(j.Query); err != nil {
-			errs = append(errs, fmt.Errorf("job %q: query: %w", j.Name, err))
+		if p, err = JobPlan(j); err != nil {
+			errs = append(errs, fmt.Errorf("job %q: %w", j.Name, err))
 		}
-	case j.Plan != nil:
-		p = j.Plan
 	default:
 		bad("job %q: a query is required", j.Name)
 	}

@@ -20,7 +20,11 @@ var forbidden = map[string][]string{
 		"github.com/asynkron/protoactor-go", "github.com/cockroachdb/pebble", "github.com/hashicorp/memberlist", "github.com/eclipse/paho.mqtt.golang"},
 	"state":  {module + "operators", module + "actors", module + "cluster", "github.com/asynkron/protoactor-go", "github.com/hashicorp/memberlist"},
 	"proto":  {module},
-	"actors": {module + "cluster", "github.com/hashicorp/memberlist", "github.com/cockroachdb/pebble"},
+	"actors": {module + "cluster", "github.com/hashicorp/memberlist", "github.com/cockroachdb/pebble", "github.com/dop251/goja"},
+	// The JavaScript engine stays inside operators/udf.
+	"cluster":  {"github.com/dop251/goja"},
+	"internal": {"github.com/dop251/goja"},
+	"cmd":      {"github.com/dop251/goja"},
 }
 
 func TestImportBoundaries(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/millstream/millstream/operators/expr"
+	"github.com/millstream/millstream/operators/udf"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -21,12 +22,14 @@ type aggSpec struct {
 	desc       []bool
 	topN       int
 	percentile float64
+	uda        *udf.Func // UDA: the JavaScript aggregate
 }
 
 // ordered reports whether the aggregate keeps items (values with sort keys).
 func (s *aggSpec) keepsItems() bool {
 	switch s.fn {
-	case pb.Aggregate_COLLECT, pb.Aggregate_COLLECT_TOP, pb.Aggregate_TOP_ONE, pb.Aggregate_PERCENTILE_CONT, pb.Aggregate_PERCENTILE_DISC:
+	case pb.Aggregate_COLLECT, pb.Aggregate_COLLECT_TOP, pb.Aggregate_TOP_ONE, pb.Aggregate_PERCENTILE_CONT, pb.Aggregate_PERCENTILE_DISC,
+		pb.Aggregate_UDA:
 		return true
 	}
 	return false
@@ -75,7 +78,7 @@ func (a *acc) add(s *aggSpec, v value.Value, keys []value.Value, keyBuf *[]byte)
 		a.n++
 		return nil
 	}
-	if v.IsNull() {
+	if v.IsNull() && s.fn != pb.Aggregate_UDA {
 		return nil
 	}
 	if s.keepsItems() {
@@ -408,6 +411,26 @@ func (a *acc) trim(s *aggSpec) {
 	a.sortItems(s)
 	a.items = append([]accItem(nil), a.items[:limit]...)
 }
+
+// udaResult runs a JavaScript aggregate over the window's values: they
+// are kept as items, in arrival order, with the event time as their one
+// key (udaTime), so a hopping window's panes merge like COLLECT's and a
+// snapshot holds them like any other items.
+func (a *acc) udaResult(s *aggSpec) (value.Value, error) {
+	vals := make([]value.Value, len(a.items))
+	times := make([]int64, len(a.items))
+	for i, it := range a.items {
+		vals[i] = it.v
+		if len(it.keys) > 0 {
+			times[i] = it.keys[0].Ticks()
+		}
+	}
+	return s.uda.Reduce(vals, times)
+}
+
+// udaTime is a UDA's one order key: the row's time, which accumulate
+// receives as its timestamp.
+func udaTime(c *expr.Ctx) value.Value { return value.Time(c.TS) }
 
 func (a *acc) itemsResult(s *aggSpec) value.Value {
 	switch s.fn {

@@ -47,7 +47,7 @@ type analyticEntry struct {
 	v  value.Value
 }
 
-func newAnalyticSet(specs []*pb.Analytic) (*analyticSet, error) {
+func newAnalyticSet(ex *Executor, specs []*pb.Analytic) (*analyticSet, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
@@ -60,18 +60,18 @@ func newAnalyticSet(specs []*pb.Analytic) (*analyticSet, error) {
 			op.agg.fn = a.Aggregate
 		}
 		if a.Func != pb.Analytic_ISFIRST && !(a.Func == pb.Analytic_AGGREGATE && a.Value == nil) {
-			if op.value, err = expr.Compile(a.Value); err != nil {
+			if op.value, err = ex.compile(a.Value); err != nil {
 				return nil, fmt.Errorf("analytic %d: %w", i, err)
 			}
 		}
-		if op.def, err = compileOpt(a.Default); err != nil {
+		if op.def, err = ex.compileOpt(a.Default); err != nil {
 			return nil, fmt.Errorf("analytic %d default: %w", i, err)
 		}
-		if op.when, err = compileOpt(a.When); err != nil {
+		if op.when, err = ex.compileOpt(a.When); err != nil {
 			return nil, fmt.Errorf("analytic %d WHEN: %w", i, err)
 		}
 		for _, p := range a.PartitionBy {
-			e, err := expr.Compile(p)
+			e, err := ex.compile(p)
 			if err != nil {
 				return nil, fmt.Errorf("analytic %d PARTITION BY: %w", i, err)
 			}

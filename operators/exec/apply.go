@@ -38,7 +38,7 @@ var (
 func newApplyNode(ex *Executor, st *pb.Stage, next node, an *analyticSet) (*applyNode, error) {
 	n := &applyNode{ex: ex, stage: st.Name, next: next, an: an, recs: make([]value.Record, len(st.Applies))}
 	for _, a := range st.Applies {
-		e, err := expr.Compile(a.Arg)
+		e, err := ex.compile(a.Arg)
 		if err != nil {
 			return nil, fmt.Errorf("APPLY: %w", err)
 		}
@@ -57,7 +57,7 @@ func (n *applyNode) advance(tl int32, wm int64) { n.next.advance(tl, wm) }
 // join or WHERE.
 func (n *applyNode) push(r *row) {
 	if n.an != nil {
-		n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+		n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts, Meta: r.meta}
 		n.an.eval(&n.ctx, r.tl)
 		if n.ctx.Err != nil {
 			n.ex.stageError(n.stage, r.rec, "analytic function", n.ctx.Err)
@@ -73,7 +73,7 @@ func (n *applyNode) expand(level int, r *row) {
 		return
 	}
 	a := &n.applies[level]
-	n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts, Meta: r.meta}
 	v := a.arg(&n.ctx)
 	if n.ctx.Err != nil {
 		n.ex.stageError(n.stage, r.rec, "APPLY", n.ctx.Err)

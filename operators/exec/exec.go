@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/operators/expr"
+	"github.com/millstream/millstream/operators/udf"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -97,6 +98,7 @@ const (
 	DeadLetterKey        = "bad_key"          // OVER / PARTITION BY key cannot be computed
 	DeadLetterExpression = "expression_error" // a clause failed on the row
 	DeadLetterReference  = "reference_row"    // a reference data row was refused
+	DeadLetterUDF        = "udf_error"        // a JavaScript function failed (threw, ran out of time, too large a result)
 )
 
 // DefaultLateArrival and the other defaults of Options.
@@ -150,6 +152,9 @@ type row struct {
 	ts  int64
 	tl  int32
 	rec *value.Record
+	// meta is the event's metadata, from the input to the stage that
+	// reads it (GetMetadataPropertyValue); nil when the input has none.
+	meta *expr.Meta
 	// analyzed: the stage's analytic functions were already evaluated on
 	// the source row this one was expanded from (APPLY); their results are
 	// in the stage's analyticSet.
@@ -176,6 +181,10 @@ type Executor struct {
 	inputList   []*inputOp
 	stages      []stageNode
 	counters    Counters
+	// udfs are the plan's functions by their name in expressions
+	// ("udf.x", "uda.x"); env gives expressions the scalar ones.
+	udfs map[string]*udf.Func
+	env  expr.Env
 }
 
 // stageNode is a stage operator with optional state.
@@ -206,6 +215,9 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 		early:       int64(opts.EarlyArrivalTolerance / 100),
 		inputs:      map[string]*inputOp{},
 		refs:        map[string]*refTable{},
+	}
+	if err := ex.compileFunctions(); err != nil {
+		return nil, err
 	}
 	sources := map[string]func(node){}
 	for _, in := range plan.Inputs {
@@ -264,7 +276,7 @@ func New(plan *pb.Plan, opts Options) (*Executor, error) {
 				return nil, fmt.Errorf("exec: stage %q: %w", st.Name, err)
 			}
 		case st.Join != nil && st.Join.Reference:
-			on, err := expr.Compile(st.Join.On)
+			on, err := ex.compile(st.Join.On)
 			if err != nil {
 				return nil, fmt.Errorf("exec: stage %q JOIN ON: %w", st.Name, err)
 			}
@@ -351,8 +363,37 @@ func (ex *Executor) IngestFrom(input string, source int, payload []byte, arrival
 	if err != nil {
 		return err
 	}
-	in.ingest(payload, arrival, source)
+	in.ingest(payload, arrival, source, nil)
 	return nil
+}
+
+// Meta is an event's metadata (GetMetadataPropertyValue, IoT Hub
+// properties).
+type Meta = expr.Meta
+
+// UserProperty is one application property of an event's Meta.
+type UserProperty = expr.UserProperty
+
+// IngestMeta is IngestFrom with the event's metadata (source < 0: not a
+// merged input). The executor fills in Enqueued (the arrival time) and
+// Payload when they are unset, and may keep m until the event leaves the
+// reorder buffer: m must not change after the call. Callers that would
+// have to build m can ask ReadsMetadata first; m is ignored when the
+// plan reads none.
+func (ex *Executor) IngestMeta(input string, source int, payload []byte, arrival int64, m *Meta) error {
+	in, err := ex.sourceInput(input, source)
+	if err != nil {
+		return err
+	}
+	in.ingest(payload, arrival, source, m)
+	return nil
+}
+
+// ReadsMetadata reports whether the plan reads the input's event
+// metadata (GetMetadataPropertyValue on it, or its IoT Hub properties).
+func (ex *Executor) ReadsMetadata(input string) bool {
+	in := ex.lookupInput(input)
+	return in != nil && in.metadata
 }
 
 // MaxSources bounds the source numbers of IngestFrom: a timeline keeps a
@@ -378,7 +419,7 @@ func (ex *Executor) IngestRecordFrom(input string, source int, rec *value.Record
 		return err
 	}
 	ex.counters.EventsIn++
-	in.ingestRecord(rec, arrival, nil, source)
+	in.ingestRecord(rec, arrival, nil, source, nil)
 	return nil
 }
 
@@ -447,11 +488,17 @@ func (o *outputNode) push(r *row) {
 func (o *outputNode) advance(int32, int64) {}
 
 // compileOpt compiles an optional expression: nil stays nil.
-func compileOpt(e *pb.Expr) (expr.Eval, error) {
+func (ex *Executor) compileOpt(e *pb.Expr) (expr.Eval, error) {
 	if e == nil {
 		return nil, nil
 	}
-	return expr.Compile(e)
+	return ex.compile(e)
+}
+
+// compile compiles an expression of the plan, with its user-defined
+// functions.
+func (ex *Executor) compile(e *pb.Expr) (expr.Eval, error) {
+	return expr.CompileEnv(e, &ex.env)
 }
 
 // HasEventTime reports whether an input has TIMESTAMP BY (application
@@ -499,4 +546,33 @@ func (ex *Executor) StageTimes() map[string]time.Duration {
 		}
 	}
 	return out
+}
+
+// compileFunctions loads the plan's JavaScript functions, one runtime
+// each for this executor.
+func (ex *Executor) compileFunctions() error {
+	ex.udfs = map[string]*udf.Func{}
+	for _, fn := range ex.plan.Functions {
+		f, err := udf.Compile(fn)
+		if err != nil {
+			return fmt.Errorf("exec: %w", err)
+		}
+		prefix := "udf."
+		if f.Aggregate() {
+			prefix = "uda."
+		}
+		key := prefix + strings.ToLower(fn.Name)
+		if _, dup := ex.udfs[key]; dup {
+			return fmt.Errorf("%w: function %s declared twice", ErrBadPlan, key)
+		}
+		ex.udfs[key] = f
+	}
+	ex.env.UDF = func(name string) (expr.UDF, bool) {
+		f := ex.udfs[name]
+		if f == nil {
+			return nil, false
+		}
+		return f.Call, true
+	}
+	return nil
 }

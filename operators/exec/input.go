@@ -28,6 +28,11 @@ type inputOp struct {
 	schema    *schema
 	out       []node
 	r         row
+	// metadata: the plan reads the input's metadata or gives its events
+	// the IoT Hub properties (iothub); only then does an event's Meta
+	// cost anything.
+	metadata bool
+	iothub   bool
 }
 
 // timeline is one substream: its own maximum event time, watermark and
@@ -72,15 +77,17 @@ func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
 	op := &inputOp{ex: ex, name: in.Name, tlIndex: map[string]int32{}, idleWm: minTime}
 	op.dec.MaxDepth = ex.opts.MaxDepth
 	op.schema = schemaFor(ex.plan, in.Name)
+	op.iothub = in.IothubProperties
+	op.metadata = in.Metadata || in.IothubProperties
 	if fields, all := neededFields(ex.plan, in); !all {
 		op.dec.Fields = append(fields, op.schema.columns()...)
 	}
 	var err error
-	if op.tsEval, err = compileOpt(in.TimestampBy); err != nil {
+	if op.tsEval, err = ex.compileOpt(in.TimestampBy); err != nil {
 		return nil, fmt.Errorf("exec: input %q TIMESTAMP BY: %w", in.Name, err)
 	}
 	for _, o := range in.Over {
-		e, err := expr.Compile(o)
+		e, err := ex.compile(o)
 		if err != nil {
 			return nil, fmt.Errorf("exec: input %q OVER: %w", in.Name, err)
 		}
@@ -93,14 +100,36 @@ func newInput(ex *Executor, in *pb.Input) (*inputOp, error) {
 // sources.
 const noSource = -1
 
-func (in *inputOp) ingest(payload []byte, arrival int64, src int) {
+func (in *inputOp) ingest(payload []byte, arrival int64, src int, meta *expr.Meta) {
 	in.ex.counters.EventsIn++
 	rec, err := in.dec.Decode(payload)
 	if err != nil {
 		in.ex.deadLetter(DeadLetter{Input: in.name, Kind: DeadLetterMalformed, Reason: err.Error(), Payload: payload})
 		return
 	}
-	in.ingestRecord(rec, arrival, payload, src)
+	in.ingestRecord(rec, arrival, payload, src, meta)
+}
+
+// withMeta completes an event's metadata (its arrival time) and adds the
+// IoT Hub properties to rec where the input asks for them; nil when the
+// plan reads no metadata.
+func (in *inputOp) withMeta(rec *value.Record, arrival int64, payload []byte, meta *expr.Meta) *expr.Meta {
+	if !in.metadata {
+		return nil
+	}
+	if meta == nil {
+		meta = &expr.Meta{}
+	}
+	if meta.Enqueued == 0 && arrival != ArrivalIsEventTime {
+		meta.Enqueued = arrival
+	}
+	if meta.Payload == nil {
+		meta.Payload = payload
+	}
+	if in.iothub {
+		meta.AddIoTHubFields(rec)
+	}
+	return meta
 }
 
 // eventTime evaluates TIMESTAMP BY.
@@ -125,8 +154,9 @@ func (in *inputOp) eventTime(rec *value.Record, arrival int64) (int64, error) {
 	return 0, fmt.Errorf("TIMESTAMP BY: %s %s is not a datetime", v.Kind(), v)
 }
 
-func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte, src int) {
+func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte, src int, meta *expr.Meta) {
 	ex := in.ex
+	meta = in.withMeta(rec, arrival, payload, meta)
 	if err := in.schema.apply(rec); err != nil {
 		in.reject(rec, payload, DeadLetterWrongType, err.Error())
 		return
@@ -184,13 +214,13 @@ func (in *inputOp) ingestRecord(rec *value.Record, arrival int64, payload []byte
 		in.raise(tl, sat(t, -in.oooTicks()))
 	}
 	if tl.buf.Len() == 0 && t <= tl.wm {
-		in.r = row{ts: t, tl: tlID, rec: rec}
+		in.r = row{ts: t, tl: tlID, rec: rec, meta: meta}
 		in.emit(&in.r)
 		return
 	}
 	// Keep a copy: the decoder reuses rec (X3).
 	c := rec.Copy()
-	tl.buf.push(bufferedRow{row: row{ts: t, tl: tlID, rec: c}, seq: tl.seq})
+	tl.buf.push(bufferedRow{row: row{ts: t, tl: tlID, rec: c, meta: meta}, seq: tl.seq})
 	tl.seq++
 	in.release(tl)
 }

@@ -131,7 +131,7 @@ type refJoinNode struct {
 func (n *refJoinNode) advance(tl int32, wm int64) { n.next.advance(tl, wm) }
 
 func (n *refJoinNode) push(r *row) {
-	n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts, Meta: r.meta}
 	if n.an != nil {
 		n.an.eval(&n.ctx, r.tl)
 		if n.ctx.Err != nil {
@@ -213,7 +213,7 @@ type joinInput struct {
 }
 
 func newStreamJoin(ex *Executor, st *pb.Stage, next node) (*streamJoin, error) {
-	on, err := expr.Compile(st.Join.On)
+	on, err := ex.compile(st.Join.On)
 	if err != nil {
 		return nil, fmt.Errorf("JOIN ON: %w", err)
 	}
@@ -225,7 +225,7 @@ func newStreamJoin(ex *Executor, st *pb.Stage, next node) (*streamJoin, error) {
 	j.sides[0].wm, j.sides[1].wm = math.MinInt64, math.MinInt64
 	for side, keys := range [2][]*pb.Expr{st.Join.LeftKeys, st.Join.RightKeys} {
 		for _, k := range keys {
-			e, err := expr.Compile(k)
+			e, err := ex.compile(k)
 			if err != nil {
 				return nil, fmt.Errorf("JOIN key: %w", err)
 			}

@@ -64,28 +64,28 @@ func newMatchNode(ex *Executor, st *pb.Stage, next node) (*matchNode, error) {
 	n := &matchNode{ex: ex, name: st.Name + "/match", duration: m.Duration, skipPast: m.SkipPastLast, pattern: m.Pattern,
 		defines: map[string]expr.Eval{}, next: next, tls: map[int32]*matchTimeline{}}
 	for _, p := range m.PartitionBy {
-		e, err := expr.Compile(p)
+		e, err := ex.compile(p)
 		if err != nil {
 			return nil, fmt.Errorf("MATCH_RECOGNIZE PARTITION BY: %w", err)
 		}
 		n.parts = append(n.parts, e)
 	}
 	for _, d := range m.Define {
-		e, err := expr.Compile(d.Cond)
+		e, err := ex.compile(d.Cond)
 		if err != nil {
 			return nil, fmt.Errorf("DEFINE %s: %w", d.Var, err)
 		}
 		n.defines[strings.ToLower(d.Var)] = e
 	}
 	for _, a := range m.Aggregates {
-		e, err := expr.Compile(a.Arg)
+		e, err := ex.compile(a.Arg)
 		if err != nil {
 			return nil, fmt.Errorf("MATCH_RECOGNIZE aggregate: %w", err)
 		}
 		n.aggs = append(n.aggs, matchAgg{fn: a.Func, v: strings.ToLower(a.Var), arg: e})
 	}
 	for _, c := range m.Measures {
-		e, err := expr.Compile(c.Expr)
+		e, err := ex.compile(c.Expr)
 		if err != nil {
 			return nil, fmt.Errorf("MEASURES %s: %w", c.Name, err)
 		}
@@ -110,7 +110,7 @@ func (n *matchNode) timeline(tl int32) *matchTimeline {
 }
 
 func (n *matchNode) push(r *row) {
-	n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	n.ctx = expr.Ctx{Rec: r.rec, TS: r.ts, Meta: r.meta}
 	n.keyBuf = n.keyBuf[:0]
 	for _, p := range n.parts {
 		n.keyBuf = value.AppendKey(n.keyBuf, p(&n.ctx))

@@ -1,6 +1,7 @@
 package exec
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -18,13 +19,13 @@ type projection struct {
 	path     []string
 }
 
-func compileProjections(ps []*pb.Projection) ([]projection, bool, error) {
+func compileProjections(ex *Executor, ps []*pb.Projection) ([]projection, bool, error) {
 	out := make([]projection, 0, len(ps))
 	dynamic := false
 	for _, p := range ps {
 		switch k := p.Kind.(type) {
 		case *pb.Projection_Column:
-			e, err := expr.Compile(k.Column.Expr)
+			e, err := ex.compile(k.Column.Expr)
 			if err != nil {
 				return nil, false, fmt.Errorf("column %q: %w", k.Column.Name, err)
 			}
@@ -91,11 +92,11 @@ func staticNames(ps []projection) []string {
 }
 
 func newStage(ex *Executor, st *pb.Stage) (stageNode, error) {
-	where, err := compileOpt(st.Where)
+	where, err := ex.compileOpt(st.Where)
 	if err != nil {
 		return nil, fmt.Errorf("WHERE: %w", err)
 	}
-	ps, dynamic, err := compileProjections(st.Projections)
+	ps, dynamic, err := compileProjections(ex, st.Projections)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,7 @@ func newStage(ex *Executor, st *pb.Stage) (stageNode, error) {
 		if len(st.Aggregates) > 0 || len(st.GroupKeys) > 0 || st.Having != nil {
 			return nil, fmt.Errorf("%w: grouping without a window", ErrBadPlan)
 		}
-		an, err := newAnalyticSet(st.Analytics)
+		an, err := newAnalyticSet(ex, st.Analytics)
 		if err != nil {
 			return nil, err
 		}
@@ -182,7 +183,7 @@ func (s *selectOp) pushRow(r *row) {
 // functions (which see every row, X-before-WHERE) and its WHERE; it reports
 // whether the row goes on. Failures are dead-lettered.
 func (ex *Executor) admit(stage string, ctx *expr.Ctx, an *analyticSet, where expr.Eval, r *row) bool {
-	*ctx = expr.Ctx{Rec: r.rec, TS: r.ts}
+	*ctx = expr.Ctx{Rec: r.rec, TS: r.ts, Meta: r.meta}
 	an.use(ctx, r)
 	if ctx.Err != nil {
 		ex.stageError(stage, r.rec, "analytic function", ctx.Err)
@@ -200,7 +201,11 @@ func (ex *Executor) admit(stage string, ctx *expr.Ctx, an *analyticSet, where ex
 }
 
 func (ex *Executor) stageError(stage string, rec *value.Record, clause string, err error) {
-	ex.deadLetter(DeadLetter{Stage: stage, Kind: DeadLetterExpression, Reason: fmt.Sprintf("%s: %v", clause, err), Payload: value.AppendRecordJSON(nil, rec)})
+	kind := DeadLetterExpression
+	if errors.Is(err, expr.ErrUDF) {
+		kind = DeadLetterUDF
+	}
+	ex.deadLetter(DeadLetter{Stage: stage, Kind: kind, Reason: fmt.Sprintf("%s: %v", clause, err), Payload: value.AppendRecordJSON(nil, rec)})
 }
 
 // aggOp is a stage with GROUP BY and a window.
@@ -247,14 +252,14 @@ type winState interface {
 func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*aggOp, error) {
 	op := &aggOp{ex: ex, name: st.Name, where: where, proj: ps, names: staticNames(ps), win: st.Window}
 	for _, k := range st.GroupKeys {
-		e, err := expr.Compile(k)
+		e, err := ex.compile(k)
 		if err != nil {
 			return nil, fmt.Errorf("GROUP BY: %w", err)
 		}
 		op.keys = append(op.keys, e)
 	}
 	for _, k := range st.Window.PartitionBy {
-		e, err := expr.Compile(k)
+		e, err := ex.compile(k)
 		if err != nil {
 			return nil, fmt.Errorf("PARTITION BY: %w", err)
 		}
@@ -262,8 +267,16 @@ func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*ag
 	}
 	for _, a := range st.Aggregates {
 		spec := aggSpec{fn: a.Func, distinct: a.Distinct, topN: int(a.TopN), percentile: a.Percentile}
+		if a.Func == pb.Aggregate_UDA {
+			f := ex.udfs["uda."+strings.ToLower(a.Udf)]
+			if f == nil || !f.Aggregate() {
+				return nil, fmt.Errorf("%w: uda.%s is not declared as an aggregate in the job's functions", ErrBadPlan, a.Udf)
+			}
+			spec.uda = f
+			spec.orderBy, spec.desc = []expr.Eval{udaTime}, []bool{false}
+		}
 		for _, o := range a.OrderBy {
-			e, err := expr.Compile(o.Expr)
+			e, err := ex.compile(o.Expr)
 			if err != nil {
 				return nil, fmt.Errorf("aggregate ORDER BY: %w", err)
 			}
@@ -271,7 +284,7 @@ func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*ag
 			spec.desc = append(spec.desc, o.Desc)
 		}
 		if a.Arg != nil {
-			e, err := expr.Compile(a.Arg)
+			e, err := ex.compile(a.Arg)
 			if err != nil {
 				return nil, fmt.Errorf("aggregate: %w", err)
 			}
@@ -285,10 +298,10 @@ func newAggOp(ex *Executor, st *pb.Stage, where expr.Eval, ps []projection) (*ag
 		op.orderVals = append(op.orderVals, make([]value.Value, len(spec.orderBy)))
 	}
 	var err error
-	if op.an, err = newAnalyticSet(st.Analytics); err != nil {
+	if op.an, err = newAnalyticSet(ex, st.Analytics); err != nil {
 		return nil, err
 	}
-	if op.having, err = compileOpt(st.Having); err != nil {
+	if op.having, err = ex.compileOpt(st.Having); err != nil {
 		return nil, fmt.Errorf("HAVING: %w", err)
 	}
 	op.keyVals = make([]value.Value, len(op.keys))
@@ -431,7 +444,18 @@ func (op *aggOp) fold(g *group) error {
 // window ending at ts, and pushes the row downstream.
 func (op *aggOp) emit(ts int64, key []value.Value, accs []acc) {
 	for i := range op.aggs {
-		op.aggVals[i] = accs[i].result(&op.aggs[i])
+		if op.aggs[i].uda == nil {
+			op.aggVals[i] = accs[i].result(&op.aggs[i])
+			continue
+		}
+		v, err := accs[i].udaResult(&op.aggs[i])
+		if err != nil {
+			op.aggVals[i] = value.Value{}
+			op.ex.stageError(op.name, op.groupRecord(key), "uda."+op.aggs[i].uda.Name(),
+				fmt.Errorf("%w: uda.%s: %w", expr.ErrUDF, op.aggs[i].uda.Name(), err))
+			return
+		}
+		op.aggVals[i] = v
 	}
 	op.ctx = expr.Ctx{TS: ts, Keys: key, Aggs: op.aggVals}
 	if op.having != nil {

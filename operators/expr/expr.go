@@ -3,13 +3,32 @@ package expr
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
-// ErrType is wrapped by runtime type errors.
-var ErrType = errors.New("expr: type error")
+// Sentinel errors.
+var (
+	// ErrType is wrapped by runtime type errors.
+	ErrType = errors.New("expr: type error")
+	// ErrUDF is wrapped by the errors of user-defined functions (a
+	// thrown exception, a time or size limit).
+	ErrUDF = errors.New("expr: user-defined function failed")
+)
+
+// Env is what compiled expressions may call besides the built-in
+// functions. The zero Env has no user-defined functions.
+type Env struct {
+	// UDF returns the scalar user-defined function a call names (its
+	// name in the plan: "udf.x", lower case), or false.
+	UDF func(name string) (UDF, bool)
+}
+
+// UDF is a user-defined scalar function. args are borrowed. Its error is
+// wrapped with ErrUDF and the function's name.
+type UDF func(args []value.Value) (value.Value, error)
 
 // Ctx is what an expression is evaluated against.
 type Ctx struct {
@@ -25,6 +44,9 @@ type Ctx struct {
 	Analytics []value.Value
 	// JoinTS are the event times of the left and right rows of a stream join.
 	JoinTS [2]int64
+	// Meta is the event's metadata, for the expressions of the stage
+	// that reads the input (GetMetadataPropertyValue); nil elsewhere.
+	Meta *Meta
 	// Err is the first runtime error of the evaluation, if any.
 	Err error
 }
@@ -47,8 +69,11 @@ func (c *Ctx) failf(format string, args ...any) value.Value {
 // Eval is a compiled expression.
 type Eval func(c *Ctx) value.Value
 
-// Compile compiles an expression.
-func Compile(e *pb.Expr) (Eval, error) {
+// Compile compiles an expression that calls no user-defined function.
+func Compile(e *pb.Expr) (Eval, error) { return CompileEnv(e, nil) }
+
+// CompileEnv compiles an expression with the functions of env (nil: none).
+func CompileEnv(e *pb.Expr, env *Env) (Eval, error) {
 	if e == nil {
 		return nil, errors.New("expr: empty expression")
 	}
@@ -98,9 +123,9 @@ func Compile(e *pb.Expr) (Eval, error) {
 		}
 		return func(c *Ctx) value.Value { return value.Time(c.JoinTS[side]) }, nil
 	case *pb.Expr_Case:
-		return compileCase(k.Case)
+		return compileCase(k.Case, env)
 	case *pb.Expr_Call:
-		return compileCall(k.Call)
+		return compileCall(k.Call, env)
 	}
 	return nil, fmt.Errorf("expr: unknown expression kind %T", e.Kind)
 }
@@ -147,27 +172,27 @@ func compileField(f *pb.FieldRef) (Eval, error) {
 	}, nil
 }
 
-func compileCase(ce *pb.Case) (Eval, error) {
+func compileCase(ce *pb.Case, env *Env) (Eval, error) {
 	var operand Eval
 	var err error
 	if ce.Operand != nil {
-		if operand, err = Compile(ce.Operand); err != nil {
+		if operand, err = CompileEnv(ce.Operand, env); err != nil {
 			return nil, err
 		}
 	}
 	conds := make([]Eval, len(ce.Whens))
 	thens := make([]Eval, len(ce.Whens))
 	for i, w := range ce.Whens {
-		if conds[i], err = Compile(w.When); err != nil {
+		if conds[i], err = CompileEnv(w.When, env); err != nil {
 			return nil, err
 		}
-		if thens[i], err = Compile(w.Then); err != nil {
+		if thens[i], err = CompileEnv(w.Then, env); err != nil {
 			return nil, err
 		}
 	}
 	var elseE Eval
 	if ce.Else != nil {
-		if elseE, err = Compile(ce.Else); err != nil {
+		if elseE, err = CompileEnv(ce.Else, env); err != nil {
 			return nil, err
 		}
 	}
@@ -213,13 +238,16 @@ func Truth(v value.Value) bool {
 	return false
 }
 
-func compileCall(call *pb.Call) (Eval, error) {
+func compileCall(call *pb.Call, env *Env) (Eval, error) {
 	args := make([]Eval, len(call.Args))
 	for i, a := range call.Args {
 		var err error
-		if args[i], err = Compile(a); err != nil {
+		if args[i], err = CompileEnv(a, env); err != nil {
 			return nil, err
 		}
+	}
+	if strings.HasPrefix(call.Func, "udf.") {
+		return compileUDF(call.Func, args, env)
 	}
 	switch call.Func {
 	case "and":
@@ -317,4 +345,28 @@ func Walk(e *pb.Expr, f func(*pb.Expr)) {
 		}
 		Walk(k.Case.Else, f)
 	}
+}
+
+// compileUDF calls a user-defined function. A failed call is a runtime
+// error (ErrUDF): the stage dead-letters the event with the reason.
+func compileUDF(name string, args []Eval, env *Env) (Eval, error) {
+	var f UDF
+	ok := false
+	if env != nil && env.UDF != nil {
+		f, ok = env.UDF(name)
+	}
+	if !ok {
+		return nil, fmt.Errorf("expr: unknown function %s (declare it in the job's functions)", name)
+	}
+	buf := make([]value.Value, len(args))
+	return func(c *Ctx) value.Value {
+		for i, a := range args {
+			buf[i] = a(c)
+		}
+		v, err := f(buf)
+		if err != nil {
+			return c.Fail(fmt.Errorf("%w: %s: %w", ErrUDF, name, err))
+		}
+		return v
+	}, nil
 }

@@ -131,6 +131,8 @@ func init() {
 		"getarrayelement":        {2, 2, fnGetArrayElement},
 		"getarraylength":         {1, 1, fnGetArrayLength},
 		"getrecordpropertyvalue": {2, 2, fnGetRecordPropertyValue},
+		// The planner checks the input and splits the name (metadata.go).
+		"getmetadatapropertyvalue": {1, 2, fnGetMetadata},
 		// Date and time (datetime.go).
 		"dateadd":           {3, 3, fnDateAdd},
 		"datediff":          {3, 3, fnDateDiff},

@@ -16,10 +16,21 @@ var aggregateFuncs = map[string]pb.Aggregate_Func{
 	"percentile_cont": pb.Aggregate_PERCENTILE_CONT, "percentile_disc": pb.Aggregate_PERCENTILE_DISC,
 }
 
+// groupAggFunc names the aggregate a call is: a built-in one or a
+// JavaScript UDA (uda.name).
+func groupAggFunc(name string) (pb.Aggregate_Func, bool) {
+	name = strings.ToLower(name)
+	if strings.HasPrefix(name, "uda.") && len(name) > len("uda.") {
+		return pb.Aggregate_UDA, true
+	}
+	fn, ok := aggregateFuncs[name]
+	return fn, ok
+}
+
 // isGroupAggregate: an aggregate of GROUP BY, not an analytic aggregate.
 // OVER (ORDER BY ...) only orders CollectTop, TopOne and the percentiles.
 func isGroupAggregate(c *sql.Call) bool {
-	if _, ok := aggregateFuncs[strings.ToLower(c.Name)]; !ok {
+	if _, ok := groupAggFunc(c.Name); !ok {
 		return false
 	}
 	o := c.Over
@@ -50,7 +61,8 @@ func (c *stageCtx) group(e sql.Expr, having bool) *pb.Expr {
 		}
 		if call, ok := x.(*sql.Call); ok {
 			if isGroupAggregate(call) {
-				return c.aggregate(call, aggregateFuncs[strings.ToLower(call.Name)])
+				fn, _ := groupAggFunc(call.Name)
+				return c.aggregate(call, fn)
 			}
 		}
 		if _, isLit := x.(*sql.Literal); isLit {
@@ -103,6 +115,17 @@ func (c *stageCtx) aggregate(call *sql.Call, fn pb.Aggregate_Func) *pb.Expr {
 		}
 	}
 	switch fn {
+	case pb.Aggregate_UDA:
+		a.Udf = strings.ToLower(call.Name[len("uda."):])
+		if call.Star || len(args) != 1 {
+			c.b.failAt(call.P, "%s takes one argument (a value or the input's alias for the whole event)", call.Name)
+		}
+		if id, ok := args[0].(*sql.Ident); ok && len(id.Parts) == 1 && !id.Quoted &&
+			(strings.EqualFold(id.Parts[0], c.alias) || strings.EqualFold(id.Parts[0], c.sourceName)) {
+			// uda.TWA(value) over FROM value: the whole event, as the
+			// Stream Analytics sample passes it.
+			a.Arg, args = &pb.Expr{Kind: &pb.Expr_Row{Row: true}}, nil
+		}
 	case pb.Aggregate_COLLECT_TOP:
 		if len(args) < 1 || len(args) > 2 {
 			c.b.failAt(call.P, "CollectTop takes (n [, value])")
@@ -133,6 +156,7 @@ func (c *stageCtx) aggregate(call *sql.Call, fn pb.Aggregate_Func) *pb.Expr {
 	}
 	switch {
 	case fn == pb.Aggregate_PERCENTILE_CONT || fn == pb.Aggregate_PERCENTILE_DISC:
+	case fn == pb.Aggregate_UDA && a.Arg != nil:
 	case call.Star:
 		if fn != pb.Aggregate_COUNT {
 			c.b.failAt(call.P, "only COUNT accepts *")

@@ -252,8 +252,22 @@ func (c *stageCtx) convertCall(x *sql.Call, conv func(sql.Expr) *pb.Expr) *pb.Ex
 	if isWindowFunc(name) {
 		c.b.failAt(x.P, "%s is only allowed in GROUP BY", x.Name)
 	}
-	if strings.HasPrefix(name, "udf.") || strings.HasPrefix(name, "uda.") {
-		c.b.failAt(x.P, "user-defined functions are not supported: %s", x.Name)
+	if strings.HasPrefix(name, "uda.") {
+		c.b.failAt(x.P, "%s is a user-defined aggregate: use it in the SELECT list or HAVING of a GROUP BY statement, without OVER", x.Name)
+	}
+	if strings.HasPrefix(name, "udf.") {
+		// The job declares the functions; the executor checks the name.
+		if len(name) == len("udf.") || x.Over != nil || x.Star || x.Distinct {
+			c.b.failAt(x.P, "%s: a user-defined function takes plain arguments", x.Name)
+		}
+		args := make([]*pb.Expr, len(x.Args))
+		for i, a := range x.Args {
+			args[i] = conv(a)
+		}
+		return call(name, args...)
+	}
+	if name == "getmetadatapropertyvalue" {
+		return c.metadata(x)
 	}
 	if x.Over != nil {
 		c.b.failAt(x.Over.P, "OVER is not allowed with %s", x.Name)
@@ -336,4 +350,42 @@ func splitAnd(e sql.Expr) []sql.Expr {
 		return append(splitAnd(bin.L), splitAnd(bin.R)...)
 	}
 	return []sql.Expr{e}
+}
+
+// metadata plans GetMetadataPropertyValue(input, 'property'): the input
+// must be the stage's own source, an input (the metadata travels with
+// the event only up to the first step, as in Stream Analytics), and the
+// property a name Millstream knows. The input is marked as read for its
+// metadata, so the gateway passes it along.
+func (c *stageCtx) metadata(x *sql.Call) *pb.Expr {
+	if len(x.Args) != 2 {
+		c.b.failAt(x.P, "GetMetadataPropertyValue takes (input, 'property')")
+	}
+	id, ok := x.Args[0].(*sql.Ident)
+	if !ok || len(id.Parts) != 1 || !(strings.EqualFold(id.Parts[0], c.alias) || strings.EqualFold(id.Parts[0], c.sourceName)) {
+		c.b.failAt(x.Args[0].Position(), "GetMetadataPropertyValue reads the metadata of the step's input: name its alias")
+	}
+	var in *pb.Input
+	for _, i := range c.b.plan.Inputs {
+		if strings.EqualFold(i.Name, c.sourceName) {
+			in = i
+		}
+	}
+	if in == nil {
+		c.b.failAt(x.Args[0].Position(), "GetMetadataPropertyValue needs an input, and %s is a step of the query: read the metadata in the step that reads the input", id.Parts[0])
+	}
+	l, ok := x.Args[1].(*sql.Literal)
+	if !ok || l.Kind != sql.LitString {
+		c.b.failAt(x.Args[1].Position(), "the metadata property must be a string literal, such as '[User].[name]' or 'IoTHub.ConnectionDeviceId'")
+	}
+	parts, ok := expr.ParseMetadataPath(l.Text)
+	if !ok {
+		c.b.failAt(l.P, "unknown metadata property %q (EventEnqueuedUtcTime, EventProcessedUtcTime, EventId, IoTHub[.name], EventHub[.name], User[.name])", l.Text)
+	}
+	in.Metadata = true
+	args := make([]*pb.Expr, len(parts))
+	for i, p := range parts {
+		args[i] = lit(value.Str(p))
+	}
+	return call("getmetadatapropertyvalue", args...)
 }

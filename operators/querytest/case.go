@@ -33,6 +33,9 @@ type Case struct {
 	Tags       []string
 	Status     string
 	Confidence string
+	// Functions are the JavaScript functions of udf-<name>.js (scalar)
+	// and uda-<name>.js (aggregate) files in the folder.
+	Functions []*pb.Function
 }
 
 // Input is one input of a case.
@@ -41,6 +44,22 @@ type Input struct {
 	File         string
 	Kind         string // "stream" (default) or "reference"
 	ArrivalField string // field holding each event's arrival time, if any
+	// MetadataField is a field holding each event's metadata (MetaJSON),
+	// taken out of the event; IoTHubProperties adds the IoT Hub
+	// properties to each event, as a job input's iothub_properties.
+	MetadataField    string
+	IoTHubProperties bool
+}
+
+// MetaJSON is the metadata of one event of a case's input (its
+// metadata_field): what the gateway takes from the MQTT topic, the MQTT 5
+// user properties and the arrival time.
+type MetaJSON struct {
+	Device        string            `json:"device"`
+	MessageID     string            `json:"messageId"`
+	CorrelationID string            `json:"correlationId"`
+	Enqueued      string            `json:"enqueued"`
+	User          map[string]string `json:"user"`
 }
 
 // Options are the job's event-ordering options.
@@ -75,10 +94,12 @@ type caseJSON struct {
 }
 
 type inputJSON struct {
-	File         string `json:"file"`
-	Kind         string `json:"kind"`
-	Timestamp    string `json:"timestamp"`
-	ArrivalField string `json:"arrival_time_field"`
+	File             string `json:"file"`
+	Kind             string `json:"kind"`
+	Timestamp        string `json:"timestamp"`
+	ArrivalField     string `json:"arrival_time_field"`
+	MetadataField    string `json:"metadata_field"`
+	IoTHubProperties bool   `json:"iothub_properties"`
 }
 
 // DefaultCompare is used when case.json gives no comparison rules.
@@ -109,7 +130,8 @@ func Load(dir string) (*Case, error) {
 		sort.Strings(names)
 		for _, n := range names {
 			in := cj.Inputs[n]
-			c.Inputs = append(c.Inputs, Input{Name: n, File: in.File, Kind: in.Kind, ArrivalField: in.ArrivalField})
+			c.Inputs = append(c.Inputs, Input{Name: n, File: in.File, Kind: in.Kind, ArrivalField: in.ArrivalField,
+				MetadataField: in.MetadataField, IoTHubProperties: in.IoTHubProperties})
 		}
 		for k, v := range cj.Outputs {
 			c.Outputs[k] = v
@@ -131,7 +153,37 @@ func Load(dir string) (*Case, error) {
 	if c.Options.CompatibilityLevel == "1.0" {
 		c.Compare.CaseInsensitiveNames = true
 	}
+	if err := c.loadFunctions(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// loadFunctions reads the folder's udf-<name>.js and uda-<name>.js files.
+func (c *Case) loadFunctions() error {
+	entries, err := os.ReadDir(c.Dir)
+	if err != nil {
+		return fmt.Errorf("querytest: %w", err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		kind := pb.Function_SCALAR
+		switch {
+		case strings.HasPrefix(n, "uda-"):
+			kind = pb.Function_AGGREGATE
+		case !strings.HasPrefix(n, "udf-"):
+			continue
+		}
+		if !strings.HasSuffix(n, ".js") {
+			continue
+		}
+		code, err := os.ReadFile(filepath.Join(c.Dir, n))
+		if err != nil {
+			return fmt.Errorf("querytest: %w", err)
+		}
+		c.Functions = append(c.Functions, &pb.Function{Name: strings.TrimSuffix(n[len("udf-"):], ".js"), Kind: kind, Code: string(code)})
+	}
+	return nil
 }
 
 // infer finds inputs and expected outputs by file name.
@@ -190,6 +242,7 @@ type Event struct {
 	Input   string
 	Payload []byte
 	Arrival int64
+	Meta    *exec.Meta // nil: none
 	sortKey int64
 	order   int
 }
@@ -204,15 +257,32 @@ func (c *Case) Prepare() (*pb.Plan, []InputFile, exec.Options, error) {
 	if err != nil {
 		return nil, nil, opts, err
 	}
+	c.Configure(p)
 	var files []InputFile
 	for _, in := range c.Inputs {
 		b, err := os.ReadFile(filepath.Join(c.Dir, in.File))
 		if err != nil {
 			return nil, nil, opts, fmt.Errorf("querytest: %w", err)
 		}
-		files = append(files, InputFile{Name: in.Name, Data: b, ArrivalField: in.ArrivalField, Reference: in.Kind == "reference"})
+		files = append(files, InputFile{Name: in.Name, Data: b, ArrivalField: in.ArrivalField, MetadataField: in.MetadataField, Reference: in.Kind == "reference"})
 	}
 	return p, files, opts, nil
+}
+
+// Configure adds to a plan of the case's query what a job file adds:
+// the functions and the inputs' iothub_properties.
+func (c *Case) Configure(p *pb.Plan) {
+	p.Functions = c.Functions
+	for _, in := range c.Inputs {
+		if !in.IoTHubProperties {
+			continue
+		}
+		for _, pi := range p.Inputs {
+			if strings.EqualFold(pi.Name, in.Name) {
+				pi.IothubProperties = true
+			}
+		}
+	}
 }
 
 // Run executes the case's query over its inputs.
@@ -229,6 +299,8 @@ type InputFile struct {
 	Name         string // empty: the query's only input
 	Data         []byte
 	ArrivalField string
+	// MetadataField holds each event's metadata (MetaJSON), if any.
+	MetadataField string
 	// Reference data: a static table (JSON lines or one JSON array).
 	Reference bool
 }
@@ -277,7 +349,7 @@ func RunFiles(p *pb.Plan, files []InputFile, opts exec.Options) (*Result, error)
 		return nil, err
 	}
 	for _, e := range events {
-		if err := ex.Ingest(e.Input, e.Payload, e.Arrival); err != nil {
+		if err := ex.IngestMeta(e.Input, -1, e.Payload, e.Arrival, e.Meta); err != nil {
 			return nil, err
 		}
 	}
@@ -304,6 +376,13 @@ func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, erro
 		err := eachLine(f.Data, func(line int, b []byte) error {
 			payload := append([]byte(nil), b...)
 			e := Event{Input: name, Payload: payload, order: len(events)}
+			if f.MetadataField != "" {
+				var err error
+				if e.Payload, e.Meta, err = takeMeta(payload, f.MetadataField); err != nil {
+					return fmt.Errorf("querytest: input %s line %d: %w", name, line, err)
+				}
+				payload = e.Payload
+			}
 			switch {
 			case f.ArrivalField != "":
 				var d value.Decoder
@@ -339,4 +418,39 @@ func Events(ex *exec.Executor, files []InputFile, runStart int64) ([]Event, erro
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].sortKey < events[j].sortKey })
 	return events, nil
+}
+
+// takeMeta takes an event's metadata out of its field: the payload
+// without the field, and the metadata.
+func takeMeta(payload []byte, field string) ([]byte, *exec.Meta, error) {
+	var d value.Decoder
+	rec, err := d.Decode(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	i := rec.Index(field)
+	if i < 0 {
+		return payload, nil, nil
+	}
+	var mj MetaJSON
+	if err := json.Unmarshal(value.AppendJSON(nil, rec.Vals[i]), &mj); err != nil {
+		return nil, nil, fmt.Errorf("metadata field %q: %w", field, err)
+	}
+	m := &exec.Meta{Device: mj.Device, MessageID: mj.MessageID, CorrelationID: mj.CorrelationID}
+	if mj.Enqueued != "" {
+		if m.Enqueued, err = value.ParseTime(mj.Enqueued); err != nil {
+			return nil, nil, fmt.Errorf("metadata field %q: enqueued: %w", field, err)
+		}
+	}
+	keys := make([]string, 0, len(mj.User))
+	for k := range mj.User {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		m.User = append(m.User, exec.UserProperty{Key: k, Value: mj.User[k]})
+	}
+	out := &value.Record{Names: append(append([]string(nil), rec.Names[:i]...), rec.Names[i+1:]...),
+		Vals: append(append([]value.Value(nil), rec.Vals[:i]...), rec.Vals[i+1:]...)}
+	return value.AppendRecordJSON(nil, out), m, nil
 }

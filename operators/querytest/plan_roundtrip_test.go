@@ -37,6 +37,7 @@ func TestPlanTextRunsLikeSQL(t *testing.T) {
 		}
 		again, err := plan.FromSQL(c.Query)
 		require.NoError(t, err)
+		c.Configure(again)
 		require.True(t, proto.Equal(p, again), "%s: planning is not deterministic", c.Name)
 
 		text, err := prototext.MarshalOptions{Multiline: true}.Marshal(p)

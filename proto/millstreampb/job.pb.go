@@ -43,6 +43,9 @@ type Job struct {
 	// /v1/jobs and the log; the other jobs run on. Default 512 MiB
 	// (README, "Job memory budgets").
 	MaxStateBytes uint64 `protobuf:"varint,8,opt,name=max_state_bytes,json=maxStateBytes,proto3" json:"max_state_bytes,omitempty"`
+	// JavaScript user-defined functions (udf.name) and aggregates
+	// (uda.name) the query may call (README, "User-defined functions").
+	Functions     []*Function `protobuf:"bytes,9,rep,name=functions,proto3" json:"functions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +136,13 @@ func (x *Job) GetMaxStateBytes() uint64 {
 	return 0
 }
 
+func (x *Job) GetFunctions() []*Function {
+	if x != nil {
+		return x.Functions
+	}
+	return nil
+}
+
 type JobInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The input name the query reads (FROM name).
@@ -144,8 +154,14 @@ type JobInput struct {
 	DeviceId string `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	// Reference data: a JSON, JSON-lines or CSV file loaded as a table.
 	ReferenceFile string `protobuf:"bytes,4,opt,name=reference_file,json=referenceFile,proto3" json:"reference_file,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Add the IoT Hub properties to each event as fields, as an IoT Hub
+	// input does: EventProcessedUtcTime, EventEnqueuedUtcTime and the
+	// IoTHub record (ConnectionDeviceId, MessageId, ...), so SELECT *
+	// includes them. Default false: outputs keep only the payload's
+	// fields. GetMetadataPropertyValue works either way.
+	IothubProperties bool `protobuf:"varint,5,opt,name=iothub_properties,json=iothubProperties,proto3" json:"iothub_properties,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobInput) Reset() {
@@ -204,6 +220,13 @@ func (x *JobInput) GetReferenceFile() string {
 		return x.ReferenceFile
 	}
 	return ""
+}
+
+func (x *JobInput) GetIothubProperties() bool {
+	if x != nil {
+		return x.IothubProperties
+	}
+	return false
 }
 
 type JobOutput struct {
@@ -1768,7 +1791,7 @@ var File_millstream_v1_job_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x17millstream/v1/job.proto\x12\rmillstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18millstream/v1/plan.proto\"\xb8\x02\n" +
+	"\x17millstream/v1/job.proto\x12\rmillstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x18millstream/v1/plan.proto\"\xef\x02\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12'\n" +
@@ -1778,12 +1801,14 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x06inputs\x18\x04 \x03(\v2\x17.millstream.v1.JobInputR\x06inputs\x122\n" +
 	"\aoutputs\x18\x05 \x03(\v2\x18.millstream.v1.JobOutputR\aoutputs\x122\n" +
 	"\x06policy\x18\x06 \x01(\v2\x1a.millstream.v1.EventPolicyR\x06policy\x12&\n" +
-	"\x0fmax_state_bytes\x18\b \x01(\x04R\rmaxStateBytes\"x\n" +
+	"\x0fmax_state_bytes\x18\b \x01(\x04R\rmaxStateBytes\x125\n" +
+	"\tfunctions\x18\t \x03(\v2\x17.millstream.v1.FunctionR\tfunctions\"\xa5\x01\n" +
 	"\bJobInput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1b\n" +
 	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12%\n" +
-	"\x0ereference_file\x18\x04 \x01(\tR\rreferenceFile\"\x95\x02\n" +
+	"\x0ereference_file\x18\x04 \x01(\tR\rreferenceFile\x12+\n" +
+	"\x11iothub_properties\x18\x05 \x01(\bR\x10iothubProperties\"\x95\x02\n" +
 	"\tJobOutput\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x04mqtt\x18\x02 \x01(\v2\x17.millstream.v1.MqttSinkH\x00R\x04mqtt\x12-\n" +
@@ -1959,50 +1984,52 @@ var file_millstream_v1_job_proto_goTypes = []any{
 	(*TLS)(nil),                 // 17: millstream.v1.TLS
 	nil,                         // 18: millstream.v1.HttpSink.HeadersEntry
 	(*Plan)(nil),                // 19: millstream.v1.Plan
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(*Function)(nil),            // 20: millstream.v1.Function
+	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
 }
 var file_millstream_v1_job_proto_depIdxs = []int32{
 	19, // 0: millstream.v1.Job.plan:type_name -> millstream.v1.Plan
 	1,  // 1: millstream.v1.Job.inputs:type_name -> millstream.v1.JobInput
 	2,  // 2: millstream.v1.Job.outputs:type_name -> millstream.v1.JobOutput
 	8,  // 3: millstream.v1.Job.policy:type_name -> millstream.v1.EventPolicy
-	5,  // 4: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
-	6,  // 5: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
-	7,  // 6: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
-	4,  // 7: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
-	3,  // 8: millstream.v1.JobOutput.delivery:type_name -> millstream.v1.Delivery
-	20, // 9: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
-	20, // 10: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
-	20, // 11: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
-	20, // 12: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
-	18, // 13: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
-	20, // 14: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
-	20, // 15: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
-	0,  // 16: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
-	16, // 17: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
-	16, // 18: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
-	15, // 19: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
-	14, // 20: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
-	12, // 21: millstream.v1.GatewayConfig.admin:type_name -> millstream.v1.Admin
-	13, // 22: millstream.v1.GatewayConfig.mqtt:type_name -> millstream.v1.MqttBroker
-	10, // 23: millstream.v1.GatewayConfig.dead_letters:type_name -> millstream.v1.DeadLetters
-	11, // 24: millstream.v1.Admin.tls:type_name -> millstream.v1.ServerTLS
-	11, // 25: millstream.v1.MqttBroker.tls:type_name -> millstream.v1.ServerTLS
-	20, // 26: millstream.v1.MqttBroker.max_session_expiry:type_name -> google.protobuf.Duration
-	20, // 27: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
-	20, // 28: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
-	20, // 29: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
-	20, // 30: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
-	20, // 31: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
-	11, // 32: millstream.v1.Cluster.tls:type_name -> millstream.v1.ServerTLS
-	20, // 33: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
-	20, // 34: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
-	17, // 35: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	20, // 4: millstream.v1.Job.functions:type_name -> millstream.v1.Function
+	5,  // 5: millstream.v1.JobOutput.mqtt:type_name -> millstream.v1.MqttSink
+	6,  // 6: millstream.v1.JobOutput.file:type_name -> millstream.v1.FileSink
+	7,  // 7: millstream.v1.JobOutput.log:type_name -> millstream.v1.LogSink
+	4,  // 8: millstream.v1.JobOutput.http:type_name -> millstream.v1.HttpSink
+	3,  // 9: millstream.v1.JobOutput.delivery:type_name -> millstream.v1.Delivery
+	21, // 10: millstream.v1.Delivery.ttl:type_name -> google.protobuf.Duration
+	21, // 11: millstream.v1.Delivery.retry_min:type_name -> google.protobuf.Duration
+	21, // 12: millstream.v1.Delivery.retry_max:type_name -> google.protobuf.Duration
+	21, // 13: millstream.v1.HttpSink.batch_interval:type_name -> google.protobuf.Duration
+	18, // 14: millstream.v1.HttpSink.headers:type_name -> millstream.v1.HttpSink.HeadersEntry
+	21, // 15: millstream.v1.EventPolicy.late_arrival_tolerance:type_name -> google.protobuf.Duration
+	21, // 16: millstream.v1.EventPolicy.out_of_order_tolerance:type_name -> google.protobuf.Duration
+	0,  // 17: millstream.v1.GatewayConfig.jobs:type_name -> millstream.v1.Job
+	16, // 18: millstream.v1.GatewayConfig.brokers:type_name -> millstream.v1.ExternalBroker
+	16, // 19: millstream.v1.GatewayConfig.upstream:type_name -> millstream.v1.ExternalBroker
+	15, // 20: millstream.v1.GatewayConfig.durability:type_name -> millstream.v1.Durability
+	14, // 21: millstream.v1.GatewayConfig.cluster:type_name -> millstream.v1.Cluster
+	12, // 22: millstream.v1.GatewayConfig.admin:type_name -> millstream.v1.Admin
+	13, // 23: millstream.v1.GatewayConfig.mqtt:type_name -> millstream.v1.MqttBroker
+	10, // 24: millstream.v1.GatewayConfig.dead_letters:type_name -> millstream.v1.DeadLetters
+	11, // 25: millstream.v1.Admin.tls:type_name -> millstream.v1.ServerTLS
+	11, // 26: millstream.v1.MqttBroker.tls:type_name -> millstream.v1.ServerTLS
+	21, // 27: millstream.v1.MqttBroker.max_session_expiry:type_name -> google.protobuf.Duration
+	21, // 28: millstream.v1.Cluster.probe_interval:type_name -> google.protobuf.Duration
+	21, // 29: millstream.v1.Cluster.probe_timeout:type_name -> google.protobuf.Duration
+	21, // 30: millstream.v1.Cluster.gossip_interval:type_name -> google.protobuf.Duration
+	21, // 31: millstream.v1.Cluster.lease:type_name -> google.protobuf.Duration
+	21, // 32: millstream.v1.Cluster.hand_off_wait:type_name -> google.protobuf.Duration
+	11, // 33: millstream.v1.Cluster.tls:type_name -> millstream.v1.ServerTLS
+	21, // 34: millstream.v1.Durability.sync_interval:type_name -> google.protobuf.Duration
+	21, // 35: millstream.v1.Durability.checkpoint_interval:type_name -> google.protobuf.Duration
+	17, // 36: millstream.v1.ExternalBroker.tls:type_name -> millstream.v1.TLS
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_job_proto_init() }

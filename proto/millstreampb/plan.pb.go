@@ -21,6 +21,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Function_Kind int32
+
+const (
+	Function_KIND_UNSPECIFIED Function_Kind = 0 // scalar
+	Function_SCALAR           Function_Kind = 1
+	Function_AGGREGATE        Function_Kind = 2
+)
+
+// Enum value maps for Function_Kind.
+var (
+	Function_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "SCALAR",
+		2: "AGGREGATE",
+	}
+	Function_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"SCALAR":           1,
+		"AGGREGATE":        2,
+	}
+)
+
+func (x Function_Kind) Enum() *Function_Kind {
+	p := new(Function_Kind)
+	*p = x
+	return p
+}
+
+func (x Function_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Function_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+}
+
+func (Function_Kind) Type() protoreflect.EnumType {
+	return &file_millstream_v1_plan_proto_enumTypes[0]
+}
+
+func (x Function_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Function_Kind.Descriptor instead.
+func (Function_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{1, 0}
+}
+
 type PatternNode_Kind int32
 
 const (
@@ -54,11 +103,11 @@ func (x PatternNode_Kind) String() string {
 }
 
 func (PatternNode_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[0].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
 }
 
 func (PatternNode_Kind) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[0]
+	return &file_millstream_v1_plan_proto_enumTypes[1]
 }
 
 func (x PatternNode_Kind) Number() protoreflect.EnumNumber {
@@ -67,7 +116,7 @@ func (x PatternNode_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PatternNode_Kind.Descriptor instead.
 func (PatternNode_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type MatchAggregate_Func int32
@@ -106,11 +155,11 @@ func (x MatchAggregate_Func) String() string {
 }
 
 func (MatchAggregate_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[1].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
 }
 
 func (MatchAggregate_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[1]
+	return &file_millstream_v1_plan_proto_enumTypes[2]
 }
 
 func (x MatchAggregate_Func) Number() protoreflect.EnumNumber {
@@ -119,7 +168,7 @@ func (x MatchAggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MatchAggregate_Func.Descriptor instead.
 func (MatchAggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type Apply_Func int32
@@ -157,11 +206,11 @@ func (x Apply_Func) String() string {
 }
 
 func (Apply_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[2].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[3].Descriptor()
 }
 
 func (Apply_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[2]
+	return &file_millstream_v1_plan_proto_enumTypes[3]
 }
 
 func (x Apply_Func) Number() protoreflect.EnumNumber {
@@ -170,7 +219,7 @@ func (x Apply_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Apply_Func.Descriptor instead.
 func (Apply_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Analytic_Func int32
@@ -222,11 +271,11 @@ func (x Analytic_Func) String() string {
 }
 
 func (Analytic_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[3].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[4].Descriptor()
 }
 
 func (Analytic_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[3]
+	return &file_millstream_v1_plan_proto_enumTypes[4]
 }
 
 func (x Analytic_Func) Number() protoreflect.EnumNumber {
@@ -235,7 +284,7 @@ func (x Analytic_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Analytic_Func.Descriptor instead.
 func (Analytic_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type Window_Kind int32
@@ -281,11 +330,11 @@ func (x Window_Kind) String() string {
 }
 
 func (Window_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[4].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[5].Descriptor()
 }
 
 func (Window_Kind) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[4]
+	return &file_millstream_v1_plan_proto_enumTypes[5]
 }
 
 func (x Window_Kind) Number() protoreflect.EnumNumber {
@@ -294,7 +343,7 @@ func (x Window_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Window_Kind.Descriptor instead.
 func (Window_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type Aggregate_Func int32
@@ -319,6 +368,10 @@ const (
 	// Interpolated / discrete percentile of the order_by key.
 	Aggregate_PERCENTILE_CONT Aggregate_Func = 13
 	Aggregate_PERCENTILE_DISC Aggregate_Func = 14
+	// A JavaScript user-defined aggregate (Plan.functions, by udf): the
+	// window keeps its argument values with their times, and the result
+	// runs init, accumulate and computeResult over them.
+	Aggregate_UDA Aggregate_Func = 15
 )
 
 // Enum value maps for Aggregate_Func.
@@ -339,6 +392,7 @@ var (
 		12: "TOP_ONE",
 		13: "PERCENTILE_CONT",
 		14: "PERCENTILE_DISC",
+		15: "UDA",
 	}
 	Aggregate_Func_value = map[string]int32{
 		"FUNC_UNSPECIFIED": 0,
@@ -356,6 +410,7 @@ var (
 		"TOP_ONE":          12,
 		"PERCENTILE_CONT":  13,
 		"PERCENTILE_DISC":  14,
+		"UDA":              15,
 	}
 )
 
@@ -370,11 +425,11 @@ func (x Aggregate_Func) String() string {
 }
 
 func (Aggregate_Func) Descriptor() protoreflect.EnumDescriptor {
-	return file_millstream_v1_plan_proto_enumTypes[5].Descriptor()
+	return file_millstream_v1_plan_proto_enumTypes[6].Descriptor()
 }
 
 func (Aggregate_Func) Type() protoreflect.EnumType {
-	return &file_millstream_v1_plan_proto_enumTypes[5]
+	return &file_millstream_v1_plan_proto_enumTypes[6]
 }
 
 func (x Aggregate_Func) Number() protoreflect.EnumNumber {
@@ -383,7 +438,7 @@ func (x Aggregate_Func) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Aggregate_Func.Descriptor instead.
 func (Aggregate_Func) EnumDescriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16, 0}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17, 0}
 }
 
 // Plan is a compiled query: the stream inputs it reads, the stages that
@@ -402,7 +457,10 @@ type Plan struct {
 	References []string `protobuf:"bytes,5,rep,name=references,proto3" json:"references,omitempty"`
 	// CREATE TABLE schemas of inputs: events (and reference rows) whose
 	// declared columns are missing or do not convert are rejected.
-	Schemas       []*Schema `protobuf:"bytes,6,rep,name=schemas,proto3" json:"schemas,omitempty"`
+	Schemas []*Schema `protobuf:"bytes,6,rep,name=schemas,proto3" json:"schemas,omitempty"`
+	// User-defined functions the query may call: set from the job's
+	// declarations (the planner only names them, as udf.x / uda.x).
+	Functions     []*Function `protobuf:"bytes,7,rep,name=functions,proto3" json:"functions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -479,6 +537,109 @@ func (x *Plan) GetSchemas() []*Schema {
 	return nil
 }
 
+func (x *Plan) GetFunctions() []*Function {
+	if x != nil {
+		return x.Functions
+	}
+	return nil
+}
+
+// Function is a JavaScript user-defined function or aggregate, in the
+// Stream Analytics shape: the code defines function main. A scalar
+// function's main takes the call's arguments and returns the result; an
+// aggregate's main is a constructor whose object has init, accumulate
+// (value, timestamp) and computeResult (deaccumulate and
+// deaccumulateState are accepted and not needed).
+type Function struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the query calls: udf.<name> or uda.<name>.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "javascript" (the default and the only one).
+	Language string        `protobuf:"bytes,2,opt,name=language,proto3" json:"language,omitempty"`
+	Kind     Function_Kind `protobuf:"varint,3,opt,name=kind,proto3,enum=millstream.v1.Function_Kind" json:"kind,omitempty"`
+	Code     string        `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	// CPU time limit of one call (one window's result for an aggregate),
+	// milliseconds. Default 100.
+	TimeoutMs uint32 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Largest result of one call, bytes of its JSON form (strings, arrays
+	// and records included). Default 65536.
+	MaxResultBytes uint32 `protobuf:"varint,6,opt,name=max_result_bytes,json=maxResultBytes,proto3" json:"max_result_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Function) Reset() {
+	*x = Function{}
+	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Function) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Function) ProtoMessage() {}
+
+func (x *Function) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Function.ProtoReflect.Descriptor instead.
+func (*Function) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Function) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Function) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+func (x *Function) GetKind() Function_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Function_KIND_UNSPECIFIED
+}
+
+func (x *Function) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *Function) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Function) GetMaxResultBytes() uint32 {
+	if x != nil {
+		return x.MaxResultBytes
+	}
+	return 0
+}
+
 type Schema struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Input         string                 `protobuf:"bytes,1,opt,name=input,proto3" json:"input,omitempty"`
@@ -489,7 +650,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	mi := &file_millstream_v1_plan_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +662,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[1]
+	mi := &file_millstream_v1_plan_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +675,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{1}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Schema) GetInput() string {
@@ -542,7 +703,7 @@ type SchemaColumn struct {
 
 func (x *SchemaColumn) Reset() {
 	*x = SchemaColumn{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[2]
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +715,7 @@ func (x *SchemaColumn) String() string {
 func (*SchemaColumn) ProtoMessage() {}
 
 func (x *SchemaColumn) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[2]
+	mi := &file_millstream_v1_plan_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +728,7 @@ func (x *SchemaColumn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SchemaColumn.ProtoReflect.Descriptor instead.
 func (*SchemaColumn) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{2}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SchemaColumn) GetName() string {
@@ -592,14 +753,20 @@ type Input struct {
 	TimestampBy *Expr `protobuf:"bytes,2,opt,name=timestamp_by,json=timestampBy,proto3" json:"timestamp_by,omitempty"`
 	// TIMESTAMP BY ... OVER keys: each key tuple is its own substream with
 	// its own out-of-order handling.
-	Over          []*Expr `protobuf:"bytes,3,rep,name=over,proto3" json:"over,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Over []*Expr `protobuf:"bytes,3,rep,name=over,proto3" json:"over,omitempty"`
+	// The query reads the input's event metadata (GetMetadataPropertyValue):
+	// the gateway passes it along with each event.
+	Metadata bool `protobuf:"varint,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// The events get the IoT Hub properties as fields (a job input's
+	// iothub_properties; set by the gateway, not the planner).
+	IothubProperties bool `protobuf:"varint,5,opt,name=iothub_properties,json=iothubProperties,proto3" json:"iothub_properties,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Input) Reset() {
 	*x = Input{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +778,7 @@ func (x *Input) String() string {
 func (*Input) ProtoMessage() {}
 
 func (x *Input) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[3]
+	mi := &file_millstream_v1_plan_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +791,7 @@ func (x *Input) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Input.ProtoReflect.Descriptor instead.
 func (*Input) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Input) GetName() string {
@@ -646,6 +813,20 @@ func (x *Input) GetOver() []*Expr {
 		return x.Over
 	}
 	return nil
+}
+
+func (x *Input) GetMetadata() bool {
+	if x != nil {
+		return x.Metadata
+	}
+	return false
+}
+
+func (x *Input) GetIothubProperties() bool {
+	if x != nil {
+		return x.IothubProperties
+	}
+	return false
 }
 
 // Stage is one SELECT: source -> WHERE -> [GROUP BY window -> HAVING] -> projection.
@@ -684,7 +865,7 @@ type Stage struct {
 
 func (x *Stage) Reset() {
 	*x = Stage{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +877,7 @@ func (x *Stage) String() string {
 func (*Stage) ProtoMessage() {}
 
 func (x *Stage) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[4]
+	mi := &file_millstream_v1_plan_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +890,7 @@ func (x *Stage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stage.ProtoReflect.Descriptor instead.
 func (*Stage) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Stage) GetName() string {
@@ -828,7 +1009,7 @@ type MatchRecognize struct {
 
 func (x *MatchRecognize) Reset() {
 	*x = MatchRecognize{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1021,7 @@ func (x *MatchRecognize) String() string {
 func (*MatchRecognize) ProtoMessage() {}
 
 func (x *MatchRecognize) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[5]
+	mi := &file_millstream_v1_plan_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1034,7 @@ func (x *MatchRecognize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchRecognize.ProtoReflect.Descriptor instead.
 func (*MatchRecognize) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MatchRecognize) GetDuration() int64 {
@@ -919,7 +1100,7 @@ type PatternNode struct {
 
 func (x *PatternNode) Reset() {
 	*x = PatternNode{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1112,7 @@ func (x *PatternNode) String() string {
 func (*PatternNode) ProtoMessage() {}
 
 func (x *PatternNode) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[6]
+	mi := &file_millstream_v1_plan_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1125,7 @@ func (x *PatternNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatternNode.ProtoReflect.Descriptor instead.
 func (*PatternNode) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PatternNode) GetKind() PatternNode_Kind {
@@ -992,7 +1173,7 @@ type MatchDefine struct {
 
 func (x *MatchDefine) Reset() {
 	*x = MatchDefine{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1185,7 @@ func (x *MatchDefine) String() string {
 func (*MatchDefine) ProtoMessage() {}
 
 func (x *MatchDefine) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[7]
+	mi := &file_millstream_v1_plan_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1198,7 @@ func (x *MatchDefine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchDefine.ProtoReflect.Descriptor instead.
 func (*MatchDefine) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MatchDefine) GetVar() string {
@@ -1045,7 +1226,7 @@ type MatchAggregate struct {
 
 func (x *MatchAggregate) Reset() {
 	*x = MatchAggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1238,7 @@ func (x *MatchAggregate) String() string {
 func (*MatchAggregate) ProtoMessage() {}
 
 func (x *MatchAggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[8]
+	mi := &file_millstream_v1_plan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1251,7 @@ func (x *MatchAggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchAggregate.ProtoReflect.Descriptor instead.
 func (*MatchAggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MatchAggregate) GetFunc() MatchAggregate_Func {
@@ -1134,7 +1315,7 @@ type Join struct {
 
 func (x *Join) Reset() {
 	*x = Join{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1327,7 @@ func (x *Join) String() string {
 func (*Join) ProtoMessage() {}
 
 func (x *Join) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[9]
+	mi := &file_millstream_v1_plan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1340,7 @@ func (x *Join) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Join.ProtoReflect.Descriptor instead.
 func (*Join) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Join) GetSource() string {
@@ -1266,7 +1447,7 @@ type Apply struct {
 
 func (x *Apply) Reset() {
 	*x = Apply{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1459,7 @@ func (x *Apply) String() string {
 func (*Apply) ProtoMessage() {}
 
 func (x *Apply) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[10]
+	mi := &file_millstream_v1_plan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1472,7 @@ func (x *Apply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Apply.ProtoReflect.Descriptor instead.
 func (*Apply) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Apply) GetFunc() Apply_Func {
@@ -1351,7 +1532,7 @@ type Analytic struct {
 
 func (x *Analytic) Reset() {
 	*x = Analytic{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1544,7 @@ func (x *Analytic) String() string {
 func (*Analytic) ProtoMessage() {}
 
 func (x *Analytic) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[11]
+	mi := &file_millstream_v1_plan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1557,7 @@ func (x *Analytic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Analytic.ProtoReflect.Descriptor instead.
 func (*Analytic) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Analytic) GetFunc() Analytic_Func {
@@ -1469,7 +1650,7 @@ type Projection struct {
 
 func (x *Projection) Reset() {
 	*x = Projection{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1662,7 @@ func (x *Projection) String() string {
 func (*Projection) ProtoMessage() {}
 
 func (x *Projection) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[12]
+	mi := &file_millstream_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1675,7 @@ func (x *Projection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Projection.ProtoReflect.Descriptor instead.
 func (*Projection) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Projection) GetKind() isProjection_Kind {
@@ -1549,7 +1730,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1742,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[13]
+	mi := &file_millstream_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1755,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Column) GetName() string {
@@ -1600,7 +1781,7 @@ type Wildcard struct {
 
 func (x *Wildcard) Reset() {
 	*x = Wildcard{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1793,7 @@ func (x *Wildcard) String() string {
 func (*Wildcard) ProtoMessage() {}
 
 func (x *Wildcard) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[14]
+	mi := &file_millstream_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1806,7 @@ func (x *Wildcard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Wildcard.ProtoReflect.Descriptor instead.
 func (*Wildcard) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Wildcard) GetPath() []string {
@@ -1652,7 +1833,7 @@ type Window struct {
 
 func (x *Window) Reset() {
 	*x = Window{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1845,7 @@ func (x *Window) String() string {
 func (*Window) ProtoMessage() {}
 
 func (x *Window) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[15]
+	mi := &file_millstream_v1_plan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1858,7 @@ func (x *Window) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Window.ProtoReflect.Descriptor instead.
 func (*Window) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Window) GetKind() Window_Kind {
@@ -1733,18 +1914,20 @@ type Aggregate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Func  Aggregate_Func         `protobuf:"varint,1,opt,name=func,proto3,enum=millstream.v1.Aggregate_Func" json:"func,omitempty"`
 	// Unset for COUNT(*).
-	Arg           *Expr       `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
-	Distinct      bool        `protobuf:"varint,3,opt,name=distinct,proto3" json:"distinct,omitempty"`
-	OrderBy       []*OrderKey `protobuf:"bytes,4,rep,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
-	TopN          int64       `protobuf:"varint,5,opt,name=top_n,json=topN,proto3" json:"top_n,omitempty"`
-	Percentile    float64     `protobuf:"fixed64,6,opt,name=percentile,proto3" json:"percentile,omitempty"`
+	Arg        *Expr       `protobuf:"bytes,2,opt,name=arg,proto3" json:"arg,omitempty"`
+	Distinct   bool        `protobuf:"varint,3,opt,name=distinct,proto3" json:"distinct,omitempty"`
+	OrderBy    []*OrderKey `protobuf:"bytes,4,rep,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
+	TopN       int64       `protobuf:"varint,5,opt,name=top_n,json=topN,proto3" json:"top_n,omitempty"`
+	Percentile float64     `protobuf:"fixed64,6,opt,name=percentile,proto3" json:"percentile,omitempty"`
+	// UDA: the function's name (lower case).
+	Udf           string `protobuf:"bytes,7,opt,name=udf,proto3" json:"udf,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Aggregate) Reset() {
 	*x = Aggregate{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1939,7 @@ func (x *Aggregate) String() string {
 func (*Aggregate) ProtoMessage() {}
 
 func (x *Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[16]
+	mi := &file_millstream_v1_plan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1952,7 @@ func (x *Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Aggregate.ProtoReflect.Descriptor instead.
 func (*Aggregate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Aggregate) GetFunc() Aggregate_Func {
@@ -1814,6 +1997,13 @@ func (x *Aggregate) GetPercentile() float64 {
 	return 0
 }
 
+func (x *Aggregate) GetUdf() string {
+	if x != nil {
+		return x.Udf
+	}
+	return ""
+}
+
 type OrderKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Expr          *Expr                  `protobuf:"bytes,1,opt,name=expr,proto3" json:"expr,omitempty"`
@@ -1824,7 +2014,7 @@ type OrderKey struct {
 
 func (x *OrderKey) Reset() {
 	*x = OrderKey{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[17]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2026,7 @@ func (x *OrderKey) String() string {
 func (*OrderKey) ProtoMessage() {}
 
 func (x *OrderKey) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[17]
+	mi := &file_millstream_v1_plan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2039,7 @@ func (x *OrderKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrderKey.ProtoReflect.Descriptor instead.
 func (*OrderKey) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{17}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OrderKey) GetExpr() *Expr {
@@ -1876,7 +2066,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[18]
+	mi := &file_millstream_v1_plan_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2078,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[18]
+	mi := &file_millstream_v1_plan_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2091,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{18}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Output) GetName() string {
@@ -1940,7 +2130,7 @@ type Expr struct {
 
 func (x *Expr) Reset() {
 	*x = Expr{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[19]
+	mi := &file_millstream_v1_plan_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2142,7 @@ func (x *Expr) String() string {
 func (*Expr) ProtoMessage() {}
 
 func (x *Expr) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[19]
+	mi := &file_millstream_v1_plan_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2155,7 @@ func (x *Expr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expr.ProtoReflect.Descriptor instead.
 func (*Expr) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{19}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Expr) GetKind() isExpr_Kind {
@@ -2148,7 +2338,7 @@ type FieldRef struct {
 
 func (x *FieldRef) Reset() {
 	*x = FieldRef{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[20]
+	mi := &file_millstream_v1_plan_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2350,7 @@ func (x *FieldRef) String() string {
 func (*FieldRef) ProtoMessage() {}
 
 func (x *FieldRef) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[20]
+	mi := &file_millstream_v1_plan_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2363,7 @@ func (x *FieldRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldRef.ProtoReflect.Descriptor instead.
 func (*FieldRef) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{20}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FieldRef) GetPath() []string {
@@ -2203,7 +2393,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[21]
+	mi := &file_millstream_v1_plan_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2405,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[21]
+	mi := &file_millstream_v1_plan_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2418,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{21}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Call) GetFunc() string {
@@ -2257,7 +2447,7 @@ type Case struct {
 
 func (x *Case) Reset() {
 	*x = Case{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[22]
+	mi := &file_millstream_v1_plan_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2459,7 @@ func (x *Case) String() string {
 func (*Case) ProtoMessage() {}
 
 func (x *Case) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[22]
+	mi := &file_millstream_v1_plan_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2472,7 @@ func (x *Case) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Case.ProtoReflect.Descriptor instead.
 func (*Case) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{22}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Case) GetOperand() *Expr {
@@ -2316,7 +2506,7 @@ type When struct {
 
 func (x *When) Reset() {
 	*x = When{}
-	mi := &file_millstream_v1_plan_proto_msgTypes[23]
+	mi := &file_millstream_v1_plan_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2518,7 @@ func (x *When) String() string {
 func (*When) ProtoMessage() {}
 
 func (x *When) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_plan_proto_msgTypes[23]
+	mi := &file_millstream_v1_plan_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2531,7 @@ func (x *When) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use When.ProtoReflect.Descriptor instead.
 func (*When) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{23}
+	return file_millstream_v1_plan_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *When) GetWhen() *Expr {
@@ -2362,7 +2552,7 @@ var File_millstream_v1_plan_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\n" +
-	"\x18millstream/v1/plan.proto\x12\rmillstream.v1\x1a\x19millstream/v1/value.proto\"\xfa\x01\n" +
+	"\x18millstream/v1/plan.proto\x12\rmillstream.v1\x1a\x19millstream/v1/value.proto\"\xb1\x02\n" +
 	"\x04Plan\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x06inputs\x18\x02 \x03(\v2\x14.millstream.v1.InputR\x06inputs\x12,\n" +
@@ -2371,17 +2561,33 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\n" +
 	"references\x18\x05 \x03(\tR\n" +
 	"references\x12/\n" +
-	"\aschemas\x18\x06 \x03(\v2\x15.millstream.v1.SchemaR\aschemas\"U\n" +
+	"\aschemas\x18\x06 \x03(\v2\x15.millstream.v1.SchemaR\aschemas\x125\n" +
+	"\tfunctions\x18\a \x03(\v2\x17.millstream.v1.FunctionR\tfunctions\"\x82\x02\n" +
+	"\bFunction\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\blanguage\x18\x02 \x01(\tR\blanguage\x120\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1c.millstream.v1.Function.KindR\x04kind\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\tR\x04code\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12(\n" +
+	"\x10max_result_bytes\x18\x06 \x01(\rR\x0emaxResultBytes\"7\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06SCALAR\x10\x01\x12\r\n" +
+	"\tAGGREGATE\x10\x02\"U\n" +
 	"\x06Schema\x12\x14\n" +
 	"\x05input\x18\x01 \x01(\tR\x05input\x125\n" +
 	"\acolumns\x18\x02 \x03(\v2\x1b.millstream.v1.SchemaColumnR\acolumns\"6\n" +
 	"\fSchemaColumn\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04type\x18\x02 \x01(\tR\x04type\"|\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\"\xc5\x01\n" +
 	"\x05Input\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\ftimestamp_by\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\vtimestampBy\x12'\n" +
-	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\"\xe3\x04\n" +
+	"\x04over\x18\x03 \x03(\v2\x13.millstream.v1.ExprR\x04over\x12\x1a\n" +
+	"\bmetadata\x18\x04 \x01(\bR\bmetadata\x12+\n" +
+	"\x11iothub_properties\x18\x05 \x01(\bR\x10iothubProperties\"\xe3\x04\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12!\n" +
@@ -2507,7 +2713,7 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\aHOPPING\x10\x02\x12\v\n" +
 	"\aSLIDING\x10\x03\x12\v\n" +
 	"\aSESSION\x10\x04\x12\f\n" +
-	"\bSNAPSHOT\x10\x05\"\xb7\x03\n" +
+	"\bSNAPSHOT\x10\x05\"\xd2\x03\n" +
 	"\tAggregate\x121\n" +
 	"\x04func\x18\x01 \x01(\x0e2\x1d.millstream.v1.Aggregate.FuncR\x04func\x12%\n" +
 	"\x03arg\x18\x02 \x01(\v2\x13.millstream.v1.ExprR\x03arg\x12\x1a\n" +
@@ -2516,7 +2722,8 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\x05top_n\x18\x05 \x01(\x03R\x04topN\x12\x1e\n" +
 	"\n" +
 	"percentile\x18\x06 \x01(\x01R\n" +
-	"percentile\"\xca\x01\n" +
+	"percentile\x12\x10\n" +
+	"\x03udf\x18\a \x01(\tR\x03udf\"\xd3\x01\n" +
 	"\x04Func\x12\x14\n" +
 	"\x10FUNC_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05COUNT\x10\x01\x12\a\n" +
@@ -2534,7 +2741,8 @@ const file_millstream_v1_plan_proto_rawDesc = "" +
 	"\vCOLLECT_TOP\x10\v\x12\v\n" +
 	"\aTOP_ONE\x10\f\x12\x13\n" +
 	"\x0fPERCENTILE_CONT\x10\r\x12\x13\n" +
-	"\x0fPERCENTILE_DISC\x10\x0e\"G\n" +
+	"\x0fPERCENTILE_DISC\x10\x0e\x12\a\n" +
+	"\x03UDA\x10\x0f\"G\n" +
 	"\bOrderKey\x12'\n" +
 	"\x04expr\x18\x01 \x01(\v2\x13.millstream.v1.ExprR\x04expr\x12\x12\n" +
 	"\x04desc\x18\x02 \x01(\bR\x04desc\"2\n" +
@@ -2580,104 +2788,108 @@ func file_millstream_v1_plan_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_plan_proto_rawDescData
 }
 
-var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_millstream_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_millstream_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_millstream_v1_plan_proto_goTypes = []any{
-	(PatternNode_Kind)(0),    // 0: millstream.v1.PatternNode.Kind
-	(MatchAggregate_Func)(0), // 1: millstream.v1.MatchAggregate.Func
-	(Apply_Func)(0),          // 2: millstream.v1.Apply.Func
-	(Analytic_Func)(0),       // 3: millstream.v1.Analytic.Func
-	(Window_Kind)(0),         // 4: millstream.v1.Window.Kind
-	(Aggregate_Func)(0),      // 5: millstream.v1.Aggregate.Func
-	(*Plan)(nil),             // 6: millstream.v1.Plan
-	(*Schema)(nil),           // 7: millstream.v1.Schema
-	(*SchemaColumn)(nil),     // 8: millstream.v1.SchemaColumn
-	(*Input)(nil),            // 9: millstream.v1.Input
-	(*Stage)(nil),            // 10: millstream.v1.Stage
-	(*MatchRecognize)(nil),   // 11: millstream.v1.MatchRecognize
-	(*PatternNode)(nil),      // 12: millstream.v1.PatternNode
-	(*MatchDefine)(nil),      // 13: millstream.v1.MatchDefine
-	(*MatchAggregate)(nil),   // 14: millstream.v1.MatchAggregate
-	(*Join)(nil),             // 15: millstream.v1.Join
-	(*Apply)(nil),            // 16: millstream.v1.Apply
-	(*Analytic)(nil),         // 17: millstream.v1.Analytic
-	(*Projection)(nil),       // 18: millstream.v1.Projection
-	(*Column)(nil),           // 19: millstream.v1.Column
-	(*Wildcard)(nil),         // 20: millstream.v1.Wildcard
-	(*Window)(nil),           // 21: millstream.v1.Window
-	(*Aggregate)(nil),        // 22: millstream.v1.Aggregate
-	(*OrderKey)(nil),         // 23: millstream.v1.OrderKey
-	(*Output)(nil),           // 24: millstream.v1.Output
-	(*Expr)(nil),             // 25: millstream.v1.Expr
-	(*FieldRef)(nil),         // 26: millstream.v1.FieldRef
-	(*Call)(nil),             // 27: millstream.v1.Call
-	(*Case)(nil),             // 28: millstream.v1.Case
-	(*When)(nil),             // 29: millstream.v1.When
-	(*Value)(nil),            // 30: millstream.v1.Value
+	(Function_Kind)(0),       // 0: millstream.v1.Function.Kind
+	(PatternNode_Kind)(0),    // 1: millstream.v1.PatternNode.Kind
+	(MatchAggregate_Func)(0), // 2: millstream.v1.MatchAggregate.Func
+	(Apply_Func)(0),          // 3: millstream.v1.Apply.Func
+	(Analytic_Func)(0),       // 4: millstream.v1.Analytic.Func
+	(Window_Kind)(0),         // 5: millstream.v1.Window.Kind
+	(Aggregate_Func)(0),      // 6: millstream.v1.Aggregate.Func
+	(*Plan)(nil),             // 7: millstream.v1.Plan
+	(*Function)(nil),         // 8: millstream.v1.Function
+	(*Schema)(nil),           // 9: millstream.v1.Schema
+	(*SchemaColumn)(nil),     // 10: millstream.v1.SchemaColumn
+	(*Input)(nil),            // 11: millstream.v1.Input
+	(*Stage)(nil),            // 12: millstream.v1.Stage
+	(*MatchRecognize)(nil),   // 13: millstream.v1.MatchRecognize
+	(*PatternNode)(nil),      // 14: millstream.v1.PatternNode
+	(*MatchDefine)(nil),      // 15: millstream.v1.MatchDefine
+	(*MatchAggregate)(nil),   // 16: millstream.v1.MatchAggregate
+	(*Join)(nil),             // 17: millstream.v1.Join
+	(*Apply)(nil),            // 18: millstream.v1.Apply
+	(*Analytic)(nil),         // 19: millstream.v1.Analytic
+	(*Projection)(nil),       // 20: millstream.v1.Projection
+	(*Column)(nil),           // 21: millstream.v1.Column
+	(*Wildcard)(nil),         // 22: millstream.v1.Wildcard
+	(*Window)(nil),           // 23: millstream.v1.Window
+	(*Aggregate)(nil),        // 24: millstream.v1.Aggregate
+	(*OrderKey)(nil),         // 25: millstream.v1.OrderKey
+	(*Output)(nil),           // 26: millstream.v1.Output
+	(*Expr)(nil),             // 27: millstream.v1.Expr
+	(*FieldRef)(nil),         // 28: millstream.v1.FieldRef
+	(*Call)(nil),             // 29: millstream.v1.Call
+	(*Case)(nil),             // 30: millstream.v1.Case
+	(*When)(nil),             // 31: millstream.v1.When
+	(*Value)(nil),            // 32: millstream.v1.Value
 }
 var file_millstream_v1_plan_proto_depIdxs = []int32{
-	9,  // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
-	10, // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
-	24, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
-	7,  // 3: millstream.v1.Plan.schemas:type_name -> millstream.v1.Schema
-	8,  // 4: millstream.v1.Schema.columns:type_name -> millstream.v1.SchemaColumn
-	25, // 5: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
-	25, // 6: millstream.v1.Input.over:type_name -> millstream.v1.Expr
-	25, // 7: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
-	25, // 8: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
-	21, // 9: millstream.v1.Stage.window:type_name -> millstream.v1.Window
-	22, // 10: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
-	25, // 11: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
-	18, // 12: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
-	17, // 13: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
-	16, // 14: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
-	15, // 15: millstream.v1.Stage.join:type_name -> millstream.v1.Join
-	11, // 16: millstream.v1.Stage.match:type_name -> millstream.v1.MatchRecognize
-	25, // 17: millstream.v1.MatchRecognize.partition_by:type_name -> millstream.v1.Expr
-	19, // 18: millstream.v1.MatchRecognize.measures:type_name -> millstream.v1.Column
-	12, // 19: millstream.v1.MatchRecognize.pattern:type_name -> millstream.v1.PatternNode
-	13, // 20: millstream.v1.MatchRecognize.define:type_name -> millstream.v1.MatchDefine
-	14, // 21: millstream.v1.MatchRecognize.aggregates:type_name -> millstream.v1.MatchAggregate
-	0,  // 22: millstream.v1.PatternNode.kind:type_name -> millstream.v1.PatternNode.Kind
-	12, // 23: millstream.v1.PatternNode.items:type_name -> millstream.v1.PatternNode
-	25, // 24: millstream.v1.MatchDefine.cond:type_name -> millstream.v1.Expr
-	1,  // 25: millstream.v1.MatchAggregate.func:type_name -> millstream.v1.MatchAggregate.Func
-	25, // 26: millstream.v1.MatchAggregate.arg:type_name -> millstream.v1.Expr
-	25, // 27: millstream.v1.Join.on:type_name -> millstream.v1.Expr
-	25, // 28: millstream.v1.Join.left_keys:type_name -> millstream.v1.Expr
-	25, // 29: millstream.v1.Join.right_keys:type_name -> millstream.v1.Expr
-	2,  // 30: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
-	25, // 31: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
-	3,  // 32: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
-	25, // 33: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
-	25, // 34: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
-	25, // 35: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
-	25, // 36: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
-	5,  // 37: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
-	19, // 38: millstream.v1.Projection.column:type_name -> millstream.v1.Column
-	20, // 39: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
-	25, // 40: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
-	4,  // 41: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
-	25, // 42: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
-	5,  // 43: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
-	25, // 44: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
-	23, // 45: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
-	25, // 46: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
-	30, // 47: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
-	26, // 48: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
-	27, // 49: millstream.v1.Expr.call:type_name -> millstream.v1.Call
-	28, // 50: millstream.v1.Expr.case:type_name -> millstream.v1.Case
-	25, // 51: millstream.v1.Call.args:type_name -> millstream.v1.Expr
-	25, // 52: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
-	29, // 53: millstream.v1.Case.whens:type_name -> millstream.v1.When
-	25, // 54: millstream.v1.Case.else:type_name -> millstream.v1.Expr
-	25, // 55: millstream.v1.When.when:type_name -> millstream.v1.Expr
-	25, // 56: millstream.v1.When.then:type_name -> millstream.v1.Expr
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	11, // 0: millstream.v1.Plan.inputs:type_name -> millstream.v1.Input
+	12, // 1: millstream.v1.Plan.stages:type_name -> millstream.v1.Stage
+	26, // 2: millstream.v1.Plan.outputs:type_name -> millstream.v1.Output
+	9,  // 3: millstream.v1.Plan.schemas:type_name -> millstream.v1.Schema
+	8,  // 4: millstream.v1.Plan.functions:type_name -> millstream.v1.Function
+	0,  // 5: millstream.v1.Function.kind:type_name -> millstream.v1.Function.Kind
+	10, // 6: millstream.v1.Schema.columns:type_name -> millstream.v1.SchemaColumn
+	27, // 7: millstream.v1.Input.timestamp_by:type_name -> millstream.v1.Expr
+	27, // 8: millstream.v1.Input.over:type_name -> millstream.v1.Expr
+	27, // 9: millstream.v1.Stage.where:type_name -> millstream.v1.Expr
+	27, // 10: millstream.v1.Stage.group_keys:type_name -> millstream.v1.Expr
+	23, // 11: millstream.v1.Stage.window:type_name -> millstream.v1.Window
+	24, // 12: millstream.v1.Stage.aggregates:type_name -> millstream.v1.Aggregate
+	27, // 13: millstream.v1.Stage.having:type_name -> millstream.v1.Expr
+	20, // 14: millstream.v1.Stage.projections:type_name -> millstream.v1.Projection
+	19, // 15: millstream.v1.Stage.analytics:type_name -> millstream.v1.Analytic
+	18, // 16: millstream.v1.Stage.applies:type_name -> millstream.v1.Apply
+	17, // 17: millstream.v1.Stage.join:type_name -> millstream.v1.Join
+	13, // 18: millstream.v1.Stage.match:type_name -> millstream.v1.MatchRecognize
+	27, // 19: millstream.v1.MatchRecognize.partition_by:type_name -> millstream.v1.Expr
+	21, // 20: millstream.v1.MatchRecognize.measures:type_name -> millstream.v1.Column
+	14, // 21: millstream.v1.MatchRecognize.pattern:type_name -> millstream.v1.PatternNode
+	15, // 22: millstream.v1.MatchRecognize.define:type_name -> millstream.v1.MatchDefine
+	16, // 23: millstream.v1.MatchRecognize.aggregates:type_name -> millstream.v1.MatchAggregate
+	1,  // 24: millstream.v1.PatternNode.kind:type_name -> millstream.v1.PatternNode.Kind
+	14, // 25: millstream.v1.PatternNode.items:type_name -> millstream.v1.PatternNode
+	27, // 26: millstream.v1.MatchDefine.cond:type_name -> millstream.v1.Expr
+	2,  // 27: millstream.v1.MatchAggregate.func:type_name -> millstream.v1.MatchAggregate.Func
+	27, // 28: millstream.v1.MatchAggregate.arg:type_name -> millstream.v1.Expr
+	27, // 29: millstream.v1.Join.on:type_name -> millstream.v1.Expr
+	27, // 30: millstream.v1.Join.left_keys:type_name -> millstream.v1.Expr
+	27, // 31: millstream.v1.Join.right_keys:type_name -> millstream.v1.Expr
+	3,  // 32: millstream.v1.Apply.func:type_name -> millstream.v1.Apply.Func
+	27, // 33: millstream.v1.Apply.arg:type_name -> millstream.v1.Expr
+	4,  // 34: millstream.v1.Analytic.func:type_name -> millstream.v1.Analytic.Func
+	27, // 35: millstream.v1.Analytic.value:type_name -> millstream.v1.Expr
+	27, // 36: millstream.v1.Analytic.default:type_name -> millstream.v1.Expr
+	27, // 37: millstream.v1.Analytic.partition_by:type_name -> millstream.v1.Expr
+	27, // 38: millstream.v1.Analytic.when:type_name -> millstream.v1.Expr
+	6,  // 39: millstream.v1.Analytic.aggregate:type_name -> millstream.v1.Aggregate.Func
+	21, // 40: millstream.v1.Projection.column:type_name -> millstream.v1.Column
+	22, // 41: millstream.v1.Projection.wildcard:type_name -> millstream.v1.Wildcard
+	27, // 42: millstream.v1.Column.expr:type_name -> millstream.v1.Expr
+	5,  // 43: millstream.v1.Window.kind:type_name -> millstream.v1.Window.Kind
+	27, // 44: millstream.v1.Window.partition_by:type_name -> millstream.v1.Expr
+	6,  // 45: millstream.v1.Aggregate.func:type_name -> millstream.v1.Aggregate.Func
+	27, // 46: millstream.v1.Aggregate.arg:type_name -> millstream.v1.Expr
+	25, // 47: millstream.v1.Aggregate.order_by:type_name -> millstream.v1.OrderKey
+	27, // 48: millstream.v1.OrderKey.expr:type_name -> millstream.v1.Expr
+	32, // 49: millstream.v1.Expr.literal:type_name -> millstream.v1.Value
+	28, // 50: millstream.v1.Expr.field:type_name -> millstream.v1.FieldRef
+	29, // 51: millstream.v1.Expr.call:type_name -> millstream.v1.Call
+	30, // 52: millstream.v1.Expr.case:type_name -> millstream.v1.Case
+	27, // 53: millstream.v1.Call.args:type_name -> millstream.v1.Expr
+	27, // 54: millstream.v1.Case.operand:type_name -> millstream.v1.Expr
+	31, // 55: millstream.v1.Case.whens:type_name -> millstream.v1.When
+	27, // 56: millstream.v1.Case.else:type_name -> millstream.v1.Expr
+	27, // 57: millstream.v1.When.when:type_name -> millstream.v1.Expr
+	27, // 58: millstream.v1.When.then:type_name -> millstream.v1.Expr
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_plan_proto_init() }
@@ -2686,11 +2898,11 @@ func file_millstream_v1_plan_proto_init() {
 		return
 	}
 	file_millstream_v1_value_proto_init()
-	file_millstream_v1_plan_proto_msgTypes[12].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[13].OneofWrappers = []any{
 		(*Projection_Column)(nil),
 		(*Projection_Wildcard)(nil),
 	}
-	file_millstream_v1_plan_proto_msgTypes[19].OneofWrappers = []any{
+	file_millstream_v1_plan_proto_msgTypes[20].OneofWrappers = []any{
 		(*Expr_Literal)(nil),
 		(*Expr_Field)(nil),
 		(*Expr_Call)(nil),
@@ -2707,8 +2919,8 @@ func file_millstream_v1_plan_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_plan_proto_rawDesc), len(file_millstream_v1_plan_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   24,
+			NumEnums:      7,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -53,7 +53,11 @@ type LogEntry struct {
 	// Several job inputs read the message (job and input then empty): it
 	// is logged, counted and checked for duplicates once, and each of
 	// these takes it.
-	Targets       []*RouteTarget `protobuf:"bytes,14,rep,name=targets,proto3" json:"targets,omitempty"`
+	Targets []*RouteTarget `protobuf:"bytes,14,rep,name=targets,proto3" json:"targets,omitempty"`
+	// The event's metadata, when a job reading the input uses it
+	// (GetMetadataPropertyValue, iothub_properties); logged so that a
+	// replay sees the same values.
+	Metadata      *EventMetadata `protobuf:"bytes,15,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,6 +190,13 @@ func (x *LogEntry) GetTargets() []*RouteTarget {
 	return nil
 }
 
+func (x *LogEntry) GetMetadata() *EventMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 // RouteTarget is one job input a logged message is for.
 type RouteTarget struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -239,6 +250,122 @@ func (x *RouteTarget) GetInput() string {
 	return ""
 }
 
+// EventMetadata is what an MQTT message carries besides its payload: the
+// IoT Hub system properties of the topic's property bag ($.mid, $.cid)
+// and the application properties (the property bag's other keys, then
+// the MQTT 5 user properties).
+type EventMetadata struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	MessageId      string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	CorrelationId  string                 `protobuf:"bytes,2,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	UserProperties []*UserProperty        `protobuf:"bytes,3,rep,name=user_properties,json=userProperties,proto3" json:"user_properties,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventMetadata) Reset() {
+	*x = EventMetadata{}
+	mi := &file_millstream_v1_state_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventMetadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventMetadata) ProtoMessage() {}
+
+func (x *EventMetadata) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_state_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventMetadata.ProtoReflect.Descriptor instead.
+func (*EventMetadata) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EventMetadata) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *EventMetadata) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *EventMetadata) GetUserProperties() []*UserProperty {
+	if x != nil {
+		return x.UserProperties
+	}
+	return nil
+}
+
+type UserProperty struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserProperty) Reset() {
+	*x = UserProperty{}
+	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserProperty) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserProperty) ProtoMessage() {}
+
+func (x *UserProperty) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserProperty.ProtoReflect.Descriptor instead.
+func (*UserProperty) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UserProperty) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UserProperty) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 // DeviceState is a device's entry in a checkpoint.
 type DeviceState struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -259,7 +386,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_millstream_v1_state_proto_msgTypes[2]
+	mi := &file_millstream_v1_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +398,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[2]
+	mi := &file_millstream_v1_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +411,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeviceState) GetId() string {
@@ -369,7 +496,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	mi := &file_millstream_v1_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +508,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[3]
+	mi := &file_millstream_v1_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +521,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Checkpoint) GetLogPosition() uint64 {
@@ -483,7 +610,7 @@ type SafeCheckpoint struct {
 
 func (x *SafeCheckpoint) Reset() {
 	*x = SafeCheckpoint{}
-	mi := &file_millstream_v1_state_proto_msgTypes[4]
+	mi := &file_millstream_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +622,7 @@ func (x *SafeCheckpoint) String() string {
 func (*SafeCheckpoint) ProtoMessage() {}
 
 func (x *SafeCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[4]
+	mi := &file_millstream_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +635,7 @@ func (x *SafeCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SafeCheckpoint.ProtoReflect.Descriptor instead.
 func (*SafeCheckpoint) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SafeCheckpoint) GetCheckpoint() *Checkpoint {
@@ -551,7 +678,7 @@ type OutboxEntry struct {
 
 func (x *OutboxEntry) Reset() {
 	*x = OutboxEntry{}
-	mi := &file_millstream_v1_state_proto_msgTypes[5]
+	mi := &file_millstream_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +690,7 @@ func (x *OutboxEntry) String() string {
 func (*OutboxEntry) ProtoMessage() {}
 
 func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[5]
+	mi := &file_millstream_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +703,7 @@ func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
 func (*OutboxEntry) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OutboxEntry) GetId() string {
@@ -641,7 +768,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_millstream_v1_state_proto_msgTypes[6]
+	mi := &file_millstream_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +780,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_state_proto_msgTypes[6]
+	mi := &file_millstream_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +793,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeadLetter) GetTime() int64 {
@@ -743,7 +870,7 @@ var File_millstream_v1_state_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x19millstream/v1/state.proto\x12\rmillstream.v1\"\x9e\x03\n" +
+	"\x19millstream/v1/state.proto\x12\rmillstream.v1\"\xd8\x03\n" +
 	"\bLogEntry\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\tR\x05input\x12\x16\n" +
@@ -761,10 +888,19 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x06origin\x18\f \x01(\tR\x06origin\x12\x1d\n" +
 	"\n" +
 	"origin_seq\x18\r \x01(\x04R\toriginSeq\x124\n" +
-	"\atargets\x18\x0e \x03(\v2\x1a.millstream.v1.RouteTargetR\atargets\"5\n" +
+	"\atargets\x18\x0e \x03(\v2\x1a.millstream.v1.RouteTargetR\atargets\x128\n" +
+	"\bmetadata\x18\x0f \x01(\v2\x1c.millstream.v1.EventMetadataR\bmetadata\"5\n" +
 	"\vRouteTarget\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
-	"\x05input\x18\x02 \x01(\tR\x05input\"\xb1\x03\n" +
+	"\x05input\x18\x02 \x01(\tR\x05input\"\x9b\x01\n" +
+	"\rEventMetadata\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12%\n" +
+	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12D\n" +
+	"\x0fuser_properties\x18\x03 \x03(\v2\x1b.millstream.v1.UserPropertyR\x0euserProperties\"6\n" +
+	"\fUserProperty\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb1\x03\n" +
 	"\vDeviceState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tlast_seen\x18\x02 \x01(\x03R\blastSeen\x12\x16\n" +
@@ -848,39 +984,43 @@ func file_millstream_v1_state_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_state_proto_rawDescData
 }
 
-var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_millstream_v1_state_proto_goTypes = []any{
 	(*LogEntry)(nil),       // 0: millstream.v1.LogEntry
 	(*RouteTarget)(nil),    // 1: millstream.v1.RouteTarget
-	(*DeviceState)(nil),    // 2: millstream.v1.DeviceState
-	(*Checkpoint)(nil),     // 3: millstream.v1.Checkpoint
-	(*SafeCheckpoint)(nil), // 4: millstream.v1.SafeCheckpoint
-	(*OutboxEntry)(nil),    // 5: millstream.v1.OutboxEntry
-	(*DeadLetter)(nil),     // 6: millstream.v1.DeadLetter
-	nil,                    // 7: millstream.v1.DeviceState.SequencesEntry
-	nil,                    // 8: millstream.v1.DeviceState.SequenceWindowsEntry
-	nil,                    // 9: millstream.v1.Checkpoint.JobsEntry
-	nil,                    // 10: millstream.v1.Checkpoint.DesiredEntry
-	nil,                    // 11: millstream.v1.Checkpoint.ForwardedEntry
-	nil,                    // 12: millstream.v1.Checkpoint.ForwardedIndexEntry
-	nil,                    // 13: millstream.v1.Checkpoint.OriginsEntry
+	(*EventMetadata)(nil),  // 2: millstream.v1.EventMetadata
+	(*UserProperty)(nil),   // 3: millstream.v1.UserProperty
+	(*DeviceState)(nil),    // 4: millstream.v1.DeviceState
+	(*Checkpoint)(nil),     // 5: millstream.v1.Checkpoint
+	(*SafeCheckpoint)(nil), // 6: millstream.v1.SafeCheckpoint
+	(*OutboxEntry)(nil),    // 7: millstream.v1.OutboxEntry
+	(*DeadLetter)(nil),     // 8: millstream.v1.DeadLetter
+	nil,                    // 9: millstream.v1.DeviceState.SequencesEntry
+	nil,                    // 10: millstream.v1.DeviceState.SequenceWindowsEntry
+	nil,                    // 11: millstream.v1.Checkpoint.JobsEntry
+	nil,                    // 12: millstream.v1.Checkpoint.DesiredEntry
+	nil,                    // 13: millstream.v1.Checkpoint.ForwardedEntry
+	nil,                    // 14: millstream.v1.Checkpoint.ForwardedIndexEntry
+	nil,                    // 15: millstream.v1.Checkpoint.OriginsEntry
 }
 var file_millstream_v1_state_proto_depIdxs = []int32{
 	1,  // 0: millstream.v1.LogEntry.targets:type_name -> millstream.v1.RouteTarget
-	7,  // 1: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
-	8,  // 2: millstream.v1.DeviceState.sequence_windows:type_name -> millstream.v1.DeviceState.SequenceWindowsEntry
-	9,  // 3: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
-	2,  // 4: millstream.v1.Checkpoint.devices:type_name -> millstream.v1.DeviceState
-	10, // 5: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
-	11, // 6: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
-	12, // 7: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
-	13, // 8: millstream.v1.Checkpoint.origins:type_name -> millstream.v1.Checkpoint.OriginsEntry
-	3,  // 9: millstream.v1.SafeCheckpoint.checkpoint:type_name -> millstream.v1.Checkpoint
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 1: millstream.v1.LogEntry.metadata:type_name -> millstream.v1.EventMetadata
+	3,  // 2: millstream.v1.EventMetadata.user_properties:type_name -> millstream.v1.UserProperty
+	9,  // 3: millstream.v1.DeviceState.sequences:type_name -> millstream.v1.DeviceState.SequencesEntry
+	10, // 4: millstream.v1.DeviceState.sequence_windows:type_name -> millstream.v1.DeviceState.SequenceWindowsEntry
+	11, // 5: millstream.v1.Checkpoint.jobs:type_name -> millstream.v1.Checkpoint.JobsEntry
+	4,  // 6: millstream.v1.Checkpoint.devices:type_name -> millstream.v1.DeviceState
+	12, // 7: millstream.v1.Checkpoint.desired:type_name -> millstream.v1.Checkpoint.DesiredEntry
+	13, // 8: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
+	14, // 9: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
+	15, // 10: millstream.v1.Checkpoint.origins:type_name -> millstream.v1.Checkpoint.OriginsEntry
+	5,  // 11: millstream.v1.SafeCheckpoint.checkpoint:type_name -> millstream.v1.Checkpoint
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_state_proto_init() }
@@ -888,14 +1028,14 @@ func file_millstream_v1_state_proto_init() {
 	if File_millstream_v1_state_proto != nil {
 		return
 	}
-	file_millstream_v1_state_proto_msgTypes[5].OneofWrappers = []any{}
+	file_millstream_v1_state_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_state_proto_rawDesc), len(file_millstream_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,7 @@
+SELECT
+    time,
+    UDF.hex2Int(offset) AS IntOffset
+INTO
+    output
+FROM
+    InputStream

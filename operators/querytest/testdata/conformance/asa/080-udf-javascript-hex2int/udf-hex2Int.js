@@ -1,0 +1,4 @@
+// Convert Hex value to integer.
+function main(hexValue) {
+    return parseInt(hexValue, 16);
+}
