@@ -133,3 +133,53 @@ GROUP BY TumblingWindow(second, 30)`
 		})
 	}
 }
+
+// BenchmarkEdgeQueryAccounting is the cost of job memory budgets (issue
+// 13) on the seed query: budget=on measures the executor's state
+// (exec.StateBytes) every 2 s of event time, as a partition does in
+// checkBudgets; budget=off does not. Both run in the same process, the
+// per-event difference is the accounting.
+func BenchmarkEdgeQueryAccounting(b *testing.B) {
+	for _, budget := range []bool{false, true} {
+		name := "budget=off"
+		if budget {
+			name = "budget=on"
+		}
+		b.Run("devices=10k/"+name, func(b *testing.B) {
+			p, err := plan.FromSQL(edgeQuery)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var sink []byte
+			ex, err := exec.New(p, exec.Options{Emit: func(_ string, _ int64, rec *value.Record) {
+				sink = value.AppendRecordJSON(sink[:0], rec)
+			}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			events := payloads(1<<16, 10_000)
+			arrival := value.FromTime(mustUnix(1_767_225_600))
+			step := 100 * value.TicksPerMicrosecond
+			const every = 2 * value.TicksPerSecond // actors.budgetCheckEvery
+			checked, walks := arrival, 0
+			var state int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				arrival += step
+				if err := ex.Ingest("EdgeInput", events[i&(len(events)-1)], arrival); err != nil {
+					b.Fatal(err)
+				}
+				if budget && arrival-checked >= every {
+					checked = arrival
+					state = ex.StateBytes()
+					walks++
+				}
+			}
+			ex.Flush()
+			b.StopTimer()
+			b.ReportMetric(float64(walks), "walks")
+			_ = state
+		})
+	}
+}

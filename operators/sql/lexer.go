@@ -63,6 +63,13 @@ func (t Token) describe() string {
 	return fmt.Sprintf("'%s'", t.Text)
 }
 
+// MaxTokens bounds the tokens of one query. Lex keeps every token (40
+// bytes each) before the parser runs, so without a bound a 1 MiB query of
+// one-character tokens ("v+v+...") held about 100 MiB while it was
+// refused, and eight such deploys at once took a gateway to 713 MiB
+// (issue 13). A query of this many tokens is hundreds of kilobytes of SQL.
+const MaxTokens = 100_000
+
 // Lex splits a query into tokens, ending with an TokEOF token.
 func Lex(src string) ([]Token, error) {
 	l := lexer{src: src, line: 1, col: 1}
@@ -82,10 +89,13 @@ func Lex(src string) ([]Token, error) {
 		if err != nil {
 			return nil, err
 		}
-		toks = append(toks, t)
 		if t.Kind == TokEOF {
-			return toks, nil
+			return append(toks, t), nil
 		}
+		if len(toks) == MaxTokens {
+			return nil, l.errorf(t.Pos, "the query has more than %d tokens", MaxTokens)
+		}
+		toks = append(toks, t)
 	}
 }
 

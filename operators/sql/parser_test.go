@@ -2,6 +2,7 @@ package sql
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -81,6 +82,26 @@ func TestParseDeepNestingIsAnErrorNotACrash(t *testing.T) {
 	_, err = Parse("SELECT " + strings.Repeat("NOT ", 5000) + "a FROM i")
 	require.Error(t, err)
 	_, err = Parse("SELECT " + strings.Repeat("-", 5000) + "a FROM i")
+	require.Error(t, err)
+}
+
+// TestParseRefusesTooManyTokens (issue 13): the tokens of a query are
+// bounded before the parser runs, so a huge query is refused without
+// holding a token per byte.
+func TestParseRefusesTooManyTokens(t *testing.T) {
+	terms := MaxTokens / 2
+	_, err := Parse("SELECT " + strings.Repeat("v+", terms) + "v FROM i")
+	require.ErrorContains(t, err, fmt.Sprintf("more than %d tokens", MaxTokens))
+	var perr *Error
+	require.ErrorAs(t, err, &perr)
+	require.Equal(t, 1, perr.Pos.Line)
+	require.Equal(t, len("SELECT ")+MaxTokens, perr.Pos.Col, "at the first token past the bound")
+
+	// At the bound (EOF not counted) the query lexes.
+	toks, err := Lex(strings.Repeat("a ", MaxTokens))
+	require.NoError(t, err)
+	require.Len(t, toks, MaxTokens+1)
+	_, err = Lex(strings.Repeat("a ", MaxTokens+1))
 	require.Error(t, err)
 }
 
