@@ -65,7 +65,11 @@ type Broker struct {
 	// maxRetained caps retained messages; sysRetained is how many $SYS
 	// topics mochi retains itself, which do not count.
 	maxRetained int
-	sysRetained atomic.Int64
+	// maxRetainedBytes caps their payloads; retainedBytes is about what
+	// they hold (recounted at the limit).
+	maxRetainedBytes int64
+	retainedBytes    atomic.Int64
+	sysRetained      atomic.Int64
 
 	aclDenied       [2]atomic.Uint64 // by aclAction
 	connRefused     [numConnRefusals]atomic.Uint64
@@ -118,6 +122,10 @@ type BrokerOptions struct {
 	// MaxRetained caps retained messages (default 10,000); a retained
 	// publish beyond it is delivered but not retained, and counted.
 	MaxRetained int
+	// MaxRetainedBytes caps the retained messages' payloads (default 64
+	// MiB); a retained publish beyond it is delivered but not retained,
+	// and counted.
+	MaxRetainedBytes int64
 	// ConnectTimeout bounds the TLS handshake and the CONNECT packet of a
 	// new connection (default 10s).
 	ConnectTimeout time.Duration
@@ -152,6 +160,7 @@ func BrokerOptionsFrom(cfg *pb.GatewayConfig) BrokerOptions {
 		MaxConnections:   int(m.GetMaxConnections()),
 		MaxSessionExpiry: m.GetMaxSessionExpiry().AsDuration(),
 		MaxRetained:      int(m.GetMaxRetained()),
+		MaxRetainedBytes: int64(m.GetMaxRetainedBytes()),
 	}
 }
 
@@ -170,6 +179,9 @@ func (o *BrokerOptions) defaults() {
 	}
 	if o.MaxRetained <= 0 {
 		o.MaxRetained = DefaultMQTTMaxRetained
+	}
+	if o.MaxRetainedBytes <= 0 {
+		o.MaxRetainedBytes = config.DefaultMQTTMaxRetainedBytes
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = defaultConnectTimeout
@@ -197,7 +209,7 @@ func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
 	caps.MaximumSessionExpiryInterval = uint32(min(opts.MaxSessionExpiry/time.Second, math.MaxUint32))
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: mqttLogger(logger), Capabilities: caps})
 	b := &Broker{srv: srv, maxPayload: opts.MaxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{}),
-		sec: sec, maxRetained: opts.MaxRetained, maxClients: opts.MaxConnections, connectTTL: opts.ConnectTimeout,
+		sec: sec, maxRetained: opts.MaxRetained, maxRetainedBytes: opts.MaxRetainedBytes, maxClients: opts.MaxConnections, connectTTL: opts.ConnectTimeout,
 		// Sockets still in their TLS handshake or CONNECT count too, so
 		// clients that never send CONNECT cannot exhaust file descriptors;
 		// the headroom lets a client over the limit still get its CONNACK.

@@ -411,33 +411,50 @@ func (b *Broker) denyACL(cl *mqtt.Client, topic string, write bool) {
 	}
 }
 
-// mayRetain reports whether a retained message on topic may be kept:
-// it replaces one, or there are fewer than max_retained. Concurrent
+// mayRetain reports whether a retained message of size bytes on topic
+// may be kept: it replaces one or there are fewer than max_retained, and
+// the retained payloads stay within max_retained_bytes. Concurrent
 // publishes may overshoot by a few.
-func (b *Broker) mayRetain(topic string) bool {
-	if _, ok := b.srv.Topics.Retained.Get(topic); ok {
+func (b *Broker) mayRetain(topic string, size int) bool {
+	old, replacing := b.srv.Topics.Retained.Get(topic)
+	grow := int64(size - len(old.Payload))
+	countOK := replacing || b.srv.Topics.Retained.Len()-int(b.sysRetained.Load()) < b.maxRetained
+	if countOK && b.retainedBytes.Load()+grow <= b.maxRetainedBytes {
+		b.retainedBytes.Add(grow)
 		return true
 	}
-	if b.srv.Topics.Retained.Len()-int(b.sysRetained.Load()) < b.maxRetained {
-		return true
-	}
-	// mochi retains its $SYS topics too, some after Serve returned: count
-	// them again before refusing (only at the limit, so rarely).
-	sys := 0
-	for t := range b.srv.Topics.Retained.GetAll() {
+	// Count again before refusing (only at a limit, so rarely): mochi
+	// retains its $SYS topics too, some after Serve returned, and expires
+	// retained messages by itself.
+	sys, total := 0, int64(0)
+	for t, pk := range b.srv.Topics.Retained.GetAll() {
 		if strings.HasPrefix(t, "$SYS/") {
 			sys++
+			continue
 		}
+		total += int64(len(pk.Payload))
 	}
 	b.sysRetained.Store(int64(sys))
-	if b.srv.Topics.Retained.Len()-sys < b.maxRetained {
+	b.retainedBytes.Store(total)
+	countOK = replacing || b.srv.Topics.Retained.Len()-sys < b.maxRetained
+	if countOK && total+grow <= b.maxRetainedBytes {
+		b.retainedBytes.Add(grow)
 		return true
 	}
 	n := b.retainedDropped.Add(1)
 	if b.securityLog.allow() {
-		b.logger.Warn("MQTT retained message not kept: max_retained reached", "topic", topic, "max_retained", b.maxRetained, "dropped", n)
+		b.logger.Warn("MQTT retained message not kept: max_retained or max_retained_bytes reached", "topic", topic, "bytes", size,
+			"max_retained", b.maxRetained, "max_retained_bytes", b.maxRetainedBytes, "dropped", n)
 	}
 	return false
+}
+
+// retainCleared accounts for a retained message deleted (an empty
+// retained publish).
+func (b *Broker) retainCleared(topic string) {
+	if old, ok := b.srv.Topics.Retained.Get(topic); ok {
+		b.retainedBytes.Add(-int64(len(old.Payload)))
+	}
 }
 
 // securityHook authenticates clients, applies the ACLs and the limits on
@@ -523,15 +540,20 @@ func (h *securityHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 		nack(cl, pk.FixedHeader.Qos, pk.PacketID, packets.ErrNotAuthorized)
 		return pk, packets.ErrRejectPacket
 	}
-	if pk.FixedHeader.Retain && len(pk.Payload) > 0 && !h.b.mayRetain(pk.TopicName) {
-		pk.FixedHeader.Retain = false // delivered, not kept
+	if pk.FixedHeader.Retain {
+		switch {
+		case len(pk.Payload) == 0:
+			h.b.retainCleared(pk.TopicName)
+		case !h.b.mayRetain(pk.TopicName, len(pk.Payload)):
+			pk.FixedHeader.Retain = false // delivered, not kept
+		}
 	}
 	return pk, nil
 }
 
 // OnWill keeps a retained will within max_retained.
 func (h *securityHook) OnWill(_ *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if will.Retain && len(will.Payload) > 0 && !h.b.mayRetain(will.TopicName) {
+	if will.Retain && len(will.Payload) > 0 && !h.b.mayRetain(will.TopicName, len(will.Payload)) {
 		will.Retain = false
 	}
 	return will, nil

@@ -24,14 +24,21 @@ const DevicesInput = config.SystemDevicesInput
 // Config.PassivateAfter is dropped from memory (its desired properties are
 // kept), so memory follows active devices, not every device ever seen.
 
+// MaxReportedBytes is the largest last payload a device keeps as its
+// reported state; a larger one is counted (Device.ReportedBytes) but not
+// kept, so the memory devices hold is bounded by their number.
+const MaxReportedBytes = 8 << 10
+
 // Device is a device's twin as the gateway knows it.
 type Device struct {
 	ID       string          `json:"deviceId"`
 	Online   bool            `json:"online"`
 	LastSeen time.Time       `json:"lastSeen"`
 	Messages uint64          `json:"messages"`
-	Reported json.RawMessage `json:"reported,omitempty"` // the last payload
-	Desired  json.RawMessage `json:"desired,omitempty"`
+	Reported json.RawMessage `json:"reported,omitempty"` // the last payload, if at most MaxReportedBytes
+	// ReportedBytes is the size of a last payload too large to keep.
+	ReportedBytes int             `json:"reportedBytes,omitempty"`
+	Desired       json.RawMessage `json:"desired,omitempty"`
 }
 
 type deviceState struct {
@@ -39,8 +46,11 @@ type deviceState struct {
 	online   bool
 	messages uint64
 	reported []byte
-	seqs     map[string]uint64     // highest sequence number per job/input (duplicates)
-	seqWin   map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
+	// reportedLen is the size of the last payload when it was too large
+	// to keep (reported is nil then).
+	reportedLen int
+	seqs        map[string]uint64     // highest sequence number per job/input (duplicates)
+	seqWin      map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
 }
 
 // devicesMsg gets one device (id), or lists a partition's devices in id
@@ -70,7 +80,14 @@ func (p *partition) seen(id string, payload []byte, now int64) {
 		d = &deviceState{}
 		p.devices[id] = d
 	}
-	d.lastSeen, d.messages, d.reported = now, d.messages+1, payload
+	d.lastSeen, d.messages = now, d.messages+1
+	// Kept for the twin's reported state only when small: 4,000 devices
+	// that each sent one 200 KiB message held 800 MiB here (issue 13).
+	if len(payload) <= MaxReportedBytes {
+		d.reported, d.reportedLen = payload, 0
+	} else {
+		d.reported, d.reportedLen = nil, len(payload)
+	}
 	if !d.online {
 		d.online = true
 		p.deviceEvent(id, "online", now)
@@ -121,6 +138,7 @@ func (p *partition) device(id string) Device {
 		if json.Valid(d.reported) {
 			out.Reported = append(json.RawMessage(nil), d.reported...)
 		}
+		out.ReportedBytes = d.reportedLen
 	}
 	if des, ok := p.desired[id]; ok {
 		out.Desired = append(json.RawMessage(nil), des...)

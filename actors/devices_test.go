@@ -153,3 +153,31 @@ func TestDevicesListedByPage(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }
+
+// TestDeviceKeepsOnlySmallReportedPayloads: a device's last payload is its
+// reported state only up to MaxReportedBytes; a larger one is counted, not
+// held (4,000 devices that sent 200 KiB each held 800 MiB).
+func TestDeviceKeepsOnlySmallReportedPayloads(t *testing.T) {
+	g := New(Config{Partitions: 2}, NewOutputs(nil, io.Discard), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer g.Close(ctx)
+	job, err := config.ParseJob("j.yaml", []byte("name: j\nquery: SELECT * INTO o FROM i\ninputs: [{name: i}]\noutputs: [{name: o, log: {}}]\n"))
+	require.NoError(t, err)
+	require.NoError(t, g.Deploy(ctx, job))
+	big := `{"pad":"` + strings.Repeat("x", MaxReportedBytes) + `"}`
+	_, err = g.IngestTopic("devices/big/messages/events", []byte(big))
+	require.NoError(t, err)
+	_, err = g.IngestTopic("devices/small/messages/events", []byte(`{"t":1}`))
+	require.NoError(t, err)
+	require.NoError(t, g.Drain(ctx))
+	d, err := g.Device(ctx, "big")
+	require.NoError(t, err)
+	require.Nil(t, d.Reported)
+	require.Equal(t, len(big), d.ReportedBytes)
+	require.Equal(t, uint64(1), d.Messages)
+	d, err = g.Device(ctx, "small")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"t":1}`, string(d.Reported))
+	require.Zero(t, d.ReportedBytes)
+}

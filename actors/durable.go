@@ -76,6 +76,9 @@ type DurableSink interface {
 	Admit() error
 }
 
+// DefaultMaxQueuedBytes is the default of Config.MaxQueuedBytes.
+const DefaultMaxQueuedBytes = 64 << 20
+
 // logWriter is the group commit of the ingest log (D1): Ingest queues an
 // event and waits; one goroutine writes everything queued in one synced
 // batch, wakes the waiters, then hands the events to their partitions in
@@ -95,6 +98,15 @@ type logWriter struct {
 	// Clustered: commits waiting for their replicas, in order (C5).
 	completions   chan completion
 	completerDone chan struct{}
+	// Back-pressure: bytes of events queued, being committed or waiting
+	// in their partition's mailbox, until the partition applied them.
+	// Device input waits in admit while they are over maxQueued (guarded
+	// by mu; space is signalled on release).
+	queuedBytes int64
+	peakQueued  int64
+	maxQueued   int64
+	space       *sync.Cond
+	closing     bool
 }
 
 // commitGen is one group commit: done closes once it is durable (or
@@ -112,7 +124,8 @@ func newCommitGen() *commitGen {
 func newLogWriter(g *Gateway) *logWriter {
 	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
 		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		completions: make(chan completion, 1024), completerDone: make(chan struct{})}
+		completions: make(chan completion, 1024), completerDone: make(chan struct{}), maxQueued: g.cfg.MaxQueuedBytes}
+	w.space = sync.NewCond(&w.mu)
 	go w.run()
 	go w.completer()
 	return w
@@ -138,6 +151,50 @@ func (w *logWriter) queue(p int, es ...event) { // w.mu held
 		w.touched = append(w.touched, p)
 	}
 	w.pending[p] = append(w.pending[p], es...)
+	for i := range es {
+		w.queuedBytes += eventBytes(&es[i])
+	}
+	w.peakQueued = max(w.peakQueued, w.queuedBytes)
+}
+
+// eventBytes is about what an event holds in memory until applied. An
+// event a partition of this gateway forwarded to partition 0 shares its
+// payload with the event it came from.
+func eventBytes(e *event) int64 {
+	if e.forwarded && e.origin == "" {
+		return 128
+	}
+	return int64(len(e.payload)) + 128
+}
+
+// admit waits while the events not yet applied hold more than
+// Config.MaxQueuedBytes: a device's input then waits in its connection
+// (the broker stops reading it, TCP pushes back to the publisher), for
+// QoS 0 too, which has no acknowledgement to withhold. Ticks and
+// forwarded events do not wait.
+func (w *logWriter) admit() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.queuedBytes <= w.maxQueued || w.closing {
+		return
+	}
+	start := time.Now()
+	w.g.ingestWaits.Add(1)
+	for w.queuedBytes > w.maxQueued && !w.closing {
+		w.space.Wait()
+	}
+	ingestWaitSeconds.Add(time.Since(start).Seconds())
+}
+
+// release returns the bytes of applied (or refused) events.
+func (w *logWriter) release(n int64) {
+	if n == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.queuedBytes -= n
+	w.mu.Unlock()
+	w.space.Broadcast()
 }
 
 // wake tells the committer there is work (coalesced).
@@ -173,6 +230,10 @@ func (w *logWriter) run() {
 
 // close commits what is queued and stops.
 func (w *logWriter) close() {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	w.space.Broadcast()
 	close(w.stop)
 	<-w.done
 	close(w.completions)
@@ -284,6 +345,13 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 	gen.err = err
 	close(gen.done) // durable: the publishers may be acknowledged (D1)
 	if err != nil {
+		var n int64
+		for _, evs := range batches {
+			for i := range evs {
+				n += eventBytes(&evs[i])
+			}
+		}
+		w.release(n)
 		return
 	}
 	size := w.g.cfg.BatchSize
@@ -291,7 +359,11 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 		evs := batches[i]
 		for off := 0; off < len(evs); off += size {
 			end := min(off+size, len(evs))
-			w.g.send(g.Partition, &eventBatch{events: evs[off:end], seq0: g.First + uint64(off)})
+			b := &eventBatch{events: evs[off:end], seq0: g.First + uint64(off), release: w}
+			for j := range b.events {
+				b.bytes += eventBytes(&b.events[j])
+			}
+			w.g.send(g.Partition, b)
 		}
 		if g.Partition == 0 {
 			for _, e := range evs {
@@ -684,6 +756,9 @@ type DurableStats struct {
 	// ReplayDeaths: replays of a partition that the previous process
 	// ended in (replayguard.go).
 	ReplayDeaths uint64
+	// IngestWaits: device messages that waited for the log writer's
+	// back-pressure (Config.MaxQueuedBytes).
+	IngestWaits uint64
 }
 
 // DurableStats returns the durable-mode counters.
@@ -692,7 +767,7 @@ func (g *Gateway) DurableStats() DurableStats {
 		Duplicates: g.duplicates.Load(), RestoreFailures: g.restoreFailures.Load(), LogErrors: g.logErrors.Load(),
 		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load(),
 		ForwardResends: g.forwardResends.Load(), SequenceUnverified: g.seqUnverified.Load(),
-		StaleCheckpoints: g.staleCheckpoints.Load(), ReplayDeaths: g.replayDeaths.Load()}
+		StaleCheckpoints: g.staleCheckpoints.Load(), ReplayDeaths: g.replayDeaths.Load(), IngestWaits: g.ingestWaits.Load()}
 }
 
 var (
@@ -705,6 +780,10 @@ var (
 		Name:    "millstream_checkpoint_seconds",
 		Help:    "Time a partition spends writing one checkpoint (it processes no events meanwhile).",
 		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 10),
+	})
+	ingestWaitSeconds = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "millstream_ingest_backpressure_seconds_total",
+		Help: "Time device input spent waiting because the input taken and not yet applied was over max_queued_bytes (the broker stops reading the connection meanwhile).",
 	})
 )
 

@@ -68,6 +68,11 @@ type Config struct {
 	SyncInterval time.Duration
 	// CheckpointInterval: how often partitions checkpoint (default 1s).
 	CheckpointInterval time.Duration
+	// MaxQueuedBytes bounds the input a durable gateway holds between
+	// taking it and applying it (queued for the log, being committed,
+	// waiting for its partition): above it, device input waits in its
+	// connection, QoS 0 included (default 64 MiB).
+	MaxQueuedBytes int64
 	// SequenceField names a payload field with a per-device sequence
 	// number. An event whose number the device's input has had within
 	// the 1,024 numbers below its highest is a duplicate (dropped,
@@ -127,6 +132,9 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.CheckpointInterval <= 0 {
 		c.CheckpointInterval = config.DefaultCheckpointInterval
+	}
+	if c.MaxQueuedBytes <= 0 {
+		c.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 }
 
@@ -195,6 +203,7 @@ type Gateway struct {
 	replayDeaths     atomic.Uint64              // replays the process ended in (replayguard.go)
 	journal          *state.ReplayJournal       // nil without a store
 	killOn           []byte                     // fault injection (fault.go)
+	ingestWaits      atomic.Uint64              // device input that waited for the log writer (admit)
 
 	// Clustered mode (cluster.go); nil otherwise.
 	cl *clusterState
@@ -577,6 +586,9 @@ func (g *Gateway) enqueueEvent(ev event) (*commitGen, error) {
 	if err := g.disk.admit(); err != nil {
 		g.refused.Add(1)
 		return nil, err
+	}
+	if g.log != nil {
+		g.log.admit()
 	}
 	p := g.partitionOf(ev.device)
 	ev.arrival = value.FromTime(g.cfg.Now())

@@ -54,6 +54,10 @@ type (
 	eventBatch struct {
 		events []event
 		seq0   uint64
+		// release, when set, gets bytes back once the batch is applied
+		// (the log writer's back-pressure).
+		release *logWriter
+		bytes   int64
 	}
 	deployMsg     struct{ job *deployedJob }
 	removeMsg     struct{ name string }
@@ -145,6 +149,9 @@ func (p *partition) Receive(ctx actor.Context) {
 		defer func() {
 			batchSeconds.Observe(time.Since(start).Seconds())
 			p.g.queued[p.id].Add(-1)
+			if m.release != nil {
+				m.release.release(m.bytes)
+			}
 		}()
 		if !p.active {
 			// Cannot happen: Release syncs the log before it stops the

@@ -131,12 +131,16 @@ func printDevice(w io.Writer, body []byte) error {
 	if err := json.Unmarshal(body, &d); err != nil {
 		return fmt.Errorf("device get: the admin API's answer: %w", err)
 	}
+	reported := orDash(string(d.Reported))
+	if d.ReportedBytes > 0 {
+		reported = fmt.Sprintf("(last payload of %d bytes, over %d: not kept)", d.ReportedBytes, actors.MaxReportedBytes)
+	}
 	return fields(w, []string{
 		"device:\t" + d.ID,
 		"state:\t" + onlineWord(d.Online),
 		fmt.Sprintf("last seen:\t%s (%s)", d.LastSeen.Format(time.RFC3339), ago(d.LastSeen)),
 		fmt.Sprintf("messages:\t%d", d.Messages),
-		"reported:\t" + orDash(string(d.Reported)),
+		"reported:\t" + reported,
 		"desired:\t" + orDash(string(d.Desired)),
 	})
 }

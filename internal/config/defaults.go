@@ -37,6 +37,7 @@ const (
 	DefaultMQTTMaxConnections   = 10_000
 	DefaultMQTTMaxSessionExpiry = time.Hour
 	DefaultMQTTMaxRetained      = 10_000
+	DefaultMQTTMaxRetainedBytes = 64 << 20
 
 	DefaultDeadLetterEntries = 10_000
 	DefaultDeadLetterBytes   = 16 << 20
@@ -85,6 +86,9 @@ func EnsureGatewayDefaults(g *pb.GatewayConfig) {
 	setUint32(&m.MaxConnections, DefaultMQTTMaxConnections)
 	setDuration(&m.MaxSessionExpiry, DefaultMQTTMaxSessionExpiry)
 	setUint32(&m.MaxRetained, DefaultMQTTMaxRetained)
+	if m.MaxRetainedBytes == 0 {
+		m.MaxRetainedBytes = DefaultMQTTMaxRetainedBytes
+	}
 
 	if g.DeadLetters == nil {
 		g.DeadLetters = &pb.DeadLetters{}

@@ -1202,9 +1202,13 @@ type MqttBroker struct {
 	// Longest session expiry granted to an MQTT 5 client (default 1h).
 	MaxSessionExpiry *durationpb.Duration `protobuf:"bytes,6,opt,name=max_session_expiry,json=maxSessionExpiry,proto3" json:"max_session_expiry,omitempty"`
 	// Most retained messages held (default 10,000).
-	MaxRetained   uint32 `protobuf:"varint,7,opt,name=max_retained,json=maxRetained,proto3" json:"max_retained,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxRetained uint32 `protobuf:"varint,7,opt,name=max_retained,json=maxRetained,proto3" json:"max_retained,omitempty"`
+	// Most bytes of retained payloads held (default 64 MiB); a retained
+	// publish beyond either limit is delivered but not retained, and
+	// counted.
+	MaxRetainedBytes uint64 `protobuf:"varint,8,opt,name=max_retained_bytes,json=maxRetainedBytes,proto3" json:"max_retained_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MqttBroker) Reset() {
@@ -1282,6 +1286,13 @@ func (x *MqttBroker) GetMaxSessionExpiry() *durationpb.Duration {
 func (x *MqttBroker) GetMaxRetained() uint32 {
 	if x != nil {
 		return x.MaxRetained
+	}
+	return 0
+}
+
+func (x *MqttBroker) GetMaxRetainedBytes() uint64 {
+	if x != nil {
+		return x.MaxRetainedBytes
 	}
 	return 0
 }
@@ -1891,7 +1902,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\vtokens_file\x18\x02 \x01(\tR\n" +
 	"tokensFile\x12'\n" +
 	"\x0fallowed_origins\x18\x03 \x03(\tR\x0eallowedOrigins\x12\x14\n" +
-	"\x05pprof\x18\x04 \x01(\bR\x05pprof\"\xba\x02\n" +
+	"\x05pprof\x18\x04 \x01(\bR\x05pprof\"\xe8\x02\n" +
 	"\n" +
 	"MqttBroker\x12\x1d\n" +
 	"\n" +
@@ -1901,7 +1912,8 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x0fallow_anonymous\x18\x04 \x01(\bR\x0eallowAnonymous\x12'\n" +
 	"\x0fmax_connections\x18\x05 \x01(\rR\x0emaxConnections\x12G\n" +
 	"\x12max_session_expiry\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10maxSessionExpiry\x12!\n" +
-	"\fmax_retained\x18\a \x01(\rR\vmaxRetained\"\xe7\x05\n" +
+	"\fmax_retained\x18\a \x01(\rR\vmaxRetained\x12,\n" +
+	"\x12max_retained_bytes\x18\b \x01(\x04R\x10maxRetainedBytes\"\xe7\x05\n" +
 	"\aCluster\x12#\n" +
 	"\rgossip_listen\x18\x01 \x01(\tR\fgossipListen\x12)\n" +
 	"\x10gossip_advertise\x18\x02 \x01(\tR\x0fgossipAdvertise\x12\x14\n" +
