@@ -14,8 +14,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/millstream/millstream/actors"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -44,17 +46,15 @@ func (n *Node) handOff(p int, member string) {
 		}
 		n.publishMeta()
 		if sc != nil {
-			deadline := time.Now().Add(n.cfg.HandOffWait)
-			for !n.gw.Drained(hw) && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if n.gw.Drained(hw) {
-				if err := n.gw.MakeSafe(p, sc); err != nil {
-					n.log.Error("hand-off: checkpoint not stored", "partition", p, "error", err)
-				}
-			} else {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HandOffWait)
+			err := n.gw.MakeSafe(ctx, p, sc, hw)
+			cancel()
+			switch {
+			case errors.Is(err, actors.ErrNotDrained):
 				n.log.Warn("hand-off: rows still in the outbox; the next owner re-emits those after the last safe checkpoint",
 					"partition", p, "waited", n.cfg.HandOffWait)
+			case err != nil:
+				n.log.Error("hand-off: checkpoint not stored", "partition", p, "error", err)
 			}
 		}
 	} else {

@@ -146,7 +146,7 @@ func (n *Node) post(pid *actor.PID, msg any) {
 	if n.iso.isolated() {
 		return // fault injection: lost on the way
 	}
-	n.system.Root.Send(pid, msg)
+	n.out.Send(pid, msg)
 }
 
 // addrOf is a member's remote address ("" when unknown).

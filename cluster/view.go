@@ -26,10 +26,12 @@ import (
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
-// refreshView takes the live member list from gossip. A gateway that
+// refreshView takes the live member list from gossip.
+func (n *Node) refreshView() { n.setView(n.ml.Members()) }
+
+// setView makes members (this gateway included) the view. A gateway that
 // restarted is a new member: its older incarnation is gone at once.
-func (n *Node) refreshView() {
-	members := n.ml.Members()
+func (n *Node) setView(members []Member) {
 	var newKnown, leftKnown, back []string
 	n.mu.Lock()
 	old := n.view
