@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -153,7 +154,7 @@ func (g *Gateway) Serve(ctx context.Context, p int, epoch uint64) error {
 // Release stops serving partition p: events queued for it are applied,
 // then it writes a checkpoint and drops its state. It returns that
 // checkpoint and the outbox positions its rows reach: once they have
-// drained (Drained), the checkpoint is safe for the next owner (C6).
+// drained (MakeSafe), the checkpoint is safe for the next owner (C6).
 func (g *Gateway) Release(ctx context.Context, p int) (*pb.SafeCheckpoint, map[string]uint64, error) {
 	g.StopIntake(p)
 	g.log.sync()
@@ -197,15 +198,39 @@ func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
 	return g.store.ResetPartition(p)
 }
 
-// Drained reports whether the outbox rows up to hw have left the outbox.
-func (g *Gateway) Drained(hw map[string]uint64) bool {
+// ErrNotDrained: a checkpoint's rows had not left the outbox when the
+// wait for them ended; it was not made safe.
+var ErrNotDrained = errors.New("actors: the checkpoint's rows are still in the outbox")
+
+// drainPoll is how often MakeSafe looks at the outbox.
+const drainPoll = 20 * time.Millisecond
+
+// MakeSafe waits until the outbox rows up to hw (Release's) have left the
+// outbox, then stores sc as partition p's safe checkpoint and ships it to
+// the replicas (C6). When ctx ends first, it returns ErrNotDrained.
+func (g *Gateway) MakeSafe(ctx context.Context, p int, sc *pb.SafeCheckpoint, hw map[string]uint64) error {
+	for !g.drained(hw) {
+		select {
+		case <-ctx.Done():
+			if g.drained(hw) {
+				return g.makeSafe(p, sc)
+			}
+			return fmt.Errorf("%w: partition %d: %w", ErrNotDrained, p, ctx.Err())
+		case <-time.After(drainPoll):
+		}
+	}
+	return g.makeSafe(p, sc)
+}
+
+// drained reports whether the outbox rows up to hw have left the outbox.
+func (g *Gateway) drained(hw map[string]uint64) bool {
 	heads, err := g.store.OutboxHeads()
 	return err == nil && state.Drained(hw, heads)
 }
 
-// MakeSafe stores sc as partition p's safe checkpoint (its rows have
+// makeSafe stores sc as partition p's safe checkpoint (its rows have
 // drained) and ships it to the replicas.
-func (g *Gateway) MakeSafe(p int, sc *pb.SafeCheckpoint) error {
+func (g *Gateway) makeSafe(p int, sc *pb.SafeCheckpoint) error {
 	if err := g.store.SaveSafeCheckpoint(p, sc); err != nil {
 		return err
 	}
@@ -269,7 +294,7 @@ func (g *Gateway) promoteSafe() {
 		if !serving {
 			continue
 		}
-		if err := g.MakeSafe(p, ps.sc); err != nil {
+		if err := g.makeSafe(p, ps.sc); err != nil {
 			g.cfg.Logger.Error("safe checkpoint not stored", "partition", p, "error", err)
 		}
 	}

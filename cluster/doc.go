@@ -5,8 +5,11 @@
 // over protoactor remote, forwarding of input to the gateway serving its
 // partition, replication of logs and safe checkpoints, planned hand-off,
 // take-over after a crash, the split-brain policy, and jobs deployed on
-// every gateway. Node drives an actors.Gateway through actors.ClusterLink
-// and the gateway's Serve, Release and Abandon.
+// every gateway. Node drives the gateway through the Gateway interface
+// (gateway.go), and the gateway calls the Node as its actors.ClusterLink.
+// Files by concern: the loop (reconcile.go), view and quorum (view.go),
+// replication (replicate.go), hand-off (handoff.go), take-over
+// (takeover.go); each says at its top which invariants it keeps.
 //
 // Invariants (C4-C7, kept with the gateway, are in actors/cluster.go):
 //

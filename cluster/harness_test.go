@@ -42,6 +42,7 @@ func newHarness(t testing.TB) *harness {
 	// A local actor system: what the node sends to other gateways ends
 	// in its dead letters.
 	n.system = actor.NewActorSystemWithConfig(actor.Configure(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })))
+	n.out = n.system.Root
 	require.NoError(t, gw.SetCluster(n))
 	t.Cleanup(func() {
 		n.handlers.Wait()

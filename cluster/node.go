@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/millstream/millstream/actors"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
 )
@@ -95,12 +94,13 @@ type NodeConfig struct {
 // fail-over. It implements actors.ClusterLink.
 type Node struct {
 	cfg    NodeConfig
-	gw     *actors.Gateway
+	gw     Gateway
 	store  *state.Store
 	name   string // gateway#incarnation
 	log    *slog.Logger
 	ml     *Membership
 	system *actor.ActorSystem
+	out    sender // what post sends through: system.Root, or a test's switch
 	remote *remote.Remote
 	parts  int
 	rej    *rejections // messages refused (reject.go)
@@ -217,7 +217,7 @@ type fwdBatch struct {
 // Start joins the cluster and attaches the node to a durable gateway
 // (before its Recover). The gateway serves no partition until the node
 // has settled which ones are its own.
-func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, error) {
+func Start(ctx context.Context, cfg NodeConfig, gw Gateway) (*Node, error) {
 	if cfg.Gateway == "" || strings.Contains(cfg.Gateway, "#") {
 		return nil, fmt.Errorf("cluster: gateway name %q: required, without '#'", cfg.Gateway)
 	}
@@ -313,6 +313,7 @@ func Start(ctx context.Context, cfg NodeConfig, gw *actors.Gateway) (*Node, erro
 	if err != nil {
 		return nil, err
 	}
+	n.out = n.system.Root
 	n.remote = remote.NewRemote(n.system, remote.Configure(host, port, opts...))
 	if err := startRemote(n.remote); err != nil {
 		return nil, fmt.Errorf("cluster: remote address %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)
@@ -396,7 +397,7 @@ func startRemote(r *remote.Remote) (err error) {
 
 // newNode makes a node's state, before anything starts (cfg has its
 // defaults); Start joins it.
-func newNode(cfg NodeConfig, gw *actors.Gateway) *Node {
+func newNode(cfg NodeConfig, gw Gateway) *Node {
 	n := &Node{cfg: cfg, gw: gw, store: gw.Store(), parts: gw.Partitions(), log: cfg.Logger.With("component", "cluster"),
 		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
@@ -495,6 +496,15 @@ func (n *Node) Close() error {
 	close(n.stop)
 	n.wg.Wait()
 	err := n.ml.Shutdown()
+	n.closeStreams()
+	n.remote.Shutdown(false)
+	n.changes.flush()
+	return err
+}
+
+// closeStreams closes every outgoing stream: the callbacks of what the
+// peers had not acknowledged run with ok false.
+func (n *Node) closeStreams() {
 	n.st.mu.Lock()
 	var fns []func(bool)
 	for m := range n.st.out {
@@ -502,9 +512,6 @@ func (n *Node) Close() error {
 	}
 	n.st.mu.Unlock()
 	runAll(fns, false)
-	n.remote.Shutdown(false)
-	n.changes.flush()
-	return err
 }
 
 // Drain hands every partition this gateway serves to the next owner and

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"math"
 	"strings"
 	"time"
@@ -147,7 +146,7 @@ func (n *Node) post(pid *actor.PID, msg any) {
 	if n.iso.isolated() {
 		return // fault injection: lost on the way
 	}
-	n.system.Root.Send(pid, msg)
+	n.out.Send(pid, msg)
 }
 
 // addrOf is a member's remote address ("" when unknown).
@@ -249,56 +248,6 @@ func truncate(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "")
 }
 
-// acceptReplication reports whether a replica takes replication of p from
-// member at epoch: not while it serves p itself, not from an older epoch.
-func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
-	if n.gw.Serving(p) {
-		n.log.Warn("replication for a partition this gateway serves; ignored", "partition", p, "from", from)
-		return false
-	}
-	cur, err := n.epoch(p)
-	if err != nil {
-		n.log.Error("epoch unreadable", "partition", p, "error", err)
-		return false
-	}
-	if epoch < cur {
-		n.log.Warn("replication from a stale epoch; ignored", "partition", p, "from", from, "epoch", epoch, "current", cur)
-		return false
-	}
-	if epoch > cur {
-		if err := n.setEpoch(p, epoch); err != nil {
-			n.log.Error("epoch not stored", "partition", p, "error", err)
-			return false
-		}
-	}
-	return true
-}
-
-func (n *Node) applyLog(from string, g *pb.ReplGroup) {
-	p := int(g.Partition)
-	if !n.acceptReplication(from, p, g.Epoch) {
-		return
-	}
-	if err := n.store.AppendAt(p, g.FirstSeq, 0, g.Entries); err != nil {
-		n.log.Error("replicated log not stored", "partition", p, "from", from, "error", err)
-	}
-}
-
-// holdings is what this gateway holds of every partition, as told to
-// member.
-func (n *Node) holdings(id uint64, member string) *pb.StatusReply {
-	r := &pb.StatusReply{Id: id}
-	now := time.Now()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for p := 0; p < n.parts; p++ {
-		ep, _ := n.epoch(p)
-		r.Partitions = append(r.Partitions, &pb.PartitionHolding{Partition: uint32(p), Serving: n.gw.Serving(p), Epoch: ep,
-			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p], Taking: n.taking[p].holds(now, member)})
-	}
-	return r
-}
-
 // sendTo queues a message on the stream to a member; false when the
 // member is not in the view.
 func (n *Node) sendTo(member string, msg *pb.StreamMsg, onAck func(bool)) bool {
@@ -310,102 +259,6 @@ func (n *Node) sendTo(member string, msg *pb.StreamMsg, onAck func(bool)) bool {
 	n.st.send(n.st.open(member, addr), msg, onAck)
 	n.st.mu.Unlock()
 	return true
-}
-
-// claimWait claims p, waiting up to 10 s for a change under way.
-func (n *Node) claimWait(p int) bool {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if n.claim(p) {
-			return true
-		}
-	}
-	n.log.Warn("partition busy with another change for 10 s; request dropped", "partition", p)
-	return false
-}
-
-// handOffRequested hands a partition to the member that asked for it,
-// unless this gateway no longer holds the copy it was asked for.
-func (n *Node) handOffRequested(member string, req *pb.HandOffRequest) {
-	p := int(req.Partition)
-	if !n.claimWait(p) {
-		return
-	}
-	if !n.gw.Serving(p) && !n.stillHolds(p, req) {
-		n.unclaim(p)
-		return
-	}
-	n.handOff(p, member)
-}
-
-// stillHolds reports whether this gateway still holds the copy of p that
-// a hand-off request was made for (p claimed). Between its answer and the
-// request it may have given p up and dropped its copy (Abandon): a
-// catch-up from what is left would reset the requester's copy, and the
-// requester would serve p from nothing, numbering its log from 1 again
-// (partition 0 then drops every event it forwards as applied already).
-func (n *Node) stillHolds(p int, req *pb.HandOffRequest) bool {
-	epoch, err := n.epoch(p)
-	if err != nil {
-		n.log.Error("hand-off request: epoch unreadable; refused", "partition", p, "error", err)
-		return false
-	}
-	last := n.store.LastSeq(p)
-	if epoch < req.Epoch || last < req.LastSeq {
-		n.log.Warn("hand-off request for a copy this gateway no longer holds; refused", "partition", p,
-			"asked_epoch", req.Epoch, "asked_last_seq", req.LastSeq, "epoch", epoch, "last_seq", last)
-		return false
-	}
-	return true
-}
-
-// serve makes this gateway serve p after a hand-off (claims p first).
-func (n *Node) serve(p int, prevEpoch uint64, why string) {
-	if !n.claimWait(p) {
-		n.backOff(p, "")
-		return
-	}
-	defer n.unclaim(p)
-	n.serveClaimed(p, prevEpoch, why)
-}
-
-// serveClaimed makes this gateway serve p (p claimed by the caller). Until
-// it serves, its answers say it is taking p over (C8); a take-over set
-// that mark before it asked, and it ends here either way.
-func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
-	n.markTaking(p, takeOverMark, "")
-	defer n.backOff(p, "")
-	if n.gw.Serving(p) {
-		return
-	}
-	if n.Fenced() {
-		// A hand-off that reached a gateway still cut off (C9): it holds
-		// the partition's state as a replica, and takes it over once it
-		// hears from a majority again.
-		n.log.Warn("partition not served: no majority heard yet", "partition", p, "why", why)
-		return
-	}
-	cur, _ := n.epoch(p)
-	epoch := max(cur, prevEpoch) + 1
-	start := time.Now()
-	n.mu.Lock()
-	n.holding[p], n.caughtUp[p] = "", false
-	n.replicas[p] = map[string]*replica{}
-	n.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := n.gw.Serve(ctx, p, epoch); err != nil {
-		n.log.Error("partition not served", "partition", p, "why", why, "error", err)
-		return
-	}
-	n.epochs[p].Store(epoch) // Serve stored it
-	n.publishMeta()
-	if why == "take-over" {
-		n.failovers.Add(1)
-	}
-	took := time.Since(start)
-	n.log.Debug("serving partition", "partition", p, "epoch", epoch, "why", why, "took", took.Round(time.Millisecond))
-	n.changes.add("serving partitions", "why", why, p, took)
-	n.wakeLoop()
 }
 
 // epoch is the partition's epoch in this gateway's store, cached: every
@@ -427,11 +280,6 @@ func (n *Node) setEpoch(p int, e uint64) error {
 	}
 	n.epochs[p].Store(e)
 	return nil
-}
-
-type statusAnswer struct {
-	from  string
-	reply *pb.StatusReply
 }
 
 func actorPID(addr string) *actor.PID { return actor.NewPID(addr, nodeActor) }

@@ -22,6 +22,15 @@ const (
 	resendMax   = 256 // messages per resend round
 )
 
+// sender sends one message to an actor of another gateway, at most once,
+// without blocking: protoactor's root context (Start), or an in-memory
+// switch in the tests (memnet_test.go). Node.post is its only caller.
+type sender interface {
+	Send(pid *actor.PID, message any)
+}
+
+var _ sender = (*actor.RootContext)(nil)
+
 // outStream is the sending side of a stream to one member.
 type outStream struct {
 	to      string

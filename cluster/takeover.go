@@ -1,0 +1,224 @@
+package cluster
+
+// How a partition comes to this gateway (this file): the take-over of a
+// partition nobody serves (every live gateway is asked what it holds; the
+// best holder hands it here, or this gateway serves it from its own
+// store), and serving it, after a take-over or a hand-off. While a
+// take-over is under way this gateway says so in its holdings.
+//
+// Invariants kept here: C8 (no two gateways take one partition over at
+// once: each marks its take-over before it asks, and backs off on another's
+// mark or a missing answer), C3 (a partition is served at an epoch one
+// above any this gateway has seen for it), C9 (a gateway cut off serves
+// nothing, even what was handed to it).
+
+import (
+	"context"
+	"time"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// takeOver finds the best holder of a partition nobody serves and has it
+// hand the partition here, or serves it from this gateway's own store.
+//
+// No two gateways may take one partition over at once: views can differ
+// (a gateway that announced its drain places itself, the others do not),
+// so two gateways can each be the owner in their own view, find the same
+// copies and nobody serving, and both serve at the same epoch, numbering
+// new log entries from the same position. Each says it is taking p over
+// (holdings) before it asks, until it serves p or gives up; one that
+// finds another taking p over, or misses an answer, backs off and the
+// loop tries again. Of two that ask each other, at least one sees the
+// other's mark, as each set its own before asking.
+func (n *Node) takeOver(p int) {
+	defer n.unclaim(p)
+	n.markTaking(p, takeOverMark, "")
+	n.mu.Lock()
+	peers := n.peersLocked()
+	n.reqID++
+	id := n.reqID
+	ch := make(chan statusAnswer, len(peers))
+	n.requests[id] = ch
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.requests, id)
+		n.mu.Unlock()
+	}()
+	asked := 0
+	for _, m := range peers {
+		if n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_StatusRequest{StatusRequest: &pb.StatusRequest{Id: id}}}, nil) {
+			asked++
+		}
+	}
+	best, bestEpoch, bestSeq := n.name, uint64(0), n.store.LastSeq(p)
+	bestEpoch, _ = n.epoch(p)
+	if asked < len(peers) {
+		// A member in the view without an address yet may be taking p over.
+		n.backOff(p, "a gateway in the view cannot be asked", "asked", asked, "members", len(peers)+1)
+		return
+	}
+	timeout := time.After(2 * time.Second)
+	for got := 0; got < asked; got++ {
+		select {
+		case a := <-ch:
+			for _, h := range a.reply.Partitions {
+				if int(h.Partition) != p {
+					continue
+				}
+				if h.Serving {
+					n.backOff(p, "") // served after all
+					return
+				}
+				if h.Taking {
+					n.backOff(p, "another gateway is taking it over", "gateway", a.from)
+					return
+				}
+				if h.Epoch > bestEpoch || h.Epoch == bestEpoch && h.LastSeq > bestSeq {
+					best, bestEpoch, bestSeq = a.from, h.Epoch, h.LastSeq
+				}
+			}
+		case <-timeout:
+			// The silent one may be taking p over itself: deciding without
+			// it could serve p twice.
+			n.backOff(p, "not every gateway answered", "asked", asked, "answered", got)
+			return
+		case <-n.stop:
+			n.backOff(p, "")
+			return
+		}
+	}
+	if best == n.name {
+		why := "take-over"
+		if bestEpoch == 0 {
+			why = "new partition" // nobody served it before: a new cluster
+		}
+		n.serveClaimed(p, bestEpoch, why)
+		return
+	}
+	// Still taking p over until the holder hands it here (serveClaimed
+	// clears the mark) or the mark lapses: another owner asking meanwhile
+	// backs off instead of asking the holder for a second hand-off.
+	n.markTaking(p, handOffMark, "")
+	n.log.Debug("asking the best holder to hand the partition over", "partition", p, "holder", best, "epoch", bestEpoch, "last_seq", bestSeq)
+	n.changes.add("asking the best holder to hand partitions over", "holder", best, p, 0)
+	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p), Epoch: bestEpoch, LastSeq: bestSeq}}}, nil)
+}
+
+const (
+	// takeOverMark bounds how long a take-over says it is taking its
+	// partition over while it asks the holders and serves (it clears the
+	// mark when it ends: this only covers a take-over that hangs).
+	takeOverMark = time.Minute
+	// handOffMark is how long a gateway that asked the best holder for a
+	// hand-off still says it is taking the partition over: the holder
+	// waits up to 10 s for a change under way (claimWait), then catches
+	// this gateway up.
+	handOffMark = 20 * time.Second
+	// inTransitMark is how long a gateway that handed a partition off
+	// still says it is taking it over: the receiver marks it once the
+	// HandOff arrives (the stream resends it after a second).
+	inTransitMark = 5 * time.Second
+)
+
+// takingMark says until when this gateway tells the others it is taking
+// a partition over, or handing it to member (who may go on and take it).
+type takingMark struct {
+	until time.Time
+	to    string
+}
+
+func (m takingMark) holds(now time.Time, asker string) bool {
+	return now.Before(m.until) && (m.to == "" || m.to != asker)
+}
+
+// markTaking makes holdings say, for d, that this gateway is taking p
+// over; with to set, that it hands p to that member (told only to the
+// others).
+func (n *Node) markTaking(p int, d time.Duration, to string) {
+	n.mu.Lock()
+	n.taking[p] = takingMark{until: time.Now().Add(d), to: to}
+	n.mu.Unlock()
+}
+
+// backOff ends a take-over of p that did not serve it (and clears the
+// mark of one that did); why, when set, is logged with args.
+func (n *Node) backOff(p int, why string, args ...any) {
+	n.mu.Lock()
+	n.taking[p] = takingMark{}
+	n.mu.Unlock()
+	if why != "" {
+		n.log.Warn("take-over backs off; the loop tries again", append([]any{"partition", p, "why", why}, args...)...)
+	}
+}
+
+// holdings is what this gateway holds of every partition, as told to
+// member.
+func (n *Node) holdings(id uint64, member string) *pb.StatusReply {
+	r := &pb.StatusReply{Id: id}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for p := 0; p < n.parts; p++ {
+		ep, _ := n.epoch(p)
+		r.Partitions = append(r.Partitions, &pb.PartitionHolding{Partition: uint32(p), Serving: n.gw.Serving(p), Epoch: ep,
+			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p], Taking: n.taking[p].holds(now, member)})
+	}
+	return r
+}
+
+type statusAnswer struct {
+	from  string
+	reply *pb.StatusReply
+}
+
+// serve makes this gateway serve p after a hand-off (claims p first).
+func (n *Node) serve(p int, prevEpoch uint64, why string) {
+	if !n.claimWait(p) {
+		n.backOff(p, "")
+		return
+	}
+	defer n.unclaim(p)
+	n.serveClaimed(p, prevEpoch, why)
+}
+
+// serveClaimed makes this gateway serve p (p claimed by the caller). Until
+// it serves, its answers say it is taking p over (C8); a take-over set
+// that mark before it asked, and it ends here either way.
+func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
+	n.markTaking(p, takeOverMark, "")
+	defer n.backOff(p, "")
+	if n.gw.Serving(p) {
+		return
+	}
+	if n.Fenced() {
+		// A hand-off that reached a gateway still cut off (C9): it holds
+		// the partition's state as a replica, and takes it over once it
+		// hears from a majority again.
+		n.log.Warn("partition not served: no majority heard yet", "partition", p, "why", why)
+		return
+	}
+	cur, _ := n.epoch(p)
+	epoch := max(cur, prevEpoch) + 1
+	start := time.Now()
+	n.mu.Lock()
+	n.holding[p], n.caughtUp[p] = "", false
+	n.replicas[p] = map[string]*replica{}
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := n.gw.Serve(ctx, p, epoch); err != nil {
+		n.log.Error("partition not served", "partition", p, "why", why, "error", err)
+		return
+	}
+	n.epochs[p].Store(epoch) // Serve stored it
+	n.publishMeta()
+	if why == "take-over" {
+		n.failovers.Add(1)
+	}
+	took := time.Since(start)
+	n.log.Debug("serving partition", "partition", p, "epoch", epoch, "why", why, "took", took.Round(time.Millisecond))
+	n.changes.add("serving partitions", "why", why, p, took)
+	n.wakeLoop()
+}
