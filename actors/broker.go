@@ -436,6 +436,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Net.Inline {
 		return pk, nil // our own outputs
 	}
+	if strings.HasPrefix(pk.TopicName, iothubPrefix) {
+		return h.iothub(cl, pk)
+	}
 	if h.b.maxPayload > 0 && len(pk.Payload) > h.b.maxPayload {
 		// Acknowledged (a retry could never succeed) but neither ingested
 		// nor delivered: counted in Rejected, and dead-lettered.

@@ -303,6 +303,9 @@ func aclAllows(r mqttRole, id, topic string, write bool) bool {
 	case roleAdmin:
 		return true
 	case roleDevice:
+		if strings.HasPrefix(topic, iothubPrefix) {
+			return iothubACL(topic, write)
+		}
 		// id is a valid device id: no wildcard, no '/', so the prefix is
 		// literal and a filter under it matches nothing else.
 		rest, ok := strings.CutPrefix(topic, "devices/")

@@ -703,7 +703,7 @@ mqtt:
 	cfg, err := config.LoadGateway(p)
 	require.NoError(t, err)
 	require.Equal(t, BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 1024, TLSListen: "127.0.0.1:0", CertFile: "c.pem", KeyFile: "k.pem", CAFile: "ca.pem",
-		PasswordFile: "users", AllowAnonymous: true, MaxConnections: 7, MaxSessionExpiry: 30 * time.Minute, MaxRetained: 9}, BrokerOptionsFrom(cfg))
+		PasswordFile: "users", AllowAnonymous: true, MaxConnections: 7, MaxSessionExpiry: 30 * time.Minute, MaxRetained: 9, MaxRetainedBytes: config.DefaultMQTTMaxRetainedBytes}, BrokerOptionsFrom(cfg))
 
 	pki := newTestPKI(t)
 	g := New(Config{Partitions: 1}, nil, nil)

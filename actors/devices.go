@@ -39,6 +39,11 @@ type Device struct {
 	// ReportedBytes is the size of a last payload too large to keep.
 	ReportedBytes int             `json:"reportedBytes,omitempty"`
 	Desired       json.RawMessage `json:"desired,omitempty"`
+	// The IoT Hub twin (twin.go): reported properties the device patched
+	// over $iothub/twin, and each side's version.
+	TwinReported    json.RawMessage `json:"twinReported,omitempty"`
+	ReportedVersion uint64          `json:"reportedVersion,omitempty"`
+	DesiredVersion  uint64          `json:"desiredVersion,omitempty"`
 }
 
 type deviceState struct {
@@ -49,8 +54,11 @@ type deviceState struct {
 	// reportedLen is the size of the last payload when it was too large
 	// to keep (reported is nil then).
 	reportedLen int
-	seqs        map[string]uint64     // highest sequence number per job/input (duplicates)
-	seqWin      map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
+	// The twin's reported properties, patched by the device (twin.go).
+	twinReported    []byte
+	reportedVersion uint64
+	seqs            map[string]uint64     // highest sequence number per job/input (duplicates)
+	seqWin          map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
 }
 
 // devicesMsg gets one device (id), or lists a partition's devices in id
@@ -110,6 +118,11 @@ func (p *partition) sweep(now int64) {
 			p.deviceEvent(id, "offline", now)
 		}
 		if !d.online && now-d.lastSeen >= passivate {
+			if d.twinReported != nil {
+				// Its twin stays; the rest goes.
+				p.devices[id] = &deviceState{lastSeen: d.lastSeen, twinReported: d.twinReported, reportedVersion: d.reportedVersion}
+				continue
+			}
 			delete(p.devices, id)
 		}
 	}
@@ -139,8 +152,13 @@ func (p *partition) device(id string) Device {
 			out.Reported = append(json.RawMessage(nil), d.reported...)
 		}
 		out.ReportedBytes = d.reportedLen
+		if len(d.twinReported) > 0 {
+			out.TwinReported = append(json.RawMessage(nil), d.twinReported...)
+		}
+		out.ReportedVersion = d.reportedVersion
 	}
 	if des, ok := p.desired[id]; ok {
+		out.DesiredVersion = p.desiredVersion[id]
 		out.Desired = append(json.RawMessage(nil), des...)
 	}
 	return out
@@ -190,11 +208,23 @@ func (g *Gateway) SetDesired(ctx context.Context, id string, desired []byte) err
 	if !json.Valid(desired) || len(desired) == 0 || desired[0] != '{' {
 		return fmt.Errorf("%w: desired properties must be a JSON object", ErrBadRequest)
 	}
-	if _, err := g.system.Root.RequestFuture(g.parts[g.partitionOf(id)], &desiredMsg{id: id, desired: desired}, timeoutOf(ctx)).Result(); err != nil {
+	res, err := g.system.Root.RequestFuture(g.parts[g.partitionOf(id)], &desiredMsg{id: id, desired: desired}, timeoutOf(ctx)).Result()
+	if err != nil {
 		return err
 	}
-	if pub := g.publisher(); pub != nil {
-		return pub.Publish("devices/"+id+"/twin/desired", desired, 1)
+	pub := g.publisher()
+	if pub == nil {
+		return nil
 	}
-	return nil
+	if n, ok := pub.(DesiredNotifier); ok {
+		n.NotifyDesired(id, desired, res.(uint64))
+	}
+	return pub.Publish("devices/"+id+"/twin/desired", desired, 1)
+}
+
+// DesiredNotifier is a publisher that also tells a device of its new
+// desired properties the IoT Hub way ($iothub/twin/PATCH/properties/
+// desired/?$version=N, to that device's connection only).
+type DesiredNotifier interface {
+	NotifyDesired(id string, desired []byte, version uint64)
 }

@@ -461,7 +461,8 @@ func (p *partition) checkpoint(force bool) error {
 	sort.Strings(ids)
 	for _, id := range ids {
 		d := p.devices[id]
-		ds := &pb.DeviceState{Id: id, LastSeen: d.lastSeen, Online: d.online, Messages: d.messages, Reported: d.reported, Sequences: d.seqs}
+		ds := &pb.DeviceState{Id: id, LastSeen: d.lastSeen, Online: d.online, Messages: d.messages, Reported: d.reported, Sequences: d.seqs,
+			TwinReported: d.twinReported, ReportedVersion: d.reportedVersion}
 		for key, w := range d.seqWin {
 			if ds.SequenceWindows == nil {
 				ds.SequenceWindows = map[string][]byte{}
@@ -472,6 +473,9 @@ func (p *partition) checkpoint(force bool) error {
 	}
 	if len(p.desired) > 0 {
 		cp.Desired = p.desired
+	}
+	if len(p.desiredVersion) > 0 {
+		cp.DesiredVersions = p.desiredVersion
 	}
 	if len(p.origins) > 0 {
 		cp.Origins = p.origins
@@ -570,7 +574,8 @@ func (p *partition) recover() error {
 			}
 		}
 		for _, d := range cp.Devices {
-			ds := &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences}
+			ds := &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences,
+				twinReported: d.TwinReported, reportedVersion: d.ReportedVersion}
 			for key, b := range d.SequenceWindows {
 				if w := seqWindowOf(b); w != nil {
 					if ds.seqWin == nil {
@@ -583,6 +588,9 @@ func (p *partition) recover() error {
 		}
 		for id, des := range cp.Desired {
 			p.desired[id] = des
+		}
+		for id, v := range cp.DesiredVersions {
+			p.desiredVersion[id] = v
 		}
 		for o, seq := range cp.Origins {
 			p.origins[o] = seq

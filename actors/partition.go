@@ -86,6 +86,8 @@ type partition struct {
 	jobs    map[string]*deployedJob
 	devices map[string]*deviceState
 	desired map[string][]byte
+	// desiredVersion counts each device's desired property changes.
+	desiredVersion map[string]uint64
 	// forwardJobs are the jobs that run on partition 0 only (A4); a
 	// partition other than 0 sends them the events it receives, in order.
 	forwardJobs []*deployedJob
@@ -253,7 +255,11 @@ func (p *partition) Receive(ctx actor.Context) {
 		ctx.Respond(r)
 	case *desiredMsg:
 		p.desired[m.id] = append([]byte(nil), m.desired...)
-		ctx.Respond(&doneReply{})
+		p.desiredVersion[m.id]++
+		p.sinceCp++
+		ctx.Respond(p.desiredVersion[m.id])
+	case *twinMsg:
+		ctx.Respond(p.twin(m.id))
 	case *drainMsg:
 		ctx.Respond(&doneReply{})
 	case *countersMsg:
@@ -282,6 +288,7 @@ func (p *partition) reset() {
 	p.jobs = map[string]*deployedJob{}
 	p.devices = map[string]*deviceState{}
 	p.desired = map[string][]byte{}
+	p.desiredVersion = map[string]uint64{}
 	p.fwdApplied = map[int]fwdPos{}
 	p.origins = map[string]uint64{}
 	p.order, p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil, nil
@@ -334,6 +341,10 @@ func (p *partition) apply(e event) {
 	p.sinceCp++
 	p.curDevice = e.device
 	p.g.killIfFault(e.payload)
+	if e.input == twinReportedInput {
+		p.applyTwinPatch(e) // a device's twin, not input of any job
+		return
+	}
 	if !e.forwarded {
 		if p.duplicate(e) {
 			p.notForwarded(e)

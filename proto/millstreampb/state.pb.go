@@ -380,6 +380,10 @@ type DeviceState struct {
 	// the 1,024 at and below it were seen (bit a: highest - a), 128 bytes
 	// little-endian. Absent: all were.
 	SequenceWindows map[string][]byte `protobuf:"bytes,7,rep,name=sequence_windows,json=sequenceWindows,proto3" json:"sequence_windows,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The twin's reported properties (a JSON object the device patches over
+	// $iothub/twin) and their version.
+	TwinReported    []byte `protobuf:"bytes,8,opt,name=twin_reported,json=twinReported,proto3" json:"twin_reported,omitempty"`
+	ReportedVersion uint64 `protobuf:"varint,9,opt,name=reported_version,json=reportedVersion,proto3" json:"reported_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -463,6 +467,20 @@ func (x *DeviceState) GetSequenceWindows() map[string][]byte {
 	return nil
 }
 
+func (x *DeviceState) GetTwinReported() []byte {
+	if x != nil {
+		return x.TwinReported
+	}
+	return nil
+}
+
+func (x *DeviceState) GetReportedVersion() uint64 {
+	if x != nil {
+		return x.ReportedVersion
+	}
+	return 0
+}
+
 // Checkpoint is a consistent snapshot of one partition, taken after the
 // log entry at log_position was applied. Recovery loads it and replays
 // the log after log_position.
@@ -489,9 +507,11 @@ type Checkpoint struct {
 	// forwarding them (a resend dropped by sequence number or origin seq).
 	// A recovery forwards the entries up to the checkpoint again, all but
 	// these (D3).
-	Unforwarded   []uint64 `protobuf:"varint,10,rep,packed,name=unforwarded,proto3" json:"unforwarded,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Unforwarded []uint64 `protobuf:"varint,10,rep,packed,name=unforwarded,proto3" json:"unforwarded,omitempty"`
+	// Version of each device's desired properties (IoT Hub's $version).
+	DesiredVersions map[string]uint64 `protobuf:"bytes,11,rep,name=desired_versions,json=desiredVersions,proto3" json:"desired_versions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Checkpoint) Reset() {
@@ -590,6 +610,13 @@ func (x *Checkpoint) GetOrigins() map[string]uint64 {
 func (x *Checkpoint) GetUnforwarded() []uint64 {
 	if x != nil {
 		return x.Unforwarded
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetDesiredVersions() map[string]uint64 {
+	if x != nil {
+		return x.DesiredVersions
 	}
 	return nil
 }
@@ -900,7 +927,7 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x0fuser_properties\x18\x03 \x03(\v2\x1b.millstream.v1.UserPropertyR\x0euserProperties\"6\n" +
 	"\fUserProperty\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xb1\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x81\x04\n" +
 	"\vDeviceState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tlast_seen\x18\x02 \x01(\x03R\blastSeen\x12\x16\n" +
@@ -908,13 +935,15 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\bmessages\x18\x04 \x01(\x04R\bmessages\x12\x1a\n" +
 	"\breported\x18\x05 \x01(\fR\breported\x12G\n" +
 	"\tsequences\x18\x06 \x03(\v2).millstream.v1.DeviceState.SequencesEntryR\tsequences\x12Z\n" +
-	"\x10sequence_windows\x18\a \x03(\v2/.millstream.v1.DeviceState.SequenceWindowsEntryR\x0fsequenceWindows\x1a<\n" +
+	"\x10sequence_windows\x18\a \x03(\v2/.millstream.v1.DeviceState.SequenceWindowsEntryR\x0fsequenceWindows\x12#\n" +
+	"\rtwin_reported\x18\b \x01(\fR\ftwinReported\x12)\n" +
+	"\x10reported_version\x18\t \x01(\x04R\x0freportedVersion\x1a<\n" +
 	"\x0eSequencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aB\n" +
 	"\x14SequenceWindowsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xd0\x06\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xef\a\n" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\flog_position\x18\x01 \x01(\x04R\vlogPosition\x127\n" +
@@ -928,7 +957,8 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x0fforwarded_index\x18\b \x03(\v2-.millstream.v1.Checkpoint.ForwardedIndexEntryR\x0eforwardedIndex\x12@\n" +
 	"\aorigins\x18\t \x03(\v2&.millstream.v1.Checkpoint.OriginsEntryR\aorigins\x12 \n" +
 	"\vunforwarded\x18\n" +
-	" \x03(\x04R\vunforwarded\x1a7\n" +
+	" \x03(\x04R\vunforwarded\x12Y\n" +
+	"\x10desired_versions\x18\v \x03(\v2..millstream.v1.Checkpoint.DesiredVersionsEntryR\x0fdesiredVersions\x1a7\n" +
 	"\tJobsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a:\n" +
@@ -942,6 +972,9 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1a:\n" +
 	"\fOriginsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aB\n" +
+	"\x14DesiredVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"{\n" +
 	"\x0eSafeCheckpoint\x129\n" +
@@ -984,7 +1017,7 @@ func file_millstream_v1_state_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_state_proto_rawDescData
 }
 
-var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_millstream_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_millstream_v1_state_proto_goTypes = []any{
 	(*LogEntry)(nil),       // 0: millstream.v1.LogEntry
 	(*RouteTarget)(nil),    // 1: millstream.v1.RouteTarget
@@ -1002,6 +1035,7 @@ var file_millstream_v1_state_proto_goTypes = []any{
 	nil,                    // 13: millstream.v1.Checkpoint.ForwardedEntry
 	nil,                    // 14: millstream.v1.Checkpoint.ForwardedIndexEntry
 	nil,                    // 15: millstream.v1.Checkpoint.OriginsEntry
+	nil,                    // 16: millstream.v1.Checkpoint.DesiredVersionsEntry
 }
 var file_millstream_v1_state_proto_depIdxs = []int32{
 	1,  // 0: millstream.v1.LogEntry.targets:type_name -> millstream.v1.RouteTarget
@@ -1015,12 +1049,13 @@ var file_millstream_v1_state_proto_depIdxs = []int32{
 	13, // 8: millstream.v1.Checkpoint.forwarded:type_name -> millstream.v1.Checkpoint.ForwardedEntry
 	14, // 9: millstream.v1.Checkpoint.forwarded_index:type_name -> millstream.v1.Checkpoint.ForwardedIndexEntry
 	15, // 10: millstream.v1.Checkpoint.origins:type_name -> millstream.v1.Checkpoint.OriginsEntry
-	5,  // 11: millstream.v1.SafeCheckpoint.checkpoint:type_name -> millstream.v1.Checkpoint
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	16, // 11: millstream.v1.Checkpoint.desired_versions:type_name -> millstream.v1.Checkpoint.DesiredVersionsEntry
+	5,  // 12: millstream.v1.SafeCheckpoint.checkpoint:type_name -> millstream.v1.Checkpoint
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_state_proto_init() }
@@ -1035,7 +1070,7 @@ func file_millstream_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_state_proto_rawDesc), len(file_millstream_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
