@@ -30,7 +30,7 @@ func (b *blockingSink) Write(string, string, int64, *value.Record) {
 // processed, none lost.
 func TestGatewayBackpressureBoundsMemory(t *testing.T) {
 	sink := &blockingSink{release: make(chan struct{})}
-	g := New(Config{Partitions: 1, BatchSize: 1, MailboxSize: 2, BatchDelay: time.Hour, Tick: time.Hour}, sink, nil)
+	g := New(Config{Partitions: 1, BatchSize: 1, MailboxSize: 2, BatchDelay: time.Hour, Tick: time.Hour}, Rows(sink), nil)
 	job, err := config.ParseJob("job.yaml", []byte("name: j\nquery: SELECT v INTO o FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: o, log: {}}]\n"))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
