@@ -236,12 +236,8 @@ func (a *Admin) getPlan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Admin) deadLetters(w http.ResponseWriter, r *http.Request) {
-	if a.outs.store == nil {
-		writeJSON(w, http.StatusNotFound, apiError{"durable state is off: no dead letters are kept"})
-		return
-	}
 	key := strings.ToLower(r.PathValue("job") + "/" + r.PathValue("output"))
-	items, err := a.outs.store.DeadLetters(key, 1000)
+	items, err := a.outs.box.DeadLetters(key, 1000)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 		return

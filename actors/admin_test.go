@@ -63,7 +63,7 @@ outputs: [{name: o, log: {}}]
 // loses nothing, and the metrics show the per-job counts.
 func TestAdminAPIAndHotDeployUnderTraffic(t *testing.T) {
 	sink := &countingSink{}
-	g := New(Config{Partitions: 4, BatchDelay: time.Millisecond}, sink, nil)
+	g := New(Config{Partitions: 4, BatchDelay: time.Millisecond}, Rows(sink), nil)
 	outs := NewOutputs(nil, io.Discard)
 	srv := httptest.NewServer(NewAdmin(g, outs, nil).Handler())
 	defer srv.Close()

@@ -37,7 +37,7 @@ func TestJobOverBudgetStoppedAlone(t *testing.T) {
 	clock := &testClock{}
 	start, _ := value.ParseTime("2026-12-05T08:00:00Z")
 	clock.t.Store(start)
-	g := New(Config{Partitions: 4, Tick: time.Hour, Now: clock.now, Logger: logger}, sink, nil)
+	g := New(Config{Partitions: 4, Tick: time.Hour, Now: clock.now, Logger: logger}, Rows(sink), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	defer g.Close(ctx)

@@ -84,7 +84,7 @@ func (g *Gateway) SetCluster(link ClusterLink) error {
 	n := g.cfg.Partitions
 	g.cl = &clusterState{link: link, serving: make([]bool, n), epochs: make([]uint64, n),
 		safeThrough: make([]uint64, n), pending: make([]*pendingSafe, n)}
-	if o, ok := g.outbox.(*Outputs); ok {
+	if o, ok := g.sink.(*Outputs); ok {
 		o.fenced = link.Fenced
 	}
 	g.wg.Add(1)
@@ -189,7 +189,7 @@ func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
 	if keep {
 		return nil
 	}
-	if o, ok := g.outbox.(*Outputs); ok {
+	if o, ok := g.sink.(*Outputs); ok {
 		o.Abandon(p)
 	}
 	g.cl.mu.Lock()

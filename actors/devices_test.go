@@ -40,7 +40,7 @@ func TestDevicesOnlineOfflineTwinAndPassivation(t *testing.T) {
 	set(0)
 	sink := &captureSink{}
 	pub := &capturePublisher{}
-	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour, DeviceSilence: 10 * time.Second, PassivateAfter: time.Minute}, sink, nil)
+	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour, DeviceSilence: 10 * time.Second, PassivateAfter: time.Minute}, Rows(sink), nil)
 	g.SetPublisher(pub)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

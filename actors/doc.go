@@ -7,7 +7,8 @@
 //
 //	MQTT publish -> brokerHook.OnPublish -> Gateway.Ingest
 //	  -> batcher[p] (p = hash(deviceId) mod P; flushed by size or delay)
-//	  -> partition actor p: exec.Executor per job -> Sink (MQTT, file, log)
+//	  -> partition actor p: exec.Executor per job -> Sink.Encode -> outbox
+//	  -> drainer per output -> deliverer (MQTT, file, HTTP, log; outbox.go)
 //
 // Invariants:
 //
@@ -32,11 +33,13 @@
 //	    (replaying its log, handed off, behind a slow link) does not have
 //	    its events taken as out of order because another one is ahead.
 //
-// With a state.Store (Config.Store) the gateway is durable: events are
-// logged with group commit before they are acknowledged, partitions
-// checkpoint and recover, and rows go through an outbox drained per output
-// with retries, a time-to-live and a disk quota. The invariants of that
-// mode (D1-D4) are in durable.go, the drainers in outbox.go.
+// Rows take one path in both modes: an outbox drained per output with
+// retries, a time-to-live, a quota and dead letters. In memory the outbox
+// is a state.MemOutbox (lost on restart); with a state.Store
+// (Config.Store) the gateway is durable: events are logged with group
+// commit before they are acknowledged, partitions checkpoint and recover,
+// and the outbox is the store's. The invariants of that mode (D1-D4) are
+// in durable.go, the drainers in outbox.go.
 //
 // A durable gateway joins a cluster through a ClusterLink (package cluster
 // implements it): it then serves some partitions, forwards events of the

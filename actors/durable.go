@@ -63,19 +63,6 @@ var ErrFenced = errors.New("actors: cut off from the cluster's majority; events 
 // "reject" is over its disk quota.
 var ErrOverQuota = errors.New("actors: an output's outbox is over its quota; input is refused until it drains")
 
-// DurableSink is a Sink that keeps rows in the store's outbox: it encodes
-// each row for its output, is told when rows arrive, and may refuse input
-// while an outbox is full.
-type DurableSink interface {
-	Sink
-	// Encode builds the outbox row; false when the output has no sink.
-	Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool)
-	// Notify says rows were added to the outbox.
-	Notify()
-	// Admit returns ErrOverQuota while input must be refused.
-	Admit() error
-}
-
 // DefaultMaxQueuedBytes is the default of Config.MaxQueuedBytes.
 const DefaultMaxQueuedBytes = 64 << 20
 
@@ -385,8 +372,11 @@ func (p *partition) emit(job, output string, ts int64, rec *value.Record) {
 		p.g.replayedRows.Add(1)
 		return
 	}
-	if row, ok := p.g.outbox.Encode(job, output, ts, rec, outputID(job, output, ts, p.id, p.outSeq)); ok {
-		row.Entry.Partition = proto.Uint32(uint32(p.id))
+	if row, ok := p.g.sink.Encode(job, output, ts, rec, outputID(job, output, ts, p.id, p.outSeq)); ok {
+		if p.partNo == nil {
+			p.partNo = proto.Uint32(uint32(p.id))
+		}
+		row.Entry.Partition = p.partNo // shared: entries are not changed once made
 		p.outBuf = append(p.outBuf, row)
 	}
 }
@@ -406,21 +396,32 @@ func outputID(job, output string, ts int64, part int, seq uint64) string {
 	return string(b[:])
 }
 
+// outputWritten is the partition's last output seq in the outbox (0
+// without one).
+func (p *partition) outputWritten() (uint64, error) {
+	if p.g.box == nil {
+		return 0, nil
+	}
+	return p.g.box.OutputWritten(p.id)
+}
+
+// flushOutbox appends the rows emitted since the last flush to the outbox
+// and wakes the drainers.
 func (p *partition) flushOutbox() {
 	// outSeq is below written while a replay produces rows the outbox
 	// holds already (emit skips them): written must not go back, or the
 	// rest of the replay would add them again (D4).
-	if p.g.outbox == nil || p.outSeq <= p.written {
+	if p.g.box == nil || p.outSeq <= p.written {
 		return
 	}
 	if len(p.outBuf) > 0 {
-		if err := p.g.store.AppendOutputs(p.id, p.outSeq, p.outBuf); err != nil {
+		if err := p.g.box.AppendOutputs(p.id, p.outSeq, p.outBuf); err != nil {
 			// The rows stay produced by the log: a restart replays them.
 			p.g.cfg.Logger.Error("outbox write failed", "partition", p.id, "rows", len(p.outBuf), "error", err)
 			p.g.outboxErrors.Add(1)
 			return
 		}
-		p.g.outbox.Notify()
+		p.g.sink.Notify()
 	}
 	p.outBuf = p.outBuf[:0]
 	p.written = p.outSeq
@@ -548,7 +549,7 @@ func (p *partition) recover() error {
 			return err
 		}
 	}
-	if p.written, err = st.OutputWritten(p.id); err != nil {
+	if p.written, err = p.outputWritten(); err != nil {
 		return err
 	}
 	if cp == nil {

@@ -137,13 +137,28 @@ func openDurable(t *testing.T, dir string, job *pb.Job, cfg Config) *durableGate
 	return &durableGateway{dir: filepath.Join(dir, "state"), g: g, outs: outs, store: st}
 }
 
+// openMemory is openDurable without a store: the outbox is in memory.
+func openMemory(t *testing.T, job *pb.Job, cfg Config) *durableGateway {
+	t.Helper()
+	outs := NewOutputs(nil, io.Discard)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	g := New(cfg, outs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, outs.Configure(job))
+	require.NoError(t, g.Deploy(ctx, job))
+	return &durableGateway{g: g, outs: outs}
+}
+
 func (d *durableGateway) close(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, d.g.Close(ctx))
 	require.NoError(t, d.outs.Close())
-	require.NoError(t, d.store.Close())
+	if d.store != nil {
+		require.NoError(t, d.store.Close())
+	}
 }
 
 // waitDelivered waits until every outbox is empty.

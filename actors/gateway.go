@@ -60,8 +60,8 @@ type Config struct {
 	MaxPayloadBytes int
 
 	// Store makes the gateway durable (D1-D4): events are logged before
-	// Ingest returns, partitions checkpoint, and rows go to the outbox
-	// through the sink, which must then be a DurableSink. Nil: in memory.
+	// Ingest returns and partitions checkpoint; the sink's outbox must
+	// then be this store (Outputs.EnableOutbox). Nil: in memory.
 	Store *state.Store
 	// SyncInterval: the ingest log is synced at most once per interval
 	// (group commit; default 2ms).
@@ -138,11 +138,51 @@ func (c *Config) ensureDefaults() {
 	}
 }
 
-// Sink receives every output row. It is called from partition actors,
-// concurrently for different partitions; rec is borrowed for the call.
+// Sink is where a gateway's output rows go: partitions give it each row
+// (Encode) and append what it returns to its outbox, in one batch per
+// partition batch, then Notify it. Outputs is the Sink of a gateway: its
+// outbox is the store's in durable mode and a state.MemOutbox otherwise,
+// and one drainer per output delivers from it (outbox.go). Rows adapts a
+// RowWriter (tests, benchmarks, embedding).
 type Sink interface {
+	// Encode builds the outbox row of a row a job emitted; false when the
+	// output has no sink here, or the sink took the row itself. Called
+	// from partition actors, concurrently for different partitions; rec
+	// is borrowed for the call.
+	Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool)
+	// Outbox is where the rows go; nil when Encode never returns one.
+	Outbox() state.Outbox
+	// Notify says rows were added to the outbox.
+	Notify()
+	// Admit returns ErrOverQuota while input must be refused.
+	Admit() error
+	// Settle waits until the rows in the outbox have left it, or their
+	// output cannot take them now (Drain in memory mode).
+	Settle(ctx context.Context) error
+}
+
+// RowWriter receives every output row on its partition's goroutine,
+// concurrently for different partitions; rec is borrowed for the call.
+type RowWriter interface {
 	Write(job, output string, ts int64, rec *value.Record)
 }
+
+// Rows makes w a Sink that keeps no outbox: each row is written as its
+// job emits it (tests, benchmarks, embedding).
+func Rows(w RowWriter) Sink { return rowsSink{w} }
+
+type rowsSink struct{ w RowWriter }
+
+func (s rowsSink) Encode(job, output string, ts int64, rec *value.Record, _ string) (state.OutRow, bool) {
+	s.w.Write(job, output, ts, rec)
+	return state.OutRow{}, false
+}
+
+func (rowsSink) Outbox() state.Outbox { return nil }
+func (rowsSink) Notify()              {}
+func (rowsSink) Admit() error         { return nil }
+
+func (rowsSink) Settle(context.Context) error { return nil }
 
 // Stats are gateway-wide counters.
 type Stats struct {
@@ -154,7 +194,8 @@ type Stats struct {
 // Gateway hosts deployed jobs on partition actors.
 type Gateway struct {
 	cfg      Config
-	sink     Sink
+	sink     Sink         // nil: rows are dropped
+	box      state.Outbox // the sink's outbox (nil: none)
 	dead     DeadLetterSink
 	system   *actor.ActorSystem
 	parts    []*actor.PID
@@ -181,7 +222,6 @@ type Gateway struct {
 	store            *state.Store
 	disk             *diskGuard // nil: not durable
 	log              *logWriter
-	outbox           DurableSink
 	ready            atomic.Bool // recovered; Ingest accepts events
 	fwdLogged        []atomic.Uint64
 	checkpoints      atomic.Uint64
@@ -254,14 +294,20 @@ type deployedJob struct {
 }
 
 // New starts a gateway with no jobs. A durable gateway (cfg.Store set)
-// refuses input until Recover has run; its sink must be a DurableSink.
+// refuses input until Recover has run; its sink's outbox must be the
+// store.
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
 		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
+	if sink != nil {
+		g.box = sink.Outbox()
+	}
+	if cfg.Store != nil && g.box != nil && g.box != state.Outbox(cfg.Store) {
+		cfg.Logger.Warn("durable gateway whose outputs keep their outbox in memory: rows are lost in a crash (Outputs.EnableOutbox)")
+	}
 	if cfg.Store != nil {
 		g.store = cfg.Store
-		g.outbox, _ = sink.(DurableSink)
 		g.fwdLogged = make([]atomic.Uint64, cfg.Partitions)
 		g.log = newLogWriter(g)
 		if j, err := cfg.Store.OpenReplayJournal(); err != nil {
@@ -577,8 +623,8 @@ func (g *Gateway) enqueueEvent(ev event) (*commitGen, error) {
 	if !g.ready.Load() {
 		return nil, ErrNotReady
 	}
-	if g.outbox != nil {
-		if err := g.outbox.Admit(); err != nil {
+	if g.sink != nil {
+		if err := g.sink.Admit(); err != nil {
 			g.refused.Add(1)
 			return nil, err
 		}
@@ -675,9 +721,14 @@ func PartitionOf(deviceID string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-// Drain waits until every event ingested so far has been processed.
+// Drain waits until every event ingested so far has been processed; in
+// memory mode also until their rows have been delivered, or their output
+// cannot take them now (Sink.Settle).
 func (g *Gateway) Drain(ctx context.Context) error {
-	return g.broadcast(ctx, &drainMsg{})
+	if err := g.broadcast(ctx, &drainMsg{}); err != nil || g.store != nil || g.sink == nil {
+		return err
+	}
+	return g.sink.Settle(ctx)
 }
 
 // FlushWindows ends the input of every job: all open windows are emitted.

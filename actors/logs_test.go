@@ -28,7 +28,7 @@ func TestGatewayLogIsOneJSONStream(t *testing.T) {
 	var buf logtest.Buffer
 	logger, err := logging.New(&buf, "json", "debug")
 	require.NoError(t, err)
-	g := New(Config{Partitions: 2, Logger: logger}, &countingSink{}, nil)
+	g := New(Config{Partitions: 2, Logger: logger}, Rows(&countingSink{}), nil)
 	b, err := StartBroker(g, BrokerOptions{Listen: "127.0.0.1:0", Logger: logger})
 	require.NoError(t, err)
 
@@ -115,7 +115,7 @@ func TestMQTTLogRewrites(t *testing.T) {
 // external broker (an upstream output and a source) both lose it; that is
 // one warning, and one info line with the downtime once both are back.
 func TestExternalBrokerOutageLoggedOnce(t *testing.T) {
-	ext := New(Config{Partitions: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &countingSink{}, nil)
+	ext := New(Config{Partitions: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Rows(&countingSink{}), nil)
 	defer func() { require.NoError(t, ext.Close(context.Background())) }()
 	b, err := StartBroker(ext, BrokerOptions{Listen: "127.0.0.1:0"})
 	require.NoError(t, err)
@@ -124,7 +124,7 @@ func TestExternalBrokerOutageLoggedOnce(t *testing.T) {
 	var buf logtest.Buffer
 	logger, err := logging.New(&buf, "json", "info")
 	require.NoError(t, err)
-	g := New(Config{Partitions: 1, Logger: logger}, &countingSink{}, nil)
+	g := New(Config{Partitions: 1, Logger: logger}, Rows(&countingSink{}), nil)
 	defer func() { require.NoError(t, g.Close(context.Background())) }()
 	up, err := ConnectExternal(&pb.ExternalBroker{Url: "tcp://" + addr, ClientId: "gw-up"}, nil, nil, logger)
 	require.NoError(t, err)

@@ -43,7 +43,7 @@ func seriesValue(t *testing.T, body, series string) float64 {
 // sampled rows, and the build is named.
 func TestMetricsNamesAndKinds(t *testing.T) {
 	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{retry_min: 0.01s, retry_max: 0.05s}")
+	d := forwardJob(t, false, up.srv.URL, "{retry_min: 0.01s, retry_max: 0.05s}")
 	srv := httptest.NewServer(NewAdmin(d.g, d.outs, nil).Handler())
 	defer srv.Close()
 
@@ -101,7 +101,7 @@ func TestMetricsNamesAndKinds(t *testing.T) {
 // deleted (a histogram keeps series until then).
 func TestStageSeriesGoWithTheirJob(t *testing.T) {
 	sink := &countingSink{}
-	g := New(Config{Partitions: 1, BatchDelay: time.Millisecond}, sink, nil)
+	g := New(Config{Partitions: 1, BatchDelay: time.Millisecond}, Rows(sink), nil)
 	srv := httptest.NewServer(NewAdmin(g, NewOutputs(nil, io.Discard), nil).Handler())
 	defer srv.Close()
 	code, body := do(t, http.MethodPut, srv.URL+"/v1/jobs", passJob("brief"))

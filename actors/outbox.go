@@ -1,19 +1,13 @@
 package actors
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net/http"
-	"os"
 	"sort"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,13 +16,13 @@ import (
 	"github.com/millstream/millstream/state"
 )
 
-// Store-and-forward. With a store, Outputs is a DurableSink: partitions
-// put rows in the outbox (state.Store), and one drainer per output sends
-// them on in order, retrying with exponential backoff and jitter while
-// the sink is unreachable, dropping rows past their time-to-live, and
-// applying the output's disk quota. Delivery is at least once; every row
-// carries its deterministic "_id" so receivers can drop a resend (a file
-// output drops its own resends after a crash).
+// Store-and-forward. Partitions put rows in the outbox (state.Outbox:
+// the store's, or one in memory), and one drainer per output sends them
+// to its deliverer in order, retrying with exponential backoff and
+// jitter while the sink is unreachable, dropping rows past their
+// time-to-live, and applying the output's quota. Delivery is at least
+// once; every row carries its "_id" so receivers can drop a resend (a
+// file output drops its own resends after a crash).
 
 // Delivery defaults.
 const (
@@ -43,13 +37,17 @@ const (
 // the row goes to dead letter instead of blocking the queue.
 var errPermanent = errors.New("refused permanently")
 
-// deliverer is a sink that can send stored rows.
+// deliverer is one output's sink, one implementation per kind (mqttSink,
+// fileSink, httpSink, logSink). encode is called from partition actors,
+// concurrently; deliver and close from the output's drainer only, one at
+// a time (Configure stops the drainer before it closes the sink).
 type deliverer interface {
-	// encode builds the stored form of a row.
+	// encode builds the outbox form of a row (rec is borrowed).
 	encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry
 	// deliver sends rows in order and reports how many it sent before an
-	// error.
+	// error; errPermanent: the row at that index is refused for good.
 	deliver(ctx context.Context, rows []*pb.OutboxEntry) (int, error)
+	close() error
 }
 
 // OutputStatus is an output's store-and-forward state (admin API, metrics).
@@ -71,30 +69,31 @@ type OutputStatus struct {
 }
 
 // EnableOutbox makes o durable: rows go through st's outbox. Call before
-// Configure.
+// Configure and before the gateway is made.
 func (o *Outputs) EnableOutbox(st *state.Store, logger *slog.Logger) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if logger == nil {
 		logger = slog.Default()
 	}
-	o.store, o.logger = st, logger
-	o.drainers = map[string]*drainer{}
+	o.box, o.logger = st, logger
 }
 
-// Encode implements DurableSink.
+// Encode implements Sink.
 func (o *Outputs) Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool) {
 	key, s := o.sink(job, output)
-	d, ok := s.(deliverer)
-	if !ok {
+	if s == nil {
 		return state.OutRow{}, false
 	}
-	e := d.encode(job, output, ts, rec, id)
+	e := s.encode(job, output, ts, rec, id)
 	e.Enqueued = time.Now().UnixNano()
 	return state.OutRow{Output: key, Entry: e}, true
 }
 
-// Notify implements DurableSink.
+// Outbox implements Sink.
+func (o *Outputs) Outbox() state.Outbox { return o.box }
+
+// Notify implements Sink.
 func (o *Outputs) Notify() {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
@@ -103,13 +102,53 @@ func (o *Outputs) Notify() {
 	}
 }
 
-// Admit implements DurableSink: input is refused while an output whose
-// policy is "reject" is over its quota.
+// Admit implements Sink: input is refused while an output whose policy
+// is "reject" is over its quota.
 func (o *Outputs) Admit() error {
 	if o.full.Load() > 0 {
 		return ErrOverQuota
 	}
 	return nil
+}
+
+// Settle implements Sink: it waits until every row in the outbox when
+// called has left it (delivered, expired, dropped or dead-lettered), or
+// its output is failing or fenced (its rows stay and are retried).
+func (o *Outputs) Settle(ctx context.Context) error { return o.settle(ctx, 0) }
+
+// settle is Settle, with a failing output given tries more attempts.
+func (o *Outputs) settle(ctx context.Context, tries uint64) error {
+	hw := o.box.OutboxHighWater()
+	start := map[string]uint64{}
+	o.mu.RLock()
+	for key, d := range o.drainers {
+		start[key] = d.retries.Load()
+	}
+	o.mu.RUnlock()
+	for {
+		heads, err := o.box.OutboxHeads()
+		if err != nil {
+			return err
+		}
+		waiting := false
+		o.mu.RLock()
+		for output, seq := range hw {
+			if head, ok := heads[output]; seq > 0 && ok && head <= seq {
+				if d := o.drainers[output]; d != nil && !d.stuck(start[output]+tries) {
+					waiting = true
+				}
+			}
+		}
+		o.mu.RUnlock()
+		if !waiting {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // Status lists every output's store-and-forward state, by name.
@@ -128,12 +167,10 @@ func (o *Outputs) Status() []OutputStatus {
 	return out
 }
 
-// startDrainer (re)starts the drainer of an output (o.mu held).
+// startDrainer starts the drainer of an output (o.mu held; Configure
+// stopped the one before).
 func (o *Outputs) startDrainer(key string, s deliverer, cfg *pb.Delivery) {
-	if old := o.drainers[key]; old != nil {
-		old.close()
-	}
-	d := &drainer{o: o, key: key, sink: s, store: o.store, logger: o.logger,
+	d := &drainer{o: o, key: key, sink: s, store: o.box, logger: o.warnLogger(),
 		ttl: DefaultTTL, quota: DefaultQuota, policy: "reject", min: DefaultRetryMin, max: DefaultRetryMax, rows: DefaultDrainRows,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if cfg != nil {
@@ -166,7 +203,7 @@ type drainer struct {
 	o         *Outputs
 	key       string
 	sink      deliverer
-	store     *state.Store
+	store     state.Outbox
 	logger    *slog.Logger
 	ttl       time.Duration
 	quota     int64
@@ -175,9 +212,10 @@ type drainer struct {
 	rows      int
 	liveFirst bool
 
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	kick     chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 
 	cursor       uint64 // rows up to here are gone (O1)
 	deletedTo    uint64 // rows up to here are deleted from the store
@@ -200,9 +238,25 @@ func (d *drainer) wake() {
 	}
 }
 
+// close stops the drainer (again: nothing more).
 func (d *drainer) close() {
-	close(d.stop)
+	d.stopOnce.Do(func() { close(d.stop) })
 	<-d.done
+}
+
+// stuck reports whether the drainer cannot deliver now: its last attempt
+// failed and it has retried up to retries times in all, the gateway is
+// fenced, or the drainer is stopped.
+func (d *drainer) stuck(retries uint64) bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+	}
+	if f := d.o.fenced; f != nil && f() {
+		return true
+	}
+	return d.lastErr.Load() != nil && d.retries.Load() >= retries
 }
 
 func (d *drainer) status() OutputStatus {
@@ -350,6 +404,9 @@ func (d *drainer) sleep(wait time.Duration, idle bool) bool {
 		case <-t.C:
 			return true
 		case <-d.kick:
+			if idle && d.store.Outbox(d.key).Entries == 0 {
+				continue // rows of other outputs came
+			}
 			d.enforce()
 			if idle {
 				return true
@@ -413,10 +470,7 @@ func (d *drainer) dropAbandoned(items []state.OutboxItem, head bool) []state.Out
 // the gateway lost p to another without a hand-off, and the new owner
 // re-emits them from its safe checkpoint (C6).
 func (o *Outputs) Abandon(p int) {
-	if o.store == nil {
-		return
-	}
-	hw := o.store.OutboxHighWater()
+	hw := o.box.OutboxHighWater()
 	o.abandonMu.Lock()
 	next := map[string]map[int]uint64{}
 	if cur := o.abandoned.Load(); cur != nil {
@@ -540,166 +594,3 @@ func (d *drainer) compact() {
 	}
 	d.peak = 0
 }
-
-// ---- sinks as deliverers ----
-
-func (s *mqttSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
-	return &pb.OutboxEntry{Id: id, Topic: s.topicFor(job, output, rec), Payload: appendRowWithID(nil, id, rec)}
-}
-
-func (s *mqttSink) topicFor(job, output string, rec *value.Record) string {
-	topic := strings.NewReplacer("{job}", job, "{output}", output).Replace(s.topic)
-	if strings.Contains(topic, "{") {
-		for i, n := range rec.Names {
-			topic = strings.ReplaceAll(topic, "{"+n+"}", strings.Trim(rec.Vals[i].String(), `"`))
-		}
-	}
-	return topic
-}
-
-func (s *mqttSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
-	if s.pub == nil {
-		return 0, fmt.Errorf("no MQTT publisher configured")
-	}
-	for i, r := range rows {
-		if err := s.pub.Publish(r.Topic, r.Payload, s.qos); err != nil {
-			return i, err
-		}
-	}
-	return len(rows), nil
-}
-
-func (s *logSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
-	return &pb.OutboxEntry{Id: id, Payload: []byte(s.format(ts, rec))}
-}
-
-func (s *logSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
-	for _, r := range rows {
-		s.o.logLine(string(r.Payload))
-	}
-	return len(rows), nil
-}
-
-func (s *fileSink) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
-	return &pb.OutboxEntry{Id: id, Payload: appendRowWithID(nil, id, rec)}
-}
-
-// deliver appends the rows and syncs the file before they leave the
-// outbox. After a crash between the two, the rows come again: the ids at
-// the end of the file (read once, at start) drop those resends.
-func (s *fileSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
-		return 0, fmt.Errorf("file output %s is closed", s.path)
-	}
-	if s.recent == nil {
-		s.recent = tailIDs(s.path, 4<<20)
-		s.log().Info("file output opened; rows sent again after a crash are skipped if among those at its end",
-			"path", s.path, "bytes", s.size, "rows_at_end", len(s.recent))
-	}
-	skipped := 0
-	for _, r := range rows {
-		if s.recent[r.Id] {
-			skipped++
-			continue
-		}
-		if err := s.appendLine(append(r.Payload, '\n')); err != nil {
-			return 0, err
-		}
-	}
-	if err := s.w.Flush(); err != nil {
-		return 0, err
-	}
-	if err := s.f.Sync(); err != nil {
-		return 0, err
-	}
-	if skipped > 0 {
-		s.log().Info("file output: rows already in the file skipped (sent again after a crash)", "path", s.path, "rows", skipped)
-	}
-	return len(rows), nil
-}
-
-func (s *fileSink) log() *slog.Logger {
-	if s.logger != nil {
-		return s.logger
-	}
-	return slog.Default()
-}
-
-// tailIDs reads the "_id"s of the rows in the last max bytes of a file.
-func tailIDs(path string, max int64) map[string]bool {
-	ids := map[string]bool{}
-	f, err := os.Open(path)
-	if err != nil {
-		return ids
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > max {
-		_, _ = f.Seek(st.Size()-max, io.SeekStart)
-	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if rest, ok := bytes.CutPrefix(line, []byte(`{"_id":"`)); ok && len(rest) >= 16 {
-			ids[string(rest[:16])] = true
-		}
-	}
-	return ids
-}
-
-// httpPoster is the durable form of an HTTP output: one POST per delivery,
-// rows as a JSON array.
-type httpPoster struct {
-	url     string
-	headers map[string]string
-	client  *http.Client
-}
-
-func newHTTPPoster(cfg *pb.HttpSink) *httpPoster {
-	return &httpPoster{url: cfg.Url, headers: cfg.Headers, client: &http.Client{Timeout: 30 * time.Second}}
-}
-
-func (s *httpPoster) encode(job, output string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
-	return &pb.OutboxEntry{Id: id, Payload: appendRowWithID(nil, id, rec)}
-}
-
-func (s *httpPoster) deliver(ctx context.Context, rows []*pb.OutboxEntry) (int, error) {
-	body := bytes.NewBuffer(nil)
-	body.WriteByte('[')
-	for i, r := range rows {
-		if i > 0 {
-			body.WriteByte(',')
-		}
-		body.Write(r.Payload)
-	}
-	body.WriteByte(']')
-	status, err := postJSON(ctx, s.client, s.url, s.headers, body.Bytes())
-	if err != nil {
-		return 0, err
-	}
-	switch {
-	case status < 300:
-		return len(rows), nil
-	case status >= 400 && status < 500 && status != 408 && status != 429:
-		if len(rows) > 1 {
-			// Find the refused row: send them one by one.
-			for i := range rows {
-				if _, err := s.deliver(ctx, rows[i:i+1]); err != nil {
-					return i, err
-				}
-			}
-			return len(rows), nil
-		}
-		return 0, fmt.Errorf("%w: HTTP %d %s", errPermanent, status, http.StatusText(status))
-	default:
-		return 0, fmt.Errorf("HTTP %d %s", status, http.StatusText(status))
-	}
-}
-
-func (s *httpPoster) write(string, string, int64, *value.Record) error {
-	return fmt.Errorf("durable HTTP output: rows go through the outbox")
-}
-
-func (s *httpPoster) close() error { return nil }

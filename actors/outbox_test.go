@@ -72,8 +72,17 @@ func (u *upstreamHTTP) received() []map[string]any {
 	return append([]map[string]any(nil), u.rows...)
 }
 
-// forwardJob forwards every row of input readings to the HTTP receiver.
-func forwardJob(t *testing.T, url, delivery string) *durableJob {
+// bothModes runs a test on a durable gateway and on one in memory: rows
+// take the same path through the outbox in both.
+func bothModes(t *testing.T, test func(t *testing.T, memory bool)) {
+	for _, memory := range []bool{false, true} {
+		t.Run(fmt.Sprintf("memory=%v", memory), func(t *testing.T) { test(t, memory) })
+	}
+}
+
+// forwardJob forwards every row of input readings to the HTTP receiver,
+// through the store's outbox or (memory) one in memory.
+func forwardJob(t *testing.T, memory bool, url, delivery string) *durableJob {
 	t.Helper()
 	job, err := config.ParseJob("job.yaml", []byte(fmt.Sprintf(`name: pass
 query: SELECT deviceId, n, note INTO out FROM readings
@@ -84,7 +93,13 @@ outputs:
     delivery: %s
 `, url, delivery)))
 	require.NoError(t, err)
-	d := openDurable(t, t.TempDir(), job, Config{Partitions: 2, Tick: time.Hour, SyncInterval: time.Microsecond})
+	cfg := Config{Partitions: 2, Tick: time.Hour, SyncInterval: time.Microsecond}
+	var d *durableGateway
+	if memory {
+		d = openMemory(t, job, cfg)
+	} else {
+		d = openDurable(t, t.TempDir(), job, cfg)
+	}
 	t.Cleanup(func() { d.close(t) })
 	return &durableJob{durableGateway: d}
 }
@@ -93,6 +108,21 @@ type durableJob struct{ *durableGateway }
 
 func (d *durableJob) send(n int, note string) error {
 	return d.g.Ingest("readings", "dev-1", []byte(fmt.Sprintf(`{"deviceId":"dev-1","n":%d,"note":%q}`, n, note)))
+}
+
+// sendAll sends readings 0 to n-1 and drains.
+func (d *durableJob) sendAll(t *testing.T, n int) {
+	for i := 0; i < n; i++ {
+		require.NoError(t, d.send(i, "ok"))
+	}
+	d.drain(t)
+}
+
+// drain waits until the rows of what was sent are in the outbox.
+func (d *durableJob) drain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, d.g.Drain(ctx))
 }
 
 func (d *durableJob) status(t *testing.T) OutputStatus {
@@ -123,116 +153,124 @@ func seq(from, to int) []int {
 // arrives once, in order, and the backlog is 0. A row the receiver refuses
 // for good goes to dead letter without blocking the rows behind it.
 func TestOutboxStoreAndForward(t *testing.T) {
-	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{retry_min: 0.01s, retry_max: 0.05s, batch_size: 7}")
-	for i := 0; i < 200; i++ {
-		note := "ok"
-		if i == 77 {
-			note = "poison"
+	bothModes(t, func(t *testing.T, memory bool) {
+		up := newUpstreamHTTP(t, false)
+		d := forwardJob(t, memory, up.srv.URL, "{retry_min: 0.01s, retry_max: 0.05s, batch_size: 7}")
+		for i := 0; i < 200; i++ {
+			note := "ok"
+			if i == 77 {
+				note = "poison"
+			}
+			require.NoError(t, d.send(i, note))
 		}
-		require.NoError(t, d.send(i, note))
-	}
-	require.Eventually(t, func() bool { st := d.status(t); return st.Retries >= 3 && st.Backlog == 200 }, 10*time.Second, 5*time.Millisecond,
-		"rows wait while the receiver is down: %+v", d.status(t))
-	st := d.status(t)
-	require.NotEmpty(t, st.LastError)
-	require.Empty(t, up.received())
+		require.Eventually(t, func() bool { st := d.status(t); return st.Retries >= 3 && st.Backlog == 200 }, 10*time.Second, 5*time.Millisecond,
+			"rows wait while the receiver is down: %+v", d.status(t))
+		st := d.status(t)
+		require.NotEmpty(t, st.LastError)
+		require.Empty(t, up.received())
 
-	up.setOnline(true)
-	require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
-	want := append(seq(0, 77), seq(78, 200)...)
-	require.Equal(t, want, ns(up.received()), "every row once, in order, except the refused one")
-	st = d.status(t)
-	require.Equal(t, uint64(199), st.Delivered)
-	require.Equal(t, int64(1), st.DeadLettered)
-	dead, err := d.store.DeadLetters("pass/out", 10)
-	require.NoError(t, err)
-	require.Len(t, dead, 1)
-	require.Contains(t, string(dead[0].Entry.Payload), `"n":77`)
+		up.setOnline(true)
+		require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
+		want := append(seq(0, 77), seq(78, 200)...)
+		require.Equal(t, want, ns(up.received()), "every row once, in order, except the refused one")
+		st = d.status(t)
+		require.Equal(t, uint64(199), st.Delivered)
+		require.Equal(t, int64(1), st.DeadLettered)
+		dead, err := d.outs.Outbox().DeadLetters("pass/out", 10)
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		require.Contains(t, string(dead[0].Entry.Payload), `"n":77`)
+	})
 }
 
 // TestOutboxQuotaRejectsInput: with when_full: reject, a full outbox makes
 // the gateway refuse input (counted) and keep serving; once the receiver
 // drains it, input is accepted again and nothing accepted was lost.
 func TestOutboxQuotaRejectsInput(t *testing.T) {
-	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{quota_bytes: 4000, when_full: reject, retry_min: 0.01s, retry_max: 0.02s}")
-	accepted := 0
-	for i := 0; i < 1000 && accepted < 1000; i++ {
-		err := d.send(accepted, "ok")
-		if errors.Is(err, ErrOverQuota) {
-			break
+	bothModes(t, func(t *testing.T, memory bool) {
+		up := newUpstreamHTTP(t, false)
+		d := forwardJob(t, memory, up.srv.URL, "{quota_bytes: 4000, when_full: reject, retry_min: 0.01s, retry_max: 0.02s}")
+		accepted := 0
+		for i := 0; i < 1000 && accepted < 1000; i++ {
+			err := d.send(accepted, "ok")
+			if errors.Is(err, ErrOverQuota) {
+				break
+			}
+			require.NoError(t, err)
+			accepted++
+			if accepted%10 == 0 {
+				time.Sleep(2 * time.Millisecond) // let the drainer see the quota
+			}
 		}
-		require.NoError(t, err)
-		accepted++
-		if accepted%10 == 0 {
-			time.Sleep(2 * time.Millisecond) // let the drainer see the quota
-		}
-	}
-	require.Eventually(t, func() bool { return errors.Is(d.send(accepted, "ok"), ErrOverQuota) }, 5*time.Second, 5*time.Millisecond)
-	require.Less(t, accepted, 1000, "the quota was never applied")
-	require.Positive(t, d.g.DurableStats().RefusedOverQuota)
-	require.True(t, d.status(t).Full)
-	_, err := d.g.Devices(context.Background())
-	require.NoError(t, err, "the gateway keeps serving")
+		require.Eventually(t, func() bool { return errors.Is(d.send(accepted, "ok"), ErrOverQuota) }, 5*time.Second, 5*time.Millisecond)
+		require.Less(t, accepted, 1000, "the quota was never applied")
+		require.Positive(t, d.g.DurableStats().RefusedOverQuota)
+		require.True(t, d.status(t).Full)
+		_, err := d.g.Devices(context.Background())
+		require.NoError(t, err, "the gateway keeps serving")
 
-	up.setOnline(true)
-	require.Eventually(t, func() bool { return d.status(t).Backlog == 0 && !d.status(t).Full }, 10*time.Second, 5*time.Millisecond)
-	require.NoError(t, d.send(accepted, "ok"))
-	accepted++
-	require.Eventually(t, func() bool { return len(up.received()) == accepted }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, seq(0, accepted), ns(up.received()))
+		up.setOnline(true)
+		require.Eventually(t, func() bool { return d.status(t).Backlog == 0 && !d.status(t).Full }, 10*time.Second, 5*time.Millisecond)
+		require.NoError(t, d.send(accepted, "ok"))
+		accepted++
+		require.Eventually(t, func() bool { return len(up.received()) == accepted }, 10*time.Second, 5*time.Millisecond)
+		require.Equal(t, seq(0, accepted), ns(up.received()))
+	})
 }
 
 // TestOutboxQuotaDropsOldest: with when_full: drop_oldest the oldest rows
 // make room, each drop counted; the newest rows are delivered.
 func TestOutboxQuotaDropsOldest(t *testing.T) {
-	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{quota_bytes: 4000, when_full: drop_oldest, retry_min: 0.01s, retry_max: 0.02s}")
-	for i := 0; i < 500; i++ {
-		require.NoError(t, d.send(i, "ok"))
-	}
-	require.Eventually(t, func() bool {
+	bothModes(t, func(t *testing.T, memory bool) {
+		up := newUpstreamHTTP(t, false)
+		d := forwardJob(t, memory, up.srv.URL, "{quota_bytes: 4000, when_full: drop_oldest, retry_min: 0.01s, retry_max: 0.02s}")
+		for i := 0; i < 500; i++ {
+			require.NoError(t, d.send(i, "ok"))
+		}
+		require.Eventually(t, func() bool {
+			st := d.status(t)
+			return st.Dropped > 0 && st.BacklogBytes <= 4000
+		}, 5*time.Second, 5*time.Millisecond)
+		up.setOnline(true)
+		require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
 		st := d.status(t)
-		return st.Dropped > 0 && st.BacklogBytes <= 4000
-	}, 5*time.Second, 5*time.Millisecond)
-	up.setOnline(true)
-	require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
-	st := d.status(t)
-	got := ns(up.received())
-	require.Equal(t, 500, int(st.Dropped)+len(got), "every row is delivered or counted as dropped")
-	require.Equal(t, seq(500-len(got), 500), got, "the newest rows survive, in order")
+		got := ns(up.received())
+		require.Equal(t, 500, int(st.Dropped)+len(got), "every row is delivered or counted as dropped")
+		require.Equal(t, seq(500-len(got), 500), got, "the newest rows survive, in order")
+	})
 }
 
 // TestOutboxExpiresRows: rows older than their time-to-live are dropped
 // and counted, also while the receiver is unreachable.
 func TestOutboxExpiresRows(t *testing.T) {
-	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{ttl: 0.2s, retry_min: 0.01s, retry_max: 0.02s}")
-	for i := 0; i < 50; i++ {
-		require.NoError(t, d.send(i, "ok"))
-	}
-	require.Eventually(t, func() bool { return d.status(t).Expired == 50 }, 5*time.Second, 5*time.Millisecond, "%+v", d.status(t))
-	require.Zero(t, d.status(t).Backlog)
-	up.setOnline(true)
-	require.NoError(t, d.send(50, "ok"))
-	require.Eventually(t, func() bool { return len(up.received()) == 1 }, 5*time.Second, 5*time.Millisecond, "%+v", d.status(t))
-	require.Equal(t, []int{50}, ns(up.received()))
+	bothModes(t, func(t *testing.T, memory bool) {
+		up := newUpstreamHTTP(t, false)
+		d := forwardJob(t, memory, up.srv.URL, "{ttl: 0.2s, retry_min: 0.01s, retry_max: 0.02s}")
+		for i := 0; i < 50; i++ {
+			require.NoError(t, d.send(i, "ok"))
+		}
+		require.Eventually(t, func() bool { return d.status(t).Expired == 50 }, 5*time.Second, 5*time.Millisecond, "%+v", d.status(t))
+		require.Zero(t, d.status(t).Backlog)
+		up.setOnline(true)
+		require.NoError(t, d.send(50, "ok"))
+		require.Eventually(t, func() bool { return len(up.received()) == 1 }, 5*time.Second, 5*time.Millisecond, "%+v", d.status(t))
+		require.Equal(t, []int{50}, ns(up.received()))
+	})
 }
 
 // TestOutboxLiveFirst: with live_first, fresh rows go out ahead of an old
 // backlog, and the backlog still drains completely.
 func TestOutboxLiveFirst(t *testing.T) {
-	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{live_first: true, batch_size: 10, retry_min: 0.01s, retry_max: 0.02s}")
-	for i := 0; i < 300; i++ {
-		require.NoError(t, d.send(i, "ok"))
-	}
-	up.setOnline(true)
-	require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
-	got := ns(up.received())
-	require.ElementsMatch(t, seq(0, 300), got, "every row once")
-	require.Equal(t, seq(290, 300), got[:10], "the newest rows first")
+	bothModes(t, func(t *testing.T, memory bool) {
+		up := newUpstreamHTTP(t, false)
+		d := forwardJob(t, memory, up.srv.URL, "{live_first: true, batch_size: 10, retry_min: 0.01s, retry_max: 0.02s}")
+		d.sendAll(t, 300)
+		up.setOnline(true)
+		require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
+		got := ns(up.received())
+		require.ElementsMatch(t, seq(0, 300), got, "every row once")
+		require.Equal(t, seq(290, 300), got[:10], "the newest rows first")
+	})
 }
 
 // TestOutboxReconfigureWhileAbandoning: reconfiguring a job stops and
@@ -241,50 +279,50 @@ func TestOutboxLiveFirst(t *testing.T) {
 // minutes: Configure held the outputs' lock while the old drainer waited
 // for it).
 func TestOutboxReconfigureWhileAbandoning(t *testing.T) {
-	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{retry_min: 0.0001s, retry_max: 0.0002s}")
-	for i := 0; i < 50; i++ {
-		require.NoError(t, d.send(i, "ok"))
-	}
-	job, _, ok := d.g.Job("pass")
-	require.True(t, ok)
-	done := make(chan error, 1)
-	go func() {
-		for i := 0; i < 300; i++ {
-			d.outs.Abandon(7) // a partition with no rows: the marks are read, nothing is dropped
-			if err := d.outs.Configure(job); err != nil {
-				done <- err
-				return
+	bothModes(t, func(t *testing.T, memory bool) {
+		up := newUpstreamHTTP(t, false)
+		d := forwardJob(t, memory, up.srv.URL, "{retry_min: 0.0001s, retry_max: 0.0002s}")
+		d.sendAll(t, 50)
+		job, _, ok := d.g.Job("pass")
+		require.True(t, ok)
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; i < 300; i++ {
+				d.outs.Abandon(7) // a partition with no rows: the marks are read, nothing is dropped
+				if err := d.outs.Configure(job); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("Configure and a drainer wait on each other")
+		}
+		up.setOnline(true)
+		require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
+		// A drainer stopped mid-request cancels it, but the receiver may still
+		// take it in: HTTP delivery is at least once, rows carry "_id".
+		var first []int
+		seen := map[int]bool{}
+		for _, n := range ns(up.received()) {
+			if !seen[n] {
+				seen[n] = true
+				first = append(first, n)
 			}
 		}
-		done <- nil
-	}()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("Configure and a drainer wait on each other")
-	}
-	up.setOnline(true)
-	require.Eventually(t, func() bool { return d.status(t).Backlog == 0 }, 10*time.Second, 5*time.Millisecond)
-	// A drainer stopped mid-request cancels it, but the receiver may still
-	// take it in: HTTP delivery is at least once, rows carry "_id".
-	var first []int
-	seen := map[int]bool{}
-	for _, n := range ns(up.received()) {
-		if !seen[n] {
-			seen[n] = true
-			first = append(first, n)
-		}
-	}
-	require.Equal(t, seq(0, 50), first, "every row, in order")
+		require.Equal(t, seq(0, 50), first, "every row, in order")
+	})
 }
 
 // TestOutboxDiskShrinks: once a large backlog is delivered, the store gives
 // the disk space back.
 func TestOutboxDiskShrinks(t *testing.T) {
 	up := newUpstreamHTTP(t, false)
-	d := forwardJob(t, up.srv.URL, "{retry_min: 0.01s, retry_max: 0.02s, batch_size: 200}")
+	d := forwardJob(t, false, up.srv.URL, "{retry_min: 0.01s, retry_max: 0.02s, batch_size: 200}")
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 3000; i++ {
 		note := make([]byte, 4<<10) // 8 KiB of hex: incompressible
@@ -382,4 +420,39 @@ func TestFileSinkCutsPartialRow(t *testing.T) {
 		ns = append(ns, m["n"].(float64))
 	}
 	require.Equal(t, []float64{1, 2, 3, 4}, ns)
+}
+
+// TestMemoryFileOutputAcrossRestarts: an in-memory gateway started again
+// on the same file output appends every row of the new run, even rows
+// equal to the first run's at the same time: a file output skips rows
+// whose ids are at its end (resends after a crash), so ids of a new
+// process must not repeat an earlier one's.
+func TestMemoryFileOutputAcrossRestarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	job, err := config.ParseJob("job.yaml", []byte(fmt.Sprintf(`name: pass
+query: SELECT v INTO out FROM readings
+inputs: [{name: readings}]
+outputs: [{name: out, file: {path: %q}}]
+`, path)))
+	require.NoError(t, err)
+	clock := &testClock{}
+	clock.t.Store(1_000_000)
+	for run := 0; run < 2; run++ {
+		d := openMemory(t, job, Config{Partitions: 2, Tick: time.Hour, Now: clock.now})
+		for i := 0; i < 5; i++ {
+			require.NoError(t, d.g.Ingest("readings", "dev-1", []byte(fmt.Sprintf(`{"v":%d}`, i))))
+		}
+		d.close(t)
+	}
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	require.Len(t, lines, 10)
+	ids := map[string]bool{}
+	for _, l := range lines {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m))
+		ids[m["_id"].(string)] = true
+	}
+	require.Len(t, ids, 10, "every row has its own id")
 }

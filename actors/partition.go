@@ -104,6 +104,7 @@ type partition struct {
 	outSeq     uint64 // output rows emitted (the sequence in output ids)
 	written    uint64 // last outSeq in the outbox (O2)
 	outBuf     []state.OutRow
+	partNo     *uint32        // p.id, for the rows' Partition field
 	fwdApplied map[int]fwdPos // partition 0: last forwarded event applied per source
 	// unforwarded: positions of entries applied without forwarding (resends
 	// dropped), after what partition 0 has logged, ascending (D3).
@@ -295,6 +296,12 @@ func (p *partition) reset() {
 	p.applied, p.fwdIdx, p.sinceCp, p.outSeq, p.written = 0, 0, 0, 0, 0
 	p.lastCp, p.lastThrough = nil, 0
 	p.cpTime = time.Now()
+	if p.g.store == nil {
+		// In memory: row ids go on after those of the outbox (a restart
+		// after a failure) and never repeat an earlier process's.
+		p.written, _ = p.outputWritten()
+		p.outSeq = p.written
+	}
 	p.g.mu.Lock()
 	jobs := make([]*deployedJob, 0, len(p.g.jobs))
 	for _, d := range p.g.jobs {
@@ -625,12 +632,8 @@ func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, err
 	}
 	opts.Emit = func(output string, ts int64, rec *value.Record) {
 		g.rowsOut.Add(1)
-		if g.outbox != nil && p != nil {
+		if g.sink != nil && p != nil {
 			p.emit(name, output, ts, rec)
-			return
-		}
-		if g.sink != nil {
-			g.sink.Write(name, output, ts, rec)
 		}
 	}
 	opts.DeadLetter = func(dl exec.DeadLetter) {

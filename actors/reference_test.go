@@ -30,7 +30,7 @@ outputs: [{name: o, log: {}}]
 	}
 	sink := &captureSink{}
 	dead := NewDeadLetters(nil, "", nil)
-	g := New(Config{Partitions: 4, Tick: time.Hour}, sink, dead)
+	g := New(Config{Partitions: 4, Tick: time.Hour}, Rows(sink), dead)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	defer func() { require.NoError(t, g.Close(ctx)) }()
@@ -67,7 +67,7 @@ func TestGatewayGlobalJobsSeeEveryDevice(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	clock.t.Store(value.FromTime(t0))
 	sink := &captureSink{}
-	g := New(Config{Partitions: 8, Now: clock.now, Tick: time.Hour}, sink, nil)
+	g := New(Config{Partitions: 8, Now: clock.now, Tick: time.Hour}, Rows(sink), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	defer func() { require.NoError(t, g.Close(ctx)) }()

@@ -65,7 +65,7 @@ func TestGatewayRunsEverySampleJob(t *testing.T) {
 
 			clock := &testClock{}
 			sink := &captureSink{}
-			g := New(Config{Partitions: 8, Now: clock.now, Tick: time.Hour}, sink, nil)
+			g := New(Config{Partitions: 8, Now: clock.now, Tick: time.Hour}, Rows(sink), nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			require.NoError(t, g.Deploy(ctx, job))

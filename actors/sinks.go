@@ -3,6 +3,7 @@ package actors
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -27,20 +29,22 @@ type Publisher interface {
 	Publish(topic string, payload []byte, qos byte) error
 }
 
-// Outputs routes output rows to the sinks each job declares: MQTT, a
-// JSON-lines file with size-based rotation, or a log writer. Every MQTT and
-// file message carries "_id", a stable id from the job, output, time and
-// row, so receivers can drop duplicates. Safe for concurrent use.
+// Outputs is the gateway's Sink: one deliverer per output a job
+// declares (MQTT, a JSON-lines file with size-based rotation, HTTP, or a
+// log writer), fed by one drainer per output from the outbox (outbox.go).
+// The outbox is the store's once EnableOutbox is called, else one kept in
+// memory (state.MemOutbox): rows take the same path in both modes. Every
+// MQTT, file and HTTP row carries "_id", the id its partition gave it, so
+// receivers can drop duplicates. Safe for concurrent use.
 type Outputs struct {
-	mu    sync.RWMutex          // guards sinks, pub, drainers; read on every row
-	sinks map[string]outputSink // job/output (lower case)
+	mu    sync.RWMutex         // guards sinks, pub, drainers; read on every row
+	sinks map[string]deliverer // job/output (lower case)
 	pub   Publisher
 	log   io.Writer
 	logMu sync.Mutex
 	roots *DataRoots // nil: files anywhere (tests, embedding)
 
-	// Durable mode (outbox.go).
-	store    *state.Store
+	box      state.Outbox // a MemOutbox until EnableOutbox
 	logger   *slog.Logger
 	drainers map[string]*drainer
 	full     atomic.Int32 // outputs over quota with policy "reject"
@@ -56,10 +60,7 @@ type Outputs struct {
 	abandoned atomic.Pointer[map[string]map[int]uint64]
 }
 
-type outputSink interface {
-	write(job, output string, ts int64, rec *value.Record) error
-	close() error
-}
+var _ Sink = (*Outputs)(nil)
 
 // warnLogger is where problems with outputs are logged: the durable
 // mode's logger, else the default one.
@@ -70,9 +71,10 @@ func (o *Outputs) warnLogger() *slog.Logger {
 	return slog.Default()
 }
 
-// NewOutputs makes an Outputs that publishes through pub and logs to log.
+// NewOutputs makes an Outputs that publishes through pub and logs to log,
+// with its outbox in memory.
 func NewOutputs(pub Publisher, log io.Writer) *Outputs {
-	return &Outputs{sinks: map[string]outputSink{}, pub: pub, log: log}
+	return &Outputs{sinks: map[string]deliverer{}, pub: pub, log: log, box: state.NewMemOutbox(), drainers: map[string]*drainer{}}
 }
 
 // SetPublisher sets where MQTT outputs go (before the first Configure).
@@ -140,9 +142,9 @@ func prepareJob(roots *DataRoots, job *pb.Job) ([]preparedOutput, error) {
 	return prep, errors.Join(errs...)
 }
 
-// Configure (re)creates the sinks of a job. Its files must lie under the
-// data roots and its header references must resolve; a job that fails
-// those checks changes nothing.
+// Configure (re)creates the sinks of a job and their drainers. Its files
+// must lie under the data roots and its header references must resolve;
+// a job that fails those checks changes nothing.
 func (o *Outputs) Configure(job *pb.Job) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -152,112 +154,126 @@ func (o *Outputs) Configure(job *pb.Job) error {
 	}
 	for i, out := range job.Outputs {
 		key := strings.ToLower(job.Name + "/" + out.Name)
+		if old := o.drainers[key]; old != nil {
+			old.close()
+			delete(o.drainers, key)
+		}
 		if old := o.sinks[key]; old != nil {
 			_ = old.close()
+			delete(o.sinks, key)
 		}
+		var d deliverer
 		switch s := out.Sink.(type) {
 		case *pb.JobOutput_Mqtt:
 			topic := s.Mqtt.Topic
 			if topic == "" {
 				topic = "millstream/{job}/{output}"
 			}
-			o.sinks[key] = &mqttSink{pub: o.pub, topic: topic, qos: byte(s.Mqtt.Qos)}
+			d = &mqttSink{pub: o.pub, topic: topic, qos: byte(s.Mqtt.Qos)}
 		case *pb.JobOutput_File:
-			delete(o.sinks, key)
 			fs, err := newFileSink(prep[i].path, s.File.MaxBytes)
 			if err != nil {
 				return fmt.Errorf("actors: job %q output %q: %w", job.Name, out.Name, err)
 			}
-			fs.logger = o.warnLogger()
+			fs.logger, fs.sync = o.warnLogger(), o.box.Durable()
 			if fs.cut > 0 {
 				o.warnLogger().Warn("file output ended in part of a row (the process died while writing it); cut off",
 					"output", key, "path", s.File.Path, "bytes", fs.cut)
 			}
-			o.sinks[key] = fs
+			d = fs
 		case *pb.JobOutput_Http:
-			if o.store != nil {
-				o.sinks[key] = newHTTPPoster(prep[i].http)
-			} else {
-				o.sinks[key] = newHTTPSink(prep[i].http)
-			}
+			d = newHTTPSink(prep[i].http)
 		case *pb.JobOutput_Log:
 			prefix := s.Log.Prefix
 			if prefix == "" {
 				prefix = job.Name + "/" + out.Name
 			}
-			o.sinks[key] = &logSink{o: o, prefix: prefix}
+			d = &logSink{o: o, prefix: prefix}
+		default:
+			continue
 		}
-		if o.store != nil {
-			if d, ok := o.sinks[key].(deliverer); ok {
-				o.startDrainer(key, d, out.Delivery)
-			}
-		}
+		o.sinks[key] = d
+		o.startDrainer(key, d, out.Delivery)
 	}
 	return nil
 }
 
 // sink returns an output's key and sink (nil when it has none).
-func (o *Outputs) sink(job, output string) (string, outputSink) {
+func (o *Outputs) sink(job, output string) (string, deliverer) {
 	key := strings.ToLower(job + "/" + output)
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	return key, o.sinks[key]
 }
 
-// Write implements Sink.
-func (o *Outputs) Write(job, output string, ts int64, rec *value.Record) {
-	_, s := o.sink(job, output)
-	if s == nil {
-		return
-	}
-	if err := s.write(job, output, ts, rec); err != nil {
-		o.logLine(fmt.Sprintf("millstream: output %s/%s: %v", job, output, err))
-	}
-}
+// Before Close gives up on the rows of an in-memory outbox, a failing
+// output gets closeTries more attempts, within closeWait in all.
+const (
+	closeTries = 2
+	closeWait  = 10 * time.Second
+)
 
-// Close stops the drainers (what they have not sent stays in the outbox)
-// and closes every sink.
+// Close stops the drainers and closes every sink. A durable outbox keeps
+// what was not sent; an in-memory one is delivered first, as far as its
+// sinks take it (closeTries, closeWait), and the rows still in it are
+// lost and counted in the error.
 func (o *Outputs) Close() error {
+	durable := o.box.Durable()
+	if !durable {
+		ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+		_ = o.settle(ctx, closeTries)
+		cancel()
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, d := range o.drainers {
+	var errs []error
+	var lost int64
+	for key, d := range o.drainers {
 		d.close()
-	}
-	var first error
-	for _, s := range o.sinks {
-		if err := s.close(); err != nil && first == nil {
-			first = err
+		if !durable {
+			lost += o.box.Outbox(key).Entries
 		}
 	}
-	return first
+	for _, s := range o.sinks {
+		errs = append(errs, s.close())
+	}
+	if lost > 0 {
+		errs = append(errs, fmt.Errorf("actors: %d output rows kept in memory could not be delivered before close", lost))
+	}
+	return errors.Join(errs...)
 }
 
-func (o *Outputs) logLine(line string) {
+// logLines writes lines to the log writer, each with a line break.
+func (o *Outputs) logLines(lines ...[]byte) {
 	if o.log == nil {
 		return
 	}
 	o.logMu.Lock()
 	defer o.logMu.Unlock()
-	fmt.Fprintln(o.log, line)
+	for _, l := range lines {
+		_, _ = o.log.Write(append(l, '\n'))
+	}
 }
 
-// appendWithID appends the row as JSON with a leading "_id" field: the FNV-1a
-// hash of job, output, time and the row's JSON, stable for the same row of
-// the same window, so receivers can drop duplicates. It writes the row once,
-// in place, and allocates nothing when dst has room.
-func appendWithID(dst []byte, job, output string, ts int64, rec *value.Record) []byte {
-	start := len(dst)
-	dst = appendRowWithID(dst, "0000000000000000", rec)
-	h := fnvString(fnvOffset, job)
-	h = fnvByte(h, 0)
-	h = fnvString(h, output)
-	h = fnvByte(h, 0)
-	h = fnvUint64(h, uint64(ts))
-	for _, c := range dst[start+len(`{"_id":"0000000000000000"`):] {
-		h = fnvByte(h, c)
-	}
-	putHex16(dst[start+len(`{"_id":"`):], h)
-	return dst
+// rowEntry is the outbox entry of a row: its JSON with a leading "_id".
+func rowEntry(id string, rec *value.Record) *pb.OutboxEntry {
+	bp := rowBufs.Get().(*[]byte)
+	*bp = appendRowWithID((*bp)[:0], id, rec)
+	e := &pb.OutboxEntry{Id: id, Payload: payloadOf(*bp)}
+	rowBufs.Put(bp)
+	return e
+}
+
+// rowBufs are where rows are encoded before they are copied out at
+// their size: one allocation a row, not one per doubling.
+var rowBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// payloadOf copies an encoded row, with room for the line break a file
+// or log output adds when it writes it.
+func payloadOf(b []byte) []byte {
+	out := make([]byte, len(b), len(b)+1)
+	copy(out, b)
+	return out
 }
 
 // appendRowWithID appends the row as JSON with a leading "_id" field.
@@ -306,38 +322,67 @@ func putHex16(dst []byte, h uint64) {
 	}
 }
 
-func withID(job, output string, ts int64, rec *value.Record) []byte {
-	return appendWithID(nil, job, output, ts, rec)
-}
-
+// logSink prints rows: prefix, time, JSON.
 type logSink struct {
 	o      *Outputs
 	prefix string
 }
 
-func (s *logSink) write(_, _ string, ts int64, rec *value.Record) error {
-	s.o.logLine(s.format(ts, rec))
-	return nil
+func (s *logSink) encode(_, _ string, ts int64, rec *value.Record, id string) *pb.OutboxEntry {
+	bp := rowBufs.Get().(*[]byte)
+	b := append(append((*bp)[:0], s.prefix...), ' ')
+	b = append(append(b, value.FormatTicks(ts)...), ' ')
+	*bp = value.AppendRecordJSON(b, rec)
+	e := &pb.OutboxEntry{Id: id, Payload: payloadOf(*bp)}
+	rowBufs.Put(bp)
+	return e
 }
 
-// format is a row as the log prints it: prefix, time, JSON.
-func (s *logSink) format(ts int64, rec *value.Record) string {
-	return s.prefix + " " + value.FormatTicks(ts) + " " + string(value.AppendRecordJSON(nil, rec))
+func (s *logSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
+	lines := make([][]byte, len(rows))
+	for i, r := range rows {
+		lines[i] = r.Payload
+	}
+	s.o.logLines(lines...)
+	return len(rows), nil
 }
 
 func (s *logSink) close() error { return nil }
 
+// mqttSink publishes each row on its topic ({job}, {output} and {field}
+// filled in when the row is encoded).
 type mqttSink struct {
 	pub   Publisher
 	topic string
 	qos   byte
 }
 
-func (s *mqttSink) write(job, output string, ts int64, rec *value.Record) error {
-	if s.pub == nil {
-		return fmt.Errorf("no MQTT publisher configured")
+func (s *mqttSink) encode(job, output string, _ int64, rec *value.Record, id string) *pb.OutboxEntry {
+	e := rowEntry(id, rec)
+	e.Topic = s.topicFor(job, output, rec)
+	return e
+}
+
+func (s *mqttSink) topicFor(job, output string, rec *value.Record) string {
+	topic := strings.NewReplacer("{job}", job, "{output}", output).Replace(s.topic)
+	if strings.Contains(topic, "{") {
+		for i, n := range rec.Names {
+			topic = strings.ReplaceAll(topic, "{"+n+"}", strings.Trim(rec.Vals[i].String(), `"`))
+		}
 	}
-	return s.pub.Publish(s.topicFor(job, output, rec), withID(job, output, ts, rec), s.qos)
+	return topic
+}
+
+func (s *mqttSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
+	if s.pub == nil {
+		return 0, fmt.Errorf("no MQTT publisher configured")
+	}
+	for i, r := range rows {
+		if err := s.pub.Publish(r.Topic, r.Payload, s.qos); err != nil {
+			return i, err
+		}
+	}
+	return len(rows), nil
 }
 
 func (s *mqttSink) close() error { return nil }
@@ -354,8 +399,8 @@ type fileSink struct {
 	f        *os.File
 	w        *bufio.Writer
 	size     int64
-	line     []byte          // reused encoding buffer
-	recent   map[string]bool // durable mode: ids already in the file (resends after a crash)
+	sync     bool            // fsync each delivery (the outbox is durable)
+	recent   map[string]bool // ids at the end of the file when opened (resends after a crash)
 	cut      int64           // bytes of a partial last row cut off when opened
 	logger   *slog.Logger    // nil: slog.Default()
 	noRotate bool            // a foreign path.1 blocks rotation (warned once)
@@ -672,13 +717,6 @@ func completeLines(f *os.File, size int64) (int64, error) {
 	return 0, nil
 }
 
-func (s *fileSink) write(job, output string, ts int64, rec *value.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.line = append(appendWithID(s.line[:0], job, output, ts, rec), '\n')
-	return s.appendLine(s.line)
-}
-
 // appendLine writes one line, rotating first when it would pass maxBytes
 // (s.mu held).
 func (s *fileSink) appendLine(line []byte) error {
@@ -733,6 +771,78 @@ func (s *fileSink) close() error {
 	}
 	s.f = nil
 	return err
+}
+
+func (s *fileSink) encode(_, _ string, _ int64, rec *value.Record, id string) *pb.OutboxEntry {
+	return rowEntry(id, rec)
+}
+
+// deliver appends the rows and, from a durable outbox, syncs the file
+// before they leave it. After a crash between the two, the rows come
+// again: the ids at the end of the file (read once, at start) drop those
+// resends.
+func (s *fileSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return 0, fmt.Errorf("file output %s is closed", s.path)
+	}
+	if s.recent == nil {
+		s.recent = tailIDs(s.path, 4<<20)
+		s.log().Info("file output opened; rows sent again after a crash are skipped if among those at its end",
+			"path", s.path, "bytes", s.size, "rows_at_end", len(s.recent))
+	}
+	skipped := 0
+	for _, r := range rows {
+		if s.recent[r.Id] {
+			skipped++
+			continue
+		}
+		if err := s.appendLine(append(r.Payload, '\n')); err != nil {
+			return 0, err
+		}
+	}
+	if err := s.w.Flush(); err != nil {
+		return 0, err
+	}
+	if s.sync {
+		if err := s.f.Sync(); err != nil {
+			return 0, err
+		}
+	}
+	if skipped > 0 {
+		s.log().Info("file output: rows already in the file skipped (sent again after a crash)", "path", s.path, "rows", skipped)
+	}
+	return len(rows), nil
+}
+
+func (s *fileSink) log() *slog.Logger {
+	if s.logger != nil {
+		return s.logger
+	}
+	return slog.Default()
+}
+
+// tailIDs reads the "_id"s of the rows in the last max bytes of a file.
+func tailIDs(path string, max int64) map[string]bool {
+	ids := map[string]bool{}
+	f, err := os.Open(path)
+	if err != nil {
+		return ids
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > max {
+		_, _ = f.Seek(st.Size()-max, io.SeekStart)
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if rest, ok := bytes.CutPrefix(line, []byte(`{"_id":"`)); ok && len(rest) >= 16 {
+			ids[string(rest[:16])] = true
+		}
+	}
+	return ids
 }
 
 // DataRoots are the directories a job's files must lie in: file outputs,

@@ -37,7 +37,7 @@ func (f *faultySink) Write(_, _ string, _ int64, rec *value.Record) {
 // state exists.)
 func TestPartitionRestartsAfterFailure(t *testing.T) {
 	sink := &faultySink{}
-	g := New(Config{Partitions: 1, BatchSize: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, sink, nil)
+	g := New(Config{Partitions: 1, BatchSize: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Rows(sink), nil)
 	job, err := config.ParseJob("job.yaml", []byte("name: j\nquery: SELECT v INTO o FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: o, log: {}}]\n"))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

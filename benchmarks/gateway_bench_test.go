@@ -71,7 +71,7 @@ outputs: [{name: Alerts, mqtt: {topic: "alerts", qos: 0}}]
 	var lat []time.Duration
 	var sink actors.Sink = outs
 	if !viaMQTT {
-		sink = latencySink{mu: &mu, lat: &lat}
+		sink = actors.Rows(latencySink{mu: &mu, lat: &lat})
 	}
 	g := actors.New(actors.Config{Partitions: 8, BatchSize: 64, BatchDelay: time.Millisecond, Logger: quiet}, sink, nil)
 	broker, err := actors.StartBroker(g, actors.BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 1 << 16, Logger: quiet})

@@ -200,11 +200,7 @@ func (s *Store) SetEpoch(p int, epoch uint64) error {
 func (s *Store) OutboxHighWater() map[string]uint64 {
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
-	hw := make(map[string]uint64, len(s.outputs))
-	for name, st := range s.outputs {
-		hw[name] = st.next - 1
-	}
-	return hw
+	return highWater(s.outputs)
 }
 
 // OutboxHeads is, per output, the seq of the first row still in the

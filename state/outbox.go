@@ -27,6 +27,41 @@ import (
 //	    batch: after a crash, 'w' says exactly which rows of the partition
 //	    reached the outbox, and a replay skips those (one copy per id).
 
+// Outbox is where output rows wait for their sink: the store's (Pebble,
+// durable) or a MemOutbox (in memory). Both keep O1 and O2 and count
+// their rows alike, so a drainer treats them alike. Safe for concurrent
+// use; one drainer per output reads and removes its rows.
+type Outbox interface {
+	// Durable reports whether rows survive the process (a sink need not
+	// sync what comes from an outbox that does not).
+	Durable() bool
+	// AppendOutputs adds a partition's rows and records lastSeq as its
+	// last output in the outbox (O2).
+	AppendOutputs(p int, lastSeq uint64, rows []OutRow) error
+	// OutputWritten is the last output seq of partition p in the outbox.
+	OutputWritten(p int) (uint64, error)
+	// ReadOutbox returns up to n rows of an output after seq after, oldest
+	// first; with newest, the n newest rows above after, oldest first.
+	ReadOutbox(output string, after uint64, n int, newest bool) ([]OutboxItem, error)
+	// ForgetOutbox counts rows as gone; DeleteOutboxRange deletes them later.
+	ForgetOutbox(output string, items []OutboxItem)
+	DeleteOutboxRange(output string, from, to uint64) error
+	// DeleteOutbox removes delivered, expired or dropped rows at once.
+	DeleteOutbox(output string, items []OutboxItem) error
+	// DeadLetterOutbox moves rows a sink refused for good to the output's
+	// dead letters; DeadLetters lists up to n of them.
+	DeadLetterOutbox(output string, items []OutboxItem) error
+	DeadLetters(output string, n int) ([]OutboxItem, error)
+	// Outbox returns an output's statistics.
+	Outbox(output string) OutboxStats
+	// OutboxHighWater is, per output, the seq of the last row appended;
+	// OutboxHeads, the seq of the first row still waiting (MaxUint64: none).
+	OutboxHighWater() map[string]uint64
+	OutboxHeads() (map[string]uint64, error)
+	// CompactOutbox gives the space of removed rows back.
+	CompactOutbox(output string) error
+}
+
 // OutRow is one row for the outbox.
 type OutRow struct {
 	Output string // "job/output"
@@ -112,14 +147,37 @@ func (s *Store) loadOutboxStats() error {
 
 // output returns the stats of an output, creating them (outMu held or
 // during Open).
-func (s *Store) output(name string) *outputStats {
-	st := s.outputs[name]
+func (s *Store) output(name string) *outputStats { return outputOf(s.outputs, name) }
+
+// outputOf returns the stats of an output in outputs, creating them.
+func outputOf(outputs map[string]*outputStats, name string) *outputStats {
+	st := outputs[name]
 	if st == nil {
 		st = &outputStats{next: 1}
-		s.outputs[name] = st
+		outputs[name] = st
 	}
 	return st
 }
+
+// statsOf returns the stats of an output in outputs (none: zero).
+func statsOf(outputs map[string]*outputStats, name string) OutboxStats {
+	if st := outputs[name]; st != nil {
+		return st.OutboxStats
+	}
+	return OutboxStats{}
+}
+
+// highWater is OutboxHighWater of outputs.
+func highWater(outputs map[string]*outputStats) map[string]uint64 {
+	hw := make(map[string]uint64, len(outputs))
+	for name, st := range outputs {
+		hw[name] = st.next - 1
+	}
+	return hw
+}
+
+// Durable implements Outbox.
+func (s *Store) Durable() bool { return true }
 
 // AppendOutputs adds a partition's rows to their outboxes and records
 // lastSeq as the partition's last output in the outbox, in one batch (O1,
@@ -326,10 +384,7 @@ func (s *Store) DeadLetters(output string, n int) ([]OutboxItem, error) {
 func (s *Store) Outbox(output string) OutboxStats {
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
-	if st := s.outputs[output]; st != nil {
-		return st.OutboxStats
-	}
-	return OutboxStats{}
+	return statsOf(s.outputs, output)
 }
 
 // CompactOutbox compacts an output's key range, and the ingest log's,
