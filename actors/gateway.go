@@ -348,12 +348,10 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	if g.closed.Load() {
 		return ErrClosed
 	}
-	if err := config.ValidateJob(job); err != nil {
-		return err
-	}
-	p, err := config.JobPlan(job)
+	// One parse: the checks and the plan come from the same pass.
+	p, err := config.CompileJob(job)
 	if err != nil {
-		return fmt.Errorf("actors: job %q: %w", job.Name, err)
+		return err
 	}
 	opts, err := config.ExecOptions(job)
 	if err != nil {

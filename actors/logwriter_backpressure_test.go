@@ -62,8 +62,8 @@ outputs: [{name: o, file: {path: %q}}]
 		return g.log.queuedBytes == 0
 	}, 10*time.Second, 10*time.Millisecond, "every applied event gives its bytes back")
 	require.NoError(t, g.Close(ctx))
+	require.Eventually(t, func() bool { return len(readOutput(t, dir+"/o.jsonl")) == 1 }, 10*time.Second, 10*time.Millisecond, "the count row is delivered")
 	rows := readOutput(t, dir+"/o.jsonl")
-	require.Len(t, rows, 1)
 	n, _ := rows[0].Get("n")
 	require.Equal(t, int64(events), n.Int(), "every event counted once")
 }

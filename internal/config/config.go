@@ -216,6 +216,13 @@ func writeString(b *bytes.Buffer, s string) {
 
 // ValidateJob checks a job and reports every problem it finds.
 func ValidateJob(j *pb.Job) error {
+	_, err := CompileJob(j)
+	return err
+}
+
+// CompileJob checks a job like ValidateJob and returns its plan: the
+// query parsed and planned once (or the job's plan, when it gives one).
+func CompileJob(j *pb.Job) (*pb.Plan, error) {
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
@@ -317,7 +324,10 @@ func ValidateJob(j *pb.Job) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // ExecOptions turns a job's event policy into executor options.
