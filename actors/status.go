@@ -63,7 +63,7 @@ type JobProgress struct {
 }
 
 // JobProgress asks every partition once; it fails when one does not
-// answer before ctx ends, or the gateway is closed.
+// answer before ctx ends.
 func (g *Gateway) JobProgress(ctx context.Context) (JobProgress, error) {
 	st, err := g.jobStatus(ctx)
 	if err != nil {

@@ -98,11 +98,11 @@ func New(g Gateway, outs Outputs, broker *actors.Broker) *API {
 // Secure sets who may call the API (before Handler). It reads the tokens
 // file.
 func (a *API) Secure(sec Security) error {
-	guard, err := newGuard(sec, a.g.Logger(), a.refused)
+	gd, err := newGuard(sec, a.g.Logger(), a.refused)
 	if err != nil {
 		return err
 	}
-	a.guard = guard
+	a.guard = gd
 	return nil
 }
 
