@@ -2,11 +2,8 @@ package actors
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -76,19 +73,10 @@ outputs: [{name: o, log: {}}]
 	require.JSONEq(t, `{"deviceId":"d1","t":1}`, string(devs[0].Reported))
 	require.False(t, devs[1].Online)
 
-	srv := httptest.NewServer(NewAdmin(g, NewOutputs(nil, io.Discard), nil).Handler())
-	defer srv.Close()
-	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/devices/d2/desired", strings.NewReader(`{"fan":"high"}`))
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	// PUT /v1/devices/{id}/desired (actors/admin) calls SetDesired.
+	require.NoError(t, g.SetDesired(ctx, "d2", []byte(`{"fan":"high"}`)))
 	require.Equal(t, []string{`devices/d2/twin/desired {"fan":"high"}`}, pub.msgs)
-	req, _ = http.NewRequest(http.MethodPut, srv.URL+"/v1/devices/d2/desired", strings.NewReader(`[1]`))
-	resp, err = http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.ErrorIs(t, g.SetDesired(ctx, "d2", []byte(`[1]`)), ErrBadRequest)
 
 	step(100*time.Second, nil) // d1 silent 70 s: offline, and both idle past a minute
 	devs, err = g.Devices(ctx)
@@ -105,53 +93,6 @@ outputs: [{name: o, log: {}}]
 	}
 	require.ElementsMatch(t, []string{"d1 online", "d2 online", "d2 offline", "d1 offline", "d1 online", "d1 offline"}, got)
 	require.NoError(t, g.Close(ctx))
-}
-
-// TestDevicesListedByPage: GET /v1/devices pages through every device in
-// id order without their payloads, each once, and refuses a bad limit.
-func TestDevicesListedByPage(t *testing.T) {
-	g := New(Config{Partitions: 4}, nil, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	defer g.Close(ctx)
-	job, err := config.ParseJob("j.yaml", []byte("name: j\nquery: SELECT * INTO o FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: o, log: {}}]\n"))
-	require.NoError(t, err)
-	require.NoError(t, g.Deploy(ctx, job))
-	var want []string
-	for i := 0; i < 237; i++ {
-		dev := fmt.Sprintf("dev-%03d", i)
-		want = append(want, dev)
-		require.NoError(t, g.Ingest("telemetry", dev, []byte(`{"big":"`+strings.Repeat("x", 1000)+`"}`)))
-	}
-	require.NoError(t, g.Drain(ctx))
-	srv := httptest.NewServer(NewAdmin(g, NewOutputs(nil, io.Discard), nil).Handler())
-	defer srv.Close()
-	var got []string
-	after := ""
-	for pages := 0; ; pages++ {
-		require.Less(t, pages, 10)
-		resp, err := http.Get(srv.URL + "/v1/devices?limit=50&after=" + after)
-		require.NoError(t, err)
-		var page struct {
-			Devices []Device `json:"devices"`
-			Next    string   `json:"next"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
-		resp.Body.Close()
-		for _, d := range page.Devices {
-			require.Empty(t, d.Reported, "listings leave the payload out")
-			got = append(got, d.ID)
-		}
-		if page.Next == "" {
-			break
-		}
-		after = page.Next
-	}
-	require.Equal(t, want, got)
-	resp, err := http.Get(srv.URL + "/v1/devices?limit=0")
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }
 
 // TestDeviceKeepsOnlySmallReportedPayloads: a device's last payload is its

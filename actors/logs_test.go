@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/millstream/millstream/internal/logging"
 	"github.com/millstream/millstream/internal/logging/logtest"
 	"github.com/millstream/millstream/internal/mqttwire"
+	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -158,4 +160,25 @@ func TestExternalBrokerOutageLoggedOnce(t *testing.T) {
 			require.Equal(t, "tcp://"+addr, r["broker"])
 		}
 	}
+}
+
+// countingSink counts rows per job/output.
+type countingSink struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *countingSink) Write(job, output string, _ int64, _ *value.Record) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[job+"/"+output]++
+}
+
+func (c *countingSink) get(k string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[k]
 }

@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"runtime"
-	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,39 +38,4 @@ func stageObserver(h *prometheus.HistogramVec, job string) func(string, time.Dur
 		}
 		o.Observe(d.Seconds())
 	}
-}
-
-// descRetries counts delivery attempts that failed and were retried, apart
-// from millstream_output_rows_total: a retry is no row's fate, and one row
-// may be retried many times.
-var descRetries = prometheus.NewDesc("millstream_output_delivery_retries_total",
-	"Output deliveries that failed and were retried later (a row may be retried many times).", []string{"output"}, nil)
-
-// buildInfo is millstream_build_info{version,revision,goversion} 1, from
-// the binary's build information: which build a gateway runs.
-func buildInfo() prometheus.Collector {
-	version, revision, goversion := "unknown", "unknown", runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		goversion = bi.GoVersion
-		modified := false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				revision = s.Value
-			case "vcs.modified":
-				modified = s.Value == "true"
-			}
-		}
-		if modified && revision != "unknown" {
-			revision += "-dirty"
-		}
-	}
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "millstream_build_info",
-		Help:        "Always 1; its labels name the build: module version, VCS revision (-dirty: uncommitted changes) and Go version.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goversion}})
-	g.Set(1)
-	return g
 }

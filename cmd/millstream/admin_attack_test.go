@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millstream/millstream/actors"
+	"github.com/millstream/millstream/actors/admin"
 	"github.com/millstream/millstream/internal/certs"
 	"github.com/millstream/millstream/internal/config"
 )
@@ -671,11 +672,11 @@ func TestCertCommandEndToEnd(t *testing.T) {
 	require.NoFileExists(t, filepath.Join(filepath.Dir(filepath.Dir(cd)), "escape.crt"))
 
 	tok, line := newToken(t, "ci", "operate")
-	toks, err := actors.ParseTokens([]byte(line))
+	toks, err := admin.ParseTokens([]byte(line))
 	require.NoError(t, err)
 	require.Len(t, toks, 1)
 	require.Equal(t, "operate", toks[0].Role)
-	require.Equal(t, actors.HashToken(tok), strings.Fields(line)[2])
+	require.Equal(t, admin.HashToken(tok), strings.Fields(line)[2])
 	tok2, _ := newToken(t, "ci", "operate")
 	require.NotEqual(t, tok, tok2)
 }

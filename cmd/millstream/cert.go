@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/millstream/millstream/actors"
+	"github.com/millstream/millstream/actors/admin"
 	"github.com/millstream/millstream/internal/certs"
 )
 
@@ -64,7 +64,7 @@ func newCertSubCmd(use, short string) *cobra.Command {
 	case "gateway":
 		c.Flags().StringArrayVar(&o.hosts, "host", nil, "a DNS name or IP address the gateway is reached at; repeatable")
 	case "admin":
-		addRoleFlag(c, &o.role, "read (GET only) or operate (everything)", actors.RoleRead, actors.RoleOperate)
+		addRoleFlag(c, &o.role, "read (GET only) or operate (everything)", admin.RoleRead, admin.RoleOperate)
 	}
 	c.RunE = func(c *cobra.Command, args []string) error {
 		o.sub = sub
@@ -119,7 +119,7 @@ func makeCert(stdout io.Writer, o certOptions) error {
 		}
 	case "admin":
 		req.Kind = certs.Admin
-		if role != actors.RoleRead && role != actors.RoleOperate {
+		if role != admin.RoleRead && role != admin.RoleOperate {
 			return fmt.Errorf("%w: cert admin needs --role read or --role operate", errUsage)
 		}
 	case "device":
@@ -158,7 +158,7 @@ func newTokenCmd() *cobra.Command {
 		Args:  nArgs(1, "token needs one name"),
 	}
 	var role string
-	addRoleFlag(c, &role, "read (GET only) or operate (everything)", actors.RoleRead, actors.RoleOperate)
+	addRoleFlag(c, &role, "read (GET only) or operate (everything)", admin.RoleRead, admin.RoleOperate)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		return makeToken(c.OutOrStdout(), args[0], role)
 	}
@@ -166,7 +166,7 @@ func newTokenCmd() *cobra.Command {
 }
 
 func makeToken(stdout io.Writer, name, role string) error {
-	if role != actors.RoleRead && role != actors.RoleOperate {
+	if role != admin.RoleRead && role != admin.RoleOperate {
 		return fmt.Errorf("%w: token needs --role read or --role operate", errUsage)
 	}
 	if strings.ContainsAny(name, " \t\r\n#") {
@@ -178,6 +178,6 @@ func makeToken(stdout io.Writer, name, role string) error {
 	}
 	// A recognisable prefix lets secret scanners find leaked tokens.
 	tok := "mst_" + base64.RawURLEncoding.EncodeToString(raw)
-	fmt.Fprintf(stdout, "token (shown once; give it to %s): %s\nline for admin.tokens_file:\n%s %s %s\n", name, tok, name, role, actors.HashToken(tok))
+	fmt.Fprintf(stdout, "token (shown once; give it to %s): %s\nline for admin.tokens_file:\n%s %s %s\n", name, tok, name, role, admin.HashToken(tok))
 	return nil
 }

@@ -69,7 +69,7 @@ func newDeadLettersCmd() *cobra.Command {
 	return c
 }
 
-// deadLetterPages is GET /v1/deadletters (actors/admin_deadletters.go),
+// deadLetterPages is GET /v1/deadletters (actors/admin/deadletters.go),
 // or several of its pages put together.
 type deadLetterPages struct {
 	DeadLetters []actors.DeadLetterView `json:"deadLetters"`

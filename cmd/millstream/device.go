@@ -67,7 +67,7 @@ func newDeviceCmd() *cobra.Command {
 	return c
 }
 
-// devicesPage is GET /v1/devices (actors/admin.go listDevices).
+// devicesPage is GET /v1/devices (actors/admin/admin.go listDevices).
 type devicesPage struct {
 	Devices []actors.Device `json:"devices"`
 	Next    string          `json:"next,omitempty"`

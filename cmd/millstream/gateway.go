@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/millstream/millstream/actors"
+	"github.com/millstream/millstream/actors/admin"
 	"github.com/millstream/millstream/cluster"
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/internal/logging"
@@ -168,14 +169,14 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		rg.node = node
 	}
 	if ln != nil {
-		admin := actors.NewAdmin(g, outs, rg.broker)
-		admin.SetDeadLetters(rg.dead)
+		api := admin.New(g, outs, rg.broker)
+		api.SetDeadLetters(rg.dead)
 		if node := rg.node; node != nil {
-			admin.SetCluster(node)
-			if err := admin.Register(node); err != nil {
+			api.SetCluster(node)
+			if err := api.Register(node); err != nil {
 				logger.Error("cluster metrics not registered", "error", err)
 			}
-			admin.AddReadiness("cluster", func() string {
+			api.AddReadiness("cluster", func() string {
 				if node.Fenced() {
 					return "fenced: this gateway does not hear from a majority of its cluster (or still waits for a seed), so it serves no partition"
 				}
@@ -184,7 +185,7 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		}
 		// Input brokers are connected after the jobs are back; the check
 		// reads the list when asked.
-		admin.AddReadiness("input", func() string {
+		api.AddReadiness("input", func() string {
 			var down []string
 			connected := rg.inputs()
 			for _, e := range connected {
@@ -200,13 +201,13 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 			}
 			return ""
 		})
-		if err := admin.Secure(sec); err != nil {
+		if err := api.Secure(sec); err != nil {
 			ln.Close()
 			rg.close(ctx)
 			return nil, err
 		}
-		rg.http = &http.Server{Handler: admin.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			TLSConfig: adminTLS, ErrorLog: admin.ServerErrorLog()}
+		rg.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			TLSConfig: adminTLS, ErrorLog: api.ServerErrorLog()}
 		rg.adminURL = "http://" + rg.addr
 		if adminTLS != nil {
 			rg.adminURL = "https://" + rg.addr
@@ -354,9 +355,9 @@ func dataRoots(cfg *pb.GatewayConfig) (*actors.DataRoots, error) {
 }
 
 // adminSecurity is the admin API's security from cfg.admin.
-func adminSecurity(cfg *pb.GatewayConfig) (actors.AdminSecurity, *tls.Config, error) {
+func adminSecurity(cfg *pb.GatewayConfig) (admin.Security, *tls.Config, error) {
 	a := cfg.Admin
-	sec := actors.AdminSecurity{TokensFile: a.GetTokensFile(), Origins: a.GetAllowedOrigins(), Pprof: a.GetPprof(),
+	sec := admin.Security{TokensFile: a.GetTokensFile(), Origins: a.GetAllowedOrigins(), Pprof: a.GetPprof(),
 		Hosts: []string{cfg.Name}}
 	if h, _, err := net.SplitHostPort(cfg.HttpListen); err == nil && h != "" {
 		sec.Hosts = append(sec.Hosts, h)
@@ -365,7 +366,7 @@ func adminSecurity(cfg *pb.GatewayConfig) (actors.AdminSecurity, *tls.Config, er
 		short, _, _ := strings.Cut(h, ".")
 		sec.Hosts = append(sec.Hosts, h, short)
 	}
-	tc, err := actors.AdminServerTLS(a)
+	tc, err := admin.ServerTLS(a)
 	if err != nil {
 		return sec, nil, err
 	}

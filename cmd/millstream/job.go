@@ -142,7 +142,7 @@ func completeJobNames(af *adminFlags) cobra.CompletionFunc {
 	}
 }
 
-// jobsAnswer is GET /v1/jobs (actors/admin.go listJobs).
+// jobsAnswer is GET /v1/jobs (actors/admin/admin.go listJobs).
 type jobsAnswer struct {
 	Jobs []struct {
 		Name    string   `json:"name"`

@@ -15,12 +15,14 @@ import (
 const module = "github.com/millstream/millstream/"
 
 // forbidden maps a folder to import path prefixes it must not use.
+// actors/admin is served beside the runtime, never imported by it: the
+// runtime only offers its read API (actors/status.go).
 var forbidden = map[string][]string{
 	"operators": {module + "actors", module + "cluster", module + "state", module + "cmd",
 		"github.com/asynkron/protoactor-go", "github.com/cockroachdb/pebble", "github.com/hashicorp/memberlist", "github.com/eclipse/paho.mqtt.golang"},
 	"state":  {module + "operators", module + "actors", module + "cluster", "github.com/asynkron/protoactor-go", "github.com/hashicorp/memberlist"},
 	"proto":  {module},
-	"actors": {module + "cluster", "github.com/hashicorp/memberlist", "github.com/cockroachdb/pebble", "github.com/dop251/goja"},
+	"actors": {module + "cluster", module + "actors/admin", "github.com/hashicorp/memberlist", "github.com/cockroachdb/pebble", "github.com/dop251/goja"},
 	// The JavaScript engine stays inside operators/udf.
 	"cluster":  {"github.com/dop251/goja"},
 	"internal": {"github.com/dop251/goja"},

@@ -1,11 +1,12 @@
-package actors
+package admin
 
 import (
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // readinessCheck is one condition of /readyz: check returns why the
@@ -17,28 +18,29 @@ type readinessCheck struct {
 
 // AddReadiness adds a condition to /readyz (before Handler), named so
 // that a caller can leave it out with ?exclude=NAME.
-func (a *Admin) AddReadiness(name string, check func() string) {
+func (a *API) AddReadiness(name string, check func() string) {
 	a.checks = append(a.checks, readinessCheck{name, check})
 }
 
 // Register adds a collector to /metrics (before Handler): the cluster
 // node's counters, for one.
-func (a *Admin) Register(c prometheus.Collector) error { return a.reg.Register(c) }
+func (a *API) Register(c prometheus.Collector) error { return a.reg.Register(c) }
 
 // readyz answers 200 "ready" when the gateway takes input and serves, and
 // 503 with every reason it does not otherwise: closing, recovering its
 // state, and each failing check (fenced from the cluster's majority, an
 // input broker unreachable, the disk policy refusing input). ?exclude=NAME
 // (repeatable) leaves a named check out, as Kubernetes' /readyz does.
-func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	var reasons []string
-	if a.g.closed.Load() {
+	st := a.g.Status()
+	if st.Closing {
 		reasons = append(reasons, "closing")
-	} else if !a.g.ready.Load() {
+	} else if st.Recovering {
 		reasons = append(reasons, "recovering state (replaying the ingest log)")
 	}
 	exclude := r.URL.Query()["exclude"]
-	if why := a.g.DiskRefusal(); why != "" && !slices.Contains(exclude, "disk") {
+	if why := st.DiskRefusal; why != "" && !slices.Contains(exclude, "disk") {
 		reasons = append(reasons, "disk: refusing input: "+why)
 	}
 	for _, c := range a.checks {

@@ -1,13 +1,15 @@
-package actors
+package admin
 
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/millstream/millstream/actors"
 )
 
 // SetDeadLetters serves the gateway's dead letters at /v1/deadletters and
 // counts them in /metrics (before Handler).
-func (a *Admin) SetDeadLetters(d *DeadLetters) {
+func (a *API) SetDeadLetters(d *actors.DeadLetters) {
 	a.dead = d
 	a.reg.MustRegister(d)
 }
@@ -21,7 +23,7 @@ const (
 // listDeadLetters answers GET /v1/deadletters?limit=N&before=ID: the
 // newest dead letters first, a page at a time; "next" is the before= of
 // the following page (absent on the last).
-func (a *Admin) listDeadLetters(w http.ResponseWriter, r *http.Request) {
+func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if a.dead == nil {
 		writeJSON(w, http.StatusNotFound, apiError{"this gateway keeps no dead letters"})
 		return
@@ -50,12 +52,12 @@ func (a *Admin) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := struct {
-		DeadLetters []DeadLetterView  `json:"deadLetters"`
-		Counts      map[string]uint64 `json:"counts"`
-		Next        uint64            `json:"next,omitempty"`
-	}{DeadLetters: make([]DeadLetterView, 0, len(entries)), Counts: a.dead.Counts()}
+		DeadLetters []actors.DeadLetterView `json:"deadLetters"`
+		Counts      map[string]uint64       `json:"counts"`
+		Next        uint64                  `json:"next,omitempty"`
+	}{DeadLetters: make([]actors.DeadLetterView, 0, len(entries)), Counts: a.dead.Counts()}
 	for _, e := range entries {
-		out.DeadLetters = append(out.DeadLetters, DeadLetterJSON(e.ID, e.DeadLetter))
+		out.DeadLetters = append(out.DeadLetters, actors.DeadLetterJSON(e.ID, e.DeadLetter))
 	}
 	if len(entries) == limit && entries[len(entries)-1].ID > 1 {
 		out.Next = entries[len(entries)-1].ID

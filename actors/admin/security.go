@@ -1,8 +1,6 @@
-package actors
+package admin
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -25,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millstream/millstream/internal/certs"
+	"github.com/millstream/millstream/internal/config"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -34,7 +33,7 @@ const (
 	RoleOperate = "operate"
 )
 
-// AdminSecurity says who may call the admin API and from where.
+// Security says who may call the admin API and from where.
 //
 // Every request but /healthz and /readyz is checked, in this order:
 //
@@ -52,7 +51,7 @@ const (
 //
 // Each refusal is counted in millstream_admin_refused_total{reason} and
 // logged, at most once every 5 s.
-type AdminSecurity struct {
+type Security struct {
 	// TokensFile holds the bearer tokens ("<name> <role> <sha256 hex>"
 	// per line); it is read again when it changes.
 	TokensFile string
@@ -69,8 +68,8 @@ type AdminSecurity struct {
 	Pprof bool
 }
 
-// AdminToken is one line of the tokens file.
-type AdminToken struct {
+// Token is one line of the tokens file.
+type Token struct {
 	Name string
 	Role string
 	Hash [sha256.Size]byte
@@ -84,10 +83,10 @@ func HashToken(token string) string {
 
 // ParseTokens reads a tokens file's content; blank lines and lines
 // starting with # are skipped.
-func ParseTokens(data []byte) ([]AdminToken, error) {
-	var toks []AdminToken
+func ParseTokens(data []byte) ([]Token, error) {
+	var toks []Token
 	names := map[string]bool{}
-	err := eachFieldLine(data, func(n int, f []string) error {
+	err := config.EachFieldLine(data, func(n int, f []string) error {
 		if len(f) != 3 {
 			return fmt.Errorf("line %d: want \"<name> <role> <sha256 hex of the token>\" (millstream token makes one)", n)
 		}
@@ -102,7 +101,7 @@ func ParseTokens(data []byte) ([]AdminToken, error) {
 			return fmt.Errorf("line %d: token name %q is used twice", n, f[0])
 		}
 		names[f[0]] = true
-		t := AdminToken{Name: f[0], Role: f[1]}
+		t := Token{Name: f[0], Role: f[1]}
 		copy(t.Hash[:], h)
 		toks = append(toks, t)
 		return nil
@@ -110,33 +109,16 @@ func ParseTokens(data []byte) ([]AdminToken, error) {
 	return toks, err
 }
 
-// eachFieldLine calls each with the 1-based number and the fields of every
-// line of a credentials file (tokens, passwords) but blank lines and lines
-// starting with #, and stops at its first error.
-func eachFieldLine(data []byte, each func(n int, fields []string) error) error {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if err := each(n, strings.Fields(line)); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
-}
-
 // tokenSet is the tokens file as last read.
 type tokenSet struct {
-	tokens  []AdminToken
+	tokens  []Token
 	modTime time.Time
 	size    int64
 }
 
-// adminGuard enforces AdminSecurity around the API's handler.
-type adminGuard struct {
-	sec     AdminSecurity
+// guard enforces Security around the API's handler.
+type guard struct {
+	sec     Security
 	origins map[string]bool
 	hosts   map[string]bool
 	logger  *slog.Logger
@@ -148,11 +130,11 @@ type adminGuard struct {
 	lastWarn  atomic.Int64
 }
 
-func newAdminGuard(sec AdminSecurity, logger *slog.Logger, refused *prometheus.CounterVec) (*adminGuard, error) {
+func newGuard(sec Security, logger *slog.Logger, refused *prometheus.CounterVec) (*guard, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	g := &adminGuard{sec: sec, origins: map[string]bool{}, hosts: map[string]bool{"localhost": true}, logger: logger, refused: refused}
+	g := &guard{sec: sec, origins: map[string]bool{}, hosts: map[string]bool{"localhost": true}, logger: logger, refused: refused}
 	for _, o := range sec.Origins {
 		n, err := normalOrigin(o)
 		if err != nil {
@@ -200,7 +182,7 @@ func readTokens(path string) (*tokenSet, error) {
 // currentTokens returns the tokens, reading the file again (at most every
 // 2 s) when it has changed, so a revoked token stops working without a
 // restart. A file that no longer parses keeps the tokens read before.
-func (g *adminGuard) currentTokens() []AdminToken {
+func (g *guard) currentTokens() []Token {
 	ts := g.tokens.Load()
 	now := time.Now().UnixNano()
 	if now-g.lastCheck.Load() < int64(2*time.Second) || !g.reloadMu.TryLock() {
@@ -222,14 +204,14 @@ func (g *adminGuard) currentTokens() []AdminToken {
 	return next.tokens
 }
 
-func (g *adminGuard) authOn() bool { return g.sec.TokensFile != "" || g.sec.ClientCerts }
+func (g *guard) authOn() bool { return g.sec.TokensFile != "" || g.sec.ClientCerts }
 
 // principal is who made a request.
 type principal struct{ name, role, via string }
 
 // authenticate finds the caller: a bearer token if one is sent (it must
 // be valid), else a verified client certificate.
-func (g *adminGuard) authenticate(r *http.Request) (principal, string) {
+func (g *guard) authenticate(r *http.Request) (principal, string) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, _ := strings.Cut(h, " ")
 		if !strings.EqualFold(scheme, "Bearer") {
@@ -239,7 +221,7 @@ func (g *adminGuard) authenticate(r *http.Request) (principal, string) {
 			return principal{}, "this gateway takes no bearer tokens (no admin.tokens_file): use a client certificate"
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		var found *AdminToken
+		var found *Token
 		// Compare against every token in constant time, so the time
 		// taken tells nothing about which hash was close.
 		for _, t := range g.currentTokens() {
@@ -294,7 +276,7 @@ func normalHost(h string) string {
 
 // hostAllowed: DNS rebinding needs a name the attacker's DNS answers, so
 // IP addresses are safe and names must be known.
-func (g *adminGuard) hostAllowed(host string) bool {
+func (g *guard) hostAllowed(host string) bool {
 	h := normalHost(host)
 	if h == "" || net.ParseIP(h) != nil || g.hosts[h] {
 		return true
@@ -336,7 +318,7 @@ func bodyTypeOK(r *http.Request) bool {
 }
 
 // wrap puts the checks in front of next.
-func (g *adminGuard) wrap(next http.Handler) http.Handler {
+func (g *guard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
@@ -404,7 +386,7 @@ func (g *adminGuard) wrap(next http.Handler) http.Handler {
 
 // refuse answers a refused request, counts it and logs it (rate-limited:
 // a scan or a page retrying in a loop does not flood the log).
-func (g *adminGuard) refuse(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
+func (g *guard) refuse(w http.ResponseWriter, r *http.Request, status int, reason, msg string) {
 	g.refused.WithLabelValues(reason).Inc()
 	g.warn("admin API request refused", "reason", reason, "status", status, "method", r.Method, "path", r.URL.Path,
 		"remote", r.RemoteAddr, "detail", msg)
@@ -412,7 +394,7 @@ func (g *adminGuard) refuse(w http.ResponseWriter, r *http.Request, status int, 
 }
 
 // warn logs at most once every 5 s.
-func (g *adminGuard) warn(msg string, args ...any) {
+func (g *guard) warn(msg string, args ...any) {
 	now := time.Now().UnixNano()
 	last := g.lastWarn.Load()
 	if now-last < int64(5*time.Second) || !g.lastWarn.CompareAndSwap(last, now) {
@@ -424,7 +406,7 @@ func (g *adminGuard) warn(msg string, args ...any) {
 // errorLog counts the TLS handshakes the server refused (a client
 // certificate from another CA, plain HTTP on the HTTPS port) and logs
 // them rate-limited, instead of one line each on stderr.
-type errorLog struct{ g *adminGuard }
+type errorLog struct{ g *guard }
 
 func (e errorLog) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
@@ -439,15 +421,15 @@ func (e errorLog) Write(p []byte) (int, error) {
 
 // ServerErrorLog is the http.Server ErrorLog for the admin API: TLS
 // handshake failures are counted as refusals (reason tls_handshake).
-func (a *Admin) ServerErrorLog() *log.Logger {
+func (a *API) ServerErrorLog() *log.Logger {
 	return log.New(errorLog{a.guard}, "", 0)
 }
 
-// AdminServerTLS is the TLS configuration of an HTTPS admin API (nil,
+// ServerTLS is the TLS configuration of an HTTPS admin API (nil,
 // nil when admin.tls is unset): TLS 1.2 or later, and with tls.ca_file,
 // client certificates verified against that CA when sent (token users
 // need none; a certificate from another CA fails the handshake).
-func AdminServerTLS(cfg *pb.Admin) (*tls.Config, error) {
+func ServerTLS(cfg *pb.Admin) (*tls.Config, error) {
 	t := cfg.GetTls()
 	if t == nil {
 		return nil, nil

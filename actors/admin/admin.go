@@ -1,4 +1,4 @@
-package actors
+package admin
 
 import (
 	"context"
@@ -18,12 +18,12 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/config"
-	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
-// Admin serves the gateway's HTTP API:
+// API serves the gateway's HTTP API:
 //
 //	GET    /v1/jobs              list jobs (JSON)
 //	PUT    /v1/jobs              deploy a job (YAML, JSON or text proto body)
@@ -40,49 +40,55 @@ import (
 //	GET    /v1/cluster           members, each partition's owner, replicas, server, epoch, replication lag
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
-//	GET    /debug/pprof/...      Go profiles (only with AdminSecurity.Pprof)
+//	GET    /debug/pprof/...      Go profiles (only with Security.Pprof)
 //
 // Deploying applies the job without restarting the gateway; other jobs are
-// undisturbed. Who may call what is AdminSecurity's (Secure); job
-// definitions come back with their HTTP output header values redacted.
-type Admin struct {
-	g       *Gateway
-	outs    *Outputs
-	broker  *Broker
+// undisturbed. Who may call what is Security's (Secure); job definitions
+// come back with their HTTP output header values redacted.
+//
+// Configure an API (SetCluster, SetDeadLetters, AddReadiness, Register,
+// Secure) before Handler, from one goroutine; the handler is then safe for
+// concurrent use.
+type API struct {
+	g       Gateway
+	outs    Outputs
+	broker  *actors.Broker // nil: no embedded broker
 	reg     *prometheus.Registry
-	cluster ClusterAdmin
-	dead    *DeadLetters
+	cluster Cluster
+	dead    *actors.DeadLetters
 	checks  []readinessCheck
-	guard   *adminGuard
+	guard   *guard
 	refused *prometheus.CounterVec
 }
 
-// ClusterAdmin is the cluster layer's share of the admin API: a job
+// Cluster is the cluster layer's share of the admin API: a job
 // deployed or removed through any gateway is deployed or removed on all.
-type ClusterAdmin interface {
+type Cluster interface {
 	DeployJob(ctx context.Context, job *pb.Job) error
 	RemoveJob(ctx context.Context, name string) error
 	// Status is the cluster as this gateway sees it (JSON-encodable).
 	Status() any
 	// Forget stops counting a gateway gone for good for the majority, on
-	// every gateway; known: this gateway counted it. ErrBadRequest for a
-	// live one.
+	// every gateway; known: this gateway counted it. actors.ErrBadRequest
+	// for a live one.
 	Forget(gateway string) (known bool, err error)
 }
 
 // SetCluster routes job changes through the cluster (before Handler).
-func (a *Admin) SetCluster(c ClusterAdmin) { a.cluster = c }
+func (a *API) SetCluster(c Cluster) { a.cluster = c }
 
-// NewAdmin builds the API for a gateway, its outputs and (optional) broker.
-func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
-	a := &Admin{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry(),
+// New builds the API for a gateway, its outputs and (optional, nil for
+// none) embedded broker.
+func New(g Gateway, outs Outputs, broker *actors.Broker) *API {
+	a := &API{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry(),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millstream_admin_refused_total",
 			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake (no client certificate of the CA, plain HTTP, old TLS)."},
 			[]string{"reason"})}
-	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds, ingestWaitSeconds, a.refused, g.stageSeconds, buildInfo())
+	a.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}), &gatewayCollector{a: a}, a.refused, buildInfo())
+	a.reg.MustRegister(g.Collectors()...)
 	// Without Secure: no authentication, but the Host, Origin and body
 	// type checks hold, and no profiles.
-	a.guard, _ = newAdminGuard(AdminSecurity{}, g.cfg.Logger, a.refused)
+	a.guard, _ = newGuard(Security{}, g.Logger(), a.refused)
 	if broker != nil {
 		a.reg.MustRegister(broker)
 	}
@@ -91,17 +97,17 @@ func NewAdmin(g *Gateway, outs *Outputs, broker *Broker) *Admin {
 
 // Secure sets who may call the API (before Handler). It reads the tokens
 // file.
-func (a *Admin) Secure(sec AdminSecurity) error {
-	guard, err := newAdminGuard(sec, a.g.cfg.Logger, a.refused)
+func (a *API) Secure(sec Security) error {
+	gd, err := newGuard(sec, a.g.Logger(), a.refused)
 	if err != nil {
 		return err
 	}
-	a.guard = guard
+	a.guard = gd
 	return nil
 }
 
 // Handler returns the HTTP handler.
-func (a *Admin) Handler() http.Handler {
+func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/jobs", a.listJobs)
 	mux.HandleFunc("PUT /v1/jobs", a.deployJob)
@@ -118,7 +124,8 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/outputs/{job}/{output}/deadletters", a.deadLetters)
 	mux.HandleFunc("GET /v1/deadletters", a.listDeadLetters)
 	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"durable": a.g.store != nil, "stats": a.g.DurableStats()})
+		st := a.g.Status()
+		writeJSON(w, http.StatusOK, map[string]any{"durable": st.Durable, "stats": st.DurableStats})
 	})
 	mux.HandleFunc("POST /v1/cluster/forget/{gateway}", a.forgetGateway)
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
@@ -149,12 +156,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request) {
+func (a *API) listJobs(w http.ResponseWriter, r *http.Request) {
 	type item struct {
 		Name    string   `json:"name"`
 		Inputs  []string `json:"inputs"`
 		Outputs []string `json:"outputs"`
-		JobStatus
+		actors.JobStatus
 	}
 	var items []item
 	statuses := a.g.JobStatuses()
@@ -171,7 +178,7 @@ func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"jobs": items})
 }
 
-func (a *Admin) deployJob(w http.ResponseWriter, r *http.Request) {
+func (a *API) deployJob(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
@@ -209,22 +216,22 @@ func (a *Admin) deployJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"deployed": job.Name})
 }
 
-func (a *Admin) getJob(w http.ResponseWriter, r *http.Request) {
+func (a *API) getJob(w http.ResponseWriter, r *http.Request) {
 	job, _, ok := a.g.Job(r.PathValue("name"))
 	if !ok {
 		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("no job %q", r.PathValue("name"))})
 		return
 	}
-	counters, err := a.g.JobCounters(r.Context())
+	progress, err := a.g.JobProgress(r.Context())
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 		return
 	}
 	raw, _ := protojson.Marshal(redactJob(job))
-	writeJSON(w, http.StatusOK, map[string]any{"job": json.RawMessage(raw), "counters": counters[job.Name], "status": a.g.JobStatuses()[job.Name]})
+	writeJSON(w, http.StatusOK, map[string]any{"job": json.RawMessage(raw), "counters": progress.Counters[job.Name], "status": a.g.JobStatuses()[job.Name]})
 }
 
-func (a *Admin) getPlan(w http.ResponseWriter, r *http.Request) {
+func (a *API) getPlan(w http.ResponseWriter, r *http.Request) {
 	_, p, ok := a.g.Job(r.PathValue("name"))
 	if !ok {
 		writeJSON(w, http.StatusNotFound, apiError{fmt.Sprintf("no job %q", r.PathValue("name"))})
@@ -235,26 +242,26 @@ func (a *Admin) getPlan(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-func (a *Admin) deadLetters(w http.ResponseWriter, r *http.Request) {
+func (a *API) deadLetters(w http.ResponseWriter, r *http.Request) {
 	key := strings.ToLower(r.PathValue("job") + "/" + r.PathValue("output"))
-	items, err := a.outs.box.DeadLetters(key, 1000)
+	payloads, err := a.outs.DeadLetters(key, 1000)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 		return
 	}
-	rows := make([]json.RawMessage, 0, len(items))
-	for _, it := range items {
-		if json.Valid(it.Entry.Payload) {
-			rows = append(rows, it.Entry.Payload)
+	rows := make([]json.RawMessage, 0, len(payloads))
+	for _, p := range payloads {
+		if json.Valid(p) {
+			rows = append(rows, p)
 		} else {
-			q, _ := json.Marshal(string(it.Entry.Payload))
+			q, _ := json.Marshal(string(p))
 			rows = append(rows, q)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"output": key, "rows": rows})
 }
 
-func (a *Admin) forgetGateway(w http.ResponseWriter, r *http.Request) {
+func (a *API) forgetGateway(w http.ResponseWriter, r *http.Request) {
 	if a.cluster == nil {
 		writeJSON(w, http.StatusNotFound, apiError{"this gateway is not clustered"})
 		return
@@ -262,7 +269,7 @@ func (a *Admin) forgetGateway(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("gateway")
 	known, err := a.cluster.Forget(name)
 	switch {
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, actors.ErrBadRequest):
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
@@ -271,7 +278,7 @@ func (a *Admin) forgetGateway(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *Admin) removeJob(w http.ResponseWriter, r *http.Request) {
+func (a *API) removeJob(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	remove := a.g.Remove
@@ -280,103 +287,12 @@ func (a *Admin) removeJob(w http.ResponseWriter, r *http.Request) {
 	}
 	err := remove(ctx, r.PathValue("name"))
 	switch {
-	case errors.Is(err, ErrUnknownJob):
+	case errors.Is(err, actors.ErrUnknownJob):
 		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"removed": r.PathValue("name")})
-	}
-}
-
-// gatewayCollector reports gateway and per-job counters at scrape time.
-type gatewayCollector struct{ a *Admin }
-
-var (
-	descEventsIn   = prometheus.NewDesc("millstream_events_in_total", "Events received by the gateway.", nil, nil)
-	descBacklog    = prometheus.NewDesc("millstream_router_backlog_events", "Events waiting in the router's batches.", nil, nil)
-	descRejected   = prometheus.NewDesc("millstream_mqtt_rejected_total", "MQTT messages rejected (payload too large).", nil, nil)
-	descUnrouted   = prometheus.NewDesc("millstream_mqtt_unrouted_total", "MQTT messages on topics no job reads.", nil, nil)
-	descJobCounter = prometheus.NewDesc("millstream_job_events_total", "Per-job event counts by kind.", []string{"job_name", "kind"}, nil)
-	descRestarts   = prometheus.NewDesc("millstream_partition_restarts_total", "Partition actors restarted by their supervisor after a failure.", nil, nil)
-	descMailbox    = prometheus.NewDesc("millstream_partition_mailbox_batches", "Batches waiting in a partition's mailbox.", []string{"partition"}, nil)
-	descLag        = prometheus.NewDesc("millstream_job_watermark_lag_seconds", "Arrival clock minus the job's lowest watermark.", []string{"job_name"}, nil)
-	descRefused    = prometheus.NewDesc("millstream_mqtt_refused_total", "MQTT messages not acknowledged because the gateway could not take them (outbox full, log write failed, closing); an MQTT 3.1.1 client is disconnected so it resends them.", nil, nil)
-	descRefusedCon = prometheus.NewDesc("millstream_mqtt_refused_connections_total", "MQTT connections refused with 'server unavailable' while the gateway was recovering its state or closing.", nil, nil)
-	descOutbox     = prometheus.NewDesc("millstream_outbox_rows", "Rows waiting in an output's outbox (the store-and-forward backlog).", []string{"output"}, nil)
-	descOutboxB    = prometheus.NewDesc("millstream_outbox_bytes", "Bytes an output's outbox takes.", []string{"output"}, nil)
-	descOutboxAge  = prometheus.NewDesc("millstream_outbox_oldest_age_seconds", "Age of the oldest row waiting in an output's outbox.", []string{"output"}, nil)
-	descOutboxFull = prometheus.NewDesc("millstream_outbox_full", "1 while an output's outbox is at its quota.", []string{"output"}, nil)
-	descOutRows    = prometheus.NewDesc("millstream_output_rows_total", "Output rows by fate: delivered, expired (past TTL), dropped (quota), dead_lettered.", []string{"output", "kind"}, nil)
-	descDurable    = prometheus.NewDesc("millstream_state_events_total", "Durable state counters by kind: checkpoints, replayed log entries, rows already in the outbox at replay, duplicates dropped, events taken with a sequence number too old to check, take-overs that found a checkpoint older than the safe one, restore failures, log write errors, outbox write errors, input refused over quota, poison entries skipped, damaged partitions reset, replays the previous process ended in (replay_deaths), device messages that waited for back-pressure (ingest_waits).", []string{"kind"}, nil)
-)
-
-func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descRestarts,
-		descRefused, descRefusedCon, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descRetries, descDurable} {
-		ch <- d
-	}
-}
-
-func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
-	g := c.a.g
-	ch <- prometheus.MustNewConstMetric(descEventsIn, prometheus.CounterValue, float64(g.eventsIn.Load()))
-	ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(g.Backlog()))
-	if b := c.a.broker; b != nil {
-		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(b.Rejected()))
-		ch <- prometheus.MustNewConstMetric(descUnrouted, prometheus.CounterValue, float64(b.Unrouted()))
-		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(b.Refused()))
-		ch <- prometheus.MustNewConstMetric(descRefusedCon, prometheus.CounterValue, float64(b.RefusedConnections()))
-	}
-	for _, o := range c.a.outs.Status() {
-		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(o.Backlog), o.Output)
-		ch <- prometheus.MustNewConstMetric(descOutboxB, prometheus.GaugeValue, float64(o.BacklogBytes), o.Output)
-		ch <- prometheus.MustNewConstMetric(descOutboxAge, prometheus.GaugeValue, o.OldestAge, o.Output)
-		full := 0.0
-		if o.Full {
-			full = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descOutboxFull, prometheus.GaugeValue, full, o.Output)
-		for kind, v := range map[string]uint64{"delivered": o.Delivered, "expired": o.Expired, "dropped": o.Dropped,
-			"dead_lettered": uint64(o.DeadLettered)} {
-			ch <- prometheus.MustNewConstMetric(descOutRows, prometheus.CounterValue, float64(v), o.Output, kind)
-		}
-		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(o.Retries), o.Output)
-	}
-	if g.store != nil {
-		ds := g.DurableStats()
-		for kind, v := range map[string]uint64{"checkpoints": ds.Checkpoints, "replayed_entries": ds.ReplayedEntries, "replayed_rows": ds.ReplayedRows,
-			"duplicates": ds.Duplicates, "sequence_unverified": ds.SequenceUnverified, "stale_checkpoints": ds.StaleCheckpoints, "restore_failures": ds.RestoreFailures, "log_errors": ds.LogErrors, "outbox_errors": ds.OutboxErrors,
-			"refused_over_quota": ds.RefusedOverQuota, "skipped_poison": ds.SkippedPoison, "damaged_reset": ds.DamagedReset, "replay_deaths": ds.ReplayDeaths, "ingest_waits": ds.IngestWaits} {
-			ch <- prometheus.MustNewConstMetric(descDurable, prometheus.CounterValue, float64(v), kind)
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(g.Restarts()))
-	for i, d := range g.MailboxDepths() {
-		ch <- prometheus.MustNewConstMetric(descMailbox, prometheus.GaugeValue, float64(d), strconv.Itoa(i))
-	}
-	if g.closed.Load() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := g.jobStatus(ctx)
-	if err != nil {
-		return
-	}
-	now := value.FromTime(g.cfg.Now())
-	for job, wm := range st.watermarks {
-		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(now-wm)/float64(value.TicksPerSecond), job)
-	}
-	for job, k := range st.counters {
-		for kind, v := range map[string]uint64{
-			"in": k.EventsIn, "out": k.EventsOut, "dead_lettered": k.DeadLettered,
-			"late_adjusted": k.LateAdjusted, "late_dropped": k.LateDropped,
-			"out_of_order_adjusted": k.OutOfOrderAdjusted, "out_of_order_dropped": k.OutOfOrderDropped,
-			"early_dropped": k.EarlyDropped,
-		} {
-			ch <- prometheus.MustNewConstMetric(descJobCounter, prometheus.CounterValue, float64(v), job, kind)
-		}
 	}
 }
 
@@ -390,7 +306,7 @@ const (
 // listDevices answers GET /v1/devices?limit=N&after=ID: devices in id
 // order, a page at a time, without their last payload (GET
 // /v1/devices/{id} has it); "next" is the after= of the following page.
-func (a *Admin) listDevices(w http.ResponseWriter, r *http.Request) {
+func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
 	limit := defaultDevicePage
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -417,10 +333,10 @@ func (a *Admin) listDevices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *Admin) getDevice(w http.ResponseWriter, r *http.Request) {
+func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
 	d, err := a.g.Device(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, ErrUnknownDevice):
+	case errors.Is(err, actors.ErrUnknownDevice):
 		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
@@ -429,12 +345,12 @@ func (a *Admin) getDevice(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// redactJob is a copy of job with its secrets hidden (RedactHeaders).
+// redactJob is a copy of job with its secrets hidden (actors.RedactHeaders).
 func redactJob(job *pb.Job) *pb.Job {
 	c := proto.Clone(job).(*pb.Job)
 	for _, o := range c.Outputs {
 		if h := o.GetHttp(); h != nil {
-			h.Headers = RedactHeaders(h.Headers)
+			h.Headers = actors.RedactHeaders(h.Headers)
 		}
 	}
 	return c
@@ -445,12 +361,12 @@ func redactJob(job *pb.Job) *pb.Job {
 // would publish to other devices' topics.
 func validDeviceID(id string) error {
 	if id == "" || strings.ContainsAny(id, "/+#\x00") {
-		return fmt.Errorf("%w: device id %q: it must be non-empty and hold no '/', '+', '#' or NUL", ErrBadRequest, id)
+		return fmt.Errorf("%w: device id %q: it must be non-empty and hold no '/', '+', '#' or NUL", actors.ErrBadRequest, id)
 	}
 	return nil
 }
 
-func (a *Admin) setDesired(w http.ResponseWriter, r *http.Request) {
+func (a *API) setDesired(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	err := validDeviceID(id)
 	var body []byte
@@ -461,7 +377,7 @@ func (a *Admin) setDesired(w http.ResponseWriter, r *http.Request) {
 		err = a.g.SetDesired(r.Context(), id, body)
 	}
 	switch {
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, actors.ErrBadRequest):
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
