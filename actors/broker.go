@@ -208,7 +208,9 @@ func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
 	// Checked on the fixed header, before mochi allocates the body.
 	caps.MaximumPacketSize = uint32(opts.MaxPayload + packetOverhead)
 	caps.MaximumSessionExpiryInterval = uint32(min(opts.MaxSessionExpiry/time.Second, math.MaxUint32))
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: mqttLogger(logger), Capabilities: caps})
+	// $SYS statistics every 30 s rather than mochi's every second: an idle
+	// gateway should not spend its CPU republishing them.
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: mqttLogger(logger), Capabilities: caps, SysTopicResendInterval: 30})
 	b := &Broker{srv: srv, maxPayload: opts.MaxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{}),
 		sec: sec, maxRetained: opts.MaxRetained, maxRetainedBytes: opts.MaxRetainedBytes, maxClients: opts.MaxConnections, connectTTL: opts.ConnectTimeout,
 		// Sockets still in their TLS handshake or CONNECT count too, so

@@ -865,17 +865,24 @@ func (g *Gateway) flushAll() {
 // timers flushes partial batches and advances idle watermarks.
 func (g *Gateway) timers() {
 	defer g.wg.Done()
-	flush := time.NewTicker(g.cfg.BatchDelay)
+	// Partial batches wait for BatchDelay in memory only: a durable
+	// gateway hands events to the log writer, which batches by itself,
+	// and an idle one would wake every 5 ms for nothing.
+	var flushes <-chan time.Time
+	if g.log == nil {
+		flush := time.NewTicker(g.cfg.BatchDelay)
+		defer flush.Stop()
+		flushes = flush.C
+	}
 	tick := time.NewTicker(g.cfg.Tick)
 	cp := time.NewTicker(g.cfg.CheckpointInterval)
-	defer flush.Stop()
 	defer tick.Stop()
 	defer cp.Stop()
 	for {
 		select {
 		case <-g.stop:
 			return
-		case <-flush.C:
+		case <-flushes:
 			g.flushAll()
 		case <-tick.C:
 			g.tick()
