@@ -24,10 +24,14 @@
 //	U4: the script's own globals are frozen (deeply) once it has run, so
 //	    one call cannot leave state for the next: the same arguments give
 //	    the same result, and a replay the same rows.
+//	U5: a call that runs past 5 ms is watched: once the process has
+//	    allocated MaxCallAllocBytes (64 MiB) since the call began, it is
+//	    interrupted and fails. goja keeps no heap account of its own, so
+//	    this counts the whole process's allocation: approximate, a call
+//	    may go past the bound by what it allocates in 5 ms, and what
+//	    other goroutines allocate meanwhile counts too.
 //
-// What is not bounded: the memory a call allocates before its time runs
-// out (goja keeps no heap account; the time limit bounds it in
-// practice), and state a script hides in a closure (U4 freezes objects,
+// What is not bounded: state a script hides in a closure (U4 freezes objects,
 // not closed-over variables: a function that counts calls in a closure
 // gives different results after a restart). Local-time Date methods follow
 // the gateway's time zone; use the UTC ones.

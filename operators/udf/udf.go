@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime/metrics"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dop251/goja"
@@ -19,12 +21,18 @@ const (
 	DefaultMaxResultBytes = 64 << 10
 	// MaxCallStack bounds how deep JavaScript calls nest (recursion).
 	MaxCallStack = 256
+	// MaxCallAllocBytes bounds what one call may allocate (U5).
+	MaxCallAllocBytes = 64 << 20
+	// memoryWatchAfter is how long a call runs before its allocations
+	// are watched: most calls end long before, and pay nothing for it.
+	memoryWatchAfter = 5 * time.Millisecond
 )
 
 // Sentinel errors.
 var (
 	ErrBadFunction = errors.New("udf: invalid function")
 	ErrTimeout     = errors.New("udf: CPU time limit exceeded")
+	ErrMemory      = errors.New("udf: memory limit exceeded")
 	ErrTooLarge    = errors.New("udf: result too large")
 	ErrThrown      = errors.New("udf: exception")
 )
@@ -39,7 +47,14 @@ type Func struct {
 	call     goja.Callable
 	timeout  time.Duration
 	maxBytes int
+	maxAlloc atomic.Uint64 // MaxCallAllocBytes; smaller in tests
 	args     []goja.Value
+	// The allocation watch (U5): its timer, the counter when the call
+	// began, whether a call runs, and the sample the call reads.
+	watch     *time.Timer
+	callStart atomic.Uint64
+	running   atomic.Bool
+	sample    []metrics.Sample
 	// globals is how many enumerable globals the script made; a call
 	// that leaves more (an assignment to an undeclared name) has them
 	// deleted (U4).
@@ -63,10 +78,12 @@ func Compile(fn *pb.Function) (*Func, error) {
 		timeout:  time.Duration(fn.TimeoutMs) * time.Millisecond,
 		maxBytes: int(fn.MaxResultBytes),
 		globals:  -1,
+		sample:   []metrics.Sample{{Name: allocsMetric}},
 	}
 	if f.timeout <= 0 {
 		f.timeout = DefaultTimeout
 	}
+	f.maxAlloc.Store(MaxCallAllocBytes)
 	if f.maxBytes <= 0 {
 		f.maxBytes = DefaultMaxResultBytes
 	}
@@ -165,8 +182,10 @@ func (f *Func) newState() (*goja.Object, error) { return f.vm.New(f.main) }
 // errors (U2).
 func (f *Func) guard(fn func() (goja.Value, error)) (v goja.Value, err error) {
 	t := time.AfterFunc(f.timeout, func() { f.vm.Interrupt(ErrTimeout) })
+	f.watchMemory()
 	defer func() {
 		t.Stop()
+		f.endWatch()
 		f.vm.ClearInterrupt()
 		if r := recover(); r != nil {
 			v, err = nil, fmt.Errorf("%w: %v", ErrThrown, r)
@@ -183,6 +202,8 @@ func (f *Func) guard(fn func() (goja.Value, error)) (v goja.Value, err error) {
 	var so *goja.StackOverflowError
 	switch {
 	case err == nil:
+	case errors.As(err, &ie) && isMemory(ie.Value()):
+		err = fmt.Errorf("%w: over %d MiB allocated in one call", ErrMemory, f.maxAlloc.Load()>>20)
 	case errors.As(err, &ie):
 		err = fmt.Errorf("%w (%s)", ErrTimeout, f.timeout)
 	case errors.As(err, &so):
@@ -379,3 +400,45 @@ const freezeJS = `(function () {
     }
   });
 })();`
+
+// watchMemory starts watching the call that begins (U5): the process's
+// allocation counter (runtime/metrics) is read now; if the call is still
+// running after memoryWatchAfter, a timer goroutine reads it again every
+// memoryWatchAfter until the call ends, and interrupts the call once the
+// process allocated more than maxAlloc since it began. The counter is the
+// whole process's, so the bound is approximate. One timer and one sample
+// per Func, reused: a call pays two atomic stores and one counter read.
+func (f *Func) watchMemory() {
+	metrics.Read(f.sample)
+	f.callStart.Store(f.sample[0].Value.Uint64())
+	f.running.Store(true)
+	if f.watch == nil {
+		f.watch = time.AfterFunc(memoryWatchAfter, f.watchLoop)
+		return
+	}
+	f.watch.Reset(memoryWatchAfter)
+}
+
+func (f *Func) endWatch() {
+	f.running.Store(false)
+	f.watch.Stop()
+}
+
+func (f *Func) watchLoop() {
+	s := []metrics.Sample{{Name: allocsMetric}}
+	for f.running.Load() {
+		metrics.Read(s)
+		if s[0].Value.Uint64()-f.callStart.Load() > f.maxAlloc.Load() {
+			f.vm.Interrupt(ErrMemory)
+			return
+		}
+		time.Sleep(memoryWatchAfter)
+	}
+}
+
+const allocsMetric = "/gc/heap/allocs:bytes"
+
+func isMemory(v any) bool {
+	e, ok := v.(error)
+	return ok && errors.Is(e, ErrMemory)
+}

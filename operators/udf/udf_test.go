@@ -3,6 +3,7 @@ package udf_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/millstream/millstream/operators/udf"
 	"github.com/millstream/millstream/operators/value"
@@ -16,7 +17,15 @@ func scalar(t *testing.T, code string) *udf.Func {
 
 func named(t *testing.T, name, code string) *udf.Func {
 	t.Helper()
-	f, err := udf.Compile(&pb.Function{Name: name, Code: code, TimeoutMs: 200})
+	return timed(t, name, code, 5000)
+}
+
+// timed compiles a function with a time limit of ms: generous by default
+// (the race detector and a loaded machine slow goja down a lot), short
+// where the limit is what is tested.
+func timed(t *testing.T, name, code string, ms uint32) *udf.Func {
+	t.Helper()
+	f, err := udf.Compile(&pb.Function{Name: name, Code: code, TimeoutMs: ms})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +78,9 @@ func TestUDFSandbox(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := scalar(t, c.code)
+			if c.want == udf.ErrTimeout {
+				f = timed(t, "f", c.code, 200)
+			}
 			if _, err := f.Call(nil); !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
@@ -172,5 +184,31 @@ func TestUDFImplicitGlobal(t *testing.T) {
 	g := named(t, "hex2Int", `function hex2Int(hexValue) { return parseInt(hexValue, 16); }`)
 	if got, err := g.Call([]value.Value{value.Str("ff")}); err != nil || got.Int() != 255 {
 		t.Fatalf("hex2Int = %s %v", got, err)
+	}
+}
+
+// TestUDFMemoryBound: a call that keeps allocating is stopped by its
+// allocation bound (U5) long before its time limit, and the function
+// works again afterwards.
+func TestUDFMemoryBound(t *testing.T) {
+	f, err := udf.Compile(&pb.Function{Name: "hog", Code: `function main(n) {
+		if (n < 0) { var a = []; while (true) { a.push({i: a.length, s: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" + a.length}); } }
+		return n + 1;
+	}`, TimeoutMs: 60000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetMaxAlloc(16 << 20)
+	start := time.Now()
+	_, err = f.Call([]value.Value{value.Int(-1)})
+	if !errors.Is(err, udf.ErrMemory) {
+		t.Fatalf("got %v, want %v", err, udf.ErrMemory)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("stopped after %v, not by the memory bound", took)
+	}
+	got, err := f.Call([]value.Value{value.Int(1)})
+	if err != nil || got.Int() != 2 {
+		t.Fatalf("after the interrupt: %v %v", got, err)
 	}
 }
