@@ -469,7 +469,9 @@ type HttpSink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// URL that receives POSTed JSON arrays of rows.
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
-	// Rows per request (default 100) and the longest a row waits (default 1s).
+	// Most rows per request (default 100). Rows go out as soon as the
+	// output's drainer has them; batch_interval is accepted for old job
+	// files and not used.
 	BatchSize     uint32               `protobuf:"varint,2,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
 	BatchInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=batch_interval,json=batchInterval,proto3" json:"batch_interval,omitempty"`
 	// Request headers. A value "env:NAME" or "file:/path" is read from that
