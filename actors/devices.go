@@ -119,8 +119,11 @@ func (p *partition) sweep(now int64) {
 		}
 		if !d.online && now-d.lastSeen >= passivate {
 			if d.twinReported != nil {
-				// Its twin stays; the rest goes.
-				p.devices[id] = &deviceState{lastSeen: d.lastSeen, twinReported: d.twinReported, reportedVersion: d.reportedVersion}
+				// Its twin stays; the rest goes (once: a later sweep finds
+				// only the twin left).
+				if d.reported != nil || d.seqs != nil || d.seqWin != nil || d.messages != 0 {
+					p.devices[id] = &deviceState{lastSeen: d.lastSeen, twinReported: d.twinReported, reportedVersion: d.reportedVersion}
+				}
 				continue
 			}
 			delete(p.devices, id)

@@ -86,17 +86,13 @@ func EnsureGatewayDefaults(g *pb.GatewayConfig) {
 	setUint32(&m.MaxConnections, DefaultMQTTMaxConnections)
 	setDuration(&m.MaxSessionExpiry, DefaultMQTTMaxSessionExpiry)
 	setUint32(&m.MaxRetained, DefaultMQTTMaxRetained)
-	if m.MaxRetainedBytes == 0 {
-		m.MaxRetainedBytes = DefaultMQTTMaxRetainedBytes
-	}
+	setUint64(&m.MaxRetainedBytes, DefaultMQTTMaxRetainedBytes)
 
 	if g.DeadLetters == nil {
 		g.DeadLetters = &pb.DeadLetters{}
 	}
 	setUint32(&g.DeadLetters.MaxEntries, DefaultDeadLetterEntries)
-	if g.DeadLetters.MaxBytes == 0 {
-		g.DeadLetters.MaxBytes = DefaultDeadLetterBytes
-	}
+	setUint64(&g.DeadLetters.MaxBytes, DefaultDeadLetterBytes)
 
 	if c := g.Cluster; c != nil {
 		setString(&c.GossipListen, DefaultGossipListen)
@@ -120,6 +116,12 @@ func setString(f *string, v string) {
 }
 
 func setUint32(f *uint32, v uint32) {
+	if *f == 0 {
+		*f = v
+	}
+}
+
+func setUint64(f *uint64, v uint64) {
 	if *f == 0 {
 		*f = v
 	}
