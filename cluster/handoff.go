@@ -30,11 +30,18 @@ import (
 // While the partition is on its way (this gateway stopped serving it, the
 // receiver does not serve it yet) this gateway says it is taking it over,
 // so that a gateway that places it elsewhere backs off instead of taking
-// it over or asking for a second hand-off (C8).
+// it over or asking for a second hand-off (C8). Until the HandOff is sent
+// it says so to the receiver too: intake stops before the entries in the
+// last group commit are logged and replicated, so the copy the receiver
+// compares with this one's answer may still grow. A receiver that took p
+// over from its own copy meanwhile would serve without the entries that
+// follow (acknowledged by the others' quorum), and ignore them as
+// replication for a partition it serves (TestClusterParkedInputSurvivesKill9
+// lost a reading that way).
 func (n *Node) handOff(p int, member string) {
 	defer n.unclaim(p)
 	start := time.Now()
-	n.markTaking(p, takeOverMark, member)
+	n.markTaking(p, takeOverMark, "")
 	if n.gw.Serving(p) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		sc, hw, err := n.gw.Release(ctx, p)
@@ -60,6 +67,9 @@ func (n *Node) handOff(p int, member string) {
 	} else {
 		n.catchUp(p, member)
 	}
+	if testHookHandOffReady != nil {
+		testHookHandOffReady(n, p)
+	}
 	epoch := n.gw.Epoch(p)
 	if epoch == 0 {
 		epoch, _ = n.epoch(p)
@@ -74,6 +84,10 @@ func (n *Node) handOff(p int, member string) {
 	n.log.Debug("partition handed off", "partition", p, "to", member, "took", took.Round(time.Millisecond))
 	n.changes.add("partitions handed off", "to", member, p, took)
 }
+
+// testHookHandOffReady, set by tests only, runs when a hand-off has
+// stopped its partition and is about to send the HandOff.
+var testHookHandOffReady func(n *Node, p int)
 
 // handOffRequested hands a partition to the member that asked for it,
 // unless this gateway no longer holds the copy it was asked for.

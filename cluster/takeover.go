@@ -208,7 +208,13 @@ func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
 	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The new epoch counts from now: replication from the previous
+	// server arriving while the partition recovers is refused as stale,
+	// not appended after the log the recovery read (a safe checkpoint
+	// ahead of what this gateway applied was stored that way).
+	n.epochs[p].Store(epoch)
 	if err := n.gw.Serve(ctx, p, epoch); err != nil {
+		n.epochs[p].Store(0) // read from the store again
 		n.log.Error("partition not served", "partition", p, "why", why, "error", err)
 		return
 	}

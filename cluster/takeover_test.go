@@ -385,3 +385,45 @@ func TestHandingOffIsReported(t *testing.T) {
 	require.True(t, taking("gw2#1"), "told to another gateway")
 	require.False(t, taking(a.name), "told to the receiver")
 }
+
+// TestReceiverDoesNotTakeOverDuringHandOff is the interleaving behind a
+// reading lost in TestClusterParkedInputSurvivesKill9: gw1 served
+// partition 1 and began handing it to its owner, gw4, just back from a
+// restart and caught up as a replica (same epoch, same entries). gw4's
+// loop, seeing nobody serving, asked gw1 what it held while gw1 had
+// stopped intake but not yet sent the HandOff. gw1 answered "not serving",
+// its mark hidden from the receiver, and gw4 found an equal copy and took
+// the partition over; the entries of gw1's last group commit, logged and
+// replicated after its answer and acknowledged by the other replica, were
+// ignored by gw4 as replication for a partition it served. Until the
+// HandOff is sent the receiver too must see the mark and back off.
+func TestReceiverDoesNotTakeOverDuringHandOff(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 0)
+	// gw1 serves p at epoch 2; gw4 is its caught-up replica.
+	a.serve(p, 1, "take-over")
+	require.True(t, a.gw.Serving(p))
+	holdPartition(t, b, p, 2, 3)
+
+	tookOver := make(chan bool, 1)
+	testHookHandOffReady = func(n *Node, q int) {
+		if n != a || q != p {
+			return
+		}
+		done := runTakeOver(t, b, p)
+		tn.exchange(t, 1)
+		waitDone(t, done)
+		tookOver <- b.gw.Serving(p)
+	}
+	t.Cleanup(func() { testHookHandOffReady = nil })
+	require.True(t, a.claim(p))
+	a.handOff(p, b.name)
+	require.False(t, <-tookOver, "gw4 took the partition over while gw1 was still handing it off")
+
+	// The HandOff then makes gw4 serve it.
+	hand := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil })
+	require.Len(t, hand, 1)
+	tn.deliver(hand)
+	require.Eventually(t, func() bool { return b.gw.Serving(p) }, 10*time.Second, 10*time.Millisecond)
+	require.False(t, a.gw.Serving(p))
+}

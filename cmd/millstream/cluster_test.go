@@ -56,6 +56,10 @@ type testCluster struct {
 	// env is more environment for the gateway processes (tests that run
 	// in parallel cannot use t.Setenv).
 	env []string
+	// roundCap, when positive, holds every publisher before that round
+	// (runClusterLoad): a test bounds how far event time runs on while
+	// a fault lasts. published counts the readings runClusterLoad sent.
+	roundCap, published atomic.Int64
 }
 
 type clusterGateway struct {
@@ -294,7 +298,8 @@ func (c *testCluster) runClusterLoad(s telemetry, rounds int, at func(round int)
 		}
 	}
 	var res atomic.Int64
-	var progress atomic.Int64
+	progress := &c.published
+	progress.Store(0)
 	var sentinelOnce sync.Once
 	var wg sync.WaitGroup
 	pubs := make([]*publisher, s.devices)
@@ -318,7 +323,7 @@ func (c *testCluster) runClusterLoad(s telemetry, rounds int, at func(round int)
 			p := pubs[d]
 			topic := fmt.Sprintf("devices/press-%02d/messages/events", d)
 			for i := 0; i < rounds; i++ {
-				for int64(i) > slowest()+10 {
+				for int64(i) > slowest()+10 || (c.roundCap.Load() > 0 && int64(i) >= c.roundCap.Load()) {
 					time.Sleep(time.Millisecond)
 				}
 				p.publish(t, topic, s.payload(d, i))
@@ -778,8 +783,13 @@ func testMinoritySplit(t *testing.T, kill bool) {
 	iso := t.TempDir()
 	t.Setenv("MILLSTREAM_FAULT_ISOLATE", iso)
 	c := newTestCluster(t, "")
-	// Parked readings reach their partitions late by the split's length.
+	// Parked readings reach their partitions late by the split's length
+	// in event time: beyond the tolerance they would count in a later
+	// window (README, "parks"), so once gw3 parks, event time runs on at
+	// most 200 rounds (40 s) until it forwarded them, whatever the
+	// machine's load.
 	c.outOfOrder = "60s"
+	const splitRounds = 200
 	for i := 0; i < 3; i++ {
 		c.add()
 	}
@@ -802,6 +812,7 @@ func testMinoritySplit(t *testing.T, kill bool) {
 			parkedDuring = st.Counters
 			return err == nil && st.Fenced && st.Counters.Parked > 50
 		}, 30*time.Second, 20*time.Millisecond, "gw3 parks its devices' readings")
+		c.roundCap.Store(c.published.Load()/int64(s.devices) + splitRounds)
 		// Both sides go on for a while: gw1 and gw2 emit for gw3's
 		// partitions (so the check that two gateways never emit for one
 		// has something to check), gw3 parks.
@@ -818,6 +829,12 @@ func testMinoritySplit(t *testing.T, kill bool) {
 		if kill {
 			gw3.gw.Start()
 		}
+		// Event time runs on once gw3 forwarded what it parked.
+		require.Eventually(t, func() bool {
+			st, err := gw3.status(t)
+			return err == nil && !st.Fenced && st.Counters.ParkedWaiting == 0
+		}, 2*time.Minute, 50*time.Millisecond, "gw3 forwards what it parked")
+		c.roundCap.Store(0)
 		t.Logf("gw3 cut off at round %d; gw1 and gw2 served its partitions after %v; %d readings parked on gw3 when the split healed (killed: %v)",
 			round, took.Round(time.Millisecond), parkedDuring.Parked, kill)
 	})
