@@ -20,6 +20,8 @@ import (
 
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/internal/console"
+	"github.com/millstream/millstream/operators/sql"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -41,6 +43,8 @@ import (
 //	GET    /metrics              Prometheus metrics
 //	GET    /healthz, /readyz     liveness and readiness
 //	GET    /debug/pprof/...      Go profiles (only with Security.Pprof)
+//	GET    /, /console/{file}    the web console's page and files (internal/console)
+//	GET    /v1/console/stream    the console's live snapshots (Server-Sent Events, stream.go)
 //
 // Deploying applies the job without restarting the gateway; other jobs are
 // undisturbed. Who may call what is Security's (Secure); job definitions
@@ -59,6 +63,8 @@ type API struct {
 	checks  []readinessCheck
 	guard   *guard
 	refused *prometheus.CounterVec
+	snap    snapshotCache // the console's last snapshot (snapshot.go)
+	streams *streamSet    // the console's live streams (stream.go)
 }
 
 // Cluster is the cluster layer's share of the admin API: a job
@@ -80,7 +86,7 @@ func (a *API) SetCluster(c Cluster) { a.cluster = c }
 // New builds the API for a gateway, its outputs and (optional, nil for
 // none) embedded broker.
 func New(g Gateway, outs Outputs, broker *actors.Broker) *API {
-	a := &API{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry(),
+	a := &API{g: g, outs: outs, broker: broker, reg: prometheus.NewRegistry(), streams: newStreamSet(),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millstream_admin_refused_total",
 			Help: "Admin API requests and connections refused, by reason: host (unknown Host, DNS rebinding), origin (cross-origin), unauthenticated, forbidden (role), content_type (a body type browsers send cross-origin), tls_handshake (no client certificate of the CA, plain HTTP, old TLS)."},
 			[]string{"reason"})}
@@ -141,6 +147,9 @@ func (a *API) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
 	}
+	mux.Handle("GET /{$}", console.Handler())
+	mux.Handle("GET /console/", console.Handler())
+	mux.HandleFunc("GET /v1/console/stream", a.consoleStream)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", a.readyz)
 	return a.guard.wrap(mux)
@@ -148,6 +157,24 @@ func (a *API) Handler() http.Handler {
 
 type apiError struct {
 	Error string `json:"error"`
+}
+
+// queryError is a refused deploy whose query has an error at a place:
+// the console's editor marks that line and column.
+type queryError struct {
+	Error  string `json:"error"`
+	Line   int    `json:"line"`   // 1-based line of the query text
+	Column int    `json:"column"` // 1-based column on that line
+}
+
+// deployError is the answer to a job that does not parse or check: with
+// the position of the query's first error when it has one.
+func deployError(err error) any {
+	var qe *sql.Error
+	if errors.As(err, &qe) && qe.Pos.Line > 0 {
+		return queryError{Error: err.Error(), Line: qe.Pos.Line, Column: qe.Pos.Col}
+	}
+	return apiError{err.Error()}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -193,7 +220,7 @@ func (a *API) deployJob(w http.ResponseWriter, r *http.Request) {
 	}
 	job, err := config.ParseJob(name, body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		writeJSON(w, http.StatusBadRequest, deployError(err))
 		return
 	}
 	// Configure checks files and secrets before it changes anything, so

@@ -1,8 +1,9 @@
 // Package admin is a gateway's HTTP API: the routes operators, the CLI
 // (cmd/millstream job, device, deadletters, cluster) and probes call, who
-// may call what, readiness, and the Prometheus exposition of /metrics. The
-// console that will live beside it is meant to use the same Gateway
-// interface.
+// may call what, readiness, the Prometheus exposition of /metrics, and
+// the web console served beside them (its files are internal/console's;
+// its live stream, stream.go, is this package's and reads the same
+// Gateway interface).
 //
 // What it owns:
 //
@@ -12,6 +13,11 @@
 //     /debug/pprof. Their paths, status codes, JSON shapes and headers are
 //     an interface: the CLI, the deployment manifests' probes
 //     (deployments/manifests_test.go) and dashboards depend on them.
+//   - The console's live stream (stream.go, snapshot.go): GET
+//     /v1/console/stream, Server-Sent Events carrying a snapshot of the
+//     gateway every second (its counters, health, cluster, jobs, the
+//     first devices, outputs), at most MaxConsoleStreams at once, ended
+//     by CloseStreams when the server shuts down.
 //   - Who may call what (Security, guard; security.go): the Host and
 //     Origin checks, bearer tokens (the tokens file, read again when it
 //     changes) and client certificates, the read and operate roles, the
@@ -34,8 +40,9 @@
 // embedded broker and the dead letters are used as their concrete actors
 // types (optional, nil for none). It starts no listener and no goroutine:
 // the caller serves Handler with its own http.Server (ServerErrorLog,
-// ServerTLS), and the cluster is reached through Cluster, which
-// cluster.Node implements, so this package imports no cluster code.
+// ServerTLS, and CloseStreams registered with RegisterOnShutdown), and
+// the cluster is reached through Cluster, which cluster.Node implements,
+// so this package imports no cluster code.
 //
 // Invariants:
 //
@@ -46,6 +53,14 @@
 //	    on a partition: readiness reads Gateway.Status, a snapshot.
 //	H3: job definitions leave the API with their HTTP output header values
 //	    redacted (actors.RedactHeaders).
+//	H4: the only requests served without credentials when authentication
+//	    is on are /healthz, /readyz and the console's own files
+//	    (console.IsFile: fixed bytes compiled into the binary, no data);
+//	    the console's data comes from the API and its live stream, which
+//	    need them like any other route, and a stream checks them again
+//	    before every frame.
+//	H5: a live stream holds no more than one snapshot and one frame; all
+//	    streams share one snapshot a second, built under a deadline.
 //
 // Concurrency: configure an API (SetCluster, SetDeadLetters, AddReadiness,
 // Register, Secure) from one goroutine before calling Handler; the handler

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millstream/millstream/actors"
 )
 
 // readinessCheck is one condition of /readyz: check returns why the
@@ -32,14 +34,25 @@ func (a *API) Register(c prometheus.Collector) error { return a.reg.Register(c) 
 // input broker unreachable, the disk policy refusing input). ?exclude=NAME
 // (repeatable) leaves a named check out, as Kubernetes' /readyz does.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	reasons := a.notReady(a.g.Status(), r.URL.Query()["exclude"])
+	if len(reasons) > 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %s\n", strings.Join(reasons, "; "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// notReady lists why the gateway is not ready (none: it is), leaving out
+// the named checks in exclude; /readyz and the console's health show it.
+func (a *API) notReady(st actors.GatewayStatus, exclude []string) []string {
 	var reasons []string
-	st := a.g.Status()
 	if st.Closing {
 		reasons = append(reasons, "closing")
 	} else if st.Recovering {
 		reasons = append(reasons, "recovering state (replaying the ingest log)")
 	}
-	exclude := r.URL.Query()["exclude"]
 	if why := st.DiskRefusal; why != "" && !slices.Contains(exclude, "disk") {
 		reasons = append(reasons, "disk: refusing input: "+why)
 	}
@@ -51,11 +64,5 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 			reasons = append(reasons, c.name+": "+why)
 		}
 	}
-	if len(reasons) > 0 {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: %s\n", strings.Join(reasons, "; "))
-		return
-	}
-	fmt.Fprintln(w, "ready")
+	return reasons
 }

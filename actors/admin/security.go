@@ -24,6 +24,7 @@ import (
 
 	"github.com/millstream/millstream/internal/certs"
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/internal/console"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -356,7 +357,7 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 			return
 		}
 		p := principal{name: "anonymous", role: RoleOperate, via: "none"}
-		if g.authOn() {
+		if g.authOn() && !consoleFile(r) {
 			var why string
 			if p, why = g.authenticate(r); why != "" {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="millstream"`)
@@ -382,6 +383,17 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// consoleFile reports whether r asks for one of the console's own files
+// (its page, script, style, icon): the same bytes for every gateway,
+// compiled into the binary, holding no data. A browser cannot put a bearer
+// token on a page it navigates to, so these are served without
+// credentials (the Host and Origin checks still hold); every piece of data
+// the page then shows comes from the API and its live stream, which
+// require them (H4).
+func consoleFile(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && console.IsFile(r.URL.Path)
 }
 
 // refuse answers a refused request, counts it and logs it (rate-limited:

@@ -208,6 +208,9 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		}
 		rg.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			TLSConfig: adminTLS, ErrorLog: api.ServerErrorLog()}
+		// Shutdown waits for handlers to return; the console's live
+		// streams return only when told.
+		rg.http.RegisterOnShutdown(api.CloseStreams)
 		rg.adminURL = "http://" + rg.addr
 		if adminTLS != nil {
 			rg.adminURL = "https://" + rg.addr
