@@ -53,6 +53,14 @@ type External struct {
 	closed  bool
 	// down: this connection counts in its broker's outage (outages).
 	down bool
+	// source: the connection reads input (a gateway to ingest into);
+	// subscribed: the broker confirmed its subscriptions on the current
+	// connection. Until then the gateway is not ready: a device whose
+	// message reaches the broker before the first subscription of the
+	// gateway's session exists is acknowledged by the broker and dropped
+	// (the nemesis lost a device's first reading that way).
+	source     bool
+	subscribed atomic.Bool
 }
 
 // outages are the external brokers the gateway has lost, by URL. A
@@ -127,7 +135,7 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	if logger == nil {
 		logger = slog.Default()
 	}
-	e := &External{url: cfg.Url, acks: make(chan pendingAck, 4096), ackDone: make(chan struct{})}
+	e := &External{url: cfg.Url, acks: make(chan pendingAck, 4096), ackDone: make(chan struct{}), source: g != nil}
 	persistent := g != nil && cfg.ClientId != ""
 	opts := paho.NewClientOptions().AddBroker(cfg.Url).SetCleanSession(!persistent).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
@@ -174,6 +182,7 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 		}
 	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		e.subscribed.Store(false)
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.lost(logger, false, "external MQTT broker connection lost; reconnecting", "error", err)
@@ -219,6 +228,7 @@ func (e *External) subscribe(c paho.Client, cfg *pb.ExternalBroker, g *Gateway, 
 		filters[t] = qos
 	}
 	if len(filters) == 0 {
+		e.subscribed.Store(true) // nothing to read yet
 		return
 	}
 	tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
@@ -247,9 +257,27 @@ func (e *External) subscribe(c paho.Client, cfg *pb.ExternalBroker, g *Gateway, 
 		// Acknowledged once logged (D1), in order, by acker.
 		e.acks <- pendingAck{commit: commit, msg: m}
 	})
-	if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
-		logger.Error("subscribe on external broker", "broker", cfg.Url, "error", tok.Error())
+	var err error
+	if !tok.WaitTimeout(10 * time.Second) {
+		err = errors.New("no answer within 10 s")
+	} else {
+		err = tok.Error()
 	}
+	if err == nil {
+		e.subscribed.Store(true)
+		return
+	}
+	// Tried again while the connection lasts (a new connection
+	// subscribes anyway); the gateway is not ready meanwhile.
+	logger.Error("subscribe on external broker failed; trying again in a second", "broker", cfg.Url, "error", err)
+	time.AfterFunc(time.Second, func() {
+		e.mu.Lock()
+		closed := e.closed
+		e.mu.Unlock()
+		if !closed && c.IsConnectionOpen() && !e.subscribed.Load() {
+			e.subscribe(c, cfg, g, topics, qos, logger)
+		}
+	})
 }
 
 // Publish implements Publisher. While the connection is down it fails at
@@ -280,6 +308,10 @@ func (e *External) Publish(topic string, payload []byte, qos byte) error {
 
 // Connected reports whether the connection to the broker is up.
 func (e *External) Connected() bool { return e.c.IsConnectionOpen() }
+
+// Subscribed reports whether the broker confirmed an input connection's
+// subscriptions on the current connection (true for an output's).
+func (e *External) Subscribed() bool { return !e.source || e.subscribed.Load() }
 
 // URL is the broker's address.
 func (e *External) URL() string { return e.url }

@@ -186,11 +186,14 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		// Input brokers are connected after the jobs are back; the check
 		// reads the list when asked.
 		api.AddReadiness("input", func() string {
-			var down []string
+			var down, unsubscribed []string
 			connected := rg.inputs()
 			for _, e := range connected {
-				if !e.Connected() {
+				switch {
+				case !e.Connected():
 					down = append(down, e.URL())
+				case !e.Subscribed():
+					unsubscribed = append(unsubscribed, e.URL())
 				}
 			}
 			for _, b := range cfg.Brokers[len(connected):] {
@@ -198,6 +201,11 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 			}
 			if len(down) > 0 {
 				return "input broker unreachable: " + strings.Join(down, ", ")
+			}
+			if len(unsubscribed) > 0 {
+				// Messages the broker takes before the subscription exists
+				// reach no session of this gateway.
+				return "not subscribed on the input broker yet: " + strings.Join(unsubscribed, ", ")
 			}
 			return ""
 		})

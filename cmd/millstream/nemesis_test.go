@@ -281,6 +281,16 @@ func (r nemesisRun) run(t *testing.T) {
 	for i := 0; i < r.gateways; i++ {
 		c.add()
 	}
+	if r.external {
+		// Devices publish to mosquitto only once every gateway is ready,
+		// subscribed included: before its session's first subscription,
+		// mosquitto acknowledges a device's message and keeps it for no
+		// one (seed 2 lost press-00's first reading so).
+		for _, g := range c.gws {
+			require.Eventually(t, func() bool { code, _ := readyz(t, g.admin); return code == http.StatusOK },
+				30*time.Second, 20*time.Millisecond, "%s not ready", g.name)
+		}
+	}
 	if r.clustered {
 		c.waitSettled(c.gws, 30*time.Second)
 	}
