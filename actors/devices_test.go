@@ -17,12 +17,14 @@ import (
 type capturePublisher struct {
 	mu   sync.Mutex
 	msgs []string
+	qos  []byte
 }
 
-func (c *capturePublisher) Publish(topic string, payload []byte, _ byte) error {
+func (c *capturePublisher) Publish(topic string, payload []byte, qos byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.msgs = append(c.msgs, topic+" "+string(payload))
+	c.qos = append(c.qos, qos)
 	return nil
 }
 

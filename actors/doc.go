@@ -9,6 +9,8 @@
 //	  -> batcher[p] (p = hash(deviceId) mod P; flushed by size or delay)
 //	  -> partition actor p: exec.Executor per job -> Sink.Encode -> outbox
 //	  -> drainer per output -> deliverer (MQTT, file, HTTP, log; outbox.go)
+//	  -> MQTT, clustered: RelayLink -> the other gateways' PublishRelayed
+//	     (cluster-wide outputs, R1-R2 in relay.go)
 //
 // Invariants:
 //

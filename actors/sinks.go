@@ -58,6 +58,8 @@ type Outputs struct {
 	// orders the writers.
 	abandonMu sync.Mutex
 	abandoned atomic.Pointer[map[string]map[int]uint64]
+	// relay: where MQTT outputs hand what they published (relay.go).
+	relay atomic.Pointer[relayLink]
 }
 
 var _ Sink = (*Outputs)(nil)
@@ -169,7 +171,7 @@ func (o *Outputs) Configure(job *pb.Job) error {
 			if topic == "" {
 				topic = "millstream/{job}/{output}"
 			}
-			d = &mqttSink{pub: o.pub, topic: topic, qos: byte(s.Mqtt.Qos)}
+			d = &mqttSink{pub: o.pub, topic: topic, qos: byte(s.Mqtt.Qos), job: job.Name, output: out.Name, relay: &o.relay}
 		case *pb.JobOutput_File:
 			fs, err := newFileSink(prep[i].path, s.File.MaxBytes)
 			if err != nil {
@@ -350,14 +352,23 @@ func (s *logSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, error
 func (s *logSink) close() error { return nil }
 
 // mqttSink publishes each row on its topic ({job}, {output} and {field}
-// filled in when the row is encoded).
+// filled in when the row is encoded), and hands what it published to the
+// relay (relay.go).
 type mqttSink struct {
 	pub   Publisher
 	topic string
 	qos   byte
+	// job and output: the names the job declares; names: those the
+	// rows' topics were made with (encode), which may differ in case.
+	job, output string
+	names       atomic.Pointer[[2]string]
+	relay       *atomic.Pointer[relayLink] // Outputs.relay
 }
 
 func (s *mqttSink) encode(job, output string, _ int64, rec *value.Record, id string) *pb.OutboxEntry {
+	if n := s.names.Load(); n == nil || n[0] != job || n[1] != output {
+		s.names.Store(&[2]string{job, output})
+	}
 	e := rowEntry(id, rec)
 	e.Topic = s.topicFor(job, output, rec)
 	return e
@@ -379,9 +390,11 @@ func (s *mqttSink) deliver(_ context.Context, rows []*pb.OutboxEntry) (int, erro
 	}
 	for i, r := range rows {
 		if err := s.pub.Publish(r.Topic, r.Payload, s.qos); err != nil {
+			s.relayRows(rows[:i])
 			return i, err
 		}
 	}
+	s.relayRows(rows)
 	return len(rows), nil
 }
 

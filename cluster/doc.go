@@ -9,7 +9,8 @@
 // (gateway.go), and the gateway calls the Node as its actors.ClusterLink.
 // Files by concern: the loop (reconcile.go), view and quorum (view.go),
 // replication (replicate.go), hand-off (handoff.go), take-over
-// (takeover.go); each says at its top which invariants it keeps.
+// (takeover.go), cluster-wide outputs (relay.go); each says at its top
+// which invariants it keeps.
 //
 // Invariants (C4-C7, kept with the gateway, are in actors/cluster.go):
 //
@@ -66,6 +67,12 @@
 //	    that certificate names (link.go); a job update only if its origin
 //	    is that gateway, or one not live that it relays (C12), and its
 //	    version is at most maxJobSkew ahead of this gateway's clock.
+//	C15: MQTT output rows relayed to the other gateways (relay.go) wait
+//	    for one peer within NodeConfig.RelayQueueBytes, and past it are
+//	    dropped and counted: an output's delivery never waits for a peer.
+//	    A receiver publishes a relayed row only for an MQTT output of a
+//	    job deployed there, on a topic its template gives (actors R2),
+//	    and relays it no further.
 //
 // Every gateway must use the same number of partitions: one with another
 // number is refused as a member (Config.Admit), so its Join fails.

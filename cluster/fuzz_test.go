@@ -36,6 +36,8 @@ func streamSeeds(t testing.TB) [][]byte {
 		&pb.JobUpdate{Removed: "temps", Version: now, Origin: peerMember},
 		&pb.JobUpdate{Job: &pb.Job{Name: "j", Query: "SELECT deviceId INTO o FROM i"}, Version: now, Origin: peerMember},
 		&pb.JobUpdate{Removed: "temps", Version: math.MaxInt64, Origin: peerMember},
+		&pb.OutputRelay{Job: "temps", Output: "hot", Rows: []*pb.RelayedRow{{Topic: "plant/temps/hot", Payload: []byte(`{"_id":"00000000000000a1"}`)}}},
+		&pb.OutputRelay{Job: "temps", Output: "hot", Rows: []*pb.RelayedRow{{Topic: "plant/#", Payload: []byte(`{}`)}}},
 		&pb.ForgetGateway{Gateway: "gw9"}, &pb.StatusRequest{Id: 1}, &pb.StatusReply{Id: 1, Partitions: []*pb.PartitionHolding{{Partition: 1, Epoch: 1}}},
 		nil,
 	}

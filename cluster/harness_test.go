@@ -118,6 +118,8 @@ func streamMsg(from string, session uint64, body any) *pb.StreamMsg {
 		m.Body = &pb.StreamMsg_StatusRequest{StatusRequest: b}
 	case *pb.StatusReply:
 		m.Body = &pb.StreamMsg_StatusReply{StatusReply: b}
+	case *pb.OutputRelay:
+		m.Body = &pb.StreamMsg_OutputRelay{OutputRelay: b}
 	case nil:
 	default:
 		panic("streamMsg: unknown body")

@@ -85,8 +85,18 @@ type NodeConfig struct {
 	MaxMessageBytes int
 	// OnJob prepares a job another gateway deployed before it is deployed
 	// here (the gateway's outputs configure their sinks).
-	OnJob  func(*pb.Job) error
-	Logger *slog.Logger
+	OnJob func(*pb.Job) error
+	// Relay, if set, makes this gateway take the MQTT output rows the
+	// others relay (relay.go, C15) and publish them through it, and says
+	// so in its gossiped metadata. Set it, and the outputs' relay
+	// (actors.Outputs.SetRelay with the node), when MQTT outputs publish
+	// on the embedded broker. Nil: no rows are relayed to it.
+	Relay RelayPublisher
+	// RelayQueueBytes bounds the relayed rows waiting for one other
+	// gateway's acknowledgement, and those received waiting to be
+	// published here (default DefaultRelayQueueBytes).
+	RelayQueueBytes int64
+	Logger          *slog.Logger
 }
 
 // Node is a gateway's cluster layer: membership, placement, forwarding of
@@ -110,6 +120,7 @@ type Node struct {
 	changes *partitionLog
 	// oversizeLogAt: when a message too large to send was last logged.
 	oversizeLogAt atomic.Int64
+	relay         *relayState // cluster-wide outputs (relay.go)
 
 	st streams // outgoing streams; st.mu also orders replication (catch-up vs commits)
 
@@ -254,6 +265,9 @@ func Start(ctx context.Context, cfg NodeConfig, gw Gateway) (*Node, error) {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if cfg.RelayQueueBytes <= 0 {
+		cfg.RelayQueueBytes = DefaultRelayQueueBytes
+	}
 	if gw.Store() == nil {
 		return nil, errors.New("cluster: a clustered gateway needs durable state (durability.disabled is set)")
 	}
@@ -352,10 +366,11 @@ func Start(ctx context.Context, cfg NodeConfig, gw Gateway) (*Node, error) {
 			"error", err, "known_addresses", len(n.gossipOf))
 	}
 	n.refreshView()
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.loop()
 	go n.heartbeats()
 	go n.metaGossiper()
+	go n.relayPublisher()
 	n.log.Info("joined the cluster", "member", n.name, "gossip", n.ml.Addr(), "remote", net.JoinHostPort(host, strconv.Itoa(port)),
 		"members", len(n.ml.Names()), "replicas", cfg.Replicas, "quorum", cfg.Quorum, "minority_input", cfg.MinorityInput)
 	return n, nil
@@ -404,6 +419,7 @@ func newNode(cfg NodeConfig, gw Gateway) *Node {
 		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
 		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
 	n.rej = newRejections(n.log)
+	n.relay = newRelayState()
 	n.changes = newPartitionLog(n.log)
 	n.replicas = make([]map[string]*replica, n.parts)
 	n.holding = make([]string, n.parts)
@@ -448,7 +464,7 @@ func (n *Node) meta(remoteAddr string) *pb.NodeMeta {
 	}
 	draining := n.announceDrain.Load()
 	return &pb.NodeMeta{RemoteAddr: remoteAddr, HttpAddr: n.cfg.HTTPAddr, Version: n.cfg.Version, Gateway: n.cfg.Gateway, Serving: bits, Draining: draining,
-		Partitions: uint32(n.parts)}
+		Partitions: uint32(n.parts), RelayOutputs: n.cfg.Relay != nil}
 }
 
 func serves(m *pb.NodeMeta, p int) bool {

@@ -212,6 +212,8 @@ func (n *Node) apply(m *pb.StreamMsg) {
 		n.forwardDone(m.From, b.ForwardDone)
 	case *pb.StreamMsg_Job:
 		n.goSafe("job update", func() { n.applyJob(m.From, b.Job) })
+	case *pb.StreamMsg_OutputRelay:
+		n.acceptRelay(m.From, b.OutputRelay)
 	case *pb.StreamMsg_Forget:
 		if _, err := n.forget(b.Forget.Gateway); err != nil {
 			n.log.Warn("another gateway forgot a gateway this one still sees; kept", "gateway", b.Forget.Gateway, "from", m.From, "error", err)

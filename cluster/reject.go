@@ -38,9 +38,13 @@ const (
 	rejectType = "unexpected_type"
 	// rejectPanic: handling remote input panicked; recovered.
 	rejectPanic = "panic"
+	// rejectOutput: relayed output rows for an output no job here has as
+	// MQTT, on a topic its template cannot give, or sent to a gateway
+	// that takes none (relay.go).
+	rejectOutput = "unknown_output"
 )
 
-var rejectReasons = []string{rejectIdentity, rejectNotMember, rejectMalformed, rejectRange, rejectOversized, rejectFuture, rejectType, rejectPanic}
+var rejectReasons = []string{rejectIdentity, rejectNotMember, rejectMalformed, rejectRange, rejectOversized, rejectFuture, rejectType, rejectPanic, rejectOutput}
 
 // rejectLogEvery is how often each reason may log a line: an attacker (or
 // a broken peer) sending thousands of bad messages a second must not
@@ -137,12 +141,15 @@ func (n *Node) goSafe(where string, f func()) {
 }
 
 var descRejected = prometheus.NewDesc("millstream_cluster_rejected_messages_total",
-	"Messages and connections from other gateways refused by the cluster link, by reason (identity, not_member, malformed, out_of_range, oversized, future_version, unexpected_type, panic).",
+	"Messages and connections from other gateways refused by the cluster link, by reason (identity, not_member, malformed, out_of_range, oversized, future_version, unexpected_type, panic, unknown_output).",
 	[]string{"reason"}, nil)
 
 // Describe and Collect make the node a prometheus.Collector of its
-// refusal counters (register it with the admin API's registry).
-func (n *Node) Describe(ch chan<- *prometheus.Desc) { ch <- descRejected }
+// refusal counters and its output relay's (relay.go) (register it with the admin API's registry).
+func (n *Node) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRejected
+	n.relay.Describe(ch)
+}
 
 func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	reasons := make([]string, 0, len(n.rej.counts))
@@ -153,6 +160,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	for _, reason := range reasons {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(n.rej.counts[reason].Load()), reason)
 	}
+	n.relay.Collect(ch)
 }
 
 var _ prometheus.Collector = (*Node)(nil)

@@ -39,6 +39,11 @@ const (
 	maxErrorBytes = 4 << 10
 	// maxGroups bounds the groups of one ReplLog.
 	maxGroups = 1 << 16
+	// maxRelayRows bounds the rows of one OutputRelay (senders send at
+	// most an outbox batch, 500 by default, split to msgTargetBytes).
+	maxRelayRows = 4096
+	// maxTopicBytes is the longest MQTT topic name.
+	maxTopicBytes = 65535
 	// maxJobSkew: a job version (deploy time, Unix ns) further ahead of
 	// this gateway's clock is refused: it would win over every deploy and
 	// removal of its name for that long.
@@ -301,6 +306,8 @@ func checkBody(m *pb.StreamMsg, parts int, now int64) error {
 		return checkJobUpdate(b.Job, now)
 	case *pb.StreamMsg_Forget:
 		return checkGatewayName(b.Forget.GetGateway())
+	case *pb.StreamMsg_OutputRelay:
+		return checkOutputRelay(b.OutputRelay)
 	case *pb.StreamMsg_StatusRequest:
 	case *pb.StreamMsg_StatusReply:
 		hs := b.StatusReply.GetPartitions()
@@ -345,6 +352,35 @@ func checkForward(fb *pb.ForwardBatch, from string, parts int) error {
 		}
 		if baseOf(e.Origin) != baseOf(from) || e.OriginSeq == 0 {
 			return reject(rejectIdentity, "forwarded entry of origin %.64q seq %d from %s", e.Origin, e.OriginSeq, from)
+		}
+	}
+	return nil
+}
+
+// checkOutputRelay checks relayed output rows: names and topics bounded
+// UTF-8, topics valid MQTT topic names to publish on (no wildcards, no
+// NUL), payloads bounded by the message size the link guard checked.
+// Whether a job here has the output, and its template gives the topics,
+// the gateway checks before it publishes (actors/relay.go, R2).
+func checkOutputRelay(r *pb.OutputRelay) error {
+	if r == nil {
+		return reject(rejectMalformed, "empty output relay")
+	}
+	for what, s := range map[string]string{"job": r.Job, "output": r.Output} {
+		if s == "" || len(s) > maxFieldBytes || !utf8.ValidString(s) {
+			return reject(rejectRange, "output relay: %s name of %d bytes, or not UTF-8", what, len(s))
+		}
+	}
+	if len(r.Rows) == 0 || len(r.Rows) > maxRelayRows {
+		return reject(rejectRange, "output relay of %d rows: 1-%d", len(r.Rows), maxRelayRows)
+	}
+	for _, row := range r.Rows {
+		t := row.GetTopic()
+		if t == "" || len(t) > maxTopicBytes || !utf8.ValidString(t) || strings.ContainsAny(t, "+#\x00") {
+			return reject(rejectRange, "output relay: topic %.64q is not an MQTT topic name", t)
+		}
+		if len(row.GetPayload()) == 0 {
+			return reject(rejectMalformed, "output relay: a row without a payload")
 		}
 	}
 	return nil

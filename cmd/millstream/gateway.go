@@ -158,7 +158,7 @@ func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer,
 		rg.addr = ln.Addr().String()
 	}
 	if c := cfg.Cluster; c != nil {
-		node, err := startNode(ctx, cfg, g, outs, rg.addr, logger)
+		node, err := startNode(ctx, cfg, g, outs, rg.broker != nil && cfg.Upstream == nil, rg.addr, logger)
 		if err != nil {
 			if ln != nil {
 				ln.Close()
@@ -496,8 +496,12 @@ func warnInsecure(ctx context.Context, logger *slog.Logger, exposed []string, ev
 // when it is stopped (SIGTERM, SIGINT).
 const drainTimeout = 60 * time.Second
 
-// startNode joins the cluster of cfg.Cluster.
-func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, outs *actors.Outputs, httpAddr string, logger *slog.Logger) (*cluster.Node, error) {
+// startNode joins the cluster of cfg.Cluster. With embedded set (MQTT
+// outputs publish on the gateway's embedded broker), cluster.relay_outputs
+// makes those outputs cluster-wide: rows go to the other gateways' brokers
+// too, and theirs come to this one's (README, "Cluster-wide outputs").
+// With an upstream broker every subscriber there sees every row already.
+func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, outs *actors.Outputs, embedded bool, httpAddr string, logger *slog.Logger) (*cluster.Node, error) {
 	c := cfg.Cluster
 	ncfg := cluster.NodeConfig{
 		Gateway: cfg.Name, RemoteAddr: c.RemoteListen, HTTPAddr: httpAddr, Version: version,
@@ -510,6 +514,10 @@ func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, ou
 	if ncfg.RemoteAddr == "" {
 		ncfg.RemoteAddr = "127.0.0.1:7947"
 	}
+	relay := embedded && c.GetRelayOutputs()
+	if relay {
+		ncfg.Relay, ncfg.RelayQueueBytes = outs, int64(c.RelayQueueBytes)
+	}
 	if t := c.Tls; t != nil {
 		ncfg.TLS = &cluster.LinkTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CaFile}
 	}
@@ -520,7 +528,11 @@ func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, ou
 	if ncfg.Membership.SecretKey, ncfg.Membership.OldKeys, err = cluster.LoadGossipKeys(c.GossipKey, c.GossipKeyFile, c.GossipOldKeys); err != nil {
 		return nil, err
 	}
-	return cluster.Start(ctx, ncfg, g)
+	node, err := cluster.Start(ctx, ncfg, g)
+	if err == nil && relay {
+		outs.SetRelay(node)
+	}
+	return node, err
 }
 
 func (rg *runningGateway) brokerAddr() string {

@@ -48,6 +48,8 @@ const (
 	DefaultQuorum        = "majority"
 	DefaultMinorityInput = "log"
 	DefaultHandOffWait   = 10 * time.Second
+	// Cluster-wide outputs: relayed rows waiting for one peer.
+	DefaultRelayQueueBytes = 8 << 20
 	// Failure detection: hashicorp/memberlist's LAN settings.
 	DefaultProbeInterval  = time.Second
 	DefaultProbeTimeout   = 500 * time.Millisecond
@@ -101,6 +103,10 @@ func EnsureGatewayDefaults(g *pb.GatewayConfig) {
 		setString(&c.Quorum, DefaultQuorum)
 		setString(&c.MinorityInput, DefaultMinorityInput)
 		setDuration(&c.HandOffWait, DefaultHandOffWait)
+		if c.RelayOutputs == nil {
+			c.RelayOutputs = proto.Bool(true)
+		}
+		setUint64(&c.RelayQueueBytes, DefaultRelayQueueBytes)
 		setDuration(&c.ProbeInterval, DefaultProbeInterval)
 		setDuration(&c.ProbeTimeout, DefaultProbeTimeout)
 		setDuration(&c.GossipInterval, DefaultGossipInterval)

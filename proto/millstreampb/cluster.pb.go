@@ -40,7 +40,10 @@ type NodeMeta struct {
 	Draining bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
 	// Number of partitions; every gateway of a cluster must have the same
 	// (devices are placed by it). 0: not said (admitted).
-	Partitions    uint32 `protobuf:"varint,7,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Partitions uint32 `protobuf:"varint,7,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// The gateway takes relayed output rows (OutputRelay): its MQTT outputs
+	// publish on its embedded broker and cluster.relay_outputs is on.
+	RelayOutputs  bool `protobuf:"varint,8,opt,name=relay_outputs,json=relayOutputs,proto3" json:"relay_outputs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +127,13 @@ func (x *NodeMeta) GetPartitions() uint32 {
 	return 0
 }
 
+func (x *NodeMeta) GetRelayOutputs() bool {
+	if x != nil {
+		return x.RelayOutputs
+	}
+	return false
+}
+
 // StreamMsg is one message of a gateway-to-gateway stream.
 type StreamMsg struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -152,6 +162,7 @@ type StreamMsg struct {
 	//	*StreamMsg_StatusReply
 	//	*StreamMsg_CaughtUp
 	//	*StreamMsg_Forget
+	//	*StreamMsg_OutputRelay
 	Body          isStreamMsg_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -330,6 +341,15 @@ func (x *StreamMsg) GetForget() *ForgetGateway {
 	return nil
 }
 
+func (x *StreamMsg) GetOutputRelay() *OutputRelay {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_OutputRelay); ok {
+			return x.OutputRelay
+		}
+	}
+	return nil
+}
+
 type isStreamMsg_Body interface {
 	isStreamMsg_Body()
 }
@@ -382,6 +402,10 @@ type StreamMsg_Forget struct {
 	Forget *ForgetGateway `protobuf:"bytes,21,opt,name=forget,proto3,oneof"`
 }
 
+type StreamMsg_OutputRelay struct {
+	OutputRelay *OutputRelay `protobuf:"bytes,22,opt,name=output_relay,json=outputRelay,proto3,oneof"`
+}
+
 func (*StreamMsg_Log) isStreamMsg_Body() {}
 
 func (*StreamMsg_Checkpoint) isStreamMsg_Body() {}
@@ -406,6 +430,127 @@ func (*StreamMsg_CaughtUp) isStreamMsg_Body() {}
 
 func (*StreamMsg_Forget) isStreamMsg_Body() {}
 
+func (*StreamMsg_OutputRelay) isStreamMsg_Body() {}
+
+// OutputRelay carries rows an MQTT output published on the sender's
+// embedded broker, for the receiver to publish on its own (README,
+// "Cluster-wide outputs"). The receiver publishes a row only if a job it
+// runs has that output, as an MQTT output whose topic template can give
+// the row's topic, and with the QoS its own job says.
+type OutputRelay struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Output        string                 `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	Rows          []*RelayedRow          `protobuf:"bytes,3,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputRelay) Reset() {
+	*x = OutputRelay{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputRelay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputRelay) ProtoMessage() {}
+
+func (x *OutputRelay) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputRelay.ProtoReflect.Descriptor instead.
+func (*OutputRelay) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *OutputRelay) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *OutputRelay) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *OutputRelay) GetRows() []*RelayedRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// RelayedRow is one row of an OutputRelay, as published: its topic and
+// its JSON with the leading "_id".
+type RelayedRow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayedRow) Reset() {
+	*x = RelayedRow{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayedRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayedRow) ProtoMessage() {}
+
+func (x *RelayedRow) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayedRow.ProtoReflect.Descriptor instead.
+func (*RelayedRow) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RelayedRow) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *RelayedRow) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
 // ForgetGateway: the gateway is gone for good (an operator said so); it
 // no longer counts for the majority.
 type ForgetGateway struct {
@@ -417,7 +562,7 @@ type ForgetGateway struct {
 
 func (x *ForgetGateway) Reset() {
 	*x = ForgetGateway{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +574,7 @@ func (x *ForgetGateway) String() string {
 func (*ForgetGateway) ProtoMessage() {}
 
 func (x *ForgetGateway) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[2]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +587,7 @@ func (x *ForgetGateway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetGateway.ProtoReflect.Descriptor instead.
 func (*ForgetGateway) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ForgetGateway) GetGateway() string {
@@ -467,7 +612,7 @@ type StreamAck struct {
 
 func (x *StreamAck) Reset() {
 	*x = StreamAck{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +624,7 @@ func (x *StreamAck) String() string {
 func (*StreamAck) ProtoMessage() {}
 
 func (x *StreamAck) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[3]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +637,7 @@ func (x *StreamAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAck.ProtoReflect.Descriptor instead.
 func (*StreamAck) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamAck) GetFrom() string {
@@ -536,7 +681,7 @@ type ReplGroup struct {
 
 func (x *ReplGroup) Reset() {
 	*x = ReplGroup{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +693,7 @@ func (x *ReplGroup) String() string {
 func (*ReplGroup) ProtoMessage() {}
 
 func (x *ReplGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[4]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +706,7 @@ func (x *ReplGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplGroup.ProtoReflect.Descriptor instead.
 func (*ReplGroup) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReplGroup) GetPartition() uint32 {
@@ -602,7 +747,7 @@ type ReplLog struct {
 
 func (x *ReplLog) Reset() {
 	*x = ReplLog{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +759,7 @@ func (x *ReplLog) String() string {
 func (*ReplLog) ProtoMessage() {}
 
 func (x *ReplLog) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[5]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +772,7 @@ func (x *ReplLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplLog.ProtoReflect.Descriptor instead.
 func (*ReplLog) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReplLog) GetGroups() []*ReplGroup {
@@ -651,7 +796,7 @@ type ReplCheckpoint struct {
 
 func (x *ReplCheckpoint) Reset() {
 	*x = ReplCheckpoint{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +808,7 @@ func (x *ReplCheckpoint) String() string {
 func (*ReplCheckpoint) ProtoMessage() {}
 
 func (x *ReplCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[6]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +821,7 @@ func (x *ReplCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplCheckpoint.ProtoReflect.Descriptor instead.
 func (*ReplCheckpoint) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplCheckpoint) GetPartition() uint32 {
@@ -712,7 +857,7 @@ type ReplReset struct {
 
 func (x *ReplReset) Reset() {
 	*x = ReplReset{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +869,7 @@ func (x *ReplReset) String() string {
 func (*ReplReset) ProtoMessage() {}
 
 func (x *ReplReset) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[7]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +882,7 @@ func (x *ReplReset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplReset.ProtoReflect.Descriptor instead.
 func (*ReplReset) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReplReset) GetPartition() uint32 {
@@ -765,7 +910,7 @@ type CaughtUp struct {
 
 func (x *CaughtUp) Reset() {
 	*x = CaughtUp{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +922,7 @@ func (x *CaughtUp) String() string {
 func (*CaughtUp) ProtoMessage() {}
 
 func (x *CaughtUp) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[8]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +935,7 @@ func (x *CaughtUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
 func (*CaughtUp) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CaughtUp) GetPartition() uint32 {
@@ -813,7 +958,7 @@ type HandOff struct {
 
 func (x *HandOff) Reset() {
 	*x = HandOff{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +970,7 @@ func (x *HandOff) String() string {
 func (*HandOff) ProtoMessage() {}
 
 func (x *HandOff) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[9]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +983,7 @@ func (x *HandOff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandOff.ProtoReflect.Descriptor instead.
 func (*HandOff) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HandOff) GetPartition() uint32 {
@@ -879,7 +1024,7 @@ type HandOffRequest struct {
 
 func (x *HandOffRequest) Reset() {
 	*x = HandOffRequest{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1036,7 @@ func (x *HandOffRequest) String() string {
 func (*HandOffRequest) ProtoMessage() {}
 
 func (x *HandOffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[10]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1049,7 @@ func (x *HandOffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandOffRequest.ProtoReflect.Descriptor instead.
 func (*HandOffRequest) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HandOffRequest) GetPartition() uint32 {
@@ -941,7 +1086,7 @@ type ForwardBatch struct {
 
 func (x *ForwardBatch) Reset() {
 	*x = ForwardBatch{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1098,7 @@ func (x *ForwardBatch) String() string {
 func (*ForwardBatch) ProtoMessage() {}
 
 func (x *ForwardBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[11]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1111,7 @@ func (x *ForwardBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardBatch.ProtoReflect.Descriptor instead.
 func (*ForwardBatch) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ForwardBatch) GetPartition() uint32 {
@@ -1003,7 +1148,7 @@ type ForwardDone struct {
 
 func (x *ForwardDone) Reset() {
 	*x = ForwardDone{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1160,7 @@ func (x *ForwardDone) String() string {
 func (*ForwardDone) ProtoMessage() {}
 
 func (x *ForwardDone) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[12]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1173,7 @@ func (x *ForwardDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardDone.ProtoReflect.Descriptor instead.
 func (*ForwardDone) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ForwardDone) GetId() uint64 {
@@ -1067,7 +1212,7 @@ type JobUpdate struct {
 
 func (x *JobUpdate) Reset() {
 	*x = JobUpdate{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1224,7 @@ func (x *JobUpdate) String() string {
 func (*JobUpdate) ProtoMessage() {}
 
 func (x *JobUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[13]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1237,7 @@ func (x *JobUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobUpdate.ProtoReflect.Descriptor instead.
 func (*JobUpdate) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JobUpdate) GetJob() *Job {
@@ -1133,7 +1278,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1290,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[14]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1303,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusRequest) GetId() uint64 {
@@ -1187,7 +1332,7 @@ type PartitionHolding struct {
 
 func (x *PartitionHolding) Reset() {
 	*x = PartitionHolding{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1344,7 @@ func (x *PartitionHolding) String() string {
 func (*PartitionHolding) ProtoMessage() {}
 
 func (x *PartitionHolding) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[15]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1357,7 @@ func (x *PartitionHolding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionHolding.ProtoReflect.Descriptor instead.
 func (*PartitionHolding) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PartitionHolding) GetPartition() uint32 {
@@ -1268,7 +1413,7 @@ type StatusReply struct {
 
 func (x *StatusReply) Reset() {
 	*x = StatusReply{}
-	mi := &file_millstream_v1_cluster_proto_msgTypes[16]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1425,7 @@ func (x *StatusReply) String() string {
 func (*StatusReply) ProtoMessage() {}
 
 func (x *StatusReply) ProtoReflect() protoreflect.Message {
-	mi := &file_millstream_v1_cluster_proto_msgTypes[16]
+	mi := &file_millstream_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1438,7 @@ func (x *StatusReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
 func (*StatusReply) Descriptor() ([]byte, []int) {
-	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusReply) GetId() uint64 {
@@ -1314,7 +1459,7 @@ var File_millstream_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmillstream/v1/cluster.proto\x12\rmillstream.v1\x1a\x19millstream/v1/state.proto\x1a\x17millstream/v1/job.proto\"\xd2\x01\n" +
+	"\x1bmillstream/v1/cluster.proto\x12\rmillstream.v1\x1a\x19millstream/v1/state.proto\x1a\x17millstream/v1/job.proto\"\xf7\x01\n" +
 	"\bNodeMeta\x12\x1f\n" +
 	"\vremote_addr\x18\x01 \x01(\tR\n" +
 	"remoteAddr\x12\x1b\n" +
@@ -1325,7 +1470,8 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\bdraining\x18\x06 \x01(\bR\bdraining\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\a \x01(\rR\n" +
-	"partitions\"\xa4\x06\n" +
+	"partitions\x12#\n" +
+	"\rrelay_outputs\x18\b \x01(\bR\frelayOutputs\"\xe5\x06\n" +
 	"\tStreamMsg\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
@@ -1345,8 +1491,17 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\x0estatus_request\x18\x12 \x01(\v2\x1c.millstream.v1.StatusRequestH\x00R\rstatusRequest\x12?\n" +
 	"\fstatus_reply\x18\x13 \x01(\v2\x1a.millstream.v1.StatusReplyH\x00R\vstatusReply\x126\n" +
 	"\tcaught_up\x18\x14 \x01(\v2\x17.millstream.v1.CaughtUpH\x00R\bcaughtUp\x126\n" +
-	"\x06forget\x18\x15 \x01(\v2\x1c.millstream.v1.ForgetGatewayH\x00R\x06forgetB\x06\n" +
-	"\x04body\")\n" +
+	"\x06forget\x18\x15 \x01(\v2\x1c.millstream.v1.ForgetGatewayH\x00R\x06forget\x12?\n" +
+	"\foutput_relay\x18\x16 \x01(\v2\x1a.millstream.v1.OutputRelayH\x00R\voutputRelayB\x06\n" +
+	"\x04body\"f\n" +
+	"\vOutputRelay\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x16\n" +
+	"\x06output\x18\x02 \x01(\tR\x06output\x12-\n" +
+	"\x04rows\x18\x03 \x03(\v2\x19.millstream.v1.RelayedRowR\x04rows\"<\n" +
+	"\n" +
+	"RelayedRow\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\")\n" +
 	"\rForgetGateway\x12\x18\n" +
 	"\agateway\x18\x01 \x01(\tR\agateway\"e\n" +
 	"\tStreamAck\x12\x12\n" +
@@ -1418,53 +1573,57 @@ func file_millstream_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_cluster_proto_rawDescData
 }
 
-var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_millstream_v1_cluster_proto_goTypes = []any{
 	(*NodeMeta)(nil),         // 0: millstream.v1.NodeMeta
 	(*StreamMsg)(nil),        // 1: millstream.v1.StreamMsg
-	(*ForgetGateway)(nil),    // 2: millstream.v1.ForgetGateway
-	(*StreamAck)(nil),        // 3: millstream.v1.StreamAck
-	(*ReplGroup)(nil),        // 4: millstream.v1.ReplGroup
-	(*ReplLog)(nil),          // 5: millstream.v1.ReplLog
-	(*ReplCheckpoint)(nil),   // 6: millstream.v1.ReplCheckpoint
-	(*ReplReset)(nil),        // 7: millstream.v1.ReplReset
-	(*CaughtUp)(nil),         // 8: millstream.v1.CaughtUp
-	(*HandOff)(nil),          // 9: millstream.v1.HandOff
-	(*HandOffRequest)(nil),   // 10: millstream.v1.HandOffRequest
-	(*ForwardBatch)(nil),     // 11: millstream.v1.ForwardBatch
-	(*ForwardDone)(nil),      // 12: millstream.v1.ForwardDone
-	(*JobUpdate)(nil),        // 13: millstream.v1.JobUpdate
-	(*StatusRequest)(nil),    // 14: millstream.v1.StatusRequest
-	(*PartitionHolding)(nil), // 15: millstream.v1.PartitionHolding
-	(*StatusReply)(nil),      // 16: millstream.v1.StatusReply
-	(*LogEntry)(nil),         // 17: millstream.v1.LogEntry
-	(*SafeCheckpoint)(nil),   // 18: millstream.v1.SafeCheckpoint
-	(*Job)(nil),              // 19: millstream.v1.Job
+	(*OutputRelay)(nil),      // 2: millstream.v1.OutputRelay
+	(*RelayedRow)(nil),       // 3: millstream.v1.RelayedRow
+	(*ForgetGateway)(nil),    // 4: millstream.v1.ForgetGateway
+	(*StreamAck)(nil),        // 5: millstream.v1.StreamAck
+	(*ReplGroup)(nil),        // 6: millstream.v1.ReplGroup
+	(*ReplLog)(nil),          // 7: millstream.v1.ReplLog
+	(*ReplCheckpoint)(nil),   // 8: millstream.v1.ReplCheckpoint
+	(*ReplReset)(nil),        // 9: millstream.v1.ReplReset
+	(*CaughtUp)(nil),         // 10: millstream.v1.CaughtUp
+	(*HandOff)(nil),          // 11: millstream.v1.HandOff
+	(*HandOffRequest)(nil),   // 12: millstream.v1.HandOffRequest
+	(*ForwardBatch)(nil),     // 13: millstream.v1.ForwardBatch
+	(*ForwardDone)(nil),      // 14: millstream.v1.ForwardDone
+	(*JobUpdate)(nil),        // 15: millstream.v1.JobUpdate
+	(*StatusRequest)(nil),    // 16: millstream.v1.StatusRequest
+	(*PartitionHolding)(nil), // 17: millstream.v1.PartitionHolding
+	(*StatusReply)(nil),      // 18: millstream.v1.StatusReply
+	(*LogEntry)(nil),         // 19: millstream.v1.LogEntry
+	(*SafeCheckpoint)(nil),   // 20: millstream.v1.SafeCheckpoint
+	(*Job)(nil),              // 21: millstream.v1.Job
 }
 var file_millstream_v1_cluster_proto_depIdxs = []int32{
-	5,  // 0: millstream.v1.StreamMsg.log:type_name -> millstream.v1.ReplLog
-	6,  // 1: millstream.v1.StreamMsg.checkpoint:type_name -> millstream.v1.ReplCheckpoint
-	7,  // 2: millstream.v1.StreamMsg.reset:type_name -> millstream.v1.ReplReset
-	9,  // 3: millstream.v1.StreamMsg.handoff:type_name -> millstream.v1.HandOff
-	11, // 4: millstream.v1.StreamMsg.forward:type_name -> millstream.v1.ForwardBatch
-	12, // 5: millstream.v1.StreamMsg.forward_done:type_name -> millstream.v1.ForwardDone
-	13, // 6: millstream.v1.StreamMsg.job:type_name -> millstream.v1.JobUpdate
-	10, // 7: millstream.v1.StreamMsg.handoff_request:type_name -> millstream.v1.HandOffRequest
-	14, // 8: millstream.v1.StreamMsg.status_request:type_name -> millstream.v1.StatusRequest
-	16, // 9: millstream.v1.StreamMsg.status_reply:type_name -> millstream.v1.StatusReply
-	8,  // 10: millstream.v1.StreamMsg.caught_up:type_name -> millstream.v1.CaughtUp
-	2,  // 11: millstream.v1.StreamMsg.forget:type_name -> millstream.v1.ForgetGateway
-	17, // 12: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
-	4,  // 13: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
-	18, // 14: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
-	17, // 15: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
-	19, // 16: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
-	15, // 17: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	7,  // 0: millstream.v1.StreamMsg.log:type_name -> millstream.v1.ReplLog
+	8,  // 1: millstream.v1.StreamMsg.checkpoint:type_name -> millstream.v1.ReplCheckpoint
+	9,  // 2: millstream.v1.StreamMsg.reset:type_name -> millstream.v1.ReplReset
+	11, // 3: millstream.v1.StreamMsg.handoff:type_name -> millstream.v1.HandOff
+	13, // 4: millstream.v1.StreamMsg.forward:type_name -> millstream.v1.ForwardBatch
+	14, // 5: millstream.v1.StreamMsg.forward_done:type_name -> millstream.v1.ForwardDone
+	15, // 6: millstream.v1.StreamMsg.job:type_name -> millstream.v1.JobUpdate
+	12, // 7: millstream.v1.StreamMsg.handoff_request:type_name -> millstream.v1.HandOffRequest
+	16, // 8: millstream.v1.StreamMsg.status_request:type_name -> millstream.v1.StatusRequest
+	18, // 9: millstream.v1.StreamMsg.status_reply:type_name -> millstream.v1.StatusReply
+	10, // 10: millstream.v1.StreamMsg.caught_up:type_name -> millstream.v1.CaughtUp
+	4,  // 11: millstream.v1.StreamMsg.forget:type_name -> millstream.v1.ForgetGateway
+	2,  // 12: millstream.v1.StreamMsg.output_relay:type_name -> millstream.v1.OutputRelay
+	3,  // 13: millstream.v1.OutputRelay.rows:type_name -> millstream.v1.RelayedRow
+	19, // 14: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
+	6,  // 15: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
+	20, // 16: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
+	19, // 17: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
+	21, // 18: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
+	17, // 19: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_cluster_proto_init() }
@@ -1487,6 +1646,7 @@ func file_millstream_v1_cluster_proto_init() {
 		(*StreamMsg_StatusReply)(nil),
 		(*StreamMsg_CaughtUp)(nil),
 		(*StreamMsg_Forget)(nil),
+		(*StreamMsg_OutputRelay)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1494,7 +1654,7 @@ func file_millstream_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_cluster_proto_rawDesc), len(file_millstream_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1354,8 +1354,20 @@ type Cluster struct {
 	// "Rotating keys"); gossip_key (or gossip_key_file) encrypts what this
 	// gateway sends.
 	GossipOldKeys []string `protobuf:"bytes,17,rep,name=gossip_old_keys,json=gossipOldKeys,proto3" json:"gossip_old_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Cluster-wide outputs (default true): the rows an MQTT output
+	// publishes on this gateway's embedded broker are also sent to the
+	// other gateways, which publish them on theirs, so a subscriber on any
+	// gateway gets every row (README, "Cluster-wide outputs"). Not used
+	// when MQTT outputs go to an upstream broker, or without the embedded
+	// broker. false: a subscriber sees the rows of the partitions its
+	// gateway serves only.
+	RelayOutputs *bool `protobuf:"varint,18,opt,name=relay_outputs,json=relayOutputs,proto3,oneof" json:"relay_outputs,omitempty"`
+	// Relayed rows waiting for one other gateway to take them, at most
+	// (default 8 MiB); beyond it rows for that gateway are dropped and
+	// counted, never held up at the outbox.
+	RelayQueueBytes uint64 `protobuf:"varint,19,opt,name=relay_queue_bytes,json=relayQueueBytes,proto3" json:"relay_queue_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -1505,6 +1517,20 @@ func (x *Cluster) GetGossipOldKeys() []string {
 		return x.GossipOldKeys
 	}
 	return nil
+}
+
+func (x *Cluster) GetRelayOutputs() bool {
+	if x != nil && x.RelayOutputs != nil {
+		return *x.RelayOutputs
+	}
+	return false
+}
+
+func (x *Cluster) GetRelayQueueBytes() uint64 {
+	if x != nil {
+		return x.RelayQueueBytes
+	}
+	return 0
 }
 
 // Durability configures the gateway's Pebble store.
@@ -1915,7 +1941,7 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x0fmax_connections\x18\x05 \x01(\rR\x0emaxConnections\x12G\n" +
 	"\x12max_session_expiry\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10maxSessionExpiry\x12!\n" +
 	"\fmax_retained\x18\a \x01(\rR\vmaxRetained\x12,\n" +
-	"\x12max_retained_bytes\x18\b \x01(\x04R\x10maxRetainedBytes\"\xe7\x05\n" +
+	"\x12max_retained_bytes\x18\b \x01(\x04R\x10maxRetainedBytes\"\xcf\x06\n" +
 	"\aCluster\x12#\n" +
 	"\rgossip_listen\x18\x01 \x01(\tR\fgossipListen\x12)\n" +
 	"\x10gossip_advertise\x18\x02 \x01(\tR\x0fgossipAdvertise\x12\x14\n" +
@@ -1935,7 +1961,10 @@ const file_millstream_v1_job_proto_rawDesc = "" +
 	"\x0eminority_input\x18\x0e \x01(\tR\rminorityInput\x12*\n" +
 	"\x03tls\x18\x0f \x01(\v2\x18.millstream.v1.ServerTLSR\x03tls\x12&\n" +
 	"\x0fgossip_key_file\x18\x10 \x01(\tR\rgossipKeyFile\x12&\n" +
-	"\x0fgossip_old_keys\x18\x11 \x03(\tR\rgossipOldKeys\"\xb3\x02\n" +
+	"\x0fgossip_old_keys\x18\x11 \x03(\tR\rgossipOldKeys\x12(\n" +
+	"\rrelay_outputs\x18\x12 \x01(\bH\x00R\frelayOutputs\x88\x01\x01\x12*\n" +
+	"\x11relay_queue_bytes\x18\x13 \x01(\x04R\x0frelayQueueBytesB\x10\n" +
+	"\x0e_relay_outputs\"\xb3\x02\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12>\n" +
@@ -2058,6 +2087,7 @@ func file_millstream_v1_job_proto_init() {
 		(*JobOutput_Log)(nil),
 		(*JobOutput_Http)(nil),
 	}
+	file_millstream_v1_job_proto_msgTypes[14].OneofWrappers = []any{}
 	file_millstream_v1_job_proto_msgTypes[15].OneofWrappers = []any{}
 	file_millstream_v1_job_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
