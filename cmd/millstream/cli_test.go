@@ -72,6 +72,8 @@ func TestCLIUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"job", "list", "--frob"}, "unknown flag: --frob"},
+		{[]string{"help", "frob"}, `unknown help topic "frob"`},
+		{[]string{"help", "job", "frob"}, `unknown help topic "job frob"`},
 		{[]string{"device", "get", "press-1", "--frob", "x"}, "unknown flag: --frob"},
 		{[]string{"deadletters", "--limit", "3", "--frob"}, "unknown flag: --frob"},
 		{[]string{"gateway", "-x"}, "unknown shorthand flag: 'x'"},
@@ -140,7 +142,13 @@ func TestCLIAdminCommandsFlagsAfterArgs(t *testing.T) {
 
 	code, stdout, stderr = runCLI(t, "job", "deploy", jobFile, "--admin", admin)
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stdout, `"deployed":"temperature-filtering"`)
+	require.Equal(t, "job temperature-filtering deployed\n", stdout)
+	code, stdout, stderr = runCLI(t, "job", "deploy", jobFile, "--admin", admin, "-o", "json")
+	require.Equal(t, 0, code, stderr)
+	require.JSONEq(t, `{"deployed":"temperature-filtering"}`, stdout, "-o json is the API's answer as it is")
+	code, stdout, stderr = runCLI(t, "device", "set-desired", "press-9", `{"interval":5}`, "--admin", admin)
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "desired properties of device press-9 set\n", stdout)
 
 	code, stdout, stderr = runCLI(t, "job", "list", "--admin", admin)
 	require.Equal(t, 0, code, stderr)
@@ -179,8 +187,9 @@ func TestCLIAdminCommandsFlagsAfterArgs(t *testing.T) {
 	require.Contains(t, stdout, "refused since start: malformed 1")
 	require.Contains(t, stdout, "malformed temperature-filtering/EdgeInput source=\"press-9\"")
 
-	code, _, stderr = runCLI(t, "job", "rm", "temperature-filtering", "--admin", admin)
+	code, stdout, stderr = runCLI(t, "job", "rm", "temperature-filtering", "--admin", admin)
 	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "job temperature-filtering removed\n", stdout)
 	code, _, stderr = runCLI(t, "job", "get", "temperature-filtering", "--admin", admin)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "404")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,17 +50,11 @@ func newDeviceCmd() *cobra.Command {
 		Use:   "set-desired ID JSON",
 		Short: `Set a device's desired properties (a JSON object, e.g. '{"interval":5}')`,
 		Args:  nArgs(2, "device set-desired takes a device id and a JSON object"),
-		RunE: func(c *cobra.Command, args []string) error {
-			ac, err := af.conn()
-			if err != nil {
-				return err
-			}
-			req, err := http.NewRequestWithContext(c.Context(), http.MethodPut, ac.base+"/v1/devices/"+url.PathEscape(args[0])+"/desired", strings.NewReader(args[1]))
-			if err != nil {
-				return fmt.Errorf("admin API request: %w", err)
-			}
-			return ac.do(req, c.OutOrStdout())
-		},
+	}
+	desiredOut := addOutputFlag(setDesired)
+	setDesired.RunE = func(c *cobra.Command, args []string) error {
+		return sendAndReport(c, af, *desiredOut, http.MethodPut, "/v1/devices/"+url.PathEscape(args[0])+"/desired", []byte(args[1]),
+			"desired", "desired properties of device %s set")
 	}
 	c.AddCommand(list, get, setDesired)
 	return c

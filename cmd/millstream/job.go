@@ -31,19 +31,20 @@ func newJobCmd() *cobra.Command {
 		Use:   "deploy FILE",
 		Short: "Deploy a job file (YAML, JSON or text proto), or replace the job of its name",
 		Args:  nArgs(1, "job deploy takes one job file"),
-		RunE: func(c *cobra.Command, args []string) error {
-			// Load and check here (query_file is relative to the job file),
-			// then send the job as JSON.
-			job, err := config.LoadJob(args[0])
-			if err != nil {
-				return err
-			}
-			body, err := protojson.Marshal(job)
-			if err != nil {
-				return fmt.Errorf("job deploy: %w", err)
-			}
-			return sendJob(c, af, http.MethodPut, "/v1/jobs", body)
-		},
+	}
+	deployOut := addOutputFlag(deploy)
+	deploy.RunE = func(c *cobra.Command, args []string) error {
+		// Load and check here (query_file is relative to the job file),
+		// then send the job as JSON.
+		job, err := config.LoadJob(args[0])
+		if err != nil {
+			return err
+		}
+		body, err := protojson.Marshal(job)
+		if err != nil {
+			return fmt.Errorf("job deploy: %w", err)
+		}
+		return sendAndReport(c, af, *deployOut, http.MethodPut, "/v1/jobs", body, "deployed", "job %s deployed")
 	}
 
 	list := showCmd(&cobra.Command{
@@ -71,9 +72,10 @@ func newJobCmd() *cobra.Command {
 		Short:             "Remove a job",
 		Args:              nArgs(1, "job rm takes one job name"),
 		ValidArgsFunction: names,
-		RunE: func(c *cobra.Command, args []string) error {
-			return sendJob(c, af, http.MethodDelete, "/v1/jobs/"+url.PathEscape(args[0]), nil)
-		},
+	}
+	rmOut := addOutputFlag(rm)
+	rm.RunE = func(c *cobra.Command, args []string) error {
+		return sendAndReport(c, af, *rmOut, http.MethodDelete, "/v1/jobs/"+url.PathEscape(args[0]), nil, "removed", "job %s removed")
 	}
 	c.AddCommand(deploy, list, get, explain, rm)
 	return c
@@ -120,6 +122,38 @@ func sendJob(c *cobra.Command, af *adminFlags, method, path string, body []byte)
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return ac.do(req, c.OutOrStdout())
+}
+
+// sendAndReport sends a change and reports the answer: one line made from
+// the answer's field key with line (a format with one %s), or with -o the
+// answer as JSON or YAML.
+func sendAndReport(c *cobra.Command, af *adminFlags, format, method, path string, body []byte, key, line string) error {
+	if err := checkOutput(format); err != nil {
+		return err
+	}
+	ac, err := af.conn()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(c.Context(), method, ac.base+path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("admin API request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	answer, err := ac.body(req)
+	if err != nil {
+		return err
+	}
+	return emit(c.OutOrStdout(), format, answer, func(w io.Writer) error {
+		var m map[string]any
+		if err := json.Unmarshal(answer, &m); err != nil {
+			return fmt.Errorf("admin API answer: %w", err)
+		}
+		_, err := fmt.Fprintf(w, line+"\n", fmt.Sprint(m[key]))
+		return err
+	})
 }
 
 // completeJobNames completes a job name from the gateway's list, quietly

@@ -136,6 +136,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newVersionCmd())
 	// Made here rather than on first Execute so that the tree is complete
 	// for tests that walk it.
+	root.SetHelpCommand(newHelpCmd(root))
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	return root
@@ -212,4 +213,30 @@ func oneDashLongFlags(root *cobra.Command, args []string) []string {
 		}
 	}
 	return out
+}
+
+// newHelpCmd is cobra's help command, except that a topic that names no
+// command is a usage error (exit 2), as an unknown command is.
+func newHelpCmd(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Long:  "Help shows the help of any command: millstream help job deploy.",
+		ValidArgsFunction: func(c *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			var names []cobra.Completion
+			for _, sub := range root.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := root.Find(args)
+			if err != nil || cmd == nil || len(rest) > 0 {
+				return fmt.Errorf("%w: unknown help topic %q%s", errUsage, strings.Join(args, " "), didYouMean(root, args[0]))
+			}
+			return cmd.Help()
+		},
+	}
 }

@@ -167,7 +167,7 @@ func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
 
 	code, stdout, stderr = runCLI(t, "job", "deploy", "--admin", admin, jobFile)
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stdout, `"deployed":"temperature-filtering"`)
+	require.Equal(t, "job temperature-filtering deployed\n", stdout)
 	code, stdout, _ = runCLI(t, "job", "list", "--admin", admin)
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, "temperature-filtering")
