@@ -123,13 +123,3 @@ func (c *adminConn) get(ctx context.Context, path string) ([]byte, error) {
 	}
 	return c.body(req)
 }
-
-// do sends a request and prints the answer.
-func (c *adminConn) do(req *http.Request, stdout io.Writer) error {
-	out, err := c.body(req)
-	if err != nil {
-		return err
-	}
-	_, err = stdout.Write(out)
-	return err
-}

@@ -108,20 +108,31 @@ func adminGet(c *cobra.Command, af *adminFlags, format, path string) ([]byte, er
 }
 
 // sendJob sends a request with an optional JSON body and prints the
-// answer as it comes (deploy, explain, rm).
+// answer as it comes (explain).
 func sendJob(c *cobra.Command, af *adminFlags, method, path string, body []byte) error {
-	ac, err := af.conn()
+	answer, err := adminSend(c, af, method, path, body)
 	if err != nil {
 		return err
 	}
+	_, err = c.OutOrStdout().Write(answer)
+	return err
+}
+
+// adminSend sends a request with an optional JSON body and returns the
+// answer.
+func adminSend(c *cobra.Command, af *adminFlags, method, path string, body []byte) ([]byte, error) {
+	ac, err := af.conn()
+	if err != nil {
+		return nil, err
+	}
 	req, err := http.NewRequestWithContext(c.Context(), method, ac.base+path, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("admin API request: %w", err)
+		return nil, fmt.Errorf("admin API request: %w", err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return ac.do(req, c.OutOrStdout())
+	return ac.body(req)
 }
 
 // sendAndReport sends a change and reports the answer: one line made from
@@ -131,18 +142,7 @@ func sendAndReport(c *cobra.Command, af *adminFlags, format, method, path string
 	if err := checkOutput(format); err != nil {
 		return err
 	}
-	ac, err := af.conn()
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(c.Context(), method, ac.base+path, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("admin API request: %w", err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	answer, err := ac.body(req)
+	answer, err := adminSend(c, af, method, path, body)
 	if err != nil {
 		return err
 	}
