@@ -70,10 +70,7 @@ func (n *Node) handOff(p int, member string) {
 	if testHookHandOffReady != nil {
 		testHookHandOffReady(n, p)
 	}
-	epoch := n.gw.Epoch(p)
-	if epoch == 0 {
-		epoch, _ = n.epoch(p)
-	}
+	epoch := n.copyEpoch(p)
 	n.sendTo(member, &pb.StreamMsg{Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: uint32(p), Epoch: epoch, LastSeq: n.store.LastSeq(p)}}}, nil)
 	n.markTaking(p, inTransitMark, member) // until the receiver's own mark is surely up
 	n.mu.Lock()

@@ -180,6 +180,12 @@ func (n *Node) apply(m *pb.StreamMsg) {
 			n.log.Warn("catch-up for a partition this gateway serves; ignored", "partition", p, "from", m.From)
 			return
 		}
+		if cur, err := n.epoch(p); err == nil && b.Reset_.Epoch < cur {
+			// A copy older than this one must not replace it, and the
+			// epoch never moves back (C3).
+			n.log.Warn("catch-up from a stale epoch; ignored", "partition", p, "from", m.From, "epoch", b.Reset_.Epoch, "current", cur)
+			return
+		}
 		if err := n.store.ResetPartition(p); err != nil {
 			n.log.Error("replica reset failed", "partition", p, "error", err)
 			return

@@ -56,6 +56,17 @@ func (n *Node) keepReplicas(p int, want []string) {
 	}
 }
 
+// copyEpoch is the epoch of this gateway's copy of p: the one it serves
+// p at, or, when it does not serve p, the newest it holds (the gateway's
+// own epoch stays at the last one it served p at, older than what it
+// replicated since: a catch-up or hand-off that carried it made the
+// receiver serve p at an epoch already used, and the replicas that knew
+// the newer one ignored its replication as stale).
+func (n *Node) copyEpoch(p int) uint64 {
+	e, _ := n.epoch(p)
+	return max(e, n.gw.Epoch(p))
+}
+
 // catchUp makes member a replica of partition p: it drops what it held,
 // gets the safe checkpoint and the log after it, then the stream. Under
 // st.mu, so no group commit's replication falls between (C5).
@@ -67,7 +78,7 @@ func (n *Node) catchUp(p int, member string) {
 	n.st.mu.Lock()
 	defer n.st.mu.Unlock()
 	o := n.st.open(member, addr)
-	epoch := n.gw.Epoch(p)
+	epoch := n.copyEpoch(p)
 	n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Reset_{Reset_: &pb.ReplReset{Partition: uint32(p), Epoch: epoch}}}, nil)
 	sc, err := n.store.LoadSafeCheckpoint(p)
 	if err != nil {

@@ -427,3 +427,41 @@ func TestReceiverDoesNotTakeOverDuringHandOff(t *testing.T) {
 	require.Eventually(t, func() bool { return b.gw.Serving(p) }, 10*time.Second, 10*time.Millisecond)
 	require.False(t, a.gw.Serving(p))
 }
+
+// TestHandOffCarriesTheNewestEpoch is the interleaving behind seed 3's
+// losses under churn: gw1 had served partition 1 at epoch 2, gave it up,
+// and then held it as a replica of the gateway that served it at epoch 4.
+// Asked to hand it to gw4, gw1 caught gw4 up and sent the HandOff with the
+// epoch it had last served at (2), so gw4 served at 3, an epoch below one
+// already used; gw4's catch-up had also moved gw4's stored epoch back.
+// The replicas that knew epoch 4 ignored gw4's replication as stale. The
+// catch-up and the HandOff now carry the newest epoch gw1 holds, and a
+// catch-up from a stale epoch is refused.
+func TestHandOffCarriesTheNewestEpoch(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 0)
+	a.serve(p, 1, "take-over") // epoch 2
+	require.True(t, a.gw.Serving(p))
+	require.Equal(t, uint64(2), a.gw.Epoch(p))
+	require.True(t, a.claim(p))
+	a.abandon(p) // gives it up, keeps its copy
+	require.False(t, a.gw.Serving(p))
+	require.True(t, a.acceptReplication("gw2#1", p, 4), "a replica of the gateway serving at epoch 4")
+
+	require.True(t, a.claim(p))
+	a.handOff(p, b.name)
+	reset := tn.take(func(m *pb.StreamMsg) bool { return m.GetReset_() != nil })
+	require.Len(t, reset, 1)
+	require.Equal(t, uint64(4), reset[0].msg.GetReset_().Epoch, "catch-up epoch")
+	hand := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil })
+	require.Len(t, hand, 1)
+	require.Equal(t, uint64(4), hand[0].msg.GetHandoff().Epoch, "hand-off epoch")
+
+	// A catch-up from a stale epoch does not move a copy's epoch back.
+	holdPartition(t, b, 0, 6, 1)
+	b.apply(&pb.StreamMsg{From: a.name, Seq: 1, Body: &pb.StreamMsg_Reset_{Reset_: &pb.ReplReset{Partition: 0, Epoch: 5}}})
+	e, err := b.epoch(0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(6), e)
+	require.Equal(t, uint64(1), b.store.LastSeq(0), "the newer copy is kept")
+}
