@@ -194,7 +194,7 @@ func DeadLetterJSON(id uint64, dl *pb.DeadLetter) DeadLetterView {
 }
 
 var (
-	descDeadLetters       = prometheus.NewDesc("millstream_dead_letters_total", "Events and rows refused, by kind (malformed, wrong_type, bad_timestamp, bad_key, expression_error, reference_row, oversized, poison), each kept in the dead-letter store.", []string{"kind"}, nil)
+	descDeadLetters       = prometheus.NewDesc("millstream_dead_letters_total", "Events and rows refused, by kind (malformed, wrong_type, bad_timestamp, bad_key, expression_error, reference_row, oversized, poison, bad_device_id), each kept in the dead-letter store.", []string{"kind"}, nil)
 	descDeadLetterKept    = prometheus.NewDesc("millstream_dead_letter_store_entries", "Dead letters kept in the dead-letter store.", nil, nil)
 	descDeadLetterBytes   = prometheus.NewDesc("millstream_dead_letter_store_bytes", "Bytes of the dead letters kept.", nil, nil)
 	descDeadLetterEvicted = prometheus.NewDesc("millstream_dead_letters_evicted_total", "Dead letters removed, oldest first, to keep the store within its limits.", nil, nil)

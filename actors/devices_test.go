@@ -101,13 +101,8 @@ outputs: [{name: o, log: {}}]
 // reported state only up to MaxReportedBytes; a larger one is counted, not
 // held (4,000 devices that sent 200 KiB each held 800 MiB).
 func TestDeviceKeepsOnlySmallReportedPayloads(t *testing.T) {
-	g := New(Config{Partitions: 2}, NewOutputs(nil, io.Discard), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	defer g.Close(ctx)
-	job, err := config.ParseJob("j.yaml", []byte("name: j\nquery: SELECT * INTO o FROM i\ninputs: [{name: i}]\noutputs: [{name: o, log: {}}]\n"))
-	require.NoError(t, err)
-	require.NoError(t, g.Deploy(ctx, job))
+	g, ctx := passThroughGateway(t, nil)
+	var err error
 	big := `{"pad":"` + strings.Repeat("x", MaxReportedBytes) + `"}`
 	_, err = g.IngestTopic("devices/big/messages/events", []byte(big))
 	require.NoError(t, err)
@@ -123,4 +118,47 @@ func TestDeviceKeepsOnlySmallReportedPayloads(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"t":1}`, string(d.Reported))
 	require.Zero(t, d.ReportedBytes)
+}
+
+// TestLongDeviceIDDeadLettered: a message whose device id is over
+// MaxDeviceIDBytes is dead-lettered (kind bad_device_id), not kept as a
+// device: ids are listed by the admin API and the console, and 30 ids of
+// 60,000 bytes made every console frame 10 MB.
+func TestLongDeviceIDDeadLettered(t *testing.T) {
+	dead := NewDeadLetters(nil, "", nil)
+	g, ctx := passThroughGateway(t, dead)
+	var err error
+	long := strings.Repeat("<", MaxDeviceIDBytes+1)
+	_, err = g.IngestTopic("devices/"+long+"/messages/events", []byte(`{"t":1}`))
+	require.NoError(t, err)
+	_, err = g.IngestTopic("devices/"+long[1:]+"/messages/events", []byte(`{"t":2}`))
+	require.NoError(t, err)
+	require.NoError(t, g.Drain(ctx))
+	devs, err := g.DevicesPage(ctx, "", 10)
+	require.NoError(t, err)
+	require.Len(t, devs, 1, "the id at the limit is a device, the longer one is not")
+	require.Len(t, devs[0].ID, MaxDeviceIDBytes)
+	require.Equal(t, map[string]uint64{DeadLetterDeviceID: 1}, dead.Counts())
+	kept, err := dead.List(0, 10)
+	require.NoError(t, err)
+	require.Len(t, kept, 1)
+	require.Contains(t, kept[0].Reason, "device id of 257 bytes is over the limit of 256")
+	require.Equal(t, "j", kept[0].Job)
+	require.LessOrEqual(t, len(kept[0].Source), 70)
+}
+
+// passThroughGateway is an in-memory gateway running job j (SELECT * from
+// input i, every topic), closed at cleanup; ctx bounds the test.
+func passThroughGateway(t *testing.T, dead DeadLetterSink) (*Gateway, context.Context) {
+	t.Helper()
+	g := New(Config{Partitions: 2}, NewOutputs(nil, io.Discard), dead)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(func() {
+		_ = g.Close(ctx)
+		cancel()
+	})
+	job, err := config.ParseJob("j.yaml", []byte("name: j\nquery: SELECT * INTO o FROM i\ninputs: [{name: i}]\noutputs: [{name: o, log: {}}]\n"))
+	require.NoError(t, err)
+	require.NoError(t, g.Deploy(ctx, job))
+	return g, ctx
 }

@@ -558,6 +558,12 @@ func (g *Gateway) IngestTopicProps(topic string, payload []byte, props []exec.Us
 	var devices []string
 	for _, t := range targets {
 		dev := deviceID(t.deviceFrom, topic, payload)
+		if len(dev) > MaxDeviceIDBytes {
+			// Kept in every partition's device map, listed by the admin
+			// API and the console: ids are bounded like any input.
+			g.deadLetterDeviceID(t, dev, payload)
+			continue
+		}
 		if _, ok := byDevice[dev]; !ok {
 			devices = append(devices, dev)
 		}
@@ -708,7 +714,21 @@ func (g *Gateway) deadLetterOversized(source string, payload []byte, limit int) 
 const (
 	DeadLetterOversized = "oversized"
 	DeadLetterPoison    = "poison"
+	DeadLetterDeviceID  = "bad_device_id"
 )
+
+// MaxDeviceIDBytes bounds a device id (from the topic or a payload field);
+// a message with a longer one is dead-lettered. Azure IoT Hub allows 128.
+const MaxDeviceIDBytes = 256
+
+func (g *Gateway) deadLetterDeviceID(t routeTarget, dev string, payload []byte) {
+	g.dead1.Add(1)
+	if g.dead != nil {
+		g.dead.DeadLetter(Rejected{Job: t.job, Partition: -1, Source: strings.ToValidUTF8(dev[:64], "") + "...",
+			DeadLetter: exec.DeadLetter{Input: t.input, Kind: DeadLetterDeviceID,
+				Reason: fmt.Sprintf("device id of %d bytes is over the limit of %d", len(dev), MaxDeviceIDBytes), Payload: payload}})
+	}
+}
 
 func (g *Gateway) partitionOf(deviceID string) int { return PartitionOf(deviceID, len(g.parts)) }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"log/slog"
 	"mime"
@@ -192,7 +193,20 @@ func (g *guard) currentTokens() []Token {
 	defer g.reloadMu.Unlock()
 	g.lastCheck.Store(now)
 	st, err := os.Stat(g.sec.TokensFile)
-	if err != nil || (st.ModTime().Equal(ts.modTime) && st.Size() == ts.size) {
+	if errors.Is(err, fs.ErrNotExist) {
+		// Deleting the file revokes every token (it used to leave them
+		// all in force, silently).
+		if ts.tokens != nil {
+			g.tokens.Store(&tokenSet{})
+			g.logger.Error("admin tokens file is gone; every bearer token is refused until it is back", "path", g.sec.TokensFile)
+		}
+		return nil
+	}
+	if err != nil {
+		g.logger.Error("admin tokens file cannot be read; the tokens read before stay in force", "path", g.sec.TokensFile, "error", err)
+		return ts.tokens
+	}
+	if st.ModTime().Equal(ts.modTime) && st.Size() == ts.size {
 		return ts.tokens
 	}
 	next, err := readTokens(g.sec.TokensFile)

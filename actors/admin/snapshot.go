@@ -23,6 +23,8 @@ const (
 	snapshotMaxAge = 900 * time.Millisecond
 	// snapshotTimeout bounds the partitions' answers to one snapshot.
 	snapshotTimeout = 2 * time.Second
+	// snapshotDeviceBytes bounds the device list's share of a frame.
+	snapshotDeviceBytes = 256 << 10
 )
 
 // snapshot is what the console's live stream sends every second: the
@@ -86,14 +88,16 @@ type snapshotCache struct {
 
 // snapshotJSON returns a current snapshot, built at most once per
 // snapshotMaxAge.
-func (a *API) snapshotJSON(ctx context.Context) []byte {
+func (a *API) snapshotJSON() []byte {
 	c := &a.snap
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.data != nil && time.Since(c.at) < snapshotMaxAge {
 		return c.data
 	}
-	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	// Not the asking client's context: the snapshot is shared, and a
+	// client that goes must not empty it for the others.
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
 	defer cancel()
 	data, err := json.Marshal(a.buildSnapshot(ctx))
 	if err != nil {
@@ -128,8 +132,17 @@ func (a *API) buildSnapshot(ctx context.Context) *snapshot {
 		if len(devs) > snapshotDevices {
 			devs, s.MoreDevices = devs[:snapshotDevices], true
 		}
+		// The list shows ids and counters; a device's payloads and twin
+		// come with GET /v1/devices/{id} when it is opened. Long ids
+		// count against a byte budget (JSON escapes '<' as 6 bytes), so
+		// a frame stays small whatever ids devices chose.
+		size := 0
 		for i := range devs {
-			devs[i].Reported, devs[i].TwinReported = nil, nil
+			devs[i].Reported, devs[i].TwinReported, devs[i].Desired = nil, nil, nil
+			if size += 6*len(devs[i].ID) + 160; size > snapshotDeviceBytes {
+				devs, s.MoreDevices = devs[:i], true
+				break
+			}
 		}
 		s.Devices = devs
 	}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -16,35 +17,52 @@ const (
 	// consoleInterval is how often a stream sends a snapshot.
 	consoleInterval = time.Second
 	// streamWriteTimeout drops a client that stops reading: a frame it
-	// has not taken within this long ends its stream.
+	// has not taken within this long ends its stream (once the kernel's
+	// send buffer is full, which can take many frames).
 	streamWriteTimeout = 10 * time.Second
+	// MaxConsoleStreamsPerCaller: one token, certificate or (without
+	// authentication) address holds at most this many of the streams,
+	// so one caller cannot lock the others out.
+	MaxConsoleStreamsPerCaller = 3
+	// consoleStreamLifetime ends a stream after this long; the page
+	// reconnects at once. A client that stopped reading without closing
+	// (a laptop gone to sleep) gives its slot back by then at the latest.
+	consoleStreamLifetime = 5 * time.Minute
 )
 
 // streamSet counts the open live streams and ends them all on
 // CloseStreams.
 type streamSet struct {
-	mu     sync.Mutex
-	open   int
-	closed bool
-	done   chan struct{} // closed by CloseStreams
+	mu       sync.Mutex
+	open     int
+	byCaller map[string]int
+	closed   bool
+	done     chan struct{} // closed by CloseStreams
 }
 
-func newStreamSet() *streamSet { return &streamSet{done: make(chan struct{})} }
+func newStreamSet() *streamSet {
+	return &streamSet{done: make(chan struct{}), byCaller: map[string]int{}}
+}
 
-// acquire takes a slot, false when all are taken or streams are closed.
-func (s *streamSet) acquire() bool {
+// acquire takes a slot for caller, false when all are taken, the caller
+// holds its share, or streams are closed.
+func (s *streamSet) acquire(caller string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.open >= MaxConsoleStreams {
+	if s.closed || s.open >= MaxConsoleStreams || s.byCaller[caller] >= MaxConsoleStreamsPerCaller {
 		return false
 	}
 	s.open++
+	s.byCaller[caller]++
 	return true
 }
 
-func (s *streamSet) release() {
+func (s *streamSet) release(caller string) {
 	s.mu.Lock()
 	s.open--
+	if s.byCaller[caller]--; s.byCaller[caller] <= 0 {
+		delete(s.byCaller, caller)
+	}
 	s.mu.Unlock()
 }
 
@@ -78,12 +96,27 @@ func (a *API) CloseStreams() {
 // it opened within seconds (an "end" event says why). The guard checked
 // the request as any other GET first.
 func (a *API) consoleStream(w http.ResponseWriter, r *http.Request) {
-	if !a.streams.acquire() {
-		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, apiError{fmt.Sprintf("the console's live stream is open %d times already (the most a gateway serves), or the gateway is closing: close a console and retry", MaxConsoleStreams)})
+	if r.Method != http.MethodGet {
+		// A HEAD would hold a slot and never be sent a frame.
+		w.Header().Set("Allow", http.MethodGet)
+		writeJSON(w, http.StatusMethodNotAllowed, apiError{"the live stream is read with GET"})
 		return
 	}
-	defer a.streams.release()
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		// A page of another site (an iframe sends no Origin) must not
+		// hold the slots with the operator's browser credentials.
+		writeJSON(w, http.StatusForbidden, apiError{"the live stream is for the console's own page"})
+		return
+	}
+	caller := a.caller(r)
+	if !a.streams.acquire(caller) {
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, apiError{fmt.Sprintf("the console's live stream is open %d times already (the most a gateway serves, %d per caller), or the gateway is closing: close a console and retry",
+			MaxConsoleStreams, MaxConsoleStreamsPerCaller)})
+		return
+	}
+	defer a.streams.release(caller)
+	end := time.After(consoleStreamLifetime)
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -93,7 +126,7 @@ func (a *API) consoleStream(w http.ResponseWriter, r *http.Request) {
 	tick := time.NewTicker(consoleInterval)
 	defer tick.Stop()
 	for seq := 1; ; seq++ {
-		event, data := "snapshot", a.snapshotJSON(r.Context())
+		event, data := "snapshot", a.snapshotJSON()
 		if a.guard.authOn() {
 			if _, why := a.guard.authenticate(r); why != "" {
 				event, data = "end", []byte(strconv.Quote(why))
@@ -111,7 +144,24 @@ func (a *API) consoleStream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-a.streams.done:
 			return
+		case <-end:
+			return // the page reconnects
 		case <-tick.C:
 		}
 	}
+}
+
+// caller names who holds a stream: the token or certificate it
+// authenticated with, else its address (without authentication).
+func (a *API) caller(r *http.Request) string {
+	if a.guard.authOn() {
+		if p, why := a.guard.authenticate(r); why == "" {
+			return p.via + ":" + p.name
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return "addr:" + host
 }

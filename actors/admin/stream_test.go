@@ -135,23 +135,63 @@ func TestConsoleStreamSnapshots(t *testing.T) {
 }
 
 // TestConsoleStreamLimitAndClose: a gateway serves MaxConsoleStreams
-// streams and refuses one more with 503 and Retry-After; CloseStreams
+// streams, at most MaxConsoleStreamsPerCaller per token, and refuses one
+// more with 503 and Retry-After; a HEAD (which would hold a slot and get
+// no frame) and a request from another site are refused; CloseStreams
 // (the server shutting down) ends them all and refuses new ones.
 func TestConsoleStreamLimitAndClose(t *testing.T) {
-	_, a, srv := memGateway(t, nil)
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	var lines string
+	for _, n := range []string{"a", "b", "c"} {
+		lines += n + " " + RoleRead + " " + HashToken("mst_"+n) + "\n"
+	}
+	require.NoError(t, os.WriteFile(tokens, []byte(lines), 0o600))
+	_, a, srv := memGateway(t, &Security{TokensFile: tokens})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var open []*bufio.Reader
-	for range MaxConsoleStreams {
-		resp := openStream(t, ctx, srv.URL, "")
+	take := func(tok string) {
+		resp := openStream(t, ctx, srv.URL, tok)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		r := bufio.NewReader(resp.Body)
 		require.Equal(t, "snapshot", readEvent(t, r).name)
 		open = append(open, r)
 	}
-	resp := openStream(t, ctx, srv.URL, "")
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	require.Equal(t, "5", resp.Header.Get("Retry-After"))
+	refused := func(tok, why string) {
+		resp := openStream(t, ctx, srv.URL, tok)
+		resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, why)
+		require.Equal(t, "5", resp.Header.Get("Retry-After"))
+	}
+	for range MaxConsoleStreamsPerCaller {
+		take("mst_a")
+	}
+	refused("mst_a", "one caller holds its share")
+	for len(open) < MaxConsoleStreams {
+		if len(open) < 2*MaxConsoleStreamsPerCaller {
+			take("mst_b")
+		} else {
+			take("mst_c")
+		}
+	}
+	refused("mst_c", "every slot is taken")
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, srv.URL+"/v1/console/stream", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer mst_c")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	req, err = http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/console/stream", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer mst_c")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "an iframe of another site")
 
 	a.CloseStreams()
 	for _, r := range open {
@@ -159,8 +199,7 @@ func TestConsoleStreamLimitAndClose(t *testing.T) {
 		require.NoError(t, err, "a stream ends cleanly when the server closes")
 	}
 	require.Eventually(t, func() bool { return a.streams.Open() == 0 }, 5*time.Second, 10*time.Millisecond)
-	resp = openStream(t, ctx, srv.URL, "")
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	refused("mst_a", "closed")
 }
 
 // TestConsoleAuth: with tokens on, the console's own files are served
@@ -246,4 +285,51 @@ func TestConsoleDeployErrorHasPosition(t *testing.T) {
 	code, text := do(t, http.MethodPut, srv.URL+"/v1/jobs", "query: SELECT 1 INTO o FROM i\n")
 	require.Equal(t, http.StatusBadRequest, code)
 	require.NotContains(t, text, `"line"`)
+}
+
+// TestConsoleSnapshotLeavesOutDeviceData: a snapshot lists devices by id
+// and counters only; payloads, twins and desired properties (up to 256
+// KiB each) come with GET /v1/devices/{id}, so a frame stays small.
+func TestConsoleSnapshotLeavesOutDeviceData(t *testing.T) {
+	g, a, srv := memGateway(t, nil)
+	code, body := do(t, http.MethodPut, srv.URL+"/v1/jobs", passJob("pass"))
+	require.Equal(t, http.StatusOK, code, body)
+	require.NoError(t, g.Ingest("telemetry", "press-0", []byte(`{"deviceId":"press-0","v":1}`)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, g.Drain(ctx))
+	code, body = do(t, http.MethodPut, srv.URL+"/v1/devices/press-0/desired", `{"interval":5}`)
+	require.Equal(t, http.StatusOK, code, body)
+	s := a.buildSnapshot(ctx)
+	require.Len(t, s.Devices, 1)
+	require.Equal(t, "press-0", s.Devices[0].ID)
+	require.Nil(t, s.Devices[0].Reported)
+	require.Nil(t, s.Devices[0].Desired)
+	code, body = do(t, http.MethodGet, srv.URL+"/v1/devices/press-0", "")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `"desired":{"interval":5}`, "the device's own answer has them")
+}
+
+// TestDeletedTokensFileRevokesEveryToken: taking the tokens file away
+// refuses every token (it used to leave them all in force, silently);
+// putting it back restores them.
+func TestDeletedTokensFileRevokesEveryToken(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	line := "viewer " + RoleRead + " " + HashToken("mst_read") + "\n"
+	require.NoError(t, os.WriteFile(tokens, []byte(line), 0o600))
+	_, _, srv := memGateway(t, &Security{TokensFile: tokens})
+	get := func() int {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/jobs", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer mst_read")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, get())
+	require.NoError(t, os.Remove(tokens))
+	require.Eventually(t, func() bool { return get() == http.StatusUnauthorized }, 10*time.Second, 100*time.Millisecond)
+	require.NoError(t, os.WriteFile(tokens, []byte(line), 0o600))
+	require.Eventually(t, func() bool { return get() == http.StatusOK }, 10*time.Second, 100*time.Millisecond)
 }

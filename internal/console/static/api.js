@@ -6,7 +6,7 @@
 // token never appears in a URL or a server log.
 
 const TOKEN_KEY = 'millstream.token';
-const MAX_FRAME = 8 << 20; // a snapshot bigger than this ends the stream
+const MAX_FRAME = 8 << 20; // a snapshot bigger than this is skipped
 
 export class Unauthorized extends Error {}
 
@@ -55,10 +55,17 @@ export async function stream(signal, onOpen, onSnapshot) {
   onOpen();
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = '';
+  let skipping = false; // inside a frame too large to keep
   for (;;) {
     const {value, done} = await reader.read();
     if (done) return '';
     buf += value;
+    if (skipping) {
+      const j = buf.indexOf('\n\n');
+      if (j < 0) { buf = buf.slice(-1); continue; }
+      buf = buf.slice(j + 2);
+      skipping = false;
+    }
     let i;
     while ((i = buf.indexOf('\n\n')) >= 0) {
       const frame = parseFrame(buf.slice(0, i));
@@ -66,7 +73,12 @@ export async function stream(signal, onOpen, onSnapshot) {
       if (frame.event === 'end') return JSON.parse(frame.data);
       if (frame.event === 'snapshot') onSnapshot(JSON.parse(frame.data));
     }
-    if (buf.length > MAX_FRAME) throw new Error('live stream: frame too large');
+    if (buf.length > MAX_FRAME) {
+      // Skipped, not the end of the stream: the next frame may fit
+      // (the page keeps the last one; its "updated" time shows the age).
+      skipping = true;
+      buf = buf.slice(-1);
+    }
   }
 }
 
