@@ -40,8 +40,10 @@
 // is a state.MemOutbox (lost on restart); with a state.Store
 // (Config.Store) the gateway is durable: events are logged with group
 // commit before they are acknowledged, partitions checkpoint and recover,
-// and the outbox is the store's. The invariants of that mode (D1-D4) are
-// in durable.go, the drainers in outbox.go.
+// and the outbox is the store's. The invariants of that mode (D1-D6) are
+// in durable.go; the group commit is logwriter.go, rows and checkpoints
+// checkpoint.go, recovery and poison entries recovery.go, the drainers
+// outbox.go.
 //
 // A durable gateway joins a cluster through a ClusterLink (package cluster
 // implements it): it then serves some partitions, forwards events of the

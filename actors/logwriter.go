@@ -1,0 +1,327 @@
+package actors
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
+)
+
+// The ingest log's group commit (D1): events queued, written and synced
+// in one batch, then handed to their partitions in log order.
+
+// logWriter is the group commit of the ingest log (D1): Ingest queues an
+// event and waits; one goroutine writes everything queued in one synced
+// batch, wakes the waiters, then hands the events to their partitions in
+// log order.
+type logWriter struct {
+	g        *Gateway
+	interval time.Duration
+	mu       sync.Mutex
+	pending  [][]event // per partition
+	touched  []int
+	gen      *commitGen // collecting events
+	inflight *commitGen // being committed and sent
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	entries  []pb.LogEntry // reused between commits (not when clustered)
+	// Clustered: commits waiting for their replicas, in order (C5).
+	completions   chan completion
+	completerDone chan struct{}
+	// Back-pressure: bytes of events queued, being committed or waiting
+	// in their partition's mailbox, until the partition applied them.
+	// Device input waits in admit while they are over maxQueued (guarded
+	// by mu; space is signalled on release).
+	queuedBytes int64
+	peakQueued  int64
+	maxQueued   int64
+	space       *sync.Cond
+	closing     bool
+}
+
+// commitGen is one group commit: done closes once it is durable (or
+// failed, err), sent once its events are in their partitions' mailboxes.
+type commitGen struct {
+	done chan struct{}
+	sent chan struct{}
+	err  error
+}
+
+func newCommitGen() *commitGen {
+	return &commitGen{done: make(chan struct{}), sent: make(chan struct{})}
+}
+
+func newLogWriter(g *Gateway) *logWriter {
+	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
+		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		completions: make(chan completion, 1024), completerDone: make(chan struct{}), maxQueued: g.cfg.MaxQueuedBytes}
+	w.space = sync.NewCond(&w.mu)
+	go w.run()
+	go w.completer()
+	return w
+}
+
+// addServing queues events for partition p if this gateway serves it
+// (always when not clustered); false otherwise, with nothing queued.
+func (w *logWriter) addServing(p int, es ...event) (*commitGen, bool) {
+	w.mu.Lock()
+	if cl := w.g.cl; cl != nil && !cl.serving[p] {
+		w.mu.Unlock()
+		return nil, false
+	}
+	w.queue(p, es...)
+	gen := w.gen
+	w.mu.Unlock()
+	w.wake()
+	return gen, true
+}
+
+func (w *logWriter) queue(p int, es ...event) { // w.mu held
+	if len(w.pending[p]) == 0 {
+		w.touched = append(w.touched, p)
+	}
+	w.pending[p] = append(w.pending[p], es...)
+	for i := range es {
+		w.queuedBytes += eventBytes(&es[i])
+	}
+	w.peakQueued = max(w.peakQueued, w.queuedBytes)
+}
+
+// eventBytes is about what an event holds in memory until applied. An
+// event a partition of this gateway forwarded to partition 0 shares its
+// payload with the event it came from.
+func eventBytes(e *event) int64 {
+	if e.forwarded && e.origin == "" {
+		return 128
+	}
+	return int64(len(e.payload)) + 128
+}
+
+// admit waits while the events not yet applied hold more than
+// Config.MaxQueuedBytes: a device's input then waits in its connection
+// (the broker stops reading it, TCP pushes back to the publisher), for
+// QoS 0 too, which has no acknowledgement to withhold. Ticks and
+// forwarded events do not wait.
+func (w *logWriter) admit() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.queuedBytes <= w.maxQueued || w.closing {
+		return
+	}
+	start := time.Now()
+	w.g.ingestWaits.Add(1)
+	for w.queuedBytes > w.maxQueued && !w.closing {
+		w.space.Wait()
+	}
+	ingestWaitSeconds.Add(time.Since(start).Seconds())
+}
+
+// release returns the bytes of applied (or refused) events.
+func (w *logWriter) release(n int64) {
+	if n == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.queuedBytes -= n
+	w.mu.Unlock()
+	w.space.Broadcast()
+}
+
+// wake tells the committer there is work (coalesced).
+func (w *logWriter) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *logWriter) run() {
+	defer close(w.done)
+	last := time.Now()
+	for {
+		select {
+		case <-w.stop:
+			w.commit()
+			return
+		case <-w.kick:
+		}
+		if d := w.interval - time.Since(last); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-w.stop:
+				t.Stop()
+			}
+		}
+		last = time.Now()
+		w.commit()
+	}
+}
+
+// close commits what is queued and stops.
+func (w *logWriter) close() {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	w.space.Broadcast()
+	close(w.stop)
+	<-w.done
+	close(w.completions)
+	<-w.completerDone
+}
+
+func (w *logWriter) commit() {
+	w.mu.Lock()
+	touched, gen := w.touched, w.gen
+	if len(touched) == 0 {
+		// Nothing to write. The commit in flight stays the one sync
+		// waits for: an empty one in its place let Release overtake a
+		// clustered commit still waiting for its replicas, and the
+		// partition dropped that commit's events.
+		w.mu.Unlock()
+		return
+	}
+	batches := make([][]event, len(touched))
+	for i, p := range touched {
+		batches[i] = w.pending[p]
+		w.pending[p] = nil
+	}
+	w.touched, w.gen, w.inflight = nil, newCommitGen(), gen
+	w.mu.Unlock()
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	clustered := w.g.cl != nil
+	if clustered {
+		// The replicas read the entries after this returns: no reuse.
+		w.entries = make([]pb.LogEntry, n)
+	} else if cap(w.entries) < n {
+		w.entries = make([]pb.LogEntry, n)
+	}
+	w.entries = w.entries[:n]
+	groups := make([]state.LogGroup, len(touched))
+	k := 0
+	for i, p := range touched {
+		groups[i] = state.LogGroup{Partition: p, Entries: make([]*pb.LogEntry, len(batches[i]))}
+		for j := range batches[i] {
+			le := &w.entries[k]
+			k++
+			*le = *entryOf(&batches[i][j])
+			groups[i].Entries[j] = le
+		}
+	}
+	start := time.Now()
+	// A commit that takes long holds every PUBACK back: say so while it
+	// lasts, not only in the histogram (the store logs whether the disk or
+	// a write stall is the cause).
+	slow := time.AfterFunc(slowCommit, func() {
+		w.g.cfg.Logger.Warn("ingest log commit is taking long; publishes wait for their acknowledgement", "events", n, "waiting", slowCommit)
+	})
+	err := w.g.store.AppendGroup(context.Background(), groups)
+	took := time.Since(start)
+	if !slow.Stop() {
+		w.g.cfg.Logger.Warn("ingest log commit was slow", "events", n, "took", took.Round(time.Millisecond))
+	}
+	logSyncSeconds.Observe(took.Seconds())
+	if err != nil {
+		w.g.logErrors.Add(uint64(n))
+		w.g.cfg.Logger.Error("ingest log write failed; the events were refused", "events", n, "error", err)
+	}
+	if !clustered || err != nil {
+		w.complete(gen, groups, batches, err)
+		return
+	}
+	// Clustered: the partitions apply the entries once the replicas have
+	// them too (C5); commits complete in order.
+	w.completions <- completion{gen: gen, groups: groups, batches: batches, repl: w.g.cl.link.Replicate(groups)}
+}
+
+// slowCommit is how long an ingest log commit may take before the gateway
+// logs it (one fsync is about 0.2 ms on the machines measured).
+const slowCommit = time.Second
+
+// completion is a clustered group commit waiting for its replicas.
+type completion struct {
+	gen     *commitGen
+	groups  []state.LogGroup
+	batches [][]event
+	repl    <-chan error
+}
+
+// completer finishes clustered commits in commit order.
+func (w *logWriter) completer() {
+	defer close(w.completerDone)
+	for c := range w.completions {
+		err := <-c.repl
+		if err == nil && w.g.cl.link.Fenced() {
+			// Cut off from the majority: another gateway may serve these
+			// partitions by now (C4). Not applied; the publishers resend.
+			err = ErrFenced
+		}
+		if err != nil {
+			w.g.cfg.Logger.Warn("group commit not replicated; its events were refused", "error", err)
+		}
+		w.complete(c.gen, c.groups, c.batches, err)
+	}
+}
+
+// complete wakes the commit's waiters and, when it succeeded, hands its
+// events to their partitions in log order. A commit that failed is not
+// applied: the publishers resend, and a partition that serves on replays
+// its log from its checkpoint.
+func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches [][]event, err error) {
+	defer close(gen.sent)
+	gen.err = err
+	close(gen.done) // durable: the publishers may be acknowledged (D1)
+	if err != nil {
+		var n int64
+		for _, evs := range batches {
+			for i := range evs {
+				n += eventBytes(&evs[i])
+			}
+		}
+		w.release(n)
+		return
+	}
+	size := w.g.cfg.BatchSize
+	for i, g := range groups {
+		evs := batches[i]
+		for off := 0; off < len(evs); off += size {
+			end := min(off+size, len(evs))
+			b := &eventBatch{events: evs[off:end], seq0: g.First + uint64(off), release: w}
+			for j := range b.events {
+				b.bytes += eventBytes(&b.events[j])
+			}
+			w.g.send(g.Partition, b)
+		}
+		if g.Partition == 0 {
+			for _, e := range evs {
+				if e.forwarded && e.srcSeq > 0 && e.origin == "" {
+					if a := &w.g.fwdLogged[e.src]; a.Load() < e.srcSeq {
+						a.Store(e.srcSeq)
+					}
+				}
+			}
+		}
+	}
+}
+
+// sync waits until everything queued so far is committed and in its
+// partitions' mailboxes, so a message sent after it comes after them.
+func (w *logWriter) sync() {
+	w.mu.Lock()
+	gen, inflight := w.gen, w.inflight
+	empty := len(w.touched) == 0
+	w.mu.Unlock()
+	if inflight != nil {
+		<-inflight.sent
+	}
+	if !empty {
+		w.wake()
+		<-gen.sent
+	}
+}
