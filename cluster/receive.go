@@ -58,7 +58,7 @@ func (n *Node) onStream(msg any) {
 		switch {
 		case m.Seq < in.expected:
 			n.mu.Unlock()
-			n.ackTo(m.Addr, m.Session, in.expected-1) // a resend: our ack was lost
+			n.ackTo(m.Addr, m.Session, in.expected-1, false) // a resend: our ack was lost
 			return
 		case m.Seq > in.expected:
 			n.mu.Unlock()
@@ -66,13 +66,14 @@ func (n *Node) onStream(msg any) {
 		}
 		in.expected++
 		n.mu.Unlock()
+		n.refusedStale.Store(false)
 		if err := checkBody(m, n.parts, time.Now().UnixNano()); err != nil {
 			n.rej.refuse(err, "from", m.From, "seq", m.Seq)
 			n.refused(m, err)
 		} else {
 			n.apply(m)
 		}
-		n.ackTo(m.Addr, m.Session, m.Seq)
+		n.ackTo(m.Addr, m.Session, m.Seq, n.refusedStale.Swap(false))
 	case *pb.StreamAck:
 		if err := checkAck(m); err != nil {
 			n.rej.refuse(err, "from", m.From)
@@ -83,7 +84,7 @@ func (n *Node) onStream(msg any) {
 		if m.Unknown {
 			n.st.restart(m.From, m.Session)
 		} else {
-			fns = n.st.ack(m.From, m.Session, m.Seq)
+			fns = n.st.ack(m.From, m.Session, m.Seq, m.Stale)
 		}
 		n.st.mu.Unlock()
 		runAll(fns, true)
@@ -133,12 +134,13 @@ func (n *Node) onHeartbeat(msg any) {
 	}
 }
 
-// ackTo acknowledges a stream (sent directly: acks are idempotent).
-func (n *Node) ackTo(addr string, session, seq uint64) {
+// ackTo acknowledges a stream (sent directly: acks are idempotent);
+// stale: the message's replication was refused as stale.
+func (n *Node) ackTo(addr string, session, seq uint64, stale bool) {
 	if addr == "" {
 		return
 	}
-	n.post(actor.NewPID(addr, nodeActor), &pb.StreamAck{From: n.name, Session: session, Seq: seq})
+	n.post(actor.NewPID(addr, nodeActor), &pb.StreamAck{From: n.name, Session: session, Seq: seq, Stale: stale})
 }
 
 // post sends one message to another gateway's actor (at most once).

@@ -16,6 +16,7 @@ package cluster
 // only once a majority was heard after).
 
 import (
+	"errors"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -142,6 +143,9 @@ func (n *Node) catchUp(p int, member string) {
 	n.log.Debug("catching up a replica", "partition", p, "replica", member, "log_entries", entries)
 }
 
+// errStaleServer fails a group commit a replica refused as stale.
+var errStaleServer = errors.New("cluster: a replica knows a newer epoch of the partition, so another gateway serves it now; events refused")
+
 // Replicate ships a group commit to the replicas of its partitions
 // (actors.ClusterLink): the channel yields nil once every replica has it
 // (a replica that leaves the view meanwhile no longer counts).
@@ -181,7 +185,16 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 	// cut off sees its replicas leave too, and must not apply (and
 	// acknowledge) what only it holds while the others take over.
 	var lostAt atomic.Int64
+	var stale atomic.Bool
 	finish := func() {
+		if stale.Load() {
+			// A replica knows a newer epoch: another gateway serves (one
+			// of) these partitions now, and what this one logged must not
+			// be acknowledged (a paused gateway, back, still serving in
+			// its own eyes, acknowledged forwards nobody would apply).
+			done <- errStaleServer
+			return
+		}
 		if t := lostAt.Load(); t != 0 {
 			go n.confirmQuorumAfter(t, done)
 			return
@@ -205,7 +218,7 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 		for _, part := range parts[:len(parts)-1] {
 			n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Log{Log: &pb.ReplLog{Groups: part}}}, nil)
 		}
-		n.st.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_Log{Log: &pb.ReplLog{Groups: parts[len(parts)-1]}}}, func(ok bool) {
+		n.st.sendReplication(o, &pb.StreamMsg{Body: &pb.StreamMsg_Log{Log: &pb.ReplLog{Groups: parts[len(parts)-1]}}}, func(ok bool) {
 			if !ok {
 				lostAt.Store(time.Now().UnixNano())
 			}
@@ -221,7 +234,7 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 			if last {
 				finish()
 			}
-		})
+		}, func() { stale.Store(true) })
 	}
 	if left == 0 {
 		finish()
@@ -301,6 +314,7 @@ func (n *Node) SafeCheckpoint(p int, sc *pb.SafeCheckpoint) {
 func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 	if n.gw.Serving(p) {
 		n.log.Warn("replication for a partition this gateway serves; ignored", "partition", p, "from", from)
+		n.refusedStale.Store(true)
 		return false
 	}
 	cur, err := n.epoch(p)
@@ -310,6 +324,7 @@ func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 	}
 	if epoch < cur {
 		n.log.Warn("replication from a stale epoch; ignored", "partition", p, "from", from, "epoch", epoch, "current", cur)
+		n.refusedStale.Store(true)
 		return false
 	}
 	if epoch > cur {

@@ -45,6 +45,9 @@ type outMsg struct {
 	msg    *pb.StreamMsg
 	sentAt time.Time
 	onAck  func(ok bool) // ok false: the stream closed first (the member left)
+	// onStale runs (before onAck) when the member applied the message
+	// but refused the replication in it as stale (StreamAck.stale).
+	onStale func()
 }
 
 // streams are this gateway's outgoing streams (guarded by mu).
@@ -77,20 +80,41 @@ func (s *streams) send(o *outStream, body *pb.StreamMsg, onAck func(ok bool)) {
 	s.post(o.pid, body)
 }
 
-// ack drops the messages up to seq and returns their callbacks.
-func (s *streams) ack(member string, session, seq uint64) []func(bool) {
+// sendReplication is send with onStale: the member may refuse the
+// replication the message carries as stale.
+func (s *streams) sendReplication(o *outStream, body *pb.StreamMsg, onAck func(ok bool), onStale func()) {
+	s.send(o, body, onAck)
+	o.unacked[len(o.unacked)-1].onStale = onStale
+}
+
+// ack drops the messages up to seq and returns their callbacks: with
+// stale, the onStale of each (acks are cumulative: one lost ack makes the
+// next cover more, and calling a commit stale that was not only fails it,
+// which its publishers survive), then the onAck of each.
+func (s *streams) ack(member string, session, seq uint64, stale bool) []func(bool) {
 	o := s.out[member]
 	if o == nil || o.session != session {
 		return nil
 	}
+	var stales []func()
 	var fns []func(bool)
 	i := 0
 	for ; i < len(o.unacked) && o.unacked[i].msg.Seq <= seq; i++ {
+		if f := o.unacked[i].onStale; stale && f != nil {
+			stales = append(stales, f)
+		}
 		if f := o.unacked[i].onAck; f != nil {
 			fns = append(fns, f)
 		}
 	}
 	o.unacked = o.unacked[i:]
+	if len(stales) > 0 {
+		fns = append([]func(bool){func(bool) {
+			for _, f := range stales {
+				f()
+			}
+		}}, fns...)
+	}
 	return fns
 }
 

@@ -32,9 +32,9 @@ func TestStreamAckRestartClose(t *testing.T) {
 		s.send(o, &pb.StreamMsg{Body: &pb.StreamMsg_CaughtUp{CaughtUp: &pb.CaughtUp{Partition: uint32(i)}}}, cb(i))
 	}
 	require.Equal(t, uint64(4), o.unacked[3].msg.Seq)
-	runAll(s.ack("b#1", o.session+1, 4), true) // another session: ignored
+	runAll(s.ack("b#1", o.session+1, 4, false), true) // another session: ignored
 	require.Empty(t, acked)
-	runAll(s.ack("b#1", o.session, 2), true)
+	runAll(s.ack("b#1", o.session, 2, false), true)
 	require.Equal(t, []int{1, 2}, acked)
 
 	old := o.session
@@ -44,7 +44,7 @@ func TestStreamAckRestartClose(t *testing.T) {
 	require.Equal(t, uint64(1), o.unacked[0].msg.Seq, "renumbered from 1")
 	require.Equal(t, uint32(3), o.unacked[0].msg.GetCaughtUp().Partition, "in the same order")
 	require.Equal(t, uint64(3), o.next)
-	runAll(s.ack("b#1", old, 9), true) // an ack of the old session: ignored
+	runAll(s.ack("b#1", old, 9, false), true) // an ack of the old session: ignored
 	require.Equal(t, []int{1, 2}, acked)
 
 	runAll(s.closeStream("b#1"), false)

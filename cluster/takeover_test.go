@@ -30,6 +30,7 @@ type testNet struct {
 	nodes   map[string]*Node // by remote address
 	pending []posted
 	posted  chan struct{} // a message was posted
+	acks    []*pb.StreamAck
 }
 
 type posted struct {
@@ -42,15 +43,26 @@ func newTestNet() *testNet {
 }
 
 func (tn *testNet) post(pid *actor.PID, msg any) {
+	if a, ok := msg.(*pb.StreamAck); ok {
+		tn.mu.Lock()
+		tn.acks = append(tn.acks, a) // kept for the tests that deliver them
+		tn.mu.Unlock()
+		return
+	}
 	m, ok := msg.(*pb.StreamMsg)
 	if !ok || m.Seq == 0 {
-		return // acks and heartbeats: the tests need neither
+		return // heartbeats: the tests need none
 	}
 	tn.mu.Lock()
 	tn.pending = append(tn.pending, posted{to: pid.Address, msg: m})
 	tn.mu.Unlock()
 	tn.posted <- struct{}{}
 }
+
+// netSender is what a test node's post (acks) sends through.
+type netSender struct{ tn *testNet }
+
+func (s netSender) Send(pid *actor.PID, msg any) { s.tn.post(pid, msg) }
 
 // take removes and returns the pending messages that match.
 func (tn *testNet) take(match func(*pb.StreamMsg) bool) []posted {
@@ -124,6 +136,7 @@ func newTestNode(t *testing.T, tn *testNet, name string, parts int) *Node {
 	addr := "test/" + name
 	n.ml = &Membership{changes: make(chan struct{}, 1)}
 	n.st = streams{from: n.name, addr: addr, post: tn.post, out: map[string]*outStream{}}
+	n.out = netSender{tn}
 	n.startedAt = time.Now().Add(-2 * startGrace)
 	n.quorumAt.Store(time.Now().UnixNano())
 	require.NoError(t, gw.SetCluster(n))
@@ -464,4 +477,51 @@ func TestHandOffCarriesTheNewestEpoch(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(6), e)
 	require.Equal(t, uint64(1), b.store.LastSeq(0), "the newer copy is kept")
+}
+
+// TestStaleReplicaRefusalFailsTheCommit is the interleaving behind seed
+// 12's losses under churn: gw1 served partition 1, was paused (SIGSTOP)
+// long enough for gw4 to take the partition over at a newer epoch, and on
+// waking still served it in its own eyes. It logged what was queued for
+// the partition (forwarded readings among them) and replicated it; gw4
+// refused the replication as stale but acknowledged the stream message,
+// so gw1 counted the commit replicated and acknowledged the forwards,
+// which nobody applied. The ack now says the replication was refused, and
+// the commit fails: its publishers and forwarders resend.
+func TestStaleReplicaRefusalFailsTheCommit(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 3)
+	a.serve(p, 1, "take-over") // epoch 2
+	require.True(t, a.gw.Serving(p))
+	a.mu.Lock()
+	a.replicas[p][b.name] = &replica{caughtUp: true}
+	a.mu.Unlock()
+	require.NoError(t, b.setEpoch(p, 3)) // b took it over meanwhile
+
+	commit := func() error {
+		done := a.Replicate([]state.LogGroup{{Partition: p, First: 4, Entries: []*pb.LogEntry{{Device: "dev", Input: "readings", Payload: []byte(`{"seq":4}`)}}}})
+		tn.waitFor(t, 1, func(m *pb.StreamMsg) bool { return m.GetLog() != nil })
+		for _, m := range tn.take(func(m *pb.StreamMsg) bool { return m.GetLog() != nil }) {
+			m.msg.Addr = "127.0.0.1:1" // the harness's addresses are names; where the ack goes does not matter here
+			b.onStream(m.msg)
+		}
+		tn.mu.Lock()
+		acks := tn.acks
+		tn.acks = nil
+		tn.mu.Unlock()
+		require.Len(t, acks, 1)
+		for _, ack := range acks {
+			a.onStream(ack)
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("the commit never ended")
+			return nil
+		}
+	}
+	require.ErrorIs(t, commit(), errStaleServer, "acknowledged although the replica refused it")
+	require.NoError(t, b.setEpoch(p, 2)) // the same epoch as a: accepted
+	require.NoError(t, commit())
 }
