@@ -32,12 +32,20 @@ import (
 //	    seq), numbered per partition and sent one batch at a time, so a
 //	    resend after a fail-over is applied once.
 
+// ErrParked is what ClusterLink.Forward's done gets for events parked on
+// this gateway while it is cut off from the majority (C11): taken, on
+// this gateway's disk, forwarded once it hears a majority again.
+var ErrParked = errors.New("actors: forwarded events parked on this gateway until it hears a majority")
+
 // ClusterLink is what a clustered gateway asks of the cluster layer.
 type ClusterLink interface {
 	// Forward sends entries of partition p, which this gateway does not
 	// serve, to the gateway that does; done(nil) runs once they are logged
 	// and replicated there. The link retries until then (C7), or until it
-	// stops (done(err): the events were not taken).
+	// stops (done(err): the events were not taken). Cut off from the
+	// majority, it may park them in this gateway's store instead (C11):
+	// done(ErrParked) then, the events are taken and forwarded later, but
+	// not logged there yet.
 	Forward(p int, entries []*pb.LogEntry, done func(error))
 	// Replicate ships a group commit to the replicas of its partitions;
 	// the channel yields nil once they all have it, or an error when the
@@ -347,6 +355,9 @@ func (g *Gateway) forwardEvent(p int, ev event) *commitGen {
 	gen := newCommitGen()
 	close(gen.sent)
 	g.cl.link.Forward(p, []*pb.LogEntry{entryOf(&ev)}, func(err error) {
+		if errors.Is(err, ErrParked) {
+			err = nil // parked on this gateway's disk: the publisher may be acknowledged
+		}
 		gen.err = err
 		close(gen.done)
 	})
@@ -365,7 +376,13 @@ func (g *Gateway) forwardToZero(src int, evs []event) {
 	}
 	g.cl.link.Forward(0, entries, func(err error) {
 		if err != nil {
-			return // the source keeps its log; a restart forwards them again
+			// Not logged by partition 0 (parked here while cut off, or
+			// not taken): the source keeps its log past them. A parked
+			// forward counted as logged let a checkpoint truncate the
+			// source's log, and its replicas', past events partition 0
+			// never logged; a gateway taking the source over then could
+			// not forward them again.
+			return
 		}
 		if a := &g.fwdLogged[src]; a.Load() < last {
 			a.Store(last)

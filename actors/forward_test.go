@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,4 +144,34 @@ outputs:
 		require.Len(t, pos, 2, "reading %d: forwarded by the first run and by the recovery", seq)
 		require.Equal(t, pos[0], pos[1], "reading %d forwarded at two positions: partition 0 would count it twice", seq)
 	}
+}
+
+// answerLink is a cluster link whose Forward answers at once with err.
+type answerLink struct {
+	idleLink
+	err error
+}
+
+func (l answerLink) Forward(_ int, _ []*pb.LogEntry, done func(error)) { done(l.err) }
+
+// TestParkedForwardIsNotLogged: a forward to partition 0 that the link
+// parked (cut off from the majority) is not logged by partition 0 yet, so
+// it must not let the source truncate its log past it (the lead of the
+// churn nemesis' partition-0 misses: the source's checkpoint, replicated,
+// truncated its replicas' logs too, and a gateway that took the source
+// over could not forward the events again). A publisher's event that was
+// parked is taken: its commit succeeds.
+func TestParkedForwardIsNotLogged(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		logged uint64
+	}{{nil, 7}, {ErrParked, 0}, {ErrClosed, 0}} {
+		g := &Gateway{fwdLogged: make([]atomic.Uint64, 4), cl: &clusterState{link: answerLink{err: c.err}}}
+		g.forwardToZero(3, []event{{forwarded: true, src: 3, srcSeq: 7, job: "totals"}})
+		require.Equal(t, c.logged, g.fwdLogged[3].Load(), "forward answered %v", c.err)
+	}
+	g := &Gateway{cl: &clusterState{link: answerLink{err: ErrParked}}}
+	gen := g.forwardEvent(2, event{device: "press-1", payload: []byte(`{}`)})
+	<-gen.done
+	require.NoError(t, gen.err, "a parked event is taken")
 }

@@ -49,7 +49,7 @@ func (n *Node) Forward(p int, entries []*pb.LogEntry, done func(error)) {
 		n.mu.Unlock()
 		f.order.Unlock()
 		if parked {
-			done(nil)
+			done(actors.ErrParked)
 		} else {
 			done(ErrStopped)
 		}
@@ -67,7 +67,7 @@ func (n *Node) Forward(p int, entries []*pb.LogEntry, done func(error)) {
 	n.mu.Unlock()
 	f.order.Unlock()
 	if parked {
-		done(nil)
+		done(actors.ErrParked)
 	}
 	n.forwarded.Add(uint64(len(entries)))
 	n.pumpForward(p)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"github.com/millstream/millstream/actors"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -119,7 +120,7 @@ func (n *Node) parkWaitingOf(p int, f *forwarder) {
 		n.unpark(p, &fwdBatch{entries: gone, parked: trues(len(gone))})
 	}
 	for _, d := range dones {
-		d(nil)
+		d(actors.ErrParked)
 	}
 }
 
