@@ -211,6 +211,9 @@ func (g *Gateway) SetDesired(ctx context.Context, id string, desired []byte) err
 	if !json.Valid(desired) || len(desired) == 0 || desired[0] != '{' {
 		return fmt.Errorf("%w: desired properties must be a JSON object", ErrBadRequest)
 	}
+	if err := checkDeviceID(id); err != nil {
+		return err
+	}
 	res, err := g.system.Root.RequestFuture(g.parts[g.partitionOf(id)], &desiredMsg{id: id, desired: desired}, timeoutOf(ctx)).Result()
 	if err != nil {
 		return err

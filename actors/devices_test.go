@@ -145,6 +145,14 @@ func TestLongDeviceIDDeadLettered(t *testing.T) {
 	require.Contains(t, kept[0].Reason, "device id of 257 bytes is over the limit of 256")
 	require.Equal(t, "j", kept[0].Job)
 	require.LessOrEqual(t, len(kept[0].Source), 70)
+
+	// Every other way in refuses such an id.
+	require.ErrorIs(t, g.Ingest("i", long, []byte(`{"t":3}`)), ErrBadRequest)
+	require.ErrorIs(t, g.PatchReported(long, []byte(`{"fw":1}`)), ErrBadRequest)
+	require.ErrorIs(t, g.SetDesired(ctx, long, []byte(`{"interval":5}`)), ErrBadRequest)
+	devs, err = g.DevicesPage(ctx, "", 10)
+	require.NoError(t, err)
+	require.Len(t, devs, 1)
 }
 
 // passThroughGateway is an in-memory gateway running job j (SELECT * from

@@ -558,10 +558,10 @@ func (g *Gateway) IngestTopicProps(topic string, payload []byte, props []exec.Us
 	var devices []string
 	for _, t := range targets {
 		dev := deviceID(t.deviceFrom, topic, payload)
-		if len(dev) > MaxDeviceIDBytes {
-			// Kept in every partition's device map, listed by the admin
-			// API and the console: ids are bounded like any input.
-			g.deadLetterDeviceID(t, dev, payload)
+		if err := checkDeviceID(dev); err != nil {
+			// Acknowledged and kept with its reason: a resend could never
+			// succeed.
+			g.deadLetterDeviceID(t, dev, payload, err)
 			continue
 		}
 		if _, ok := byDevice[dev]; !ok {
@@ -623,6 +623,9 @@ func (g *Gateway) enqueue(job, input, deviceID string, payload []byte) (*commitG
 func (g *Gateway) enqueueEvent(ev event) (*commitGen, error) {
 	if g.closed.Load() {
 		return nil, ErrClosed
+	}
+	if err := checkDeviceID(ev.device); err != nil {
+		return nil, err
 	}
 	if !g.ready.Load() {
 		return nil, ErrNotReady
@@ -717,16 +720,26 @@ const (
 	DeadLetterDeviceID  = "bad_device_id"
 )
 
-// MaxDeviceIDBytes bounds a device id (from the topic or a payload field);
-// a message with a longer one is dead-lettered. Azure IoT Hub allows 128.
+// MaxDeviceIDBytes bounds a device id: ids are kept in every partition's
+// device map and listed by the admin API and the console. A message with
+// a longer one (from its topic or a payload field) is dead-lettered; any
+// other way in (Ingest, a twin patch, desired properties) refuses it.
+// Azure IoT Hub allows 128.
 const MaxDeviceIDBytes = 256
 
-func (g *Gateway) deadLetterDeviceID(t routeTarget, dev string, payload []byte) {
+// checkDeviceID refuses a device id over MaxDeviceIDBytes.
+func checkDeviceID(id string) error {
+	if len(id) > MaxDeviceIDBytes {
+		return fmt.Errorf("%w: device id of %d bytes is over the limit of %d", ErrBadRequest, len(id), MaxDeviceIDBytes)
+	}
+	return nil
+}
+
+func (g *Gateway) deadLetterDeviceID(t routeTarget, dev string, payload []byte, why error) {
 	g.dead1.Add(1)
 	if g.dead != nil {
 		g.dead.DeadLetter(Rejected{Job: t.job, Partition: -1, Source: strings.ToValidUTF8(dev[:64], "") + "...",
-			DeadLetter: exec.DeadLetter{Input: t.input, Kind: DeadLetterDeviceID,
-				Reason: fmt.Sprintf("device id of %d bytes is over the limit of %d", len(dev), MaxDeviceIDBytes), Payload: payload}})
+			DeadLetter: exec.DeadLetter{Input: t.input, Kind: DeadLetterDeviceID, Reason: why.Error(), Payload: payload}})
 	}
 }
 

@@ -422,7 +422,12 @@ func senderOf(data []byte) (string, error) {
 // fits the link (the receivers refuse larger ones): checkpoints are the
 // one kind not split to size.
 func (n *Node) checkSizeOut(what string, m proto.Message) bool {
-	if size := proto.Size(m); size > n.maxMsg-1024 {
+	return n.fitsOut(what, proto.Size(m))
+}
+
+// fitsOut is checkSizeOut for a message already sized.
+func (n *Node) fitsOut(what string, size int) bool {
+	if size > n.maxMsg-1024 {
 		if last := n.oversizeLogAt.Load(); time.Since(time.Unix(0, last)) < 10*time.Second || !n.oversizeLogAt.CompareAndSwap(last, time.Now().UnixNano()) {
 			return false
 		}

@@ -182,11 +182,8 @@ type Node struct {
 	failovers, handoffs, forwarded, refusedFwd atomic.Uint64
 	// parkedIn counts events parked while cut off; parkedNow is how many
 	// wait in the store to be forwarded (park.go).
-	// refusedStale: the stream message being applied carried replication
-	// this gateway refused as stale (acceptReplication); its ack says so.
-	refusedStale atomic.Bool
-	parkedIn     atomic.Uint64
-	parkedNow    atomic.Int64
+	parkedIn  atomic.Uint64
+	parkedNow atomic.Int64
 }
 
 type replica struct {

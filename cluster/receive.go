@@ -66,14 +66,14 @@ func (n *Node) onStream(msg any) {
 		}
 		in.expected++
 		n.mu.Unlock()
-		n.refusedStale.Store(false)
+		notStored := false
 		if err := checkBody(m, n.parts, time.Now().UnixNano()); err != nil {
 			n.rej.refuse(err, "from", m.From, "seq", m.Seq)
 			n.refused(m, err)
 		} else {
-			n.apply(m)
+			notStored = n.apply(m)
 		}
-		n.ackTo(m.Addr, m.Session, m.Seq, n.refusedStale.Swap(false))
+		n.ackTo(m.Addr, m.Session, m.Seq, notStored)
 	case *pb.StreamAck:
 		if err := checkAck(m); err != nil {
 			n.rej.refuse(err, "from", m.From)
@@ -84,7 +84,7 @@ func (n *Node) onStream(msg any) {
 		if m.Unknown {
 			n.st.restart(m.From, m.Session)
 		} else {
-			fns = n.st.ack(m.From, m.Session, m.Seq, m.Stale)
+			fns = n.st.ack(m.From, m.Session, m.Seq, m.Refused)
 		}
 		n.st.mu.Unlock()
 		runAll(fns, true)
@@ -135,12 +135,12 @@ func (n *Node) onHeartbeat(msg any) {
 }
 
 // ackTo acknowledges a stream (sent directly: acks are idempotent);
-// stale: the message's replication was refused as stale.
-func (n *Node) ackTo(addr string, session, seq uint64, stale bool) {
+// refused: the message's replication was not stored.
+func (n *Node) ackTo(addr string, session, seq uint64, refused bool) {
 	if addr == "" {
 		return
 	}
-	n.post(actor.NewPID(addr, nodeActor), &pb.StreamAck{From: n.name, Session: session, Seq: seq, Stale: stale})
+	n.post(actor.NewPID(addr, nodeActor), &pb.StreamAck{From: n.name, Session: session, Seq: seq, Refused: refused})
 }
 
 // post sends one message to another gateway's actor (at most once).
@@ -161,20 +161,24 @@ func (n *Node) addrOf(member string) string {
 	return ""
 }
 
-// apply handles one stream message, in stream order.
-func (n *Node) apply(m *pb.StreamMsg) {
+// apply handles one stream message, in stream order; notStored: it
+// carried replication this gateway did not store (its ack says so).
+func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 	switch b := m.Body.(type) {
 	case *pb.StreamMsg_Log:
 		for _, g := range b.Log.Groups {
-			n.applyLog(m.From, g)
+			if !n.applyLog(m.From, g) {
+				notStored = true
+			}
 		}
 	case *pb.StreamMsg_Checkpoint:
 		p := int(b.Checkpoint.Partition)
 		if !n.acceptReplication(m.From, p, b.Checkpoint.Epoch) {
-			return
+			return true
 		}
 		if err := n.store.ApplySafeCheckpoint(p, b.Checkpoint.Safe); err != nil {
 			n.log.Error("replicated checkpoint not stored", "partition", p, "from", m.From, "error", err)
+			return true
 		}
 	case *pb.StreamMsg_Reset_:
 		p := int(b.Reset_.Partition)
@@ -239,6 +243,7 @@ func (n *Node) apply(m *pb.StreamMsg) {
 			}
 		}
 	}
+	return notStored
 }
 
 // refused answers a message refused for its body where the sender waits

@@ -108,13 +108,13 @@ func (n *Node) RelayRows(job, output string, rows []*pb.OutboxEntry) {
 	for len(rows) > 0 {
 		body, k := relayBatch(job, output, rows)
 		rows = rows[k:]
-		if !n.checkSizeOut("output relay", body) {
+		size := proto.Size(body)
+		if !n.fitsOut("output relay", size) {
 			n.relay.add(relayDropped, k*len(peers))
 			continue
 		}
-		size := int64(proto.Size(body))
 		for _, p := range peers {
-			n.relayTo(p, body, size, k)
+			n.relayTo(p, body, int64(size), k)
 		}
 	}
 }

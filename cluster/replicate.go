@@ -143,8 +143,8 @@ func (n *Node) catchUp(p int, member string) {
 	n.log.Debug("catching up a replica", "partition", p, "replica", member, "log_entries", entries)
 }
 
-// errStaleServer fails a group commit a replica refused as stale.
-var errStaleServer = errors.New("cluster: a replica knows a newer epoch of the partition, so another gateway serves it now; events refused")
+// errReplicaRefused fails a group commit a replica did not store.
+var errReplicaRefused = errors.New("cluster: a replica did not store the group commit (it knows a newer epoch of the partition, so another gateway serves it now, or it could not write it); events refused")
 
 // Replicate ships a group commit to the replicas of its partitions
 // (actors.ClusterLink): the channel yields nil once every replica has it
@@ -185,14 +185,15 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 	// cut off sees its replicas leave too, and must not apply (and
 	// acknowledge) what only it holds while the others take over.
 	var lostAt atomic.Int64
-	var stale atomic.Bool
+	var refused atomic.Bool
 	finish := func() {
-		if stale.Load() {
-			// A replica knows a newer epoch: another gateway serves (one
-			// of) these partitions now, and what this one logged must not
-			// be acknowledged (a paused gateway, back, still serving in
-			// its own eyes, acknowledged forwards nobody would apply).
-			done <- errStaleServer
+		if refused.Load() {
+			// A replica did not store it: most often it knows a newer
+			// epoch, so another gateway serves (one of) these partitions
+			// now, and what this one logged must not be acknowledged (a
+			// paused gateway, back, still serving in its own eyes,
+			// acknowledged forwards nobody would apply).
+			done <- errReplicaRefused
 			return
 		}
 		if t := lostAt.Load(); t != 0 {
@@ -234,7 +235,7 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 			if last {
 				finish()
 			}
-		}, func() { stale.Store(true) })
+		}, func() { refused.Store(true) })
 	}
 	if left == 0 {
 		finish()
@@ -314,7 +315,6 @@ func (n *Node) SafeCheckpoint(p int, sc *pb.SafeCheckpoint) {
 func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 	if n.gw.Serving(p) {
 		n.log.Warn("replication for a partition this gateway serves; ignored", "partition", p, "from", from)
-		n.refusedStale.Store(true)
 		return false
 	}
 	cur, err := n.epoch(p)
@@ -324,7 +324,6 @@ func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 	}
 	if epoch < cur {
 		n.log.Warn("replication from a stale epoch; ignored", "partition", p, "from", from, "epoch", epoch, "current", cur)
-		n.refusedStale.Store(true)
 		return false
 	}
 	if epoch > cur {
@@ -336,12 +335,15 @@ func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 	return true
 }
 
-func (n *Node) applyLog(from string, g *pb.ReplGroup) {
+// applyLog stores a replicated run of p's log; false when it did not.
+func (n *Node) applyLog(from string, g *pb.ReplGroup) bool {
 	p := int(g.Partition)
 	if !n.acceptReplication(from, p, g.Epoch) {
-		return
+		return false
 	}
 	if err := n.store.AppendAt(p, g.FirstSeq, 0, g.Entries); err != nil {
 		n.log.Error("replicated log not stored", "partition", p, "from", from, "error", err)
+		return false
 	}
+	return true
 }

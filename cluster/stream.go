@@ -45,9 +45,9 @@ type outMsg struct {
 	msg    *pb.StreamMsg
 	sentAt time.Time
 	onAck  func(ok bool) // ok false: the stream closed first (the member left)
-	// onStale runs (before onAck) when the member applied the message
-	// but refused the replication in it as stale (StreamAck.stale).
-	onStale func()
+	// onRefused runs (before onAck) when the member applied the message
+	// but did not store the replication in it (StreamAck.refused).
+	onRefused func()
 }
 
 // streams are this gateway's outgoing streams (guarded by mu).
@@ -80,41 +80,33 @@ func (s *streams) send(o *outStream, body *pb.StreamMsg, onAck func(ok bool)) {
 	s.post(o.pid, body)
 }
 
-// sendReplication is send with onStale: the member may refuse the
-// replication the message carries as stale.
-func (s *streams) sendReplication(o *outStream, body *pb.StreamMsg, onAck func(ok bool), onStale func()) {
+// sendReplication is send with onRefused: the member may not store the
+// replication the message carries.
+func (s *streams) sendReplication(o *outStream, body *pb.StreamMsg, onAck func(ok bool), onRefused func()) {
 	s.send(o, body, onAck)
-	o.unacked[len(o.unacked)-1].onStale = onStale
+	o.unacked[len(o.unacked)-1].onRefused = onRefused
 }
 
-// ack drops the messages up to seq and returns their callbacks: with
-// stale, the onStale of each (acks are cumulative: one lost ack makes the
-// next cover more, and calling a commit stale that was not only fails it,
-// which its publishers survive), then the onAck of each.
-func (s *streams) ack(member string, session, seq uint64, stale bool) []func(bool) {
+// ack drops the messages up to seq and returns their callbacks, in order;
+// with refused, each message's onRefused comes before its onAck (acks are
+// cumulative: one lost ack makes the next cover more, and calling refused
+// a commit that was stored only fails it, which its publishers survive).
+func (s *streams) ack(member string, session, seq uint64, refused bool) []func(bool) {
 	o := s.out[member]
 	if o == nil || o.session != session {
 		return nil
 	}
-	var stales []func()
 	var fns []func(bool)
 	i := 0
 	for ; i < len(o.unacked) && o.unacked[i].msg.Seq <= seq; i++ {
-		if f := o.unacked[i].onStale; stale && f != nil {
-			stales = append(stales, f)
+		if f := o.unacked[i].onRefused; refused && f != nil {
+			fns = append(fns, func(bool) { f() })
 		}
 		if f := o.unacked[i].onAck; f != nil {
 			fns = append(fns, f)
 		}
 	}
 	o.unacked = o.unacked[i:]
-	if len(stales) > 0 {
-		fns = append([]func(bool){func(bool) {
-			for _, f := range stales {
-				f()
-			}
-		}}, fns...)
-	}
 	return fns
 }
 

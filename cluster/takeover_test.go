@@ -521,7 +521,27 @@ func TestStaleReplicaRefusalFailsTheCommit(t *testing.T) {
 			return nil
 		}
 	}
-	require.ErrorIs(t, commit(), errStaleServer, "acknowledged although the replica refused it")
+	require.ErrorIs(t, commit(), errReplicaRefused, "acknowledged although the replica refused it")
 	require.NoError(t, b.setEpoch(p, 2)) // the same epoch as a: accepted
 	require.NoError(t, commit())
+}
+
+// TestParkedForwardAnswersErrParked: cut off from the majority, Forward
+// parks the entries and answers actors.ErrParked, not nil, so a forward
+// to partition 0 does not count as logged there (the source keeps its
+// log), while a publisher's event still counts as taken.
+func TestParkedForwardAnswersErrParked(t *testing.T) {
+	tn := newTestNet()
+	a := newTestNode(t, tn, "gw1", 2)
+	a.quorumAt.Store(0) // has not heard a majority: cut off
+	require.True(t, a.parking())
+	got := make(chan error, 1)
+	a.Forward(0, []*pb.LogEntry{{Device: "dev", Input: "readings", Payload: []byte(`{"seq":1}`)}}, func(err error) { got <- err })
+	select {
+	case err := <-got:
+		require.ErrorIs(t, err, actors.ErrParked)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	require.EqualValues(t, 1, a.parkedNow.Load())
 }

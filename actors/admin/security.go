@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -224,6 +225,16 @@ func (g *guard) authOn() bool { return g.sec.TokensFile != "" || g.sec.ClientCer
 // principal is who made a request.
 type principal struct{ name, role, via string }
 
+// principalKey keys a request's principal in its context (wrap puts it
+// there for the handlers).
+type principalKey struct{}
+
+// principalOf is who made r, as wrap found it.
+func principalOf(r *http.Request) (principal, bool) {
+	p, ok := r.Context().Value(principalKey{}).(principal)
+	return p, ok
+}
+
 // authenticate finds the caller: a bearer token if one is sent (it must
 // be valid), else a verified client certificate.
 func (g *guard) authenticate(r *http.Request) (principal, string) {
@@ -395,7 +406,7 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 		if changes(r.Method) {
 			g.logger.Info("admin API change", "method", r.Method, "path", r.URL.Path, "by", p.name, "via", p.via, "remote", r.RemoteAddr)
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 

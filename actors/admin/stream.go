@@ -154,10 +154,8 @@ func (a *API) consoleStream(w http.ResponseWriter, r *http.Request) {
 // caller names who holds a stream: the token or certificate it
 // authenticated with, else its address (without authentication).
 func (a *API) caller(r *http.Request) string {
-	if a.guard.authOn() {
-		if p, why := a.guard.authenticate(r); why == "" {
-			return p.via + ":" + p.name
-		}
+	if p, ok := principalOf(r); ok && p.via != "none" {
+		return p.via + ":" + p.name
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/millstream/millstream/internal/mqttwire"
 	"github.com/millstream/millstream/internal/testutil"
 )
 
@@ -138,33 +139,15 @@ func newSubscribeHolder(t *testing.T, broker string) *subscribeHolder {
 func (h *subscribeHolder) pump(from io.Reader, to io.Writer) {
 	r := bufio.NewReader(from)
 	for {
-		first, err := r.ReadByte()
+		header, body, err := mqttwire.ReadPacket(r)
 		if err != nil {
 			return
 		}
-		pkt := []byte{first}
-		n, mult := 0, 1
-		for {
-			b, err := r.ReadByte()
-			if err != nil {
-				return
-			}
-			pkt = append(pkt, b)
-			n += int(b&0x7f) * mult
-			if b&0x80 == 0 {
-				break
-			}
-			mult *= 128
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return
-		}
-		if first>>4 == 8 { // SUBSCRIBE
+		if header>>4 == 8 { // SUBSCRIBE
 			h.held.Store(true)
 			<-h.released
 		}
-		if _, err := to.Write(append(pkt, body...)); err != nil {
+		if _, err := to.Write(append(mqttwire.AppendRemaining([]byte{header}, len(body)), body...)); err != nil {
 			return
 		}
 	}

@@ -606,11 +606,11 @@ type StreamAck struct {
 	// The receiver does not know the session (it dropped the sender as dead
 	// meanwhile): the sender starts a new session and resends.
 	Unknown bool `protobuf:"varint,4,opt,name=unknown,proto3" json:"unknown,omitempty"`
-	// The receiver applied message seq but refused replication in it: the
-	// sender's epoch of a partition is older than the receiver's, or the
-	// receiver serves the partition itself. The sender no longer serves
-	// it: what it replicated is not acknowledged.
-	Stale         bool `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
+	// The receiver applied message seq but did not store the replication
+	// in it: it knows a newer epoch of the partition than the sender's,
+	// serves the partition itself, or could not write it. What the sender
+	// replicated is not on this replica, so it is not acknowledged.
+	Refused       bool `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,9 +673,9 @@ func (x *StreamAck) GetUnknown() bool {
 	return false
 }
 
-func (x *StreamAck) GetStale() bool {
+func (x *StreamAck) GetRefused() bool {
 	if x != nil {
-		return x.Stale
+		return x.Refused
 	}
 	return false
 }
@@ -1515,13 +1515,13 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\")\n" +
 	"\rForgetGateway\x12\x18\n" +
-	"\agateway\x18\x01 \x01(\tR\agateway\"{\n" +
+	"\agateway\x18\x01 \x01(\tR\agateway\"\x7f\n" +
 	"\tStreamAck\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x18\n" +
-	"\aunknown\x18\x04 \x01(\bR\aunknown\x12\x14\n" +
-	"\x05stale\x18\x05 \x01(\bR\x05stale\"\x8f\x01\n" +
+	"\aunknown\x18\x04 \x01(\bR\aunknown\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\bR\arefused\"\x8f\x01\n" +
 	"\tReplGroup\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
