@@ -173,11 +173,28 @@ func ConnectExternal(cfg *pb.ExternalBroker, g *Gateway, topics func() []string,
 	if qos > 1 {
 		return nil, fmt.Errorf("actors: broker %s: qos must be 0 or 1", cfg.Url)
 	}
+	if g != nil {
+		// The default handler, not a route added by Subscribe: a
+		// resumed session's broker sends what it queued, and resends
+		// what was in flight, right after CONNACK, before the connect
+		// handler (a goroutine of its own) has subscribed again. paho
+		// neither delivers nor acknowledges a message no handler
+		// takes, and the broker would keep it in its in-flight window
+		// until the next reconnect: acknowledged to its device, never
+		// counted (the nemesis lost readings that way). The same goes
+		// for a message of a topic the session subscribed to under an
+		// earlier configuration: taken, counted as unrouted and
+		// acknowledged.
+		opts.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { e.ingest(g, cfg.Url, m, logger) })
+	}
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		e.mu.Lock()
 		e.back(logger, false)
 		e.mu.Unlock()
 		if g != nil {
+			if hook := testHookBeforeSubscribe.Load(); hook != nil {
+				(*hook)()
+			}
 			e.subscribe(c, cfg, g, topics, qos, logger)
 		}
 	})
@@ -231,32 +248,9 @@ func (e *External) subscribe(c paho.Client, cfg *pb.ExternalBroker, g *Gateway, 
 		e.subscribed.Store(true) // nothing to read yet
 		return
 	}
-	tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
-		e.received.Add(1)
-		if g.Oversized(m.Topic(), m.Payload()) {
-			// Acknowledged in turn: a resend could never succeed.
-			e.oversized.Add(1)
-			e.acks <- pendingAck{msg: m}
-			return
-		}
-		payload := append([]byte(nil), m.Payload()...)
-		n, commit, err := g.IngestTopicAsync(m.Topic(), payload)
-		if err != nil {
-			// Not acknowledged: the broker sends it again after a
-			// reconnect.
-			e.refused.Add(1)
-			if !errors.Is(err, ErrClosed) {
-				logger.Error("ingest from external broker", "broker", cfg.Url, "error", err)
-				e.redeliver(logger)
-			}
-			return
-		}
-		if n == 0 {
-			e.unrouted.Add(1)
-		}
-		// Acknowledged once logged (D1), in order, by acker.
-		e.acks <- pendingAck{commit: commit, msg: m}
-	})
+	// nil: what arrives goes to the default handler, set before the
+	// connection exists (ingest).
+	tok := c.SubscribeMultiple(filters, nil)
 	var err error
 	if !tok.WaitTimeout(10 * time.Second) {
 		err = errors.New("no answer within 10 s")
@@ -278,6 +272,39 @@ func (e *External) subscribe(c paho.Client, cfg *pb.ExternalBroker, g *Gateway, 
 			e.subscribe(c, cfg, g, topics, qos, logger)
 		}
 	})
+}
+
+// testHookBeforeSubscribe, set by tests, delays the subscription after a
+// connect, as a busy machine's scheduler may.
+var testHookBeforeSubscribe atomic.Pointer[func()]
+
+// ingest takes one message from the broker; it is acknowledged in turn by
+// acker once the gateway has it, or not at all if the gateway refuses it.
+func (e *External) ingest(g *Gateway, url string, m paho.Message, logger *slog.Logger) {
+	e.received.Add(1)
+	if g.Oversized(m.Topic(), m.Payload()) {
+		// Acknowledged in turn: a resend could never succeed.
+		e.oversized.Add(1)
+		e.acks <- pendingAck{msg: m}
+		return
+	}
+	payload := append([]byte(nil), m.Payload()...)
+	n, commit, err := g.IngestTopicAsync(m.Topic(), payload)
+	if err != nil {
+		// Not acknowledged: the broker sends it again after a
+		// reconnect.
+		e.refused.Add(1)
+		if !errors.Is(err, ErrClosed) {
+			logger.Error("ingest from external broker", "broker", url, "error", err)
+			e.redeliver(logger)
+		}
+		return
+	}
+	if n == 0 {
+		e.unrouted.Add(1)
+	}
+	// Acknowledged once logged (D1), in order, by acker.
+	e.acks <- pendingAck{commit: commit, msg: m}
 }
 
 // Publish implements Publisher. While the connection is down it fails at
