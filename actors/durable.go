@@ -67,6 +67,9 @@ type DurableStats struct {
 	// ReplayDeaths: replays of a partition that the previous process
 	// ended in (replayguard.go).
 	ReplayDeaths uint64
+	// ForwardRedos: failed commits that lost a partition's forwards to
+	// partition 0, which it then forwarded again (fwdredo.go).
+	ForwardRedos uint64
 	// IngestWaits: device messages that waited for the log writer's
 	// back-pressure (Config.MaxQueuedBytes).
 	IngestWaits uint64
@@ -78,7 +81,8 @@ func (g *Gateway) DurableStats() DurableStats {
 		Duplicates: g.duplicates.Load(), RestoreFailures: g.restoreFailures.Load(), LogErrors: g.logErrors.Load(),
 		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load(),
 		ForwardResends: g.forwardResends.Load(), SequenceUnverified: g.seqUnverified.Load(),
-		StaleCheckpoints: g.staleCheckpoints.Load(), ReplayDeaths: g.replayDeaths.Load(), IngestWaits: g.ingestWaits.Load()}
+		StaleCheckpoints: g.staleCheckpoints.Load(), ReplayDeaths: g.replayDeaths.Load(), IngestWaits: g.ingestWaits.Load(),
+		ForwardRedos: g.forwardRedos.Load()}
 }
 
 var (

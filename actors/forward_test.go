@@ -3,6 +3,8 @@ package actors
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -99,16 +101,8 @@ outputs:
   - {name: totals, file: {path: %q}}
 `, filepath.Join(dir, "totals.jsonl"))))
 	require.NoError(t, err)
-	st, outs, logger := openStoreAndOutputs(t, dir)
 	link := &heldForwardLink{}
-	g := New(Config{Partitions: 2, Store: st, Logger: logger, Clustered: true, SequenceField: "seq"}, outs, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	defer func() { require.NoError(t, g.Close(ctx)) }()
-	require.NoError(t, g.SetCluster(link))
-	require.NoError(t, outs.Configure(job))
-	require.NoError(t, g.Deploy(ctx, job))
-	require.NoError(t, g.Recover(ctx))
+	g, ctx := clusteredGateway(t, dir, Config{SequenceField: "seq"}, link, job)
 	require.NoError(t, g.Serve(ctx, 1, 1))
 
 	// Readings of a device of partition 1, the second one sent twice (its
@@ -144,6 +138,28 @@ outputs:
 		require.Len(t, pos, 2, "reading %d: forwarded by the first run and by the recovery", seq)
 		require.Equal(t, pos[0], pos[1], "reading %d forwarded at two positions: partition 0 would count it twice", seq)
 	}
+}
+
+// clusteredGateway starts a clustered durable gateway of two partitions
+// with its store in dir, cfg's other settings, link and job, serving
+// nothing yet; it is closed when the test ends.
+func clusteredGateway(t *testing.T, dir string, cfg Config, link ClusterLink, job *pb.Job) (*Gateway, context.Context) {
+	st, outs, logger := openStoreAndOutputs(t, dir)
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	cfg.Partitions, cfg.Store, cfg.Logger, cfg.Clustered = 2, st, logger, true
+	g := New(cfg, outs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(func() {
+		require.NoError(t, g.Close(ctx))
+		cancel()
+	})
+	require.NoError(t, g.SetCluster(link))
+	require.NoError(t, outs.Configure(job))
+	require.NoError(t, g.Deploy(ctx, job))
+	require.NoError(t, g.Recover(ctx))
+	return g, ctx
 }
 
 // answerLink is a cluster link whose Forward answers at once with err.

@@ -224,6 +224,9 @@ type Gateway struct {
 	log              *logWriter
 	ready            atomic.Bool // recovered; Ingest accepts events
 	fwdLogged        []atomic.Uint64
+	redoMu           sync.Mutex
+	redo             []fwdRedo // by source partition (fwdredo.go)
+	forwardRedos     atomic.Uint64
 	checkpoints      atomic.Uint64
 	replayedEntries  atomic.Uint64
 	replayedRows     atomic.Uint64
@@ -309,6 +312,7 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	if cfg.Store != nil {
 		g.store = cfg.Store
 		g.fwdLogged = make([]atomic.Uint64, cfg.Partitions)
+		g.redo = make([]fwdRedo, cfg.Partitions)
 		g.log = newLogWriter(g)
 		if j, err := cfg.Store.OpenReplayJournal(); err != nil {
 			cfg.Logger.Warn("replay journal not opened; a log entry that ends the process would not be found", "error", err)

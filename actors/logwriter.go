@@ -278,6 +278,11 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 	gen.err = err
 	close(gen.done) // durable: the publishers may be acknowledged (D1)
 	if err != nil {
+		for i, g := range groups {
+			if g.Partition == 0 {
+				w.g.failedForwards(batches[i])
+			}
+		}
 		var n int64
 		for _, evs := range batches {
 			for i := range evs {
@@ -290,6 +295,9 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 	size := w.g.cfg.BatchSize
 	for i, g := range groups {
 		evs := batches[i]
+		if g.Partition == 0 {
+			w.g.skipStaleForwards(evs)
+		}
 		for off := 0; off < len(evs); off += size {
 			end := min(off+size, len(evs))
 			b := &eventBatch{events: evs[off:end], seq0: g.First + uint64(off), release: w}
@@ -300,7 +308,7 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 		}
 		if g.Partition == 0 {
 			for _, e := range evs {
-				if e.forwarded && e.srcSeq > 0 && e.origin == "" {
+				if e.forwarded && e.srcSeq > 0 && e.origin == "" && !e.skip {
 					if a := &w.g.fwdLogged[e.src]; a.Load() < e.srcSeq {
 						a.Store(e.srcSeq)
 					}

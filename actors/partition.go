@@ -39,6 +39,11 @@ type (
 		srcSeq uint64
 		srcIdx uint32
 		mark   bool
+		// fwdGen: the source's forward generation; skip: partition 0
+		// does not apply this local forward, a redo replaces it
+		// (fwdredo.go).
+		fwdGen uint32
+		skip   bool
 		// Clustered: forwarded by another gateway (C7).
 		origin string
 		oseq   uint64
@@ -96,6 +101,7 @@ type partition struct {
 	// Durable state (D1-D4).
 	applied    uint64 // last log entry applied
 	fwdIdx     uint32 // forwarded events produced by entry applied so far
+	fwdGen     uint32 // forward generation (fwdredo.go)
 	dlIdx      uint32 // dead letters of entry applied so far
 	budgetAt   int64  // event time of the last memory budget check
 	curDevice  string // device of the event being applied (dead letters)
@@ -172,7 +178,7 @@ func (p *partition) Receive(ctx actor.Context) {
 					continue // replayed already after a restart
 				}
 				p.setApplied(seq)
-				if p.g.poisoned(p.id, seq, e) {
+				if e.skip || p.g.poisoned(p.id, seq, e) {
 					continue
 				}
 			}
@@ -206,6 +212,8 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 	case *recoverMsg:
 		ctx.Respond(&doneReply{err: p.recover()})
+	case *redoForwardsMsg:
+		p.redoForwards()
 	case *serveMsg:
 		p.reset()
 		err := p.recover()
@@ -592,6 +600,9 @@ func (p *partition) forwardTo(d *deployedJob, e event) {
 func (p *partition) flushForward() {
 	if len(p.forwardBuf) == 0 {
 		return
+	}
+	for i := range p.forwardBuf {
+		p.forwardBuf[i].fwdGen = p.fwdGen
 	}
 	if p.g.log != nil {
 		// Through partition 0's log, so its replay sees them in the same

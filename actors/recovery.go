@@ -23,6 +23,9 @@ import (
 // forwarded events to are known (D3).
 func (p *partition) recover() error {
 	st := p.g.store
+	// The replay forwards again what partition 0 has not logged, lost
+	// forwards too (fwdredo.go): a redo open for this partition is done.
+	p.fwdGen, _ = p.g.takeRedo(p.id)
 	cp, err := st.LoadCheckpoint(p.id)
 	if errors.Is(err, state.ErrCorrupt) && p.g.cfg.ResetDamaged {
 		p.g.damagedReset.Add(1)

@@ -75,7 +75,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ds := st.DurableStats
 		for kind, v := range map[string]uint64{"checkpoints": ds.Checkpoints, "replayed_entries": ds.ReplayedEntries, "replayed_rows": ds.ReplayedRows,
 			"duplicates": ds.Duplicates, "sequence_unverified": ds.SequenceUnverified, "stale_checkpoints": ds.StaleCheckpoints, "restore_failures": ds.RestoreFailures, "log_errors": ds.LogErrors, "outbox_errors": ds.OutboxErrors,
-			"refused_over_quota": ds.RefusedOverQuota, "skipped_poison": ds.SkippedPoison, "damaged_reset": ds.DamagedReset, "replay_deaths": ds.ReplayDeaths, "ingest_waits": ds.IngestWaits} {
+			"refused_over_quota": ds.RefusedOverQuota, "skipped_poison": ds.SkippedPoison, "damaged_reset": ds.DamagedReset, "replay_deaths": ds.ReplayDeaths, "ingest_waits": ds.IngestWaits, "forward_redos": ds.ForwardRedos} {
 			ch <- prometheus.MustNewConstMetric(descDurable, prometheus.CounterValue, float64(v), kind)
 		}
 	}

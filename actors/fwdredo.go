@@ -1,0 +1,144 @@
+package actors
+
+import (
+	"errors"
+
+	pb "github.com/millstream/millstream/proto/millstreampb"
+)
+
+// Forwards to partition 0 that a failed group commit lost.
+//
+// Where this gateway serves partition 0, a partition forwards the events of
+// the jobs that run there only through the next group commit (a local
+// forward; flushForward). If that commit fails (not replicated, fenced, a
+// write error), partition 0 does not apply them and nobody sends them
+// again: the source's own events were committed earlier, so their
+// publishers were acknowledged. Later forwards, in commits already under
+// way, would be applied, and partition 0, which applies a source's
+// forwards once by position (D3), would drop the lost ones if they came
+// after. (The churn nemesis' seed 101 lost two readings from the jobs on
+// partition 0 around a pause, which fails commits.)
+//
+// So a failed local forward opens a redo for its source: a new forward
+// generation and the position the source forwards again from. Partition 0
+// skips the local forwards of older generations still under way (they are
+// in its log: a replay applies them there and drops the copies by
+// position), and the source partition, told by a message, forwards its log
+// again from that position, and everything after, under the new
+// generation.
+type fwdRedo struct {
+	gen   uint32 // forwards of an older generation are skipped
+	from  uint64 // the source's first position to forward again
+	taken bool   // the source partition has forwarded again since
+}
+
+// redoForwardsMsg tells a source partition that forwards of its were lost.
+type redoForwardsMsg struct{}
+
+// failedForwards opens a redo for each source whose local forwards are in
+// a failed commit's partition-0 events. Called by the log writer's
+// completion, in commit order.
+func (g *Gateway) failedForwards(evs []event) {
+	from := map[int]uint64{}
+	for i := range evs {
+		e := &evs[i]
+		if e.forwarded && e.origin == "" && e.srcSeq > 0 && e.src != 0 && !e.skip {
+			if f, ok := from[e.src]; !ok || e.srcSeq < f {
+				from[e.src] = e.srcSeq
+			}
+		}
+	}
+	if len(from) == 0 {
+		return
+	}
+	g.redoMu.Lock()
+	for src, f := range from {
+		r := &g.redo[src]
+		if r.taken || r.gen == 0 {
+			r.from = f
+		} else {
+			r.from = min(r.from, f)
+		}
+		r.gen++
+		r.taken = false
+	}
+	g.redoMu.Unlock()
+	g.forwardRedos.Add(uint64(len(from)))
+	for src, f := range from {
+		g.cfg.Logger.Warn("forwards to partition 0 not committed; the source partition forwards them again",
+			"partition", src, "from_position", f)
+		g.system.Root.Send(g.parts[src], &redoForwardsMsg{})
+	}
+}
+
+// skipStaleForwards marks the local forwards of a successful commit's
+// partition-0 events that a redo replaces (see fwdRedo).
+func (g *Gateway) skipStaleForwards(evs []event) {
+	if g.forwardRedos.Load() == 0 {
+		return // the usual case: no lock per commit
+	}
+	g.redoMu.Lock()
+	defer g.redoMu.Unlock()
+	for i := range evs {
+		e := &evs[i]
+		if e.forwarded && e.origin == "" && e.srcSeq > 0 && e.fwdGen < g.redo[e.src].gen {
+			e.skip = true
+		}
+	}
+}
+
+// takeRedo returns the source's current forward generation and where to
+// forward again from (0: nothing to forward again), and marks it taken.
+func (g *Gateway) takeRedo(src int) (gen uint32, from uint64) {
+	if g.redo == nil {
+		return 0, 0
+	}
+	g.redoMu.Lock()
+	defer g.redoMu.Unlock()
+	r := &g.redo[src]
+	if r.taken {
+		return r.gen, 0
+	}
+	r.taken = true
+	return r.gen, r.from
+}
+
+var errReadEnough = errors.New("read enough")
+
+// redoForwards forwards the log again from the redo's position, through
+// what the partition has applied, under the new generation.
+func (p *partition) redoForwards() {
+	gen, from := p.g.takeRedo(p.id)
+	p.fwdGen = gen
+	if from == 0 || !p.active || p.id == 0 {
+		return // nothing new, or a recovery forwards again anyway
+	}
+	p.flushForward()
+	own := p.applied
+	n := 0
+	err := p.g.store.ReadLog(p.id, from-1, func(seq uint64, le *pb.LogEntry) error {
+		if seq > own {
+			return errReadEnough
+		}
+		e := eventOf(le)
+		if e.tick || e.forwarded || p.g.poisoned(p.id, seq, e) || !p.forwardedFirst(seq) {
+			return nil
+		}
+		p.setApplied(seq)
+		p.forward(e)
+		n++
+		if len(p.forwardBuf) >= 256 {
+			p.flushForward()
+		}
+		return nil
+	})
+	p.setApplied(own)
+	p.flushForward()
+	if err != nil && !errors.Is(err, errReadEnough) {
+		// The entries stay in the log (it is truncated only past what
+		// partition 0 logged): a take-over or restart forwards them.
+		p.g.cfg.Logger.Error("forwarding again to partition 0 failed", "partition", p.id, "from_position", from, "error", err)
+		return
+	}
+	p.g.cfg.Logger.Info("forwarded to partition 0 again", "partition", p.id, "from_position", from, "through_position", own, "entries", n)
+}
