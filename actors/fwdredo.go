@@ -114,7 +114,12 @@ func (p *partition) redoForwards() {
 		return // nothing new, or a recovery forwards again anyway
 	}
 	p.flushForward()
-	own := p.applied
+	// Each entry's forwards are numbered from 0 again, as the first run
+	// numbered them: partition 0 applies a forward once by (source,
+	// position, index), and the first copy may be applied after all (the
+	// failed commit can be on replicas: the gateway taking partition 0
+	// over replays it).
+	own, idx, dl := p.applied, p.fwdIdx, p.dlIdx
 	n := 0
 	err := p.g.store.ReadLog(p.id, from-1, func(seq uint64, le *pb.LogEntry) error {
 		if seq > own {
@@ -124,7 +129,7 @@ func (p *partition) redoForwards() {
 		if e.tick || e.forwarded || p.g.poisoned(p.id, seq, e) || !p.forwardedFirst(seq) {
 			return nil
 		}
-		p.setApplied(seq)
+		p.applied, p.fwdIdx = seq, 0
 		p.forward(e)
 		n++
 		if len(p.forwardBuf) >= 256 {
@@ -132,7 +137,7 @@ func (p *partition) redoForwards() {
 		}
 		return nil
 	})
-	p.setApplied(own)
+	p.applied, p.fwdIdx, p.dlIdx = own, idx, dl
 	p.flushForward()
 	if err != nil && !errors.Is(err, errReadEnough) {
 		// The entries stay in the log (it is truncated only past what
