@@ -333,7 +333,7 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	} else {
 		g.ready.Store(true)
 	}
-	supervisor := actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
+	supervisor := restartPolicy()
 	for i := 0; i < cfg.Partitions; i++ {
 		id := i
 		props := actor.PropsFromProducer(func() actor.Actor { return &partition{g: g, id: id} },

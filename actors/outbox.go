@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
@@ -63,6 +65,7 @@ type OutputStatus struct {
 	Dropped      uint64  `json:"droppedOverQuota"`
 	DeadLettered int64   `json:"deadLettered"`
 	Retries      uint64  `json:"retries"`
+	Restarts     uint64  `json:"restarts"` // the drainer restarted after a panic
 	Full         bool    `json:"full"`
 	OldestAge    float64 `json:"oldestAgeSeconds"`
 	LastError    string  `json:"lastError,omitempty"`
@@ -172,7 +175,7 @@ func (o *Outputs) Status() []OutputStatus {
 func (o *Outputs) startDrainer(key string, s deliverer, cfg *pb.Delivery) {
 	d := &drainer{o: o, key: key, sink: s, store: o.box, logger: o.warnLogger(),
 		ttl: DefaultTTL, quota: DefaultQuota, policy: "reject", min: DefaultRetryMin, max: DefaultRetryMax, rows: DefaultDrainRows,
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		done: make(chan struct{})}
 	if cfg != nil {
 		if cfg.Ttl != nil {
 			d.ttl = cfg.Ttl.AsDuration()
@@ -194,11 +197,31 @@ func (o *Outputs) startDrainer(key string, s deliverer, cfg *pb.Delivery) {
 		}
 		d.liveFirst = cfg.LiveFirst
 	}
+	if o.system == nil {
+		o.system = newActorSystem(d.logger)
+	}
+	d.system = o.system
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	o.drainers[key] = d
-	go d.run()
+	// The producer returns d itself: a restart keeps the drainer's place
+	// in the outbox and its counters.
+	props := actor.PropsFromProducer(func() actor.Actor { return d }, actor.WithSupervisor(restartPolicy()))
+	d.pid = o.system.Root.Spawn(props)
 }
 
-// drainer sends one output's outbox to its sink.
+// restartPolicy is how the gateway's actors are restarted after a panic:
+// at once, then with exponential backoff from 100 ms while they fail again
+// within 10 s.
+func restartPolicy() actor.SupervisorStrategy {
+	return actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
+}
+
+// drainer is the actor that sends one output's outbox to its sink, one
+// batch per drainStep. Between batches it waits on a timer: idle (new
+// rows, drainKick, end the wait) or backing off after a failure (they do
+// not). A panic while delivering restarts it (restartPolicy); a batch that
+// panicked is sent again one row at a time, and a row whose delivery
+// panics alone is dead-lettered, so one bad row cannot stop the output.
 type drainer struct {
 	o         *Outputs
 	key       string
@@ -212,10 +235,28 @@ type drainer struct {
 	rows      int
 	liveFirst bool
 
-	kick     chan struct{}
-	stop     chan struct{}
+	system   *actor.ActorSystem
+	pid      *actor.PID
+	ctx      context.Context // cancelled when stopping: ends a delivery
+	cancel   context.CancelFunc
+	stopped  atomic.Bool
 	stopOnce sync.Once
 	done     chan struct{}
+	kicked   atomic.Bool // a drainKick is on its way
+
+	// The actor's own state.
+	started  bool
+	backoff  time.Duration
+	fresh    bool // live-first: alternate newest and oldest batches
+	waiting  drainWait
+	timer    *time.Timer
+	stepGen  uint64   // a drainStep of an older generation is stale
+	inFlight []uint64 // the first and last seq of the batch being delivered
+	// isolateThrough: rows up to here are delivered one at a time (a
+	// batch holding them panicked); poison: the row whose delivery
+	// panicked alone.
+	isolateThrough, poison uint64
+	single                 bool
 
 	cursor       uint64 // rows up to here are gone (O1)
 	deletedTo    uint64 // rows up to here are deleted from the store
@@ -227,20 +268,39 @@ type drainer struct {
 	dropped      atomic.Uint64
 	abandoned    atomic.Uint64 // rows of partitions given up (Abandon)
 	retries      atomic.Uint64
+	restarts     atomic.Uint64
 	lastErr      atomic.Pointer[string]
 	oldestQueued atomic.Int64 // enqueue time of the oldest row seen, unix ns
 }
 
+type drainWait int
+
+const (
+	busy      drainWait = iota // a drainStep is queued
+	idleWait                   // nothing to send: new rows end the wait
+	retryWait                  // backing off after a failure
+)
+
+// Messages to a drainer.
+type (
+	drainStep struct{ gen uint64 }
+	drainKick struct{}
+)
+
+// wake tells the drainer that rows came (one message on its way at most).
 func (d *drainer) wake() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
+	if !d.stopped.Load() && d.kicked.CompareAndSwap(false, true) {
+		d.system.Root.Send(d.pid, drainKick{})
 	}
 }
 
 // close stops the drainer (again: nothing more).
 func (d *drainer) close() {
-	d.stopOnce.Do(func() { close(d.stop) })
+	d.stopOnce.Do(func() {
+		d.stopped.Store(true)
+		d.cancel()
+		_ = d.system.Root.StopFuture(d.pid).Wait()
+	})
 	<-d.done
 }
 
@@ -263,7 +323,7 @@ func (d *drainer) status() OutputStatus {
 	st := d.store.Outbox(d.key)
 	s := OutputStatus{Output: d.key, Backlog: st.Entries, BacklogBytes: st.Bytes, QuotaBytes: d.quota, Policy: d.policy,
 		Delivered: d.delivered.Load(), Expired: d.expired.Load(), Abandoned: d.abandoned.Load(), Dropped: d.dropped.Load(), DeadLettered: st.Dead,
-		Retries: d.retries.Load(), Full: st.Bytes >= d.quota}
+		Retries: d.retries.Load(), Restarts: d.restarts.Load(), Full: st.Bytes >= d.quota}
 	if t := d.oldestQueued.Load(); t > 0 && st.Entries > 0 {
 		s.OldestAge = time.Since(time.Unix(0, t)).Seconds()
 	}
@@ -273,105 +333,174 @@ func (d *drainer) status() OutputStatus {
 	return s
 }
 
-func (d *drainer) run() {
-	defer close(d.done)
-	defer d.setFull(false)
-	defer d.flushDeletes(true)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-d.stop:
-			cancel()
-		case <-ctx.Done():
+// Receive implements actor.Actor.
+func (d *drainer) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		if d.started {
+			d.restarts.Add(1)
 		}
-	}()
-	backoff := d.min
-	fresh := true // live-first: alternate newest and oldest batches
-	for {
-		d.enforce()
-		d.flushDeletes(false)
-		var items []state.OutboxItem
-		var err error
-		if d.liveFirst && fresh {
-			items, err = d.store.ReadOutbox(d.key, d.cursor, d.rows, true)
-		} else {
-			items, err = d.store.ReadOutbox(d.key, d.cursor, d.rows, false)
-		}
-		head := !(d.liveFirst && fresh)
-		if err != nil {
-			d.fail(err)
-			if !d.sleep(d.max, false) {
-				return
+		d.started, d.backoff, d.fresh = true, d.min, true
+		d.next(c)
+	case *actor.Restarting:
+		d.stopTimer()
+		if r := d.inFlight; r != nil {
+			d.logger.Error("output drainer restarted: delivering a batch panicked", "output", d.key, "first_row", r[0], "last_row", r[1], "one_row", d.single)
+			if d.single {
+				d.poison = r[0]
+			} else {
+				d.isolateThrough = max(d.isolateThrough, r[1])
 			}
-			continue
+			d.inFlight = nil
 		}
-		if len(items) == 0 {
-			if !head {
-				fresh = false // no fresh rows: the backlog
-				continue
+	case *actor.Stopping:
+		d.stopTimer()
+		d.flushDeletes(true)
+		d.setFull(false)
+	case *actor.Stopped:
+		close(d.done)
+	case drainStep:
+		if m.gen == d.stepGen && !d.stopped.Load() {
+			d.step(c)
+		}
+	case drainKick:
+		d.kicked.Store(false)
+		switch d.waiting {
+		case idleWait:
+			if d.store.Outbox(d.key).Entries == 0 {
+				return // rows of other outputs came
 			}
-			fresh = true
-			d.flushDeletes(true)
-			d.compact()
-			if !d.sleep(time.Second, true) {
-				return
-			}
-			continue
-		}
-		d.oldestQueued.Store(items[0].Entry.Enqueued)
-		items = d.expire(items, head)
-		if len(items) == 0 {
-			continue
-		}
-		if items = d.dropAbandoned(items, head); len(items) == 0 {
-			continue
-		}
-		if f := d.o.fenced; f != nil && f() {
-			// Cut off from the cluster's majority: another gateway may
-			// serve these rows' partitions by now.
-			if !d.sleep(100*time.Millisecond, false) {
-				return
-			}
-			continue
-		}
-		n, err := d.deliver(ctx, items)
-		if err == nil && d.liveFirst {
-			fresh = !fresh // newest, then a batch of the backlog
-		}
-		if n > 0 {
-			d.remove(items[:n], false, head)
-			d.delivered.Add(uint64(n))
-			d.lastErr.Store(nil)
-			if head {
-				d.cursor = items[n-1].Seq
-			}
-			backoff = d.min
-		}
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, errPermanent) {
-			// The row at n is refused for good: dead letter, go on.
-			d.remove(items[n:n+1], true, false)
-			if head {
-				d.cursor = items[n].Seq
-			}
-			d.fail(err)
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		d.retries.Add(1)
-		d.fail(err)
-		d.expireHead()
-		wait := backoff/2 + rand.N(backoff/2+1) // jitter: [backoff/2, backoff]
-		backoff = min(2*backoff, d.max)
-		if !d.sleep(wait, false) {
-			return
+			d.enforce()
+			d.stopTimer()
+			d.next(c)
+		case retryWait:
+			d.enforce()
+			d.expireHead()
 		}
 	}
+}
+
+// next queues the next step now.
+func (d *drainer) next(c actor.Context) {
+	d.stepGen++
+	d.waiting = busy
+	c.Send(c.Self(), drainStep{d.stepGen})
+}
+
+// wait queues the next step after wait.
+func (d *drainer) wait(c actor.Context, wait time.Duration, how drainWait) {
+	d.stepGen++
+	d.waiting = how
+	gen, self := d.stepGen, c.Self()
+	d.timer = time.AfterFunc(wait, func() {
+		if !d.stopped.Load() {
+			d.system.Root.Send(self, drainStep{gen})
+		}
+	})
+}
+
+func (d *drainer) stopTimer() {
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.stepGen++ // a step the timer sent already is stale
+}
+
+// step delivers one batch, or finds nothing to send, and queues the next
+// step: at once after progress, after a backoff after a failure.
+func (d *drainer) step(c actor.Context) {
+	d.enforce()
+	d.flushDeletes(false)
+	var items []state.OutboxItem
+	var err error
+	newest := d.liveFirst && d.fresh
+	items, err = d.store.ReadOutbox(d.key, d.cursor, d.rows, newest)
+	head := !newest
+	if err != nil {
+		d.fail(err)
+		d.wait(c, d.max, retryWait)
+		return
+	}
+	if len(items) == 0 {
+		if !head {
+			d.fresh = false // no fresh rows: the backlog
+			d.next(c)
+			return
+		}
+		d.fresh = true
+		d.flushDeletes(true)
+		d.compact()
+		d.wait(c, time.Second, idleWait)
+		return
+	}
+	d.oldestQueued.Store(items[0].Entry.Enqueued)
+	if items = d.expire(items, head); len(items) == 0 {
+		d.next(c)
+		return
+	}
+	if items = d.dropAbandoned(items, head); len(items) == 0 {
+		d.next(c)
+		return
+	}
+	if f := d.o.fenced; f != nil && f() {
+		// Cut off from the cluster's majority: another gateway may
+		// serve these rows' partitions by now.
+		d.wait(c, 100*time.Millisecond, retryWait)
+		return
+	}
+	if d.poison != 0 && items[0].Seq == d.poison {
+		d.logger.Error("output row dead-lettered: delivering it alone panicked", "output", d.key, "row", d.poison)
+		d.remove(items[:1], true, false)
+		if head {
+			d.cursor = items[0].Seq
+		}
+		d.poison = 0
+		d.next(c)
+		return
+	}
+	d.single = items[0].Seq <= d.isolateThrough
+	if d.single {
+		items = items[:1]
+	}
+	d.inFlight = []uint64{items[0].Seq, items[len(items)-1].Seq}
+	n, err := d.deliver(d.ctx, items)
+	d.inFlight = nil
+	if err == nil && d.liveFirst {
+		d.fresh = !d.fresh // newest, then a batch of the backlog
+	}
+	if n > 0 {
+		d.remove(items[:n], false, head)
+		d.delivered.Add(uint64(n))
+		d.lastErr.Store(nil)
+		if head {
+			d.cursor = items[n-1].Seq
+		}
+		d.backoff = d.min
+	}
+	if err == nil {
+		d.next(c)
+		return
+	}
+	if errors.Is(err, errPermanent) {
+		// The row at n is refused for good: dead letter, go on.
+		d.remove(items[n:n+1], true, false)
+		if head {
+			d.cursor = items[n].Seq
+		}
+		d.fail(err)
+		d.next(c)
+		return
+	}
+	if d.ctx.Err() != nil {
+		return // stopping
+	}
+	d.retries.Add(1)
+	d.fail(err)
+	d.expireHead()
+	wait := d.backoff/2 + rand.N(d.backoff/2+1) // jitter: [backoff/2, backoff]
+	d.backoff = min(2*d.backoff, d.max)
+	d.wait(c, wait, retryWait)
 }
 
 // deliver sends items, isolating a permanently refused row.
@@ -389,31 +518,6 @@ func (d *drainer) fail(err error) {
 		d.logger.Warn("output delivery failed; retrying", "output", d.key, "error", err)
 	}
 	d.lastErr.Store(&msg)
-}
-
-// sleep waits for wait while still applying TTL and quota when rows
-// arrive; an idle drainer wakes for new rows, one backing off does not.
-// False when stopping.
-func (d *drainer) sleep(wait time.Duration, idle bool) bool {
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return false
-		case <-t.C:
-			return true
-		case <-d.kick:
-			if idle && d.store.Outbox(d.key).Entries == 0 {
-				continue // rows of other outputs came
-			}
-			d.enforce()
-			if idle {
-				return true
-			}
-			d.expireHead()
-		}
-	}
 }
 
 // expire drops leading rows past their time-to-live.

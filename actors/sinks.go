@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/millstream/millstream/operators/value"
@@ -47,7 +48,9 @@ type Outputs struct {
 	box      state.Outbox // a MemOutbox until EnableOutbox
 	logger   *slog.Logger
 	drainers map[string]*drainer
-	full     atomic.Int32 // outputs over quota with policy "reject"
+	// system runs the drainers (actors, started with the first).
+	system *actor.ActorSystem
+	full   atomic.Int32 // outputs over quota with policy "reject"
 	// fenced (clustered): the gateway lost its quorum; drainers hold
 	// their rows meanwhile (set before the first row).
 	fenced func() bool
@@ -238,6 +241,10 @@ func (o *Outputs) Close() error {
 	}
 	for _, s := range o.sinks {
 		errs = append(errs, s.close())
+	}
+	if o.system != nil {
+		o.system.Shutdown()
+		o.system = nil
 	}
 	if lost > 0 {
 		errs = append(errs, fmt.Errorf("actors: %d output rows kept in memory could not be delivered before close", lost))

@@ -40,7 +40,7 @@ var (
 
 func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEventsIn, descBacklog, descRejected, descUnrouted, descJobCounter, descLag, descMailbox, descRestarts,
-		descRefused, descRefusedCon, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descRetries, descDurable} {
+		descRefused, descRefusedCon, descOutbox, descOutboxB, descOutboxAge, descOutboxFull, descOutRows, descRetries, descDrainerRestarts, descDurable} {
 		ch <- d
 	}
 }
@@ -70,6 +70,7 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descOutRows, prometheus.CounterValue, float64(v), o.Output, kind)
 		}
 		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(o.Retries), o.Output)
+		ch <- prometheus.MustNewConstMetric(descDrainerRestarts, prometheus.CounterValue, float64(o.Restarts), o.Output)
 	}
 	if st.Durable {
 		ds := st.DurableStats
@@ -113,6 +114,9 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 // may be retried many times.
 var descRetries = prometheus.NewDesc("millstream_output_delivery_retries_total",
 	"Output deliveries that failed and were retried later (a row may be retried many times).", []string{"output"}, nil)
+
+var descDrainerRestarts = prometheus.NewDesc("millstream_output_drainer_restarts_total",
+	"Output drainer actors restarted by their supervisor after a delivery panicked (a row whose delivery panics alone is dead-lettered).", []string{"output"}, nil)
 
 // buildInfo is millstream_build_info{version,revision,goversion} 1, from
 // the binary's build information: which build a gateway runs.
