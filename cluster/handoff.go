@@ -87,17 +87,49 @@ func (n *Node) handOff(p int, member string) {
 var testHookHandOffReady func(n *Node, p int)
 
 // handOffRequested hands a partition to the member that asked for it,
-// unless this gateway no longer holds the copy it was asked for.
+// unless this gateway no longer holds the copy it was asked for, or gave
+// the partition to another gateway since the member asked.
 func (n *Node) handOffRequested(member string, req *pb.HandOffRequest) {
 	p := int(req.Partition)
 	if !n.claimWait(p) {
 		return
 	}
-	if !n.gw.Serving(p) && !n.stillHolds(p, req) {
+	if !n.gw.Serving(p) && (n.handedElsewhere(p, member) || !n.stillHolds(p, req)) {
 		n.unclaim(p)
 		return
 	}
 	n.handOff(p, member)
+}
+
+// handedElsewhere reports whether p went to a gateway other than member
+// since member asked for it (p claimed): this gateway handed it to one
+// whose HandOff may still be on its way (the in-transit mark), or another
+// gateway says it serves p. A request waits for the claim up to 10 s
+// (claimWait), and its sender may have been paused meanwhile: granting it
+// too would make two servers. (The churn nemesis' seed 101: a gateway
+// paused right after asking woke and served partition 13 from this copy
+// while the gateway it had been handed to in between served it as well,
+// and ignored that one's entries as replication for a partition it
+// served.)
+func (n *Node) handedElsewhere(p int, member string) bool {
+	n.mu.Lock()
+	mark := n.taking[p]
+	server := ""
+	for name, m := range n.view {
+		if name != n.name && name != member && serves(m.Meta, p) {
+			server = name
+		}
+	}
+	n.mu.Unlock()
+	to := server
+	if mark.to != "" && mark.to != member && time.Now().Before(mark.until) {
+		to = mark.to
+	}
+	if to == "" {
+		return false
+	}
+	n.log.Warn("hand-off request for a partition handed to another gateway since; refused", "partition", p, "asker", member, "gateway", to)
+	return true
 }
 
 // stillHolds reports whether this gateway still holds the copy of p that

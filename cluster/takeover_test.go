@@ -545,3 +545,30 @@ func TestParkedForwardAnswersErrParked(t *testing.T) {
 	}
 	require.EqualValues(t, 1, a.parkedNow.Load())
 }
+
+// TestHolderHandsAPartitionToOneRequester (churn nemesis seed 101): gw2
+// asked gw1, the best holder, for partition 13 and was paused for 8 s
+// right after. gw3, seeing nobody serving, asked gw1 too and got it. gw2's
+// request, waiting for the claim meanwhile, was then granted as well: gw2
+// woke and served partition 13 from gw1's copy while gw3 served it, and
+// ignored gw3's entries as replication for a partition it served. A holder
+// that has handed a partition to one gateway refuses another's request
+// while that HandOff may still be on its way.
+func TestHolderHandsAPartitionToOneRequester(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 5)
+	done := runTakeOver(t, a, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	req := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
+	require.Len(t, req, 1)
+	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
+	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
+
+	// The same request from a gateway paused since it asked.
+	c := newTestNode(t, tn, "gw2", 2)
+	meet(a, b, c)
+	b.handOffRequested(c.name, req[0].msg.GetHandoffRequest())
+	require.Empty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }),
+		"the partition handed to a second gateway")
+}
