@@ -379,12 +379,10 @@ func TestHandOffRequestForADroppedCopyIsRefused(t *testing.T) {
 	require.Equal(t, uint64(3), a.store.LastSeq(p))
 }
 
-// TestHandingOffIsReported: a gateway that hands a partition off tells
-// the other gateways it is taking it over until the receiver has surely
-// marked it (so none asks it for a second hand-off meanwhile), but not the
-// receiver, which may take it over itself, as it would serve it anyway.
-func TestHandingOffIsReported(t *testing.T) {
-	const p = 1
+// handedToTheAsker makes gw1 take partition p over by asking gw4, the
+// best holder, for it, and gw4 hand it over; it returns gw1's request.
+func handedToTheAsker(t *testing.T, p int) (*testNet, *Node, *Node, *pb.HandOffRequest) {
+	t.Helper()
 	tn, a, b := pairHolding(t, "gw4", 3, 5)
 	done := runTakeOver(t, a, p)
 	tn.exchange(t, 1)
@@ -393,6 +391,16 @@ func TestHandingOffIsReported(t *testing.T) {
 	require.Len(t, req, 1)
 	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
 	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
+	return tn, a, b, req[0].msg.GetHandoffRequest()
+}
+
+// TestHandingOffIsReported: a gateway that hands a partition off tells
+// the other gateways it is taking it over until the receiver has surely
+// marked it (so none asks it for a second hand-off meanwhile), but not the
+// receiver, which may take it over itself, as it would serve it anyway.
+func TestHandingOffIsReported(t *testing.T) {
+	const p = 1
+	_, a, b, _ := handedToTheAsker(t, p)
 
 	taking := func(asker string) bool { return b.holdings(0, asker).Partitions[p].Taking }
 	require.True(t, taking("gw2#1"), "told to another gateway")
@@ -556,19 +564,12 @@ func TestParkedForwardAnswersErrParked(t *testing.T) {
 // while that HandOff may still be on its way.
 func TestHolderHandsAPartitionToOneRequester(t *testing.T) {
 	const p = 1
-	tn, a, b := pairHolding(t, "gw4", 3, 5)
-	done := runTakeOver(t, a, p)
-	tn.exchange(t, 1)
-	waitDone(t, done)
-	req := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
-	require.Len(t, req, 1)
-	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
-	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
+	tn, a, b, req := handedToTheAsker(t, p)
 
 	// The same request from a gateway paused since it asked.
 	c := newTestNode(t, tn, "gw2", 2)
 	meet(a, b, c)
-	b.handOffRequested(c.name, req[0].msg.GetHandoffRequest())
+	b.handOffRequested(c.name, req)
 	require.Empty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }),
 		"the partition handed to a second gateway")
 }
