@@ -224,6 +224,7 @@ type Gateway struct {
 	log              *logWriter
 	ready            atomic.Bool // recovered; Ingest accepts events
 	fwdLogged        []atomic.Uint64
+	quietUntil       []atomic.Int64 // per partition, arrival ticks (quiet.go)
 	redoMu           sync.Mutex
 	redo             []fwdRedo // by source partition (fwdredo.go)
 	forwardRedos     atomic.Uint64
@@ -302,7 +303,7 @@ type deployedJob struct {
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
-		queued: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
+		queued: make([]atomic.Int64, cfg.Partitions), quietUntil: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
 	if sink != nil {
 		g.box = sink.Outbox()
 	}
@@ -925,8 +926,11 @@ func (g *Gateway) timers() {
 			g.tick()
 		case <-cp.C:
 			if g.store != nil && g.ready.Load() {
-				for _, pid := range g.parts {
-					g.system.Root.Send(pid, &checkpointMsg{})
+				now := value.FromTime(g.cfg.Now())
+				for i, pid := range g.parts {
+					if !g.quiet(i, now) {
+						g.system.Root.Send(pid, &checkpointMsg{})
+					}
 				}
 			}
 		}
@@ -943,13 +947,18 @@ func (g *Gateway) tick() {
 		}
 		now := value.FromTime(g.cfg.Now())
 		for p := range g.parts {
-			g.log.addServing(p, event{tick: true, arrival: now})
+			if !g.quiet(p, now) {
+				g.log.addServing(p, event{tick: true, arrival: now})
+			}
 		}
 		return
 	}
-	now := &tickMsg{now: value.FromTime(g.cfg.Now())}
-	for _, pid := range g.parts {
-		g.system.Root.Send(pid, now)
+	now := value.FromTime(g.cfg.Now())
+	msg := &tickMsg{now: now}
+	for i, pid := range g.parts {
+		if !g.quiet(i, now) {
+			g.system.Root.Send(pid, msg)
+		}
 	}
 }
 

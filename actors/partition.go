@@ -171,7 +171,13 @@ func (p *partition) Receive(ctx actor.Context) {
 		if m.seq0 > 0 {
 			defer p.notePanic()
 		}
+		ticked := false
 		for i, e := range m.events {
+			if e.tick {
+				ticked = true
+			} else {
+				p.awake()
+			}
 			if m.seq0 > 0 {
 				seq := m.seq0 + uint64(i)
 				if seq <= p.applied {
@@ -186,6 +192,9 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 		p.flushOutbox()
 		p.flushForward()
+		if ticked {
+			p.noteQuiet()
+		}
 	case *deployMsg:
 		ctx.Respond(&doneReply{err: p.deploy(m.job)})
 	case *stopJobMsg:
@@ -202,6 +211,7 @@ func (p *partition) Receive(ctx actor.Context) {
 		p.tick(m.now)
 		p.flushOutbox()
 		p.flushForward()
+		p.noteQuiet()
 	case *checkpointMsg:
 		err := p.checkpoint(m.force)
 		if ctx.Sender() != nil {
@@ -293,6 +303,7 @@ func (p *partition) Receive(ctx actor.Context) {
 // reset drops the partition's state: its executors start empty with the
 // gateway's jobs.
 func (p *partition) reset() {
+	p.awake()
 	p.execs = map[string]*exec.Executor{}
 	p.jobs = map[string]*deployedJob{}
 	p.devices = map[string]*deviceState{}

@@ -1,0 +1,60 @@
+package actors
+
+import "math"
+
+// Quiet partitions (issue 18: an idle gateway costs next to nothing).
+//
+// Every second the gateway ticks each partition: its jobs' clocks advance,
+// silent devices go offline, and, durable, the tick is logged so a replay
+// sees it where the partition did (D2). A partition with nothing that
+// time can change (no job state, no rows or forwards waiting, checkpointed
+// since its last event) and no device due to go offline or to be
+// passivated before a known time has nothing to tick for: it says until
+// when it is quiet, and the gateway neither ticks it nor sends it the
+// checkpoint timer's message until then, or until an event arrives. The
+// ticks it skips are not logged, so a replay skips them too.
+
+// noteQuiet, after a tick, records until when the partition is quiet (in
+// arrival ticks; 0: not quiet).
+func (p *partition) noteQuiet() {
+	until := p.quietUntil()
+	if p.g.quietUntil[p.id].Load() != until {
+		p.g.quietUntil[p.id].Store(until)
+	}
+}
+
+func (p *partition) quietUntil() int64 {
+	if !p.active || len(p.outBuf) > 0 || len(p.forwardBuf) > 0 || p.g.store != nil && p.sinceCp > 0 {
+		return 0
+	}
+	for _, ex := range p.execs {
+		if ex.StateBytes() > 0 {
+			return 0
+		}
+	}
+	until := int64(math.MaxInt64)
+	silence := int64(p.g.cfg.DeviceSilence / 100)
+	passivate := int64(p.g.cfg.PassivateAfter / 100)
+	for _, d := range p.devices {
+		switch {
+		case d.online:
+			until = min(until, d.lastSeen+silence)
+		case d.twinReported == nil || d.reported != nil || d.seqs != nil || d.seqWin != nil || d.messages != 0:
+			until = min(until, d.lastSeen+passivate)
+		}
+	}
+	return until
+}
+
+// awake ends the partition's quiet: an event came, or its state changed.
+func (p *partition) awake() {
+	if p.g.quietUntil[p.id].Load() != 0 {
+		p.g.quietUntil[p.id].Store(0)
+	}
+}
+
+// quiet reports whether partition i needs no tick at now.
+func (g *Gateway) quiet(i int, now int64) bool {
+	u := g.quietUntil[i].Load()
+	return u != 0 && now < u
+}
