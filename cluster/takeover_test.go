@@ -383,14 +383,22 @@ func TestHandOffRequestForADroppedCopyIsRefused(t *testing.T) {
 // best holder, for it, and gw4 hand it over; it returns gw1's request.
 func handedToTheAsker(t *testing.T, p int) (*testNet, *Node, *Node, *pb.HandOffRequest) {
 	t.Helper()
+	tn, a, b, req := askingTheHolder(t, p)
+	b.handOffRequested(a.name, req)
+	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
+	return tn, a, b, req
+}
+
+// askingTheHolder makes gw1 take partition p over and ask gw4, the best
+// holder, for it; it returns the request, not yet delivered.
+func askingTheHolder(t *testing.T, p int) (*testNet, *Node, *Node, *pb.HandOffRequest) {
+	t.Helper()
 	tn, a, b := pairHolding(t, "gw4", 3, 5)
 	done := runTakeOver(t, a, p)
 	tn.exchange(t, 1)
 	waitDone(t, done)
 	req := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
 	require.Len(t, req, 1)
-	b.handOffRequested(a.name, req[0].msg.GetHandoffRequest())
-	require.NotEmpty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }))
 	return tn, a, b, req[0].msg.GetHandoffRequest()
 }
 
@@ -572,4 +580,21 @@ func TestHolderHandsAPartitionToOneRequester(t *testing.T) {
 	b.handOffRequested(c.name, req)
 	require.Empty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }),
 		"the partition handed to a second gateway")
+}
+
+// TestHolderRefusesWhenAnotherServes: a request that reaches a holder
+// after another gateway began serving the partition (its gossip says so)
+// is refused: the asker's view was older than the holder's.
+func TestHolderRefusesWhenAnotherServes(t *testing.T) {
+	const p = 1
+	tn, a, b, req := askingTheHolder(t, p)
+	c := newTestNode(t, tn, "gw2", 2)
+	meet(a, b, c)
+	b.mu.Lock()
+	m := b.view[c.name]
+	m.Meta.Serving = []byte{1 << p}
+	b.view[c.name] = m
+	b.mu.Unlock()
+	b.handOffRequested(a.name, req)
+	require.Empty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }), "handed over while gw2 serves it")
 }
