@@ -43,7 +43,8 @@
 // and the outbox is the store's. The invariants of that mode (D1-D6) are
 // in durable.go; the group commit is logwriter.go, rows and checkpoints
 // checkpoint.go, recovery and poison entries recovery.go, the drainers
-// outbox.go.
+// (actors) outbox.go, forwards lost in a failed commit fwdredo.go, and
+// the partitions an idle gateway does not tick quiet.go.
 //
 // A durable gateway joins a cluster through a ClusterLink (package cluster
 // implements it): it then serves some partitions, forwards events of the
