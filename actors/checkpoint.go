@@ -91,7 +91,7 @@ func (p *partition) checkpoint(force bool) error {
 	if p.id != 0 && len(p.forwardJobs) > 0 {
 		// A marker lets partition 0's position pass entries that forwarded
 		// nothing, so this log can be truncated (D3).
-		p.forwardBuf = append(p.forwardBuf, event{forwarded: true, mark: true, src: p.id, srcSeq: p.applied, srcIdx: math.MaxUint32})
+		p.forwardBuf = append(p.forwardBuf, event{forwarded: true, mark: true, src: p.id, srcSeq: p.applied, srcIdx: math.MaxUint32, fwdGen: p.fwdGen})
 	}
 	p.flushOutbox()
 	p.flushForward()

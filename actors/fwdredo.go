@@ -110,6 +110,11 @@ var errReadEnough = errors.New("read enough")
 func (p *partition) redoForwards() {
 	gen, from := p.g.takeRedo(p.id)
 	p.fwdGen = gen
+	for i := range p.forwardBuf {
+		// Forwards are tagged when queued; any still buffered go out
+		// under the new generation, or partition 0 would skip them.
+		p.forwardBuf[i].fwdGen = gen
+	}
 	if from == 0 || !p.active || p.id == 0 {
 		return // nothing new, or a recovery forwards again anyway
 	}

@@ -250,8 +250,8 @@ type drainer struct {
 	fresh    bool // live-first: alternate newest and oldest batches
 	waiting  drainWait
 	timer    *time.Timer
-	stepGen  uint64   // a drainStep of an older generation is stale
-	inFlight []uint64 // the first and last seq of the batch being delivered
+	stepGen  uint64    // a drainStep of an older generation is stale
+	inFlight [2]uint64 // the first and last seq of the batch being delivered (rows are numbered from 1)
 	// isolateThrough: rows up to here are delivered one at a time (a
 	// batch holding them panicked); poison: the row whose delivery
 	// panicked alone.
@@ -344,14 +344,14 @@ func (d *drainer) Receive(c actor.Context) {
 		d.next(c)
 	case *actor.Restarting:
 		d.stopTimer()
-		if r := d.inFlight; r != nil {
+		if r := d.inFlight; r[0] != 0 {
 			d.logger.Error("output drainer restarted: delivering a batch panicked", "output", d.key, "first_row", r[0], "last_row", r[1], "one_row", d.single)
 			if d.single {
 				d.poison = r[0]
 			} else {
 				d.isolateThrough = max(d.isolateThrough, r[1])
 			}
-			d.inFlight = nil
+			d.inFlight = [2]uint64{}
 		}
 	case *actor.Stopping:
 		d.stopTimer()
@@ -463,9 +463,9 @@ func (d *drainer) step(c actor.Context) {
 	if d.single {
 		items = items[:1]
 	}
-	d.inFlight = []uint64{items[0].Seq, items[len(items)-1].Seq}
+	d.inFlight = [2]uint64{items[0].Seq, items[len(items)-1].Seq}
 	n, err := d.deliver(d.ctx, items)
-	d.inFlight = nil
+	d.inFlight = [2]uint64{}
 	if err == nil && d.liveFirst {
 		d.fresh = !d.fresh // newest, then a batch of the backlog
 	}

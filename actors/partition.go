@@ -171,13 +171,9 @@ func (p *partition) Receive(ctx actor.Context) {
 		if m.seq0 > 0 {
 			defer p.notePanic()
 		}
-		ticked := false
+		ticked, events := false, false
 		for i, e := range m.events {
-			if e.tick {
-				ticked = true
-			} else {
-				p.awake()
-			}
+			ticked, events = ticked || e.tick, events || !e.tick
 			if m.seq0 > 0 {
 				seq := m.seq0 + uint64(i)
 				if seq <= p.applied {
@@ -192,8 +188,11 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 		p.flushOutbox()
 		p.flushForward()
-		if ticked {
+		switch {
+		case ticked:
 			p.noteQuiet()
+		case events:
+			p.awake()
 		}
 	case *deployMsg:
 		ctx.Respond(&doneReply{err: p.deploy(m.job)})
@@ -600,7 +599,7 @@ func (p *partition) forwardTo(d *deployedJob, e event) {
 	f := e
 	f.job, f.forwarded = d.job.Name, true
 	f.origin, f.oseq = "", 0 // the gateway that forwarded e to this partition numbered it for this one only (C7)
-	f.src = p.id
+	f.src, f.fwdGen = p.id, p.fwdGen
 	if p.g.log != nil {
 		f.srcSeq, f.srcIdx = p.applied, p.fwdIdx
 		p.fwdIdx++
@@ -611,9 +610,6 @@ func (p *partition) forwardTo(d *deployedJob, e event) {
 func (p *partition) flushForward() {
 	if len(p.forwardBuf) == 0 {
 		return
-	}
-	for i := range p.forwardBuf {
-		p.forwardBuf[i].fwdGen = p.fwdGen
 	}
 	if p.g.log != nil {
 		// Through partition 0's log, so its replay sees them in the same
