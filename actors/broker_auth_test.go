@@ -23,6 +23,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	pahopk "github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
@@ -76,7 +77,7 @@ func startSecureGateway(t *testing.T, opts BrokerOptions) *secureGateway {
 func noBrokerGoroutinesLeft(t *testing.T) {
 	t.Cleanup(func() {
 		var left []string
-		require.Eventually(t, func() bool {
+		ok := assert.Eventually(t, func() bool {
 			buf := make([]byte, 1<<20)
 			buf = buf[:runtime.Stack(buf, true)]
 			left = left[:0]
@@ -87,7 +88,12 @@ func noBrokerGoroutinesLeft(t *testing.T) {
 				}
 			}
 			return len(left) == 0
-		}, 5*time.Second, 20*time.Millisecond, "goroutines left: %v", left)
+		}, 5*time.Second, 20*time.Millisecond)
+		if !ok {
+			// (A test before this one that failed half-way may have
+			// left them.)
+			t.Fatalf("broker or MQTT client goroutines left:\n%s", strings.Join(left, "\n\n"))
+		}
 	})
 }
 

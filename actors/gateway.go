@@ -660,9 +660,7 @@ func (g *Gateway) enqueueEvent(ev event) (*commitGen, error) {
 		}
 		return g.forwardEvent(p, ev), nil // served by another gateway (C4)
 	}
-	if batch := g.batchers[p].add(ev, g.cfg.BatchSize); batch != nil {
-		g.send(p, batch)
-	}
+	g.batchers[p].add(ev, g.cfg.BatchSize, func(b *eventBatch) { g.send(p, b) })
 	return nil, nil
 }
 
@@ -894,9 +892,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 
 func (g *Gateway) flushAll() {
 	for i, b := range g.batchers {
-		if batch := b.take(); batch != nil {
-			g.send(i, batch)
-		}
+		b.take(func(batch *eventBatch) { g.send(i, batch) })
 	}
 }
 
@@ -968,27 +964,33 @@ type batcher struct {
 	events []event
 }
 
-func (b *batcher) add(e event, size int) *eventBatch {
+// add appends e and, once the batch has size events, sends it (under the
+// lock, as take does).
+func (b *batcher) add(e event, size int, send func(*eventBatch)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.events = append(b.events, e)
 	if len(b.events) < size {
-		return nil
+		return
 	}
 	batch := &eventBatch{events: b.events}
 	b.events = make([]event, 0, size)
-	return batch
+	send(batch)
 }
 
-func (b *batcher) take() *eventBatch {
+// take sends the partial batch, if any. Like add, it sends under the
+// lock: batches must reach the partition in the order they were cut, or a
+// timer's partial batch sent late lands behind newer events, which the
+// partition would take as out of order.
+func (b *batcher) take(send func(*eventBatch)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.events) == 0 {
-		return nil
+		return
 	}
 	batch := &eventBatch{events: b.events}
 	b.events = nil
-	return batch
+	send(batch)
 }
 
 // deviceKeyField is the payload field that carries the device id: the

@@ -156,14 +156,20 @@ func TestGatewayEmbeddedBrokerEndToEnd(t *testing.T) {
 	g := New(Config{Partitions: 4, Now: clock.now, Tick: time.Hour}, outs, nil)
 	broker, err := StartBroker(g, BrokerOptions{Listen: "127.0.0.1:0", MaxPayload: 256 << 10})
 	require.NoError(t, err)
-	outs.SetPublisher(broker)
-	require.NoError(t, outs.Configure(job))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Closed in a cleanup, so a failure half-way leaves no broker running
+	// into the next test.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, broker.Close())
+		require.NoError(t, g.Close(ctx))
+	})
+	outs.SetPublisher(broker)
+	require.NoError(t, outs.Configure(job))
 	require.NoError(t, g.Deploy(ctx, job))
 	runSample(t, g, outs, clock, broker.Addr(), filepath.Join(dir, "local.jsonl"))
-	require.NoError(t, broker.Close())
-	require.NoError(t, g.Close(ctx))
 }
 
 // TestGatewayMosquittoEndToEnd: devices publish to a real mosquitto; the

@@ -66,7 +66,7 @@ type OutputStatus struct {
 	DeadLettered int64   `json:"deadLettered"`
 	Retries      uint64  `json:"retries"`
 	Restarts     uint64  `json:"restarts"` // the drainer restarted after a panic
-	Full         bool    `json:"full"`
+	Full         bool    `json:"full"`     // reject: input is refused on this output's account; drop_oldest: at its quota
 	OldestAge    float64 `json:"oldestAgeSeconds"`
 	LastError    string  `json:"lastError,omitempty"`
 }
@@ -261,8 +261,9 @@ type drainer struct {
 	cursor       uint64 // rows up to here are gone (O1)
 	deletedTo    uint64 // rows up to here are deleted from the store
 	deletedAt    time.Time
-	full         bool  // counted in o.full
-	peak         int64 // largest backlog in bytes since the last compaction
+	full         bool        // counted in o.full
+	refusing     atomic.Bool // full, for status readers (full is the drainer's own)
+	peak         int64       // largest backlog in bytes since the last compaction
 	delivered    atomic.Uint64
 	expired      atomic.Uint64
 	dropped      atomic.Uint64
@@ -324,6 +325,11 @@ func (d *drainer) status() OutputStatus {
 	s := OutputStatus{Output: d.key, Backlog: st.Entries, BacklogBytes: st.Bytes, QuotaBytes: d.quota, Policy: d.policy,
 		Delivered: d.delivered.Load(), Expired: d.expired.Load(), Abandoned: d.abandoned.Load(), Dropped: d.dropped.Load(), DeadLettered: st.Dead,
 		Retries: d.retries.Load(), Restarts: d.restarts.Load(), Full: st.Bytes >= d.quota}
+	if d.policy != "drop_oldest" {
+		// What Admit answers, not the bytes: input stays refused until the
+		// outbox is down to 90% of its quota.
+		s.Full = d.refusing.Load()
+	}
 	if t := d.oldestQueued.Load(); t > 0 && st.Entries > 0 {
 		s.OldestAge = time.Since(time.Unix(0, t)).Seconds()
 	}
@@ -640,6 +646,7 @@ func (d *drainer) setFull(full bool) {
 		return
 	}
 	d.full = full
+	d.refusing.Store(full)
 	if full {
 		d.o.full.Add(1)
 	} else {
