@@ -92,7 +92,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if cfg.MemTableSize == 0 {
 		cfg.MemTableSize = 16 << 20
 	}
-	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: FormatVersion, Logger: pebbleLogger{plog},
+	opts := &pebble.Options{FormatMajorVersion: FormatVersion, Logger: pebbleLogger{plog},
 		MemTableSize: cfg.MemTableSize, MemTableStopWritesThreshold: 4,
 		EventListener: &pebble.EventListener{
 			// Pebble's default ends the process here; the read that found it
@@ -111,7 +111,9 @@ func Open(dir string, cfg Config) (*Store, error) {
 				plog.Warn("store holds writes back until compactions catch up", "reason", info.Reason)
 			},
 			WriteStallEnd: func() { plog.Info("store takes writes again") },
-		}})
+		}}
+	opts.Experimental.CompactionScheduler = newCompactionScheduler()
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		if pebble.IsCorruptionError(err) {
 			return nil, fmt.Errorf("%w: open %s: %w", ErrCorrupt, dir, err)
