@@ -249,6 +249,7 @@ type drainer struct {
 	backoff  time.Duration
 	fresh    bool // live-first: alternate newest and oldest batches
 	waiting  drainWait
+	idleFor  time.Duration // the idle look's current interval
 	timer    *time.Timer
 	stepGen  uint64    // a drainStep of an older generation is stale
 	inFlight [2]uint64 // the first and last seq of the batch being delivered (rows are numbered from 1)
@@ -378,6 +379,7 @@ func (d *drainer) Receive(c actor.Context) {
 			}
 			d.enforce()
 			d.stopTimer()
+			d.idleFor = 0
 			d.next(c)
 		case retryWait:
 			d.enforce()
@@ -385,6 +387,10 @@ func (d *drainer) Receive(c actor.Context) {
 		}
 	}
 }
+
+// idleLookMax is the longest an idle drainer goes without looking at its
+// outbox unasked.
+const idleLookMax = 30 * time.Second
 
 // next queues the next step now.
 func (d *drainer) next(c actor.Context) {
@@ -437,9 +443,14 @@ func (d *drainer) step(c actor.Context) {
 		d.fresh = true
 		d.flushDeletes(true)
 		d.compact()
-		d.wait(c, time.Second, idleWait)
+		// Rows come with a wake (Notify); the look without one is a
+		// safety net, so an idle drainer looks less and less often (an
+		// idle gateway's CPU, issue 18).
+		d.idleFor = min(max(2*d.idleFor, time.Second), idleLookMax)
+		d.wait(c, d.idleFor, idleWait)
 		return
 	}
+	d.idleFor = 0
 	d.oldestQueued.Store(items[0].Entry.Enqueued)
 	if items = d.expire(items, head); len(items) == 0 {
 		d.next(c)
