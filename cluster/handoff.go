@@ -78,7 +78,7 @@ func (n *Node) handOff(p int, member string) {
 	n.mu.Unlock()
 	n.handoffs.Add(1)
 	took := time.Since(start)
-	n.log.Debug("partition handed off", "partition", p, "to", member, "took", took.Round(time.Millisecond))
+	n.log.Debug("partition handed off", "partition", p, "to", member, "epoch", epoch, "last_seq", n.store.LastSeq(p), "took", took.Round(time.Millisecond))
 	n.changes.add("partitions handed off", "to", member, p, took)
 }
 
@@ -168,7 +168,8 @@ func (n *Node) abandon(p int) {
 	}
 	n.replicas[p] = nil
 	n.mu.Unlock()
-	n.log.Warn("no majority of the cluster heard within the lease; partition given up", "partition", p, "keep_state", keep)
+	n.log.Warn("no majority of the cluster heard within the lease; partition given up", "partition", p, "keep_state", keep,
+		"last_seq", n.store.LastSeq(p))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := n.gw.Abandon(ctx, p, keep); err != nil {

@@ -212,7 +212,8 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 	case *pb.StreamMsg_Handoff:
 		p := int(b.Handoff.Partition)
 		// Summarised by "serving partitions" (why=hand-off) once served.
-		n.log.Debug("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch)
+		n.log.Debug("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch,
+			"sender_last_seq", b.Handoff.LastSeq, "last_seq", n.store.LastSeq(p))
 		n.markTaking(p, takeOverMark, "") // from now: serve claims p later
 		n.goSafe("hand-off", func() { n.serve(p, b.Handoff.Epoch, "hand-off") })
 	case *pb.StreamMsg_HandoffRequest:

@@ -56,6 +56,10 @@ type testCluster struct {
 	// env is more environment for the gateway processes (tests that run
 	// in parallel cannot use t.Setenv).
 	env []string
+	// debugLogs: the gateways log at debug level, where each partition's
+	// "serving partition" line (with its epoch) is (the nemesis checks
+	// that no two gateways served a partition at one epoch from them).
+	debugLogs bool
 	// calm: failure detection at its default pace instead of the fault
 	// tests' 0.2 s probes (a lease of 3 s, not 1 s), for tests that inject
 	// no fault: a loaded machine (CI under -race) can starve a gateway for
@@ -170,6 +174,9 @@ jobs:
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
 	g.gw = testutil.NewGateway(t, path, g.admin)
 	g.gw.Env = c.env
+	if c.debugLogs {
+		g.gw.Args = append(g.gw.Args, "--log-level", "debug")
+	}
 	if !c.unstarted {
 		g.gw.Start()
 	}

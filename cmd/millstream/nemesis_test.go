@@ -274,6 +274,7 @@ func (r nemesisRun) run(t *testing.T) {
 	}
 	c := newTestCluster(t, extra)
 	c.env = []string{"MILLSTREAM_FAULT_ISOLATE=" + iso}
+	c.debugLogs = true // servedTwice reads the debug lines
 	c.standalone = !r.clustered
 	c.moreJobs = nemesisJoinJob
 	// Faults hold readings back by up to about 20 s of wall time, so by
@@ -387,6 +388,13 @@ func (r nemesisRun) run(t *testing.T) {
 		if g.gw != nil {
 			logs[g.name] = g.gw.Logs()
 		}
+	}
+	if r.clustered {
+		seen := false
+		for _, text := range logs {
+			seen = seen || servingLine.MatchString(text)
+		}
+		require.True(t, seen, "no gateway logged a partition it started to serve: the served-twice check would see nothing")
 	}
 	twice := servedTwice(logs)
 	if !rep.clean() || len(twice) > 0 {
