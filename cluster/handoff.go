@@ -9,8 +9,8 @@ package cluster
 // partition over until the receiver surely has it; a holder refuses a
 // request for a copy it no longer holds), C6 (the hand-off checkpoint is
 // made safe once its rows have left the outbox), C9 (a gateway cut off
-// gives its partitions up, and keeps its copy only when no replica had all
-// of it).
+// gives its partitions up; it keeps its copy of each, and keeps its
+// undelivered rows only when no replica had all of it).
 
 import (
 	"context"
@@ -155,8 +155,10 @@ func (n *Node) stillHolds(p int, req *pb.HandOffRequest) bool {
 
 // abandon stops serving p without a hand-off: this gateway has not heard
 // from a majority within the lease, so the others may have taken p over.
-// What it holds of p is given up when a replica had all of it; without
-// one (replicas: 1, or the replica gone) it is kept, to serve p again.
+// Its undelivered rows of p are given up when a replica had all of p
+// (the next server re-emits them); without one (replicas: 1, or the
+// replica gone) they are kept, to serve p again. Its copy of p (log and
+// checkpoints) is kept either way (actors.Gateway.Abandon says why).
 func (n *Node) abandon(p int) {
 	defer n.unclaim(p)
 	n.mu.Lock()
@@ -168,7 +170,7 @@ func (n *Node) abandon(p int) {
 	}
 	n.replicas[p] = nil
 	n.mu.Unlock()
-	n.log.Warn("no majority of the cluster heard within the lease; partition given up", "partition", p, "keep_state", keep,
+	n.log.Warn("no majority of the cluster heard within the lease; partition given up", "partition", p, "keep_rows", keep,
 		"last_seq", n.store.LastSeq(p))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -598,3 +598,38 @@ func TestHolderRefusesWhenAnotherServes(t *testing.T) {
 	b.handOffRequested(a.name, req)
 	require.Empty(t, tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil }), "handed over while gw2 serves it")
 }
+
+// TestGiveUpKeepsTheCopy is the interleaving behind seed 101's losses
+// under load: gw1 served partition 1 and replicated it to a caught-up
+// replica; cut off, gw1 gave the partition up and, since that replica had
+// all of it, dropped its copy, keeping its epoch. The replica was then
+// paused. gw4, taking the partition over with gw1's answer alone, found
+// gw1's copy the newest (epoch 2, nothing in it) and had gw1 hand the
+// partition over: every entry since the last checkpoint was lost. A
+// gateway that gives a partition up keeps its copy.
+func TestGiveUpKeepsTheCopy(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 5, 0)
+	a.serve(p, 1, "take-over") // epoch 2
+	require.True(t, a.gw.Serving(p))
+	held := a.store.LastSeq(p)
+	require.GreaterOrEqual(t, held, uint64(5))
+	a.mu.Lock()
+	a.replicas[p] = map[string]*replica{"gw2#1": {caughtUp: true}} // paused from now on
+	a.mu.Unlock()
+	require.True(t, a.claim(p))
+	a.abandon(p)
+	require.False(t, a.gw.Serving(p))
+	require.Equal(t, held, a.store.LastSeq(p), "the copy given up was dropped")
+
+	done := runTakeOver(t, b, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	req := tn.take(func(m *pb.StreamMsg) bool { return m.GetHandoffRequest() != nil })
+	require.Len(t, req, 1, "gw4 did not ask gw1, the holder of the newest copy")
+	tn.deliver(req)
+	tn.waitFor(t, 1, func(m *pb.StreamMsg) bool { return m.GetHandoff() != nil })
+	tn.deliver(tn.take(func(*pb.StreamMsg) bool { return true })) // the catch-up, then the HandOff
+	require.Eventually(t, func() bool { return b.gw.Serving(p) }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, held, b.store.LastSeq(p), "gw4 serves the partition without the entries gw1 held")
+}
