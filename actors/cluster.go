@@ -190,9 +190,11 @@ func (g *Gateway) StopIntake(p int) {
 // undelivered rows of p, which the new owner re-emits from its safe
 // checkpoint (C6).
 //
-// Its log and checkpoints of p stay, keep or not: they are a copy like a
-// replica's, and may be the only one a majority can reach. It used to
-// drop them when a replica had all of p; with that replica paused next,
+// Its copy of p stays, keep or not: it may be the only one a majority
+// can reach. Without keep it becomes what a replica holds (the safe
+// checkpoint and the log after it), so that rows given up are emitted
+// again should this copy be served. It used to drop its copy when a
+// replica had all of p; with that replica paused next,
 // the gateway taking p over found this one's copy newest (its epoch was
 // kept, its log was empty) and served p from nothing: every acknowledged
 // entry since the last checkpoint was lost (the churn nemesis, seed 101,
@@ -212,7 +214,9 @@ func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
 	g.cl.mu.Lock()
 	g.cl.safeThrough[p] = 0
 	g.cl.mu.Unlock()
-	return nil
+	// The rows given up are re-emitted by whoever serves p next from the
+	// safe checkpoint: this copy goes back to it too.
+	return g.store.ReturnToSafe(p)
 }
 
 // ErrNotDrained: a checkpoint's rows had not left the outbox when the

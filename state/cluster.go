@@ -169,6 +169,42 @@ func (s *Store) ResetPartition(p int) error {
 	return nil
 }
 
+// ReturnToSafe makes what a gateway holds of a partition it served, and
+// gave up, what a replica of it holds: the checkpoint and the output mark
+// go back to the safe checkpoint's (none without one), the log after it
+// stays. The rows produced since the safe checkpoint are given up
+// (another gateway re-emits them); should this gateway serve the
+// partition again from this copy, it replays the log from the safe
+// checkpoint and emits them itself.
+func (s *Store) ReturnToSafe(p int) error {
+	sc, err := s.LoadSafeCheckpoint(p)
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	pos := uint64(0)
+	if cp := sc.GetCheckpoint(); cp != nil {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(cp)
+		if err != nil {
+			return err
+		}
+		_ = b.Set(checkpointKey(p), data, nil)
+		_ = b.Set(writtenKey(p), binary.BigEndian.AppendUint64(nil, cp.OutputSeq), nil)
+		pos = cp.LogPosition
+	} else {
+		_ = b.Delete(checkpointKey(p), nil)
+		_ = b.Delete(writtenKey(p), nil)
+	}
+	if err := b.Commit(s.write); err != nil {
+		return fmt.Errorf("state: partition %d: back to the safe checkpoint: %w", p, err)
+	}
+	s.mu.Lock()
+	s.cpPos[p], s.cpKnown[p] = pos, true
+	s.mu.Unlock()
+	return nil
+}
+
 // Epoch is the partition's ownership epoch (0: never owned here).
 func (s *Store) Epoch(p int) (uint64, error) {
 	v, closer, err := s.db.Get(partKey('e', p))

@@ -158,3 +158,44 @@ func appendForever(dir string) {
 		w.Flush()
 	}
 }
+
+// TestReturnToSafe: a partition given up goes back to what a replica
+// holds: the safe checkpoint and the log after it, the output mark at
+// the safe checkpoint's; with no safe checkpoint, no checkpoint and no
+// mark. The log after stays either way.
+func TestReturnToSafe(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), Config{Partitions: 2})
+	require.NoError(t, err)
+	defer s.Close()
+	last, err := s.Append(ctx, 1, []*pb.LogEntry{entry(1), entry(2), entry(3), entry(4), entry(5)})
+	require.NoError(t, err)
+	require.NoError(t, s.SaveSafeCheckpoint(1, &pb.SafeCheckpoint{Checkpoint: &pb.Checkpoint{LogPosition: 2, OutputSeq: 7}, Through: 2}))
+	// Served, the log is truncated only through the safe checkpoint.
+	require.NoError(t, s.SaveCheckpointTruncate(1, &pb.Checkpoint{LogPosition: 4, OutputSeq: 12}, 2))
+	require.NoError(t, s.AppendOutputs(1, 12, nil))
+
+	require.NoError(t, s.ReturnToSafe(1))
+	cp, err := s.LoadCheckpoint(1)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), cp.LogPosition)
+	w, err := s.OutputWritten(1)
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), w, "rows after the safe checkpoint are emitted again")
+	require.Equal(t, []uint64{3, 4, 5}, readAll(t, s, 1, 0), "the log after the safe checkpoint stays")
+	require.Equal(t, last, s.LastSeq(1))
+	require.NoError(t, s.SaveCheckpoint(1, &pb.Checkpoint{LogPosition: 3}), "a checkpoint after the safe one is taken again")
+
+	// No safe checkpoint: nothing but the log.
+	_, err = s.Append(ctx, 0, []*pb.LogEntry{entry(1), entry(2)})
+	require.NoError(t, err)
+	require.NoError(t, s.SaveCheckpointTruncate(0, &pb.Checkpoint{LogPosition: 1, OutputSeq: 3}, 0))
+	require.NoError(t, s.ReturnToSafe(0))
+	cp, err = s.LoadCheckpoint(0)
+	require.NoError(t, err)
+	require.Nil(t, cp)
+	w, err = s.OutputWritten(0)
+	require.NoError(t, err)
+	require.Zero(t, w)
+	require.Equal(t, []uint64{1, 2}, readAll(t, s, 0, 0))
+}
