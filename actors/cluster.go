@@ -198,22 +198,12 @@ func (g *Gateway) StopIntake(p int) {
 // the gateway taking p over found this one's copy newest (its epoch was
 // kept, its log was empty) and served p from nothing: every acknowledged
 // entry since the last checkpoint was lost (the churn nemesis, seed 101,
-// under load). Entries of its last commits, which failed, are dropped.
+// under load). Entries of its last commits that failed stay in the log as
+// well; should this copy be chosen, they are applied (their publishers,
+// refused, send them again: with sequence_field the resends are dropped).
 func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
-	sc, _, err := g.Release(ctx, p)
-	if err != nil {
+	if _, _, err := g.Release(ctx, p); err != nil {
 		return err
-	}
-	if cp := sc.GetCheckpoint(); cp != nil {
-		// Entries after what the partition applied are those of its last
-		// commits, which failed: no publisher was told they were taken.
-		// Left in the copy, a forward among them, applied by whoever is
-		// handed this copy, would move partition 0 past the source's
-		// forwards still to come (the churn nemesis lost 30 readings of
-		// press-02 from the jobs on partition 0 so).
-		if err := g.store.TruncateLogAfter(p, cp.LogPosition); err != nil {
-			return err
-		}
 	}
 	if keep {
 		return nil

@@ -169,22 +169,6 @@ func (s *Store) ResetPartition(p int) error {
 	return nil
 }
 
-// TruncateLogAfter drops a partition's log entries after seq: a gateway
-// giving the partition up drops those its last, failed commits left (an
-// acknowledged entry is at or before what the partition applied).
-func (s *Store) TruncateLogAfter(p int, seq uint64) error {
-	if err := s.partition(p); err != nil {
-		return err
-	}
-	if err := s.db.DeleteRange(logKey(p, seq+1), logUpper(p), s.write); err != nil {
-		return fmt.Errorf("state: partition %d: drop the log after %d: %w", p, seq, err)
-	}
-	s.mu.Lock()
-	s.next[p] = min(s.next[p], seq+1)
-	s.mu.Unlock()
-	return nil
-}
-
 // ReturnToSafe makes what a gateway holds of a partition it served, and
 // gave up, what a replica of it holds: the checkpoint and the output mark
 // go back to the safe checkpoint's (none without one), the log after it

@@ -199,21 +199,3 @@ func TestReturnToSafe(t *testing.T) {
 	require.Zero(t, w)
 	require.Equal(t, []uint64{1, 2}, readAll(t, s, 0, 0))
 }
-
-// TestTruncateLogAfter: the entries after a position go, the numbering
-// goes on after it.
-func TestTruncateLogAfter(t *testing.T) {
-	ctx := context.Background()
-	s, err := Open(t.TempDir(), Config{Partitions: 2})
-	require.NoError(t, err)
-	defer s.Close()
-	_, err = s.Append(ctx, 1, []*pb.LogEntry{entry(1), entry(2), entry(3), entry(4)})
-	require.NoError(t, err)
-	require.NoError(t, s.TruncateLogAfter(1, 2))
-	require.Equal(t, []uint64{1, 2}, readAll(t, s, 1, 0))
-	require.Equal(t, uint64(2), s.LastSeq(1))
-	last, err := s.Append(ctx, 1, []*pb.LogEntry{entry(3)})
-	require.NoError(t, err)
-	require.Equal(t, uint64(3), last)
-	require.Equal(t, []uint64{1, 2, 3}, readAll(t, s, 1, 0))
-}
