@@ -201,6 +201,9 @@ func (g *Gateway) StopIntake(p int) {
 // under load). Entries of its last commits that failed stay in the log as
 // well; should this copy be chosen, they are applied (their publishers,
 // refused, send them again: with sequence_field the resends are dropped).
+// A forward to partition 0 among them can move partition 0 past the
+// source's forwards still to come: open (benchmarks/RESULTS.md, "Faults",
+// sixth session; dropping them and numbering on reuses positions).
 func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
 	if _, _, err := g.Release(ctx, p); err != nil {
 		return err
