@@ -191,19 +191,13 @@ func (g *Gateway) StopIntake(p int) {
 // checkpoint (C6).
 //
 // Its copy of p stays, keep or not: it may be the only one a majority
-// can reach. Without keep it becomes what a replica holds (the safe
-// checkpoint and the log after it), so that rows given up are emitted
-// again should this copy be served. It used to drop its copy when a
-// replica had all of p; with that replica paused next,
-// the gateway taking p over found this one's copy newest (its epoch was
-// kept, its log was empty) and served p from nothing: every acknowledged
-// entry since the last checkpoint was lost (the churn nemesis, seed 101,
-// under load). Entries of its last commits that failed stay in the log as
-// well; should this copy be chosen, they are applied (their publishers,
-// refused, send them again: with sequence_field the resends are dropped).
-// A forward to partition 0 among them can move partition 0 past the
-// source's forwards still to come: open (benchmarks/RESULTS.md, "Faults",
-// sixth session; dropping them and numbering on reuses positions).
+// can reach (dropping it lost whole partitions under churn: a gateway
+// taking p over found the emptied copy, epoch kept, the newest). Without
+// keep it becomes what a replica holds, so that rows given up are emitted
+// again should this copy be served. Entries of its last, failed commits
+// stay in it: a forward to partition 0 among them can move partition 0
+// past the source's forwards still to come (open; benchmarks/RESULTS.md,
+// "Faults", sixth session).
 func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
 	if _, _, err := g.Release(ctx, p); err != nil {
 		return err

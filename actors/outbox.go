@@ -262,8 +262,7 @@ type drainer struct {
 	cursor       uint64 // rows up to here are gone (O1)
 	deletedTo    uint64 // rows up to here are deleted from the store
 	deletedAt    time.Time
-	full         bool        // counted in o.full
-	refusing     atomic.Bool // full, for status readers (full is the drainer's own)
+	full         atomic.Bool // refusing input (reject), counted in o.full; read by status too
 	peak         int64       // largest backlog in bytes since the last compaction
 	delivered    atomic.Uint64
 	expired      atomic.Uint64
@@ -325,11 +324,11 @@ func (d *drainer) status() OutputStatus {
 	st := d.store.Outbox(d.key)
 	s := OutputStatus{Output: d.key, Backlog: st.Entries, BacklogBytes: st.Bytes, QuotaBytes: d.quota, Policy: d.policy,
 		Delivered: d.delivered.Load(), Expired: d.expired.Load(), Abandoned: d.abandoned.Load(), Dropped: d.dropped.Load(), DeadLettered: st.Dead,
-		Retries: d.retries.Load(), Restarts: d.restarts.Load(), Full: st.Bytes >= d.quota}
-	if d.policy != "drop_oldest" {
-		// What Admit answers, not the bytes: input stays refused until the
-		// outbox is down to 90% of its quota.
-		s.Full = d.refusing.Load()
+		Retries: d.retries.Load(), Restarts: d.restarts.Load(), Full: d.full.Load()}
+	if d.policy == "drop_oldest" {
+		// Never refuses: full is at the quota. (reject: what Admit
+		// answers, refused until the outbox is down to 90% of its quota.)
+		s.Full = st.Bytes >= d.quota
 	}
 	if t := d.oldestQueued.Load(); t > 0 && st.Entries > 0 {
 		s.OldestAge = time.Since(time.Unix(0, t)).Seconds()
@@ -635,7 +634,7 @@ func (d *drainer) enforce() {
 	// reject: refuse input from the quota down to 90% of it.
 	switch {
 	case st.Bytes >= d.quota:
-		if !d.full {
+		if !d.full.Load() {
 			d.logger.Warn("output outbox is full; refusing input until it drains", "output", d.key, "bytes", st.Bytes, "quota", d.quota)
 		}
 		d.setFull(true)
@@ -653,11 +652,9 @@ func (d *drainer) expireHead() {
 }
 
 func (d *drainer) setFull(full bool) {
-	if full == d.full {
+	if d.full.Swap(full) == full {
 		return
 	}
-	d.full = full
-	d.refusing.Store(full)
 	if full {
 		d.o.full.Add(1)
 	} else {

@@ -171,9 +171,9 @@ func (p *partition) Receive(ctx actor.Context) {
 		if m.seq0 > 0 {
 			defer p.notePanic()
 		}
-		ticked, events := false, false
+		ticked := false
 		for i, e := range m.events {
-			ticked, events = ticked || e.tick, events || !e.tick
+			ticked = ticked || e.tick
 			if m.seq0 > 0 {
 				seq := m.seq0 + uint64(i)
 				if seq <= p.applied {
@@ -188,10 +188,9 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 		p.flushOutbox()
 		p.flushForward()
-		switch {
-		case ticked:
-			p.noteQuiet()
-		case events:
+		if ticked {
+			p.noteQuiet() // recomputed from the state the events left
+		} else if len(m.events) > 0 {
 			p.awake()
 		}
 	case *deployMsg:

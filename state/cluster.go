@@ -170,9 +170,9 @@ func (s *Store) ResetPartition(p int) error {
 }
 
 // ReturnToSafe makes what a gateway holds of a partition it served, and
-// gave up, what a replica of it holds: the checkpoint and the output mark
-// go back to the safe checkpoint's (none without one), the log after it
-// stays. The rows produced since the safe checkpoint are given up
+// gave up, what a replica of it holds: its safe checkpoint applied as a
+// replica applies one (none: no checkpoint and no output mark), the log
+// after it kept. The rows produced since the safe checkpoint are given up
 // (another gateway re-emits them); should this gateway serve the
 // partition again from this copy, it replays the log from the safe
 // checkpoint and emits them itself.
@@ -181,26 +181,18 @@ func (s *Store) ReturnToSafe(p int) error {
 	if err != nil {
 		return err
 	}
+	if sc.GetCheckpoint() != nil {
+		return s.ApplySafeCheckpoint(p, sc)
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	pos := uint64(0)
-	if cp := sc.GetCheckpoint(); cp != nil {
-		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(cp)
-		if err != nil {
-			return err
-		}
-		_ = b.Set(checkpointKey(p), data, nil)
-		_ = b.Set(writtenKey(p), binary.BigEndian.AppendUint64(nil, cp.OutputSeq), nil)
-		pos = cp.LogPosition
-	} else {
-		_ = b.Delete(checkpointKey(p), nil)
-		_ = b.Delete(writtenKey(p), nil)
-	}
+	_ = b.Delete(checkpointKey(p), nil)
+	_ = b.Delete(writtenKey(p), nil)
 	if err := b.Commit(s.write); err != nil {
-		return fmt.Errorf("state: partition %d: back to the safe checkpoint: %w", p, err)
+		return fmt.Errorf("state: partition %d: drop the checkpoint given up: %w", p, err)
 	}
 	s.mu.Lock()
-	s.cpPos[p], s.cpKnown[p] = pos, true
+	s.cpPos[p], s.cpKnown[p] = 0, true
 	s.mu.Unlock()
 	return nil
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -24,9 +25,10 @@ type compactionScheduler struct {
 	waiting bool // a compaction was refused and may still wait for a grant
 	closed  bool
 
-	poke chan struct{} // something happened: look now
-	stop chan struct{}
-	done chan struct{}
+	poke  chan struct{} // something happened: look now
+	stop  chan struct{}
+	done  chan struct{}
+	looks atomic.Uint64 // times the granting goroutine woke (tests: an idle one sleeps)
 }
 
 // compactionRetry is how often a waiting compaction is offered a turn
@@ -112,6 +114,7 @@ func (s *compactionScheduler) run() {
 		case <-s.poke:
 		case <-retries:
 		}
+		s.looks.Add(1)
 		waiting := s.grant()
 		switch {
 		case waiting && retry == nil:

@@ -131,4 +131,7 @@ func TestCompactionSchedulerGrantsWhatWaits(t *testing.T) {
 	s.mu.Lock()
 	require.Equal(t, 1, s.running)
 	s.mu.Unlock()
+	looks := s.looks.Load()
+	time.Sleep(5 * compactionRetry)
+	require.Equal(t, looks, s.looks.Load(), "the scheduler still wakes with nothing waiting")
 }
