@@ -66,7 +66,8 @@
 //	    and only if its claimed sender is a live member of the gateway
 //	    that certificate names (link.go); a job update only if its origin
 //	    is that gateway, or one not live that it relays (C12), and its
-//	    version is at most maxJobSkew ahead of this gateway's clock.
+//	    version is at most maxJobVersionStep above every version this
+//	    gateway knows (versions are counters; forward.go).
 //	C15: MQTT output rows relayed to the other gateways (relay.go) wait
 //	    for one peer within NodeConfig.RelayQueueBytes, and past it are
 //	    dropped and counted: an output's delivery never waits for a peer.
@@ -77,10 +78,9 @@
 // Every gateway must use the same number of partitions: one with another
 // number is refused as a member (Config.Admit), so its Join fails.
 //
-// Known limits: parked input is on one disk until forwarded; job versions
-// are deploy times, so the gateways' clocks order concurrent deploys of
-// one name (a gateway whose clock is more than maxJobSkew behind refuses
-// the others' changes until its clock is set). A member with a valid
+// Known limits: parked input is on one disk until forwarded; of two
+// changes of one job name made at once on two sides of a split, the one
+// of the greater gateway name wins, whatever their times. A member with a valid
 // certificate is trusted with the protocol itself: it can hand a
 // partition to a gateway or deploy a job, as it can through its own
 // admin API.

@@ -292,38 +292,60 @@ func (n *Node) localJobVersion(name string) int64 {
 	n.mu.Lock()
 	cur, seen := n.jobVer[name]
 	n.mu.Unlock()
-	return nextJobVersion(cur.version, seen, time.Now().UnixNano())
+	return nextJobVersion(cur.version, seen)
 }
 
-// Job versions are deploy times (Unix ns), so the newest deploy or
-// removal of a name wins on every gateway. The others refuse a version
-// more than maxJobSkew ahead of their clock (checkJobUpdate): one peer
-// cannot make a job newer than every later change. A version stored
-// before that check (or left far ahead by a clock set back) counts as
-// older than any valid one, so an operator can still change or remove
-// the job.
+// Job versions are counters, one per job name, ordered with the origin
+// gateway's name (a Lamport clock): an operator's change takes one more
+// than the version its gateway knows, and the highest (version, origin)
+// wins on every gateway. So the order of changes does not depend on the
+// gateways' clocks: a change made where an earlier one was known is newer
+// than it; of two made concurrently on two gateways, each knowing the same
+// version, the one of the greater gateway name wins everywhere.
+//
+// A received version more than maxJobVersionStep above every version this
+// gateway knows is refused (applyJob): one peer cannot make a job newer
+// than every later change. Versions stored by releases before the
+// counters were deploy times (Unix ns, at or above clockVersionFloor);
+// counting on from them keeps the order they had.
 
-// nextJobVersion is the version of an operator's change: now, or just
-// above the current version when that is ahead of this clock but within
-// maxJobSkew (another gateway's clock is a little ahead), so the change
-// wins everywhere.
-func nextJobVersion(cur int64, seen bool, now int64) int64 {
-	if seen && cur >= now && cur < now+int64(maxJobSkew) {
-		return cur + 1
+// nextJobVersion is the version of an operator's change of a name whose
+// current version is cur (seen false: none).
+func nextJobVersion(cur int64, seen bool) int64 {
+	if !seen || cur >= maxJobVersion {
+		return 1
 	}
-	return now
+	return cur + 1
 }
 
 // jobNewer reports whether an update of version v from origin replaces
-// the current one (cur; seen false: none).
-func jobNewer(cur jobVersion, seen bool, v int64, origin string, now int64) bool {
+// the current one (cur; seen false: none). A stored version out of range
+// (from before versions were checked) is older than any.
+func jobNewer(cur jobVersion, seen bool, v int64, origin string) bool {
 	switch {
-	case !seen, cur.version > now+int64(maxJobSkew):
+	case !seen, cur.version >= maxJobVersion:
 		return true
 	case v != cur.version:
 		return v > cur.version
 	}
 	return origin > cur.origin
+}
+
+// jobVersionPlausible reports whether a received version is at most
+// maxJobVersionStep above every version known here (n.mu held), or a
+// deploy time from a release before the counters (checkJobUpdate bounded
+// it by this clock).
+func (n *Node) jobVersionPlausible(v int64) bool {
+	if v >= clockVersionFloor {
+		return true
+	}
+	var top int64
+	for _, jv := range n.jobVer {
+		if jv.version < maxJobVersion {
+			top = max(top, jv.version)
+		}
+	}
+	return v <= top+maxJobVersionStep
 }
 
 func jobName(u *pb.JobUpdate) string {
@@ -417,8 +439,14 @@ func (n *Node) applyJob(from string, u *pb.JobUpdate) {
 		n.rej.refuse(reject(rejectIdentity, "job update %q from %s names live gateway %s as its origin", name, from, u.Origin), "from", from)
 		return
 	}
+	if !n.jobVersionPlausible(u.Version) {
+		n.mu.Unlock()
+		n.rej.refuse(reject(rejectFuture, "job update %q from %s: version %d is more than %d above every version known here",
+			name, from, u.Version, maxJobVersionStep), "from", from)
+		return
+	}
 	cur, seen := n.jobVer[name]
-	newer := jobNewer(cur, seen, u.Version, u.Origin, time.Now().UnixNano())
+	newer := jobNewer(cur, seen, u.Version, u.Origin)
 	if newer {
 		n.jobVer[name] = jobVersion{u.Version, u.Origin}
 		n.jobLog[name] = u

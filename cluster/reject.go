@@ -31,7 +31,7 @@ const (
 	rejectRange = "out_of_range"
 	// rejectOversized: a message larger than the protocol sends.
 	rejectOversized = "oversized"
-	// rejectFuture: a job version implausibly far ahead of this clock.
+	// rejectFuture: a job version implausibly far above those known here.
 	rejectFuture = "future_version"
 	// rejectType: a message type, target actor or RPC the cluster never
 	// uses (protoactor would deliver any registered type to any actor).

@@ -44,10 +44,21 @@ const (
 	maxRelayRows = 4096
 	// maxTopicBytes is the longest MQTT topic name.
 	maxTopicBytes = 65535
-	// maxJobSkew: a job version (deploy time, Unix ns) further ahead of
-	// this gateway's clock is refused: it would win over every deploy and
-	// removal of its name for that long.
-	maxJobSkew = 5 * time.Minute
+	// maxJobVersionStep: a job version (a counter, forward.go) more than
+	// this far above every version this gateway knows is refused: it
+	// would win over the changes of its name that many times. An
+	// operator's change is one above what its gateway knows, so a forged
+	// version within the step is overtaken by the next real change.
+	maxJobVersionStep = 1 << 16
+	// maxJobVersion: no version is this large (a counter of changes never
+	// gets there); a stored one that is counts as older than any other.
+	maxJobVersion = 1 << 62
+	// clockVersionFloor: versions at or above it are deploy times (Unix
+	// ns) stored by releases before the counters; one arriving from such a
+	// gateway is taken if at most maxJobSkew ahead of this clock, as those
+	// releases did.
+	clockVersionFloor = 1 << 50
+	maxJobSkew        = 5 * time.Minute
 )
 
 // checkGatewayName checks a gateway name (without the incarnation).
@@ -233,7 +244,8 @@ func checkSafeCheckpoint(sc *pb.SafeCheckpoint, parts int) error {
 	return nil
 }
 
-// checkJobUpdate checks a job update's fields; now is this gateway's
+// checkJobUpdate checks a job update's fields alone (applyJob checks its
+// version against the versions this gateway knows); now is this gateway's
 // clock (Unix ns).
 func checkJobUpdate(u *pb.JobUpdate, now int64) error {
 	if u == nil {
@@ -251,9 +263,8 @@ func checkJobUpdate(u *pb.JobUpdate, now int64) error {
 	if u.Version <= 0 {
 		return reject(rejectRange, "job update %q: version %d", jobName(u), u.Version)
 	}
-	if u.Version > now+int64(maxJobSkew) {
-		return reject(rejectFuture, "job update %q from %s: version %s is more than %v ahead of this gateway's clock",
-			jobName(u), u.Origin, time.Unix(0, u.Version).UTC().Format(time.RFC3339), maxJobSkew)
+	if u.Version >= maxJobVersion || u.Version >= clockVersionFloor && u.Version > now+int64(maxJobSkew) {
+		return reject(rejectFuture, "job update %q from %s: version %d is out of range", jobName(u), u.Origin, u.Version)
 	}
 	return nil
 }

@@ -121,38 +121,76 @@ func TestJobVersionsCannotBeForged(t *testing.T) {
 	h.deliver(streamMsg(peerMember, 3, &pb.JobUpdate{Removed: "other", Version: now, Origin: h.n.name}))
 	require.Equal(t, count+1, h.n.rej.counts[rejectIdentity].Load(), "nobody speaks for this gateway")
 
-	// A version from before the check, far ahead: any valid one wins.
+	// A version from before the check, out of range: any valid one wins.
 	h.n.mu.Lock()
 	h.n.jobVer["poisoned"] = jobVersion{math.MaxInt64, "gw2#old"}
 	h.n.jobLog["poisoned"] = &pb.JobUpdate{Job: &pb.Job{Name: "poisoned"}, Version: math.MaxInt64, Origin: "gw2#old"}
 	h.n.mu.Unlock()
 	v := h.n.localJobVersion("poisoned")
-	require.InDelta(t, float64(time.Now().UnixNano()), float64(v), float64(time.Minute), "the operator's change takes this clock")
+	require.Equal(t, int64(1), v, "the operator's change counts from the start")
 	h.deliver(streamMsg(peerMember, 4, &pb.JobUpdate{Removed: "poisoned", Version: v, Origin: peerMember}))
 	h.n.mu.Lock()
 	got := h.n.jobLog["poisoned"]
 	h.n.mu.Unlock()
-	require.Equal(t, "poisoned", got.GetRemoved(), "the removal replaced the far-future deploy")
+	require.Equal(t, "poisoned", got.GetRemoved(), "the removal replaced the out-of-range deploy")
+}
 
+// TestJobVersionsAreCounters: a change takes one more than the version
+// known, whatever the clock says; of two changes at one version the
+// greater origin wins; a version far above every version known is
+// refused, one within the step is taken and the next real change still
+// wins over it; deploy times from releases before the counters are taken
+// near this clock, and counting goes on from them.
+func TestJobVersionsAreCounters(t *testing.T) {
 	for _, c := range []struct {
 		cur     int64
 		seen    bool
-		now     int64
 		want    int64
 		comment string
 	}{
-		{0, false, 100, 100, "first version: now"},
-		{50, true, 100, 100, "older: now"},
-		{100, true, 100, 101, "same time: just above"},
-		{100 + int64(time.Minute), true, 100, 101 + int64(time.Minute), "a little ahead (another clock): just above"},
-		{100 + int64(time.Hour), true, 100, 100, "far ahead (forged or from a clock set back): now"},
+		{0, false, 1, "first version"},
+		{1, true, 2, "one more"},
+		{41, true, 42, "one more"},
+		{1_764_000_000_000_000_000, true, 1_764_000_000_000_000_001, "a deploy time from an older release: counting goes on from it"},
+		{math.MaxInt64, true, 1, "out of range (stored before the checks): from the start"},
 	} {
-		require.Equal(t, c.want, nextJobVersion(c.cur, c.seen, c.now), c.comment)
+		require.Equal(t, c.want, nextJobVersion(c.cur, c.seen), c.comment)
 	}
-	require.True(t, jobNewer(jobVersion{math.MaxInt64, "a"}, true, 5, "b", 10))
-	require.False(t, jobNewer(jobVersion{20, "a"}, true, 5, "b", 10))
-	require.True(t, jobNewer(jobVersion{5, "a"}, true, 5, "b", 10))
-	require.False(t, jobNewer(jobVersion{5, "b"}, true, 5, "a", 10))
+	require.True(t, jobNewer(jobVersion{math.MaxInt64, "a"}, true, 5, "b"))
+	require.False(t, jobNewer(jobVersion{20, "a"}, true, 5, "b"))
+	require.True(t, jobNewer(jobVersion{5, "a"}, true, 6, "a"))
+	require.True(t, jobNewer(jobVersion{5, "a"}, true, 5, "b"), "same version: the greater origin")
+	require.False(t, jobNewer(jobVersion{5, "b"}, true, 5, "a"))
+
+	h := newHarness(t)
+	job := &pb.Job{Name: "temps", Query: "SELECT deviceId INTO o FROM i"}
+	version := func() int64 {
+		h.n.mu.Lock()
+		defer h.n.mu.Unlock()
+		return h.n.jobVer["temps"].version
+	}
+	h.deliver(streamMsg(peerMember, 1, &pb.JobUpdate{Job: job, Version: 7, Origin: peerMember}))
+	require.Equal(t, int64(7), version(), "a first version within the step of nothing known")
+	require.Equal(t, int64(8), h.n.localJobVersion("temps"))
+
+	count := h.n.rej.counts[rejectFuture].Load()
+	h.deliver(streamMsg(peerMember, 2, &pb.JobUpdate{Removed: "temps", Version: 7 + maxJobVersionStep + 1, Origin: peerMember}))
+	require.Equal(t, count+1, h.n.rej.counts[rejectFuture].Load(), "far above every version known: refused")
+	require.Equal(t, int64(7), version())
+
+	h.deliver(streamMsg(peerMember, 3, &pb.JobUpdate{Removed: "temps", Version: 7 + maxJobVersionStep, Origin: peerMember}))
+	require.Equal(t, int64(7+maxJobVersionStep), version(), "within the step: taken")
+	next := h.n.localJobVersion("temps")
+	require.Equal(t, int64(7+maxJobVersionStep+1), next, "the next real change is above it")
+	h.n.mu.Lock()
+	plausible := h.n.jobVersionPlausible(next)
+	h.n.mu.Unlock()
+	require.True(t, plausible, "and the other gateways take it")
+
+	now := time.Now().UnixNano()
+	h.deliver(streamMsg(peerMember, 4, &pb.JobUpdate{Job: job, Version: now, Origin: peerMember}))
+	require.Equal(t, now, version(), "a deploy time from an older release near this clock is taken")
+	require.Equal(t, now+1, h.n.localJobVersion("temps"))
 }
 
 // TestSenderOf: the sender read without decoding is the one the decoder

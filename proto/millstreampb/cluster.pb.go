@@ -1214,8 +1214,10 @@ type JobUpdate struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Job     *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	Removed string                 `protobuf:"bytes,2,opt,name=removed,proto3" json:"removed,omitempty"`
-	// Deploy time in Unix nanoseconds on the gateway that took it, then that
-	// gateway's name: the newest update of a job name wins everywhere.
+	// One more than the version of the name the gateway that took the
+	// change knew (a counter, not a time), then that gateway's name: the
+	// highest update of a job name wins everywhere. Releases before the
+	// counters stored deploy times (Unix ns); counting goes on from them.
 	Version       int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	Origin        string `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
