@@ -23,13 +23,13 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	pahopk "github.com/eclipse/paho.mqtt.golang/packets"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/millstream/millstream/internal/certs"
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/internal/mqttwire"
+	"github.com/millstream/millstream/internal/testutil"
 )
 
 // These tests attack the embedded broker over real sockets on 127.0.0.1
@@ -75,25 +75,9 @@ func startSecureGateway(t *testing.T, opts BrokerOptions) *secureGateway {
 // noBrokerGoroutinesLeft checks, once the test's cleanups have run, that
 // no goroutine of the broker, its listeners or a paho client is left.
 func noBrokerGoroutinesLeft(t *testing.T) {
+	// (A test before this one that failed half-way may have left them.)
 	t.Cleanup(func() {
-		var left []string
-		ok := assert.Eventually(t, func() bool {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			left = left[:0]
-			for _, g := range strings.Split(string(buf), "\n\n") {
-				if strings.Contains(g, "mochi-mqtt/server") || strings.Contains(g, "actors.(*brokerListener)") ||
-					strings.Contains(g, "actors.(*Broker)") || strings.Contains(g, "paho.mqtt.golang") {
-					left = append(left, g)
-				}
-			}
-			return len(left) == 0
-		}, 5*time.Second, 20*time.Millisecond)
-		if !ok {
-			// (A test before this one that failed half-way may have
-			// left them.)
-			t.Fatalf("broker or MQTT client goroutines left:\n%s", strings.Join(left, "\n\n"))
-		}
+		testutil.NoGoroutinesLeft(t, "mochi-mqtt/server", "actors.(*brokerListener)", "actors.(*Broker)", "paho.mqtt.golang")
 	})
 }
 

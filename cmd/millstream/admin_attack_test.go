@@ -23,6 +23,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
+	"github.com/millstream/millstream"
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/actors/admin"
 	"github.com/millstream/millstream/internal/certs"
@@ -36,7 +37,7 @@ import (
 
 // attackGateway is a running gateway and what its log says.
 type attackGateway struct {
-	rg   *runningGateway
+	rg   *millstream.Gateway
 	base string // http(s)://addr
 	logs *syncBuffer
 }
@@ -71,11 +72,11 @@ func startAttackGateway(t *testing.T, dir, extra string) *attackGateway {
 	rg, err := startGatewayWith(ctx, mustLoadGateway(t, cfgPath), io.Discard, slog.New(slog.NewTextHandler(logs, nil)), false)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		rg.close(context.Background())
+		rg.Close(context.Background())
 		cancel()
 	})
 	// Not rg.http.TLSConfig: the serving goroutine sets it up for HTTP/2.
-	return &attackGateway{rg: rg, base: rg.adminURL, logs: logs}
+	return &attackGateway{rg: rg, base: rg.AdminURL(), logs: logs}
 }
 
 // call makes one request; hdr are header name/value pairs.
@@ -99,7 +100,7 @@ func call(t *testing.T, c *http.Client, method, url, body string, hdr ...string)
 
 func (g *attackGateway) jobNames() []string {
 	var names []string
-	for _, j := range g.rg.g.Jobs() {
+	for _, j := range g.rg.Runtime().Jobs() {
 		names = append(names, j.Name)
 	}
 	return names
@@ -236,7 +237,7 @@ func TestAttackCrossOriginAndRebinding(t *testing.T) {
 		{"form", 415, []string{"Content-Type", "application/x-www-form-urlencoded"}},
 		{"multipart", 415, []string{"Content-Type", "multipart/form-data; boundary=x"}},
 		{"no type", 415, nil},
-		{"DNS rebinding", 421, []string{"Host", "evil.example:" + portOf(g.rg.addr), "Content-Type", "application/yaml"}},
+		{"DNS rebinding", 421, []string{"Host", "evil.example:" + portOf(g.rg.AdminAddr()), "Content-Type", "application/yaml"}},
 		{"rebinding with the page's own origin", 421, []string{"Host", "evil.example", "Origin", "http://evil.example", "Content-Type", "application/yaml"}},
 	} {
 		code, body := call(t, c, "POST", g.base+"/v1/jobs", job, tc.hdr...)
@@ -249,7 +250,7 @@ func TestAttackCrossOriginAndRebinding(t *testing.T) {
 	// The API's own origin, an allowed origin and the gateway's names pass.
 	code, body := call(t, c, "POST", g.base+"/v1/jobs", logJob("own"), "Origin", g.base, "Content-Type", "application/yaml")
 	require.Equal(t, 200, code, body)
-	code, _ = call(t, c, "GET", g.base+"/v1/jobs", "", "Host", "localhost:"+portOf(g.rg.addr))
+	code, _ = call(t, c, "GET", g.base+"/v1/jobs", "", "Host", "localhost:"+portOf(g.rg.AdminAddr()))
 	require.Equal(t, 200, code)
 	code, _ = call(t, c, "GET", g.base+"/v1/jobs", "", "Host", "gw")
 	require.Equal(t, 200, code)
@@ -364,12 +365,12 @@ outputs: [{name: o, log: {}}]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 20 {
-		require.NoError(t, g.rg.g.Ingest("telemetry", "d1", []byte(fmt.Sprintf(`{"deviceId":"d1","v":%d}`, 10+i))))
+		require.NoError(t, g.rg.Runtime().Ingest("telemetry", "d1", []byte(fmt.Sprintf(`{"deviceId":"d1","v":%d}`, 10+i))))
 	}
-	require.NoError(t, g.rg.g.Drain(ctx))
+	require.NoError(t, g.rg.Runtime().Drain(ctx))
 	code, body = deploy(fileJob("mine", mine))
 	require.Equal(t, 200, code, "a file the output created is its own after a redeploy: %s", body)
-	require.NoError(t, g.rg.outs.Close())
+	require.NoError(t, g.rg.Outputs().Close())
 	// 50-byte rows, 400 bytes a file: rotated twice, the second time over
 	// the path.1 it made the first time.
 	cur, err := os.ReadFile(mine)
@@ -414,7 +415,7 @@ func TestAttackSecretsNotShown(t *testing.T) {
 	job := httpJob("cloud", recv.URL, "Authorization: Bearer inline-s3cret", "X-Api-Key: file:"+secretFile, "X-Token: env:MILLSTREAM_TEST_TOKEN")
 	code, body := call(t, c, "PUT", g.base+"/v1/jobs", job, "Content-Type", "application/yaml")
 	require.Equal(t, 200, code, body)
-	require.NoError(t, g.rg.g.Ingest("telemetry", "d1", []byte(`{"deviceId":"d1","v":1}`)))
+	require.NoError(t, g.rg.Runtime().Ingest("telemetry", "d1", []byte(`{"deviceId":"d1","v":1}`)))
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 }, 10*time.Second, 10*time.Millisecond)
 	mu.Lock()
 	require.Equal(t, "Bearer inline-s3cret", got[0].Get("Authorization"))
@@ -443,7 +444,7 @@ func TestAttackSecretsNotShown(t *testing.T) {
 	code, body = call(t, c, "PUT", g.base+"/v1/jobs", string(fetched.Job), "Content-Type", "application/json")
 	require.Equal(t, 400, code, body)
 	require.Contains(t, body, "a job read back from the admin API hides its secrets")
-	require.NoError(t, g.rg.g.Ingest("telemetry", "d1", []byte(`{"deviceId":"d1","v":2}`)))
+	require.NoError(t, g.rg.Runtime().Ingest("telemetry", "d1", []byte(`{"deviceId":"d1","v":2}`)))
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 1 }, 10*time.Second, 10*time.Millisecond)
 	mu.Lock()
 	require.Equal(t, "Bearer inline-s3cret", got[len(got)-1].Get("Authorization"))
@@ -461,7 +462,7 @@ func TestAttackDeviceTopicEscape(t *testing.T) {
 	g := startAttackGateway(t, t.TempDir(), "")
 	var mu sync.Mutex
 	var topics []string
-	sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + g.rg.brokerAddr()).SetClientID("watcher"))
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + g.rg.BrokerAddr()).SetClientID("watcher"))
 	tok := sub.Connect()
 	require.True(t, tok.WaitTimeout(5*time.Second))
 	require.NoError(t, tok.Error())
@@ -550,7 +551,7 @@ func TestAttackAdminTLS(t *testing.T) {
 	old := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}}}
 	_, err = old.Get(g.base + "/v1/jobs")
 	require.Error(t, err, "TLS 1.1 is refused")
-	resp, err := http.Get("http://" + g.rg.addr + "/v1/jobs")
+	resp, err := http.Get("http://" + g.rg.AdminAddr() + "/v1/jobs")
 	if err == nil {
 		resp.Body.Close()
 		require.Equal(t, 400, resp.StatusCode, "plain HTTP to the HTTPS port")
@@ -588,7 +589,7 @@ func TestAttackOpenAdminOffLoopback(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf("name: gw\nmqtt_listen: none\nhttp_listen: 0.0.0.0:0\ndata_dir: %s\ndurability: {disabled: true}\ninsecure: true\n", filepath.Join(dir, "data"))), 0o600))
 	rg, err := startGateway(context.Background(), mustLoadGateway(t, cfg), io.Discard, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	rg.close(context.Background())
+	rg.Close(context.Background())
 }
 
 // TestCertCommandEndToEnd: "millstream cert" writes a CA and the

@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/millstream/millstream"
 )
 
 // TestCLIHelpOnEveryCommand walks the command tree: -h on every command
@@ -113,7 +115,7 @@ func gatewayConfig(t *testing.T, dir, extra string) string {
 
 // cliGateway starts a gateway in this process for the admin commands and
 // returns its admin API as host:port.
-func cliGateway(t *testing.T) *runningGateway {
+func cliGateway(t *testing.T) *millstream.Gateway {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := gatewayConfig(t, dir, "partitions: 4\n")
@@ -121,7 +123,7 @@ func cliGateway(t *testing.T) *runningGateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	rg, err := startGateway(ctx, mustLoadGateway(t, cfg), io.Discard, nil)
 	require.NoError(t, err)
-	t.Cleanup(func() { cancel(); rg.close(context.Background()) })
+	t.Cleanup(func() { cancel(); rg.Close(context.Background()) })
 	return rg
 }
 
@@ -130,8 +132,8 @@ func cliGateway(t *testing.T) *runningGateway {
 func TestCLIAdminCommandsFlagsAfterArgs(t *testing.T) {
 	jobFile, err := filepath.Abs(job + "/job.yaml")
 	require.NoError(t, err)
-	rg := cliGateway(t) // changes the working directory
-	admin := rg.addr    // host:port, no scheme
+	rg := cliGateway(t)     // changes the working directory
+	admin := rg.AdminAddr() // host:port, no scheme
 
 	code, stdout, stderr := runCLI(t, "job", "list", "--admin", admin)
 	require.Equal(t, 0, code, stderr)
@@ -157,9 +159,9 @@ func TestCLIAdminCommandsFlagsAfterArgs(t *testing.T) {
 	require.Regexp(t, `^NAME +INPUTS +OUTPUTS +STATE +BUDGET +STATUS$`, lines[0])
 	require.Regexp(t, `^temperature-filtering +EdgeInput +LocalOutput,CloudOutput +\d+(\.\d)? (B|KiB|MiB) +512 MiB +running$`, lines[1])
 
-	require.NoError(t, rg.g.Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
-	require.NoError(t, rg.g.Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":`)))
-	require.NoError(t, rg.g.Drain(t.Context()))
+	require.NoError(t, rg.Runtime().Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
+	require.NoError(t, rg.Runtime().Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":`)))
+	require.NoError(t, rg.Runtime().Drain(t.Context()))
 
 	code, stdout, stderr = runCLI(t, "job", "get", "temperature-filtering", "--admin", admin)
 	require.Equal(t, 0, code, stderr)
@@ -201,14 +203,14 @@ func TestCLIOutputFormats(t *testing.T) {
 	jobFile, err := filepath.Abs(job + "/job.yaml")
 	require.NoError(t, err)
 	rg := cliGateway(t) // changes the working directory
-	admin := "http://" + rg.addr
+	admin := "http://" + rg.AdminAddr()
 	code, _, stderr := runCLI(t, "job", "deploy", "--admin", admin, jobFile)
 	require.Equal(t, 0, code, stderr)
 	for _, id := range []string{"press-1", "press-2", "press-3"} {
-		require.NoError(t, rg.g.Ingest("EdgeInput", id, []byte(`{"deviceId":"`+id+`","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
+		require.NoError(t, rg.Runtime().Ingest("EdgeInput", id, []byte(`{"deviceId":"`+id+`","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
 	}
-	require.NoError(t, rg.g.Ingest("EdgeInput", "press-1", []byte(`not json`)))
-	require.NoError(t, rg.g.Drain(t.Context()))
+	require.NoError(t, rg.Runtime().Ingest("EdgeInput", "press-1", []byte(`not json`)))
+	require.NoError(t, rg.Runtime().Drain(t.Context()))
 
 	for _, cmd := range [][]string{
 		{"job", "list"}, {"job", "get", "temperature-filtering"}, {"device", "list"}, {"device", "get", "press-2"},

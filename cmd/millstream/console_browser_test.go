@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
+	"github.com/millstream/millstream"
 	"github.com/millstream/millstream/actors/admin"
 	"github.com/millstream/millstream/internal/testutil"
 	pb "github.com/millstream/millstream/proto/millstreampb"
@@ -22,7 +23,7 @@ import (
 // consoleGateway is an in-process gateway (embedded broker, in-memory
 // state) for the console's browser tests, with an operate token when
 // token is not empty.
-func consoleGateway(t *testing.T, token string) *runningGateway {
+func consoleGateway(t *testing.T, token string) *millstream.Gateway {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := &pb.GatewayConfig{Name: "plant-gw1", DataDir: filepath.Join(dir, "data"), MqttListen: "127.0.0.1:0", HttpListen: "127.0.0.1:0",
@@ -37,7 +38,7 @@ func consoleGateway(t *testing.T, token string) *runningGateway {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		rg.close(ctx)
+		rg.Close(ctx)
 	})
 	return rg
 }

@@ -51,17 +51,17 @@ func TestConsoleScreenshots(t *testing.T) {
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		rg.close(ctx)
+		rg.Close(ctx)
 	}()
 	simCtx, stopSim := context.WithCancel(context.Background())
 	defer stopSim()
 	simDone := make(chan struct{})
 	go func() {
 		defer close(simDone)
-		_, _ = sim.Run(simCtx, sim.Config{Broker: "tcp://" + rg.brokerAddr(), Devices: 12, Rate: 4, QoS: 1, SpikeEvery: 40})
+		_, _ = sim.Run(simCtx, sim.Config{Broker: "tcp://" + rg.BrokerAddr(), Devices: 12, Rate: 4, QoS: 1, SpikeEvery: 40})
 	}()
 	defer func() { stopSim(); <-simDone }()
-	base := "http://" + rg.addr
+	base := "http://" + rg.AdminAddr()
 	req, _ := http.NewRequest(http.MethodPut, base+"/v1/devices/machine-0003/desired", strings.NewReader(`{"interval": 5, "threshold": 100}`))
 	req.Header.Set("Content-Type", "application/json")
 

@@ -33,7 +33,7 @@ func TestConsoleInChromium(t *testing.T) {
 	const token = "mst_console_test_token"
 	rg := consoleGateway(t, token)
 	ctx := browser(t, 90*time.Second)
-	url := "http://" + rg.addr + "/"
+	url := "http://" + rg.AdminAddr() + "/"
 
 	// Sign in: the token goes from the form into the tab, never the URL.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("#login-form")),
@@ -53,8 +53,8 @@ func TestConsoleInChromium(t *testing.T) {
 		`document.querySelector('#deploy-result').textContent + ' / ' + document.querySelector('#deploy-error').textContent`)
 
 	// Rows published over MQTT are counted on the Jobs page.
-	publish(t, rg.brokerAddr(), "press-1", 25)
-	publish(t, rg.brokerAddr(), consoleEvilDevice, 2)
+	publish(t, rg.BrokerAddr(), "press-1", 25)
+	publish(t, rg.BrokerAddr(), consoleEvilDevice, 2)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#tabs button[data-tab="jobs"]`))))
 	row := `document.querySelector('tr[data-job="console-e2e"]')`
 	waitJS(t, ctx, 20*time.Second, row+`?.querySelector('.in-total').textContent === '27' && `+row+`.querySelector('.out-total').textContent === '27'`,

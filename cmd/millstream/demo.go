@@ -78,8 +78,8 @@ func demo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w (is the port taken? try --mqtt 127.0.0.1:0 --http 127.0.0.1:0)", err)
 	}
-	broker := "tcp://" + rg.brokerAddr()
-	fmt.Fprintf(out, "millstream demo: embedded MQTT broker on %s; admin API and metrics on http://%s; %d simulated devices at %.1f msg/s each\n", broker, rg.addr, o.devices, o.rate)
+	broker := "tcp://" + rg.BrokerAddr()
+	fmt.Fprintf(out, "millstream demo: embedded MQTT broker on %s; admin API and metrics on http://%s; %d simulated devices at %.1f msg/s each\n", broker, rg.AdminAddr(), o.devices, o.rate)
 	fmt.Fprintf(out, "millstream demo: job %q: ALERT lines are CRITICAL readings, AGG lines the 10 s aggregates (topic millstream/%s/IotHubOutput), raw data in %s\n",
 		job.Name, job.Name, filepath.Join(o.data, "raw.jsonl"))
 
@@ -108,7 +108,7 @@ func demo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				st := rg.g.Stats()
+				st := rg.Runtime().Stats()
 				fmt.Fprintf(out, "millstream demo: %d events in, %d rows out, %d dead-lettered\n", st.EventsIn, st.RowsOut, st.DeadLettered)
 			}
 		}
@@ -117,11 +117,11 @@ func demo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error {
 	stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// A demo ends its input: close the open windows so their aggregates show.
-	_ = rg.g.Drain(stop)
-	_ = rg.g.FlushWindows(stop)
+	_ = rg.Runtime().Drain(stop)
+	_ = rg.Runtime().FlushWindows(stop)
 	time.Sleep(200 * time.Millisecond) // let the viewer print the last aggregates
-	st := rg.g.Stats()
-	rg.close(stop)
+	st := rg.Runtime().Stats()
+	rg.Close(stop)
 	fmt.Fprintf(out, "millstream demo: stopped: %d events in, %d rows out, %d dead-lettered\n", st.EventsIn, st.RowsOut, st.DeadLettered)
 	if simErr != nil && !errors.Is(simErr, context.Canceled) {
 		return simErr

@@ -2,395 +2,27 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/millstream/millstream/actors"
-	"github.com/millstream/millstream/actors/admin"
-	"github.com/millstream/millstream/cluster"
+	"github.com/millstream/millstream"
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/internal/logging"
 	pb "github.com/millstream/millstream/proto/millstreampb"
-	"github.com/millstream/millstream/state"
 )
 
-// runningGateway is a gateway with its embedded broker and outputs.
-type runningGateway struct {
-	g        *actors.Gateway
-	broker   *actors.Broker
-	external []*actors.External
-	// inputBrokers: the external brokers read from (not upstream), for
-	// /readyz, which may ask while they are being connected.
-	extMu        sync.Mutex
-	inputBrokers []*actors.External
-	outs         *actors.Outputs
-	dead         *actors.DeadLetters
-	store        *state.Store // nil with durability off
-	stateDir     string
-	http         *http.Server
-	addr         string        // admin API address
-	adminURL     string        // http(s)://addr, set before the server starts
-	node         *cluster.Node // nil: standalone
-}
-
-// startGateway starts a gateway, its embedded broker and the configured
-// jobs. With durability on (the default) it opens the store under
-// data_dir, redeploys the jobs of its catalog and recovers every partition
-// before it takes input.
-func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger) (*runningGateway, error) {
+// startGateway starts a gateway (millstream.Start) with the command's
+// version.
+func startGateway(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger) (*millstream.Gateway, error) {
 	return startGatewayWith(ctx, cfg, log, logger, false)
 }
 
-// damagedHelp says how to recover from damaged state (README, "Damaged state").
-const damagedHelp = `the gateway's state under %s is damaged. To recover:
-  1. Keep a copy: cp -a %s %s.damaged
-  2. Start with --reset-damaged: partitions whose checkpoint or log cannot be
-     read start without it; their open windows and unreplayed events are
-     lost, and each is logged and counted (millstream_state_events_total{kind="damaged_reset"}).
-  3. If the store cannot be opened at all, move it aside (mv %s %s.damaged)
-     and start again: every partition starts empty and undelivered rows are lost.
-See README, "Damaged state"`
-
-func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger, resetDamaged bool) (*runningGateway, error) {
-	config.EnsureGatewayDefaults(cfg)
-	if err := config.ValidateGateway(cfg); err != nil {
-		return nil, err
-	}
-	if logger == nil {
-		logger = slog.Default()
-	}
-	outs := actors.NewOutputs(nil, log)
-	roots, err := dataRoots(cfg)
-	if err != nil {
-		return nil, err
-	}
-	outs.SetDataRoots(roots)
-	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged,
-		Clustered: cfg.Cluster != nil, MaxPayloadBytes: int(cfg.MaxPayloadBytes), DataRoots: roots}
-	sec, adminTLS, err := adminSecurity(cfg)
-	if err != nil {
-		return nil, err
-	}
-	rg := &runningGateway{outs: outs}
-	if d := cfg.Durability; d == nil || !d.Disabled {
-		dir := filepath.Join(cfg.DataDir, "state")
-		st, err := state.Open(dir, state.Config{Partitions: int(cfg.Partitions), NoSync: d.GetNoSync(), Logger: logger})
-		if err != nil {
-			if errors.Is(err, state.ErrCorrupt) {
-				return nil, fmt.Errorf("%w\n"+damagedHelp, err, dir, dir, dir, dir, dir)
-			}
-			return nil, err
-		}
-		rg.stateDir = dir
-		rg.store = st
-		outs.EnableOutbox(st, logger)
-		gcfg.Store = st
-		if d != nil {
-			gcfg.SyncInterval = d.SyncInterval.AsDuration()
-			gcfg.CheckpointInterval = d.CheckpointInterval.AsDuration()
-			gcfg.MaxStoreBytes = d.MaxStoreBytes
-			if d.MinFreeBytes != nil {
-				// An explicit 0 turns the floor off... as far as the guard
-				// goes: Pebble still ends the process on a full disk.
-				gcfg.MinFreeBytes = max(d.GetMinFreeBytes(), 1)
-			}
-		}
-		if d.GetNoSync() {
-			logger.Warn("durability.no_sync is on: acknowledged events can be lost in a crash or power loss")
-		}
-	}
-	var deadStore *state.DeadLetterStore
-	if rg.store != nil {
-		var err error
-		deadStore, err = rg.store.OpenDeadLetters(state.DeadLetterLimits{MaxEntries: int(cfg.DeadLetters.GetMaxEntries()), MaxBytes: int64(cfg.DeadLetters.GetMaxBytes())})
-		if err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-	}
-	rg.dead = actors.NewDeadLetters(deadStore, cfg.DeadLetters.GetTopic(), logger)
-	g := actors.New(gcfg, outs, rg.dead)
-	rg.g = g
-	if cfg.MqttListen != config.EmbeddedBrokerOff {
-		opts := actors.BrokerOptionsFrom(cfg)
-		opts.Logger = logger
-		b, err := actors.StartBroker(g, opts)
-		if err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-		rg.broker = b
-		outs.SetPublisher(b)
-		g.SetPublisher(b)
-		rg.dead.SetPublisher(b)
-	}
-	if cfg.Upstream != nil {
-		up, err := actors.ConnectExternal(cfg.Upstream, nil, nil, logger)
-		if err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-		rg.external = append(rg.external, up)
-		outs.SetPublisher(up)
-		rg.dead.SetPublisher(up)
-	}
-	var ln net.Listener
-	if cfg.HttpListen != "" {
-		var err error
-		if ln, err = net.Listen("tcp", cfg.HttpListen); err != nil {
-			rg.close(ctx)
-			return nil, fmt.Errorf("admin API listen %s: %w", cfg.HttpListen, err)
-		}
-		rg.addr = ln.Addr().String()
-	}
-	if c := cfg.Cluster; c != nil {
-		node, err := startNode(ctx, cfg, g, outs, rg.broker != nil && cfg.Upstream == nil, rg.addr, logger)
-		if err != nil {
-			if ln != nil {
-				ln.Close()
-			}
-			rg.close(ctx)
-			return nil, err
-		}
-		rg.node = node
-	}
-	if ln != nil {
-		api := admin.New(g, outs, rg.broker)
-		api.SetDeadLetters(rg.dead)
-		if node := rg.node; node != nil {
-			api.SetCluster(node)
-			if err := api.Register(node); err != nil {
-				logger.Error("cluster metrics not registered", "error", err)
-			}
-			api.AddReadiness("cluster", func() string {
-				if node.Fenced() {
-					return "fenced: this gateway does not hear from a majority of its cluster (or still waits for a seed), so it serves no partition"
-				}
-				return ""
-			})
-		}
-		// Input brokers are connected after the jobs are back; the check
-		// reads the list when asked.
-		api.AddReadiness("input", func() string {
-			var down, unsubscribed []string
-			connected := rg.inputs()
-			for _, e := range connected {
-				switch {
-				case !e.Connected():
-					down = append(down, e.URL())
-				case !e.Subscribed():
-					unsubscribed = append(unsubscribed, e.URL())
-				}
-			}
-			for _, b := range cfg.Brokers[len(connected):] {
-				down = append(down, b.Url)
-			}
-			if len(down) > 0 {
-				return "input broker unreachable: " + strings.Join(down, ", ")
-			}
-			if len(unsubscribed) > 0 {
-				// Messages the broker takes before the subscription exists
-				// reach no session of this gateway.
-				return "not subscribed on the input broker yet: " + strings.Join(unsubscribed, ", ")
-			}
-			return ""
-		})
-		if err := api.Secure(sec); err != nil {
-			ln.Close()
-			rg.close(ctx)
-			return nil, err
-		}
-		rg.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			TLSConfig: adminTLS, ErrorLog: api.ServerErrorLog()}
-		// Shutdown waits for handlers to return; the console's live
-		// streams return only when told.
-		rg.http.RegisterOnShutdown(api.CloseStreams)
-		rg.adminURL = "http://" + rg.addr
-		if adminTLS != nil {
-			rg.adminURL = "https://" + rg.addr
-		}
-		if adminTLS != nil {
-			go func() { _ = rg.http.ServeTLS(ln, "", "") }()
-		} else {
-			go func() { _ = rg.http.Serve(ln) }()
-		}
-	}
-	// Jobs deployed through the admin API before a restart, then the
-	// configured ones (which win over a catalog job of the same name).
-	if rg.store != nil {
-		jobs, err := rg.store.Jobs()
-		if err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-		for _, j := range jobs {
-			if slices.ContainsFunc(cfg.Jobs, func(c *pb.Job) bool { return c.Name == j.Name }) {
-				continue
-			}
-			if err := outs.Configure(j); err != nil {
-				rg.close(ctx)
-				return nil, err
-			}
-			if err := g.Deploy(ctx, j); err != nil {
-				rg.close(ctx)
-				return nil, fmt.Errorf("job %q from the store's catalog: %w", j.Name, err)
-			}
-		}
-	}
-	for _, j := range cfg.Jobs {
-		if err := outs.Configure(j); err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-		if err := g.Deploy(ctx, j); err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-	}
-	if rg.node != nil {
-		// Jobs deployed or removed through the admin API of any gateway
-		// win over the file and the catalog (C12).
-		rg.node.SyncJobs(ctx)
-	}
-	if err := g.Recover(ctx); err != nil {
-		rg.close(ctx)
-		if errors.Is(err, state.ErrCorrupt) {
-			d := rg.stateDir
-			return nil, fmt.Errorf("%w\n"+damagedHelp, err, d, d, d, d, d)
-		}
-		return nil, err
-	}
-	// Subscribe to external brokers once the jobs (and so their topics) exist.
-	for i, b := range cfg.Brokers {
-		if cfg.Cluster != nil && b.SharedGroup == "" {
-			// The gateways of a cluster split the input (README, "Cluster").
-			b.SharedGroup = "millstream"
-		}
-		if b.ClientId == "" {
-			// A stable id gives the gateway a persistent session on the
-			// broker: what it had not acknowledged when it stopped is
-			// delivered again when it is back.
-			b.ClientId = fmt.Sprintf("millstream-%s-%d", cfg.Name, i)
-		}
-		e, err := actors.ConnectExternal(b, g, g.Topics, logger)
-		if err != nil {
-			rg.close(ctx)
-			return nil, err
-		}
-		rg.external = append(rg.external, e)
-		rg.extMu.Lock()
-		rg.inputBrokers = append(rg.inputBrokers, e)
-		rg.extMu.Unlock()
-	}
-	return rg, nil
-}
-
-// inputs returns the external brokers the gateway reads from.
-func (rg *runningGateway) inputs() []*actors.External {
-	rg.extMu.Lock()
-	defer rg.extMu.Unlock()
-	return slices.Clone(rg.inputBrokers)
-}
-
-func (rg *runningGateway) close(ctx context.Context) {
-	if rg.http != nil {
-		_ = rg.http.Shutdown(ctx)
-	}
-	if rg.node != nil {
-		// Events still being forwarded are not acknowledged: their
-		// publishers send them again, to another gateway.
-		rg.node.AbortForwards()
-	}
-	for _, e := range rg.external {
-		e.Close()
-	}
-	if rg.broker != nil {
-		_ = rg.broker.Close()
-	}
-	if rg.g != nil {
-		_ = rg.g.Close(ctx)
-	}
-	if rg.node != nil {
-		// After the gateway: its last commits wait for the replicas.
-		_ = rg.node.Close()
-	}
-	_ = rg.outs.Close()
-	if rg.store != nil {
-		_ = rg.store.Close()
-	}
-}
-
-// dataRoots are the directories jobs' files must lie under: data_roots,
-// or data_dir. The files the configuration's own jobs name are allowed
-// too, exactly: whoever wrote them could as well have listed their
-// directories, and a job given to the gateway on its command line keeps
-// working. Jobs deployed through the admin API get nothing more.
-func dataRoots(cfg *pb.GatewayConfig) (*actors.DataRoots, error) {
-	dirs := cfg.DataRoots
-	if len(dirs) == 0 {
-		dirs = []string{cfg.DataDir}
-	}
-	var files []string
-	for _, j := range cfg.Jobs {
-		for _, in := range j.Inputs {
-			if in.ReferenceFile != "" {
-				files = append(files, in.ReferenceFile)
-			}
-		}
-		for _, o := range j.Outputs {
-			if f := o.GetFile(); f != nil {
-				files = append(files, f.Path)
-			}
-			for _, v := range o.GetHttp().GetHeaders() {
-				if p, ok := strings.CutPrefix(v, "file:"); ok {
-					files = append(files, p)
-				}
-			}
-		}
-	}
-	return actors.NewDataRoots(dirs, files)
-}
-
-// adminSecurity is the admin API's security from cfg.admin.
-func adminSecurity(cfg *pb.GatewayConfig) (admin.Security, *tls.Config, error) {
-	a := cfg.Admin
-	sec := admin.Security{TokensFile: a.GetTokensFile(), Origins: a.GetAllowedOrigins(), Pprof: a.GetPprof(),
-		Hosts: []string{cfg.Name}}
-	if h, _, err := net.SplitHostPort(cfg.HttpListen); err == nil && h != "" {
-		sec.Hosts = append(sec.Hosts, h)
-	}
-	if h, err := os.Hostname(); err == nil {
-		short, _, _ := strings.Cut(h, ".")
-		sec.Hosts = append(sec.Hosts, h, short)
-	}
-	tc, err := admin.ServerTLS(a)
-	if err != nil {
-		return sec, nil, err
-	}
-	if tc != nil {
-		sec.ClientCerts = tc.ClientCAs != nil
-		// The names in the certificate are names clients reach it by.
-		if leaf, err := x509.ParseCertificate(tc.Certificates[0].Certificate[0]); err == nil {
-			sec.Hosts = append(sec.Hosts, leaf.DNSNames...)
-		}
-	}
-	// Off loopback without TLS and authentication: refused by
-	// config.ValidateGateway unless insecure (config.Exposures).
-	return sec, tc, nil
+func startGatewayWith(ctx context.Context, cfg *pb.GatewayConfig, log io.Writer, logger *slog.Logger, resetDamaged bool) (*millstream.Gateway, error) {
+	return millstream.Start(ctx, millstream.Options{Config: cfg, Logger: logger, Output: log, ResetDamaged: resetDamaged, Version: version})
 }
 
 const gatewayLong = `Runs one gateway: the embedded MQTT broker (mqtt_listen), and the jobs of
@@ -454,23 +86,23 @@ func runGatewayCmd(ctx context.Context, stdout, stderr io.Writer, o gatewayOptio
 	if err != nil {
 		return err
 	}
-	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.brokerAddr(), "admin", rg.addr, "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
+	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.BrokerAddr(), "admin", rg.AdminAddr(), "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
 	if exposed := config.Exposures(cfg); len(exposed) > 0 {
 		go warnInsecure(ctx, logger, exposed, time.Minute)
 	}
 	<-ctx.Done()
-	if rg.node != nil {
+	if rg.Node() != nil {
 		// A planned stop: hand every partition off before exiting.
 		drain, cancel := context.WithTimeout(context.Background(), drainTimeout)
-		if err := rg.node.Drain(drain); err != nil {
+		if err := rg.Node().Drain(drain); err != nil {
 			logger.Error("drain incomplete; the other gateways take over the rest by failure detection", "error", err)
 		}
 		cancel()
 	}
 	stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rg.close(stop)
-	logger.Info("gateway stopped", "events", rg.g.Stats().EventsIn)
+	rg.Close(stop)
+	logger.Info("gateway stopped", "events", rg.Runtime().Stats().EventsIn)
 	return nil
 }
 
@@ -495,52 +127,6 @@ func warnInsecure(ctx context.Context, logger *slog.Logger, exposed []string, ev
 // drainTimeout bounds the hand-off of a clustered gateway's partitions
 // when it is stopped (SIGTERM, SIGINT).
 const drainTimeout = 60 * time.Second
-
-// startNode joins the cluster of cfg.Cluster. With embedded set (MQTT
-// outputs publish on the gateway's embedded broker), cluster.relay_outputs
-// makes those outputs cluster-wide: rows go to the other gateways' brokers
-// too, and theirs come to this one's (README, "Cluster-wide outputs").
-// With an upstream broker every subscriber there sees every row already.
-func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, outs *actors.Outputs, embedded bool, httpAddr string, logger *slog.Logger) (*cluster.Node, error) {
-	c := cfg.Cluster
-	ncfg := cluster.NodeConfig{
-		Gateway: cfg.Name, RemoteAddr: c.RemoteListen, HTTPAddr: httpAddr, Version: version,
-		Replicas: int(c.Replicas), Quorum: c.Quorum, MinorityInput: c.MinorityInput, Lease: c.Lease.AsDuration(), HandOffWait: c.HandOffWait.AsDuration(),
-		OnJob: outs.Configure, Logger: logger,
-		Membership: cluster.Config{Bind: c.GossipListen, Advertise: c.GossipAdvertise, Seeds: c.Seeds,
-			ProbeInterval: c.ProbeInterval.AsDuration(), ProbeTimeout: c.ProbeTimeout.AsDuration(),
-			GossipInterval: c.GossipInterval.AsDuration(), SuspicionMult: int(c.SuspicionMult)},
-	}
-	if ncfg.RemoteAddr == "" {
-		ncfg.RemoteAddr = "127.0.0.1:7947"
-	}
-	relay := embedded && c.GetRelayOutputs()
-	if relay {
-		ncfg.Relay, ncfg.RelayQueueBytes = outs, int64(c.RelayQueueBytes)
-	}
-	if t := c.Tls; t != nil {
-		ncfg.TLS = &cluster.LinkTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CaFile}
-	}
-	// The largest event the gateway takes must fit one message between
-	// gateways (forwarded alone).
-	ncfg.MaxMessageBytes = max(cluster.DefaultMaxMessageBytes, int(cfg.MaxPayloadBytes)+1<<20)
-	var err error
-	if ncfg.Membership.SecretKey, ncfg.Membership.OldKeys, err = cluster.LoadGossipKeys(c.GossipKey, c.GossipKeyFile, c.GossipOldKeys); err != nil {
-		return nil, err
-	}
-	node, err := cluster.Start(ctx, ncfg, g)
-	if err == nil && relay {
-		outs.SetRelay(node)
-	}
-	return node, err
-}
-
-func (rg *runningGateway) brokerAddr() string {
-	if rg.broker == nil {
-		return ""
-	}
-	return rg.broker.Addr()
-}
 
 // logFlags are --log-format and --log-level of the commands that run a
 // gateway: one logger (internal/logging) for every part of it.

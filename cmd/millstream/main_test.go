@@ -162,8 +162,8 @@ func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
 	defer cancel()
 	rg, err := startGateway(ctx, mustLoadGateway(t, cfg), io.Discard, nil)
 	require.NoError(t, err)
-	defer rg.close(context.Background())
-	admin := "http://" + rg.addr
+	defer rg.Close(context.Background())
+	admin := "http://" + rg.AdminAddr()
 
 	code, stdout, stderr = runCLI(t, "job", "deploy", "--admin", admin, jobFile)
 	require.Equal(t, 0, code, stderr)
@@ -175,8 +175,8 @@ func TestCLIGatewayJobAndDeviceCommands(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, "TUMBLING")
 
-	require.NoError(t, rg.g.Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
-	require.NoError(t, rg.g.Drain(ctx))
+	require.NoError(t, rg.Runtime().Ingest("EdgeInput", "press-9", []byte(`{"deviceId":"press-9","temperature":75,"eventTime":"2026-11-23T00:00:00Z"}`)))
+	require.NoError(t, rg.Runtime().Drain(ctx))
 	code, stdout, _ = runCLI(t, "device", "get", "-o", "json", "--admin", admin, "press-9")
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, `"online":true`)
