@@ -188,7 +188,8 @@ type Node struct {
 
 type replica struct {
 	caughtUp bool
-	acked    uint64 // last log seq it acknowledged
+	acked    uint64    // last log seq it acknowledged
+	since    time.Time // when its catch-up was sent
 }
 
 type jobVersion struct {

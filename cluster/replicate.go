@@ -124,7 +124,7 @@ func (n *Node) catchUp(p int, member string) {
 		return
 	}
 	n.mu.Lock()
-	r := &replica{}
+	r := &replica{since: time.Now()}
 	if n.replicas[p] == nil {
 		n.replicas[p] = map[string]*replica{}
 	}
@@ -144,7 +144,7 @@ func (n *Node) catchUp(p int, member string) {
 }
 
 // errReplicaRefused fails a group commit a replica did not store.
-var errReplicaRefused = errors.New("cluster: a replica did not store the group commit (it knows a newer epoch of the partition, so another gateway serves it now, or it could not write it); events refused")
+var errReplicaRefused = errors.New("cluster: a replica did not store the group commit (it knows a newer epoch of the partition, so another gateway serves it now; or its copy is not this server's, and it is caught up again; or it could not write it); events refused")
 
 // Replicate ships a group commit to the replicas of its partitions
 // (actors.ClusterLink): the channel yields nil once every replica has it
@@ -235,13 +235,45 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 			if last {
 				finish()
 			}
-		}, func() { refused.Store(true) })
+		}, func() {
+			refused.Store(true)
+			parts := make([]int, 0, len(seqs))
+			for p := range seqs {
+				parts = append(parts, p)
+			}
+			n.goSafe("catch-up after a refused replication", func() { n.catchUpRefused(member, parts) })
+		})
 	}
 	if left == 0 {
 		finish()
 	}
 	n.st.mu.Unlock()
 	return done
+}
+
+// recatchUpAfter: a replica that refused replication is caught up again
+// at most this often (one that knows a newer epoch refuses every commit
+// of a gateway that has not noticed yet).
+const recatchUpAfter = time.Second
+
+// catchUpRefused catches member up again on the partitions of a commit it
+// refused and that this gateway still serves with member as a replica:
+// its copy was not this server's (no reset from it, or a hole), and the
+// catch-up replaces it. A replica that refused because it knows a newer
+// epoch ignores the catch-up.
+func (n *Node) catchUpRefused(member string, parts []int) {
+	for _, p := range parts {
+		if !n.gw.Serving(p) {
+			continue
+		}
+		n.mu.Lock()
+		r := n.replicas[p][member]
+		due := r != nil && time.Since(r.since) >= recatchUpAfter
+		n.mu.Unlock()
+		if due {
+			n.catchUp(p, member)
+		}
+	}
 }
 
 // splitGroups splits replication groups into messages of about target
@@ -311,10 +343,26 @@ func (n *Node) SafeCheckpoint(p int, sc *pb.SafeCheckpoint) {
 }
 
 // acceptReplication reports whether a replica takes replication of p from
-// member at epoch: not while it serves p itself, not from an older epoch.
+// member at epoch: not while it serves p itself, not from an older epoch,
+// and only from the gateway whose catch-up (reset) its copy is: a copy
+// that took another server's log onto what it held before (its own
+// uncommitted entries when it served p, or a run of an older server)
+// would mix two logs at one epoch, and a take-over that chose it would
+// apply entries nobody committed, numbered where committed ones are (the
+// churn nemesis lost and doubled readings so). A refusal makes the
+// server catch this copy up (Replicate).
 func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 	if n.gw.Serving(p) {
 		n.log.Warn("replication for a partition this gateway serves; ignored", "partition", p, "from", from)
+		return false
+	}
+	n.mu.Lock()
+	holder := n.holding[p]
+	n.mu.Unlock()
+	if holder != from {
+		// Debug: every commit until the catch-up arrives says it again.
+		n.log.Debug("replication from a gateway this copy was not caught up by; refused (it catches this copy up)",
+			"partition", p, "from", from, "caught_up_by", holder)
 		return false
 	}
 	cur, err := n.epoch(p)
@@ -342,7 +390,14 @@ func (n *Node) applyLog(from string, g *pb.ReplGroup) bool {
 		return false
 	}
 	if err := n.store.AppendAt(p, g.FirstSeq, 0, g.Entries); err != nil {
-		n.log.Error("replicated log not stored", "partition", p, "from", from, "error", err)
+		if errors.Is(err, state.ErrLogGap) {
+			// Replication the stream lost while the server had dropped
+			// this member (it left and came back between two rounds of
+			// the server's loop): refused, the server catches it up.
+			n.log.Warn("replicated log does not follow this copy; refused (the server catches it up)", "partition", p, "from", from, "error", err)
+		} else {
+			n.log.Error("replicated log not stored", "partition", p, "from", from, "error", err)
+		}
 		return false
 	}
 	return true

@@ -475,6 +475,9 @@ func TestHandOffCarriesTheNewestEpoch(t *testing.T) {
 	require.True(t, a.claim(p))
 	a.abandon(p) // gives it up, keeps its copy
 	require.False(t, a.gw.Serving(p))
+	a.mu.Lock()
+	a.holding[p] = "gw2#1" // caught up by the gateway serving at epoch 4
+	a.mu.Unlock()
 	require.True(t, a.acceptReplication("gw2#1", p, 4), "a replica of the gateway serving at epoch 4")
 
 	require.True(t, a.claim(p))
@@ -510,33 +513,14 @@ func TestStaleReplicaRefusalFailsTheCommit(t *testing.T) {
 	a.serve(p, 1, "take-over") // epoch 2
 	require.True(t, a.gw.Serving(p))
 	a.mu.Lock()
-	a.replicas[p][b.name] = &replica{caughtUp: true}
+	a.replicas[p][b.name] = &replica{caughtUp: true, since: time.Now()}
 	a.mu.Unlock()
+	b.mu.Lock()
+	b.holding[p] = a.name // a caught b up before it was paused
+	b.mu.Unlock()
 	require.NoError(t, b.setEpoch(p, 3)) // b took it over meanwhile
 
-	commit := func() error {
-		done := a.Replicate([]state.LogGroup{{Partition: p, First: 4, Entries: []*pb.LogEntry{{Device: "dev", Input: "readings", Payload: []byte(`{"seq":4}`)}}}})
-		tn.waitFor(t, 1, func(m *pb.StreamMsg) bool { return m.GetLog() != nil })
-		for _, m := range tn.take(func(m *pb.StreamMsg) bool { return m.GetLog() != nil }) {
-			m.msg.Addr = "127.0.0.1:1" // the harness's addresses are names; where the ack goes does not matter here
-			b.onStream(m.msg)
-		}
-		tn.mu.Lock()
-		acks := tn.acks
-		tn.acks = nil
-		tn.mu.Unlock()
-		require.Len(t, acks, 1)
-		for _, ack := range acks {
-			a.onStream(ack)
-		}
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			t.Fatal("the commit never ended")
-			return nil
-		}
-	}
+	commit := func() error { return commitEntry4(t, tn, a, b, p) }
 	require.ErrorIs(t, commit(), errReplicaRefused, "acknowledged although the replica refused it")
 	require.NoError(t, b.setEpoch(p, 2)) // the same epoch as a: accepted
 	require.NoError(t, commit())
@@ -632,4 +616,78 @@ func TestGiveUpKeepsTheCopy(t *testing.T) {
 	tn.deliver(tn.take(func(*pb.StreamMsg) bool { return true })) // the catch-up, then the HandOff
 	require.Eventually(t, func() bool { return b.gw.Serving(p) }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, held, b.store.LastSeq(p), "gw4 serves the partition without the entries gw1 held")
+}
+
+// TestReplicaOfAnotherLogIsCaughtUp is the churn nemesis' doubled and lost
+// readings: a gateway that had served a partition (its log ran past what
+// was committed) became a replica of the next server without that
+// server's catch-up reaching it, and stored the server's commits onto its
+// own log, under the newer epoch. Chosen for a take-over, that copy
+// replayed its own uncommitted entries where committed ones were. A
+// replica now takes replication only from the gateway whose catch-up it
+// holds; the commit it refuses fails, and the server catches it up, after
+// which its copy is the server's and commits go through.
+func TestReplicaOfAnotherLogIsCaughtUp(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 5) // b's entries 4 and 5: an older server's, never committed
+	a.serve(p, 1, "take-over")              // epoch 2, from its 3 entries
+	require.True(t, a.gw.Serving(p))
+	a.mu.Lock()
+	a.replicas[p][b.name] = &replica{caughtUp: true, since: time.Now().Add(-time.Minute)} // its catch-up lost
+	a.mu.Unlock()
+	tn.take(func(*pb.StreamMsg) bool { return true })
+
+	toB := func(m *pb.StreamMsg) bool { return m.From == a.name }
+	commit := func() error { return commitEntry4(t, tn, a, b, p) }
+	require.ErrorIs(t, commit(), errReplicaRefused, "stored onto a log that is not the server's")
+	e, err := b.epoch(p)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), e, "the refused replication did not move the copy's epoch")
+	require.Equal(t, uint64(5), b.store.LastSeq(p), "nor its log")
+
+	// The server catches b up: reset, its log, caught up.
+	tn.waitFor(t, 1, func(m *pb.StreamMsg) bool { return m.GetCaughtUp() != nil })
+	for _, m := range tn.take(toB) {
+		m.msg.Addr = "127.0.0.1:1"
+		b.onStream(m.msg)
+	}
+	require.Equal(t, uint64(3), b.store.LastSeq(p), "b's copy is the server's now")
+	e, err = b.epoch(p)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), e)
+	deliverAcks(tn, a)
+	require.NoError(t, commit(), "caught up, b takes the server's commits")
+	require.Equal(t, uint64(4), b.store.LastSeq(p))
+}
+
+// commitEntry4 replicates a group commit of log entry 4 of p from server
+// a to replica b, hands b's ack back to a and returns the commit's result.
+func commitEntry4(t *testing.T, tn *testNet, a, b *Node, p int) error {
+	t.Helper()
+	done := a.Replicate([]state.LogGroup{{Partition: p, First: 4, Entries: []*pb.LogEntry{{Device: "dev", Input: "readings", Payload: []byte(`{"seq":4}`)}}}})
+	tn.waitFor(t, 1, func(m *pb.StreamMsg) bool { return m.GetLog() != nil })
+	for _, m := range tn.take(func(m *pb.StreamMsg) bool { return m.GetLog() != nil }) {
+		m.msg.Addr = "127.0.0.1:1" // the harness's addresses are names; where the ack goes does not matter here
+		b.onStream(m.msg)
+	}
+	require.Equal(t, 1, deliverAcks(tn, a))
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit never ended")
+		return nil
+	}
+}
+
+// deliverAcks hands the pending stream acks to a; it returns how many.
+func deliverAcks(tn *testNet, a *Node) int {
+	tn.mu.Lock()
+	acks := tn.acks
+	tn.acks = nil
+	tn.mu.Unlock()
+	for _, ack := range acks {
+		a.onStream(ack)
+	}
+	return len(acks)
 }

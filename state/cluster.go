@@ -38,13 +38,32 @@ func (s *Store) LastSeq(p int) uint64 {
 	return s.next[p] - 1
 }
 
+// ErrLogGap: a replicated run of log entries does not follow the copy's
+// log (entries between were never stored here); the run is refused.
+var ErrLogGap = errors.New("state: replicated log entries do not follow this copy's log")
+
 // AppendAt writes a run of a partition's log entries that another gateway
 // numbered, first onwards, in one synced batch (a replica; S1). Entries at
 // or below through (the replica's truncation point) are skipped; entries
-// already present are written again with the same content.
+// already present are written again with the same content. The run must
+// follow the copy (first at most one past its last entry or its
+// checkpoint): a run after a gap is refused with ErrLogGap, for a copy
+// with a hole would hand a take-over a log that skips entries. Entries
+// after the run are dropped: they are what an older server wrote at
+// those positions and never committed, and the server sends its own
+// next.
 func (s *Store) AppendAt(p int, first, through uint64, entries []*pb.LogEntry) error {
 	if err := s.partition(p); err != nil {
 		return err
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	next, cp := s.next[p], s.cpPos[p]
+	s.mu.Unlock()
+	if first > max(next, cp+1) {
+		return fmt.Errorf("%w: partition %d: run from %d, copy through %d", ErrLogGap, p, first, max(next, cp+1)-1)
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -67,11 +86,16 @@ func (s *Store) AppendAt(p int, first, through uint64, entries []*pb.LogEntry) e
 	if last == 0 {
 		return nil
 	}
+	if last+1 < next {
+		if err := b.DeleteRange(logKey(p, last+1), logUpper(p), nil); err != nil {
+			return err
+		}
+	}
 	if err := b.Commit(s.write); err != nil {
 		return fmt.Errorf("state: partition %d: commit replicated log: %w", p, err)
 	}
 	s.mu.Lock()
-	s.next[p] = max(s.next[p], last+1)
+	s.next[p] = max(last+1, s.cpPos[p]+1)
 	s.mu.Unlock()
 	return nil
 }

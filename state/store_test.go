@@ -199,3 +199,31 @@ func TestReturnToSafe(t *testing.T) {
 	require.Zero(t, w)
 	require.Equal(t, []uint64{1, 2}, readAll(t, s, 0, 0))
 }
+
+// TestAppendAtFollowsTheCopy: a replicated run must follow the copy's log
+// (or its checkpoint); one after a gap is refused, and what the copy held
+// after a run (an older server's uncommitted entries) goes.
+func TestAppendAtFollowsTheCopy(t *testing.T) {
+	s, err := Open(t.TempDir(), Config{Partitions: 2})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.AppendAt(1, 1, 0, []*pb.LogEntry{entry(1), entry(2), entry(3), entry(4), entry(5)}))
+	require.Equal(t, uint64(5), s.LastSeq(1))
+
+	err = s.AppendAt(1, 7, 0, []*pb.LogEntry{entry(7)})
+	require.ErrorIs(t, err, ErrLogGap, "position 6 was never stored here")
+	require.Equal(t, []uint64{1, 2, 3, 4, 5}, readAll(t, s, 1, 0), "a refused run changes nothing")
+
+	// A new server's run from 3: entries 4 and 5 of the older one go.
+	require.NoError(t, s.AppendAt(1, 3, 0, []*pb.LogEntry{entry(30)}))
+	require.Equal(t, []uint64{1, 2, 3}, readAll(t, s, 1, 0))
+	require.Equal(t, uint64(3), s.LastSeq(1))
+	require.NoError(t, s.AppendAt(1, 4, 0, []*pb.LogEntry{entry(40), entry(50)}))
+	require.Equal(t, []uint64{1, 2, 3, 4, 5}, readAll(t, s, 1, 0))
+
+	// After a safe checkpoint past the log, a run from just after it follows.
+	require.NoError(t, s.ApplySafeCheckpoint(0, &pb.SafeCheckpoint{Checkpoint: &pb.Checkpoint{LogPosition: 9}, Through: 9}))
+	require.NoError(t, s.AppendAt(0, 10, 0, []*pb.LogEntry{entry(10)}))
+	require.Equal(t, []uint64{10}, readAll(t, s, 0, 0))
+	require.ErrorIs(t, s.AppendAt(0, 12, 0, []*pb.LogEntry{entry(12)}), ErrLogGap)
+}
