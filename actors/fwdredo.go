@@ -152,3 +152,36 @@ func (p *partition) redoForwards() {
 	}
 	p.g.cfg.Logger.Info("forwarded to partition 0 again", "partition", p.id, "from_position", from, "through_position", own, "entries", n)
 }
+
+// fwdDrop is a run of forwards partition 0 dropped as applied before, kept
+// only while the debug log is on: the record a fault test needs to tell a
+// resend from a forward lost to a stale position.
+type fwdDrop struct {
+	from, through uint64
+	n             int
+}
+
+// noteFwdDrop records a forward of src at seq dropped by position.
+func (p *partition) noteFwdDrop(src int, seq uint64) {
+	if !p.g.debugForwards {
+		return
+	}
+	if p.fwdDrops == nil {
+		p.fwdDrops = map[int]*fwdDrop{}
+	}
+	d := p.fwdDrops[src]
+	if d == nil {
+		p.fwdDrops[src] = &fwdDrop{from: seq, through: seq, n: 1}
+		return
+	}
+	d.from, d.through, d.n = min(d.from, seq), max(d.through, seq), d.n+1
+}
+
+// logFwdDrops logs (debug) and forgets the forwards dropped by position.
+func (p *partition) logFwdDrops(when string) {
+	for src, d := range p.fwdDrops {
+		p.g.cfg.Logger.Debug("partition 0 dropped forwards it had applied", "when", when, "source", src,
+			"from_position", d.from, "through_position", d.through, "events", d.n, "applied_through", p.fwdApplied[src].seq)
+	}
+	clear(p.fwdDrops)
+}

@@ -228,6 +228,7 @@ type Gateway struct {
 	redoMu           sync.Mutex
 	redo             []fwdRedo // by source partition (fwdredo.go)
 	forwardRedos     atomic.Uint64
+	debugForwards    bool // partition 0 logs the forwards it drops by position
 	checkpoints      atomic.Uint64
 	replayedEntries  atomic.Uint64
 	replayedRows     atomic.Uint64
@@ -304,6 +305,7 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
 		queued: make([]atomic.Int64, cfg.Partitions), quietUntil: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
+	g.debugForwards = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	if sink != nil {
 		g.box = sink.Outbox()
 	}

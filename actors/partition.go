@@ -110,8 +110,9 @@ type partition struct {
 	outSeq     uint64 // output rows emitted (the sequence in output ids)
 	written    uint64 // last outSeq in the outbox (O2)
 	outBuf     []state.OutRow
-	partNo     *uint32        // p.id, for the rows' Partition field
-	fwdApplied map[int]fwdPos // partition 0: last forwarded event applied per source
+	partNo     *uint32          // p.id, for the rows' Partition field
+	fwdApplied map[int]fwdPos   // partition 0: last forwarded event applied per source
+	fwdDrops   map[int]*fwdDrop // partition 0: forwards dropped as applied, since last logged (debug)
 	// unforwarded: positions of entries applied without forwarding (resends
 	// dropped), after what partition 0 has logged, ascending (D3).
 	unforwarded []uint64
@@ -188,6 +189,9 @@ func (p *partition) Receive(ctx actor.Context) {
 		}
 		p.flushOutbox()
 		p.flushForward()
+		if len(p.fwdDrops) > 0 {
+			p.logFwdDrops("applying")
+		}
 		if ticked {
 			p.noteQuiet() // recomputed from the state the events left
 		} else if len(m.events) > 0 {
@@ -347,6 +351,7 @@ func (p *partition) apply(e event) {
 	if e.forwarded && e.srcSeq > 0 {
 		pos := fwdPos{e.srcSeq, e.srcIdx}
 		if !p.fwdApplied[e.src].less(pos) {
+			p.noteFwdDrop(e.src, e.srcSeq)
 			return // applied before the crash; the source replayed it (D3)
 		}
 		p.fwdApplied[e.src] = pos
@@ -356,6 +361,10 @@ func (p *partition) apply(e event) {
 	}
 	if e.origin != "" {
 		if e.oseq <= p.origins[e.origin] {
+			if p.g.debugForwards {
+				p.g.cfg.Logger.Debug("forwarded resend dropped by its origin sequence", "partition", p.id, "device", e.device,
+					"origin", e.origin, "origin_seq", e.oseq, "applied_origin_seq", p.origins[e.origin], "position", p.applied)
+			}
 			p.notForwarded(e)
 			p.g.forwardResends.Add(1)
 			return // a resend the partition applied already (C7)
@@ -465,6 +474,10 @@ func (p *partition) duplicate(e event) bool {
 	switch verdict {
 	case seqDuplicate:
 		p.g.duplicates.Add(1)
+		if p.g.debugForwards {
+			p.g.cfg.Logger.Debug("resend dropped by its sequence number", "partition", p.id, "device", e.device,
+				"seq", seq, "highest", last, "position", p.applied, "origin", e.origin)
+		}
 		return true
 	case seqUnverified:
 		p.g.seqUnverified.Add(1)

@@ -155,6 +155,12 @@ func (p *partition) recover() error {
 		for src, pos := range p.fwdApplied {
 			p.g.fwdLogged[src].Store(pos.seq)
 		}
+		if len(p.fwdDrops) > 0 {
+			p.logFwdDrops("replaying")
+		}
+		if p.g.debugForwards {
+			p.g.cfg.Logger.Debug("partition 0 recovered", "applied", p.applied, "forwards_applied", fmt.Sprint(p.fwdApplied))
+		}
 	}
 	guard.done()
 	p.g.replayedEntries.Add(uint64(replayed))
