@@ -291,6 +291,10 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		}
 		return nil, err
 	}
+	if rg.node != nil {
+		// The jobs are deployed: partitions may be served now.
+		rg.node.StartServing()
+	}
 	// Subscribe to external brokers once the jobs (and so their topics) exist.
 	for i, b := range cfg.Brokers {
 		if cfg.Cluster != nil && b.SharedGroup == "" {
@@ -478,7 +482,7 @@ func startNode(ctx context.Context, cfg *pb.GatewayConfig, g *actors.Gateway, ou
 	ncfg := cluster.NodeConfig{
 		Gateway: cfg.Name, RemoteAddr: c.RemoteListen, HTTPAddr: httpAddr, Version: cmp.Or(version, "dev"),
 		Replicas: int(c.Replicas), Quorum: c.Quorum, MinorityInput: c.MinorityInput, Lease: c.Lease.AsDuration(), HandOffWait: c.HandOffWait.AsDuration(),
-		OnJob: outs.Configure, Logger: logger,
+		OnJob: outs.Configure, Logger: logger, DeferServing: true,
 		Membership: cluster.Config{Bind: c.GossipListen, Advertise: c.GossipAdvertise, Seeds: c.Seeds,
 			ProbeInterval: c.ProbeInterval.AsDuration(), ProbeTimeout: c.ProbeTimeout.AsDuration(),
 			GossipInterval: c.GossipInterval.AsDuration(), SuspicionMult: int(c.SuspicionMult)},

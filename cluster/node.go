@@ -86,6 +86,14 @@ type NodeConfig struct {
 	// OnJob prepares a job another gateway deployed before it is deployed
 	// here (the gateway's outputs configure their sinks).
 	OnJob func(*pb.Job) error
+	// DeferServing keeps the node from serving any partition until
+	// StartServing: the gateway deploys its jobs first. A partition
+	// served before a job was deployed would restore its checkpoint
+	// without that job's state and replay its log past it, and the job
+	// would miss every event since the checkpoint (the churn nemesis: a
+	// gateway restarted took a hand-off in the milliseconds before its
+	// configured jobs were deployed).
+	DeferServing bool
 	// Relay, if set, makes this gateway take the MQTT output rows the
 	// others relay (relay.go, C15) and publish them through it, and says
 	// so in its gossiped metadata. Set it, and the outputs' relay
@@ -162,6 +170,8 @@ type Node struct {
 	announceDrain atomic.Bool
 	stopped       atomic.Bool
 	stop          chan struct{}
+	servingOpen   chan struct{} // closed once the node may serve (StartServing)
+	openServing   sync.Once
 	wg            sync.WaitGroup
 	// handlers: goroutines handling messages from other gateways (goSafe).
 	handlers sync.WaitGroup
@@ -411,6 +421,11 @@ func startRemote(r *remote.Remote) (err error) {
 	return nil
 }
 
+// StartServing lets the node serve partitions (NodeConfig.DeferServing):
+// call it once the gateway's jobs are deployed. Hand-offs received and
+// take-overs decided before wait for it.
+func (n *Node) StartServing() { n.openServing.Do(func() { close(n.servingOpen) }) }
+
 // newNode makes a node's state, before anything starts (cfg has its
 // defaults); Start joins it.
 func newNode(cfg NodeConfig, gw Gateway) *Node {
@@ -418,7 +433,10 @@ func newNode(cfg NodeConfig, gw Gateway) *Node {
 		name: cfg.Gateway + "#" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		view: map[string]Member{}, bases: map[string]string{}, known: map[string]bool{}, contact: map[string]time.Time{}, joinedAt: map[string]time.Time{},
 		in: map[string]*inStream{}, requests: map[uint64]chan statusAnswer{}, jobVer: map[string]jobVersion{}, jobLog: map[string]*pb.JobUpdate{}, forgotten: map[string]bool{}, stop: make(chan struct{}),
-		startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
+		servingOpen: make(chan struct{}), startedAt: time.Now(), maxMsg: cfg.MaxMessageBytes}
+	if !cfg.DeferServing {
+		n.StartServing()
+	}
 	n.rej = newRejections(n.log)
 	n.relay = newRelayState()
 	n.changes = newPartitionLog(n.log)

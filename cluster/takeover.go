@@ -189,6 +189,11 @@ func (n *Node) serve(p int, prevEpoch uint64, why string) {
 func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
 	n.markTaking(p, takeOverMark, "")
 	defer n.backOff(p, "")
+	select {
+	case <-n.servingOpen:
+	case <-n.stop:
+		return
+	}
 	if n.gw.Serving(p) {
 		return
 	}

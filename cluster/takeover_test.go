@@ -691,3 +691,21 @@ func deliverAcks(tn *testNet, a *Node) int {
 	}
 	return len(acks)
 }
+
+// TestNothingServedBeforeTheJobsAreDeployed: with DeferServing (the
+// gateway's setting), a partition handed to a gateway that has not
+// deployed its jobs yet is served only once it has: served earlier, the
+// partition restored its checkpoint without the jobs' state and replayed
+// its log past them (the churn nemesis lost a restarted gateway's window
+// rows so).
+func TestNothingServedBeforeTheJobsAreDeployed(t *testing.T) {
+	const p = 1
+	_, a, _ := pairHolding(t, "gw4", 3, 0)
+	a.servingOpen, a.openServing = make(chan struct{}), sync.Once{} // as DeferServing leaves it
+	a.apply(&pb.StreamMsg{From: "gw4#1", Seq: 1, Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: p, Epoch: 1, LastSeq: 3}}})
+	time.Sleep(200 * time.Millisecond)
+	require.False(t, a.gw.Serving(p), "served before the jobs were deployed")
+	a.StartServing()
+	require.Eventually(t, func() bool { return a.gw.Serving(p) }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, uint64(2), a.gw.Epoch(p))
+}
