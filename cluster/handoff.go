@@ -64,6 +64,13 @@ func (n *Node) handOff(p int, member string) {
 				n.log.Error("hand-off: checkpoint not stored", "partition", p, "error", err)
 			}
 		}
+		if !n.replicaHas(p, member, n.store.LastSeq(p)) {
+			// Not a replica known to hold all of p (one that refused this
+			// server's replication, or dropped and added again): it gets
+			// the copy first, or it would serve from its own, positions
+			// after its last numbered again with other entries.
+			n.catchUp(p, member)
+		}
 	} else {
 		n.catchUp(p, member)
 	}
@@ -80,6 +87,15 @@ func (n *Node) handOff(p int, member string) {
 	took := time.Since(start)
 	n.log.Debug("partition handed off", "partition", p, "to", member, "epoch", epoch, "last_seq", n.store.LastSeq(p), "took", took.Round(time.Millisecond))
 	n.changes.add("partitions handed off", "to", member, p, took)
+}
+
+// replicaHas reports whether member is a caught-up replica of p that
+// acknowledged its log through last.
+func (n *Node) replicaHas(p int, member string, last uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.replicas[p][member]
+	return r != nil && r.caughtUp && r.acked >= last
 }
 
 // testHookHandOffReady, set by tests only, runs when a hand-off has

@@ -214,6 +214,16 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 		// Summarised by "serving partitions" (why=hand-off) once served.
 		n.log.Debug("partition handed to this gateway", "partition", p, "from", m.From, "epoch", b.Handoff.Epoch,
 			"sender_last_seq", b.Handoff.LastSeq, "last_seq", n.store.LastSeq(p))
+		if last := n.store.LastSeq(p); last < b.Handoff.LastSeq {
+			// The sender's copy was not all shipped here: served from
+			// this one, the positions after its last would be numbered
+			// again with other entries (partition 0 then drops the
+			// forwards it finds at positions it applied). Not served; the
+			// partition is taken over from the best holder.
+			n.log.Warn("hand-off of a copy this gateway does not hold; not served", "partition", p, "from", m.From,
+				"sender_last_seq", b.Handoff.LastSeq, "last_seq", last)
+			return
+		}
 		n.markTaking(p, takeOverMark, "") // from now: serve claims p later
 		n.goSafe("hand-off", func() { n.serve(p, b.Handoff.Epoch, "hand-off") })
 	case *pb.StreamMsg_HandoffRequest:

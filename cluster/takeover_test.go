@@ -709,3 +709,34 @@ func TestNothingServedBeforeTheJobsAreDeployed(t *testing.T) {
 	require.Eventually(t, func() bool { return a.gw.Serving(p) }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, uint64(2), a.gw.Epoch(p))
 }
+
+// TestHandOffShipsTheCopyFirst: a server hands a partition to a gateway
+// that is not a replica known to hold all of it (here: never caught up,
+// as one that refused the server's replication) only after catching it
+// up; and a gateway handed a partition whose copy it does not hold (its
+// last position below the sender's) does not serve it. The churn nemesis
+// lost a device's readings from the moment such a receiver served from
+// its own, shorter copy, numbering positions the sender had used.
+func TestHandOffShipsTheCopyFirst(t *testing.T) {
+	const p = 1
+	tn, a, b := pairHolding(t, "gw4", 3, 0)
+	a.serve(p, 1, "take-over")
+	require.True(t, a.gw.Serving(p))
+	tn.take(func(*pb.StreamMsg) bool { return true })
+	require.True(t, a.claim(p))
+	a.handOff(p, b.name)
+	var kinds []string
+	for _, m := range tn.take(func(m *pb.StreamMsg) bool { return m.GetReset_() != nil || m.GetHandoff() != nil }) {
+		if m.msg.GetReset_() != nil {
+			kinds = append(kinds, "reset")
+		} else {
+			kinds = append(kinds, "handoff")
+		}
+	}
+	require.Equal(t, []string{"reset", "handoff"}, kinds, "the receiver is caught up before the hand-off")
+
+	// A hand-off whose sender holds more than the receiver: not served.
+	b.apply(&pb.StreamMsg{From: a.name, Seq: 1, Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: p, Epoch: 2, LastSeq: 10}}})
+	time.Sleep(200 * time.Millisecond)
+	require.False(t, b.gw.Serving(p), "served from a copy shorter than the sender's")
+}
