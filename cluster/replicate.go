@@ -238,9 +238,16 @@ func (n *Node) Replicate(groups []state.LogGroup) <-chan error {
 		}, func() {
 			refused.Store(true)
 			parts := make([]int, 0, len(seqs))
+			n.mu.Lock()
 			for p := range seqs {
 				parts = append(parts, p)
+				if r := n.replicas[p][member]; r != nil {
+					// It does not hold this server's copy: not counted as
+					// having all of p (hand-off, give-up) until caught up.
+					r.caughtUp = false
+				}
 			}
+			n.mu.Unlock()
 			n.goSafe("catch-up after a refused replication", func() { n.catchUpRefused(member, parts) })
 		})
 	}

@@ -640,6 +640,7 @@ func TestReplicaOfAnotherLogIsCaughtUp(t *testing.T) {
 	toB := func(m *pb.StreamMsg) bool { return m.From == a.name }
 	commit := func() error { return commitEntry4(t, tn, a, b, p) }
 	require.ErrorIs(t, commit(), errReplicaRefused, "stored onto a log that is not the server's")
+	require.False(t, a.replicaHas(p, b.name, 0), "a replica that refused is not counted as holding the partition")
 	e, err := b.epoch(p)
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), e, "the refused replication did not move the copy's epoch")
