@@ -138,6 +138,7 @@ func (g *Gateway) Serve(ctx context.Context, p int, epoch uint64) error {
 	if err != nil {
 		return err
 	}
+	g.log.broken[p].Store(false)
 	g.cl.mu.Lock()
 	g.cl.epochs[p] = epoch
 	g.cl.pending[p] = nil
@@ -174,7 +175,17 @@ func (g *Gateway) Release(ctx context.Context, p int) (*pb.SafeCheckpoint, map[s
 	g.cl.mu.Lock()
 	g.cl.pending[p] = nil
 	g.cl.mu.Unlock()
+	// Stopped, with every commit of p done: the next serve recovers p
+	// from its log, failed commits' entries included.
+	g.log.broken[p].Store(false)
 	return r.sc, r.hw, r.err
+}
+
+// CommitFailed reports whether a group commit of partition p failed since
+// p was last served or released (cluster.Gateway): p then applies no
+// later commit (logWriter.complete).
+func (g *Gateway) CommitFailed(p int) bool {
+	return g.log != nil && p >= 0 && p < len(g.log.broken) && g.log.broken[p].Load()
 }
 
 // StopIntake makes the gateway stop taking events for partition p at once

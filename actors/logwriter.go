@@ -2,7 +2,9 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/millstream/millstream/proto/millstreampb"
@@ -40,6 +42,14 @@ type logWriter struct {
 	maxQueued   int64
 	space       *sync.Cond
 	closing     bool
+	// broken: per partition, a clustered commit of it failed since it was
+	// last served or released. Its later commits fail too: applied, they
+	// would leave the failed one's entries (which stay in this log) as a
+	// hole the partition skipped, and a replay that applies them would
+	// forward them at positions partition 0 has already passed (the
+	// churn nemesis lost readings from the jobs on partition 0 so). The
+	// cluster gives such a partition up (Gateway.CommitFailed).
+	broken []atomic.Bool
 }
 
 // commitGen is one group commit: done closes once it is durable (or
@@ -57,7 +67,8 @@ func newCommitGen() *commitGen {
 func newLogWriter(g *Gateway) *logWriter {
 	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
 		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		completions: make(chan completion, 1024), completerDone: make(chan struct{}), maxQueued: g.cfg.MaxQueuedBytes}
+		completions: make(chan completion, 1024), completerDone: make(chan struct{}), maxQueued: g.cfg.MaxQueuedBytes,
+		broken: make([]atomic.Bool, g.cfg.Partitions)}
 	w.space = sync.NewCond(&w.mu)
 	go w.run()
 	go w.completer()
@@ -240,6 +251,11 @@ func (w *logWriter) commit() {
 	w.completions <- completion{gen: gen, groups: groups, batches: batches, repl: w.g.cl.link.Replicate(groups)}
 }
 
+// ErrAfterFailedCommit: a group commit came after a failed one of the
+// same partition, which applies nothing more until served again; its
+// events were refused (their publishers resend).
+var ErrAfterFailedCommit = errors.New("actors: an earlier commit of the partition failed; events refused until it is served again")
+
 // slowCommit is how long an ingest log commit may take before the gateway
 // logs it (one fsync is about 0.2 ms on the machines measured).
 const slowCommit = time.Second
@@ -275,6 +291,21 @@ func (w *logWriter) completer() {
 // its log from its checkpoint.
 func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches [][]event, err error) {
 	defer close(gen.sent)
+	if w.g.cl != nil {
+		for _, g := range groups {
+			switch {
+			case err != nil:
+				w.broken[g.Partition].Store(true)
+			case w.broken[g.Partition].Load():
+				err = ErrAfterFailedCommit
+			}
+		}
+		if errors.Is(err, ErrAfterFailedCommit) {
+			for _, g := range groups {
+				w.broken[g.Partition].Store(true)
+			}
+		}
+	}
 	gen.err = err
 	close(gen.done) // durable: the publishers may be acknowledged (D1)
 	if err != nil {

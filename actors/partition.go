@@ -631,8 +631,11 @@ func (p *partition) flushForward() {
 		// there while partition 0 was served elsewhere or not yet):
 		// partition 0 would apply these first and then drop those as
 		// older than what it applied (D3).
+		// Nor while partition 0's commits fail here (it is about to be
+		// given up): the forwarder retries them, paced, until its next
+		// server logs them.
 		sent := false
-		if p.g.cl == nil || !p.g.cl.link.Forwarding(0) {
+		if p.g.cl == nil || !p.g.cl.link.Forwarding(0) && !p.g.CommitFailed(0) {
 			_, sent = p.g.log.addServing(0, p.forwardBuf...)
 		}
 		if !sent {

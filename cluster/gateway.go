@@ -45,6 +45,12 @@ type Gateway interface {
 	// store (its safe checkpoint and the log after it, which the previous
 	// server replicated here) and then takes events (C3, C8).
 	Serve(ctx context.Context, p int, epoch uint64) error
+	// CommitFailed reports that a group commit of p failed while this
+	// gateway serves it: p applies nothing more (a later commit applied
+	// past the failed one's entries would leave a hole that a replay
+	// fills, with forwards partition 0 then drops), so the cluster gives p
+	// up and it is taken over from the best copy.
+	CommitFailed(p int) bool
 	// StopIntake stops taking events for p at once, before the partition
 	// itself stops (Release, Abandon): a gateway that lost its quorum
 	// takes nothing more (C9).

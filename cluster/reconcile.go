@@ -144,9 +144,13 @@ func (n *Node) reconcile() {
 	for p := 0; p < n.parts; p++ {
 		a := t.Partitions[p]
 		if n.gw.Serving(p) {
-			if fenced {
+			failed := !fenced && n.gw.CommitFailed(p)
+			if fenced || failed {
 				if n.claim(p) {
 					n.gw.StopIntake(p)
+					if failed {
+						n.log.Warn("a group commit of the partition failed; partition given up, to be taken over from the best copy", "partition", p)
+					}
 					go n.abandon(p)
 				}
 				continue
