@@ -37,13 +37,14 @@ import (
 // limits on connections, packet size, session expiry and retained
 // messages.
 type Broker struct {
-	srv        *mqtt.Server
-	addr       string
-	tlsAddr    string
-	maxPayload int
-	rejected   atomic.Uint64
-	unrouted   atomic.Uint64
-	refused    atomic.Uint64
+	srv          *mqtt.Server
+	housekeeping time.Duration // how often mochi looks for expired sessions and messages
+	addr         string
+	tlsAddr      string
+	maxPayload   int
+	rejected     atomic.Uint64
+	unrouted     atomic.Uint64
+	refused      atomic.Uint64
 	// refusedConns counts connections refused while the gateway was not
 	// ready; refusalLog rate-limits the log lines about refusals.
 	refusedConns atomic.Uint64
@@ -211,12 +212,18 @@ func StartBroker(g *Gateway, opts BrokerOptions) (*Broker, error) {
 	// $SYS statistics every 30 s rather than mochi's every second: an idle
 	// gateway should not spend its CPU republishing them.
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: mqttLogger(logger), Capabilities: caps, SysTopicResendInterval: 30})
+	housekeeping := time.Second
+	if slowHousekeeping(srv, brokerHousekeepingEvery) {
+		housekeeping = brokerHousekeepingEvery
+	} else {
+		logger.Debug("embedded broker's housekeeping left at every second (this mochi release keeps its tickers elsewhere)")
+	}
 	b := &Broker{srv: srv, maxPayload: opts.MaxPayload, logger: logger, acks: make(chan pendingPuback, 1<<16), ackDone: make(chan struct{}),
 		sec: sec, maxRetained: opts.MaxRetained, maxRetainedBytes: opts.MaxRetainedBytes, maxClients: opts.MaxConnections, connectTTL: opts.ConnectTimeout,
 		// Sockets still in their TLS handshake or CONNECT count too, so
 		// clients that never send CONNECT cannot exhaust file descriptors;
 		// the headroom lets a client over the limit still get its CONNACK.
-		maxSockets: int64(opts.MaxConnections + min(opts.MaxConnections, 64))}
+		maxSockets: int64(opts.MaxConnections + min(opts.MaxConnections, 64)), housekeeping: housekeeping}
 	go b.acker()
 	// The security hook comes first: an unauthenticated client learns
 	// nothing else, and its OnPublish sees a publish before ingestion.

@@ -228,7 +228,10 @@ type Gateway struct {
 	redoMu           sync.Mutex
 	redo             []fwdRedo // by source partition (fwdredo.go)
 	forwardRedos     atomic.Uint64
-	debugForwards    bool // partition 0 logs the forwards it drops by position
+	debugForwards    bool          // partition 0 logs the forwards it drops by position
+	realClock        bool          // Config.Now is the wall clock: the timers may sleep while every partition is quiet
+	timerWake        chan struct{} // a quiet partition woke (quiet.go)
+	quietSleeps      atomic.Uint64 // times the timers slept with every partition quiet
 	checkpoints      atomic.Uint64
 	replayedEntries  atomic.Uint64
 	replayedRows     atomic.Uint64
@@ -302,8 +305,10 @@ type deployedJob struct {
 // refuses input until Recover has run; its sink's outbox must be the
 // store.
 func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
+	realClock := cfg.Now == nil
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
+		realClock: realClock, timerWake: make(chan struct{}, 1),
 		queued: make([]atomic.Int64, cfg.Partitions), quietUntil: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
 	g.debugForwards = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	if sink != nil {
@@ -922,6 +927,18 @@ func (g *Gateway) timers() {
 			g.flushAll()
 		case <-tick.C:
 			g.tick()
+			if d, ok := g.allQuiet(); ok && flushes == nil && g.realClock {
+				// Nothing to tick or checkpoint anywhere: sleep until the
+				// first partition's quiet ends or an event wakes one.
+				tick.Stop()
+				cp.Stop()
+				g.quietSleeps.Add(1)
+				if !g.sleepQuiet(d) {
+					return
+				}
+				tick.Reset(g.cfg.Tick)
+				cp.Reset(g.cfg.CheckpointInterval)
+			}
 		case <-cp.C:
 			if g.store != nil && g.ready.Load() {
 				now := value.FromTime(g.cfg.Now())

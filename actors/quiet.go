@@ -1,6 +1,11 @@
 package actors
 
-import "math"
+import (
+	"math"
+	"time"
+
+	"github.com/millstream/millstream/operators/value"
+)
 
 // Quiet partitions (issue 18: an idle gateway costs next to nothing).
 //
@@ -47,10 +52,49 @@ func (p *partition) quietUntil() int64 {
 }
 
 // awake ends the partition's quiet: an event came, or its state changed.
+// The gateway's timers, asleep while every partition is quiet, wake.
 func (p *partition) awake() {
 	if p.g.quietUntil[p.id].Load() != 0 {
 		p.g.quietUntil[p.id].Store(0)
+		select {
+		case p.g.timerWake <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// allQuiet reports whether every partition is quiet now, and for how long
+// the first of them stays so.
+func (g *Gateway) allQuiet() (time.Duration, bool) {
+	now := value.FromTime(g.cfg.Now())
+	first := int64(math.MaxInt64)
+	for i := range g.quietUntil {
+		u := g.quietUntil[i].Load()
+		if u == 0 || now >= u {
+			return 0, false
+		}
+		first = min(first, u)
+	}
+	// Arrival ticks are 100 ns.
+	return time.Duration(min(first-now, int64(maxQuietSleep/100)) * 100), true
+}
+
+// maxQuietSleep bounds one sleep of the timers while every partition is
+// quiet (a partition quiet for good, no device in it, says so with no end).
+const maxQuietSleep = time.Hour
+
+// sleepQuiet waits d, or until a quiet partition wakes; false when the
+// gateway stops meanwhile.
+func (g *Gateway) sleepQuiet(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-g.stop:
+		return false
+	case <-t.C:
+	case <-g.timerWake:
+	}
+	return true
 }
 
 // quiet reports whether partition i needs no tick at now.

@@ -15,7 +15,8 @@ import (
 // interval, each a log entry and a sync. A partition with no job state,
 // nothing waiting and no device due to change is quiet: no tick is logged
 // for it until an event comes, and then the ticks resume while its window
-// is open and its device online.
+// is open and its device online. While every partition is quiet the
+// gateway's timers sleep; an event wakes them.
 func TestQuietPartitionsAreNotTicked(t *testing.T) {
 	dir := t.TempDir()
 	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
@@ -39,6 +40,7 @@ func TestQuietPartitionsAreNotTicked(t *testing.T) {
 	require.Eventually(t, func() bool { return loggedIn(100*time.Millisecond) == [2]uint64{} },
 		5*time.Second, 10*time.Millisecond, "an idle partition still logs ticks")
 	require.Zero(t, loggedIn(200 * time.Millisecond)[1], "20 tick intervals on an idle partition")
+	require.NotZero(t, g.quietSleeps.Load(), "every partition quiet: the timers sleep instead of ticking")
 
 	var dev string
 	var payload []byte
