@@ -110,7 +110,7 @@ func (n *Node) handOffRequested(member string, req *pb.HandOffRequest) {
 	if !n.claimWait(p) {
 		return
 	}
-	if !n.gw.Serving(p) && (n.handedElsewhere(p, member) || !n.stillHolds(p, req)) {
+	if !n.gw.Serving(p) && (n.handedElsewhere(p, member) || n.handedTo(p, member) || !n.stillHolds(p, req)) {
 		n.unclaim(p)
 		return
 	}
@@ -145,6 +145,21 @@ func (n *Node) handedElsewhere(p int, member string) bool {
 		return false
 	}
 	n.log.Warn("hand-off request for a partition handed to another gateway since; refused", "partition", p, "asker", member, "gateway", to)
+	return true
+}
+
+// handedTo reports whether this gateway handed p to member moments ago
+// (its HandOff may still be on its way): a request member made before it
+// arrived is not answered with a second hand-off, whose catch-up would
+// reach member while it serves from the first.
+func (n *Node) handedTo(p int, member string) bool {
+	n.mu.Lock()
+	mark := n.taking[p]
+	n.mu.Unlock()
+	if mark.to != member || !time.Now().Before(mark.until) {
+		return false
+	}
+	n.log.Debug("hand-off request from the gateway this one just handed the partition to; not answered again", "partition", p, "asker", member)
 	return true
 }
 

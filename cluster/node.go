@@ -148,6 +148,7 @@ type Node struct {
 	takingAt  []time.Time  // per partition: last take-over attempt
 	taking    []takingMark // per partition: holdings says this gateway takes it over (C8)
 	busy      []bool       // per partition: a hand-off, give-up, take-over or serve is running (claim)
+	arriving  []bool       // per partition: a HandOff arrived and its serve has not ended (a catch-up then must not reset the copy)
 	jobVer    map[string]jobVersion
 	jobLog    map[string]*pb.JobUpdate
 	forgotten map[string]bool // gateways an operator forgot (C13)
@@ -446,6 +447,7 @@ func newNode(cfg NodeConfig, gw Gateway) *Node {
 	n.takingAt = make([]time.Time, n.parts)
 	n.taking = make([]takingMark, n.parts)
 	n.busy = make([]bool, n.parts)
+	n.arriving = make([]bool, n.parts)
 	n.fwd = make([]*forwarder, n.parts)
 	n.epochs = make([]atomic.Uint64, n.parts)
 	for p := range n.fwd {

@@ -182,8 +182,16 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 		}
 	case *pb.StreamMsg_Reset_:
 		p := int(b.Reset_.Partition)
-		if n.gw.Serving(p) {
-			n.log.Warn("catch-up for a partition this gateway serves; ignored", "partition", p, "from", m.From)
+		n.mu.Lock()
+		arriving := n.arriving[p]
+		n.mu.Unlock()
+		if n.gw.Serving(p) || arriving {
+			// Arriving: handed here and being served from this copy; a
+			// reset now (a second hand-off, asked for meanwhile) would
+			// empty the copy under the serve, which would then number
+			// the partition's log from 1 again (the churn nemesis lost
+			// every row of the jobs on partition 0 so).
+			n.log.Warn("catch-up for a partition this gateway serves or is starting to serve; ignored", "partition", p, "from", m.From)
 			return
 		}
 		if cur, err := n.epoch(p); err == nil && b.Reset_.Epoch < cur {
@@ -225,7 +233,17 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 			return
 		}
 		n.markTaking(p, takeOverMark, "") // from now: serve claims p later
-		n.goSafe("hand-off", func() { n.serve(p, b.Handoff.Epoch, "hand-off") })
+		n.mu.Lock()
+		n.arriving[p] = true
+		n.mu.Unlock()
+		n.goSafe("hand-off", func() {
+			defer func() {
+				n.mu.Lock()
+				n.arriving[p] = false
+				n.mu.Unlock()
+			}()
+			n.serve(p, b.Handoff.Epoch, "hand-off")
+		})
 	case *pb.StreamMsg_HandoffRequest:
 		req := b.HandoffRequest
 		n.goSafe("hand-off request", func() { n.handOffRequested(m.From, req) })

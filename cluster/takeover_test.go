@@ -741,3 +741,27 @@ func TestHandOffShipsTheCopyFirst(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	require.False(t, b.gw.Serving(p), "served from a copy shorter than the sender's")
 }
+
+// TestCatchUpDoesNotResetAnArrivingCopy is the churn nemesis' loss of
+// every row of the jobs on partition 0: gw1 handed partition 9 to gw3
+// twice (gw3 had asked for it just before the first HandOff arrived), and
+// the second hand-off's catch-up reset gw3's copy while gw3 was serving
+// from it; gw3 numbered the partition's log from 1 again, and partition 0
+// dropped its forwards as applied. A reset for a partition handed here
+// and not served yet is now ignored (and the holder does not hand a
+// partition twice to one gateway).
+func TestCatchUpDoesNotResetAnArrivingCopy(t *testing.T) {
+	const p = 1
+	_, a, _ := pairHolding(t, "gw4", 3, 0)
+	a.servingOpen, a.openServing = make(chan struct{}), sync.Once{} // the serve waits: the reset lands in between
+	a.apply(&pb.StreamMsg{From: "gw4#1", Seq: 1, Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: p, Epoch: 1, LastSeq: 3}}})
+	a.apply(&pb.StreamMsg{From: "gw4#1", Seq: 2, Body: &pb.StreamMsg_Reset_{Reset_: &pb.ReplReset{Partition: p, Epoch: 1}}})
+	require.Equal(t, uint64(3), a.store.LastSeq(p), "the arriving copy was reset")
+	a.StartServing()
+	require.Eventually(t, func() bool { return a.gw.Serving(p) }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, uint64(3), a.store.LastSeq(p))
+
+	a.markTaking(0, inTransitMark, "gw4#1")
+	require.True(t, a.handedTo(0, "gw4#1"), "a partition just handed to the asker")
+	require.False(t, a.handedTo(0, "gw5#1"))
+}
