@@ -38,7 +38,7 @@ var (
 	nemesisSeeds    = flag.String("nemesis.seeds", "", "comma-separated schedule seeds to run (default: the fixed seeds CI runs)")
 	nemesisDuration = flag.Duration("nemesis.duration", 0, "run schedules from random seeds until this much time has passed (for example 2h)")
 	nemesisSteps    = flag.Int("nemesis.steps", 0, "faults per schedule (default: the test's own)")
-	nemesisChurn    = flag.Bool("nemesis.churn", false, "run TestNemesisClusterChurn, whose finding is open (benchmarks/RESULTS.md, Faults)")
+	nemesisChurn    = flag.Bool("nemesis.churn", false, "run TestNemesisClusterChurn (minutes; benchmarks/RESULTS.md, Faults, records its runs)")
 )
 
 // joinQuery is the stream join of the nemesis: a device's reading and its
