@@ -206,9 +206,10 @@ func (g *Gateway) StopIntake(p int) {
 // taking p over found the emptied copy, epoch kept, the newest). Without
 // keep it becomes what a replica holds, so that rows given up are emitted
 // again should this copy be served. Entries of its last, failed commits
-// stay in it: a forward to partition 0 among them can move partition 0
-// past the source's forwards still to come (open; benchmarks/RESULTS.md,
-// "Faults", sixth session).
+// stay in it, after everything p applied (no commit is applied after a
+// failed one: logWriter.broken), so a gateway serving this copy applies
+// them in order; their publishers were refused and resend (with
+// sequence_field the resends are dropped).
 func (g *Gateway) Abandon(ctx context.Context, p int, keep bool) error {
 	if _, _, err := g.Release(ctx, p); err != nil {
 		return err

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -198,18 +199,7 @@ outputs:
 		}
 	}
 
-	var dev string
-	for n := 0; dev == ""; n++ {
-		if d, _ := reading(n); PartitionOf(d, 2) == 1 {
-			dev = d
-		}
-	}
-	send := func(seq int) Commit {
-		payload := []byte(fmt.Sprintf(`{"deviceId":%q,"seq":%d,"temperature":70}`, dev, seq))
-		_, c, err := g.IngestTopicAsync("devices/"+dev+"/messages/events", payload)
-		require.NoError(t, err)
-		return c
-	}
+	send := readingSender(t, g, 1)
 	publish := func(seq int) {
 		// Sent again until acknowledged, as its device would.
 		for try := 0; ; try++ {
@@ -239,17 +229,41 @@ outputs:
 	require.True(t, failed(), "the test's fault never happened")
 	takeOverFailed()
 	want := `{"seq":1,"prev":null}` + "\n" + `{"seq":2,"prev":1}` + "\n" + `{"seq":3,"prev":2}` + "\n" + `{"seq":4,"prev":3}` + "\n" + `{"seq":5,"prev":4}` + "\n"
+	require.Equal(t, want, fileRows(ctx, t, g, out, len(want)), "every acknowledged reading once, in order")
+	require.NotZero(t, g.DurableStats().ForwardRedos)
+}
+
+// readingSender returns a function that publishes reading seq of a
+// device of partition part (of 2) through g.
+func readingSender(t *testing.T, g *Gateway, part int) func(seq int) Commit {
+	var dev string
+	for n := 0; dev == ""; n++ {
+		if d, _ := reading(n); PartitionOf(d, 2) == part {
+			dev = d
+		}
+	}
+	return func(seq int) Commit {
+		payload := []byte(fmt.Sprintf(`{"deviceId":%q,"seq":%d,"temperature":70}`, dev, seq))
+		_, c, err := g.IngestTopicAsync("devices/"+dev+"/messages/events", payload)
+		require.NoError(t, err)
+		return c
+	}
+}
+
+// fileRows is the file output out, ids left out, once it holds at least
+// n bytes or 5 s have passed (rows go out once their checkpoint is safe:
+// each look checkpoints).
+func fileRows(ctx context.Context, t *testing.T, g *Gateway, out string, n int) string {
 	rows := func() string {
-		require.NoError(t, g.Checkpoint(ctx)) // rows go out once their checkpoint is safe
+		require.NoError(t, g.Checkpoint(ctx))
 		b, _ := os.ReadFile(out)
 		return string(idRe.ReplaceAll(b, nil))
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for len(rows()) < len(want) && time.Now().Before(deadline) {
+	for len(rows()) < n && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	require.Equal(t, want, rows(), "every acknowledged reading once, in order")
-	require.NotZero(t, g.DurableStats().ForwardRedos)
+	return rows()
 }
 
 // idRe matches the _id a row carries.
@@ -306,18 +320,8 @@ outputs:
 	link.setGateway(g)
 	require.NoError(t, g.Serve(ctx, 0, 1))
 	require.NoError(t, g.Serve(ctx, 1, 1))
-	var dev string
-	for n := 0; dev == ""; n++ {
-		if d, _ := reading(n); PartitionOf(d, 2) == 1 {
-			dev = d
-		}
-	}
-	send := func(seq int) error {
-		payload := []byte(fmt.Sprintf(`{"deviceId":%q,"seq":%d,"temperature":70}`, dev, seq))
-		_, c, err := g.IngestTopicAsync("devices/"+dev+"/messages/events", payload)
-		require.NoError(t, err)
-		return c.Wait()
-	}
+	sendOne := readingSender(t, g, 1)
+	send := func(seq int) error { return sendOne(seq).Wait() }
 	require.NoError(t, send(1))
 	require.ErrorIs(t, send(2), errTestNotReplicated)
 	require.True(t, g.CommitFailed(1))
@@ -332,14 +336,5 @@ outputs:
 		require.NoError(t, send(seq))
 	}
 	want := `{"seq":1,"prev":null}` + "\n" + `{"seq":2,"prev":1}` + "\n" + `{"seq":3,"prev":2}` + "\n" + `{"seq":4,"prev":3}` + "\n"
-	rows := func() string {
-		require.NoError(t, g.Checkpoint(ctx))
-		b, _ := os.ReadFile(out)
-		return string(idRe.ReplaceAll(b, nil))
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rows()) < len(want) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	require.Equal(t, want, rows(), "every reading once, in order")
+	require.Equal(t, want, fileRows(ctx, t, g, out, len(want)), "every reading once, in order")
 }

@@ -926,19 +926,23 @@ func (g *Gateway) timers() {
 		case <-flushes:
 			g.flushAll()
 		case <-tick.C:
-			g.tick()
-			if d, ok := g.allQuiet(); ok && flushes == nil && g.realClock {
-				// Nothing to tick or checkpoint anywhere: sleep until the
-				// first partition's quiet ends or an event wakes one.
-				tick.Stop()
-				cp.Stop()
-				g.quietSleeps.Add(1)
-				if !g.sleepQuiet(d) {
-					return
+			if flushes == nil && g.realClock {
+				if d, ok := g.allQuiet(); ok {
+					// Nothing to tick or checkpoint anywhere (the tick would
+					// log none): sleep until the first partition's quiet
+					// ends or an event wakes one.
+					tick.Stop()
+					cp.Stop()
+					g.quietSleeps.Add(1)
+					if !g.sleepQuiet(d) {
+						return
+					}
+					tick.Reset(g.cfg.Tick)
+					cp.Reset(g.cfg.CheckpointInterval)
+					continue
 				}
-				tick.Reset(g.cfg.Tick)
-				cp.Reset(g.cfg.CheckpointInterval)
 			}
+			g.tick()
 		case <-cp.C:
 			if g.store != nil && g.ready.Load() {
 				now := value.FromTime(g.cfg.Now())

@@ -293,14 +293,11 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 	defer close(gen.sent)
 	if w.g.cl != nil {
 		for _, g := range groups {
-			switch {
-			case err != nil:
-				w.broken[g.Partition].Store(true)
-			case w.broken[g.Partition].Load():
+			if err == nil && w.broken[g.Partition].Load() {
 				err = ErrAfterFailedCommit
 			}
 		}
-		if errors.Is(err, ErrAfterFailedCommit) {
+		if err != nil {
 			for _, g := range groups {
 				w.broken[g.Partition].Store(true)
 			}

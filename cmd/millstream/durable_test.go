@@ -447,6 +447,9 @@ func recoveryTotals(t *testing.T, logs string) (entries, rows int) {
 // Rows wait in the outbox; when mosquitto is back every row arrives, each
 // device's in order, none lost, and the backlog metric returns to 0.
 func TestUpstreamOfflineStoreAndForward(t *testing.T) {
+	// Mostly a wait (the outage): it runs beside the fault schedules, so
+	// the package stays within go test's default 10 minutes on two cores.
+	t.Parallel()
 	outage := 60 * time.Second
 	if testing.Short() {
 		outage = 5 * time.Second
