@@ -57,6 +57,13 @@ func Mosquitto(t testing.TB, addr, extra string) (string, func()) {
 	persistence := "persistence false\n"
 	if strings.Contains(extra, "persistence") {
 		persistence = ""
+		if os.Geteuid() == 0 {
+			// Started as root, mosquitto runs as user mosquitto, which
+			// cannot write the test's directory (0700, root's): it
+			// would save nothing at SIGTERM and come back without the
+			// sessions (CI runs as root).
+			persistence = "user root\n"
+		}
 	}
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %s 127.0.0.1\n%sallow_anonymous true\n%s", port, extra, persistence)), 0o644); err != nil {
 		t.Fatal(err)
