@@ -74,6 +74,17 @@
 //	    A receiver publishes a relayed row only for an MQTT output of a
 //	    job deployed there, on a topic its template gives (actors R2),
 //	    and relays it no further.
+//	C16: before a take-over serves a partition at epoch e, every gateway
+//	    it asked about the partition has promised to take nothing of it
+//	    from an epoch below e (replication, safe checkpoints, catch-ups)
+//	    and no other take-over at e: a gateway paused while it served the
+//	    partition, back and still serving in its own eyes, has its
+//	    replication refused by every replica the take-over reached, so
+//	    it acknowledges nothing the new server does not hold. A gateway
+//	    that serves the partition, or holds a copy at e or newer, refuses
+//	    the promise and the take-over backs off. Promises are kept in
+//	    memory: a restarted gateway takes replication only after a
+//	    catch-up (acceptReplication), which carries the newest epoch.
 //
 // Every gateway must use the same number of partitions: one with another
 // number is refused as a member (Config.Admit), so its Join fails.

@@ -39,6 +39,8 @@ func streamSeeds(t testing.TB) [][]byte {
 		&pb.OutputRelay{Job: "temps", Output: "hot", Rows: []*pb.RelayedRow{{Topic: "plant/temps/hot", Payload: []byte(`{"_id":"00000000000000a1"}`)}}},
 		&pb.OutputRelay{Job: "temps", Output: "hot", Rows: []*pb.RelayedRow{{Topic: "plant/#", Payload: []byte(`{}`)}}},
 		&pb.ForgetGateway{Gateway: "gw9"}, &pb.StatusRequest{Id: 1}, &pb.StatusReply{Id: 1, Partitions: []*pb.PartitionHolding{{Partition: 1, Epoch: 1}}},
+		&pb.EpochPromise{Id: 2, Partition: 1, Epoch: 3}, &pb.EpochPromise{Id: 2, Partition: 1, Epoch: 1 << 60},
+		&pb.EpochPromised{Id: 2, Partition: 1, Ok: true, Promised: 3},
 		nil,
 	}
 	var out [][]byte

@@ -120,6 +120,10 @@ func streamMsg(from string, session uint64, body any) *pb.StreamMsg {
 		m.Body = &pb.StreamMsg_StatusReply{StatusReply: b}
 	case *pb.OutputRelay:
 		m.Body = &pb.StreamMsg_OutputRelay{OutputRelay: b}
+	case *pb.EpochPromise:
+		m.Body = &pb.StreamMsg_Promise{Promise: b}
+	case *pb.EpochPromised:
+		m.Body = &pb.StreamMsg_Promised{Promised: b}
 	case nil:
 	default:
 		panic("streamMsg: unknown body")

@@ -149,6 +149,8 @@ type Node struct {
 	taking    []takingMark // per partition: holdings says this gateway takes it over (C8)
 	busy      []bool       // per partition: a hand-off, give-up, take-over or serve is running (claim)
 	arriving  []bool       // per partition: a HandOff arrived and its serve has not ended (a catch-up then must not reset the copy)
+	promised  []promise    // per partition: the highest epoch promised to a take-over (C16; takeover.go)
+	promiseMu sync.Mutex   // serializes promises (checked, stored, then set)
 	jobVer    map[string]jobVersion
 	jobLog    map[string]*pb.JobUpdate
 	forgotten map[string]bool // gateways an operator forgot (C13)
@@ -448,6 +450,14 @@ func newNode(cfg NodeConfig, gw Gateway) *Node {
 	n.taking = make([]takingMark, n.parts)
 	n.busy = make([]bool, n.parts)
 	n.arriving = make([]bool, n.parts)
+	n.promised = make([]promise, n.parts)
+	for p := range n.promised {
+		e, to, err := n.store.Promised(p)
+		if err != nil {
+			n.log.Error("promised epoch unreadable; taken as none", "partition", p, "error", err)
+		}
+		n.promised[p] = promise{epoch: e, to: to}
+	}
 	n.fwd = make([]*forwarder, n.parts)
 	n.epochs = make([]atomic.Uint64, n.parts)
 	for p := range n.fwd {

@@ -200,6 +200,11 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 			n.log.Warn("catch-up from a stale epoch; ignored", "partition", p, "from", m.From, "epoch", b.Reset_.Epoch, "current", cur)
 			return
 		}
+		if n.olderThanPromised(p, b.Reset_.Epoch, m.From) {
+			n.log.Warn("catch-up from before a promised take-over; ignored", "partition", p, "from", m.From, "epoch", b.Reset_.Epoch,
+				"promised", n.promisedTo(p).epoch)
+			return
+		}
 		if err := n.store.ResetPartition(p); err != nil {
 			n.log.Error("replica reset failed", "partition", p, "error", err)
 			return
@@ -232,6 +237,13 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 				"sender_last_seq", b.Handoff.LastSeq, "last_seq", last)
 			return
 		}
+		if n.olderThanPromised(p, b.Handoff.Epoch, m.From) {
+			// Served at the next epoch, it would serve p beside the
+			// take-over this gateway promised that epoch to (C16).
+			n.log.Warn("hand-off from before a promised take-over; not served", "partition", p, "from", m.From,
+				"epoch", b.Handoff.Epoch, "promised", n.promisedTo(p).epoch)
+			return
+		}
 		n.markTaking(p, takeOverMark, "") // from now: serve claims p later
 		n.mu.Lock()
 		n.arriving[p] = true
@@ -262,17 +274,26 @@ func (n *Node) apply(m *pb.StreamMsg) (notStored bool) {
 	case *pb.StreamMsg_StatusRequest:
 		n.sendTo(m.From, &pb.StreamMsg{Body: &pb.StreamMsg_StatusReply{StatusReply: n.holdings(b.StatusRequest.Id, m.From)}}, nil)
 	case *pb.StreamMsg_StatusReply:
-		n.mu.Lock()
-		ch := n.requests[b.StatusReply.Id]
-		n.mu.Unlock()
-		if ch != nil {
-			select {
-			case ch <- statusAnswer{from: m.From, reply: b.StatusReply}:
-			default:
-			}
-		}
+		n.answer(b.StatusReply.Id, statusAnswer{from: m.From, reply: b.StatusReply})
+	case *pb.StreamMsg_Promise:
+		n.promiseAsked(m.From, b.Promise)
+	case *pb.StreamMsg_Promised:
+		n.answer(b.Promised.Id, statusAnswer{from: m.From, promised: b.Promised})
 	}
 	return notStored
+}
+
+// answer hands a reply to the take-over waiting for it, if any.
+func (n *Node) answer(id uint64, a statusAnswer) {
+	n.mu.Lock()
+	ch := n.requests[id]
+	n.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- a:
+		default:
+		}
+	}
 }
 
 // refused answers a message refused for its body where the sender waits

@@ -381,6 +381,13 @@ func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 		n.log.Warn("replication from a stale epoch; ignored", "partition", p, "from", from, "epoch", epoch, "current", cur)
 		return false
 	}
+	if n.olderThanPromised(p, epoch, from) {
+		// The sender served p before a take-over this gateway promised
+		// a newer epoch to (C16): what it commits now nobody serves.
+		n.log.Warn("replication from before a promised take-over; refused", "partition", p, "from", from, "epoch", epoch,
+			"promised", n.promisedTo(p).epoch)
+		return false
+	}
 	if epoch > cur {
 		if err := n.setEpoch(p, epoch); err != nil {
 			n.log.Error("epoch not stored", "partition", p, "error", err)

@@ -10,7 +10,8 @@ package cluster
 // once: each marks its take-over before it asks, and backs off on another's
 // mark or a missing answer), C3 (a partition is served at an epoch one
 // above any this gateway has seen for it), C9 (a gateway cut off serves
-// nothing, even what was handed to it).
+// nothing, even what was handed to it), C16 (every gateway asked promised
+// the take-over's epoch before it serves).
 
 import (
 	"context"
@@ -36,16 +37,9 @@ func (n *Node) takeOver(p int) {
 	n.markTaking(p, takeOverMark, "")
 	n.mu.Lock()
 	peers := n.peersLocked()
-	n.reqID++
-	id := n.reqID
-	ch := make(chan statusAnswer, len(peers))
-	n.requests[id] = ch
 	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.requests, id)
-		n.mu.Unlock()
-	}()
+	id, ch, done := n.request(len(peers))
+	defer done()
 	asked := 0
 	for _, m := range peers {
 		if n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_StatusRequest{StatusRequest: &pb.StatusRequest{Id: id}}}, nil) {
@@ -54,6 +48,7 @@ func (n *Node) takeOver(p int) {
 	}
 	best, bestEpoch, bestSeq := n.name, uint64(0), n.store.LastSeq(p)
 	bestEpoch, _ = n.epoch(p)
+	promised := n.promisedTo(p).epoch
 	if asked < len(peers) {
 		// A member in the view without an address yet may be taking p over.
 		n.backOff(p, "a gateway in the view cannot be asked", "asked", asked, "members", len(peers)+1)
@@ -78,6 +73,7 @@ func (n *Node) takeOver(p int) {
 				if h.Epoch > bestEpoch || h.Epoch == bestEpoch && h.LastSeq > bestSeq {
 					best, bestEpoch, bestSeq = a.from, h.Epoch, h.LastSeq
 				}
+				promised = max(promised, h.Promised)
 			}
 		case <-timeout:
 			// The silent one may be taking p over itself: deciding without
@@ -89,12 +85,18 @@ func (n *Node) takeOver(p int) {
 			return
 		}
 	}
+	// Every gateway asked promises the new epoch before anything is
+	// served at it (C16), this one first.
+	epoch := max(bestEpoch, promised) + 1
+	if !n.promiseAll(p, epoch, best, peers) {
+		return
+	}
 	if best == n.name {
 		why := "take-over"
 		if bestEpoch == 0 {
 			why = "new partition" // nobody served it before: a new cluster
 		}
-		n.serveClaimed(p, bestEpoch, why)
+		n.serveClaimed(p, epoch-1, why)
 		return
 	}
 	// Still taking p over until the holder hands it here (serveClaimed
@@ -104,6 +106,120 @@ func (n *Node) takeOver(p int) {
 	n.log.Debug("asking the best holder to hand the partition over", "partition", p, "holder", best, "epoch", bestEpoch, "last_seq", bestSeq)
 	n.changes.add("asking the best holder to hand partitions over", "holder", best, p, 0)
 	n.sendTo(best, &pb.StreamMsg{Body: &pb.StreamMsg_HandoffRequest{HandoffRequest: &pb.HandOffRequest{Partition: uint32(p), Epoch: bestEpoch, LastSeq: bestSeq}}}, nil)
+}
+
+// promise is an epoch of a partition promised to a take-over (C16).
+type promise struct {
+	epoch uint64
+	to    string // the member taking the partition over (this node's name for its own)
+	// holder: for this gateway's own take-over, the holder it asks for
+	// the partition, whose catch-up and hand-off come at the older epoch.
+	holder string
+}
+
+// promisedTo is the highest epoch of p this gateway promised, and to whom.
+func (n *Node) promisedTo(p int) promise {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.promised[p]
+}
+
+// promiseEpoch promises epoch of p to a take-over by member: from now on
+// this gateway takes nothing of p from an older epoch (replication, safe
+// checkpoints, catch-ups, hand-offs) and promises epoch to nobody else.
+// It refuses while it serves p, when its copy is of epoch or newer (a
+// take-over that asked before that copy was made chose too low an epoch),
+// and when it promised epoch or more to another take-over; it answers
+// with the highest epoch it has promised. The promise is stored before it
+// is given, so it holds across a restart.
+func (n *Node) promiseEpoch(p int, epoch uint64, member string) (bool, uint64) {
+	n.promiseMu.Lock()
+	defer n.promiseMu.Unlock()
+	pr := n.promisedTo(p)
+	if n.gw.Serving(p) {
+		return false, pr.epoch
+	}
+	if cur, err := n.epoch(p); err != nil || cur >= epoch {
+		return false, max(pr.epoch, cur)
+	}
+	if pr.epoch > epoch || pr.epoch == epoch && pr.to != member {
+		return false, pr.epoch
+	}
+	if pr.epoch == epoch {
+		return true, epoch // asked again
+	}
+	if err := n.store.SetPromised(p, epoch, member); err != nil {
+		n.log.Error("epoch promise not stored; refused", "partition", p, "epoch", epoch, "to", member, "error", err)
+		return false, pr.epoch
+	}
+	n.mu.Lock()
+	n.promised[p] = promise{epoch: epoch, to: member}
+	n.mu.Unlock()
+	return true, epoch
+}
+
+// promiseAll has this gateway and every peer asked about p promise epoch
+// to this take-over (C16); false, having backed off, when one refuses or
+// does not answer in time.
+func (n *Node) promiseAll(p int, epoch uint64, holder string, peers []string) bool {
+	if ok, promised := n.promiseEpoch(p, epoch, n.name); !ok {
+		n.backOff(p, "this gateway cannot promise the epoch (it promised a newer one to another take-over, or holds a newer copy)",
+			"epoch", epoch, "promised", promised)
+		return false
+	}
+	n.mu.Lock()
+	n.promised[p].holder = holder
+	n.mu.Unlock()
+	id, ch, done := n.request(len(peers))
+	defer done()
+	for _, m := range peers {
+		if !n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Promise{Promise: &pb.EpochPromise{Id: id, Partition: uint32(p), Epoch: epoch}}}, nil) {
+			n.backOff(p, "a gateway asked about the partition left the view before it promised the epoch", "gateway", m)
+			return false
+		}
+	}
+	timeout := time.After(2 * time.Second)
+	for got := 0; got < len(peers); got++ {
+		select {
+		case a := <-ch:
+			if a.promised == nil || int(a.promised.Partition) != p {
+				got--
+				continue
+			}
+			if !a.promised.Ok {
+				n.backOff(p, "another gateway refused to promise the epoch", "gateway", a.from, "epoch", epoch, "its_promised", a.promised.Promised)
+				return false
+			}
+		case <-timeout:
+			n.backOff(p, "not every gateway promised the epoch in time", "epoch", epoch, "asked", len(peers), "promised", got)
+			return false
+		case <-n.stop:
+			n.backOff(p, "")
+			return false
+		}
+	}
+	n.log.Debug("every gateway asked promised the epoch", "partition", p, "epoch", epoch, "gateways", len(peers))
+	return true
+}
+
+// promiseAsked answers another gateway's EpochPromise.
+func (n *Node) promiseAsked(from string, req *pb.EpochPromise) {
+	p := int(req.Partition)
+	ok, promised := n.promiseEpoch(p, req.Epoch, from)
+	if !ok {
+		n.log.Debug("epoch promise refused", "partition", p, "epoch", req.Epoch, "to", from, "promised", promised, "serving", n.gw.Serving(p))
+	}
+	n.sendTo(from, &pb.StreamMsg{Body: &pb.StreamMsg_Promised{Promised: &pb.EpochPromised{Id: req.Id, Partition: req.Partition, Ok: ok, Promised: promised}}}, nil)
+}
+
+// olderThanPromised reports whether what from sends of p at epoch is
+// from before the epoch this gateway promised a take-over (C16): the
+// sender served or held p before that take-over, and must not have it
+// stored here. Only the holder this gateway's own take-over asked for
+// the partition sends its copy at the older epoch.
+func (n *Node) olderThanPromised(p int, epoch uint64, from string) bool {
+	pr := n.promisedTo(p)
+	return epoch < pr.epoch && !(pr.to == n.name && from == pr.holder)
 }
 
 const (
@@ -163,14 +279,33 @@ func (n *Node) holdings(id uint64, member string) *pb.StatusReply {
 	for p := 0; p < n.parts; p++ {
 		ep, _ := n.epoch(p)
 		r.Partitions = append(r.Partitions, &pb.PartitionHolding{Partition: uint32(p), Serving: n.gw.Serving(p), Epoch: ep,
-			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p], Taking: n.taking[p].holds(now, member)})
+			LastSeq: n.store.LastSeq(p), Replica: n.holding[p] != "" && n.caughtUp[p], Taking: n.taking[p].holds(now, member),
+			Promised: n.promised[p].epoch})
 	}
 	return r
 }
 
+// request registers a question to k gateways: the answers that carry id
+// arrive on ch until done is called.
+func (n *Node) request(k int) (id uint64, ch chan statusAnswer, done func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.reqID++
+	id = n.reqID
+	ch = make(chan statusAnswer, k)
+	n.requests[id] = ch
+	return id, ch, func() {
+		n.mu.Lock()
+		delete(n.requests, id)
+		n.mu.Unlock()
+	}
+}
+
+// statusAnswer is a StatusReply or an EpochPromised, with its sender.
 type statusAnswer struct {
-	from  string
-	reply *pb.StatusReply
+	from     string
+	reply    *pb.StatusReply
+	promised *pb.EpochPromised
 }
 
 // serve makes this gateway serve p after a hand-off (claims p first).
@@ -206,6 +341,11 @@ func (n *Node) serveClaimed(p int, prevEpoch uint64, why string) {
 	}
 	cur, _ := n.epoch(p)
 	epoch := max(cur, prevEpoch) + 1
+	if pr := n.promisedTo(p); pr.to == n.name && pr.epoch > epoch {
+		// This gateway's take-over was promised a newer epoch than the
+		// holder's hand-off carries (C16).
+		epoch = pr.epoch
+	}
 	start := time.Now()
 	n.mu.Lock()
 	n.holding[p], n.caughtUp[p] = "", false

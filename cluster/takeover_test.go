@@ -31,6 +31,9 @@ type testNet struct {
 	pending []posted
 	posted  chan struct{} // a message was posted
 	acks    []*pb.StreamAck
+	// holdPromises: EpochPromise and EpochPromised wait to be delivered
+	// like the rest (otherwise they are delivered at once).
+	holdPromises bool
 }
 
 type posted struct {
@@ -52,6 +55,15 @@ func (tn *testNet) post(pid *actor.PID, msg any) {
 	m, ok := msg.(*pb.StreamMsg)
 	if !ok || m.Seq == 0 {
 		return // heartbeats: the tests need none
+	}
+	if (m.GetPromise() != nil || m.GetPromised() != nil) && !tn.holdPromises {
+		// The epoch promise round (C16) goes through at once, unless
+		// the test holds it.
+		tn.mu.Lock()
+		n := tn.nodes[pid.Address]
+		tn.mu.Unlock()
+		go n.apply(m)
+		return
 	}
 	tn.mu.Lock()
 	tn.pending = append(tn.pending, posted{to: pid.Address, msg: m})
@@ -764,4 +776,96 @@ func TestCatchUpDoesNotResetAnArrivingCopy(t *testing.T) {
 	a.markTaking(0, inTransitMark, "gw4#1")
 	require.True(t, a.handedTo(0, "gw4#1"), "a partition just handed to the asker")
 	require.False(t, a.handedTo(0, "gw5#1"))
+}
+
+// TestPausedServerCommitsNothingAfterATakeOver (C16): gw1 served
+// partition 1 with gw3 as its caught-up replica and was paused; gw4, the
+// owner now, took the partition over at epoch 3 from its own copy while
+// gw3 still held gw1's catch-up at epoch 2. gw1, woken and still serving
+// in its own eyes, replicated a commit to gw3 before gw4 caught gw3 up:
+// gw3 stored it, gw1 acknowledged its publishers, and gw4's catch-up then
+// dropped what nobody serving held. Every gateway a take-over asked now
+// promises its epoch before it serves, and refuses what comes from an
+// older one.
+func TestPausedServerCommitsNothingAfterATakeOver(t *testing.T) {
+	const p = 1
+	tn := newTestNet()
+	a := newTestNode(t, tn, "gw1", 2)
+	b := newTestNode(t, tn, "gw4", 2)
+	c := newTestNode(t, tn, "gw3", 2)
+	meet(a, b, c)
+	holdPartition(t, a, p, 1, 3)
+	a.serve(p, 1, "take-over") // epoch 2
+	require.True(t, a.gw.Serving(p))
+	holdPartition(t, b, p, 2, 3)
+	holdPartition(t, c, p, 2, 3)
+	a.mu.Lock()
+	a.replicas[p][c.name] = &replica{caughtUp: true, since: time.Now()}
+	a.mu.Unlock()
+	c.mu.Lock()
+	c.holding[p], c.caughtUp[p] = a.name, true
+	c.mu.Unlock()
+	tn.take(func(*pb.StreamMsg) bool { return true })
+
+	// gw1 is paused: gw4 and gw3 see it leave.
+	for _, n := range []*Node{b, c} {
+		n.mu.Lock()
+		delete(n.view, a.name)
+		n.mu.Unlock()
+	}
+	done := runTakeOver(t, b, p)
+	tn.exchange(t, 1)
+	waitDone(t, done)
+	require.True(t, b.gw.Serving(p))
+	require.Equal(t, uint64(3), b.gw.Epoch(p))
+
+	// gw1 wakes before gw4 catches gw3 up.
+	require.ErrorIs(t, commitEntry4(t, tn, a, c, p), errReplicaRefused, "gw1 acknowledged a commit after gw4 took the partition over")
+	require.Equal(t, uint64(3), c.store.LastSeq(p), "gw3 stored gw1's commit")
+
+	// Nor may gw1 hand the partition to gw3 now: gw3 would serve it at
+	// epoch 3 beside gw4.
+	c.apply(&pb.StreamMsg{From: a.name, Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: p, Epoch: 2, LastSeq: 3}}})
+	time.Sleep(100 * time.Millisecond)
+	require.False(t, c.gw.Serving(p), "gw3 served a hand-off from before the take-over it promised an epoch to")
+
+	// gw4's own catch-up, at the new epoch, goes through.
+	c.apply(&pb.StreamMsg{From: b.name, Body: &pb.StreamMsg_Reset_{Reset_: &pb.ReplReset{Partition: p, Epoch: 3}}})
+	c.mu.Lock()
+	holder := c.holding[p]
+	c.mu.Unlock()
+	require.Equal(t, b.name, holder)
+}
+
+// TestEpochPromises: what a gateway promises a take-over, and what it
+// refuses to.
+func TestEpochPromises(t *testing.T) {
+	const p = 1
+	tn := newTestNet()
+	a := newTestNode(t, tn, "gw1", 2)
+	holdPartition(t, a, p, 2, 3)
+
+	ok, _ := a.promiseEpoch(p, 2, "gw4#1")
+	require.False(t, ok, "promised the epoch of the copy it holds")
+	ok, _ = a.promiseEpoch(p, 3, "gw4#1")
+	require.True(t, ok)
+	ok, _ = a.promiseEpoch(p, 3, "gw4#1")
+	require.True(t, ok, "the same take-over asking again")
+	ok, promised := a.promiseEpoch(p, 3, "gw5#1")
+	require.False(t, ok, "one epoch promised to two take-overs")
+	require.Equal(t, uint64(3), promised)
+	ok, _ = a.promiseEpoch(p, 4, "gw5#1")
+	require.True(t, ok, "a newer epoch")
+	e, to, err := a.store.Promised(p)
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), e, "the promise is stored: it holds across a restart")
+	require.Equal(t, "gw5#1", to)
+	require.True(t, a.olderThanPromised(p, 3, "gw4#1"))
+	require.False(t, a.olderThanPromised(p, 4, "gw5#1"))
+
+	// A gateway serving the partition promises nothing.
+	a.serve(p, 4, "take-over")
+	require.True(t, a.gw.Serving(p))
+	ok, _ = a.promiseEpoch(p, 9, "gw6#1")
+	require.False(t, ok, "promised a partition it serves")
 }

@@ -319,6 +319,10 @@ func checkBody(m *pb.StreamMsg, parts int, now int64) error {
 		return checkGatewayName(b.Forget.GetGateway())
 	case *pb.StreamMsg_OutputRelay:
 		return checkOutputRelay(b.OutputRelay)
+	case *pb.StreamMsg_Promise:
+		return checkPartEpoch(b.Promise.GetPartition(), b.Promise.GetEpoch(), parts)
+	case *pb.StreamMsg_Promised:
+		return checkPartEpoch(b.Promised.GetPartition(), b.Promised.GetPromised(), parts)
 	case *pb.StreamMsg_StatusRequest:
 	case *pb.StreamMsg_StatusReply:
 		hs := b.StatusReply.GetPartitions()
@@ -330,6 +334,9 @@ func checkBody(m *pb.StreamMsg, parts int, now int64) error {
 				return reject(rejectMalformed, "empty partition in a status reply")
 			}
 			if err := checkPartEpoch(h.Partition, h.Epoch, parts); err != nil {
+				return err
+			}
+			if err := checkEpoch(h.Promised); err != nil {
 				return err
 			}
 			if err := checkSeq("last seq", h.LastSeq); err != nil {

@@ -16,6 +16,7 @@ import (
 //
 //	'r' partition:uint16 -> SafeCheckpoint (latest checkpoint whose rows were all delivered)
 //	'e' partition:uint16 -> uint64         (ownership epoch of the partition, C3)
+//	'P' partition:uint16 -> uint64 gateway (epoch promised to a take-over by that gateway member, C16)
 //
 // A replica writes the owner's log entries at the owner's sequence
 // numbers (AppendAt), so a replay on the replica gives the same output ids
@@ -244,6 +245,42 @@ func (s *Store) SetEpoch(p int, epoch uint64) error {
 	}
 	if err := s.db.Set(partKey('e', p), binary.BigEndian.AppendUint64(nil, epoch), s.write); err != nil {
 		return fmt.Errorf("state: partition %d: save epoch: %w", p, err)
+	}
+	return nil
+}
+
+// Promised is the highest epoch of partition p this gateway promised to a
+// take-over, and the member it promised it to (0, "" when none). It is
+// kept apart from the epoch: a promise says what this gateway refuses
+// from now on, not which epoch its copy is of, and a take-over chooses
+// the best copy by the latter.
+func (s *Store) Promised(p int) (uint64, string, error) {
+	if err := s.partition(p); err != nil {
+		return 0, "", err
+	}
+	v, closer, err := s.db.Get(partKey('P', p))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", readErr(err, fmt.Sprintf("partition %d: read promised epoch", p))
+	}
+	defer closer.Close()
+	if len(v) < 8 {
+		return 0, "", fmt.Errorf("%w: partition %d promised epoch", ErrCorrupt, p)
+	}
+	return binary.BigEndian.Uint64(v), string(v[8:]), nil
+}
+
+// SetPromised stores the epoch of partition p promised to a take-over by
+// member (synced: the promise holds across a restart).
+func (s *Store) SetPromised(p int, epoch uint64, member string) error {
+	if err := s.partition(p); err != nil {
+		return err
+	}
+	v := append(binary.BigEndian.AppendUint64(nil, epoch), member...)
+	if err := s.db.Set(partKey('P', p), v, s.write); err != nil {
+		return fmt.Errorf("state: partition %d: save promised epoch: %w", p, err)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@
 //	'w' partition:uint16             -> uint64      (last output seq of the partition in the outbox)
 //	'j' name                         -> Job         (job catalog; jobs.go)
 //	'J' name                         -> JobUpdate   (cluster: newest deploy or removal of a job; jobs.go)
-//	'r', 'e', 'g', 'G'                              (cluster: safe checkpoints, epochs, gateways, forgotten gateways; cluster.go)
+//	'r', 'e', 'P', 'g', 'G'                         (cluster: safe checkpoints, epochs, promised epochs, gateways, forgotten gateways; cluster.go)
 //	'f' partition:uint16 origin 0x00 seq:uint64     -> LogEntry    (cluster: input parked while cut off; parked.go)
 //	'D' id:uint64, 'd' partition:uint16             (dead letters and their replay positions; deadletters.go)
 //

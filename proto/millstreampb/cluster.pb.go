@@ -163,6 +163,8 @@ type StreamMsg struct {
 	//	*StreamMsg_CaughtUp
 	//	*StreamMsg_Forget
 	//	*StreamMsg_OutputRelay
+	//	*StreamMsg_Promise
+	//	*StreamMsg_Promised
 	Body          isStreamMsg_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -350,6 +352,24 @@ func (x *StreamMsg) GetOutputRelay() *OutputRelay {
 	return nil
 }
 
+func (x *StreamMsg) GetPromise() *EpochPromise {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Promise); ok {
+			return x.Promise
+		}
+	}
+	return nil
+}
+
+func (x *StreamMsg) GetPromised() *EpochPromised {
+	if x != nil {
+		if x, ok := x.Body.(*StreamMsg_Promised); ok {
+			return x.Promised
+		}
+	}
+	return nil
+}
+
 type isStreamMsg_Body interface {
 	isStreamMsg_Body()
 }
@@ -406,6 +426,14 @@ type StreamMsg_OutputRelay struct {
 	OutputRelay *OutputRelay `protobuf:"bytes,22,opt,name=output_relay,json=outputRelay,proto3,oneof"`
 }
 
+type StreamMsg_Promise struct {
+	Promise *EpochPromise `protobuf:"bytes,23,opt,name=promise,proto3,oneof"`
+}
+
+type StreamMsg_Promised struct {
+	Promised *EpochPromised `protobuf:"bytes,24,opt,name=promised,proto3,oneof"`
+}
+
 func (*StreamMsg_Log) isStreamMsg_Body() {}
 
 func (*StreamMsg_Checkpoint) isStreamMsg_Body() {}
@@ -431,6 +459,10 @@ func (*StreamMsg_CaughtUp) isStreamMsg_Body() {}
 func (*StreamMsg_Forget) isStreamMsg_Body() {}
 
 func (*StreamMsg_OutputRelay) isStreamMsg_Body() {}
+
+func (*StreamMsg_Promise) isStreamMsg_Body() {}
+
+func (*StreamMsg_Promised) isStreamMsg_Body() {}
 
 // OutputRelay carries rows an MQTT output published on the sender's
 // embedded broker, for the receiver to publish on its own (README,
@@ -1339,7 +1371,10 @@ type PartitionHolding struct {
 	// The gateway is taking the partition over (asking the holders, being
 	// handed it, or starting to serve it): nobody else may take it over
 	// meanwhile (C8).
-	Taking        bool `protobuf:"varint,6,opt,name=taking,proto3" json:"taking,omitempty"`
+	Taking bool `protobuf:"varint,6,opt,name=taking,proto3" json:"taking,omitempty"`
+	// The highest epoch this gateway promised a take-over of the partition
+	// (EpochPromise): a later take-over serves above it.
+	Promised      uint64 `protobuf:"varint,7,opt,name=promised,proto3" json:"promised,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1416,6 +1451,13 @@ func (x *PartitionHolding) GetTaking() bool {
 	return false
 }
 
+func (x *PartitionHolding) GetPromised() uint64 {
+	if x != nil {
+		return x.Promised
+	}
+	return 0
+}
+
 // StatusReply answers a StatusRequest.
 type StatusReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1469,6 +1511,144 @@ func (x *StatusReply) GetPartitions() []*PartitionHolding {
 	return nil
 }
 
+// EpochPromise: a gateway that found nobody serving a partition asks every
+// gateway it asked about it to take nothing of the partition from an
+// older epoch from now on, before it serves the partition at epoch (C16).
+// A gateway paused while it served the partition, and back still serving
+// it in its own eyes, then has its replication refused by every replica
+// the take-over reached, so it acknowledges nothing the new server does
+// not hold.
+type EpochPromise struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochPromise) Reset() {
+	*x = EpochPromise{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochPromise) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochPromise) ProtoMessage() {}
+
+func (x *EpochPromise) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochPromise.ProtoReflect.Descriptor instead.
+func (*EpochPromise) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EpochPromise) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *EpochPromise) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *EpochPromise) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// EpochPromised answers an EpochPromise: ok, or refused (the gateway
+// serves the partition, holds a copy at that epoch or newer, or promised
+// it to another gateway), with the highest epoch it has promised.
+type EpochPromised struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Ok            bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
+	Promised      uint64                 `protobuf:"varint,4,opt,name=promised,proto3" json:"promised,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochPromised) Reset() {
+	*x = EpochPromised{}
+	mi := &file_millstream_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochPromised) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochPromised) ProtoMessage() {}
+
+func (x *EpochPromised) ProtoReflect() protoreflect.Message {
+	mi := &file_millstream_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochPromised.ProtoReflect.Descriptor instead.
+func (*EpochPromised) Descriptor() ([]byte, []int) {
+	return file_millstream_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EpochPromised) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *EpochPromised) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *EpochPromised) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *EpochPromised) GetPromised() uint64 {
+	if x != nil {
+		return x.Promised
+	}
+	return 0
+}
+
 var File_millstream_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_millstream_v1_cluster_proto_rawDesc = "" +
@@ -1485,7 +1665,7 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\a \x01(\rR\n" +
 	"partitions\x12#\n" +
-	"\rrelay_outputs\x18\b \x01(\bR\frelayOutputs\"\xe5\x06\n" +
+	"\rrelay_outputs\x18\b \x01(\bR\frelayOutputs\"\xda\a\n" +
 	"\tStreamMsg\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x10\n" +
@@ -1506,7 +1686,9 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\fstatus_reply\x18\x13 \x01(\v2\x1a.millstream.v1.StatusReplyH\x00R\vstatusReply\x126\n" +
 	"\tcaught_up\x18\x14 \x01(\v2\x17.millstream.v1.CaughtUpH\x00R\bcaughtUp\x126\n" +
 	"\x06forget\x18\x15 \x01(\v2\x1c.millstream.v1.ForgetGatewayH\x00R\x06forget\x12?\n" +
-	"\foutput_relay\x18\x16 \x01(\v2\x1a.millstream.v1.OutputRelayH\x00R\voutputRelayB\x06\n" +
+	"\foutput_relay\x18\x16 \x01(\v2\x1a.millstream.v1.OutputRelayH\x00R\voutputRelay\x127\n" +
+	"\apromise\x18\x17 \x01(\v2\x1b.millstream.v1.EpochPromiseH\x00R\apromise\x12:\n" +
+	"\bpromised\x18\x18 \x01(\v2\x1c.millstream.v1.EpochPromisedH\x00R\bpromisedB\x06\n" +
 	"\x04body\"f\n" +
 	"\vOutputRelay\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x16\n" +
@@ -1562,19 +1744,29 @@ const file_millstream_v1_cluster_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\tR\x06origin\"\x1f\n" +
 	"\rStatusRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"\xad\x01\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xc9\x01\n" +
 	"\x10PartitionHolding\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x18\n" +
 	"\aserving\x18\x02 \x01(\bR\aserving\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
 	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x18\n" +
 	"\areplica\x18\x05 \x01(\bR\areplica\x12\x16\n" +
-	"\x06taking\x18\x06 \x01(\bR\x06taking\"^\n" +
+	"\x06taking\x18\x06 \x01(\bR\x06taking\x12\x1a\n" +
+	"\bpromised\x18\a \x01(\x04R\bpromised\"^\n" +
 	"\vStatusReply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12?\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x1f.millstream.v1.PartitionHoldingR\n" +
-	"partitionsBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
+	"partitions\"R\n" +
+	"\fEpochPromise\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"i\n" +
+	"\rEpochPromised\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x0e\n" +
+	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x1a\n" +
+	"\bpromised\x18\x04 \x01(\x04R\bpromisedBBZ@github.com/millstream/millstream/proto/millstreampb;millstreampbb\x06proto3"
 
 var (
 	file_millstream_v1_cluster_proto_rawDescOnce sync.Once
@@ -1588,7 +1780,7 @@ func file_millstream_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_millstream_v1_cluster_proto_rawDescData
 }
 
-var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_millstream_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_millstream_v1_cluster_proto_goTypes = []any{
 	(*NodeMeta)(nil),         // 0: millstream.v1.NodeMeta
 	(*StreamMsg)(nil),        // 1: millstream.v1.StreamMsg
@@ -1609,9 +1801,11 @@ var file_millstream_v1_cluster_proto_goTypes = []any{
 	(*StatusRequest)(nil),    // 16: millstream.v1.StatusRequest
 	(*PartitionHolding)(nil), // 17: millstream.v1.PartitionHolding
 	(*StatusReply)(nil),      // 18: millstream.v1.StatusReply
-	(*LogEntry)(nil),         // 19: millstream.v1.LogEntry
-	(*SafeCheckpoint)(nil),   // 20: millstream.v1.SafeCheckpoint
-	(*Job)(nil),              // 21: millstream.v1.Job
+	(*EpochPromise)(nil),     // 19: millstream.v1.EpochPromise
+	(*EpochPromised)(nil),    // 20: millstream.v1.EpochPromised
+	(*LogEntry)(nil),         // 21: millstream.v1.LogEntry
+	(*SafeCheckpoint)(nil),   // 22: millstream.v1.SafeCheckpoint
+	(*Job)(nil),              // 23: millstream.v1.Job
 }
 var file_millstream_v1_cluster_proto_depIdxs = []int32{
 	7,  // 0: millstream.v1.StreamMsg.log:type_name -> millstream.v1.ReplLog
@@ -1627,18 +1821,20 @@ var file_millstream_v1_cluster_proto_depIdxs = []int32{
 	10, // 10: millstream.v1.StreamMsg.caught_up:type_name -> millstream.v1.CaughtUp
 	4,  // 11: millstream.v1.StreamMsg.forget:type_name -> millstream.v1.ForgetGateway
 	2,  // 12: millstream.v1.StreamMsg.output_relay:type_name -> millstream.v1.OutputRelay
-	3,  // 13: millstream.v1.OutputRelay.rows:type_name -> millstream.v1.RelayedRow
-	19, // 14: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
-	6,  // 15: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
-	20, // 16: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
-	19, // 17: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
-	21, // 18: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
-	17, // 19: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	19, // 13: millstream.v1.StreamMsg.promise:type_name -> millstream.v1.EpochPromise
+	20, // 14: millstream.v1.StreamMsg.promised:type_name -> millstream.v1.EpochPromised
+	3,  // 15: millstream.v1.OutputRelay.rows:type_name -> millstream.v1.RelayedRow
+	21, // 16: millstream.v1.ReplGroup.entries:type_name -> millstream.v1.LogEntry
+	6,  // 17: millstream.v1.ReplLog.groups:type_name -> millstream.v1.ReplGroup
+	22, // 18: millstream.v1.ReplCheckpoint.safe:type_name -> millstream.v1.SafeCheckpoint
+	21, // 19: millstream.v1.ForwardBatch.entries:type_name -> millstream.v1.LogEntry
+	23, // 20: millstream.v1.JobUpdate.job:type_name -> millstream.v1.Job
+	17, // 21: millstream.v1.StatusReply.partitions:type_name -> millstream.v1.PartitionHolding
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_millstream_v1_cluster_proto_init() }
@@ -1662,6 +1858,8 @@ func file_millstream_v1_cluster_proto_init() {
 		(*StreamMsg_CaughtUp)(nil),
 		(*StreamMsg_Forget)(nil),
 		(*StreamMsg_OutputRelay)(nil),
+		(*StreamMsg_Promise)(nil),
+		(*StreamMsg_Promised)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1669,7 +1867,7 @@ func file_millstream_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_millstream_v1_cluster_proto_rawDesc), len(file_millstream_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
