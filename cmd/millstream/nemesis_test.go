@@ -503,6 +503,16 @@ func (c *testCluster) apply(t *testing.T, f fault, live []*clusterGateway, pace 
 		pace.pause(f.Hold)
 		return live
 	}
+	for _, l := range live {
+		if how := l.gw.ExitedBy(); how != "" {
+			// No fault ended it: a gateway that ends by itself is a
+			// finding of its own (a crash shows in its log).
+			logs := l.gw.Logs()
+			lines := strings.Split(strings.TrimRight(logs, "\n"), "\n")
+			t.Fatalf("%s ended by itself (%s) before %s:\n%s\n--- its last lines ---\n%s", l.name, how, f, gatewayLog(logs),
+				strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
+	}
 	g := live[f.Gateway%len(live)]
 	if f.Kind == faultForget && g == c.gws[0] {
 		// Not the seed: gateways that join later list only it.

@@ -140,6 +140,7 @@ type Gateway struct {
 	cmd         *exec.Cmd
 	logs        bytes.Buffer // every run's output
 	exited      chan struct{}
+	exitErr     error // how the process last started ended (cmd.Wait)
 }
 
 // StartGateway runs `millstream gateway --config config` and waits until its
@@ -188,7 +189,10 @@ func (g *Gateway) TryStart() bool {
 	exited := g.exited
 	g.mu.Unlock()
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		g.mu.Lock()
+		g.exitErr = err
+		g.mu.Unlock()
 		close(exited)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
@@ -224,6 +228,22 @@ func (g *Gateway) Exited() <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.exited
+}
+
+// ExitedBy says, once the process last started has ended, how it ended
+// ("exit status 1", "signal: killed"); "" while it runs.
+func (g *Gateway) ExitedBy() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.exited:
+		if g.exitErr == nil {
+			return "exit status 0"
+		}
+		return g.exitErr.Error()
+	default:
+		return ""
+	}
 }
 
 // Pid is the process id of the running gateway (0 when none runs).
