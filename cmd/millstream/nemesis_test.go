@@ -295,8 +295,9 @@ func (r nemesisRun) run(t *testing.T) {
 	}
 	if r.clustered {
 		// A wait, not a timed check: on a loaded machine the gossip that
-		// says who serves what can take well over 30 s to reach every
-		// gateway (once in 82 starts under churn runs beside go test).
+		// says who serves what can miss a gateway, which then learns it
+		// at memberlist's next push-pull (every 30 s): once in 82 starts
+		// under churn runs beside go test, it had not within 30 s.
 		c.waitSettled(c.gws, 90*time.Second)
 	}
 	s := telemetry{devices: r.devices, base: time.Now().Add(-2 * time.Hour).Truncate(time.Minute)}
