@@ -76,15 +76,18 @@
 //	    and relays it no further.
 //	C16: before a take-over serves a partition at epoch e, every gateway
 //	    it asked about the partition has promised to take nothing of it
-//	    from an epoch below e (replication, safe checkpoints, catch-ups)
-//	    and no other take-over at e: a gateway paused while it served the
-//	    partition, back and still serving in its own eyes, has its
-//	    replication refused by every replica the take-over reached, so
-//	    it acknowledges nothing the new server does not hold. A gateway
-//	    that serves the partition, or holds a copy at e or newer, refuses
-//	    the promise and the take-over backs off. Promises are kept in
-//	    memory: a restarted gateway takes replication only after a
-//	    catch-up (acceptReplication), which carries the newest epoch.
+//	    from an epoch below e (replication, safe checkpoints, catch-ups,
+//	    hand-offs; only the holder the take-over itself asked sends its
+//	    copy at the older epoch) and no other take-over at e: a gateway
+//	    paused while it served the partition, back and still serving in
+//	    its own eyes, has its replication refused by every replica the
+//	    take-over reached, so it acknowledges nothing the new server does
+//	    not hold. A gateway that serves the partition, holds a copy at e
+//	    or newer, or promised e or more to another take-over refuses the
+//	    promise, and the take-over backs off; e is above every promise
+//	    the answers report. Promises are stored ('P' keys, synced) before
+//	    they are given and read back at start: they hold across a
+//	    restart.
 //
 // Every gateway must use the same number of partitions: one with another
 // number is refused as a member (Config.Admit), so its Join fails.

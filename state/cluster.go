@@ -16,7 +16,7 @@ import (
 //
 //	'r' partition:uint16 -> SafeCheckpoint (latest checkpoint whose rows were all delivered)
 //	'e' partition:uint16 -> uint64         (ownership epoch of the partition, C3)
-//	'P' partition:uint16 -> uint64 gateway (epoch promised to a take-over by that gateway member, C16)
+//	'P' partition:uint16 -> epoch:uint64 member (the epoch promised to a take-over, then the member name taking over; C16)
 //
 // A replica writes the owner's log entries at the owner's sequence
 // numbers (AppendAt), so a replay on the replica gives the same output ids
