@@ -364,7 +364,7 @@ func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 		return false
 	}
 	n.mu.Lock()
-	holder := n.holding[p]
+	holder, pr := n.holding[p], n.promised[p]
 	n.mu.Unlock()
 	if holder != from {
 		// Debug: every commit until the catch-up arrives says it again.
@@ -381,11 +381,11 @@ func (n *Node) acceptReplication(from string, p int, epoch uint64) bool {
 		n.log.Warn("replication from a stale epoch; ignored", "partition", p, "from", from, "epoch", epoch, "current", cur)
 		return false
 	}
-	if n.olderThanPromised(p, epoch, from) {
+	if pr.refuses(n.name, epoch, from) {
 		// The sender served p before a take-over this gateway promised
 		// a newer epoch to (C16): what it commits now nobody serves.
 		n.log.Warn("replication from before a promised take-over; refused", "partition", p, "from", from, "epoch", epoch,
-			"promised", n.promisedTo(p).epoch)
+			"promised", pr.epoch)
 		return false
 	}
 	if epoch > cur {

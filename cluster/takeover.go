@@ -38,52 +38,33 @@ func (n *Node) takeOver(p int) {
 	n.mu.Lock()
 	peers := n.peersLocked()
 	n.mu.Unlock()
-	id, ch, done := n.request(len(peers))
-	defer done()
-	asked := 0
-	for _, m := range peers {
-		if n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_StatusRequest{StatusRequest: &pb.StatusRequest{Id: id}}}, nil) {
-			asked++
-		}
-	}
 	best, bestEpoch, bestSeq := n.name, uint64(0), n.store.LastSeq(p)
 	bestEpoch, _ = n.epoch(p)
 	promised := n.promisedTo(p).epoch
-	if asked < len(peers) {
-		// A member in the view without an address yet may be taking p over.
-		n.backOff(p, "a gateway in the view cannot be asked", "asked", asked, "members", len(peers)+1)
-		return
-	}
-	timeout := time.After(2 * time.Second)
-	for got := 0; got < asked; got++ {
-		select {
-		case a := <-ch:
-			for _, h := range a.reply.Partitions {
-				if int(h.Partition) != p {
-					continue
-				}
-				if h.Serving {
-					n.backOff(p, "") // served after all
-					return
-				}
-				if h.Taking {
-					n.backOff(p, "another gateway is taking it over", "gateway", a.from)
-					return
-				}
-				if h.Epoch > bestEpoch || h.Epoch == bestEpoch && h.LastSeq > bestSeq {
-					best, bestEpoch, bestSeq = a.from, h.Epoch, h.LastSeq
-				}
-				promised = max(promised, h.Promised)
+	asked := n.askAll(p, peers, "status", func(id uint64) *pb.StreamMsg {
+		return &pb.StreamMsg{Body: &pb.StreamMsg_StatusRequest{StatusRequest: &pb.StatusRequest{Id: id}}}
+	}, func(a statusAnswer) bool {
+		for _, h := range a.reply.GetPartitions() {
+			if int(h.Partition) != p {
+				continue
 			}
-		case <-timeout:
-			// The silent one may be taking p over itself: deciding without
-			// it could serve p twice.
-			n.backOff(p, "not every gateway answered", "asked", asked, "answered", got)
-			return
-		case <-n.stop:
-			n.backOff(p, "")
-			return
+			if h.Serving {
+				n.backOff(p, "") // served after all
+				return false
+			}
+			if h.Taking {
+				n.backOff(p, "another gateway is taking it over", "gateway", a.from)
+				return false
+			}
+			if h.Epoch > bestEpoch || h.Epoch == bestEpoch && h.LastSeq > bestSeq {
+				best, bestEpoch, bestSeq = a.from, h.Epoch, h.LastSeq
+			}
+			promised = max(promised, h.Promised)
 		}
+		return true
+	})
+	if !asked {
+		return
 	}
 	// Every gateway asked promises the new epoch before anything is
 	// served at it (C16), this one first.
@@ -132,7 +113,11 @@ func (n *Node) promisedTo(p int) promise {
 // and when it promised epoch or more to another take-over; it answers
 // with the highest epoch it has promised. The promise is stored before it
 // is given, so it holds across a restart.
-func (n *Node) promiseEpoch(p int, epoch uint64, member string) (bool, uint64) {
+//
+// holder is set for this gateway's own take-over only: the gateway it
+// asks for the partition, whose catch-up and hand-off come at the older
+// epoch (olderThanPromised).
+func (n *Node) promiseEpoch(p int, epoch uint64, member, holder string) (bool, uint64) {
 	n.promiseMu.Lock()
 	defer n.promiseMu.Unlock()
 	pr := n.promisedTo(p)
@@ -146,6 +131,9 @@ func (n *Node) promiseEpoch(p int, epoch uint64, member string) (bool, uint64) {
 		return false, pr.epoch
 	}
 	if pr.epoch == epoch {
+		n.mu.Lock()
+		n.promised[p].holder = holder
+		n.mu.Unlock()
 		return true, epoch // asked again
 	}
 	if err := n.store.SetPromised(p, epoch, member); err != nil {
@@ -153,7 +141,7 @@ func (n *Node) promiseEpoch(p int, epoch uint64, member string) (bool, uint64) {
 		return false, pr.epoch
 	}
 	n.mu.Lock()
-	n.promised[p] = promise{epoch: epoch, to: member}
+	n.promised[p] = promise{epoch: epoch, to: member, holder: holder}
 	n.mu.Unlock()
 	return true, epoch
 }
@@ -162,19 +150,39 @@ func (n *Node) promiseEpoch(p int, epoch uint64, member string) (bool, uint64) {
 // to this take-over (C16); false, having backed off, when one refuses or
 // does not answer in time.
 func (n *Node) promiseAll(p int, epoch uint64, holder string, peers []string) bool {
-	if ok, promised := n.promiseEpoch(p, epoch, n.name); !ok {
+	if ok, promised := n.promiseEpoch(p, epoch, n.name, holder); !ok {
 		n.backOff(p, "this gateway cannot promise the epoch (it promised a newer one to another take-over, or holds a newer copy)",
 			"epoch", epoch, "promised", promised)
 		return false
 	}
-	n.mu.Lock()
-	n.promised[p].holder = holder
-	n.mu.Unlock()
+	ok := n.askAll(p, peers, "epoch promise", func(id uint64) *pb.StreamMsg {
+		return &pb.StreamMsg{Body: &pb.StreamMsg_Promise{Promise: &pb.EpochPromise{Id: id, Partition: uint32(p), Epoch: epoch}}}
+	}, func(a statusAnswer) bool {
+		if a.promised == nil || int(a.promised.Partition) != p || !a.promised.Ok {
+			n.backOff(p, "another gateway refused to promise the epoch", "gateway", a.from, "epoch", epoch, "its_promised", a.promised.GetPromised())
+			return false
+		}
+		return true
+	})
+	if ok {
+		n.log.Debug("every gateway asked promised the epoch", "partition", p, "epoch", epoch, "gateways", len(peers))
+	}
+	return ok
+}
+
+// askAll sends msg(id) to every peer and hands each answer to take until
+// all have answered. It returns false, having backed off, when a peer
+// cannot be sent to (a member in the view without an address yet may be
+// taking p over), one has not answered within 2 s (the silent one may be
+// taking p over itself: deciding without it could serve p twice), or take
+// says to stop (take backs off itself). round names the question in the
+// back-off lines.
+func (n *Node) askAll(p int, peers []string, round string, msg func(id uint64) *pb.StreamMsg, take func(statusAnswer) bool) bool {
 	id, ch, done := n.request(len(peers))
 	defer done()
 	for _, m := range peers {
-		if !n.sendTo(m, &pb.StreamMsg{Body: &pb.StreamMsg_Promise{Promise: &pb.EpochPromise{Id: id, Partition: uint32(p), Epoch: epoch}}}, nil) {
-			n.backOff(p, "a gateway asked about the partition left the view before it promised the epoch", "gateway", m)
+		if !n.sendTo(m, msg(id), nil) {
+			n.backOff(p, "a gateway in the view cannot be asked", "round", round, "gateway", m)
 			return false
 		}
 	}
@@ -182,30 +190,24 @@ func (n *Node) promiseAll(p int, epoch uint64, holder string, peers []string) bo
 	for got := 0; got < len(peers); got++ {
 		select {
 		case a := <-ch:
-			if a.promised == nil || int(a.promised.Partition) != p {
-				got--
-				continue
-			}
-			if !a.promised.Ok {
-				n.backOff(p, "another gateway refused to promise the epoch", "gateway", a.from, "epoch", epoch, "its_promised", a.promised.Promised)
+			if !take(a) {
 				return false
 			}
 		case <-timeout:
-			n.backOff(p, "not every gateway promised the epoch in time", "epoch", epoch, "asked", len(peers), "promised", got)
+			n.backOff(p, "not every gateway answered", "round", round, "asked", len(peers), "answered", got)
 			return false
 		case <-n.stop:
 			n.backOff(p, "")
 			return false
 		}
 	}
-	n.log.Debug("every gateway asked promised the epoch", "partition", p, "epoch", epoch, "gateways", len(peers))
 	return true
 }
 
 // promiseAsked answers another gateway's EpochPromise.
 func (n *Node) promiseAsked(from string, req *pb.EpochPromise) {
 	p := int(req.Partition)
-	ok, promised := n.promiseEpoch(p, req.Epoch, from)
+	ok, promised := n.promiseEpoch(p, req.Epoch, from, "")
 	if !ok {
 		n.log.Debug("epoch promise refused", "partition", p, "epoch", req.Epoch, "to", from, "promised", promised, "serving", n.gw.Serving(p))
 	}
@@ -218,8 +220,12 @@ func (n *Node) promiseAsked(from string, req *pb.EpochPromise) {
 // stored here. Only the holder this gateway's own take-over asked for
 // the partition sends its copy at the older epoch.
 func (n *Node) olderThanPromised(p int, epoch uint64, from string) bool {
-	pr := n.promisedTo(p)
-	return epoch < pr.epoch && !(pr.to == n.name && from == pr.holder)
+	return n.promisedTo(p).refuses(n.name, epoch, from)
+}
+
+// refuses is olderThanPromised for the promise pr of the gateway self.
+func (pr promise) refuses(self string, epoch uint64, from string) bool {
+	return epoch < pr.epoch && !(pr.to == self && from == pr.holder)
 }
 
 const (

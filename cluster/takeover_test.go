@@ -826,7 +826,7 @@ func TestPausedServerCommitsNothingAfterATakeOver(t *testing.T) {
 	// Nor may gw1 hand the partition to gw3 now: gw3 would serve it at
 	// epoch 3 beside gw4.
 	c.apply(&pb.StreamMsg{From: a.name, Body: &pb.StreamMsg_Handoff{Handoff: &pb.HandOff{Partition: p, Epoch: 2, LastSeq: 3}}})
-	time.Sleep(100 * time.Millisecond)
+	c.handlers.Wait() // the serve a HandOff starts, if it started one
 	require.False(t, c.gw.Serving(p), "gw3 served a hand-off from before the take-over it promised an epoch to")
 
 	// gw4's own catch-up, at the new epoch, goes through.
@@ -845,16 +845,16 @@ func TestEpochPromises(t *testing.T) {
 	a := newTestNode(t, tn, "gw1", 2)
 	holdPartition(t, a, p, 2, 3)
 
-	ok, _ := a.promiseEpoch(p, 2, "gw4#1")
+	ok, _ := a.promiseEpoch(p, 2, "gw4#1", "")
 	require.False(t, ok, "promised the epoch of the copy it holds")
-	ok, _ = a.promiseEpoch(p, 3, "gw4#1")
+	ok, _ = a.promiseEpoch(p, 3, "gw4#1", "")
 	require.True(t, ok)
-	ok, _ = a.promiseEpoch(p, 3, "gw4#1")
+	ok, _ = a.promiseEpoch(p, 3, "gw4#1", "")
 	require.True(t, ok, "the same take-over asking again")
-	ok, promised := a.promiseEpoch(p, 3, "gw5#1")
+	ok, promised := a.promiseEpoch(p, 3, "gw5#1", "")
 	require.False(t, ok, "one epoch promised to two take-overs")
 	require.Equal(t, uint64(3), promised)
-	ok, _ = a.promiseEpoch(p, 4, "gw5#1")
+	ok, _ = a.promiseEpoch(p, 4, "gw5#1", "")
 	require.True(t, ok, "a newer epoch")
 	e, to, err := a.store.Promised(p)
 	require.NoError(t, err)
@@ -866,6 +866,6 @@ func TestEpochPromises(t *testing.T) {
 	// A gateway serving the partition promises nothing.
 	a.serve(p, 4, "take-over")
 	require.True(t, a.gw.Serving(p))
-	ok, _ = a.promiseEpoch(p, 9, "gw6#1")
+	ok, _ = a.promiseEpoch(p, 9, "gw6#1", "")
 	require.False(t, ok, "promised a partition it serves")
 }

@@ -137,9 +137,9 @@ func FuzzRestore(f *testing.F) {
 
 // TestRestoredRowsKeepTheirTimeline: a buffered row comes back in the
 // timeline it is stored under, whatever timeline number the checkpoint
-// gives it. A number of 2^30 made the next stage grow its per-timeline
-// state to it (13 s of CPU and a slice of 2^30 entries for one restore;
-// FuzzRestore found it).
+// gives it. FuzzRestore found a checkpoint whose row said 32,544,384: the
+// next stage grew its per-timeline state to that many entries (13 s of
+// CPU for one restore).
 func TestRestoredRowsKeepTheirTimeline(t *testing.T) {
 	p, err := plan.FromSQL(`SELECT deviceId, COUNT(*) AS n INTO agg FROM i TIMESTAMP BY t OVER deviceId GROUP BY deviceId, TumblingWindow(second, 10)`)
 	require.NoError(t, err)

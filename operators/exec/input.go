@@ -401,8 +401,8 @@ func (in *inputOp) restore(s *pb.InputState) {
 		for _, r := range ts.Buffered {
 			// The row's timeline is the one it is buffered in, not the
 			// number the checkpoint gives: a stage keeps state per
-			// timeline number, and a checkpoint saying 2^31 made one
-			// grow a slice to it (13 s of CPU, FuzzRestore).
+			// timeline number, and a checkpoint saying 32,544,384 made
+			// one grow a slice to it (13 s of CPU, FuzzRestore).
 			tl.buf = append(tl.buf, bufferedRow{row: row{ts: r.Ts, tl: id, rec: value.RecordFromProto(r.Record)}, seq: r.Seq})
 		}
 		heap.Init(&tl.buf)
