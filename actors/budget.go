@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,15 +28,18 @@ func (p *partition) checkBudgets(now int64) {
 		return
 	}
 	p.budgetAt = now
-	for _, name := range append([]string(nil), p.order...) {
-		d := p.jobs[name]
-		if d == nil || d.mem == nil {
+	// The jobs apply what is queued for them first: the measure is of
+	// the state at this tick, as it was before job actors.
+	sizes := p.syncJobs(true)
+	for _, r := range append([]*jobRun(nil), p.order...) {
+		d := r.d
+		if d.mem == nil {
 			continue
 		}
-		d.mem[p.id].Store(p.execs[name].StateBytes())
+		d.mem[p.id].Store(sizes[r])
 		if total := d.stateBytes(); total > d.budget {
 			p.g.stopOverBudget(d, total)
-			p.dropJob(name)
+			p.dropJob(d.job.Name)
 		}
 	}
 }
@@ -45,7 +49,8 @@ func (p *partition) dropJob(name string) {
 	if d := p.jobs[name]; d != nil && d.mem != nil {
 		d.mem[p.id].Store(0)
 	}
-	delete(p.execs, name)
+	p.stopJob(p.runs[name])
+	delete(p.runs, name)
 	delete(p.jobs, name)
 	p.updateForwardJobs()
 	p.sortJobs()
@@ -86,11 +91,14 @@ func (g *Gateway) stopOverBudget(d *deployedJob, total int64) {
 }
 
 // JobStatus is a deployed job's state estimate and, if it was stopped,
-// why.
+// why; and what its job actors did: their restarts after a panic and
+// the time they spent working, over all partitions.
 type JobStatus struct {
-	StateBytes int64  `json:"stateBytes"`
-	Budget     int64  `json:"budgetBytes"`
-	Stopped    string `json:"stopped,omitempty"`
+	StateBytes  int64   `json:"stateBytes"`
+	Budget      int64   `json:"budgetBytes"`
+	Stopped     string  `json:"stopped,omitempty"`
+	Restarts    uint64  `json:"restarts"`
+	WorkSeconds float64 `json:"workSeconds"`
 }
 
 // JobStatuses returns each deployed job's status by name.
@@ -99,16 +107,19 @@ func (g *Gateway) JobStatuses() map[string]JobStatus {
 	defer g.mu.Unlock()
 	out := make(map[string]JobStatus, len(g.jobs))
 	for name, d := range g.jobs {
-		out[name] = JobStatus{StateBytes: d.stateBytes(), Budget: d.budget, Stopped: d.Stopped()}
+		out[name] = JobStatus{StateBytes: d.stateBytes(), Budget: d.budget, Stopped: d.Stopped(), Restarts: d.restarts.Load(),
+			WorkSeconds: time.Duration(d.workNanos.Load()).Seconds()}
 	}
 	return out
 }
 
 var (
-	descJobState   = prometheus.NewDesc("millstream_job_state_bytes", "Estimated memory of a job's state on this gateway (all partitions), against its max_state_bytes budget.", []string{"job_name"}, nil)
-	descJobBudget  = prometheus.NewDesc("millstream_job_state_budget_bytes", "A job's memory budget (max_state_bytes).", []string{"job_name"}, nil)
-	descJobStopped = prometheus.NewDesc("millstream_job_stopped", "1 while a job is stopped on this gateway for going over its memory budget.", []string{"job_name"}, nil)
-	descStopsTotal = prometheus.NewDesc("millstream_jobs_stopped_over_budget_total", "Jobs stopped for going over their memory budget since start.", nil, nil)
+	descJobState         = prometheus.NewDesc("millstream_job_state_bytes", "Estimated memory of a job's state on this gateway (all partitions), against its max_state_bytes budget.", []string{"job_name"}, nil)
+	descJobBudget        = prometheus.NewDesc("millstream_job_state_budget_bytes", "A job's memory budget (max_state_bytes).", []string{"job_name"}, nil)
+	descJobStopped       = prometheus.NewDesc("millstream_job_stopped", "1 while a job is stopped on this gateway for going over its memory budget.", []string{"job_name"}, nil)
+	descJobActorRestarts = prometheus.NewDesc("millstream_job_actor_restarts_total", "Job actors of a job restarted alone after a panic (in memory; a durable partition restarts whole).", []string{"job_name"}, nil)
+	descJobWork          = prometheus.NewDesc("millstream_job_work_seconds_total", "Time a job's actors spent applying events, ticks and flushes, over all partitions.", []string{"job_name"}, nil)
+	descStopsTotal       = prometheus.NewDesc("millstream_jobs_stopped_over_budget_total", "Jobs stopped for going over their memory budget since start.", nil, nil)
 )
 
 // budgetCollector exports the jobs' memory figures.
@@ -118,6 +129,8 @@ func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descJobState
 	ch <- descJobBudget
 	ch <- descJobStopped
+	ch <- descJobActorRestarts
+	ch <- descJobWork
 	ch <- descStopsTotal
 }
 
@@ -130,6 +143,8 @@ func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descJobState, prometheus.GaugeValue, float64(st.StateBytes), name)
 		ch <- prometheus.MustNewConstMetric(descJobBudget, prometheus.GaugeValue, float64(st.Budget), name)
 		ch <- prometheus.MustNewConstMetric(descJobStopped, prometheus.GaugeValue, stopped, name)
+		ch <- prometheus.MustNewConstMetric(descJobActorRestarts, prometheus.CounterValue, float64(st.Restarts), name)
+		ch <- prometheus.MustNewConstMetric(descJobWork, prometheus.CounterValue, st.WorkSeconds, name)
 	}
 	ch <- prometheus.MustNewConstMetric(descStopsTotal, prometheus.CounterValue, float64(c.g.jobsStopped.Load()))
 }

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/millstream/millstream/operators/value"
+	"github.com/millstream/millstream/operators/exec"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
@@ -17,18 +17,19 @@ import (
 
 // emit assigns an output row its id (D2) and queues it for the outbox,
 // unless the outbox has it from before a crash (D4).
-func (p *partition) emit(job, output string, ts int64, rec *value.Record) {
+func (p *partition) emit(job string, r jobRow) {
 	p.outSeq++
 	if p.outSeq <= p.written {
 		p.g.replayedRows.Add(1)
 		return
 	}
-	if row, ok := p.g.sink.Encode(job, output, ts, rec, outputID(job, output, ts, p.id, p.outSeq)); ok {
+	if r.kept {
+		setRowID(r.row.Entry, outputID(job, r.output, r.ts, p.id, p.outSeq))
 		if p.partNo == nil {
 			p.partNo = proto.Uint32(uint32(p.id))
 		}
-		row.Entry.Partition = p.partNo // shared: entries are not changed once made
-		p.outBuf = append(p.outBuf, row)
+		r.row.Entry.Partition = p.partNo // shared: entries are not changed once made
+		p.outBuf = append(p.outBuf, r.row)
 	}
 }
 
@@ -99,12 +100,27 @@ func (p *partition) checkpoint(force bool) error {
 		return fmt.Errorf("partition %d: outbox behind; checkpoint skipped", p.id)
 	}
 	cp := &pb.Checkpoint{LogPosition: p.applied, OutputSeq: p.outSeq, Jobs: map[string][]byte{}}
-	for _, name := range p.order {
-		snap, err := p.execs[name].Snapshot()
-		if err != nil {
-			return fmt.Errorf("partition %d job %q: snapshot: %w", p.id, name, err)
+	// The barrier: every job has answered all work up to p.applied
+	// (each message to the partition ends with syncJobs), so each
+	// snapshot is of the state at that position.
+	snaps := make([][]byte, len(p.order))
+	errs := make([]error, len(p.order))
+	index := make(map[*jobRun]int, len(p.order))
+	for i, r := range p.order {
+		index[r] = i
+	}
+	failed := p.callJobs(func(r *jobRun, ex *exec.Executor) {
+		snaps[index[r]], errs[index[r]] = ex.Snapshot()
+	})
+	for i, r := range p.order {
+		err := errs[i]
+		if err == nil {
+			err = failed[r]
 		}
-		cp.Jobs[name] = snap
+		if err != nil {
+			return fmt.Errorf("partition %d job %q: snapshot: %w", p.id, r.name(), err)
+		}
+		cp.Jobs[r.name()] = snaps[i]
 	}
 	ids := make([]string, 0, len(p.devices))
 	for id := range p.devices {

@@ -138,9 +138,9 @@ func (p *partition) deviceEvent(id, status string, now int64) {
 		Vals:  []value.Value{value.Str(id), value.Str(status), value.Time(d.lastSeen)},
 	}
 	e := event{input: DevicesInput, device: id, rec: rec, arrival: now}
-	for _, name := range p.order {
-		if ex := p.execs[name]; ex.Reads(DevicesInput) {
-			ingest(ex, e, p.source(name, e))
+	for _, r := range p.order {
+		if r.ex.Reads(DevicesInput) {
+			p.queueIngest(r, e)
 		}
 	}
 	p.forward(e)

@@ -1,5 +1,6 @@
 // Package actors is the gateway runtime on protoactor-go: partition actors
-// that host the query engine (operators/exec) for every deployed job, the
+// that order each partition's input, job actors (their children, one per
+// deployed job) that run the query engine (operators/exec), the
 // batching router that feeds them, the embedded MQTT broker hook that
 // turns device messages into events, and the output sinks.
 //
@@ -7,15 +8,18 @@
 //
 //	MQTT publish -> brokerHook.OnPublish -> Gateway.Ingest
 //	  -> batcher[p] (p = hash(deviceId) mod P; flushed by size or delay)
-//	  -> partition actor p: exec.Executor per job -> Sink.Encode -> outbox
+//	  -> partition actor p (order, duplicates, devices, forwards)
+//	  -> job actor per job: exec.Executor -> Sink.Encode (jobactor.go)
+//	  -> partition actor p: row ids in step order (D2) -> outbox
 //	  -> drainer per output -> deliverer (MQTT, file, HTTP, log; outbox.go)
 //	  -> MQTT, clustered: RelayLink -> the other gateways' PublishRelayed
 //	     (cluster-wide outputs, R1-R2 in relay.go)
 //
 // Invariants:
 //
-//	A1: an executor is touched only inside its partition actor's Receive,
-//	    so the engine needs no locks.
+//	A1: an executor's state is touched only inside its job actor's
+//	    Receive, so the engine needs no locks; the partition waits for all
+//	    its jobs' answers before it takes its next message.
 //	A2: every event of a device goes to the same partition, in the order
 //	    the gateway received it.
 //	A3: mailboxes are bounded: when a partition falls behind, Ingest blocks,
@@ -29,7 +33,9 @@
 //	    Drain visit partition 0 last so forwarded events are counted.
 //	A5: a partition actor that panics is restarted with exponential
 //	    backoff by its supervisor; its jobs are redeployed from the
-//	    gateway's job table on restart.
+//	    gateway's job table on restart. A job actor that panics is
+//	    restarted alone in memory; durable, its partition restarts
+//	    (jobactor.go).
 //	A6: the watermark of an A4 job is the lowest of the partitions
 //	    feeding it that are not idle (exec.IngestFrom): a partition that lags
 //	    (replaying its log, handed off, behind a slow link) does not have

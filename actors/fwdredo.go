@@ -124,7 +124,7 @@ func (p *partition) redoForwards() {
 	// position, index), and the first copy may be applied after all (the
 	// failed commit can be on replicas: the gateway taking partition 0
 	// over replays it).
-	own, idx, dl := p.applied, p.fwdIdx, p.dlIdx
+	own, idx := p.applied, p.fwdIdx
 	n := 0
 	err := p.g.store.ReadLog(p.id, from-1, func(seq uint64, le *pb.LogEntry) error {
 		if seq > own {
@@ -142,7 +142,7 @@ func (p *partition) redoForwards() {
 		}
 		return nil
 	})
-	p.applied, p.fwdIdx, p.dlIdx = own, idx, dl
+	p.applied, p.fwdIdx = own, idx
 	p.flushForward()
 	if err != nil && !errors.Is(err, errReadEnough) {
 		// The entries stay in the log (it is truncated only past what

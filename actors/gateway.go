@@ -147,8 +147,11 @@ func (c *Config) ensureDefaults() {
 type Sink interface {
 	// Encode builds the outbox row of a row a job emitted; false when the
 	// output has no sink here, or the sink took the row itself. Called
-	// from partition actors, concurrently for different partitions; rec
-	// is borrowed for the call.
+	// from job actors, concurrently for different jobs and partitions,
+	// with id rowIDPlaceholder: the partition numbers the row afterwards
+	// and sets its id with setRowID, so an encoder that writes the id into
+	// the payload does it with appendRowWithID. rec is borrowed for the
+	// call.
 	Encode(job, output string, ts int64, rec *value.Record, id string) (state.OutRow, bool)
 	// Outbox is where the rows go; nil when Encode never returns one.
 	Outbox() state.Outbox
@@ -212,6 +215,8 @@ type Gateway struct {
 	queued   []atomic.Int64 // batches sent to each partition and not yet processed
 	started  []atomic.Bool  // partition actor started once (later Starts are restarts)
 	restarts atomic.Uint64
+	// jobRestarts counts job actors restarted alone after a panic.
+	jobRestarts atomic.Uint64
 	// jobsStopped counts jobs stopped over their memory budget.
 	jobsStopped atomic.Uint64
 	// stageSeconds: the partitions' sampled per-row stage times
@@ -260,6 +265,10 @@ type Gateway struct {
 // Restarts counts partition actors restarted by their supervisor.
 func (g *Gateway) Restarts() uint64 { return g.restarts.Load() }
 
+// JobRestarts is how many times a job actor was restarted alone after it
+// panicked (in memory; a durable partition restarts as a whole).
+func (g *Gateway) JobRestarts() uint64 { return g.jobRestarts.Load() }
+
 // send hands a batch to a partition, counting it until processed (the
 // mailbox depth, which protoactor does not expose).
 func (g *Gateway) send(p int, b *eventBatch) {
@@ -299,6 +308,10 @@ type deployedJob struct {
 	budget  int64
 	mem     []atomic.Int64
 	stopped atomic.Pointer[string]
+	// What its job actors did (JobStatus): restarts after a panic, and
+	// the time spent applying work.
+	restarts  atomic.Uint64
+	workNanos atomic.Int64
 }
 
 // New starts a gateway with no jobs. A durable gateway (cfg.Store set)
@@ -392,7 +405,7 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 		}
 	}
 	// Compile once here so errors surface to the caller, not in actors.
-	if _, err := d.newExecutor(g, nil); err != nil {
+	if _, err := d.newExecutor(g, -1, nil); err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
 	if g.store != nil && g.ready.Load() {

@@ -84,11 +84,21 @@ func (a fwdPos) less(b fwdPos) bool { return a.seq < b.seq || a.seq == b.seq && 
 
 // partition hosts the executors of one partition (A1).
 type partition struct {
-	g       *Gateway
-	id      int
-	execs   map[string]*exec.Executor
-	order   []string // job names, sorted: a replay emits rows in the same order (D2)
-	jobs    map[string]*deployedJob
+	g  *Gateway
+	id int
+	// ctx is the partition actor's context, which spawns and stops its
+	// job actors (jobactor.go).
+	ctx actor.Context
+	// runs are the job actors of the jobs that run here, by job name;
+	// order lists them by name: a replay queues their work, and so
+	// numbers their rows, in the same order (D2).
+	runs  map[string]*jobRun
+	order []*jobRun
+	jobs  map[string]*deployedJob
+	// The current round of job work (jobactor.go): what each step was
+	// applied for, and where the jobs answer.
+	steps   []stepInfo
+	replies chan jobDone
 	devices map[string]*deviceState
 	desired map[string][]byte
 	// desiredVersion counts each device's desired property changes.
@@ -99,10 +109,14 @@ type partition struct {
 	forwardBuf  []event
 
 	// Durable state (D1-D4).
-	applied    uint64 // last log entry applied
-	fwdIdx     uint32 // forwarded events produced by entry applied so far
-	fwdGen     uint32 // forward generation (fwdredo.go)
-	dlIdx      uint32 // dead letters of entry applied so far
+	applied uint64 // last log entry applied
+	fwdIdx  uint32 // forwarded events produced by entry applied so far
+	fwdGen  uint32 // forward generation (fwdredo.go)
+	dlPos   uint64 // the log entry of the last dead letter
+	// panicAt, while the rows of a round are emitted, is the log entry
+	// that made the row being emitted: a panic is that entry's (poison).
+	panicAt    uint64
+	dlIdx      uint32 // dead letters of entry dlPos so far
 	budgetAt   int64  // event time of the last memory budget check
 	curDevice  string // device of the event being applied (dead letters)
 	sinceCp    int    // entries other than ticks applied since the last checkpoint
@@ -128,6 +142,7 @@ type partition struct {
 func (p *partition) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		p.ctx = ctx
 		first := p.g.started[p.id].CompareAndSwap(false, true)
 		if !first {
 			p.g.restarts.Add(1)
@@ -187,6 +202,7 @@ func (p *partition) Receive(ctx actor.Context) {
 			}
 			p.apply(e)
 		}
+		p.syncJobs(false)
 		p.flushOutbox()
 		p.flushForward()
 		if len(p.fwdDrops) > 0 {
@@ -204,13 +220,11 @@ func (p *partition) Receive(ctx actor.Context) {
 			p.dropJob(m.d.job.Name)
 		}
 	case *removeMsg:
-		delete(p.execs, m.name)
-		delete(p.jobs, m.name)
-		p.updateForwardJobs()
-		p.sortJobs()
+		p.dropJob(m.name)
 		ctx.Respond(&doneReply{})
 	case *tickMsg:
 		p.tick(m.now)
+		p.syncJobs(false)
 		p.flushOutbox()
 		p.flushForward()
 		p.noteQuiet()
@@ -285,18 +299,31 @@ func (p *partition) Receive(ctx actor.Context) {
 		ctx.Respond(&doneReply{})
 	case *countersMsg:
 		r := &countersReply{byJob: map[string]exec.Counters{}, watermark: map[string]int64{}, stages: map[string]map[string]time.Duration{}}
-		for name, ex := range p.execs {
-			r.byJob[name] = ex.Counters()
-			r.stages[name] = ex.StageTimes()
-			if wm, ok := ex.Watermark(); ok {
-				r.watermark[name] = wm
+		byRun := make([]struct {
+			c      exec.Counters
+			stages map[string]time.Duration
+			wm     int64
+			ok     bool
+		}, len(p.order))
+		index := make(map[*jobRun]int, len(p.order))
+		for i, run := range p.order {
+			index[run] = i
+		}
+		p.callJobs(func(run *jobRun, ex *exec.Executor) {
+			c := &byRun[index[run]]
+			c.c, c.stages = ex.Counters(), ex.StageTimes()
+			c.wm, c.ok = ex.Watermark()
+		})
+		for i, run := range p.order {
+			r.byJob[run.name()], r.stages[run.name()] = byRun[i].c, byRun[i].stages
+			if byRun[i].ok {
+				r.watermark[run.name()] = byRun[i].wm
 			}
 		}
 		ctx.Respond(r)
 	case *flushMsg:
-		for _, name := range p.order {
-			p.execs[name].Flush()
-		}
+		p.queueAll(opFlush, 0)
+		p.syncJobs(false)
 		p.flushOutbox()
 		ctx.Respond(&doneReply{})
 	}
@@ -306,14 +333,18 @@ func (p *partition) Receive(ctx actor.Context) {
 // gateway's jobs.
 func (p *partition) reset() {
 	p.awake()
-	p.execs = map[string]*exec.Executor{}
+	for _, r := range p.order {
+		p.stopJob(r)
+	}
+	p.runs = map[string]*jobRun{}
+	p.order, p.steps = nil, p.steps[:0]
 	p.jobs = map[string]*deployedJob{}
 	p.devices = map[string]*deviceState{}
 	p.desired = map[string][]byte{}
 	p.desiredVersion = map[string]uint64{}
 	p.fwdApplied = map[int]fwdPos{}
 	p.origins = map[string]uint64{}
-	p.order, p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil, nil
+	p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil
 	p.applied, p.fwdIdx, p.sinceCp, p.outSeq, p.written = 0, 0, 0, 0, 0
 	p.lastCp, p.lastThrough = nil, 0
 	p.cpTime = time.Now()
@@ -338,7 +369,7 @@ func (p *partition) reset() {
 
 func (p *partition) setApplied(seq uint64) {
 	if seq != p.applied {
-		p.applied, p.fwdIdx, p.dlIdx = seq, 0, 0
+		p.applied, p.fwdIdx = seq, 0
 	}
 }
 
@@ -388,20 +419,20 @@ func (p *partition) apply(e event) {
 	switch {
 	case len(e.targets) > 0:
 		for _, t := range e.targets {
-			if ex := p.execs[t.job]; ex != nil && ex.Reads(t.input) {
+			if r := p.runs[t.job]; r != nil && r.ex.Reads(t.input) {
 				te := e
 				te.job, te.input, te.targets = t.job, t.input, nil
-				ingest(ex, te, p.source(t.job, te))
+				p.queueIngest(r, te)
 			}
 		}
 	case e.job != "":
-		if ex := p.execs[e.job]; ex != nil && ex.Reads(e.input) {
-			ingest(ex, e, p.source(e.job, e))
+		if r := p.runs[e.job]; r != nil && r.ex.Reads(e.input) {
+			p.queueIngest(r, e)
 		}
 	default:
-		for _, name := range p.order {
-			if ex := p.execs[name]; ex.Reads(e.input) {
-				ingest(ex, e, p.source(name, e))
+		for _, r := range p.order {
+			if r.ex.Reads(e.input) {
+				p.queueIngest(r, e)
 			}
 		}
 	}
@@ -439,9 +470,7 @@ func (p *partition) pruneUnforwarded(logged uint64) {
 
 func (p *partition) tick(now int64) {
 	p.sweep(now)
-	for _, name := range p.order {
-		p.execs[name].AdvanceTime(now)
-	}
+	p.queueAll(opAdvance, now)
 	p.checkBudgets(now)
 }
 
@@ -500,55 +529,41 @@ func (p *partition) duplicate(e event) bool {
 }
 
 func (p *partition) deploy(d *deployedJob) error {
-	delete(p.execs, d.job.Name)
+	p.stopJob(p.runs[d.job.Name])
+	delete(p.runs, d.job.Name)
 	p.jobs[d.job.Name] = d
 	p.updateForwardJobs()
 	defer p.sortJobs()
 	if !d.partitioned && p.id != 0 {
 		return nil // runs on partition 0 only (A4)
 	}
-	ex, err := d.newExecutor(p.g, p)
+	r, err := p.startJob(d)
 	if err != nil {
 		return err
 	}
-	p.execs[d.job.Name] = ex
+	p.runs[d.job.Name] = r
 	return nil
 }
 
 func (p *partition) sortJobs() {
 	p.order = p.order[:0]
-	for name := range p.execs {
-		p.order = append(p.order, name)
+	for _, r := range p.runs {
+		p.order = append(p.order, r)
 	}
-	sort.Strings(p.order)
+	sort.Slice(p.order, func(i, j int) bool { return p.order[i].name() < p.order[j].name() })
 }
 
 // source is the partition an event of a job comes from when the job runs
 // on partition 0 only (A4): its executor takes the lowest watermark of the
 // partitions feeding it (A6). -1 for a job that runs on every partition.
-func (p *partition) source(job string, e event) int {
-	if p.id != 0 {
-		return -1 // A4 jobs have no executor here: no lookup per event
-	}
-	if d := p.jobs[job]; d == nil || d.partitioned {
+func (p *partition) source(r *jobRun, e event) int {
+	if p.id != 0 || r.d.partitioned {
 		return -1
 	}
 	if e.forwarded {
 		return e.src
 	}
 	return p.id
-}
-
-func ingest(ex *exec.Executor, e event, source int) {
-	if e.rec != nil {
-		_ = ex.IngestRecordFrom(e.input, source, e.rec, e.arrival)
-		return
-	}
-	if e.meta != nil && ex.ReadsMetadata(e.input) {
-		_ = ex.IngestMeta(e.input, source, e.payload, e.arrival, execMeta(e))
-		return
-	}
-	_ = ex.IngestFrom(e.input, source, e.payload, e.arrival)
 }
 
 // execMeta is an event's metadata for an executor: its device (the
@@ -656,30 +671,28 @@ func (d *deployedJob) reads(input string) bool {
 	return false
 }
 
-// newExecutor compiles the job for partition p (nil: a compile check).
-func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, error) {
+// newExecutor compiles the job for partition part; its rows and dead
+// letters go to out (nil: a compile check, nothing is kept).
+func (d *deployedJob) newExecutor(g *Gateway, part int, out *jobOutput) (*exec.Executor, error) {
 	opts := d.opts
 	name := d.job.Name
-	if p != nil {
+	if out != nil {
 		opts.StageTime = stageObserver(g.stageSeconds, name)
 	}
 	opts.Emit = func(output string, ts int64, rec *value.Record) {
 		g.rowsOut.Add(1)
-		if g.sink != nil && p != nil {
-			p.emit(name, output, ts, rec)
+		if g.sink != nil && out != nil {
+			// Encoded here, in the job's actor, while rec is lent; the
+			// partition numbers the row and sets its id (setRowID).
+			row, kept := g.sink.Encode(name, output, ts, rec, rowIDPlaceholder)
+			out.rows = append(out.rows, jobRow{step: out.step, output: output, ts: ts, row: row, kept: kept})
 		}
 	}
 	opts.DeadLetter = func(dl exec.DeadLetter) {
 		g.dead1.Add(1)
-		if g.dead == nil {
-			return
+		if g.dead != nil && out != nil {
+			out.dead = append(out.dead, jobDead{step: out.step, dl: dl})
 		}
-		r := Rejected{Job: name, Partition: -1, DeadLetter: dl}
-		if p != nil {
-			r.Partition, r.Pos, r.Idx, r.Source = p.id, p.applied, p.dlIdx, p.curDevice
-			p.dlIdx++
-		}
-		g.dead.DeadLetter(r)
 	}
 	ex, err := exec.New(d.plan, opts)
 	if err != nil {
@@ -687,8 +700,8 @@ func (d *deployedJob) newExecutor(g *Gateway, p *partition) (*exec.Executor, err
 	}
 	for ref, rows := range d.refs {
 		if err := ex.SetReference(ref, rows); err != nil {
-			if p != nil {
-				return nil, fmt.Errorf("partition %d: %w", p.id, err)
+			if out != nil {
+				return nil, fmt.Errorf("partition %d: %w", part, err)
 			}
 			return nil, err
 		}

@@ -32,8 +32,8 @@ func (p *partition) quietUntil() int64 {
 	if !p.active || len(p.outBuf) > 0 || len(p.forwardBuf) > 0 || p.g.store != nil && p.sinceCp > 0 {
 		return 0
 	}
-	for _, ex := range p.execs {
-		if ex.StateBytes() > 0 {
+	for _, size := range p.syncJobs(true) {
+		if size > 0 {
 			return 0
 		}
 	}

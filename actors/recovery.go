@@ -48,21 +48,36 @@ func (p *partition) recover() error {
 		p.outSeq = p.written
 	} else {
 		p.applied, p.outSeq = cp.LogPosition, cp.OutputSeq
-		for name, snap := range cp.Jobs {
-			ex := p.execs[name]
-			if ex == nil {
+		for name := range cp.Jobs {
+			if p.runs[name] == nil {
 				p.g.cfg.Logger.Warn("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
-				continue
+			}
+		}
+		errs := make(map[*jobRun]error, len(p.order))
+		var mu sync.Mutex
+		failed := p.callJobs(func(r *jobRun, ex *exec.Executor) {
+			snap, ok := cp.Jobs[r.name()]
+			if !ok {
+				return
 			}
 			if err := ex.Restore(snap); err != nil {
+				mu.Lock()
+				errs[r] = err
+				mu.Unlock()
+			}
+		})
+		for r, err := range failed {
+			errs[r] = err
+		}
+		for _, r := range p.order {
+			if err := errs[r]; err != nil {
 				// The job was changed while the gateway was down.
 				p.g.restoreFailures.Add(1)
-				p.g.cfg.Logger.Warn("job state does not match the deployed job; the job starts empty", "partition", p.id, "job", name, "error", err)
-				fresh, ferr := p.jobs[name].newExecutor(p.g, p)
-				if ferr != nil {
-					return ferr
+				p.g.cfg.Logger.Warn("job state does not match the deployed job; the job starts empty", "partition", p.id, "job", r.name(), "error", err)
+				p.stopJob(r)
+				if err := p.spawnJob(r); err != nil {
+					return err
 				}
-				p.execs[name] = fresh
 			}
 		}
 		for _, d := range cp.Devices {
@@ -119,15 +134,22 @@ func (p *partition) recover() error {
 			p.setApplied(seq)
 			guard.before(seq)
 			p.apply(e)
+			if guard.marking() {
+				// The mark says the entry was applied: the jobs must
+				// have applied it.
+				p.syncJobs(false)
+			}
 			guard.after(seq)
 			replayed++
 		}
-		if len(p.outBuf) >= 256 || len(p.forwardBuf) >= 256 {
+		if len(p.steps) >= 256 || len(p.outBuf) >= 256 || len(p.forwardBuf) >= 256 {
+			p.syncJobs(false)
 			p.flushOutbox()
 			p.flushForward()
 		}
 		return nil
 	})
+	p.syncJobs(false)
 	p.flushOutbox()
 	p.flushForward()
 	if errors.Is(err, state.ErrCorrupt) && p.g.cfg.ResetDamaged {
@@ -257,7 +279,11 @@ const poisonLimit = 3
 // on to the supervisor.
 func (p *partition) notePanic() {
 	if r := recover(); r != nil {
-		p.g.notePoison(p.id, p.applied, fmt.Sprint(r), 1)
+		seq := p.applied
+		if p.panicAt != 0 {
+			seq = p.panicAt
+		}
+		p.g.notePoison(p.id, seq, fmt.Sprint(r), 1)
 		panic(r)
 	}
 }

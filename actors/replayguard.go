@@ -103,6 +103,12 @@ func (g *replayGuard) before(seq uint64) {
 	g.write()
 }
 
+// marking reports whether the next after writes a mark: the entry must
+// have been applied by then, job actors included.
+func (g *replayGuard) marking() bool {
+	return g != nil && (g.careful || g.since+1 >= replayMarkEvery)
+}
+
 // after is called once entry seq was applied.
 func (g *replayGuard) after(seq uint64) {
 	if g == nil {

@@ -285,6 +285,21 @@ func payloadOf(b []byte) []byte {
 	return out
 }
 
+// rowIDPlaceholder is the id rows are encoded with: a row is encoded in
+// its job's actor, before its partition numbers it (jobactor.go), and
+// setRowID puts the real id, of the same length, in its place.
+const rowIDPlaceholder = "0000000000000000"
+
+// setRowID gives an encoded row its id: the entry's, and in the payload
+// where appendRowWithID put the placeholder.
+func setRowID(e *pb.OutboxEntry, id string) {
+	e.Id = id
+	const at = len(`{"_id":"`)
+	if len(e.Payload) >= at+len(rowIDPlaceholder) && string(e.Payload[:at]) == `{"_id":"` && string(e.Payload[at:at+len(rowIDPlaceholder)]) == rowIDPlaceholder {
+		copy(e.Payload[at:], id)
+	}
+}
+
 // appendRowWithID appends the row as JSON with a leading "_id" field.
 func appendRowWithID(dst []byte, id string, rec *value.Record) []byte {
 	dst = append(dst, `{"_id":"`...)

@@ -27,6 +27,8 @@ type GatewayStatus struct {
 	Backlog int
 	// Restarts: partition actors restarted by their supervisor.
 	Restarts uint64
+	// JobRestarts: job actors restarted alone after a panic.
+	JobRestarts uint64
 	// MailboxDepths: batches waiting for each partition.
 	MailboxDepths []int64
 	// Closing: Close has begun; no input is taken.
@@ -44,7 +46,7 @@ type GatewayStatus struct {
 
 // Status takes a GatewayStatus.
 func (g *Gateway) Status() GatewayStatus {
-	return GatewayStatus{Stats: g.Stats(), Backlog: g.Backlog(), Restarts: g.Restarts(), MailboxDepths: g.MailboxDepths(),
+	return GatewayStatus{Stats: g.Stats(), Backlog: g.Backlog(), Restarts: g.Restarts(), JobRestarts: g.JobRestarts(), MailboxDepths: g.MailboxDepths(),
 		Closing: g.closed.Load(), Recovering: !g.ready.Load(), DiskRefusal: g.DiskRefusal(), Durable: g.store != nil,
 		DurableStats: g.DurableStats()}
 }
@@ -78,7 +80,7 @@ func (g *Gateway) JobProgress(ctx context.Context) (JobProgress, error) {
 // budgets. The per-job counters, outputs and broker figures are the
 // admin API's (actors/admin).
 func (g *Gateway) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, logSyncSeconds, checkpointSeconds,
+	return []prometheus.Collector{diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, jobWorkSeconds, logSyncSeconds, checkpointSeconds,
 		ingestWaitSeconds, g.stageSeconds}
 }
 

@@ -31,11 +31,12 @@ func (f *faultySink) Write(_, _ string, _ int64, rec *value.Record) {
 	f.last.Store(v.Int())
 }
 
-// TestPartitionRestartsAfterFailure: a partition actor that fails is
-// restarted by its supervisor with its jobs, and keeps processing; the
-// restart is counted. (What the failed batch held is lost until durable
-// state exists.)
-func TestPartitionRestartsAfterFailure(t *testing.T) {
+// TestSinkPanicRestartsTheJob: a row writer that panics fails the job
+// actor that encoded the row (rows are encoded there); its supervisor
+// restarts the job alone and it keeps processing; the restart is counted.
+// In memory the event the job failed on is lost: it is dead-lettered
+// (TestJobPanicRestartsItAlone).
+func TestSinkPanicRestartsTheJob(t *testing.T) {
 	sink := &faultySink{}
 	g := New(Config{Partitions: 1, BatchSize: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, Rows(sink), nil)
 	job, err := config.ParseJob("job.yaml", []byte("name: j\nquery: SELECT v INTO o FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: o, log: {}}]\n"))
@@ -47,10 +48,11 @@ func TestPartitionRestartsAfterFailure(t *testing.T) {
 		require.NoError(t, g.Ingest("telemetry", "d", []byte(fmt.Sprintf(`{"v":%d}`, i))))
 	}
 	require.Eventually(t, func() bool { return sink.last.Load() == 99 }, 10*time.Second, 5*time.Millisecond,
-		"the partition did not come back after the failure")
+		"the job did not come back after the failure")
 	require.NoError(t, g.Drain(ctx))
 	require.True(t, sink.panicked.Load())
-	require.Equal(t, uint64(1), g.Restarts())
+	require.Equal(t, uint64(1), g.JobRestarts())
+	require.Equal(t, uint64(0), g.Restarts(), "the partition did not restart")
 	require.Equal(t, int64(99), sink.rows.Load(), "only the failed row is missing")
 	require.NoError(t, g.Close(ctx))
 }

@@ -1,0 +1,446 @@
+package actors
+
+import (
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millstream/millstream/operators/exec"
+	"github.com/millstream/millstream/operators/value"
+	"github.com/millstream/millstream/state"
+)
+
+// Operator actors. Each deployed job runs on each partition as a child
+// actor of the partition actor (jobActor), which alone holds the job's
+// executor: its windows, joins and other state. The partition stays the
+// one place that orders the partition's input (log position, duplicates,
+// devices, forwards to partition 0) and numbers its output rows. It hands
+// each job the operations of a batch in one message (jobWork) and waits
+// for every job's answer before the batch is done (syncJobs), so the hop
+// costs one message per job per batch, not per event.
+//
+// The wait keeps output ids deterministic (D2): every operation gets a
+// step number in the order the partition queued it, a job's rows and dead
+// letters come back tagged with the step that made them, and the
+// partition numbers them in step order: the order a single goroutine
+// running one executor after another produced, however the jobs'
+// goroutines interleave. A replay therefore numbers rows as the first run
+// did, and a checkpoint is taken at a log position every job has reached
+// (the barrier is the partition's applied position: all work up to it is
+// answered before the snapshot is asked for).
+//
+// A job that panics is restarted alone (restartJob): its actor is stopped
+// and a new one started with a fresh executor; the operation it failed on
+// is dead-lettered as poison for that job and the rest of the batch goes
+// on in the new actor. The other jobs keep their state and their rows.
+// In memory that is all a restart can do: the job's state is gone. A
+// durable partition restarts as a whole instead, because the job's state
+// comes back only from the partition's checkpoint and log (recover), which
+// also counts the entry towards the poison limit.
+
+// opKind is what a jobOp asks of an executor.
+type opKind uint8
+
+const (
+	opIngest  opKind = iota // an event
+	opAdvance               // a tick: event time moves to arrival
+	opFlush                 // close every window (FlushWindows)
+)
+
+// jobOp is one operation of a batch for one job.
+type jobOp struct {
+	kind    opKind
+	step    int32
+	source  int // the partition the event comes from (A6), -1: this one
+	input   string
+	payload []byte
+	rec     *value.Record
+	meta    *exec.Meta
+	arrival int64
+}
+
+// stepInfo is what the partition knows of a step when it numbers its
+// dead letters: the log entry and device of the event.
+type stepInfo struct {
+	applied uint64
+	device  string
+}
+
+// jobRow is an output row of a job, encoded for its outbox (kept: the
+// sink returned a row) but not numbered yet.
+type jobRow struct {
+	step   int32
+	kept   bool
+	output string
+	ts     int64
+	row    state.OutRow
+}
+
+// jobDead is a dead letter of a job, with the step of the event.
+type jobDead struct {
+	step int32
+	dl   exec.DeadLetter
+}
+
+// jobOutput collects what one job made in a round. The job actor fills it
+// while it runs a jobWork; the partition reads and empties it once the
+// answer came (the channel orders the two).
+type jobOutput struct {
+	step int32 // the operation being applied
+	rows []jobRow
+	dead []jobDead
+}
+
+// jobWork asks a job actor to apply ops in order. measure: also report
+// the job's state size.
+type jobWork struct {
+	ops     []jobOp
+	measure bool
+	done    chan<- jobDone
+}
+
+// jobCall runs fn on a job actor's executor (a snapshot, a restore, its
+// counters): everything that touches the executor happens in its actor.
+type jobCall struct {
+	fn   func(ex *exec.Executor)
+	done chan<- jobDone
+}
+
+// jobDone answers a jobWork or jobCall.
+type jobDone struct {
+	run        *jobRun
+	failed     int // the op that panicked; -1: none
+	reason     string
+	stack      []byte
+	stateBytes int64
+}
+
+// jobActor is an operator actor: one job on one partition.
+type jobActor struct {
+	run *jobRun
+	ex  *exec.Executor
+}
+
+func (a *jobActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *jobWork:
+		m.done <- a.work(m)
+	case *jobCall:
+		m.done <- a.call(m)
+	}
+}
+
+// work applies the ops. A panic ends the work at the op that caused it;
+// the rows and dead letters that op made so far are dropped, so a replay
+// that skips the op makes the same output.
+func (a *jobActor) work(w *jobWork) (d jobDone) {
+	d.run, d.failed = a.run, -1
+	out := a.run.out
+	i := 0
+	defer func() {
+		if r := recover(); r != nil {
+			d.failed, d.reason, d.stack = i, fmt.Sprint(r), debug.Stack()
+			step := w.ops[i].step
+			for len(out.rows) > 0 && out.rows[len(out.rows)-1].step == step {
+				out.rows = out.rows[:len(out.rows)-1]
+			}
+			for len(out.dead) > 0 && out.dead[len(out.dead)-1].step == step {
+				out.dead = out.dead[:len(out.dead)-1]
+			}
+		}
+	}()
+	start := time.Now()
+	for i = range w.ops {
+		op := &w.ops[i]
+		out.step = op.step
+		if jobFault != nil {
+			jobFault(a.run.name(), op)
+		}
+		switch op.kind {
+		case opIngest:
+			switch {
+			case op.rec != nil:
+				_ = a.ex.IngestRecordFrom(op.input, op.source, op.rec, op.arrival)
+			case op.meta != nil:
+				_ = a.ex.IngestMeta(op.input, op.source, op.payload, op.arrival, op.meta)
+			default:
+				_ = a.ex.IngestFrom(op.input, op.source, op.payload, op.arrival)
+			}
+		case opAdvance:
+			a.ex.AdvanceTime(op.arrival)
+		case opFlush:
+			a.ex.Flush()
+		}
+	}
+	if w.measure {
+		d.stateBytes = a.ex.StateBytes()
+	}
+	took := time.Since(start)
+	a.run.d.workNanos.Add(int64(took))
+	jobWorkSeconds.Observe(took.Seconds())
+	return d
+}
+
+func (a *jobActor) call(c *jobCall) (d jobDone) {
+	d.run, d.failed = a.run, -1
+	defer func() {
+		if r := recover(); r != nil {
+			d.failed, d.reason, d.stack = 0, fmt.Sprint(r), debug.Stack()
+		}
+	}()
+	c.fn(a.ex)
+	return d
+}
+
+// jobFault, when a test sets it, is called before each op a job applies:
+// fault injection for a job that panics. Nil in production.
+var jobFault func(job string, op *jobOp)
+
+// jobRun is the partition's handle on one of its job actors.
+type jobRun struct {
+	d   *deployedJob
+	pid *actor.PID
+	// ex is the executor the actor owns. The partition calls only the
+	// methods that read the compiled plan (Reads, ReadsMetadata), which
+	// do not change after exec.New; state goes through the actor.
+	ex  *exec.Executor
+	out *jobOutput
+	ops []jobOp // queued since the last round
+	// Merge cursors (mergeJobOutputs).
+	row, dead int
+}
+
+func (r *jobRun) name() string { return r.d.job.Name }
+
+// startJob compiles job d for the partition and starts its actor.
+func (p *partition) startJob(d *deployedJob) (*jobRun, error) {
+	r := &jobRun{d: d, out: &jobOutput{}}
+	if err := p.spawnJob(r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// spawnJob gives r a new executor and a new actor holding it.
+func (p *partition) spawnJob(r *jobRun) error {
+	ex, err := r.d.newExecutor(p.g, p.id, r.out)
+	if err != nil {
+		return err
+	}
+	r.ex = ex
+	a := &jobActor{run: r, ex: ex}
+	r.pid = p.ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
+	return nil
+}
+
+// stopJob stops a job's actor; its state goes with it.
+func (p *partition) stopJob(r *jobRun) {
+	if r != nil && r.pid != nil {
+		p.ctx.Stop(r.pid)
+		r.pid = nil
+	}
+}
+
+// nextStep numbers an operation; info is its event, for dead letters.
+func (p *partition) nextStep(applied uint64, device string) int32 {
+	p.steps = append(p.steps, stepInfo{applied: applied, device: device})
+	return int32(len(p.steps) - 1)
+}
+
+// queueIngest queues event e for job r.
+func (p *partition) queueIngest(r *jobRun, e event) {
+	op := jobOp{kind: opIngest, step: p.nextStep(p.applied, p.curDevice), source: p.source(r, e), input: e.input,
+		payload: e.payload, rec: e.rec, arrival: e.arrival}
+	if e.rec == nil && e.meta != nil && r.ex.ReadsMetadata(e.input) {
+		op.meta = execMeta(e)
+	}
+	r.ops = append(r.ops, op)
+}
+
+// queueAll queues an operation without an event (a tick, a flush) for
+// every job.
+func (p *partition) queueAll(kind opKind, now int64) {
+	for _, r := range p.order {
+		r.ops = append(r.ops, jobOp{kind: kind, step: p.nextStep(p.applied, ""), arrival: now})
+	}
+}
+
+// syncJobs sends each job the operations queued for it, waits for every
+// answer, restarts a job that panicked, and numbers the rows and dead
+// letters in step order. With measure it returns each job's state size
+// (every job is asked, with or without work).
+func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
+	var sizes map[*jobRun]int64
+	if measure {
+		sizes = make(map[*jobRun]int64, len(p.order))
+	}
+	pending := make([]*jobRun, 0, len(p.order))
+	for _, r := range p.order {
+		if len(r.ops) > 0 || measure {
+			pending = append(pending, r)
+		}
+	}
+	for len(pending) > 0 {
+		if cap(p.replies) < len(pending) {
+			p.replies = make(chan jobDone, len(p.order))
+		}
+		for _, r := range pending {
+			p.ctx.Send(r.pid, &jobWork{ops: r.ops, measure: measure, done: p.replies})
+		}
+		n := len(pending)
+		pending = pending[:0]
+		for range n {
+			d := <-p.replies
+			if d.failed < 0 {
+				d.run.ops = d.run.ops[:0]
+				if measure {
+					sizes[d.run] = d.stateBytes
+				}
+				continue
+			}
+			if rest := p.jobFailed(d); len(rest) > 0 || measure {
+				d.run.ops = rest
+				pending = append(pending, d.run)
+			} else {
+				d.run.ops = d.run.ops[:0]
+			}
+		}
+	}
+	p.mergeJobOutputs()
+	p.steps = p.steps[:0]
+	return sizes
+}
+
+// callJobs runs fn on every job's executor, in its actor, and waits. A
+// panic in fn is returned as that job's error.
+func (p *partition) callJobs(fn func(r *jobRun, ex *exec.Executor)) map[*jobRun]error {
+	if len(p.order) == 0 {
+		return nil
+	}
+	if cap(p.replies) < len(p.order) {
+		p.replies = make(chan jobDone, len(p.order))
+	}
+	for _, r := range p.order {
+		r := r
+		p.ctx.Send(r.pid, &jobCall{fn: func(ex *exec.Executor) { fn(r, ex) }, done: p.replies})
+	}
+	var errs map[*jobRun]error
+	for range p.order {
+		if d := <-p.replies; d.failed >= 0 {
+			if errs == nil {
+				errs = map[*jobRun]error{}
+			}
+			errs[d.run] = fmt.Errorf("job %q panicked: %s", d.run.name(), d.reason)
+		}
+	}
+	return errs
+}
+
+// jobPanic is what a durable partition panics with when one of its jobs
+// did: the partition's supervisor restarts it and recovery brings the
+// job's state back (and counts the entry towards the poison limit).
+type jobPanic struct {
+	job, reason string
+}
+
+func (j jobPanic) String() string { return fmt.Sprintf("job %q: %s", j.job, j.reason) }
+
+// jobFailed restarts a job that panicked on op d.failed and returns the
+// ops that follow it, for the new actor.
+func (p *partition) jobFailed(d jobDone) []jobOp {
+	r := d.run
+	op := r.ops[d.failed]
+	info := p.steps[op.step]
+	if p.g.store != nil {
+		// The rows made before the failure are not written: recovery
+		// makes them again.
+		p.panicAt = info.applied
+		panic(jobPanic{job: r.name(), reason: d.reason})
+	}
+	p.g.jobRestarts.Add(1)
+	r.d.restarts.Add(1)
+	p.g.panics.Add(1)
+	p.g.cfg.Logger.Error("job panicked on the partition and was restarted alone; its state on the partition was lost (no durable state)",
+		"partition", p.id, "job", r.name(), "device", info.device, "reason", d.reason, "stack", string(d.stack))
+	if op.kind == opIngest {
+		p.g.dead1.Add(1)
+		if p.g.dead != nil {
+			payload := op.payload
+			if payload == nil && op.rec != nil {
+				payload = value.AppendRecordJSON(nil, op.rec)
+			}
+			p.g.dead.DeadLetter(Rejected{Job: r.name(), Partition: p.id, Pos: info.applied, Source: info.device, DeadLetter: exec.DeadLetter{
+				Input: op.input, Kind: DeadLetterPoison, Reason: "the job panicked on it: " + d.reason, Payload: payload}})
+		}
+	}
+	p.stopJob(r)
+	if err := p.spawnJob(r); err != nil {
+		// Cannot happen: the job compiled when it was deployed.
+		p.g.cfg.Logger.Error("job does not start again on the partition", "partition", p.id, "job", r.name(), "error", err)
+		p.dropJob(r.name())
+		return nil
+	}
+	return append([]jobOp(nil), r.ops[d.failed+1:]...)
+}
+
+// mergeJobOutputs emits the rows and dead letters of the last round in
+// step order (see the top of the file) and empties the jobs' outputs.
+func (p *partition) mergeJobOutputs() {
+	for {
+		var best *jobRun
+		for _, r := range p.order {
+			if r.row < len(r.out.rows) && (best == nil || r.out.rows[r.row].step < best.out.rows[best.row].step) {
+				best = r
+			}
+		}
+		if best == nil {
+			break
+		}
+		row := best.out.rows[best.row]
+		best.out.rows[best.row] = jobRow{}
+		best.row++
+		p.panicAt = p.steps[row.step].applied // a panic from here on is this entry's
+		p.emit(best.name(), row)
+	}
+	for {
+		var best *jobRun
+		for _, r := range p.order {
+			if r.dead < len(r.out.dead) && (best == nil || r.out.dead[r.dead].step < best.out.dead[best.dead].step) {
+				best = r
+			}
+		}
+		if best == nil {
+			break
+		}
+		dd := best.out.dead[best.dead]
+		best.out.dead[best.dead] = jobDead{}
+		best.dead++
+		p.deadLetter(best.name(), p.steps[dd.step], dd.dl)
+	}
+	for _, r := range p.order {
+		r.out.rows, r.out.dead, r.row, r.dead = r.out.rows[:0], r.out.dead[:0], 0, 0
+	}
+	p.panicAt = 0
+}
+
+// deadLetter keeps a job's dead letter, numbered within its log entry.
+func (p *partition) deadLetter(job string, info stepInfo, dl exec.DeadLetter) {
+	if p.g.dead == nil {
+		return
+	}
+	if info.applied != p.dlPos {
+		p.dlPos, p.dlIdx = info.applied, 0
+	}
+	p.g.dead.DeadLetter(Rejected{Job: job, Partition: p.id, Pos: info.applied, Idx: p.dlIdx, Source: info.device, DeadLetter: dl})
+	p.dlIdx++
+}
+
+// jobWorkSeconds is the time job actors spend on one round of operations.
+var jobWorkSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "millstream_job_work_seconds",
+	Help:    "Time a job actor spends applying one batch of operations on one partition.",
+	Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+})
