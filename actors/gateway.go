@@ -164,8 +164,11 @@ type Sink interface {
 	Settle(ctx context.Context) error
 }
 
-// RowWriter receives every output row on its partition's goroutine,
-// concurrently for different partitions; rec is borrowed for the call.
+// RowWriter receives every output row from the job actor that made it,
+// concurrently for different jobs and partitions, and before the
+// partition has numbered it: rows of different jobs come in any order,
+// and a row of an event the job then panicked on was written all the
+// same. rec is borrowed for the call.
 type RowWriter interface {
 	Write(job, output string, ts int64, rec *value.Record)
 }

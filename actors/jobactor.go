@@ -111,12 +111,22 @@ type jobCall struct {
 
 // jobDone answers a jobWork or jobCall.
 type jobDone struct {
-	run        *jobRun
-	failed     int // the op that panicked; -1: none
+	run *jobRun
+	// failed is the op that panicked; -1: none; failedOutsideOps: the
+	// work panicked after its ops (measuring the state).
+	failed     int
 	reason     string
 	stack      []byte
 	stateBytes int64
 }
+
+// failedOutsideOps is jobDone.failed for a work that panicked after its
+// ops, while it measured the job's state.
+const failedOutsideOps = -2
+
+// stepOutsideOps tags what an executor makes outside any op: the dead
+// letters of reference rows it is given when it is made.
+const stepOutsideOps = -1
 
 // jobActor is an operator actor: one job on one partition.
 type jobActor struct {
@@ -139,10 +149,15 @@ func (a *jobActor) Receive(ctx actor.Context) {
 func (a *jobActor) work(w *jobWork) (d jobDone) {
 	d.run, d.failed = a.run, -1
 	out := a.run.out
-	i := 0
+	i, inOps := 0, true
 	defer func() {
 		if r := recover(); r != nil {
-			d.failed, d.reason, d.stack = i, fmt.Sprint(r), debug.Stack()
+			d.reason, d.stack = fmt.Sprint(r), debug.Stack()
+			if !inOps || i >= len(w.ops) {
+				d.failed = failedOutsideOps
+				return
+			}
+			d.failed = i
 			step := w.ops[i].step
 			for len(out.rows) > 0 && out.rows[len(out.rows)-1].step == step {
 				out.rows = out.rows[:len(out.rows)-1]
@@ -175,6 +190,7 @@ func (a *jobActor) work(w *jobWork) (d jobDone) {
 			a.ex.Flush()
 		}
 	}
+	inOps = false
 	if w.measure {
 		d.stateBytes = a.ex.StateBytes()
 	}
@@ -250,10 +266,16 @@ func (p *partition) nextStep(applied uint64, device string) int32 {
 	return int32(len(p.steps) - 1)
 }
 
-// queueIngest queues event e for job r.
+// queueIngest queues event e for job r. A record (a Devices event) is
+// copied for each job: an executor may convert its values or add fields
+// in place (a declared schema, IoT Hub metadata), and the jobs run at
+// once.
 func (p *partition) queueIngest(r *jobRun, e event) {
 	op := jobOp{kind: opIngest, step: p.nextStep(p.applied, p.curDevice), source: p.source(r, e), input: e.input,
 		payload: e.payload, rec: e.rec, arrival: e.arrival}
+	if e.rec != nil {
+		op.rec = e.rec.Copy()
+	}
 	if e.rec == nil && e.meta != nil && r.ex.ReadsMetadata(e.input) {
 		op.meta = execMeta(e)
 	}
@@ -294,7 +316,8 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 		pending = pending[:0]
 		for range n {
 			d := <-p.replies
-			if d.failed < 0 {
+			if d.failed == -1 {
+				clear(d.run.ops) // no payload kept alive past its batch
 				d.run.ops = d.run.ops[:0]
 				if measure {
 					sizes[d.run] = d.stateBytes
@@ -305,6 +328,7 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 				d.run.ops = rest
 				pending = append(pending, d.run)
 			} else {
+				clear(d.run.ops)
 				d.run.ops = d.run.ops[:0]
 			}
 		}
@@ -352,8 +376,12 @@ func (j jobPanic) String() string { return fmt.Sprintf("job %q: %s", j.job, j.re
 // ops that follow it, for the new actor.
 func (p *partition) jobFailed(d jobDone) []jobOp {
 	r := d.run
-	op := r.ops[d.failed]
-	info := p.steps[op.step]
+	var op jobOp
+	info := stepInfo{applied: p.applied}
+	if d.failed >= 0 {
+		op = r.ops[d.failed]
+		info = p.steps[op.step]
+	}
 	if p.g.store != nil {
 		// The rows made before the failure are not written: recovery
 		// makes them again.
@@ -365,7 +393,7 @@ func (p *partition) jobFailed(d jobDone) []jobOp {
 	p.g.panics.Add(1)
 	p.g.cfg.Logger.Error("job panicked on the partition and was restarted alone; its state on the partition was lost (no durable state)",
 		"partition", p.id, "job", r.name(), "device", info.device, "reason", d.reason, "stack", string(d.stack))
-	if op.kind == opIngest {
+	if d.failed >= 0 && op.kind == opIngest {
 		p.g.dead1.Add(1)
 		if p.g.dead != nil {
 			payload := op.payload
@@ -383,7 +411,19 @@ func (p *partition) jobFailed(d jobDone) []jobOp {
 		p.dropJob(r.name())
 		return nil
 	}
+	if d.failed < 0 {
+		return nil
+	}
 	return append([]jobOp(nil), r.ops[d.failed+1:]...)
+}
+
+// stepOf is what the partition knows of step s; a step outside this
+// round's (stepOutsideOps) is at the partition's position.
+func (p *partition) stepOf(s int32) stepInfo {
+	if s < 0 || int(s) >= len(p.steps) {
+		return stepInfo{applied: p.applied}
+	}
+	return p.steps[s]
 }
 
 // mergeJobOutputs emits the rows and dead letters of the last round in
@@ -402,7 +442,7 @@ func (p *partition) mergeJobOutputs() {
 		row := best.out.rows[best.row]
 		best.out.rows[best.row] = jobRow{}
 		best.row++
-		p.panicAt = p.steps[row.step].applied // a panic from here on is this entry's
+		p.panicAt = p.stepOf(row.step).applied // a panic from here on is this entry's
 		p.emit(best.name(), row)
 	}
 	for {
@@ -418,7 +458,7 @@ func (p *partition) mergeJobOutputs() {
 		dd := best.out.dead[best.dead]
 		best.out.dead[best.dead] = jobDead{}
 		best.dead++
-		p.deadLetter(best.name(), p.steps[dd.step], dd.dl)
+		p.deadLetter(best.name(), p.stepOf(dd.step), dd.dl)
 	}
 	for _, r := range p.order {
 		r.out.rows, r.out.dead, r.row, r.dead = r.out.rows[:0], r.out.dead[:0], 0, 0

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millstream/millstream/internal/config"
+	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -123,4 +126,79 @@ func TestSetRowIDReplacesThePlaceholder(t *testing.T) {
 	setRowID(e, "0123456789abcdef")
 	require.Equal(t, "0123456789abcdef", e.Id)
 	require.Equal(t, line, e.Payload)
+}
+
+// TestReferenceDeadLettersOutsideAnyEvent: reference rows the job's
+// schema rejects are dead-lettered when a partition makes the job's
+// executor, outside any event. They are kept (at the partition's
+// position), and neither a round with no work nor a durable recovery
+// with no log trips over them.
+func TestReferenceDeadLettersOutsideAnyEvent(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("durable=%v", durable), func(t *testing.T) {
+			dir := t.TempDir()
+			ref := filepath.Join(dir, "machines.csv")
+			require.NoError(t, os.WriteFile(ref, []byte("id,rate\nd1,1\nd2,notanumber\n"), 0o600))
+			job, err := config.ParseJob("job.yaml", []byte(fmt.Sprintf(`name: enrich
+query: CREATE TABLE machines (id nvarchar(max), rate bigint); SELECT t.deviceId, m.rate INTO o FROM telemetry t JOIN machines m ON t.deviceId = m.id
+inputs: [{name: telemetry}, {name: machines, reference_file: %q}]
+outputs: [{name: o, log: {}}]
+`, ref)))
+			require.NoError(t, err)
+			logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+			dead := NewDeadLetters(nil, "", logger)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var g *Gateway
+			if durable {
+				st, outs, _ := openStoreAndOutputs(t, dir)
+				require.NoError(t, outs.Configure(job))
+				g = New(Config{Partitions: 2, Tick: time.Hour, Store: st, Logger: logger}, outs, dead)
+				require.NoError(t, g.Deploy(ctx, job))
+				require.NoError(t, g.Recover(ctx), "a recovery with no log runs a round with no steps")
+			} else {
+				g = New(Config{Partitions: 1, Tick: time.Hour, Logger: logger}, Rows(&captureSink{}), dead)
+				require.NoError(t, g.Deploy(ctx, job))
+				// No job reads this input: a round with no work.
+				require.NoError(t, g.Ingest("other", "d1", []byte(`{"deviceId":"d1"}`)))
+				require.NoError(t, g.Drain(ctx))
+			}
+			defer func() { require.NoError(t, g.Close(ctx)) }()
+			require.Equal(t, uint64(0), g.Restarts())
+			kept, err := dead.List(0, 10)
+			require.NoError(t, err)
+			require.NotEmpty(t, kept)
+			for _, k := range kept {
+				require.Equal(t, exec.DeadLetterReference, k.Kind)
+				require.Contains(t, string(k.Payload), "notanumber")
+			}
+		})
+	}
+}
+
+// TestDevicesEventsToSeveralJobs: a device's status event goes to every
+// job that reads Devices, each with its own copy of the record: a job
+// whose schema converts the fields in place runs beside one that reads
+// them as they are (run with -race).
+func TestDevicesEventsToSeveralJobs(t *testing.T) {
+	rows := &captureSink{}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	g := New(Config{Partitions: 1, BatchSize: 4, Tick: time.Hour, Logger: logger}, Rows(rows), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer func() { require.NoError(t, g.Close(ctx)) }()
+	for _, y := range []string{
+		"name: typed\nquery: CREATE TABLE Devices (deviceId nvarchar(max), status nvarchar(max), lastSeen datetime); SELECT deviceId, status INTO typed_out FROM Devices\ninputs: [{name: telemetry}]\noutputs: [{name: typed_out, log: {}}]\n",
+		"name: plain\nquery: SELECT deviceId, status INTO plain_out FROM Devices\ninputs: [{name: telemetry}]\noutputs: [{name: plain_out, log: {}}]\n",
+	} {
+		job, err := config.ParseJob("job.yaml", []byte(y))
+		require.NoError(t, err)
+		require.NoError(t, g.Deploy(ctx, job))
+	}
+	for i := 0; i < 50; i++ {
+		require.NoError(t, g.Ingest("telemetry", fmt.Sprintf("d%02d", i), []byte(`{"v":1}`)))
+	}
+	require.NoError(t, g.Drain(ctx))
+	require.Len(t, rows.rows["typed_out"], 50)
+	require.Len(t, rows.rows["plain_out"], 50)
 }

@@ -346,6 +346,7 @@ func (p *partition) reset() {
 	p.origins = map[string]uint64{}
 	p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil
 	p.applied, p.fwdIdx, p.sinceCp, p.outSeq, p.written = 0, 0, 0, 0, 0
+	p.dlPos, p.dlIdx = 0, 0
 	p.lastCp, p.lastThrough = nil, 0
 	p.cpTime = time.Now()
 	if p.g.store == nil {
@@ -690,9 +691,17 @@ func (d *deployedJob) newExecutor(g *Gateway, part int, out *jobOutput) (*exec.E
 	}
 	opts.DeadLetter = func(dl exec.DeadLetter) {
 		g.dead1.Add(1)
-		if g.dead != nil && out != nil {
+		switch {
+		case g.dead == nil:
+		case out == nil:
+			g.dead.DeadLetter(Rejected{Job: name, Partition: -1, DeadLetter: dl})
+		default:
 			out.dead = append(out.dead, jobDead{step: out.step, dl: dl})
 		}
+	}
+	if out != nil {
+		// What SetReference rejects below belongs to no op.
+		out.step = stepOutsideOps
 	}
 	ex, err := exec.New(d.plan, opts)
 	if err != nil {

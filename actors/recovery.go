@@ -76,6 +76,7 @@ func (p *partition) recover() error {
 				p.g.cfg.Logger.Warn("job state does not match the deployed job; the job starts empty", "partition", p.id, "job", r.name(), "error", err)
 				p.stopJob(r)
 				if err := p.spawnJob(r); err != nil {
+					p.dropJob(r.name())
 					return err
 				}
 			}
