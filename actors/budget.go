@@ -24,7 +24,7 @@ const budgetCheckEvery = 2 * value.TicksPerSecond
 // Partitions measure on ticks, which durable mode logs, so a replay
 // stops the job at the same point.
 func (p *partition) checkBudgets(now int64) {
-	if now-p.budgetAt < budgetCheckEvery {
+	if now-p.budgetAt < budgetCheckEvery || p.scratch {
 		return
 	}
 	p.budgetAt = now
@@ -117,7 +117,7 @@ var (
 	descJobState         = prometheus.NewDesc("millstream_job_state_bytes", "Estimated memory of a job's state on this gateway (all partitions), against its max_state_bytes budget.", []string{"job_name"}, nil)
 	descJobBudget        = prometheus.NewDesc("millstream_job_state_budget_bytes", "A job's memory budget (max_state_bytes).", []string{"job_name"}, nil)
 	descJobStopped       = prometheus.NewDesc("millstream_job_stopped", "1 while a job is stopped on this gateway for going over its memory budget.", []string{"job_name"}, nil)
-	descJobActorRestarts = prometheus.NewDesc("millstream_job_actor_restarts_total", "Job actors of a job restarted alone after a panic (in memory; a durable partition restarts whole).", []string{"job_name"}, nil)
+	descJobActorRestarts = prometheus.NewDesc("millstream_job_actor_restarts_total", "Job actors of a job restarted alone after a panic (rebuilt from the checkpoint and log when durable).", []string{"job_name"}, nil)
 	descJobWork          = prometheus.NewDesc("millstream_job_work_seconds_total", "Time a job's actors spent applying events, ticks and flushes, over all partitions.", []string{"job_name"}, nil)
 	descStopsTotal       = prometheus.NewDesc("millstream_jobs_stopped_over_budget_total", "Jobs stopped for going over their memory budget since start.", nil, nil)
 )

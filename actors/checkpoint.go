@@ -20,7 +20,9 @@ import (
 func (p *partition) emit(job string, r jobRow) {
 	p.outSeq++
 	if p.outSeq <= p.written {
-		p.g.replayedRows.Add(1)
+		if !p.scratch {
+			p.g.replayedRows.Add(1)
+		}
 		return
 	}
 	if r.kept {

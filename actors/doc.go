@@ -34,8 +34,8 @@
 //	A5: a partition actor that panics is restarted with exponential
 //	    backoff by its supervisor; its jobs are redeployed from the
 //	    gateway's job table on restart. A job actor that panics is
-//	    restarted alone in memory; durable, its partition restarts
-//	    (jobactor.go).
+//	    restarted alone: empty in memory, rebuilt from the checkpoint
+//	    and log when durable (jobactor.go, jobrestart.go).
 //	A6: the watermark of an A4 job is the lowest of the partitions
 //	    feeding it that are not idle (exec.IngestFrom): a partition that lags
 //	    (replaying its log, handed off, behind a slow link) does not have

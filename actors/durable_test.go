@@ -290,24 +290,24 @@ func TestDurableRefusesInputBeforeRecover(t *testing.T) {
 	require.NoError(t, err, "once ready, a topic no job reads is unrouted")
 }
 
-// TestDurablePartitionRecoversAfterPanic: a partition that fails comes
-// back from its checkpoint and log; unlike the in-memory gateway, nothing
-// is lost and nothing is counted twice.
-func TestDurablePartitionRecoversAfterPanic(t *testing.T) {
+// TestDurableJobRecoversAfterASinkPanic: a job whose row encoding panics
+// (in its actor) comes back from its checkpoint and log, alone; unlike
+// the in-memory gateway, nothing is lost and nothing is counted twice.
+func TestDurableJobRecoversAfterASinkPanic(t *testing.T) {
 	dir := t.TempDir()
 	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
 	require.NoError(t, err)
 	st, outs, logger := openStoreAndOutputs(t, dir)
 	sink := &poisonSink{Outputs: outs}
-	requireExactAfterOneRestart(t, dir, job, st, outs, logger, sink)
+	requireExactAfterOneRestart(t, dir, job, st, outs, logger, sink, 0, 1)
 	require.True(t, sink.panicked.Load(), "the fault was not injected")
 }
 
 // requireExactAfterOneRestart runs 2000 readings through a durable
 // 2-partition gateway with sink (outs, or outs with a fault injected),
-// and requires one partition restart and the outputs of a run without
-// it: nothing lost, nothing twice.
-func requireExactAfterOneRestart(t *testing.T, dir string, job *pb.Job, st *state.Store, outs *Outputs, logger *slog.Logger, sink Sink) {
+// and requires the restarts of partitions and of job actors given and
+// the outputs of a run without them: nothing lost, nothing twice.
+func requireExactAfterOneRestart(t *testing.T, dir string, job *pb.Job, st *state.Store, outs *Outputs, logger *slog.Logger, sink Sink, partitionRestarts, jobRestarts uint64) {
 	t.Helper()
 	clock := &testClock{}
 	g := New(Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: 20 * time.Millisecond, SyncInterval: time.Microsecond, Store: st, Logger: logger, Now: clock.now}, sink, nil)
@@ -319,7 +319,8 @@ func requireExactAfterOneRestart(t *testing.T, dir string, job *pb.Job, st *stat
 	ingestReadings(t, g, clock, 0, 2000)
 	require.NoError(t, g.Drain(ctx))
 	require.NoError(t, g.FlushWindows(ctx))
-	require.Equal(t, uint64(1), g.Restarts())
+	require.Equal(t, partitionRestarts, g.Restarts())
+	require.Equal(t, jobRestarts, g.JobRestarts())
 	d := &durableGateway{g: g, outs: outs, store: st}
 	d.waitDelivered(t)
 	want := expectedRows(t, job, 2000)
@@ -389,7 +390,8 @@ func TestDurablePoisonEntryDeadLettered(t *testing.T) {
 	require.NoError(t, g.Drain(ctx))
 	require.NoError(t, g.FlushWindows(ctx))
 	require.Equal(t, int64(poisonLimit), sink.panics.Load())
-	require.Equal(t, uint64(poisonLimit), g.Restarts())
+	require.Equal(t, uint64(poisonLimit), g.JobRestarts(), "the job restarted alone each time")
+	require.Equal(t, uint64(0), g.Restarts())
 	require.Equal(t, uint64(1), g.DurableStats().SkippedPoison)
 	kept, err := dead.List(0, 10)
 	require.NoError(t, err)
@@ -399,6 +401,7 @@ func TestDurablePoisonEntryDeadLettered(t *testing.T) {
 	_, payload := reading(1013)
 	require.Equal(t, payload, kept[0].Payload)
 	require.Equal(t, "press-13", kept[0].Source)
+	require.Equal(t, "temps", kept[0].Job, "poison for the job that panicked on it")
 	d := &durableGateway{g: g, outs: outs, store: st}
 	d.waitDelivered(t)
 	want := expectedRows(t, job, 2000)

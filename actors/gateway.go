@@ -255,11 +255,15 @@ type Gateway struct {
 	damagedReset     atomic.Uint64
 	poisonMu         sync.Mutex
 	poison           map[[2]uint64]*poisonEntry // (partition, seq) -> crashes while applying it
-	panics           atomic.Uint64              // crashes recorded in poison: poisoned takes no lock until the first
-	replayDeaths     atomic.Uint64              // replays the process ended in (replayguard.go)
-	journal          *state.ReplayJournal       // nil without a store
-	killOn           []byte                     // fault injection (fault.go)
-	ingestWaits      atomic.Uint64              // device input that waited for the log writer (admit)
+	// jobPoison counts a job's panics on one log entry (jobrestart.go);
+	// jobPoisoned, how many entries are poison for some job.
+	jobPoison    map[jobEntry]int
+	jobPoisoned  atomic.Int64
+	panics       atomic.Uint64        // crashes recorded in poison: poisoned takes no lock until the first
+	replayDeaths atomic.Uint64        // replays the process ended in (replayguard.go)
+	journal      *state.ReplayJournal // nil without a store
+	killOn       []byte               // fault injection (fault.go)
+	ingestWaits  atomic.Uint64        // device input that waited for the log writer (admit)
 
 	// Clustered mode (cluster.go); nil otherwise.
 	cl *clusterState
@@ -269,7 +273,7 @@ type Gateway struct {
 func (g *Gateway) Restarts() uint64 { return g.restarts.Load() }
 
 // JobRestarts is how many times a job actor was restarted alone after it
-// panicked (in memory; a durable partition restarts as a whole).
+// panicked (rebuilt from the checkpoint and log when durable).
 func (g *Gateway) JobRestarts() uint64 { return g.jobRestarts.Load() }
 
 // send hands a batch to a partition, counting it until processed (the

@@ -32,14 +32,14 @@ import (
 // (the barrier is the partition's applied position: all work up to it is
 // answered before the snapshot is asked for).
 //
-// A job that panics is restarted alone (restartJob): its actor is stopped
-// and a new one started with a fresh executor; the operation it failed on
-// is dead-lettered as poison for that job and the rest of the batch goes
-// on in the new actor. The other jobs keep their state and their rows.
-// In memory that is all a restart can do: the job's state is gone. A
-// durable partition restarts as a whole instead, because the job's state
-// comes back only from the partition's checkpoint and log (recover), which
-// also counts the entry towards the poison limit.
+// A job that panics is restarted alone (jobFailed): its actor is stopped
+// and a new one started; the other jobs keep their state and their rows.
+// In memory the new actor starts empty (the job's state is gone), the
+// operation it failed on is dead-lettered as poison for that job and the
+// rest of the batch goes on in the new actor. Durable, the new actor is
+// rebuilt from the partition's checkpoint and log up to the entry it
+// failed on, which it applies again; an entry a job panics on poisonLimit
+// times is poison for that job (jobrestart.go).
 
 // opKind is what a jobOp asks of an executor.
 type opKind uint8
@@ -67,6 +67,9 @@ type jobOp struct {
 type stepInfo struct {
 	applied uint64
 	device  string
+	// after: the op is not part of entry applied but comes after it
+	// (a flush asked for through the API).
+	after bool
 }
 
 // jobRow is an output row of a job, encoded for its outbox (kept: the
@@ -90,8 +93,11 @@ type jobDead struct {
 // answer came (the channel orders the two).
 type jobOutput struct {
 	step int32 // the operation being applied
-	rows []jobRow
-	dead []jobDead
+	// muted: the job is being rebuilt (jobrestart.go); what it makes
+	// was made before and is not kept.
+	muted bool
+	rows  []jobRow
+	dead  []jobDead
 }
 
 // jobWork asks a job actor to apply ops in order. measure: also report
@@ -261,8 +267,8 @@ func (p *partition) stopJob(r *jobRun) {
 }
 
 // nextStep numbers an operation; info is its event, for dead letters.
-func (p *partition) nextStep(applied uint64, device string) int32 {
-	p.steps = append(p.steps, stepInfo{applied: applied, device: device})
+func (p *partition) nextStep(applied uint64, device string, after bool) int32 {
+	p.steps = append(p.steps, stepInfo{applied: applied, device: device, after: after})
 	return int32(len(p.steps) - 1)
 }
 
@@ -271,7 +277,10 @@ func (p *partition) nextStep(applied uint64, device string) int32 {
 // in place (a declared schema, IoT Hub metadata), and the jobs run at
 // once.
 func (p *partition) queueIngest(r *jobRun, e event) {
-	op := jobOp{kind: opIngest, step: p.nextStep(p.applied, p.curDevice), source: p.source(r, e), input: e.input,
+	if p.g.poisonedFor(p.id, r.name(), p.applied, false) {
+		return // poison for this job (jobrestart.go)
+	}
+	op := jobOp{kind: opIngest, step: p.nextStep(p.applied, p.curDevice, false), source: p.source(r, e), input: e.input,
 		payload: e.payload, rec: e.rec, arrival: e.arrival}
 	if e.rec != nil {
 		op.rec = e.rec.Copy()
@@ -283,10 +292,14 @@ func (p *partition) queueIngest(r *jobRun, e event) {
 }
 
 // queueAll queues an operation without an event (a tick, a flush) for
-// every job.
+// every job. A flush is not part of a log entry: it comes after the
+// partition's position.
 func (p *partition) queueAll(kind opKind, now int64) {
+	after := kind == opFlush
 	for _, r := range p.order {
-		r.ops = append(r.ops, jobOp{kind: kind, step: p.nextStep(p.applied, ""), arrival: now})
+		if !p.g.poisonedFor(p.id, r.name(), p.applied, after) {
+			r.ops = append(r.ops, jobOp{kind: kind, step: p.nextStep(p.applied, "", after), arrival: now})
+		}
 	}
 }
 
@@ -324,12 +337,9 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 				}
 				continue
 			}
-			if rest := p.jobFailed(d); len(rest) > 0 || measure {
-				d.run.ops = rest
-				pending = append(pending, d.run)
-			} else {
-				clear(d.run.ops)
-				d.run.ops = d.run.ops[:0]
+			if run, rest := p.jobFailed(d); len(rest) > 0 || measure {
+				run.ops = rest
+				pending = append(pending, run)
 			}
 		}
 	}
@@ -373,20 +383,26 @@ type jobPanic struct {
 func (j jobPanic) String() string { return fmt.Sprintf("job %q: %s", j.job, j.reason) }
 
 // jobFailed restarts a job that panicked on op d.failed and returns the
-// ops that follow it, for the new actor.
-func (p *partition) jobFailed(d jobDone) []jobOp {
+// run that replaces it and the ops the new actor is to apply next.
+func (p *partition) jobFailed(d jobDone) (*jobRun, []jobOp) {
 	r := d.run
+	if p.scratch {
+		// Rebuilding the job (jobrestart.go) met a panic the live run had
+		// not: that rebuild is given up.
+		panic(errRebuildPanicked{reason: d.reason})
+	}
+	if p.g.store != nil {
+		return p.restartDurable(r, d)
+	}
+	defer func() {
+		clear(r.ops)
+		r.ops = r.ops[:0]
+	}()
 	var op jobOp
 	info := stepInfo{applied: p.applied}
 	if d.failed >= 0 {
 		op = r.ops[d.failed]
 		info = p.steps[op.step]
-	}
-	if p.g.store != nil {
-		// The rows made before the failure are not written: recovery
-		// makes them again.
-		p.panicAt = info.applied
-		panic(jobPanic{job: r.name(), reason: d.reason})
 	}
 	p.g.jobRestarts.Add(1)
 	r.d.restarts.Add(1)
@@ -409,12 +425,12 @@ func (p *partition) jobFailed(d jobDone) []jobOp {
 		// Cannot happen: the job compiled when it was deployed.
 		p.g.cfg.Logger.Error("job does not start again on the partition", "partition", p.id, "job", r.name(), "error", err)
 		p.dropJob(r.name())
-		return nil
+		return r, nil
 	}
 	if d.failed < 0 {
-		return nil
+		return r, nil
 	}
-	return append([]jobOp(nil), r.ops[d.failed+1:]...)
+	return r, append([]jobOp(nil), r.ops[d.failed+1:]...)
 }
 
 // stepOf is what the partition knows of step s; a step outside this
@@ -468,7 +484,7 @@ func (p *partition) mergeJobOutputs() {
 
 // deadLetter keeps a job's dead letter, numbered within its log entry.
 func (p *partition) deadLetter(job string, info stepInfo, dl exec.DeadLetter) {
-	if p.g.dead == nil {
+	if p.g.dead == nil || p.scratch {
 		return
 	}
 	if info.applied != p.dlPos {

@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -98,17 +99,33 @@ func TestJobPanicRestartsItAlone(t *testing.T) {
 	require.Equal(t, `{"v":13}`, string(kept[0].Payload))
 }
 
-// TestDurableJobPanicRecoversExactly: durable, a job that panics once
-// restarts its partition, which recovers every job's state from the
-// checkpoint and the log: the outputs are exactly those of a run without
-// the failure, nothing lost or twice.
-func TestDurableJobPanicRecoversExactly(t *testing.T) {
+// TestDurableJobPanicRestartsItAlone: durable, a job that panics once is
+// rebuilt alone from the partition's checkpoint and log up to the entry
+// it failed on, which it then applies again: the partition does not
+// restart, and the outputs are exactly those of a run without the
+// failure, nothing lost or twice.
+func TestDurableJobPanicRestartsItAlone(t *testing.T) {
 	panics := panicOn(t, "temps", `"press-13","seq":50,`, false)
 	dir := t.TempDir()
 	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
 	require.NoError(t, err)
 	st, outs, logger := openStoreAndOutputs(t, dir)
-	requireExactAfterOneRestart(t, dir, job, st, outs, logger, outs)
+	requireExactAfterOneRestart(t, dir, job, st, outs, logger, outs, 0, 1)
+	require.Equal(t, int64(1), panics.Load(), "the fault was not injected")
+}
+
+// TestDurableJobRebuildFailsRestartsThePartition: when a job cannot be
+// rebuilt alone, its partition restarts and recovers every job from its
+// checkpoint and log: exact all the same.
+func TestDurableJobRebuildFailsRestartsThePartition(t *testing.T) {
+	panics := panicOn(t, "temps", `"press-13","seq":50,`, false)
+	jobRebuildFault = func() error { return errors.New("injected rebuild failure") }
+	t.Cleanup(func() { jobRebuildFault = nil })
+	dir := t.TempDir()
+	job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
+	require.NoError(t, err)
+	st, outs, logger := openStoreAndOutputs(t, dir)
+	requireExactAfterOneRestart(t, dir, job, st, outs, logger, outs, 1, 0)
 	require.Equal(t, int64(1), panics.Load(), "the fault was not injected")
 }
 

@@ -99,6 +99,9 @@ type partition struct {
 	// applied for, and where the jobs answer.
 	steps   []stepInfo
 	replies chan jobDone
+	// scratch: this partition only rebuilds a job (jobrestart.go); it
+	// counts, emits and dead-letters nothing.
+	scratch bool
 	devices map[string]*deviceState
 	desired map[string][]byte
 	// desiredVersion counts each device's desired property changes.
@@ -398,14 +401,18 @@ func (p *partition) apply(e event) {
 					"origin", e.origin, "origin_seq", e.oseq, "applied_origin_seq", p.origins[e.origin], "position", p.applied)
 			}
 			p.notForwarded(e)
-			p.g.forwardResends.Add(1)
+			if !p.scratch {
+				p.g.forwardResends.Add(1)
+			}
 			return // a resend the partition applied already (C7)
 		}
 		p.origins[e.origin] = e.oseq
 	}
 	p.sinceCp++
 	p.curDevice = e.device
-	p.g.killIfFault(e.payload)
+	if !p.scratch {
+		p.g.killIfFault(e.payload)
+	}
 	if e.input == twinReportedInput {
 		p.applyTwinPatch(e) // a device's twin, not input of any job
 		return
@@ -503,14 +510,18 @@ func (p *partition) duplicate(e event) bool {
 	verdict, highest, w := seqAccept(seq, last, seen, d.seqWin[key])
 	switch verdict {
 	case seqDuplicate:
-		p.g.duplicates.Add(1)
+		if !p.scratch {
+			p.g.duplicates.Add(1)
+		}
 		if p.g.debugForwards {
 			p.g.cfg.Logger.Debug("resend dropped by its sequence number", "partition", p.id, "device", e.device,
 				"seq", seq, "highest", last, "position", p.applied, "origin", e.origin)
 		}
 		return true
 	case seqUnverified:
-		p.g.seqUnverified.Add(1)
+		if !p.scratch {
+			p.g.seqUnverified.Add(1)
+		}
 		return false
 	}
 	if d.seqs == nil {
@@ -681,6 +692,9 @@ func (d *deployedJob) newExecutor(g *Gateway, part int, out *jobOutput) (*exec.E
 		opts.StageTime = stageObserver(g.stageSeconds, name)
 	}
 	opts.Emit = func(output string, ts int64, rec *value.Record) {
+		if out != nil && out.muted {
+			return // a job being rebuilt (jobrestart.go)
+		}
 		g.rowsOut.Add(1)
 		if g.sink != nil && out != nil {
 			// Encoded here, in the job's actor, while rec is lent; the
@@ -690,6 +704,9 @@ func (d *deployedJob) newExecutor(g *Gateway, part int, out *jobOutput) (*exec.E
 		}
 	}
 	opts.DeadLetter = func(dl exec.DeadLetter) {
+		if out != nil && out.muted {
+			return
+		}
 		g.dead1.Add(1)
 		switch {
 		case g.dead == nil:

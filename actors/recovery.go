@@ -48,65 +48,10 @@ func (p *partition) recover() error {
 		p.outSeq = p.written
 	} else {
 		p.applied, p.outSeq = cp.LogPosition, cp.OutputSeq
-		for name := range cp.Jobs {
-			if p.runs[name] == nil {
-				p.g.cfg.Logger.Warn("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
-			}
+		if err := p.restoreJobs(cp); err != nil {
+			return err
 		}
-		errs := make(map[*jobRun]error, len(p.order))
-		var mu sync.Mutex
-		failed := p.callJobs(func(r *jobRun, ex *exec.Executor) {
-			snap, ok := cp.Jobs[r.name()]
-			if !ok {
-				return
-			}
-			if err := ex.Restore(snap); err != nil {
-				mu.Lock()
-				errs[r] = err
-				mu.Unlock()
-			}
-		})
-		for r, err := range failed {
-			errs[r] = err
-		}
-		for _, r := range p.order {
-			if err := errs[r]; err != nil {
-				// The job was changed while the gateway was down.
-				p.g.restoreFailures.Add(1)
-				p.g.cfg.Logger.Warn("job state does not match the deployed job; the job starts empty", "partition", p.id, "job", r.name(), "error", err)
-				p.stopJob(r)
-				if err := p.spawnJob(r); err != nil {
-					p.dropJob(r.name())
-					return err
-				}
-			}
-		}
-		for _, d := range cp.Devices {
-			ds := &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences,
-				twinReported: d.TwinReported, reportedVersion: d.ReportedVersion}
-			for key, b := range d.SequenceWindows {
-				if w := seqWindowOf(b); w != nil {
-					if ds.seqWin == nil {
-						ds.seqWin = map[string]*seqWindow{}
-					}
-					ds.seqWin[key] = w
-				}
-			}
-			p.devices[d.Id] = ds
-		}
-		for id, des := range cp.Desired {
-			p.desired[id] = des
-		}
-		for id, v := range cp.DesiredVersions {
-			p.desiredVersion[id] = v
-		}
-		for o, seq := range cp.Origins {
-			p.origins[o] = seq
-		}
-		for src, seq := range cp.Forwarded {
-			p.fwdApplied[int(src)] = fwdPos{seq, cp.ForwardedIndex[src]}
-		}
-		p.unforwarded = slices.Clone(cp.Unforwarded)
+		p.restoreState(cp)
 	}
 	// Entries at or before the checkpoint are replayed only to forward
 	// what partition 0 has not logged (D3), as the first run did: not
@@ -352,4 +297,77 @@ type poisonEntry struct {
 	reason  string // the last panic
 	fatal   bool   // it ended the process (replayguard.go)
 	skipped bool
+}
+
+// restoreJobs gives each job the state the checkpoint holds for it; a job
+// whose state does not fit (it was changed while the gateway was down)
+// starts empty.
+func (p *partition) restoreJobs(cp *pb.Checkpoint) error {
+	for name := range cp.Jobs {
+		if p.runs[name] == nil && !p.scratch {
+			p.g.cfg.Logger.Warn("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
+		}
+	}
+	errs := make(map[*jobRun]error, len(p.order))
+	var mu sync.Mutex
+	failed := p.callJobs(func(r *jobRun, ex *exec.Executor) {
+		snap, ok := cp.Jobs[r.name()]
+		if !ok {
+			return
+		}
+		if err := ex.Restore(snap); err != nil {
+			mu.Lock()
+			errs[r] = err
+			mu.Unlock()
+		}
+	})
+	for r, err := range failed {
+		errs[r] = err
+	}
+	for _, r := range p.order {
+		if err := errs[r]; err != nil {
+			// The job was changed while the gateway was down.
+			if !p.scratch {
+				p.g.restoreFailures.Add(1)
+			}
+			p.g.cfg.Logger.Warn("job state does not match the deployed job; the job starts empty", "partition", p.id, "job", r.name(), "error", err)
+			p.stopJob(r)
+			if err := p.spawnJob(r); err != nil {
+				p.dropJob(r.name())
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// restoreState takes the partition's own state from the checkpoint:
+// devices, twins, resends and forwards applied.
+func (p *partition) restoreState(cp *pb.Checkpoint) {
+	for _, d := range cp.Devices {
+		ds := &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences,
+			twinReported: d.TwinReported, reportedVersion: d.ReportedVersion}
+		for key, b := range d.SequenceWindows {
+			if w := seqWindowOf(b); w != nil {
+				if ds.seqWin == nil {
+					ds.seqWin = map[string]*seqWindow{}
+				}
+				ds.seqWin[key] = w
+			}
+		}
+		p.devices[d.Id] = ds
+	}
+	for id, des := range cp.Desired {
+		p.desired[id] = des
+	}
+	for id, v := range cp.DesiredVersions {
+		p.desiredVersion[id] = v
+	}
+	for o, seq := range cp.Origins {
+		p.origins[o] = seq
+	}
+	for src, seq := range cp.Forwarded {
+		p.fwdApplied[int(src)] = fwdPos{seq, cp.ForwardedIndex[src]}
+	}
+	p.unforwarded = slices.Clone(cp.Unforwarded)
 }
