@@ -96,7 +96,7 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		return nil, err
 	}
 	outs.SetDataRoots(roots)
-	gcfg := actors.Config{Partitions: int(cfg.Partitions), Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged,
+	gcfg := actors.Config{Partitions: int(cfg.Partitions), Name: cfg.Name, Logger: logger, SequenceField: cfg.SequenceField, ResetDamaged: resetDamaged,
 		Clustered: cfg.Cluster != nil, MaxPayloadBytes: int(cfg.MaxPayloadBytes), DataRoots: roots}
 	sec, adminTLS, err := adminSecurity(cfg)
 	if err != nil {
@@ -246,10 +246,17 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 			go func() { _ = rg.http.Serve(ln) }()
 		}
 	}
-	// Jobs deployed through the admin API before a restart, then the
-	// configured ones (which win over a catalog job of the same name).
+	// Jobs deployed through the admin API before a restart (the job
+	// catalog, state/jobs.go), then the configured ones (which win over a
+	// catalog job of the same name).
 	if rg.store != nil {
-		jobs, err := rg.store.Jobs()
+		if moved, err := rg.store.MigrateJobCatalog(cfg.Name); err != nil {
+			rg.Close(ctx)
+			return nil, err
+		} else if moved > 0 {
+			logger.Info("jobs of the catalog kept before version counters moved into the job catalog", "jobs", moved)
+		}
+		jobs, err := rg.store.CatalogJobs()
 		if err != nil {
 			rg.Close(ctx)
 			return nil, err

@@ -161,9 +161,17 @@ func (d *durableGateway) close(t *testing.T) {
 	}
 }
 
-// waitDelivered waits until every outbox is empty.
+// waitDelivered waits until the partitions applied what they were sent
+// and every outbox is empty.
 func (d *durableGateway) waitDelivered(t *testing.T) {
 	t.Helper()
+	// The rows of events logged but not applied yet are not in an
+	// outbox: an empty backlog says nothing until the partitions have
+	// applied what they were sent (the metadata test found no row, 1 run
+	// in 30).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, d.g.Drain(ctx))
 	require.Eventually(t, func() bool {
 		for _, s := range d.outs.Status() {
 			if s.Backlog > 0 {
@@ -407,4 +415,42 @@ func TestDurablePoisonEntryDeadLettered(t *testing.T) {
 	want := expectedRows(t, job, 2000)
 	require.Len(t, readOutput(t, filepath.Join(dir, "hot.jsonl")), len(want["hot"])-1, "every hot reading but the poisoned one")
 	require.NoError(t, g.Close(ctx))
+}
+
+// TestJobCatalogVersions: deploys and removals through a standalone
+// durable gateway once it runs go to the job catalog, each with the next
+// version of its name and the gateway's name; a removal stays as one
+// (CatalogJobs leaves it out). A job deployed before Recover (the
+// configuration file's) is not recorded: the file is read at each start.
+func TestJobCatalogVersions(t *testing.T) {
+	dir := t.TempDir()
+	fileJob, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
+	require.NoError(t, err)
+	d := openDurable(t, dir, fileJob, Config{Partitions: 2, Tick: time.Hour, Name: "gw-a"})
+	defer d.close(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, ok, err := d.store.JobUpdate("temps")
+	require.NoError(t, err)
+	require.False(t, ok, "the file's job is not in the catalog")
+	api, err := config.ParseJob("job.yaml", []byte("name: api\nquery: SELECT v INTO o FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: o, log: {}}]\n"))
+	require.NoError(t, err)
+	require.NoError(t, d.outs.Configure(api))
+	for want := int64(1); want <= 2; want++ {
+		require.NoError(t, d.g.Deploy(ctx, api))
+		u, ok, err := d.store.JobUpdate("api")
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, want, u.Version)
+		require.Equal(t, "gw-a", u.Origin)
+		require.Equal(t, "api", u.Job.GetName())
+	}
+	require.NoError(t, d.g.Remove(ctx, "api"))
+	u, _, err := d.store.JobUpdate("api")
+	require.NoError(t, err)
+	require.Equal(t, "api", u.Removed)
+	require.EqualValues(t, 3, u.Version)
+	jobs, err := d.store.CatalogJobs()
+	require.NoError(t, err)
+	require.Empty(t, jobs)
 }

@@ -85,6 +85,9 @@ type Config struct {
 	// partitions serve nothing until Serve. A standalone gateway serves
 	// every partition.
 	Clustered bool
+	// Name is the gateway's name: the origin of the jobs deployed and
+	// removed through it, in the job catalog.
+	Name string
 	// DataRoots confine the reference files jobs read (nil: anywhere; the
 	// gateway command always sets them).
 	DataRoots *DataRoots
@@ -415,10 +418,8 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	if _, err := d.newExecutor(g, -1, nil); err != nil {
 		return fmt.Errorf("actors: job %q: %w", job.Name, err)
 	}
-	if g.store != nil && g.ready.Load() {
-		if err := g.store.SaveJob(job); err != nil {
-			return fmt.Errorf("actors: job %q: %w", job.Name, err)
-		}
+	if err := g.recordJob(&pb.JobUpdate{Job: job}); err != nil {
+		return err
 	}
 	g.mu.Lock()
 	g.jobs[job.Name] = d
@@ -434,13 +435,34 @@ func (g *Gateway) Deploy(ctx context.Context, job *pb.Job) error {
 	return nil
 }
 
+// recordJob writes a deploy or removal made through this standalone
+// durable gateway to the job catalog, with the next version of its name
+// (state/jobs.go). In a cluster the node writes the catalog, with the
+// versions the gateways agree on; before Recover the jobs deployed are the
+// catalog's own and the configuration file's, which is read at each start.
+func (g *Gateway) recordJob(u *pb.JobUpdate) error {
+	if g.store == nil || !g.ready.Load() || g.cfg.Clustered {
+		return nil
+	}
+	name := state.JobUpdateName(u)
+	prev, _, err := g.store.JobUpdate(name)
+	if err != nil {
+		return fmt.Errorf("actors: job %q: %w", name, err)
+	}
+	u.Version, u.Origin = prev.GetVersion()+1, g.cfg.Name
+	if err := g.store.SaveJobUpdate(u); err != nil {
+		return fmt.Errorf("actors: job %q: %w", name, err)
+	}
+	return nil
+}
+
 // RestoreJobs deploys the jobs of a durable gateway's catalog (those
 // deployed through the admin API before a restart), before Recover.
 func (g *Gateway) RestoreJobs(ctx context.Context) ([]*pb.Job, error) {
 	if g.store == nil {
 		return nil, nil
 	}
-	jobs, err := g.store.Jobs()
+	jobs, err := g.store.CatalogJobs()
 	if err != nil {
 		return nil, err
 	}
@@ -461,10 +483,8 @@ func (g *Gateway) Remove(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownJob, name)
 	}
-	if g.store != nil {
-		if err := g.store.DeleteJob(name); err != nil {
-			return err
-		}
+	if err := g.recordJob(&pb.JobUpdate{Removed: name}); err != nil {
+		return err
 	}
 	if err := g.broadcast(ctx, &removeMsg{name: name}); err != nil {
 		return err

@@ -50,8 +50,8 @@
 //	C12: each gateway stores the newest deploy or removal of every job
 //	    name it has seen (through its admin API or from another gateway),
 //	    sends them all to a gateway that joins, and applies the newest
-//	    of a name over what its configuration file and catalog deployed
-//	    at start: a job removed or changed while a gateway was down is
+//	    of a name over what its configuration file deployed at start
+//	    (the stored updates are the one job catalog, state/jobs.go): a job removed or changed while a gateway was down is
 //	    removed or changed there when it comes back, even after every
 //	    gateway restarted.
 //	C13: the majority counts the gateways this one has known, less those

@@ -12,6 +12,7 @@ import (
 
 	"github.com/millstream/millstream/actors"
 	pb "github.com/millstream/millstream/proto/millstreampb"
+	"github.com/millstream/millstream/state"
 )
 
 const (
@@ -348,12 +349,7 @@ func (n *Node) jobVersionPlausible(v int64) bool {
 	return v <= top+maxJobVersionStep
 }
 
-func jobName(u *pb.JobUpdate) string {
-	if u.Job != nil {
-		return u.Job.Name
-	}
-	return u.Removed
-}
+func jobName(u *pb.JobUpdate) string { return state.JobUpdateName(u) }
 
 // spreadJob records an update this gateway took and sends it to the
 // others. It is stored first: a gateway down now gets it when it comes

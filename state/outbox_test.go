@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
@@ -70,34 +71,16 @@ func TestOutboxKeepsOrderMarksAndStatsAcrossReopen(t *testing.T) {
 	require.Greater(t, all[1].Seq, all[0].Seq)
 }
 
-// TestJobCatalog: deployed jobs survive a reopen; removed ones do not.
-func TestJobCatalog(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "s")
-	s, err := Open(dir, Config{Partitions: 1})
-	require.NoError(t, err)
-	require.NoError(t, s.SaveJob(&pb.Job{Name: "a", Query: "SELECT * INTO o FROM i"}))
-	require.NoError(t, s.SaveJob(&pb.Job{Name: "b", Query: "SELECT * INTO o FROM i"}))
-	require.NoError(t, s.DeleteJob("a"))
-	require.NoError(t, s.Close())
-	s, err = Open(dir, Config{Partitions: 1})
-	require.NoError(t, err)
-	defer s.Close()
-	jobs, err := s.Jobs()
-	require.NoError(t, err)
-	require.Len(t, jobs, 1)
-	require.Equal(t, "b", jobs[0].Name)
-}
-
-// TestJobUpdatesSurviveReopen: the newest update of each job name, a
-// removal included, is there after a reopen, apart from the catalog.
-func TestJobUpdatesSurviveReopen(t *testing.T) {
+// TestJobCatalogSurvivesReopen: the newest update of each job name, a
+// removal included, is there after a reopen; CatalogJobs lists the
+// deployed ones.
+func TestJobCatalogSurvivesReopen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "s")
 	s, err := Open(dir, Config{Partitions: 1})
 	require.NoError(t, err)
 	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Job: &pb.Job{Name: "a", Query: "SELECT * INTO o FROM i"}, Version: 1, Origin: "gw1"}))
 	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Job: &pb.Job{Name: "b", Query: "SELECT * INTO o FROM i"}, Version: 2, Origin: "gw1"}))
 	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Removed: "a", Version: 3, Origin: "gw2"}))
-	require.NoError(t, s.SaveJob(&pb.Job{Name: "c", Query: "SELECT * INTO o FROM i"}))
 	require.NoError(t, s.Close())
 	s, err = Open(dir, Config{Partitions: 1})
 	require.NoError(t, err)
@@ -108,9 +91,45 @@ func TestJobUpdatesSurviveReopen(t *testing.T) {
 	require.Equal(t, "a", us[0].Removed)
 	require.EqualValues(t, 3, us[0].Version)
 	require.Equal(t, "b", us[1].Job.GetName())
-	jobs, err := s.Jobs()
+	u, ok, err := s.JobUpdate("b")
 	require.NoError(t, err)
-	require.Len(t, jobs, 1, "the catalog and the updates are apart")
+	require.True(t, ok)
+	require.EqualValues(t, 2, u.Version)
+	_, ok, err = s.JobUpdate("c")
+	require.NoError(t, err)
+	require.False(t, ok)
+	jobs, err := s.CatalogJobs()
+	require.NoError(t, err)
+	require.Len(t, jobs, 1)
+	require.Equal(t, "b", jobs[0].Name)
+}
+
+// TestJobCatalogMigratesTheOldCatalog: jobs kept where a gateway kept
+// them before the single catalog move into it, unless the catalog has a
+// word on the name already; the old records are gone after.
+func TestJobCatalogMigratesTheOldCatalog(t *testing.T) {
+	s, err := Open(t.TempDir(), Config{Partitions: 1})
+	require.NoError(t, err)
+	defer s.Close()
+	for _, name := range []string{"a", "b"} {
+		data, err := proto.Marshal(&pb.Job{Name: name, Query: "SELECT * INTO o FROM i"})
+		require.NoError(t, err)
+		require.NoError(t, s.db.Set(legacyJobKey(name), data, pebble.Sync))
+	}
+	require.NoError(t, s.SaveJobUpdate(&pb.JobUpdate{Removed: "a", Version: 4, Origin: "gw2"}))
+	moved, err := s.MigrateJobCatalog("gw1")
+	require.NoError(t, err)
+	require.Equal(t, 1, moved)
+	us, err := s.JobUpdates()
+	require.NoError(t, err)
+	require.Len(t, us, 2)
+	require.Equal(t, "a", us[0].Removed, "the newer removal stands")
+	require.Equal(t, "b", us[1].Job.GetName())
+	require.EqualValues(t, 1, us[1].Version)
+	require.Equal(t, "gw1", us[1].Origin)
+	moved, err = s.MigrateJobCatalog("gw1")
+	require.NoError(t, err)
+	require.Zero(t, moved, "the old records are gone")
 }
 
 // TestCheckpointTruncatesOnlyWhatItIsAllowedTo: a checkpoint may keep log
