@@ -114,6 +114,15 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 		}
 		rg.stateDir = dir
 		rg.store = st
+		// Before anything reads the job catalog (the cluster node does
+		// when it starts): a store from before versions has its jobs
+		// moved into it.
+		if moved, err := st.MigrateJobCatalog(cfg.Name); err != nil {
+			st.Close()
+			return nil, err
+		} else if moved > 0 {
+			logger.Info("jobs of the catalog kept before version counters moved into the job catalog", "jobs", moved)
+		}
 		outs.EnableOutbox(st, logger)
 		gcfg.Store = st
 		if d != nil {
@@ -250,12 +259,6 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 	// catalog, state/jobs.go), then the configured ones (which win over a
 	// catalog job of the same name).
 	if rg.store != nil {
-		if moved, err := rg.store.MigrateJobCatalog(cfg.Name); err != nil {
-			rg.Close(ctx)
-			return nil, err
-		} else if moved > 0 {
-			logger.Info("jobs of the catalog kept before version counters moved into the job catalog", "jobs", moved)
-		}
 		jobs, err := rg.store.CatalogJobs()
 		if err != nil {
 			rg.Close(ctx)

@@ -33,8 +33,8 @@ func (p *partition) checkBudgets(now int64) {
 	sizes := p.syncJobs(true)
 	for _, r := range append([]*jobRun(nil), p.order...) {
 		d := r.d
-		if d.mem == nil {
-			continue
+		if d.mem == nil || sizes[r] < 0 {
+			continue // no budget, or the measure failed
 		}
 		d.mem[p.id].Store(sizes[r])
 		if total := d.stateBytes(); total > d.budget {

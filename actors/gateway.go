@@ -262,6 +262,7 @@ type Gateway struct {
 	// jobPoisoned, how many entries are poison for some job.
 	jobPoison    map[jobEntry]int
 	jobPoisoned  atomic.Int64
+	catalogMu    sync.Mutex           // recordJob's read and write of a version
 	panics       atomic.Uint64        // crashes recorded in poison: poisoned takes no lock until the first
 	replayDeaths atomic.Uint64        // replays the process ended in (replayguard.go)
 	journal      *state.ReplayJournal // nil without a store
@@ -445,6 +446,8 @@ func (g *Gateway) recordJob(u *pb.JobUpdate) error {
 		return nil
 	}
 	name := state.JobUpdateName(u)
+	g.catalogMu.Lock() // two changes of one name must not take one version
+	defer g.catalogMu.Unlock()
 	prev, _, err := g.store.JobUpdate(name)
 	if err != nil {
 		return fmt.Errorf("actors: job %q: %w", name, err)

@@ -198,11 +198,16 @@ func (a *jobActor) work(w *jobWork) (d jobDone) {
 	}
 	inOps = false
 	if w.measure {
+		if jobFault != nil {
+			jobFault(a.run.name(), nil) // nil: the measure
+		}
 		d.stateBytes = a.ex.StateBytes()
 	}
-	took := time.Since(start)
-	a.run.d.workNanos.Add(int64(took))
-	jobWorkSeconds.Observe(took.Seconds())
+	if !out.muted {
+		took := time.Since(start)
+		a.run.d.workNanos.Add(int64(took))
+		jobWorkSeconds.Observe(took.Seconds())
+	}
 	return d
 }
 
@@ -217,8 +222,9 @@ func (a *jobActor) call(c *jobCall) (d jobDone) {
 	return d
 }
 
-// jobFault, when a test sets it, is called before each op a job applies:
-// fault injection for a job that panics. Nil in production.
+// jobFault, when a test sets it, is called before each op a job applies
+// and before it measures its state (op nil): fault injection for a job
+// that panics. Nil in production.
 var jobFault func(job string, op *jobOp)
 
 // jobRun is the partition's handle on one of its job actors.
@@ -231,6 +237,12 @@ type jobRun struct {
 	ex  *exec.Executor
 	out *jobOutput
 	ops []jobOp // queued since the last round
+	// deployedAt is the log position the job started at on this
+	// partition (0: with the partition, from its checkpoint); a rebuild
+	// feeds it only what came after (jobrestart.go).
+	deployedAt uint64
+	// measureFailed: measuring its state panicked once (logged once).
+	measureFailed bool
 	// Merge cursors (mergeJobOutputs).
 	row, dead int
 }
@@ -277,8 +289,8 @@ func (p *partition) nextStep(applied uint64, device string, after bool) int32 {
 // in place (a declared schema, IoT Hub metadata), and the jobs run at
 // once.
 func (p *partition) queueIngest(r *jobRun, e event) {
-	if p.g.poisonedFor(p.id, r.name(), p.applied, false) {
-		return // poison for this job (jobrestart.go)
+	if p.g.poisonedFor(p.id, r.name(), p.applied, false) || p.scratch && p.applied <= r.deployedAt {
+		return // poison for this job, or before it was deployed (jobrestart.go)
 	}
 	op := jobOp{kind: opIngest, step: p.nextStep(p.applied, p.curDevice, false), source: p.source(r, e), input: e.input,
 		payload: e.payload, rec: e.rec, arrival: e.arrival}
@@ -297,7 +309,7 @@ func (p *partition) queueIngest(r *jobRun, e event) {
 func (p *partition) queueAll(kind opKind, now int64) {
 	after := kind == opFlush
 	for _, r := range p.order {
-		if !p.g.poisonedFor(p.id, r.name(), p.applied, after) {
+		if !p.g.poisonedFor(p.id, r.name(), p.applied, after) && !(p.scratch && p.applied <= r.deployedAt) {
 			r.ops = append(r.ops, jobOp{kind: kind, step: p.nextStep(p.applied, "", after), arrival: now})
 		}
 	}
@@ -306,7 +318,7 @@ func (p *partition) queueAll(kind opKind, now int64) {
 // syncJobs sends each job the operations queued for it, waits for every
 // answer, restarts a job that panicked, and numbers the rows and dead
 // letters in step order. With measure it returns each job's state size
-// (every job is asked, with or without work).
+// (every job is asked, with or without work; -1: its measure failed).
 func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 	var sizes map[*jobRun]int64
 	if measure {
@@ -337,7 +349,11 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 				}
 				continue
 			}
-			if run, rest := p.jobFailed(d); len(rest) > 0 || measure {
+			if d.failed == failedOutsideOps && measure {
+				sizes[d.run] = -1 // unknown
+			}
+			// A job whose measure panicked is not asked again this round.
+			if run, rest := p.jobFailed(d); len(rest) > 0 || measure && d.failed != failedOutsideOps {
 				run.ops = rest
 				pending = append(pending, run)
 			}
@@ -390,6 +406,20 @@ func (p *partition) jobFailed(d jobDone) (*jobRun, []jobOp) {
 		// Rebuilding the job (jobrestart.go) met a panic the live run had
 		// not: that rebuild is given up.
 		panic(errRebuildPanicked{reason: d.reason})
+	}
+	if d.failed == failedOutsideOps {
+		// Measuring reads the state and changes nothing: the job goes on
+		// as it is (a restart would rebuild the same state, which would
+		// panic the same way), unmeasured this time.
+		p.g.panics.Add(1)
+		if !r.measureFailed {
+			r.measureFailed = true
+			p.g.cfg.Logger.Error("measuring a job's state panicked; its memory budget is not checked on this partition while it does",
+				"partition", p.id, "job", r.name(), "reason", d.reason, "stack", string(d.stack))
+		}
+		clear(r.ops)
+		r.ops = r.ops[:0]
+		return r, nil
 	}
 	if p.g.store != nil {
 		return p.restartDurable(r, d)

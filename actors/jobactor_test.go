@@ -27,7 +27,7 @@ func panicOn(t *testing.T, job, marker string, every bool) *atomic.Int64 {
 	t.Helper()
 	var n atomic.Int64
 	jobFault = func(name string, op *jobOp) {
-		if name == job && op.kind == opIngest && bytes.Contains(op.payload, []byte(marker)) && (every || n.Load() == 0) {
+		if name == job && op != nil && op.kind == opIngest && bytes.Contains(op.payload, []byte(marker)) && (every || n.Load() == 0) {
 			n.Add(1)
 			panic("injected job failure")
 		}
@@ -218,4 +218,79 @@ func TestDevicesEventsToSeveralJobs(t *testing.T) {
 	require.NoError(t, g.Drain(ctx))
 	require.Len(t, rows.rows["typed_out"], 50)
 	require.Len(t, rows.rows["plain_out"], 50)
+}
+
+// TestMeasurePanicLeavesTheJobRunning: a job whose state measure panics
+// (after its ops) is neither restarted nor asked again in a loop: it goes
+// on with its state, every row out once.
+func TestMeasurePanicLeavesTheJobRunning(t *testing.T) {
+	var measures atomic.Int64
+	jobFault = func(name string, op *jobOp) {
+		if name == "fragile" && op == nil {
+			measures.Add(1)
+			panic("injected measure failure")
+		}
+	}
+	t.Cleanup(func() { jobFault = nil })
+	rows := &captureSink{}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	g := New(Config{Partitions: 1, BatchSize: 8, Tick: 5 * time.Millisecond, Logger: logger}, Rows(rows), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer func() { require.NoError(t, g.Close(ctx)) }()
+	job, err := config.ParseJob("job.yaml", []byte("name: fragile\nquery: SELECT v INTO fragile_out FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: fragile_out, log: {}}]\n"))
+	require.NoError(t, err)
+	require.NoError(t, g.Deploy(ctx, job))
+	for i := 0; i < 100; i++ {
+		require.NoError(t, g.Ingest("telemetry", "d", []byte(fmt.Sprintf(`{"v":%d}`, i))))
+	}
+	require.NoError(t, g.Drain(ctx))
+	require.Eventually(t, func() bool { return measures.Load() >= 3 }, 10*time.Second, 5*time.Millisecond,
+		"the ticks measure the job (a job not measured is taken as having state: its partition keeps ticking)")
+	require.NoError(t, g.Drain(ctx), "the partition still answers")
+	require.Zero(t, g.JobRestarts())
+	require.Zero(t, g.Restarts())
+	require.Len(t, rows.rows["fragile_out"], 100)
+}
+
+// TestDurableJobRebuiltAfterAFlush: a flush is not in the log, so the
+// partition checkpoints after it; a job rebuilt later starts from there
+// and does not open the windows the flush closed. The outputs equal those
+// of the same run without the failure.
+func TestDurableJobRebuiltAfterAFlush(t *testing.T) {
+	run := func(t *testing.T, fault bool) (agg, hot []*value.Record) {
+		if fault {
+			panics := panicOn(t, "temps", `"press-13","seq":50,`, false)
+			defer func() { require.Equal(t, int64(1), panics.Load(), "the fault was not injected") }()
+		}
+		dir := t.TempDir()
+		job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
+		require.NoError(t, err)
+		st, outs, logger := openStoreAndOutputs(t, dir)
+		clock := &testClock{}
+		g := New(Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: time.Hour, SyncInterval: time.Microsecond, Store: st, Logger: logger, Now: clock.now}, outs, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, outs.Configure(job))
+		require.NoError(t, g.Deploy(ctx, job))
+		require.NoError(t, g.Recover(ctx))
+		ingestReadings(t, g, clock, 0, 1000)
+		require.NoError(t, g.Drain(ctx))
+		require.NoError(t, g.FlushWindows(ctx))
+		ingestReadings(t, g, clock, 1000, 2000)
+		require.NoError(t, g.Drain(ctx))
+		require.NoError(t, g.FlushWindows(ctx))
+		d := &durableGateway{g: g, outs: outs, store: st}
+		d.waitDelivered(t)
+		if fault {
+			require.Equal(t, uint64(1), g.JobRestarts())
+		}
+		require.Zero(t, g.Restarts())
+		require.NoError(t, g.Close(ctx))
+		return readOutput(t, filepath.Join(dir, "agg.jsonl")), readOutput(t, filepath.Join(dir, "hot.jsonl"))
+	}
+	wantAgg, wantHot := run(t, false)
+	gotAgg, gotHot := run(t, true)
+	requireSameRows(t, wantAgg, gotAgg, "agg")
+	requireSameRows(t, wantHot, gotHot, "hot")
 }

@@ -29,9 +29,20 @@ import (
 //     have it) every time it is applied again, a replay after a restart
 //     included (queueIngest, queueAll).
 //
+//   - a job deployed after the checkpoint started empty where it was
+//     deployed (jobRun.deployedAt): it gets no state from the checkpoint
+//     and only the entries after that position;
+//   - a flush (FlushWindows) is not in the log, so the partition
+//     checkpoints right after one and a rebuild starts past it;
+//   - a panic while measuring the state (after the ops) restarts nothing:
+//     measuring changes nothing, so the job goes on, taken as having
+//     state (its partition keeps ticking) and without a budget check.
+//
 // If the rebuild cannot be done (the checkpoint or the log cannot be
 // read, or the job panics in the replay where the live run did not), the
-// partition restarts as a whole and recovers every job instead.
+// partition restarts as a whole and recovers every job instead. Left as
+// it was: a full recovery (recover) restores a job redeployed after the
+// checkpoint from the old version's snapshot when the two fit.
 
 // jobRebuildFault, when a test sets it, makes a rebuild fail first (fault
 // injection). Nil in production.
@@ -118,13 +129,13 @@ func (p *partition) restartDurable(r *jobRun, d jobDone) (*jobRun, []jobOp) {
 		crashes = p.g.noteJobPanic(jobEntry{p.id, r.name(), seq, at.after})
 	}
 	p.g.panics.Add(1)
-	nr, err := p.rebuildJob(r.d, through)
+	nr, err := p.rebuildJob(r.d, r.deployedAt, through)
 	if err != nil {
 		// The rows made before the failure are not written: recovery
 		// makes them again.
 		p.g.cfg.Logger.Error("job panicked and could not be rebuilt alone; the partition restarts", "partition", p.id, "job", r.name(),
 			"seq", seq, "reason", d.reason, "rebuild_error", err)
-		p.panicAt = max(seq, 1)
+		p.panicAt = seq
 		panic(jobPanic{job: r.name(), reason: d.reason})
 	}
 	p.g.jobRestarts.Add(1)
@@ -164,13 +175,13 @@ func (p *partition) restartDurable(r *jobRun, d jobDone) (*jobRun, []jobOp) {
 
 // rebuildJob starts an actor for job d whose state is the checkpoint's
 // plus the log through entry through, replayed in a scratch partition.
-func (p *partition) rebuildJob(d *deployedJob, through uint64) (nr *jobRun, err error) {
+func (p *partition) rebuildJob(d *deployedJob, deployedAt, through uint64) (nr *jobRun, err error) {
 	if jobRebuildFault != nil {
 		if err := jobRebuildFault(); err != nil {
 			return nil, err
 		}
 	}
-	nr = &jobRun{d: d, out: &jobOutput{muted: true}}
+	nr = &jobRun{d: d, out: &jobOutput{muted: true}, deployedAt: deployedAt}
 	if err := p.spawnJob(nr); err != nil {
 		return nil, err
 	}
@@ -205,8 +216,12 @@ func (p *partition) rebuildJob(d *deployedJob, through uint64) (nr *jobRun, err 
 	}
 	if cp != nil {
 		s.applied = cp.LogPosition
-		if err := s.restoreJobs(cp); err != nil {
-			return nil, err
+		if deployedAt <= cp.LogPosition {
+			// Deployed after the checkpoint, the job started empty
+			// there, and the replay feeds it only what came after.
+			if err := s.restoreJobs(cp); err != nil {
+				return nil, err
+			}
 		}
 		s.restoreState(cp)
 	}

@@ -328,6 +328,11 @@ func (p *partition) Receive(ctx actor.Context) {
 		p.queueAll(opFlush, 0)
 		p.syncJobs(false)
 		p.flushOutbox()
+		// A flush is not in the log: a checkpoint now keeps a replay (a
+		// restart, a job rebuilt) from opening the windows it closed.
+		if err := p.checkpoint(true); err != nil {
+			p.g.cfg.Logger.Error("checkpoint after flushing the windows failed", "partition", p.id, "error", err)
+		}
 		ctx.Respond(&doneReply{})
 	}
 }
@@ -553,6 +558,7 @@ func (p *partition) deploy(d *deployedJob) error {
 	if err != nil {
 		return err
 	}
+	r.deployedAt = p.applied
 	p.runs[d.job.Name] = r
 	return nil
 }
@@ -689,7 +695,12 @@ func (d *deployedJob) newExecutor(g *Gateway, part int, out *jobOutput) (*exec.E
 	opts := d.opts
 	name := d.job.Name
 	if out != nil {
-		opts.StageTime = stageObserver(g.stageSeconds, name)
+		observe := stageObserver(g.stageSeconds, name)
+		opts.StageTime = func(stage string, d time.Duration) {
+			if !out.muted {
+				observe(stage, d)
+			}
+		}
 	}
 	opts.Emit = func(output string, ts int64, rec *value.Record) {
 		if out != nil && out.muted {

@@ -33,7 +33,7 @@ func (p *partition) quietUntil() int64 {
 		return 0
 	}
 	for _, size := range p.syncJobs(true) {
-		if size > 0 {
+		if size != 0 { // -1: not known, so not quiet
 			return 0
 		}
 	}
