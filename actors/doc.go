@@ -1,6 +1,7 @@
 // Package actors is the gateway runtime on protoactor-go: partition actors
 // that order each partition's input, job actors (their children, one per
-// deployed job) that run the query engine (operators/exec), the
+// deployed job on each partition it runs on) that run the query engine
+// (operators/exec), the
 // batching router that feeds them, the embedded MQTT broker hook that
 // turns device messages into events, and the output sinks.
 //

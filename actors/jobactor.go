@@ -524,9 +524,10 @@ func (p *partition) deadLetter(job string, info stepInfo, dl exec.DeadLetter) {
 	p.dlIdx++
 }
 
-// jobWorkSeconds is the time job actors spend on one round of operations.
+// jobWorkSeconds is the time job actors spend on one round of operations
+// (all jobs; per job the total is JobStatus.WorkSeconds).
 var jobWorkSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
-	Name:    "millstream_job_work_seconds",
-	Help:    "Time a job actor spends applying one batch of operations on one partition.",
+	Name:    "millstream_job_round_seconds",
+	Help:    "Time one job actor spends on one round of work (a batch's operations) on one partition; per job: millstream_job_work_seconds_total.",
 	Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
 })
