@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -26,5 +27,30 @@ func (g *Gateway) killIfFault(payload []byte) {
 		g.cfg.Logger.Error("fault injection: the process kills itself", "marker", string(g.killOn))
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal is on its way
+	}
+}
+
+// With MILLSTREAM_FAULT_JOB_PANIC_ON set, a job actor panics the first
+// time in the process it applies an event whose payload contains the
+// value (once per distinct payload): fault injection for the process-level
+// tests of a job restarted alone, replays and kill -9 included (a
+// restarted process panics again on the same events as it replays them).
+// Off unless the variable is set; never in production.
+const jobPanicOnEnv = "MILLSTREAM_FAULT_JOB_PANIC_ON"
+
+// jobPanicFault returns the jobFault hook the variable asks for, or nil.
+func jobPanicFault() func(job string, op *jobOp) {
+	marker := os.Getenv(jobPanicOnEnv)
+	if marker == "" {
+		return nil
+	}
+	var seen sync.Map // job + payload -> panicked once
+	return func(job string, op *jobOp) {
+		if op == nil || op.kind != opIngest || !bytes.Contains(op.payload, []byte(marker)) {
+			return
+		}
+		if _, again := seen.LoadOrStore(job+"\x00"+string(op.payload), true); !again {
+			panic("fault injection: " + jobPanicOnEnv)
+		}
 	}
 }

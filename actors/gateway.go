@@ -335,6 +335,10 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 		realClock: realClock, timerWake: make(chan struct{}, 1),
 		queued: make([]atomic.Int64, cfg.Partitions), quietUntil: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
 	g.debugForwards = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
+	if f := jobPanicFault(); f != nil {
+		jobFault = f // process-wide: the variable is for gateway processes under test
+		cfg.Logger.Warn("fault injection: job actors panic on events that contain a marker", "variable", jobPanicOnEnv)
+	}
 	if sink != nil {
 		g.box = sink.Outbox()
 	}
