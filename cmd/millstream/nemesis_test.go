@@ -424,6 +424,16 @@ func (r nemesisRun) run(t *testing.T) {
 			logs[g.name] = g.gw.Logs()
 		}
 	}
+	if os.Getenv("MILLSTREAM_FAULT_JOB_PANIC_ON") != "" {
+		// Job panics asked for on top of the faults: they happened, and
+		// the jobs were rebuilt alone (the outputs are checked above).
+		rebuilt := 0
+		for _, text := range logs {
+			rebuilt += strings.Count(text, "restarted alone from its checkpoint and log")
+		}
+		require.Positive(t, rebuilt, "MILLSTREAM_FAULT_JOB_PANIC_ON is set but no job was rebuilt")
+		t.Logf("seed %d: %d job actors rebuilt alone after an injected panic", r.seed, rebuilt)
+	}
 	if r.clustered {
 		seen := false
 		for _, text := range logs {
