@@ -31,6 +31,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/millstream/millstream/actors"
 	"github.com/millstream/millstream/actors/admin"
 	"github.com/millstream/millstream/cluster"
@@ -265,7 +267,14 @@ func Start(ctx context.Context, o Options) (*Gateway, error) {
 			return nil, err
 		}
 		for _, j := range jobs {
-			if slices.ContainsFunc(cfg.Jobs, func(c *pb.Job) bool { return c.Name == j.Name }) {
+			if i := slices.IndexFunc(cfg.Jobs, func(c *pb.Job) bool { return c.Name == j.Name }); i >= 0 {
+				if !proto.Equal(cfg.Jobs[i], j) && cfg.Cluster == nil {
+					// Said plainly: the job's state from the API's version
+					// is dropped next (its partitions log that it does not
+					// match), which reads like damage otherwise.
+					logger.Warn("job deployed through the admin API is replaced by the configuration file's job of the same name",
+						"job", j.Name)
+				}
 				continue
 			}
 			if err := outs.Configure(j); err != nil {

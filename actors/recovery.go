@@ -305,7 +305,9 @@ type poisonEntry struct {
 func (p *partition) restoreJobs(cp *pb.Checkpoint) error {
 	for name := range cp.Jobs {
 		if p.runs[name] == nil && !p.scratch {
-			p.g.cfg.Logger.Warn("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
+			// A job removed since the checkpoint: normal, once per
+			// partition, so not a warning.
+			p.g.cfg.Logger.Debug("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
 		}
 	}
 	errs := make(map[*jobRun]error, len(p.order))

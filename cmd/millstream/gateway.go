@@ -86,7 +86,7 @@ func runGatewayCmd(ctx context.Context, stdout, stderr io.Writer, o gatewayOptio
 	if err != nil {
 		return err
 	}
-	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.BrokerAddr(), "admin", rg.AdminAddr(), "jobs", len(cfg.Jobs), "partitions", cfg.Partitions)
+	logger.Info("gateway started", "name", cfg.Name, "mqtt", rg.BrokerAddr(), "admin", rg.AdminAddr(), "jobs", len(rg.Runtime().Jobs()), "partitions", cfg.Partitions)
 	if exposed := config.Exposures(cfg); len(exposed) > 0 {
 		go warnInsecure(ctx, logger, exposed, time.Minute)
 	}
