@@ -170,6 +170,7 @@ func TestCLIAdminCommandsFlagsAfterArgs(t *testing.T) {
 	require.Regexp(t, `(?m)^inputs: +EdgeInput \(topic devices/\+/messages/events/#\)$`, stdout)
 	require.Regexp(t, `(?m)^outputs: +LocalOutput \(file data/temperature-filtering/local.jsonl\); CloudOutput \(mqtt millstream/\{job\}/\{output\}\)$`, stdout)
 	require.Regexp(t, `(?m)^events: +2 in, 1 rows out, 1 dead-lettered$`, stdout)
+	require.Regexp(t, `(?m)^actors: +\d+\.\d{3} s of work, 0 restarts after a panic$`, stdout)
 	require.Contains(t, stdout, "query:\n  ")
 	code, stdout, _ = runCLI(t, "job", "explain", "temperature-filtering", "--admin", admin)
 	require.Equal(t, 0, code)

@@ -247,6 +247,7 @@ func printJob(w io.Writer, body []byte) error {
 		fmt.Sprintf("events:\t%d in, %d rows out, %d dead-lettered", c.EventsIn, c.EventsOut, c.DeadLettered),
 		fmt.Sprintf("late:\t%d adjusted, %d dropped", c.LateAdjusted, c.LateDropped),
 		fmt.Sprintf("out of order:\t%d adjusted, %d dropped; %d early dropped", c.OutOfOrderAdjusted, c.OutOfOrderDropped, c.EarlyDropped),
+		fmt.Sprintf("actors:\t%.3f s of work, %d restarts after a panic", resp.Status.WorkSeconds, resp.Status.Restarts),
 	}
 	if err := fields(w, rows); err != nil {
 		return err
