@@ -169,12 +169,17 @@ type queryError struct {
 
 // deployError is the answer to a job that does not parse or check: with
 // the position of the query's first error when it has one.
-func deployError(err error) any {
+// deployError is the answer to a job that does not parse; name is the
+// made-up file name that chose its format, which the message does not
+// show (there is no such file: it is the request's body). A query error
+// keeps its line and column, within the query.
+func deployError(err error, name string) any {
+	msg := strings.Replace(err.Error(), name+": ", "request body: ", 1)
 	var qe *sql.Error
 	if errors.As(err, &qe) && qe.Pos.Line > 0 {
-		return queryError{Error: err.Error(), Line: qe.Pos.Line, Column: qe.Pos.Col}
+		return queryError{Error: msg, Line: qe.Pos.Line, Column: qe.Pos.Col}
 	}
-	return apiError{err.Error()}
+	return apiError{msg}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -220,7 +225,7 @@ func (a *API) deployJob(w http.ResponseWriter, r *http.Request) {
 	}
 	job, err := config.ParseJob(name, body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, deployError(err))
+		writeJSON(w, http.StatusBadRequest, deployError(err, name))
 		return
 	}
 	// Configure checks files and secrets before it changes anything, so

@@ -280,6 +280,7 @@ func TestConsoleDeployErrorHasPosition(t *testing.T) {
 	require.Equal(t, 3, got.Line, got.Error)
 	require.Equal(t, 26, got.Column, got.Error)
 	require.Contains(t, got.Error, "line 3, column 26")
+	require.True(t, strings.HasPrefix(got.Error, "request body: "), "no made-up file name: %s", got.Error)
 
 	// An error without a place (no name) has no line or column.
 	code, text := do(t, http.MethodPut, srv.URL+"/v1/jobs", "query: SELECT 1 INTO o FROM i\n")
