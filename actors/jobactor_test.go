@@ -294,3 +294,57 @@ func TestDurableJobRebuiltAfterAFlush(t *testing.T) {
 	requireSameRows(t, wantAgg, gotAgg, "agg")
 	requireSameRows(t, wantHot, gotHot, "hot")
 }
+
+// TestDurableJobDeployedAfterTheCheckpointRebuiltFromItsDeploy: a job
+// redeployed while its partitions had applied entries past their last
+// checkpoint (the checkpoint Deploy takes is skipped here, as when
+// batches come between the deploy and it, or it fails) started empty at
+// its deploy position. Rebuilt after a panic, it gets neither the old
+// version's checkpointed state nor the entries before that position: it
+// counts exactly the readings that came after its deploy.
+func TestDurableJobDeployedAfterTheCheckpointRebuiltFromItsDeploy(t *testing.T) {
+	dir := t.TempDir()
+	cntPath := filepath.Join(dir, "cnt.jsonl")
+	cntJob := func(extra string) *pb.Job {
+		j, err := config.ParseJob("cnt.yaml", []byte(fmt.Sprintf(`name: cnt
+query: SELECT deviceId, COUNT(*) AS n%s INTO cnt FROM readings TIMESTAMP BY eventTime GROUP BY deviceId, TumblingWindow(hour, 1)
+inputs: [{name: readings, topic: "devices/+/messages/events"}]
+outputs: [{name: cnt, file: {path: %q}}]
+`, extra, cntPath)))
+		require.NoError(t, err)
+		return j
+	}
+	st, outs, logger := openStoreAndOutputs(t, dir)
+	clock := &testClock{}
+	g := New(Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: time.Hour, SyncInterval: time.Microsecond, Store: st, Logger: logger, Now: clock.now}, outs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v1 := cntJob("")
+	require.NoError(t, outs.Configure(v1))
+	require.NoError(t, g.Deploy(ctx, v1))
+	require.NoError(t, g.Recover(ctx))
+	ingestReadings(t, g, clock, 0, 200)
+	require.NoError(t, g.Drain(ctx))
+	v2 := cntJob(", MAX(seq) AS last")
+	require.NoError(t, outs.Configure(v2))
+	g.ready.Store(false) // no checkpoint after this deploy
+	require.NoError(t, g.Deploy(ctx, v2))
+	g.ready.Store(true)
+	_, marker := reading(205)
+	panics := panicOn(t, "cnt", string(marker[:30]), false)
+	ingestReadings(t, g, clock, 200, 300)
+	require.NoError(t, g.Drain(ctx))
+	require.NoError(t, g.FlushWindows(ctx))
+	(&durableGateway{g: g, outs: outs, store: st}).waitDelivered(t)
+	require.Equal(t, int64(1), panics.Load(), "the fault was not injected")
+	require.Equal(t, uint64(1), g.JobRestarts())
+	counted := 0
+	for _, r := range readOutput(t, cntPath) {
+		if _, v2row := r.Get("last"); v2row {
+			n, _ := r.Get("n")
+			counted += int(n.Int())
+		}
+	}
+	require.Equal(t, 100, counted, "the new version counts the readings after its deploy, each once")
+	require.NoError(t, g.Close(ctx))
+}
