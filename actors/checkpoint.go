@@ -106,20 +106,12 @@ func (p *partition) checkpoint(force bool) error {
 	// (each message to the partition ends with syncJobs), so each
 	// snapshot is of the state at that position.
 	snaps := make([][]byte, len(p.order))
-	errs := make([]error, len(p.order))
-	index := make(map[*jobRun]int, len(p.order))
-	for i, r := range p.order {
-		index[r] = i
-	}
-	failed := p.callJobs(func(r *jobRun, ex *exec.Executor) {
-		snaps[index[r]], errs[index[r]] = ex.Snapshot()
+	errs := p.callJobs(func(i int, ex *exec.Executor) (err error) {
+		snaps[i], err = ex.Snapshot()
+		return err
 	})
 	for i, r := range p.order {
-		err := errs[i]
-		if err == nil {
-			err = failed[r]
-		}
-		if err != nil {
+		if err := errs[i]; err != nil {
 			return fmt.Errorf("partition %d job %q: snapshot: %w", p.id, r.name(), err)
 		}
 		cp.Jobs[r.name()] = snaps[i]

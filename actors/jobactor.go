@@ -100,6 +100,17 @@ type jobOutput struct {
 	dead  []jobDead
 }
 
+// dropFrom drops what steps from step on made (the rows and dead letters
+// are in step order).
+func (o *jobOutput) dropFrom(step int32) {
+	for len(o.rows) > 0 && o.rows[len(o.rows)-1].step >= step {
+		o.rows = o.rows[:len(o.rows)-1]
+	}
+	for len(o.dead) > 0 && o.dead[len(o.dead)-1].step >= step {
+		o.dead = o.dead[:len(o.dead)-1]
+	}
+}
+
 // jobWork asks a job actor to apply ops in order. measure: also report
 // the job's state size.
 type jobWork struct {
@@ -164,13 +175,7 @@ func (a *jobActor) work(w *jobWork) (d jobDone) {
 				return
 			}
 			d.failed = i
-			step := w.ops[i].step
-			for len(out.rows) > 0 && out.rows[len(out.rows)-1].step == step {
-				out.rows = out.rows[:len(out.rows)-1]
-			}
-			for len(out.dead) > 0 && out.dead[len(out.dead)-1].step == step {
-				out.dead = out.dead[:len(out.dead)-1]
-			}
+			out.dropFrom(w.ops[i].step)
 		}
 	}()
 	start := time.Now()
@@ -249,6 +254,12 @@ type jobRun struct {
 
 func (r *jobRun) name() string { return r.d.job.Name }
 
+// resetOps empties the queue, keeping no payload alive past its batch.
+func (r *jobRun) resetOps() {
+	clear(r.ops)
+	r.ops = r.ops[:0]
+}
+
 // startJob compiles job d for the partition and starts its actor.
 func (p *partition) startJob(d *deployedJob) (*jobRun, error) {
 	r := &jobRun{d: d, out: &jobOutput{}}
@@ -293,11 +304,11 @@ func (p *partition) queueIngest(r *jobRun, e event) {
 		return // poison for this job, or before it was deployed (jobrestart.go)
 	}
 	op := jobOp{kind: opIngest, step: p.nextStep(p.applied, p.curDevice, false), source: p.source(r, e), input: e.input,
-		payload: e.payload, rec: e.rec, arrival: e.arrival}
-	if e.rec != nil {
+		payload: e.payload, arrival: e.arrival}
+	switch {
+	case e.rec != nil:
 		op.rec = e.rec.Copy()
-	}
-	if e.rec == nil && e.meta != nil && r.ex.ReadsMetadata(e.input) {
+	case e.meta != nil && r.ex.ReadsMetadata(e.input):
 		op.meta = execMeta(e)
 	}
 	r.ops = append(r.ops, op)
@@ -324,7 +335,7 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 	if measure {
 		sizes = make(map[*jobRun]int64, len(p.order))
 	}
-	pending := make([]*jobRun, 0, len(p.order))
+	pending := p.pending[:0] // reused: syncJobs runs once a batch
 	for _, r := range p.order {
 		if len(r.ops) > 0 || measure {
 			pending = append(pending, r)
@@ -342,8 +353,7 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 		for range n {
 			d := <-p.replies
 			if d.failed == -1 {
-				clear(d.run.ops) // no payload kept alive past its batch
-				d.run.ops = d.run.ops[:0]
+				d.run.resetOps()
 				if measure {
 					sizes[d.run] = d.stateBytes
 				}
@@ -359,31 +369,31 @@ func (p *partition) syncJobs(measure bool) map[*jobRun]int64 {
 			}
 		}
 	}
+	p.pending = pending[:0]
 	p.mergeJobOutputs()
 	p.steps = p.steps[:0]
 	return sizes
 }
 
-// callJobs runs fn on every job's executor, in its actor, and waits. A
-// panic in fn is returned as that job's error.
-func (p *partition) callJobs(fn func(r *jobRun, ex *exec.Executor)) map[*jobRun]error {
+// callJobs runs fn on every job's executor, in its actor, and waits; i
+// is the job's place in p.order, where fn may write its answer (each
+// job its own slot). errs[i] is what fn returned for job i, or its panic.
+func (p *partition) callJobs(fn func(i int, ex *exec.Executor) error) (errs []error) {
 	if len(p.order) == 0 {
 		return nil
 	}
 	if cap(p.replies) < len(p.order) {
 		p.replies = make(chan jobDone, len(p.order))
 	}
-	for _, r := range p.order {
-		r := r
-		p.ctx.Send(r.pid, &jobCall{fn: func(ex *exec.Executor) { fn(r, ex) }, done: p.replies})
+	errs = make([]error, len(p.order))
+	index := make(map[*jobRun]int, len(p.order))
+	for i, r := range p.order {
+		index[r] = i
+		p.ctx.Send(r.pid, &jobCall{fn: func(ex *exec.Executor) { errs[i] = fn(i, ex) }, done: p.replies})
 	}
-	var errs map[*jobRun]error
 	for range p.order {
 		if d := <-p.replies; d.failed >= 0 {
-			if errs == nil {
-				errs = map[*jobRun]error{}
-			}
-			errs[d.run] = fmt.Errorf("job %q panicked: %s", d.run.name(), d.reason)
+			errs[index[d.run]] = fmt.Errorf("job %q panicked: %s", d.run.name(), d.reason)
 		}
 	}
 	return errs
@@ -417,47 +427,29 @@ func (p *partition) jobFailed(d jobDone) (*jobRun, []jobOp) {
 			p.g.cfg.Logger.Error("measuring a job's state panicked; its memory budget is not checked on this partition while it does",
 				"partition", p.id, "job", r.name(), "reason", d.reason, "stack", string(d.stack))
 		}
-		clear(r.ops)
-		r.ops = r.ops[:0]
+		r.resetOps()
 		return r, nil
 	}
+	// From here d.failed is the op that panicked.
 	if p.g.store != nil {
 		return p.restartDurable(r, d)
 	}
-	defer func() {
-		clear(r.ops)
-		r.ops = r.ops[:0]
-	}()
-	var op jobOp
-	info := stepInfo{applied: p.applied}
-	if d.failed >= 0 {
-		op = r.ops[d.failed]
-		info = p.steps[op.step]
-	}
+	defer r.resetOps()
+	op := r.ops[d.failed]
+	info := p.steps[op.step]
 	p.g.jobRestarts.Add(1)
 	r.d.restarts.Add(1)
 	p.g.panics.Add(1)
 	p.g.cfg.Logger.Error("job panicked on the partition and was restarted alone; its state on the partition was lost (no durable state)",
 		"partition", p.id, "job", r.name(), "device", info.device, "reason", d.reason, "stack", string(d.stack))
-	if d.failed >= 0 && op.kind == opIngest {
-		p.g.dead1.Add(1)
-		if p.g.dead != nil {
-			payload := op.payload
-			if payload == nil && op.rec != nil {
-				payload = value.AppendRecordJSON(nil, op.rec)
-			}
-			p.g.dead.DeadLetter(Rejected{Job: r.name(), Partition: p.id, Pos: info.applied, Source: info.device, DeadLetter: exec.DeadLetter{
-				Input: op.input, Kind: DeadLetterPoison, Reason: "the job panicked on it: " + d.reason, Payload: payload}})
-		}
+	if op.kind == opIngest {
+		p.g.deadLetterPoison(r.name(), p.id, info.applied, info.device, op.input, op.payload, op.rec, "the job panicked on it: "+d.reason)
 	}
 	p.stopJob(r)
 	if err := p.spawnJob(r); err != nil {
 		// Cannot happen: the job compiled when it was deployed.
 		p.g.cfg.Logger.Error("job does not start again on the partition", "partition", p.id, "job", r.name(), "error", err)
 		p.dropJob(r.name())
-		return r, nil
-	}
-	if d.failed < 0 {
 		return r, nil
 	}
 	return r, append([]jobOp(nil), r.ops[d.failed+1:]...)
@@ -476,12 +468,12 @@ func (p *partition) stepOf(s int32) stepInfo {
 // step order (see the top of the file) and empties the jobs' outputs.
 func (p *partition) mergeJobOutputs() {
 	for {
-		var best *jobRun
-		for _, r := range p.order {
-			if r.row < len(r.out.rows) && (best == nil || r.out.rows[r.row].step < best.out.rows[best.row].step) {
-				best = r
+		best := p.earliest(func(r *jobRun) (int32, bool) {
+			if r.row < len(r.out.rows) {
+				return r.out.rows[r.row].step, true
 			}
-		}
+			return 0, false
+		})
 		if best == nil {
 			break
 		}
@@ -492,12 +484,12 @@ func (p *partition) mergeJobOutputs() {
 		p.emit(best.name(), row)
 	}
 	for {
-		var best *jobRun
-		for _, r := range p.order {
-			if r.dead < len(r.out.dead) && (best == nil || r.out.dead[r.dead].step < best.out.dead[best.dead].step) {
-				best = r
+		best := p.earliest(func(r *jobRun) (int32, bool) {
+			if r.dead < len(r.out.dead) {
+				return r.out.dead[r.dead].step, true
 			}
-		}
+			return 0, false
+		})
 		if best == nil {
 			break
 		}
@@ -510,6 +502,19 @@ func (p *partition) mergeJobOutputs() {
 		r.out.rows, r.out.dead, r.row, r.dead = r.out.rows[:0], r.out.dead[:0], 0, 0
 	}
 	p.panicAt = 0
+}
+
+// earliest is the job whose next output (head) has the lowest step; nil
+// when none has one.
+func (p *partition) earliest(head func(r *jobRun) (int32, bool)) *jobRun {
+	var best *jobRun
+	var low int32
+	for _, r := range p.order {
+		if step, ok := head(r); ok && (best == nil || step < low) {
+			best, low = r, step
+		}
+	}
+	return best
 }
 
 // deadLetter keeps a job's dead letter, numbered within its log entry.

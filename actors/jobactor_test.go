@@ -21,6 +21,27 @@ import (
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
+// memoryJobs starts an in-memory one-partition gateway (cfg, a quiet
+// logger) whose rows go to the returned sink, deploys the jobs given as
+// YAML, and closes it when the test ends. dead may be nil.
+func memoryJobs(t *testing.T, cfg Config, dead DeadLetterSink, jobs ...string) (*Gateway, *captureSink, context.Context) {
+	t.Helper()
+	rows := &captureSink{}
+	cfg.Partitions, cfg.Logger = 1, slog.New(slog.NewTextHandler(io.Discard, nil))
+	g := New(cfg, Rows(rows), dead)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(func() {
+		require.NoError(t, g.Close(ctx))
+		cancel()
+	})
+	for _, y := range jobs {
+		job, err := config.ParseJob("job.yaml", []byte(y))
+		require.NoError(t, err)
+		require.NoError(t, g.Deploy(ctx, job))
+	}
+	return g, rows, ctx
+}
+
 // panicOn makes job panic once on the event whose payload contains
 // marker; it returns how many times it panicked.
 func panicOn(t *testing.T, job, marker string, every bool) *atomic.Int64 {
@@ -42,23 +63,12 @@ func panicOn(t *testing.T, job, marker string, every bool) *atomic.Int64 {
 // event) and the partition is not restarted.
 func TestJobPanicRestartsItAlone(t *testing.T) {
 	panics := panicOn(t, "fragile", `"v":13}`, false)
-	rows := &captureSink{}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dead := NewDeadLetters(nil, "", logger)
+	dead := NewDeadLetters(nil, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	clock := &testClock{}
 	clock.t.Store(value.FromTime(time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)))
-	g := New(Config{Partitions: 1, BatchSize: 8, Tick: time.Hour, Logger: logger, Now: clock.now}, Rows(rows), dead)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	defer func() { require.NoError(t, g.Close(ctx)) }()
-	for _, y := range []string{
+	g, rows, ctx := memoryJobs(t, Config{BatchSize: 8, Tick: time.Hour, Now: clock.now}, dead,
 		"name: fragile\nquery: SELECT v INTO fragile_out FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: fragile_out, log: {}}]\n",
-		"name: steady\nquery: SELECT COUNT(*) AS n, SUM(v) AS total INTO steady_out FROM telemetry GROUP BY TumblingWindow(minute, 1)\ninputs: [{name: telemetry}]\noutputs: [{name: steady_out, log: {}}]\n",
-	} {
-		job, err := config.ParseJob("job.yaml", []byte(y))
-		require.NoError(t, err)
-		require.NoError(t, g.Deploy(ctx, job))
-	}
+		"name: steady\nquery: SELECT COUNT(*) AS n, SUM(v) AS total INTO steady_out FROM telemetry GROUP BY TumblingWindow(minute, 1)\ninputs: [{name: telemetry}]\noutputs: [{name: steady_out, log: {}}]\n")
 	for i := 0; i < 100; i++ {
 		require.NoError(t, g.Ingest("telemetry", "d", []byte(fmt.Sprintf(`{"v":%d}`, i))))
 	}
@@ -198,20 +208,9 @@ outputs: [{name: o, log: {}}]
 // whose schema converts the fields in place runs beside one that reads
 // them as they are (run with -race).
 func TestDevicesEventsToSeveralJobs(t *testing.T) {
-	rows := &captureSink{}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	g := New(Config{Partitions: 1, BatchSize: 4, Tick: time.Hour, Logger: logger}, Rows(rows), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	defer func() { require.NoError(t, g.Close(ctx)) }()
-	for _, y := range []string{
+	g, rows, ctx := memoryJobs(t, Config{BatchSize: 4, Tick: time.Hour}, nil,
 		"name: typed\nquery: CREATE TABLE Devices (deviceId nvarchar(max), status nvarchar(max), lastSeen datetime); SELECT deviceId, status INTO typed_out FROM Devices\ninputs: [{name: telemetry}]\noutputs: [{name: typed_out, log: {}}]\n",
-		"name: plain\nquery: SELECT deviceId, status INTO plain_out FROM Devices\ninputs: [{name: telemetry}]\noutputs: [{name: plain_out, log: {}}]\n",
-	} {
-		job, err := config.ParseJob("job.yaml", []byte(y))
-		require.NoError(t, err)
-		require.NoError(t, g.Deploy(ctx, job))
-	}
+		"name: plain\nquery: SELECT deviceId, status INTO plain_out FROM Devices\ninputs: [{name: telemetry}]\noutputs: [{name: plain_out, log: {}}]\n")
 	for i := 0; i < 50; i++ {
 		require.NoError(t, g.Ingest("telemetry", fmt.Sprintf("d%02d", i), []byte(`{"v":1}`)))
 	}
@@ -232,15 +231,8 @@ func TestMeasurePanicLeavesTheJobRunning(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { jobFault = nil })
-	rows := &captureSink{}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	g := New(Config{Partitions: 1, BatchSize: 8, Tick: 5 * time.Millisecond, Logger: logger}, Rows(rows), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	defer func() { require.NoError(t, g.Close(ctx)) }()
-	job, err := config.ParseJob("job.yaml", []byte("name: fragile\nquery: SELECT v INTO fragile_out FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: fragile_out, log: {}}]\n"))
-	require.NoError(t, err)
-	require.NoError(t, g.Deploy(ctx, job))
+	g, rows, ctx := memoryJobs(t, Config{BatchSize: 8, Tick: 5 * time.Millisecond}, nil,
+		"name: fragile\nquery: SELECT v INTO fragile_out FROM telemetry\ninputs: [{name: telemetry}]\noutputs: [{name: fragile_out, log: {}}]\n")
 	for i := 0; i < 100; i++ {
 		require.NoError(t, g.Ingest("telemetry", "d", []byte(fmt.Sprintf(`{"v":%d}`, i))))
 	}

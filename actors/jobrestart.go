@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/millstream/millstream/operators/exec"
 	"github.com/millstream/millstream/operators/value"
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
@@ -90,44 +89,29 @@ func (g *Gateway) poisonedFor(part int, job string, seq uint64, after bool) bool
 	return g.jobPoison[jobEntry{part, job, seq, after}] >= poisonLimit
 }
 
-// restartDurable replaces job r, which panicked on op d.failed (or while
-// measuring, after its ops), by an actor rebuilt up to the entry of that
-// op, and returns it with the ops it is to apply: the entry's again, or,
-// once the entry is poison for the job, those after it.
+// restartDurable replaces job r, which panicked on op d.failed, by an
+// actor rebuilt up to the entry of that op, and returns it with the ops it
+// is to apply: the entry's again, or, once the entry is poison for the
+// job, those after it.
 func (p *partition) restartDurable(r *jobRun, d jobDone) (*jobRun, []jobOp) {
 	// first and next bound the failing entry's ops among the job's ops
-	// of this round; the rebuild goes up to the entry before.
-	first, next := len(r.ops), len(r.ops)
-	through, seq := p.applied, uint64(0)
-	var at stepInfo
-	if d.failed >= 0 {
-		at = p.steps[r.ops[d.failed].step]
-		seq = at.applied
-		same := func(i int) bool { s := p.steps[r.ops[i].step]; return s.applied == seq && s.after == at.after }
-		first, next = d.failed, d.failed+1
-		for first > 0 && same(first-1) {
-			first--
-		}
-		for next < len(r.ops) && same(next) {
-			next++
-		}
-		if !at.after {
-			through = seq - 1
-		}
+	// of this round; the rebuild goes up to the entry before (through
+	// the entry, for a flush that comes after it).
+	at := p.steps[r.ops[d.failed].step]
+	seq, through := at.applied, at.applied
+	if !at.after {
+		through = seq - 1
 	}
-	if first < len(r.ops) {
-		cut := r.ops[first].step
-		for len(r.out.rows) > 0 && r.out.rows[len(r.out.rows)-1].step >= cut {
-			r.out.rows = r.out.rows[:len(r.out.rows)-1]
-		}
-		for len(r.out.dead) > 0 && r.out.dead[len(r.out.dead)-1].step >= cut {
-			r.out.dead = r.out.dead[:len(r.out.dead)-1]
-		}
+	same := func(i int) bool { s := p.steps[r.ops[i].step]; return s.applied == seq && s.after == at.after }
+	first, next := d.failed, d.failed+1
+	for first > 0 && same(first-1) {
+		first--
 	}
-	crashes := 0
-	if d.failed >= 0 {
-		crashes = p.g.noteJobPanic(jobEntry{p.id, r.name(), seq, at.after})
+	for next < len(r.ops) && same(next) {
+		next++
 	}
+	r.out.dropFrom(r.ops[first].step)
+	crashes := p.g.noteJobPanic(jobEntry{p.id, r.name(), seq, at.after})
 	p.g.panics.Add(1)
 	nr, err := p.rebuildJob(r.d, r.deployedAt, through)
 	if err != nil {
@@ -157,14 +141,9 @@ func (p *partition) restartDurable(r *jobRun, d jobDone) (*jobRun, []jobOp) {
 		p.g.skippedPoison.Add(1)
 		p.g.cfg.Logger.Error("log entry skipped for the job and dead-lettered as poison", "partition", p.id, "job", r.name(), "seq", seq,
 			"reason", d.reason)
-		p.g.dead1.Add(1)
-		if p.g.dead != nil && op.kind == opIngest {
-			payload := op.payload
-			if payload == nil && op.rec != nil {
-				payload = value.AppendRecordJSON(nil, op.rec)
-			}
-			p.g.dead.DeadLetter(Rejected{Job: r.name(), Partition: p.id, Pos: seq, Source: at.device, DeadLetter: exec.DeadLetter{
-				Input: op.input, Kind: DeadLetterPoison, Reason: fmt.Sprintf("the job panicked on it %d times: %s", crashes, d.reason), Payload: payload}})
+		if op.kind == opIngest {
+			p.g.deadLetterPoison(r.name(), p.id, seq, at.device, op.input, op.payload, op.rec,
+				fmt.Sprintf("the job panicked on it %d times: %s", crashes, d.reason))
 		}
 	} else {
 		p.g.cfg.Logger.Error("job panicked on the partition; restarted alone from its checkpoint and log", "partition", p.id, "job", r.name(),

@@ -98,6 +98,7 @@ type partition struct {
 	// The current round of job work (jobactor.go): what each step was
 	// applied for, and where the jobs answer.
 	steps   []stepInfo
+	pending []*jobRun // syncJobs' jobs still to answer
 	replies chan jobDone
 	// scratch: this partition only rebuilds a job (jobrestart.go); it
 	// counts, emits and dead-letters nothing.
@@ -308,14 +309,11 @@ func (p *partition) Receive(ctx actor.Context) {
 			wm     int64
 			ok     bool
 		}, len(p.order))
-		index := make(map[*jobRun]int, len(p.order))
-		for i, run := range p.order {
-			index[run] = i
-		}
-		p.callJobs(func(run *jobRun, ex *exec.Executor) {
-			c := &byRun[index[run]]
+		p.callJobs(func(i int, ex *exec.Executor) error {
+			c := &byRun[i]
 			c.c, c.stages = ex.Counters(), ex.StageTimes()
 			c.wm, c.ok = ex.Watermark()
+			return nil
 		})
 		for i, run := range p.order {
 			r.byJob[run.name()], r.stages[run.name()] = byRun[i].c, byRun[i].stages

@@ -277,17 +277,23 @@ func (g *Gateway) poisoned(part int, seq uint64, e event) bool {
 	if first {
 		g.skippedPoison.Add(1)
 		g.cfg.Logger.Error("log entry skipped and dead-lettered as poison", "partition", part, "seq", seq, "reason", reason)
-		g.dead1.Add(1)
-		if g.dead != nil {
-			payload := e.payload
-			if payload == nil && e.rec != nil {
-				payload = value.AppendRecordJSON(nil, e.rec)
-			}
-			g.dead.DeadLetter(Rejected{Job: e.job, Partition: part, Pos: seq, Source: e.device, DeadLetter: exec.DeadLetter{Input: e.input,
-				Kind: DeadLetterPoison, Reason: reason, Payload: payload}})
-		}
+		g.deadLetterPoison(e.job, part, seq, e.device, e.input, e.payload, e.rec, reason)
 	}
 	return true
+}
+
+// deadLetterPoison keeps an event skipped as poison (for every job, or
+// for job alone), with why: its payload, or its record as JSON.
+func (g *Gateway) deadLetterPoison(job string, part int, seq uint64, device, input string, payload []byte, rec *value.Record, reason string) {
+	g.dead1.Add(1)
+	if g.dead == nil {
+		return
+	}
+	if payload == nil && rec != nil {
+		payload = value.AppendRecordJSON(nil, rec)
+	}
+	g.dead.DeadLetter(Rejected{Job: job, Partition: part, Pos: seq, Source: device, DeadLetter: exec.DeadLetter{Input: input,
+		Kind: DeadLetterPoison, Reason: reason, Payload: payload}})
 }
 
 // poisonEntry is what the gateway knows of a log entry that crashed its
@@ -310,24 +316,15 @@ func (p *partition) restoreJobs(cp *pb.Checkpoint) error {
 			p.g.cfg.Logger.Debug("checkpoint holds state of a job that is not deployed; ignored", "partition", p.id, "job", name)
 		}
 	}
-	errs := make(map[*jobRun]error, len(p.order))
-	var mu sync.Mutex
-	failed := p.callJobs(func(r *jobRun, ex *exec.Executor) {
-		snap, ok := cp.Jobs[r.name()]
-		if !ok {
-			return
+	order := slices.Clone(p.order) // a job that cannot start again leaves it
+	errs := p.callJobs(func(i int, ex *exec.Executor) error {
+		if snap, ok := cp.Jobs[order[i].name()]; ok {
+			return ex.Restore(snap)
 		}
-		if err := ex.Restore(snap); err != nil {
-			mu.Lock()
-			errs[r] = err
-			mu.Unlock()
-		}
+		return nil
 	})
-	for r, err := range failed {
-		errs[r] = err
-	}
-	for _, r := range p.order {
-		if err := errs[r]; err != nil {
+	for i, r := range order {
+		if err := errs[i]; err != nil {
 			// The job was changed while the gateway was down.
 			if !p.scratch {
 				p.g.restoreFailures.Add(1)
