@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -116,28 +115,8 @@ func (p *partition) checkpoint(force bool) error {
 		}
 		cp.Jobs[r.name()] = snaps[i]
 	}
-	ids := make([]string, 0, len(p.devices))
-	for id := range p.devices {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		d := p.devices[id]
-		ds := &pb.DeviceState{Id: id, LastSeen: d.lastSeen, Online: d.online, Messages: d.messages, Reported: d.reported, Sequences: d.seqs,
-			TwinReported: d.twinReported, ReportedVersion: d.reportedVersion}
-		for key, w := range d.seqWin {
-			if ds.SequenceWindows == nil {
-				ds.SequenceWindows = map[string][]byte{}
-			}
-			ds.SequenceWindows[key] = w.bytes()
-		}
-		cp.Devices = append(cp.Devices, ds)
-	}
-	if len(p.desired) > 0 {
-		cp.Desired = p.desired
-	}
-	if len(p.desiredVersion) > 0 {
-		cp.DesiredVersions = p.desiredVersion
+	if err := p.deviceCheckpoint(cp); err != nil {
+		return err
 	}
 	if len(p.origins) > 0 {
 		cp.Origins = p.origins

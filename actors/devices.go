@@ -17,12 +17,8 @@ import (
 // for Config.DeviceSilence ("offline").
 const DevicesInput = config.SystemDevicesInput
 
-// Devices are entities hosted by their partition actor rather than actors
-// of their own: a mailbox hop per event would cost more than the whole
-// query on the hot path, and the partition actor already serializes
-// everything that touches them (A1). A device idle past
-// Config.PassivateAfter is dropped from memory (its desired properties are
-// kept), so memory follows active devices, not every device ever seen.
+// Each device has an actor (deviceactor.go) that owns its control
+// plane; its partition keeps only what orders the data (deviceEntry).
 
 // MaxReportedBytes is the largest last payload a device keeps as its
 // reported state; a larger one is counted (Device.ReportedBytes) but not
@@ -31,11 +27,15 @@ const MaxReportedBytes = 8 << 10
 
 // Device is a device's twin as the gateway knows it.
 type Device struct {
-	ID       string          `json:"deviceId"`
-	Online   bool            `json:"online"`
-	LastSeen time.Time       `json:"lastSeen"`
-	Messages uint64          `json:"messages"`
-	Reported json.RawMessage `json:"reported,omitempty"` // the last payload, if at most MaxReportedBytes
+	ID       string    `json:"deviceId"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"lastSeen"`
+	Messages uint64    `json:"messages"`
+	// Bytes counts the payload bytes of its messages, Duplicates its
+	// resends dropped by their sequence number (Config.SequenceField).
+	Bytes      uint64          `json:"bytes"`
+	Duplicates uint64          `json:"duplicates"`
+	Reported   json.RawMessage `json:"reported,omitempty"` // the last payload, if at most MaxReportedBytes
 	// ReportedBytes is the size of a last payload too large to keep.
 	ReportedBytes int             `json:"reportedBytes,omitempty"`
 	Desired       json.RawMessage `json:"desired,omitempty"`
@@ -46,19 +46,19 @@ type Device struct {
 	DesiredVersion  uint64          `json:"desiredVersion,omitempty"`
 }
 
-type deviceState struct {
+// deviceEntry is what the partition keeps of an active device: its
+// liveness clock, which emits the Devices input's rows, and the sequence
+// numbers that drop resends. Both decide what the jobs see, so they stay
+// where the log is ordered (D2); the rest of the device is its actor's.
+type deviceEntry struct {
 	lastSeen int64
 	online   bool
-	messages uint64
-	reported []byte
-	// reportedLen is the size of the last payload when it was too large
-	// to keep (reported is nil then).
-	reportedLen int
-	// The twin's reported properties, patched by the device (twin.go).
-	twinReported    []byte
-	reportedVersion uint64
-	seqs            map[string]uint64     // highest sequence number per job/input (duplicates)
-	seqWin          map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
+	seqs     map[string]uint64     // highest sequence number per job/input (duplicates)
+	seqWin   map[string]*seqWindow // which numbers below it were seen, where some were not (seqwindow.go)
+	// pend is the summary waiting for the device's actor (nil: none);
+	// rec, the device's record while it has no actor (deviceactor.go).
+	pend *deviceSummary
+	rec  *deviceRecord
 }
 
 // devicesMsg gets one device (id), or lists a partition's devices in id
@@ -71,10 +71,20 @@ type devicesMsg struct {
 
 type devicesReply struct{ devices []Device }
 
-// desiredMsg stores desired properties for a device.
-type desiredMsg struct {
-	id      string
-	desired []byte
+// entry returns the device's liveness entry, making one.
+func (p *partition) entry(id string) *deviceEntry {
+	d := p.devices[id]
+	if d == nil {
+		d = &deviceEntry{}
+		p.devices[id] = d
+		if rec := p.dormant[id]; rec != nil {
+			// Back: its record moves with it (a device with a liveness
+			// entry is never also dormant).
+			d.rec = rec
+			delete(p.dormant, id)
+		}
+	}
+	return d
 }
 
 // seen records an event of a device and emits "online" when it is new or
@@ -83,23 +93,21 @@ func (p *partition) seen(id string, payload []byte, now int64) {
 	if id == "" {
 		return
 	}
-	d := p.devices[id]
-	if d == nil {
-		d = &deviceState{}
-		p.devices[id] = d
-	}
-	d.lastSeen, d.messages = now, d.messages+1
-	// Kept for the twin's reported state only when small: 4,000 devices
-	// that each sent one 200 KiB message held 800 MiB here (issue 13).
-	if len(payload) <= MaxReportedBytes {
-		d.reported, d.reportedLen = payload, 0
-	} else {
-		d.reported, d.reportedLen = nil, len(payload)
-	}
+	d := p.entry(id)
+	d.lastSeen = now
 	if !d.online {
 		d.online = true
 		p.deviceEvent(id, "online", now)
 	}
+	s := deviceSummary{messages: 1, bytes: uint64(len(payload)), lastSeen: now, online: true, hasStatus: true, hasReport: true}
+	// Kept for the twin's reported state only when small: 4,000 devices
+	// that each sent one 200 KiB message held 800 MiB here (issue 13).
+	if len(payload) <= MaxReportedBytes {
+		s.reported = payload
+	} else {
+		s.reportedLen = int32(len(payload))
+	}
+	p.note(d, id, s)
 }
 
 // sweep marks silent devices offline and passivates idle ones.
@@ -111,24 +119,31 @@ func (p *partition) sweep(now int64) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids) // deterministic order of offline events
+	var gone map[string]*deviceEntry
 	for _, id := range ids {
 		d := p.devices[id]
 		if d.online && now-d.lastSeen >= silence {
 			d.online = false
 			p.deviceEvent(id, "offline", now)
+			p.note(d, id, deviceSummary{lastSeen: d.lastSeen, hasStatus: true})
 		}
 		if !d.online && now-d.lastSeen >= passivate {
-			if d.twinReported != nil {
-				// Its twin stays; the rest goes (once: a later sweep finds
-				// only the twin left).
-				if d.reported != nil || d.seqs != nil || d.seqWin != nil || d.messages != 0 {
-					p.devices[id] = &deviceState{lastSeen: d.lastSeen, twinReported: d.twinReported, reportedVersion: d.reportedVersion}
-				}
-				continue
+			if !p.scratch {
+				p.sendSummary(id) // its actor keeps the last status
 			}
 			delete(p.devices, id)
+			if gone == nil {
+				gone = map[string]*deviceEntry{}
+			}
+			gone[id] = d
 		}
 	}
+	if p.scratch {
+		return
+	}
+	// Actors activated for a write or a call alone go too, and those past
+	// the partition's share.
+	p.passivate(gone, p.idleDeviceActors())
 }
 
 func (p *partition) deviceEvent(id, status string, now int64) {
@@ -146,27 +161,6 @@ func (p *partition) deviceEvent(id, status string, now int64) {
 	p.forward(e)
 }
 
-func (p *partition) device(id string) Device {
-	d := p.devices[id]
-	out := Device{ID: id}
-	if d != nil {
-		out.Online, out.LastSeen, out.Messages = d.online, value.ToTime(d.lastSeen), d.messages
-		if json.Valid(d.reported) {
-			out.Reported = append(json.RawMessage(nil), d.reported...)
-		}
-		out.ReportedBytes = d.reportedLen
-		if len(d.twinReported) > 0 {
-			out.TwinReported = append(json.RawMessage(nil), d.twinReported...)
-		}
-		out.ReportedVersion = d.reportedVersion
-	}
-	if des, ok := p.desired[id]; ok {
-		out.DesiredVersion = p.desiredVersion[id]
-		out.Desired = append(json.RawMessage(nil), des...)
-	}
-	return out
-}
-
 // Devices lists the devices every partition knows (active or with desired
 // properties), by id.
 func (g *Gateway) Devices(ctx context.Context) ([]Device, error) {
@@ -181,6 +175,9 @@ func (g *Gateway) DevicesPage(ctx context.Context, after string, limit int) ([]D
 		res, err := g.system.Root.RequestFuture(pid, &devicesMsg{after: after, limit: limit}, timeoutOf(ctx)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("actors: partition %s: %w", pid.Id, err)
+		}
+		if err, ok := res.(error); ok {
+			return nil, err
 		}
 		out = append(out, res.(*devicesReply).devices...)
 	}
@@ -197,6 +194,9 @@ func (g *Gateway) Device(ctx context.Context, id string) (Device, error) {
 	if err != nil {
 		return Device{}, err
 	}
+	if err, ok := res.(error); ok {
+		return Device{}, err
+	}
 	devs := res.(*devicesReply).devices
 	if len(devs) == 0 {
 		return Device{}, fmt.Errorf("%w: %q", ErrUnknownDevice, id)
@@ -204,17 +204,29 @@ func (g *Gateway) Device(ctx context.Context, id string) (Device, error) {
 	return devs[0], nil
 }
 
-// SetDesired stores a device's desired properties (a JSON object) and
-// publishes them to devices/{id}/twin/desired through the gateway's
-// publisher, as IoT Hub does for module twins.
+// SetDesired stores a device's desired properties (a JSON object of at
+// most 32 KiB) and publishes them to devices/{id}/twin/desired through the
+// gateway's publisher, as IoT Hub does for module twins. Like a reported
+// patch it goes through the ingest log (input twinDesiredInput): durable,
+// it returns once the write is synced, so a crash after an acknowledged
+// write keeps it, and a replay gives the device the same version.
 func (g *Gateway) SetDesired(ctx context.Context, id string, desired []byte) error {
 	if !json.Valid(desired) || len(desired) == 0 || desired[0] != '{' {
 		return fmt.Errorf("%w: desired properties must be a JSON object", ErrBadRequest)
 	}
+	if len(desired) > maxTwinBytes {
+		return fmt.Errorf("%w: desired properties of %d bytes, at most %d", ErrBadRequest, len(desired), maxTwinBytes)
+	}
 	if err := checkDeviceID(id); err != nil {
 		return err
 	}
-	res, err := g.system.Root.RequestFuture(g.parts[g.partitionOf(id)], &desiredMsg{id: id, desired: desired}, timeoutOf(ctx)).Result()
+	// One write at a time, so the version read back is this write's.
+	g.desiredMu.Lock()
+	defer g.desiredMu.Unlock()
+	if err := g.logTwinWrite(event{input: twinDesiredInput, device: id, payload: append([]byte(nil), desired...)}); err != nil {
+		return err
+	}
+	t, err := g.TwinOf(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -223,7 +235,7 @@ func (g *Gateway) SetDesired(ctx context.Context, id string, desired []byte) err
 		return nil
 	}
 	if n, ok := pub.(DesiredNotifier); ok {
-		n.NotifyDesired(id, desired, res.(uint64))
+		n.NotifyDesired(id, desired, t.DesiredVersion)
 	}
 	return pub.Publish("devices/"+id+"/twin/desired", desired, 1)
 }

@@ -1,7 +1,8 @@
 // Package actors is the gateway runtime on protoactor-go: partition actors
 // that order each partition's input, job actors (their children, one per
 // deployed job on each partition it runs on) that run the query engine
-// (operators/exec), the
+// (operators/exec), device actors (their children too, one per active
+// device) that own each device's control plane (deviceactor.go), the
 // batching router that feeds them, the embedded MQTT broker hook that
 // turns device messages into events, and the output sinks.
 //
@@ -9,7 +10,8 @@
 //
 //	MQTT publish -> brokerHook.OnPublish -> Gateway.Ingest
 //	  -> batcher[p] (p = hash(deviceId) mod P; flushed by size or delay)
-//	  -> partition actor p (order, duplicates, devices, forwards)
+//	  -> partition actor p (order, duplicates, liveness, forwards)
+//	     -> device actor per device: summaries per tick or checkpoint
 //	  -> job actor per job: exec.Executor -> Sink.Encode (jobactor.go)
 //	  -> partition actor p: row ids in step order (D2) -> outbox
 //	  -> drainer per output -> deliverer (MQTT, file, HTTP, log; outbox.go)

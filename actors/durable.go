@@ -73,6 +73,9 @@ type DurableStats struct {
 	// IngestWaits: device messages that waited for the log writer's
 	// back-pressure (Config.MaxQueuedBytes).
 	IngestWaits uint64
+	// LogWriterRestarts: the ingest log writer actor restarted after a
+	// panic (its commit settled by settleAfterPanic).
+	LogWriterRestarts uint64
 }
 
 // DurableStats returns the durable-mode counters.
@@ -82,7 +85,14 @@ func (g *Gateway) DurableStats() DurableStats {
 		OutboxErrors: g.outboxErrors.Load(), RefusedOverQuota: g.refused.Load(), SkippedPoison: g.skippedPoison.Load(), DamagedReset: g.damagedReset.Load(),
 		ForwardResends: g.forwardResends.Load(), SequenceUnverified: g.seqUnverified.Load(),
 		StaleCheckpoints: g.staleCheckpoints.Load(), ReplayDeaths: g.replayDeaths.Load(), IngestWaits: g.ingestWaits.Load(),
-		ForwardRedos: g.forwardRedos.Load()}
+		ForwardRedos: g.forwardRedos.Load(), LogWriterRestarts: g.logWriterRestarts()}
+}
+
+func (g *Gateway) logWriterRestarts() uint64 {
+	if g.log == nil {
+		return 0
+	}
+	return g.log.restarts.Load()
 }
 
 var (

@@ -52,6 +52,11 @@ type Config struct {
 	// PassivateAfter: an offline device is dropped from memory after this
 	// long without messages (default 10m; its desired properties are kept).
 	PassivateAfter time.Duration
+	// DeviceActors: the most device actors live at once (default
+	// 50,000, about 1.3 KiB each); the devices past it keep their state
+	// in their partition until an actor is activated for them
+	// (deviceactor.go).
+	DeviceActors int
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// MaxPayloadBytes: a larger message from any source (embedded broker,
@@ -126,6 +131,9 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.DeviceSilence <= 0 {
 		c.DeviceSilence = time.Minute
+	}
+	if c.DeviceActors <= 0 {
+		c.DeviceActors = 50_000
 	}
 	if c.PassivateAfter <= 0 {
 		c.PassivateAfter = 10 * time.Minute
@@ -223,6 +231,21 @@ type Gateway struct {
 	restarts atomic.Uint64
 	// jobRestarts counts job actors restarted alone after a panic.
 	jobRestarts atomic.Uint64
+
+	// Device actors (deviceactor.go): live now, activated and passivated
+	// since start.
+	deviceActorsLive   atomic.Int64
+	deviceActivations  atomic.Uint64
+	devicePassivations atomic.Uint64
+	deviceFailures     atomic.Uint64 // device actor panics (the message dropped)
+	// Direct methods (methods.go): the last request id, calls written to
+	// devices, calls not answered in time, answers no call waited for.
+	methodRID          atomic.Uint64
+	methodCalls        atomic.Uint64
+	methodTimeouts     atomic.Uint64
+	methodStrayAnswers atomic.Uint64
+	methodsPending     atomic.Int64 // calls waiting for an answer, all devices
+	desiredMu          sync.Mutex   // SetDesired: one write at a time
 	// jobsStopped counts jobs stopped over their memory budget.
 	jobsStopped atomic.Uint64
 	// stageSeconds: the partitions' sampled per-row stage times
@@ -239,9 +262,11 @@ type Gateway struct {
 	redoMu           sync.Mutex
 	redo             []fwdRedo // by source partition (fwdredo.go)
 	forwardRedos     atomic.Uint64
-	debugForwards    bool          // partition 0 logs the forwards it drops by position
-	realClock        bool          // Config.Now is the wall clock: the timers may sleep while every partition is quiet
-	timerWake        chan struct{} // a quiet partition woke (quiet.go)
+	debugForwards    bool         // partition 0 logs the forwards it drops by position
+	realClock        bool         // Config.Now is the wall clock: the timers may sleep while every partition is quiet
+	clockPID         *actor.PID   // the clock actor (clock.go)
+	clockMu          sync.RWMutex // sendClock against stopClock
+	clockStopped     bool
 	quietSleeps      atomic.Uint64 // times the timers slept with every partition quiet
 	checkpoints      atomic.Uint64
 	replayedEntries  atomic.Uint64
@@ -332,9 +357,10 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	realClock := cfg.Now == nil
 	cfg.ensureDefaults()
 	g := &Gateway{cfg: cfg, sink: sink, dead: dead, system: newActorSystem(cfg.Logger), jobs: map[string]*deployedJob{}, stop: make(chan struct{}),
-		realClock: realClock, timerWake: make(chan struct{}, 1),
-		queued: make([]atomic.Int64, cfg.Partitions), quietUntil: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
+		realClock: realClock,
+		queued:    make([]atomic.Int64, cfg.Partitions), quietUntil: make([]atomic.Int64, cfg.Partitions), started: make([]atomic.Bool, cfg.Partitions), stageSeconds: newStageSeconds(), killOn: faultKillOn()}
 	g.debugForwards = cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
+	g.methodRID.Store(uint64(time.Now().UnixNano()))
 	if f := jobPanicFault(); f != nil {
 		jobFault = f // process-wide: the variable is for gateway processes under test
 		cfg.Logger.Warn("fault injection: job actors panic on events that contain a marker", "variable", jobPanicOnEnv)
@@ -373,12 +399,11 @@ func New(cfg Config, sink Sink, dead DeadLetterSink) *Gateway {
 	for i := 0; i < cfg.Partitions; i++ {
 		id := i
 		props := actor.PropsFromProducer(func() actor.Actor { return &partition{g: g, id: id} },
-			actor.WithMailbox(actor.Bounded(cfg.MailboxSize)), actor.WithSupervisor(supervisor))
+			actor.WithMailbox(actor.Bounded(cfg.MailboxSize)), actor.WithSupervisor(supervisor), actor.WithGuardian(supervisor))
 		g.parts = append(g.parts, g.system.Root.Spawn(props))
 		g.batchers = append(g.batchers, &batcher{})
 	}
-	g.wg.Add(1)
-	go g.timers()
+	g.startClock()
 	return g
 }
 
@@ -706,8 +731,10 @@ func (g *Gateway) enqueueEvent(ev event) (*commitGen, error) {
 	ev.arrival = value.FromTime(g.cfg.Now())
 	// Counted once stamped: whoever watches EventsIn (a test moving its
 	// clock after each reading) must not see an event that has yet to
-	// read the clock.
-	g.eventsIn.Add(1)
+	// read the clock. An operator's write to a twin is not a device's.
+	if ev.input != twinDesiredInput {
+		g.eventsIn.Add(1)
+	}
 	if g.log != nil {
 		if gen, ok := g.log.addServing(p, ev); ok {
 			return gen, nil
@@ -925,6 +952,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 		return nil
 	}
 	close(g.stop)
+	g.stopClock()
 	g.wg.Wait()
 	err := g.broadcast(ctx, &drainMsg{})
 	if g.store != nil && g.ready.Load() {
@@ -947,59 +975,6 @@ func (g *Gateway) Close(ctx context.Context) error {
 func (g *Gateway) flushAll() {
 	for i, b := range g.batchers {
 		b.take(func(batch *eventBatch) { g.send(i, batch) })
-	}
-}
-
-// timers flushes partial batches and advances idle watermarks.
-func (g *Gateway) timers() {
-	defer g.wg.Done()
-	// Partial batches wait for BatchDelay in memory only: a durable
-	// gateway hands events to the log writer, which batches by itself,
-	// and an idle one would wake every 5 ms for nothing.
-	var flushes <-chan time.Time
-	if g.log == nil {
-		flush := time.NewTicker(g.cfg.BatchDelay)
-		defer flush.Stop()
-		flushes = flush.C
-	}
-	tick := time.NewTicker(g.cfg.Tick)
-	cp := time.NewTicker(g.cfg.CheckpointInterval)
-	defer tick.Stop()
-	defer cp.Stop()
-	for {
-		select {
-		case <-g.stop:
-			return
-		case <-flushes:
-			g.flushAll()
-		case <-tick.C:
-			if flushes == nil && g.realClock {
-				if d, ok := g.allQuiet(); ok {
-					// Nothing to tick or checkpoint anywhere (the tick would
-					// log none): sleep until the first partition's quiet
-					// ends or an event wakes one.
-					tick.Stop()
-					cp.Stop()
-					g.quietSleeps.Add(1)
-					if !g.sleepQuiet(d) {
-						return
-					}
-					tick.Reset(g.cfg.Tick)
-					cp.Reset(g.cfg.CheckpointInterval)
-					continue
-				}
-			}
-			g.tick()
-		case <-cp.C:
-			if g.store != nil && g.ready.Load() {
-				now := value.FromTime(g.cfg.Now())
-				for i, pid := range g.parts {
-					if !g.quiet(i, now) {
-						g.system.Root.Send(pid, &checkpointMsg{})
-					}
-				}
-			}
-		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 //	$iothub/twin/GET/?$rid={rid}                        -> $iothub/twin/res/200/?$rid={rid}, the twin
 //	$iothub/twin/PATCH/properties/reported/?$rid={rid}  -> $iothub/twin/res/204/?$rid={rid}&$version={v}
 //	(desired set by an operator)                        -> $iothub/twin/PATCH/properties/desired/?$version={v}
+//	(a direct method invoked by an operator, methods.go) -> $iothub/methods/POST/{name}/?$rid={rid}
+//	$iothub/methods/res/{status}/?$rid={rid}            (the device's answer)
 //
 // The device is the client id (the device id, which authentication
 // enforces). Answers go to that connection only, never through the topic
@@ -62,8 +65,12 @@ func (h *ingestHook) iothub(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 			h.twinAnswer(cl, 204, rid, version, nil)
 		}
 	default:
+		if status, ok := methodAnswerStatus(path); ok {
+			h.g.MethodAnswer(id, rid, status, pk.Payload)
+			break
+		}
 		h.b.rejected.Add(1)
-		h.b.logger.Warn("MQTT publish under $iothub/ refused: only the twin GET and reported PATCH topics are served", "client", id, "topic", pk.TopicName)
+		h.b.logger.Warn("MQTT publish under $iothub/ refused: only the twin GET and reported PATCH topics and direct method answers are served", "client", id, "topic", pk.TopicName)
 		if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion >= 5 {
 			nack(cl, pk.FixedHeader.Qos, pk.PacketID, packets.ErrTopicNameInvalid)
 			return pk, packets.ErrRejectPacket
@@ -98,6 +105,47 @@ func (b *Broker) NotifyDesired(id string, desired []byte, version uint64) {
 	}
 }
 
+// methodAnswerStatus parses "methods/res/{status}/", a device's answer to
+// a direct method.
+func methodAnswerStatus(path string) (int, bool) {
+	rest, ok := strings.CutPrefix(path, "methods/res/")
+	if !ok {
+		return 0, false
+	}
+	code, ok := strings.CutSuffix(rest, "/")
+	if !ok {
+		return 0, false
+	}
+	status, err := strconv.Atoi(code)
+	if err != nil || status < 0 || status > 999 {
+		return 0, false
+	}
+	return status, true
+}
+
+// WriteMethod writes a direct method call to device id's connection, if
+// it is connected and subscribed to calls (MethodWriter). The write
+// itself is on its own goroutine: a device that stops reading its socket
+// must not hold up the device actor that called it.
+func (b *Broker) WriteMethod(id, topic string, payload []byte) bool {
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return false
+	}
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if matchTopic(filter, topic) {
+			go func() {
+				err := cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: payload})
+				if err != nil {
+					b.logger.Debug("direct method call not written to the device", "device", id, "error", err)
+				}
+			}()
+			return true
+		}
+	}
+	return false
+}
+
 // writeTo sends a QoS 0 PUBLISH to one client.
 func writeTo(cl *mqtt.Client, topic string, payload []byte) {
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: payload})
@@ -108,7 +156,8 @@ func writeTo(cl *mqtt.Client, topic string, payload []byte) {
 func iothubACL(topic string, write bool) bool {
 	rest := strings.TrimPrefix(topic, iothubPrefix)
 	if write {
-		return strings.HasPrefix(rest, "twin/GET/") || strings.HasPrefix(rest, "twin/PATCH/properties/reported/")
+		return strings.HasPrefix(rest, "twin/GET/") || strings.HasPrefix(rest, "twin/PATCH/properties/reported/") || strings.HasPrefix(rest, "methods/res/")
 	}
-	return underLevel(rest, "twin/res") || rest == "twin/res/#" || underLevel(rest, "twin/PATCH/properties/desired") || rest == "twin/#"
+	return underLevel(rest, "twin/res") || rest == "twin/res/#" || underLevel(rest, "twin/PATCH/properties/desired") || rest == "twin/#" ||
+		underLevel(rest, "methods/POST") || rest == "methods/POST/#"
 }

@@ -117,7 +117,10 @@ func TestIoTHubACL(t *testing.T) {
 		{"$iothub/twin/PATCH/properties/reported/?$rid=1", true, true},
 		{"$iothub/twin/res/200/?$rid=1", true, false},
 		{"$iothub/twin/PATCH/properties/desired/?$version=1", true, false},
-		{"$iothub/methods/res/200/?$rid=1", true, false},
+		{"$iothub/methods/res/200/?$rid=1", true, true}, // a device answers a direct method
+		{"$iothub/methods/POST/reboot/?$rid=1", true, false},
+		{"$iothub/methods/POST/#", false, true},
+		{"$iothub/methods/res/#", false, false},
 		{"$iothub/twin/res/#", false, true},
 		{"$iothub/twin/PATCH/properties/desired/#", false, true},
 		{"$iothub/#", false, false},

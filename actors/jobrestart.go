@@ -179,7 +179,7 @@ func (p *partition) rebuildJob(d *deployedJob, deployedAt, through uint64) (nr *
 	}()
 	s := &partition{g: p.g, id: p.id, ctx: p.ctx, scratch: true, written: math.MaxUint64,
 		runs: map[string]*jobRun{d.job.Name: nr}, order: []*jobRun{nr}, jobs: map[string]*deployedJob{d.job.Name: d},
-		devices: map[string]*deviceState{}, desired: map[string][]byte{}, desiredVersion: map[string]uint64{},
+		devices:    map[string]*deviceEntry{},
 		fwdApplied: map[int]fwdPos{}, origins: map[string]uint64{}}
 	if f := p.g.cfg.SequenceField; f != "" {
 		s.seqDecoder = value.Decoder{Fields: []string{f}}

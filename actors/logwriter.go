@@ -3,9 +3,12 @@ package actors
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	pb "github.com/millstream/millstream/proto/millstreampb"
 	"github.com/millstream/millstream/state"
@@ -15,9 +18,11 @@ import (
 // in one batch, then handed to their partitions in log order.
 
 // logWriter is the group commit of the ingest log (D1): Ingest queues an
-// event and waits; one goroutine writes everything queued in one synced
-// batch, wakes the waiters, then hands the events to their partitions in
-// log order.
+// event and waits; the log writer actor (the ingest source actor) writes
+// everything queued in one synced batch, wakes the waiters, then hands
+// the events to their partitions in log order. The actor has the
+// gateway's restart policy: a commit that panics is settled by
+// settleAfterPanic before the restarted actor goes on.
 type logWriter struct {
 	g        *Gateway
 	interval time.Duration
@@ -26,9 +31,12 @@ type logWriter struct {
 	touched  []int
 	gen      *commitGen // collecting events
 	inflight *commitGen // being committed and sent
-	kick     chan struct{}
+	pid      *actor.PID // the log writer actor
+	kicked   atomic.Bool
+	last     time.Time // when the last commit began
+	cur      atomic.Pointer[commitWork]
+	restarts atomic.Uint64
 	stop     chan struct{}
-	done     chan struct{}
 	entries  []pb.LogEntry // reused between commits (not when clustered)
 	// Clustered: commits waiting for their replicas, in order (C5).
 	completions   chan completion
@@ -66,11 +74,12 @@ func newCommitGen() *commitGen {
 
 func newLogWriter(g *Gateway) *logWriter {
 	w := &logWriter{g: g, interval: g.cfg.SyncInterval, pending: make([][]event, g.cfg.Partitions),
-		gen: newCommitGen(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		gen: newCommitGen(), stop: make(chan struct{}),
 		completions: make(chan completion, 1024), completerDone: make(chan struct{}), maxQueued: g.cfg.MaxQueuedBytes,
 		broken: make([]atomic.Bool, g.cfg.Partitions)}
 	w.space = sync.NewCond(&w.mu)
-	go w.run()
+	a := &logWriterActor{w: w}
+	w.pid = g.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }, actor.WithGuardian(restartPolicy())))
 	go w.completer()
 	return w
 }
@@ -141,25 +150,37 @@ func (w *logWriter) release(n int64) {
 	w.space.Broadcast()
 }
 
-// wake tells the committer there is work (coalesced).
+// wake tells the log writer actor there is work: one message however
+// many events come before it runs.
 func (w *logWriter) wake() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
+	if w.kicked.CompareAndSwap(false, true) {
+		w.g.system.Root.Send(w.pid, commitKick{})
 	}
 }
 
-func (w *logWriter) run() {
-	defer close(w.done)
-	last := time.Now()
-	for {
-		select {
-		case <-w.stop:
-			w.commit()
-			return
-		case <-w.kick:
+// Messages to the log writer actor.
+type (
+	commitKick  struct{} // events are queued
+	commitClose struct{} // commit what is queued, and answer
+)
+
+// logWriterActor is the ingest source actor: it runs the group commits.
+type logWriterActor struct{ w *logWriter }
+
+func (a *logWriterActor) Receive(ctx actor.Context) {
+	w := a.w
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		if w.last.IsZero() {
+			w.last = time.Now()
 		}
-		if d := w.interval - time.Since(last); d > 0 {
+	case *actor.Restarting:
+		w.restarts.Add(1)
+		w.settleAfterPanic()
+	case commitKick:
+		w.kicked.Store(false) // events queued from now on kick again
+		// Group commit: wait out the sync interval since the last one.
+		if d := w.interval - time.Since(w.last); d > 0 {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -167,7 +188,10 @@ func (w *logWriter) run() {
 				t.Stop()
 			}
 		}
-		last = time.Now()
+		w.last = time.Now()
+		w.commit()
+	case commitClose:
+		defer ctx.Respond(commitClose{}) // even if the commit panics
 		w.commit()
 	}
 }
@@ -179,9 +203,92 @@ func (w *logWriter) close() {
 	w.mu.Unlock()
 	w.space.Broadcast()
 	close(w.stop)
-	<-w.done
+	if _, err := w.g.system.Root.RequestFuture(w.pid, commitClose{}, time.Minute).Result(); err != nil {
+		w.g.cfg.Logger.Error("ingest log writer did not commit at close", "error", err)
+	}
+	_ = w.g.system.Root.PoisonFuture(w.pid).Wait() // after what is in its mailbox
 	close(w.completions)
 	<-w.completerDone
+}
+
+// commitWork is the commit the log writer actor is making, until its
+// events are handed to their partitions (or to the completer).
+type commitWork struct {
+	gen      *commitGen
+	touched  []int
+	batches  [][]event
+	appended bool  // the write returned without error: the entries are in the log
+	sent     int64 // bytes of events already in their partitions' mailboxes
+}
+
+// logCommitFault, set by tests, runs at stages of a commit (a panic
+// there is the log writer actor's failure).
+var logCommitFault func(stage string)
+
+// ErrLogWriterRestarted: the log writer actor failed during the commit of
+// these events; they were refused (their publishers resend).
+var ErrLogWriterRestarted = errors.New("actors: the ingest log writer failed during the commit; events refused")
+
+// settleAfterPanic settles the commit a panic interrupted. If its write
+// went through, its waiters are acknowledged (the entries are in the log);
+// otherwise they are refused, so their publishers resend, and forwards to
+// partition 0 among them are forwarded again (fwdredo.go). The events not
+// yet handed to their partitions give their bytes back, and the
+// partitions it touched reload their state from their checkpoint and log,
+// so none skips an entry of the log (D2) or misses one it was not sent.
+// Clustered, the partitions are marked broken instead, as after a failed
+// commit: the cluster serves them again, which reloads them the same way.
+func (w *logWriter) settleAfterPanic() {
+	c := w.cur.Swap(nil)
+	if c == nil {
+		return
+	}
+	durable := c.appended && w.g.cl == nil
+	w.g.cfg.Logger.Error("ingest log writer restarted after a panic during a commit; the partitions it touched reload from their log",
+		"partitions", len(c.touched), "written", c.appended, "acknowledged", durable)
+	select {
+	case <-c.gen.done:
+	default:
+		if !durable {
+			c.gen.err = ErrLogWriterRestarted
+			for i, p := range c.touched {
+				if p == 0 {
+					w.g.failedForwards(c.batches[i])
+				}
+			}
+		}
+		close(c.gen.done)
+	}
+	select {
+	case <-c.gen.sent:
+	default:
+		close(c.gen.sent)
+	}
+	var n int64
+	for _, b := range c.batches {
+		for j := range b {
+			n += eventBytes(&b[j])
+		}
+	}
+	w.release(n - c.sent)
+	if w.g.cl != nil {
+		for _, p := range c.touched {
+			w.broken[p].Store(true)
+		}
+		return
+	}
+	// Partition 0 first: the others' recoveries forward to it (D3).
+	parts := slices.Clone(c.touched)
+	slices.Sort(parts)
+	for _, p := range parts {
+		res, err := w.g.system.Root.RequestFuture(w.g.parts[p], &serveMsg{}, time.Minute).Result()
+		if err == nil {
+			err = res.(*doneReply).err
+		}
+		if err != nil {
+			w.g.cfg.Logger.Error("partition could not reload from its log after the log writer failed", "partition", p, "error", err)
+		}
+	}
 }
 
 func (w *logWriter) commit() {
@@ -202,6 +309,12 @@ func (w *logWriter) commit() {
 	}
 	w.touched, w.gen, w.inflight = nil, newCommitGen(), gen
 	w.mu.Unlock()
+	// Cleared once the commit is handed on; a panic leaves it for
+	// settleAfterPanic.
+	w.cur.Store(&commitWork{gen: gen, touched: touched, batches: batches})
+	if logCommitFault != nil {
+		logCommitFault("before-append")
+	}
 	n := 0
 	for _, b := range batches {
 		n += len(b)
@@ -233,6 +346,12 @@ func (w *logWriter) commit() {
 		w.g.cfg.Logger.Warn("ingest log commit is taking long; publishes wait for their acknowledgement", "events", n, "waiting", slowCommit)
 	})
 	err := w.g.store.AppendGroup(context.Background(), groups)
+	if c := w.cur.Load(); c != nil && err == nil {
+		c.appended = true
+	}
+	if logCommitFault != nil {
+		logCommitFault("after-append")
+	}
 	took := time.Since(start)
 	if !slow.Stop() {
 		w.g.cfg.Logger.Warn("ingest log commit was slow", "events", n, "took", took.Round(time.Millisecond))
@@ -244,11 +363,14 @@ func (w *logWriter) commit() {
 	}
 	if !clustered || err != nil {
 		w.complete(gen, groups, batches, err)
+		w.cur.Store(nil)
 		return
 	}
 	// Clustered: the partitions apply the entries once the replicas have
 	// them too (C5); commits complete in order.
-	w.completions <- completion{gen: gen, groups: groups, batches: batches, repl: w.g.cl.link.Replicate(groups)}
+	repl := w.g.cl.link.Replicate(groups)
+	w.cur.Store(nil)
+	w.completions <- completion{gen: gen, groups: groups, batches: batches, repl: repl}
 }
 
 // ErrAfterFailedCommit: a group commit came after a failed one of the
@@ -333,6 +455,12 @@ func (w *logWriter) complete(gen *commitGen, groups []state.LogGroup, batches []
 				b.bytes += eventBytes(&b.events[j])
 			}
 			w.g.send(g.Partition, b)
+			if c := w.cur.Load(); c != nil && c.gen == gen {
+				c.sent += b.bytes // standalone: on the actor's own goroutine
+			}
+		}
+		if logCommitFault != nil {
+			logCommitFault("sent-group")
 		}
 		if g.Partition == 0 {
 			for _, e := range evs {

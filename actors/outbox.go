@@ -205,13 +205,16 @@ func (o *Outputs) startDrainer(key string, s deliverer, cfg *pb.Delivery) {
 	o.drainers[key] = d
 	// The producer returns d itself: a restart keeps the drainer's place
 	// in the outbox and its counters.
-	props := actor.PropsFromProducer(func() actor.Actor { return d }, actor.WithSupervisor(restartPolicy()))
+	props := actor.PropsFromProducer(func() actor.Actor { return d }, actor.WithGuardian(restartPolicy()))
 	d.pid = o.system.Root.Spawn(props)
 }
 
 // restartPolicy is how the gateway's actors are restarted after a panic:
-// at once, then with exponential backoff from 100 ms while they fail again
-// within 10 s.
+// always, after 100 ms times the number of failures in the last 10 s
+// (protoactor's backoff strategy). Actors spawned from the root take it
+// as their guardian (actor.WithGuardian): WithSupervisor is the policy an
+// actor applies to its own children, and a root actor without a guardian
+// gets protoactor's default, which stops it after 10 failures in 10 s.
 func restartPolicy() actor.SupervisorStrategy {
 	return actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
 }

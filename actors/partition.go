@@ -103,10 +103,15 @@ type partition struct {
 	// scratch: this partition only rebuilds a job (jobrestart.go); it
 	// counts, emits and dead-letters nothing.
 	scratch bool
-	devices map[string]*deviceState
-	desired map[string][]byte
-	// desiredVersion counts each device's desired property changes.
-	desiredVersion map[string]uint64
+	// devices are the liveness entries of active devices; the rest of a
+	// device is its actor's (deviceactor.go): deviceActors are the
+	// activated ones, dormant the state of the others. toSummarize lists
+	// the devices with a summary waiting for their actor.
+	devices      map[string]*deviceEntry
+	deviceActors map[string]*actor.PID
+	dormant      map[string]*deviceRecord
+	toSummarize  []string
+	summarized   int64 // arrival time summaries were last sent (in memory)
 	// forwardJobs are the jobs that run on partition 0 only (A4); a
 	// partition other than 0 sends them the events it receives, in order.
 	forwardJobs []*deployedJob
@@ -173,6 +178,10 @@ func (p *partition) Receive(ctx actor.Context) {
 				p.g.cfg.Logger.Info("partition recovered its state after a restart", "partition", p.id)
 			}
 		}
+	case *actor.Restarting, *actor.Stopping:
+		// Its children, the device actors among them, stop with it.
+		p.g.deviceActorsLive.Add(-int64(len(p.deviceActors)))
+		p.deviceActors = nil
 	case *eventBatch:
 		start := time.Now()
 		defer func() {
@@ -264,41 +273,22 @@ func (p *partition) Receive(ctx actor.Context) {
 		p.active = false
 		ctx.Respond(r)
 	case *devicesMsg:
-		r := &devicesReply{}
 		if m.id != "" {
-			_, seen := p.devices[m.id]
-			_, twin := p.desired[m.id]
-			if seen || twin {
-				r.devices = append(r.devices, p.device(m.id))
-			}
-		} else {
-			var ids []string
-			for id := range p.devices {
-				if id > m.after {
-					ids = append(ids, id)
-				}
-			}
-			for id := range p.desired {
-				if _, seen := p.devices[id]; !seen && id > m.after {
-					ids = append(ids, id)
-				}
-			}
-			sort.Strings(ids)
-			if m.limit > 0 && len(ids) > m.limit {
-				ids = ids[:m.limit]
-			}
-			for _, id := range ids {
-				r.devices = append(r.devices, p.device(id))
-			}
+			p.readDevice(ctx, m.id, false)
+			return
+		}
+		r, err := p.listDevices(m.after, m.limit)
+		if err != nil {
+			ctx.Respond(err)
+			return
 		}
 		ctx.Respond(r)
-	case *desiredMsg:
-		p.desired[m.id] = append([]byte(nil), m.desired...)
-		p.desiredVersion[m.id]++
-		p.sinceCp++
-		ctx.Respond(p.desiredVersion[m.id])
 	case *twinMsg:
-		ctx.Respond(p.twin(m.id))
+		p.readDevice(ctx, m.id, true)
+	case *methodMsg:
+		p.methodCall(ctx, m)
+	case *methodAnswerMsg:
+		p.methodAnswer(m)
 	case *drainMsg:
 		ctx.Respond(&doneReply{})
 	case *countersMsg:
@@ -345,9 +335,8 @@ func (p *partition) reset() {
 	p.runs = map[string]*jobRun{}
 	p.order, p.steps = nil, p.steps[:0]
 	p.jobs = map[string]*deployedJob{}
-	p.devices = map[string]*deviceState{}
-	p.desired = map[string][]byte{}
-	p.desiredVersion = map[string]uint64{}
+	p.stopDeviceActors()
+	p.devices = map[string]*deviceEntry{}
 	p.fwdApplied = map[int]fwdPos{}
 	p.origins = map[string]uint64{}
 	p.forwardJobs, p.forwardBuf, p.outBuf, p.unforwarded = nil, nil, nil, nil
@@ -416,8 +405,8 @@ func (p *partition) apply(e event) {
 	if !p.scratch {
 		p.g.killIfFault(e.payload)
 	}
-	if e.input == twinReportedInput {
-		p.applyTwinPatch(e) // a device's twin, not input of any job
+	if e.input == twinReportedInput || e.input == twinDesiredInput {
+		p.applyTwinWrite(e) // a device's twin, not input of any job
 		return
 	}
 	if !e.forwarded {
@@ -481,6 +470,12 @@ func (p *partition) pruneUnforwarded(logged uint64) {
 
 func (p *partition) tick(now int64) {
 	p.sweep(now)
+	if p.g.store == nil && !p.scratch && now-p.summarized >= int64(summaryInterval/100) {
+		// Durable, the checkpoint's request for their state brings them;
+		// every read brings its device's first.
+		p.sendSummaries()
+		p.summarized = now
+	}
 	p.queueAll(opAdvance, now)
 	p.checkBudgets(now)
 }
@@ -503,11 +498,7 @@ func (p *partition) duplicate(e event) bool {
 	}
 	f, _ := v.AsFloat()
 	seq := uint64(max(f, 0))
-	d := p.devices[e.device]
-	if d == nil {
-		d = &deviceState{}
-		p.devices[e.device] = d
-	}
+	d := p.entry(e.device)
 	key := e.job + "/" + e.input
 	last, seen := d.seqs[key]
 	verdict, highest, w := seqAccept(seq, last, seen, d.seqWin[key])
@@ -515,6 +506,7 @@ func (p *partition) duplicate(e event) bool {
 	case seqDuplicate:
 		if !p.scratch {
 			p.g.duplicates.Add(1)
+			p.note(d, e.device, deviceSummary{duplicates: 1})
 		}
 		if p.g.debugForwards {
 			p.g.cfg.Logger.Debug("resend dropped by its sequence number", "partition", p.id, "device", e.device,

@@ -40,11 +40,13 @@ func (p *partition) quietUntil() int64 {
 	until := int64(math.MaxInt64)
 	silence := int64(p.g.cfg.DeviceSilence / 100)
 	passivate := int64(p.g.cfg.PassivateAfter / 100)
+	if len(p.idleDeviceActors()) > 0 {
+		return 0 // to be passivated at the next sweep
+	}
 	for _, d := range p.devices {
-		switch {
-		case d.online:
+		if d.online {
 			until = min(until, d.lastSeen+silence)
-		case d.twinReported == nil || d.reported != nil || d.seqs != nil || d.seqWin != nil || d.messages != 0:
+		} else {
 			until = min(until, d.lastSeen+passivate)
 		}
 	}
@@ -52,14 +54,11 @@ func (p *partition) quietUntil() int64 {
 }
 
 // awake ends the partition's quiet: an event came, or its state changed.
-// The gateway's timers, asleep while every partition is quiet, wake.
+// The gateway's clock actor, asleep while every partition is quiet, wakes.
 func (p *partition) awake() {
 	if p.g.quietUntil[p.id].Load() != 0 {
 		p.g.quietUntil[p.id].Store(0)
-		select {
-		case p.g.timerWake <- struct{}{}:
-		default:
-		}
+		p.g.wakeClock()
 	}
 }
 
@@ -79,23 +78,9 @@ func (g *Gateway) allQuiet() (time.Duration, bool) {
 	return time.Duration(min(first-now, int64(maxQuietSleep/100)) * 100), true
 }
 
-// maxQuietSleep bounds one sleep of the timers while every partition is
+// maxQuietSleep bounds one sleep of the clock actor while every partition is
 // quiet (a partition quiet for good, no device in it, says so with no end).
 const maxQuietSleep = time.Hour
-
-// sleepQuiet waits d, or until a quiet partition wakes; false when the
-// gateway stops meanwhile.
-func (g *Gateway) sleepQuiet(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-g.stop:
-		return false
-	case <-t.C:
-	case <-g.timerWake:
-	}
-	return true
-}
 
 // quiet reports whether partition i needs no tick at now.
 func (g *Gateway) quiet(i int, now int64) bool {

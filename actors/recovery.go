@@ -343,25 +343,7 @@ func (p *partition) restoreJobs(cp *pb.Checkpoint) error {
 // restoreState takes the partition's own state from the checkpoint:
 // devices, twins, resends and forwards applied.
 func (p *partition) restoreState(cp *pb.Checkpoint) {
-	for _, d := range cp.Devices {
-		ds := &deviceState{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported, seqs: d.Sequences,
-			twinReported: d.TwinReported, reportedVersion: d.ReportedVersion}
-		for key, b := range d.SequenceWindows {
-			if w := seqWindowOf(b); w != nil {
-				if ds.seqWin == nil {
-					ds.seqWin = map[string]*seqWindow{}
-				}
-				ds.seqWin[key] = w
-			}
-		}
-		p.devices[d.Id] = ds
-	}
-	for id, des := range cp.Desired {
-		p.desired[id] = des
-	}
-	for id, v := range cp.DesiredVersions {
-		p.desiredVersion[id] = v
-	}
+	p.restoreDevices(cp)
 	for o, seq := range cp.Origins {
 		p.origins[o] = seq
 	}

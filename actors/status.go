@@ -77,10 +77,10 @@ func (g *Gateway) JobProgress(ctx context.Context) (JobProgress, error) {
 // Collectors are the runtime's own Prometheus collectors, for a registry
 // to serve: partition batch and per-stage times, ingest log commits,
 // checkpoints, back-pressure waits, the disk guard and the jobs' memory
-// budgets. The per-job counters, outputs and broker figures are the
+// budgets, the device actors. The per-job counters, outputs and broker figures are the
 // admin API's (actors/admin).
 func (g *Gateway) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{diskCollector{g: g}, budgetCollector{g: g}, batchSeconds, jobWorkSeconds, logSyncSeconds, checkpointSeconds,
+	return []prometheus.Collector{diskCollector{g: g}, budgetCollector{g: g}, deviceCollector{g: g}, batchSeconds, jobWorkSeconds, logSyncSeconds, checkpointSeconds,
 		ingestWaitSeconds, g.stageSeconds}
 }
 

@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,8 +16,12 @@ import (
 // replay applies it again, in order, to the same result; jobs do not see
 // it. Both sides are kept in the partition's checkpoint.
 
-// twinReportedInput is the system input of reported-property patches.
-const twinReportedInput = "$twin.reported"
+// The system inputs of the twin's writes: reported-property patches, and
+// desired properties set by an operator.
+const (
+	twinReportedInput = "$twin.reported"
+	twinDesiredInput  = "$twin.desired"
+)
 
 // IoT Hub's limits on a twin's reported properties.
 const (
@@ -66,6 +69,9 @@ func (g *Gateway) TwinOf(ctx context.Context, id string) (Twin, error) {
 	if err != nil {
 		return Twin{}, err
 	}
+	if err, ok := res.(error); ok {
+		return Twin{}, err
+	}
 	return res.(Twin), nil
 }
 
@@ -75,16 +81,28 @@ func (g *Gateway) PatchReported(id string, patch []byte) error {
 	if err := checkTwinPatch(patch); err != nil {
 		return err
 	}
-	gen, err := g.enqueueEvent(event{input: twinReportedInput, device: id, payload: patch})
+	return g.logTwinWrite(event{input: twinReportedInput, device: id, payload: patch})
+}
+
+// logTwinWrite logs a write to a twin and returns once it is durable and
+// handed to its partition, so a read of the twin after it sees it.
+func (g *Gateway) logTwinWrite(e event) error {
+	gen, err := g.enqueueEvent(e)
 	if err != nil {
 		return err
 	}
 	if gen == nil {
-		// In memory: the event waits in its partition's batch; send it now
-		// so that a twin read after this sees it.
+		// In memory: the event waits in its partition's batch; send it now.
 		g.flushAll()
+		return nil
 	}
-	return gen.wait()
+	if err := gen.wait(); err != nil {
+		return err
+	}
+	if gen.sent != nil {
+		<-gen.sent
+	}
+	return nil
 }
 
 func checkTwinPatch(patch []byte) error {
@@ -116,30 +134,19 @@ func depth(v any) int {
 	return d + 1
 }
 
-// applyTwinPatch merges a logged reported patch into the device's twin.
-// A patch that would make the twin too large is skipped (deterministic,
-// so a replay skips it too) and dead-lettered.
-func (p *partition) applyTwinPatch(e event) {
-	d := p.devices[e.device]
-	if d == nil {
-		d = &deviceState{}
-		p.devices[e.device] = d
+// applyTwinWrite hands a logged write to a twin to the device's actor: a
+// reported patch it merges, or desired properties it sets.
+func (p *partition) applyTwinWrite(e event) {
+	if p.scratch || e.device == "" {
+		return // a rebuild has no device actors
 	}
-	var doc, patch map[string]any
-	if len(d.twinReported) > 0 {
-		_ = json.Unmarshal(d.twinReported, &doc)
+	p.awake() // an actor activated for a write is passivated at the next sweep
+	p.sendSummary(e.device)
+	var m any = &twinPatchMsg{patch: e.payload}
+	if e.input == twinDesiredInput {
+		m = &setDesiredMsg{desired: e.payload}
 	}
-	if json.Unmarshal(e.payload, &patch) != nil {
-		return // checked before it was logged
-	}
-	doc = mergePatch(doc, patch)
-	b, _ := json.Marshal(doc)
-	if len(b) > maxTwinBytes {
-		p.g.cfg.Logger.Warn("twin reported properties patch refused: the twin would be too large", "device", e.device, "bytes", len(b), "max", maxTwinBytes)
-		return
-	}
-	d.twinReported = b
-	d.reportedVersion++
+	p.ctx.Send(p.deviceActorOf(e.device), m)
 }
 
 // mergePatch applies an RFC 7386 merge patch to doc.
@@ -159,20 +166,4 @@ func mergePatch(doc, patch map[string]any) map[string]any {
 		}
 	}
 	return doc
-}
-
-// twin is the partition's answer to twinMsg.
-func (p *partition) twin(id string) Twin {
-	t := Twin{Desired: json.RawMessage("{}"), Reported: json.RawMessage("{}")}
-	if des, ok := p.desired[id]; ok && len(bytes.TrimSpace(des)) > 0 {
-		t.Desired = append(json.RawMessage(nil), des...)
-	}
-	if d := p.devices[id]; d != nil {
-		if len(d.twinReported) > 0 {
-			t.Reported = append(json.RawMessage(nil), d.twinReported...)
-		}
-		t.ReportedVersion = d.reportedVersion
-	}
-	t.DesiredVersion = p.desiredVersion[id]
-	return t
 }

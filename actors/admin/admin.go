@@ -124,6 +124,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices", a.listDevices)
 	mux.HandleFunc("GET /v1/devices/{id}", a.getDevice)
 	mux.HandleFunc("PUT /v1/devices/{id}/desired", a.setDesired)
+	mux.HandleFunc("POST /v1/devices/{id}/methods/{method}", a.invokeMethod)
 	mux.HandleFunc("GET /v1/outputs", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"outputs": a.outs.Status()})
 	})
@@ -411,9 +412,49 @@ func (a *API) setDesired(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, actors.ErrBadRequest):
 		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+	case errors.Is(err, actors.ErrNotReady), errors.Is(err, actors.ErrClosed):
+		writeJSON(w, http.StatusServiceUnavailable, apiError{err.Error()})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"desired": r.PathValue("id")})
+	}
+}
+
+// invokeMethod calls a direct method on a device and answers with the
+// device's status and payload: POST /v1/devices/{id}/methods/{method}
+// ?timeout=30s, the request body the method's JSON payload.
+func (a *API) invokeMethod(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := validDeviceID(id)
+	var timeout time.Duration
+	if v := r.URL.Query().Get("timeout"); err == nil && v != "" {
+		if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 {
+			err = fmt.Errorf("%w: timeout %q: want a duration such as 30s, up to %v", actors.ErrBadRequest, v, actors.MaxMethodTimeout)
+		}
+	}
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(io.LimitReader(r.Body, actors.MaxMethodPayload+1))
+	}
+	var res actors.MethodResult
+	if err == nil {
+		res, err = a.g.InvokeMethod(r.Context(), id, r.PathValue("method"), body, timeout)
+	}
+	switch {
+	case errors.Is(err, actors.ErrBadRequest):
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+	case errors.Is(err, actors.ErrDeviceNotOnline):
+		writeJSON(w, http.StatusNotFound, apiError{err.Error()})
+	case errors.Is(err, actors.ErrMethodTimeout):
+		writeJSON(w, http.StatusGatewayTimeout, apiError{err.Error()})
+	case errors.Is(err, actors.ErrMethodsBusy):
+		writeJSON(w, http.StatusTooManyRequests, apiError{err.Error()})
+	case errors.Is(err, actors.ErrClosed), errors.Is(err, actors.ErrNotReady):
+		writeJSON(w, http.StatusServiceUnavailable, apiError{err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, apiError{err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, res)
 	}
 }

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,6 +43,9 @@ type Gateway interface {
 	// SetDesired sets a device's desired properties (a JSON object):
 	// actors.ErrBadRequest when desired is not one.
 	SetDesired(ctx context.Context, id string, desired []byte) error
+	// InvokeMethod calls a direct method on a device and waits for its
+	// answer (actors.ErrDeviceNotOnline, ErrMethodTimeout, ErrMethodsBusy).
+	InvokeMethod(ctx context.Context, id, method string, payload []byte, timeout time.Duration) (actors.MethodResult, error)
 
 	// Status is a snapshot of the runtime (readiness, counters, /v1/state).
 	Status() actors.GatewayStatus

@@ -2,11 +2,13 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -33,6 +35,21 @@ func (f *fakeGateway) SetDesired(_ context.Context, id string, desired []byte) e
 	}
 	f.desired[id] = string(desired)
 	return nil
+}
+
+// InvokeMethod answers by the method's name: ok, or one of the errors.
+func (f *fakeGateway) InvokeMethod(_ context.Context, id, method string, payload []byte, timeout time.Duration) (actors.MethodResult, error) {
+	switch method {
+	case "offline":
+		return actors.MethodResult{}, actors.ErrDeviceNotOnline
+	case "slow":
+		return actors.MethodResult{}, actors.ErrMethodTimeout
+	case "busy":
+		return actors.MethodResult{}, actors.ErrMethodsBusy
+	case "bad":
+		return actors.MethodResult{}, actors.ErrBadRequest
+	}
+	return actors.MethodResult{Status: 200, Payload: []byte(fmt.Sprintf(`{"id":%q,"got":%s,"timeout":%q}`, id, payload, timeout))}, nil
 }
 
 func (f *fakeGateway) Device(_ context.Context, id string) (actors.Device, error) {
@@ -72,6 +89,21 @@ func TestAdminRoutesOnAFakeGateway(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code, "a wildcard in the id")
 	code, _ = do(t, http.MethodGet, srv.URL+"/v1/devices/nope", "")
 	require.Equal(t, http.StatusNotFound, code)
+
+	code, body = do(t, http.MethodPost, srv.URL+"/v1/devices/d2/methods/reboot?timeout=5s", `{"delay":1}`)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `{"status":200,"payload":{"id":"d2","got":{"delay":1},"timeout":"5s"}}`, body)
+	for method, want := range map[string]int{"offline": http.StatusNotFound, "slow": http.StatusGatewayTimeout, "busy": http.StatusTooManyRequests,
+		"bad": http.StatusBadRequest} {
+		code, body = do(t, http.MethodPost, srv.URL+"/v1/devices/d2/methods/"+method, `{}`)
+		require.Equal(t, want, code, "%s: %s", method, body)
+	}
+	for _, q := range []string{"?timeout=soon", "?timeout=-1s", "?timeout=0s"} {
+		code, _ = do(t, http.MethodPost, srv.URL+"/v1/devices/d2/methods/reboot"+q, `{}`)
+		require.Equal(t, http.StatusBadRequest, code, q)
+	}
+	code, _ = do(t, http.MethodPost, srv.URL+"/v1/devices/a+b/methods/reboot", `{}`)
+	require.Equal(t, http.StatusBadRequest, code, "a wildcard in the id")
 
 	code, body = do(t, http.MethodGet, srv.URL+"/v1/state", "")
 	require.Equal(t, http.StatusOK, code)

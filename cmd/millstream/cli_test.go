@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"io"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ func TestCLIHelpOnEveryCommand(t *testing.T) {
 	walk(root)
 	// Every command of the old dispatcher is in the tree, with completion.
 	for _, path := range []string{"demo", "gateway", "simulate", "job deploy", "job list", "job get", "job explain", "job rm",
-		"device list", "device get", "device set-desired", "cluster status", "cluster forget", "deadletters",
+		"device list", "device get", "device set-desired", "device invoke", "cluster status", "cluster forget", "deadletters",
 		"cert ca", "cert gateway", "cert admin", "cert device", "token", "passwd", "query run", "query explain", "query test",
 		"version", "help", "completion bash", "completion zsh", "completion fish", "completion powershell"} {
 		c, rest, err := root.Find(strings.Fields(path))
@@ -178,12 +179,29 @@ func TestCLIAdminCommandsFlagsAfterArgs(t *testing.T) {
 
 	code, stdout, stderr = runCLI(t, "device", "get", "press-9", "--admin", admin)
 	require.Equal(t, 0, code, stderr)
-	require.Regexp(t, `(?m)^device: +press-9\nstate: +online\nlast seen: +\S+ \(\d+s ago\)\nmessages: +2$`, stdout)
+	require.Regexp(t, `(?m)^device: +press-9\nstate: +online\nlast seen: +\S+ \(\d+s ago\)\nmessages: +2 \(110 bytes, 0 resends dropped\)$`, stdout)
 	code, _, stderr = runCLI(t, "device", "set-desired", "press-9", `{"interval":5}`, "--admin", admin)
 	require.Equal(t, 0, code, stderr)
 	code, stdout, stderr = runCLI(t, "device", "list", "--admin", admin)
 	require.Equal(t, 0, code, stderr)
 	require.Regexp(t, `^DEVICE +STATE +LAST SEEN +MESSAGES +DESIRED\npress-9 +online +\d+s ago +2 +\{"interval":5\}\n$`, stdout)
+
+	// A direct method, answered by a device on the embedded broker.
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + rg.BrokerAddr()).SetClientID("press-7").SetAutoReconnect(false))
+	require.True(t, dev.Connect().WaitTimeout(5*time.Second))
+	defer dev.Disconnect(0)
+	tok := dev.Subscribe("$iothub/methods/POST/#", 0, func(c paho.Client, m paho.Message) {
+		rid := m.Topic()[strings.LastIndex(m.Topic(), "=")+1:]
+		c.Publish("$iothub/methods/res/200/?$rid="+rid, 0, false, `{"ok":`+string(m.Payload())+`}`)
+	})
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+	code, stdout, stderr = runCLI(t, "device", "invoke", "press-7", "reboot", `{"delay":5}`, "--timeout", "10s", "--admin", admin)
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `^status: +200\npayload: +\{"ok":\{"delay":5\}\}\n$`, stdout)
+	code, _, stderr = runCLI(t, "device", "invoke", "press-9", "reboot", "--admin", admin)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "404 Not Found: {\"error\":\"actors: device not online for direct methods")
 
 	code, stdout, stderr = runCLI(t, "deadletters", "--limit", "5", "--admin", admin)
 	require.Equal(t, 0, code, stderr)

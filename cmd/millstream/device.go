@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,11 +16,13 @@ import (
 )
 
 const deviceLong = `Shows the devices a running gateway knows (online state, last seen, the
-last reported message, desired properties) and sets desired properties,
-which the gateway publishes to devices/{id}/twin/desired.`
+last reported message, desired properties), sets desired properties,
+which the gateway publishes to devices/{id}/twin/desired, and invokes
+direct methods on devices connected to its embedded broker (IoT Hub's
+$iothub/methods topics).`
 
 func newDeviceCmd() *cobra.Command {
-	c := groupCmd("device", "List devices, show a device's twin, set desired properties", deviceLong)
+	c := groupCmd("device", "List devices, show a device's twin, set desired properties, invoke direct methods", deviceLong)
 	af := addAdminFlags(c.PersistentFlags(), "admin API of the gateway")
 
 	list := &cobra.Command{
@@ -56,8 +60,60 @@ func newDeviceCmd() *cobra.Command {
 		return sendAndReport(c, af, *desiredOut, http.MethodPut, "/v1/devices/"+url.PathEscape(args[0])+"/desired", []byte(args[1]),
 			"desired", "desired properties of device %s set")
 	}
-	c.AddCommand(list, get, setDesired)
+	invoke := &cobra.Command{
+		Use:   "invoke ID METHOD [JSON]",
+		Short: `Invoke a direct method on a device and print its answer (e.g. invoke press-1 reboot '{"delay":5}')`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) < 2 || len(args) > 3 || slices.Contains(args[:2], "") {
+				return fmt.Errorf("%w: device invoke takes a device id, a method name and an optional JSON payload", errUsage)
+			}
+			return nil
+		},
+	}
+	invokeOut := addOutputFlag(invoke)
+	timeout := invoke.Flags().Duration("timeout", actors.DefaultMethodTimeout, "how long to wait for the device's answer (at most 5m)")
+	invoke.RunE = func(c *cobra.Command, args []string) error {
+		if *timeout <= 0 || *timeout > actors.MaxMethodTimeout {
+			return fmt.Errorf("%w: --timeout must be from 1s to %v", errUsage, actors.MaxMethodTimeout)
+		}
+		if err := checkOutput(*invokeOut); err != nil {
+			return err
+		}
+		var body []byte
+		if len(args) == 3 {
+			body = []byte(args[2])
+		}
+		return invokeMethod(c, af, *invokeOut, args[0], args[1], body, *timeout)
+	}
+	c.AddCommand(list, get, setDesired, invoke)
 	return c
+}
+
+// invokeMethod calls POST /v1/devices/{id}/methods/{method} and prints
+// the device's status and payload.
+func invokeMethod(c *cobra.Command, af *adminFlags, format, id, method string, payload []byte, timeout time.Duration) error {
+	ac, err := af.conn()
+	if err != nil {
+		return err
+	}
+	ac.client.Timeout = timeout + 15*time.Second // the gateway answers a timeout itself
+	path := "/v1/devices/" + url.PathEscape(id) + "/methods/" + url.PathEscape(method) + "?timeout=" + url.QueryEscape(timeout.String())
+	req, err := http.NewRequestWithContext(c.Context(), http.MethodPost, ac.base+path, bytes.NewReader(payload))
+	if err != nil {
+		return fmt.Errorf("admin API request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	answer, err := ac.body(req)
+	if err != nil {
+		return err
+	}
+	return emit(c.OutOrStdout(), format, answer, func(w io.Writer) error {
+		var res actors.MethodResult
+		if err := json.Unmarshal(answer, &res); err != nil {
+			return fmt.Errorf("device invoke: the admin API's answer: %w", err)
+		}
+		return fields(w, []string{fmt.Sprintf("status:\t%d", res.Status), "payload:\t" + orDash(string(res.Payload))})
+	})
 }
 
 // devicesPage is GET /v1/devices (actors/admin/admin.go listDevices).
@@ -132,7 +188,7 @@ func printDevice(w io.Writer, body []byte) error {
 		"device:\t" + d.ID,
 		"state:\t" + onlineWord(d.Online),
 		fmt.Sprintf("last seen:\t%s (%s)", d.LastSeen.Format(time.RFC3339), ago(d.LastSeen)),
-		fmt.Sprintf("messages:\t%d", d.Messages),
+		fmt.Sprintf("messages:\t%d (%d bytes, %d resends dropped)", d.Messages, d.Bytes, d.Duplicates),
 		"reported:\t" + reported,
 		"desired:\t" + orDash(string(d.Desired)),
 	})

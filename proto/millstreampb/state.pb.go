@@ -384,8 +384,12 @@ type DeviceState struct {
 	// $iothub/twin) and their version.
 	TwinReported    []byte `protobuf:"bytes,8,opt,name=twin_reported,json=twinReported,proto3" json:"twin_reported,omitempty"`
 	ReportedVersion uint64 `protobuf:"varint,9,opt,name=reported_version,json=reportedVersion,proto3" json:"reported_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The device actor's counters: payload bytes of its messages, and its
+	// resends dropped by their sequence number.
+	Bytes         uint64 `protobuf:"varint,10,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Duplicates    uint64 `protobuf:"varint,11,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeviceState) Reset() {
@@ -477,6 +481,20 @@ func (x *DeviceState) GetTwinReported() []byte {
 func (x *DeviceState) GetReportedVersion() uint64 {
 	if x != nil {
 		return x.ReportedVersion
+	}
+	return 0
+}
+
+func (x *DeviceState) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DeviceState) GetDuplicates() uint64 {
+	if x != nil {
+		return x.Duplicates
 	}
 	return 0
 }
@@ -927,7 +945,7 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\x0fuser_properties\x18\x03 \x03(\v2\x1b.millstream.v1.UserPropertyR\x0euserProperties\"6\n" +
 	"\fUserProperty\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x81\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb7\x04\n" +
 	"\vDeviceState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tlast_seen\x18\x02 \x01(\x03R\blastSeen\x12\x16\n" +
@@ -937,7 +955,12 @@ const file_millstream_v1_state_proto_rawDesc = "" +
 	"\tsequences\x18\x06 \x03(\v2).millstream.v1.DeviceState.SequencesEntryR\tsequences\x12Z\n" +
 	"\x10sequence_windows\x18\a \x03(\v2/.millstream.v1.DeviceState.SequenceWindowsEntryR\x0fsequenceWindows\x12#\n" +
 	"\rtwin_reported\x18\b \x01(\fR\ftwinReported\x12)\n" +
-	"\x10reported_version\x18\t \x01(\x04R\x0freportedVersion\x1a<\n" +
+	"\x10reported_version\x18\t \x01(\x04R\x0freportedVersion\x12\x14\n" +
+	"\x05bytes\x18\n" +
+	" \x01(\x04R\x05bytes\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\v \x01(\x04R\n" +
+	"duplicates\x1a<\n" +
 	"\x0eSequencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aB\n" +
