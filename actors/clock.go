@@ -38,6 +38,7 @@ var clockFault func()
 
 type clock struct {
 	g        *Gateway
+	self     *actor.PID
 	gen      int
 	timers   [4]*time.Timer // flush, tick, checkpoint, wake
 	sleeping bool
@@ -46,7 +47,10 @@ type clock struct {
 // startClock spawns the gateway's clock actor.
 func (g *Gateway) startClock() {
 	c := &clock{g: g}
-	g.clockPID = g.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return c }, actor.WithGuardian(restartPolicy())))
+	pid := g.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return c }, actor.WithGuardian(restartPolicy())))
+	g.clockMu.Lock()
+	g.clockPID = pid
+	g.clockMu.Unlock()
 }
 
 // stopClock stops the clock actor and its timers. Nothing is sent to it
@@ -59,22 +63,27 @@ func (g *Gateway) stopClock() {
 	_ = g.system.Root.StopFuture(g.clockPID).Wait()
 }
 
-// sendClock sends msg to the clock actor unless it is stopped.
-func (g *Gateway) sendClock(msg any) {
+// sendClock sends msg to the clock actor (to, or the gateway's, known
+// once startClock has returned) unless it is stopped.
+func (g *Gateway) sendClock(to *actor.PID, msg any) {
 	g.clockMu.RLock()
 	defer g.clockMu.RUnlock()
-	if !g.clockStopped && g.clockPID != nil {
-		g.system.Root.Send(g.clockPID, msg)
+	if to == nil {
+		to = g.clockPID
+	}
+	if !g.clockStopped && to != nil {
+		g.system.Root.Send(to, msg)
 	}
 }
 
 // wakeClock ends the clock's quiet sleep, if it sleeps.
-func (g *Gateway) wakeClock() { g.sendClock(clockWake{}) }
+func (g *Gateway) wakeClock() { g.sendClock(nil, clockWake{}) }
 
 func (c *clock) Receive(ctx actor.Context) {
 	g := c.g
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		c.self = ctx.Self()
 		c.gen++
 		c.sleeping = false
 		if g.log == nil {
@@ -142,5 +151,6 @@ func (c *clock) Receive(ctx actor.Context) {
 
 // after sends msg to the clock actor once d has passed, on timer slot i.
 func (c *clock) after(i int, d time.Duration, msg any) {
-	c.timers[i] = time.AfterFunc(d, func() { c.g.sendClock(msg) })
+	self := c.self
+	c.timers[i] = time.AfterFunc(d, func() { c.g.sendClock(self, msg) })
 }

@@ -14,8 +14,9 @@ import (
 	pb "github.com/millstream/millstream/proto/millstreampb"
 )
 
-// Device actors (issue 16). Each device the gateway hears from has a
-// virtual actor, a child of its partition actor, that owns the device's
+// Device actors (issue 16). A device the gateway hears from has a
+// virtual actor (up to the partition's share of Config.DeviceActors; see
+// Activation), a child of its partition actor, that owns the device's
 // control plane: its status as operators see it (online, last seen), its
 // counters (messages, bytes, duplicates dropped), its last reported
 // payload, and both sides of its twin (reported and desired, with their
@@ -184,7 +185,7 @@ type deviceAnswer struct {
 // handing each to another goroutine (protoactor's default dispatcher
 // starts one per mailbox run) and its answer back cost more than the
 // message: with a goroutine per run, the checkpoint's requests for
-// 10,000 devices' records cost 8% more CPU per message end to end
+// 10,000 devices' records cost 9% more CPU per message end to end
 // (RESULTS.md, "Device actors"). The actor keeps its own mailbox, state
 // and supervision; its Receive never blocks (a direct method's write to
 // the device runs on its own goroutine).
@@ -703,9 +704,9 @@ func (p *partition) listDevices(after string, limit int) (*devicesReply, error) 
 }
 
 var (
-	descDeviceActors      = prometheus.NewDesc("millstream_device_actors", "Device actors live on this gateway (devices active within the passivation time, and those activated for a write).", nil, nil)
-	descDeviceActivations = prometheus.NewDesc("millstream_device_actor_activations_total", "Device actors activated: a device heard from again, or a twin written.", nil, nil)
-	descDevicePassivation = prometheus.NewDesc("millstream_device_actor_passivations_total", "Device actors passivated: their device idle past the passivation time, activated for a write alone, or past the partition's share of actors.", nil, nil)
+	descDeviceActors      = prometheus.NewDesc("millstream_device_actors", "Device actors live on this gateway (devices active within the passivation time, and those activated for a twin write or a direct method call).", nil, nil)
+	descDeviceActivations = prometheus.NewDesc("millstream_device_actor_activations_total", "Device actors activated: a device heard from again, a twin written, or a direct method called.", nil, nil)
+	descDevicePassivation = prometheus.NewDesc("millstream_device_actor_passivations_total", "Device actors passivated: their device idle past the passivation time, activated for a write or a call alone, or past the partition's share of actors.", nil, nil)
 	descDeviceFailures    = prometheus.NewDesc("millstream_device_actor_failures_total", "Device actors that panicked on a message: the message is dropped, the actor keeps its record.", nil, nil)
 	descMethodCalls       = prometheus.NewDesc("millstream_direct_method_calls_total", "Direct method calls by outcome: written to the device, timed out, and answers no call waited for (stray_answer).", []string{"outcome"}, nil)
 )

@@ -11,7 +11,8 @@
 //	MQTT publish -> brokerHook.OnPublish -> Gateway.Ingest
 //	  -> batcher[p] (p = hash(deviceId) mod P; flushed by size or delay)
 //	  -> partition actor p (order, duplicates, liveness, forwards)
-//	     -> device actor per device: summaries per tick or checkpoint
+//	     -> device actor per device: summaries every 5 s in memory, with
+//	        each checkpoint when durable, before any read, write or call
 //	  -> job actor per job: exec.Executor -> Sink.Encode (jobactor.go)
 //	  -> partition actor p: row ids in step order (D2) -> outbox
 //	  -> drainer per output -> deliverer (MQTT, file, HTTP, log; outbox.go)

@@ -52,10 +52,12 @@ type Config struct {
 	// PassivateAfter: an offline device is dropped from memory after this
 	// long without messages (default 10m; its desired properties are kept).
 	PassivateAfter time.Duration
-	// DeviceActors: the most device actors live at once (default
-	// 50,000, about 1.3 KiB each); the devices past it keep their state
-	// in their partition until an actor is activated for them
-	// (deviceactor.go).
+	// DeviceActors: the most device actors activated for telemetry
+	// summaries (default 50,000, about 1.3 KiB each), shared out
+	// equally among the partitions (at least one each); the devices past
+	// it keep their records in their partition. Actors activated for a
+	// twin write or a direct method call may go past it until the next
+	// sweep (deviceactor.go).
 	DeviceActors int
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
@@ -263,11 +265,11 @@ type Gateway struct {
 	redo             []fwdRedo // by source partition (fwdredo.go)
 	forwardRedos     atomic.Uint64
 	debugForwards    bool         // partition 0 logs the forwards it drops by position
-	realClock        bool         // Config.Now is the wall clock: the timers may sleep while every partition is quiet
+	realClock        bool         // Config.Now is the wall clock: the clock actor may sleep while every partition is quiet
 	clockPID         *actor.PID   // the clock actor (clock.go)
 	clockMu          sync.RWMutex // sendClock against stopClock
 	clockStopped     bool
-	quietSleeps      atomic.Uint64 // times the timers slept with every partition quiet
+	quietSleeps      atomic.Uint64 // times the clock actor slept with every partition quiet
 	checkpoints      atomic.Uint64
 	replayedEntries  atomic.Uint64
 	replayedRows     atomic.Uint64

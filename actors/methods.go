@@ -180,7 +180,7 @@ func (p *partition) methodCall(ctx actor.Context, m *methodMsg) {
 		ctx.Respond(&methodReply{err: fmt.Errorf("%w: its partition is served by another gateway", ErrDeviceNotOnline)})
 		return
 	}
-	p.awake() // an actor activated for a call is passivated once it is answered
+	p.awake() // an actor activated for a call is passivated at the first sweep after its answer
 	p.sendSummary(m.id)
 	ctx.Forward(p.deviceActorOf(m.id))
 }

@@ -210,11 +210,11 @@ func (o *Outputs) startDrainer(key string, s deliverer, cfg *pb.Delivery) {
 }
 
 // restartPolicy is how the gateway's actors are restarted after a panic:
-// always, after 100 ms times the number of failures in the last 10 s
-// (protoactor's backoff strategy). Actors spawned from the root take it
+// always, after 100 ms times the number of its failures since it last
+// went 10 s without one (protoactor's backoff strategy: linear). Actors spawned from the root take it
 // as their guardian (actor.WithGuardian): WithSupervisor is the policy an
 // actor applies to its own children, and a root actor without a guardian
-// gets protoactor's default, which stops it after 10 failures in 10 s.
+// gets protoactor's default, which stops it at the 11th failure in 10 s.
 func restartPolicy() actor.SupervisorStrategy {
 	return actor.NewExponentialBackoffStrategy(10*time.Second, 100*time.Millisecond)
 }

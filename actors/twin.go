@@ -12,9 +12,10 @@ import (
 // and reported properties, patched by the device (a JSON merge patch,
 // RFC 7386: null deletes). Each side has a version that grows by one per
 // change. A reported patch goes through the ingest log like any input
-// (input twinReportedInput), so it is durable once acknowledged and a
+// (input twinReportedInput), and so do desired properties an operator
+// sets (twinDesiredInput): each is durable once acknowledged, and a
 // replay applies it again, in order, to the same result; jobs do not see
-// it. Both sides are kept in the partition's checkpoint.
+// them. Both sides are kept in the partition's checkpoint.
 
 // The system inputs of the twin's writes: reported-property patches, and
 // desired properties set by an operator.
@@ -23,7 +24,8 @@ const (
 	twinDesiredInput  = "$twin.desired"
 )
 
-// IoT Hub's limits on a twin's reported properties.
+// IoT Hub's limits on a twin's reported properties; maxTwinBytes bounds
+// desired properties too.
 const (
 	maxTwinBytes = 32 << 10
 	maxTwinDepth = 10

@@ -46,7 +46,7 @@ func newDeviceCmd() *cobra.Command {
 
 	get := showCmd(&cobra.Command{
 		Use:   "get ID",
-		Short: "Show a device: online, last seen, messages, last reported payload, desired properties",
+		Short: "Show a device: online, last seen, messages, last payload, its twin (desired and reported properties)",
 		Args:  nArgs(1, "device get takes one device id"),
 	}, af, func(args []string) string { return "/v1/devices/" + url.PathEscape(args[0]) }, printDevice)
 
@@ -74,7 +74,7 @@ func newDeviceCmd() *cobra.Command {
 	timeout := invoke.Flags().Duration("timeout", actors.DefaultMethodTimeout, "how long to wait for the device's answer (at most 5m)")
 	invoke.RunE = func(c *cobra.Command, args []string) error {
 		if *timeout <= 0 || *timeout > actors.MaxMethodTimeout {
-			return fmt.Errorf("%w: --timeout must be from 1s to %v", errUsage, actors.MaxMethodTimeout)
+			return fmt.Errorf("%w: --timeout must be above 0 and at most %v", errUsage, actors.MaxMethodTimeout)
 		}
 		if err := checkOutput(*invokeOut); err != nil {
 			return err
@@ -190,8 +190,17 @@ func printDevice(w io.Writer, body []byte) error {
 		fmt.Sprintf("last seen:\t%s (%s)", d.LastSeen.Format(time.RFC3339), ago(d.LastSeen)),
 		fmt.Sprintf("messages:\t%d (%d bytes, %d resends dropped)", d.Messages, d.Bytes, d.Duplicates),
 		"reported:\t" + reported,
-		"desired:\t" + orDash(string(d.Desired)),
+		"desired:\t" + withVersion(string(d.Desired), d.DesiredVersion),
+		"twin reported:\t" + withVersion(string(d.TwinReported), d.ReportedVersion),
 	})
+}
+
+// withVersion is a twin side with its version, or "-".
+func withVersion(doc string, version uint64) string {
+	if version == 0 {
+		return orDash(doc)
+	}
+	return fmt.Sprintf("%s (version %d)", orDash(doc), version)
 }
 
 func onlineWord(online bool) string {
