@@ -377,6 +377,22 @@ func TestCrashKill9KeepsEveryWindowOnce(t *testing.T) {
 				missing(normalize(t, want["hot"]), normalize(t, hot)), outputsStatus(admin), gatewayLog(gw.Logs()))
 		}
 	}
+	// The device actors' records came back through every kill too: each
+	// device counted each reading once (resends are dropped by seq and
+	// counted apart).
+	var listed struct{ Devices []actors.Device }
+	resp, err := http.Get("http://" + admin + "/v1/devices?limit=100")
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&listed))
+	resp.Body.Close()
+	require.Len(t, listed.Devices, devices)
+	var dropped uint64
+	for _, d := range listed.Devices {
+		require.EqualValues(t, rounds+1, d.Messages, "%s: readings counted by its actor across the kills", d.ID)
+		require.Positive(t, d.Bytes, d.ID)
+		dropped += d.Duplicates
+	}
+	t.Logf("device records after %d kills: %d readings each, %d resends dropped in all", kills.Load(), rounds+1, dropped)
 	gw.Stop()
 
 	for _, out := range []string{"agg", "hot", "totals"} {
