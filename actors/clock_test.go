@@ -13,6 +13,7 @@ import (
 // first ticks; its supervisor restarts it, and it goes on ticking: a
 // silent device goes offline, and partial batches are still flushed.
 func TestClockActorRestartsAndKeepsTicking(t *testing.T) {
+	noLeaks(t)
 	var ticks atomic.Int64
 	clockFault = func() {
 		if ticks.Add(1) <= 2 {

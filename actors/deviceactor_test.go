@@ -7,10 +7,20 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/millstream/millstream/internal/config"
 	"github.com/millstream/millstream/operators/value"
 )
+
+// noLeaks fails the test if, once its cleanups (the gateway's Close
+// among them) have run, a goroutine it started is still running: the
+// device actors, the clock and the log writer must all stop with their
+// gateway. Call it first, so that its check runs last.
+func noLeaks(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+}
 
 // clockedGateway is an in-memory gateway on a clock the test moves, with
 // the pass-through job reading input i, devices silent after 10 s and
@@ -49,6 +59,7 @@ func clockedGateway(t *testing.T, cfg Config) (g *Gateway, ctx context.Context, 
 // desired-properties write activates a dormant device's actor, which is
 // passivated again at the next sweep with the new version kept.
 func TestDeviceActorsActivatedOnDemandAndPassivated(t *testing.T) {
+	noLeaks(t)
 	g, ctx, step := clockedGateway(t, Config{SequenceField: "seq"})
 	var sent = map[string]uint64{}
 	send := func(dev string, seq int) {

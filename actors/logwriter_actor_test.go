@@ -21,6 +21,7 @@ import (
 // from their log, and the outputs equal one uninterrupted run's: nothing
 // lost, nothing counted twice (without sequence numbers to drop resends).
 func TestLogWriterActorPanicsLoseNothing(t *testing.T) {
+	noLeaks(t)
 	var commits atomic.Int64
 	panicAt := map[string]int64{"before-append": 100, "after-append": 250, "sent-group": 400}
 	logCommitFault = func(stage string) {
