@@ -176,7 +176,6 @@ type deviceAnswer struct {
 	idx  int // the place of the device among those asked
 	rec  deviceRecord
 	busy bool
-	ok   bool // the device has a record
 }
 
 // deviceDispatcher runs a device actor's mailbox on the goroutine of
@@ -214,7 +213,7 @@ func (a *deviceActor) Receive(ctx actor.Context) {
 			switch m := ctx.Message().(type) {
 			case *stateMsg:
 				if !answered {
-					m.reply <- deviceAnswer{idx: m.idx, rec: a.rec, ok: true}
+					m.reply <- deviceAnswer{idx: m.idx, rec: a.rec}
 				}
 			case *methodMsg:
 				ctx.Respond(&methodReply{err: fmt.Errorf("actors: device %q: its actor failed", a.id)})
@@ -237,7 +236,7 @@ func (a *deviceActor) Receive(ctx actor.Context) {
 		}
 		a.expireMethods(time.Now())
 		answered = true
-		m.reply <- deviceAnswer{idx: m.idx, rec: a.rec, busy: len(a.pending) > 0, ok: true}
+		m.reply <- deviceAnswer{idx: m.idx, rec: a.rec, busy: len(a.pending) > 0}
 	case *methodMsg:
 		a.call(ctx, m)
 	case *actor.Stopping:
@@ -253,7 +252,7 @@ func (a *deviceActor) Receive(ctx actor.Context) {
 	case *devicesMsg:
 		ctx.Respond(&devicesReply{devices: []Device{a.rec.view(a.id)}})
 	case *twinMsg:
-		ctx.Respond(a.twin())
+		ctx.Respond(twinView(a.rec.twin))
 	case *setDesiredMsg:
 		t := a.rec.twinOf()
 		t.desired = m.desired
@@ -297,8 +296,6 @@ func (a *deviceActor) patchTwin(patch []byte) {
 	t.reported = b
 	t.reportedVersion++
 }
-
-func (a *deviceActor) twin() Twin { return twinView(a.rec.twin) }
 
 // twinView is a twin as IoT Hub returns it (nil: never written).
 func twinView(dt *deviceTwin) Twin {
@@ -407,7 +404,7 @@ func (p *partition) deviceActorCap() int {
 
 // deviceStates returns the records of ids, in their order: each actor's
 // (with its waiting summary, in the same message), or the one the
-// partition keeps; a device with neither has ok false.
+// partition keeps; a device with neither gets a zero record.
 func (p *partition) deviceStates(ids []string) ([]deviceAnswer, error) {
 	out := make([]deviceAnswer, len(ids))
 	// Room for every answer: an actor answers as it is sent the request,
@@ -429,7 +426,7 @@ func (p *partition) deviceStates(ids []string) ([]deviceAnswer, error) {
 			p.ctx.Send(pid, &stateMsg{s: s, idx: i, reply: replies})
 			asked++
 		} else if rec := p.recordOf(id); rec != nil {
-			out[i] = deviceAnswer{idx: i, rec: *rec, ok: true}
+			out[i] = deviceAnswer{idx: i, rec: *rec}
 		}
 	}
 	if asked == 0 {
@@ -611,12 +608,14 @@ func (p *partition) restoreDevices(cp *pb.Checkpoint) {
 	}
 	recs := make(map[string]*deviceRecord, len(cp.Devices))
 	for _, d := range cp.Devices {
-		rec := &deviceRecord{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported,
-			bytes: d.Bytes, duplicates: d.Duplicates}
-		if d.TwinReported != nil || d.ReportedVersion != 0 {
-			rec.twin = &deviceTwin{reported: d.TwinReported, reportedVersion: d.ReportedVersion}
+		if !p.scratch { // a rebuild has no device records
+			rec := &deviceRecord{lastSeen: d.LastSeen, online: d.Online, messages: d.Messages, reported: d.Reported,
+				bytes: d.Bytes, duplicates: d.Duplicates}
+			if d.TwinReported != nil || d.ReportedVersion != 0 {
+				rec.twin = &deviceTwin{reported: d.TwinReported, reportedVersion: d.ReportedVersion}
+			}
+			recs[d.Id] = rec
 		}
-		recs[d.Id] = rec
 		if d.Online || d.Messages != 0 || d.Reported != nil || d.Sequences != nil || d.SequenceWindows != nil {
 			ds := &deviceEntry{lastSeen: d.LastSeen, online: d.Online, seqs: d.Sequences}
 			for key, b := range d.SequenceWindows {
@@ -631,7 +630,7 @@ func (p *partition) restoreDevices(cp *pb.Checkpoint) {
 		}
 	}
 	if p.scratch {
-		return // a rebuild has no device records
+		return
 	}
 	desired := func(id string) *deviceTwin {
 		rec := recs[id]
@@ -673,10 +672,12 @@ func (p *partition) readDevice(ctx actor.Context, id string, twin bool) {
 	}
 	rec := p.recordOf(id)
 	switch {
-	case twin && rec != nil:
-		ctx.Respond(twinView(rec.twin))
 	case twin:
-		ctx.Respond(twinView(nil))
+		var dt *deviceTwin
+		if rec != nil {
+			dt = rec.twin
+		}
+		ctx.Respond(twinView(dt))
 	case rec != nil:
 		ctx.Respond(&devicesReply{devices: []Device{rec.view(id)}})
 	default:

@@ -258,27 +258,23 @@ func TestDurableJobRebuiltAfterAFlush(t *testing.T) {
 		dir := t.TempDir()
 		job, err := config.ParseJob("job.yaml", []byte(windowJobYAML(dir)))
 		require.NoError(t, err)
-		st, outs, logger := openStoreAndOutputs(t, dir)
 		clock := &testClock{}
-		g := New(Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: time.Hour, SyncInterval: time.Microsecond, Store: st, Logger: logger, Now: clock.now}, outs, nil)
+		d := openDurable(t, dir, job, Config{Partitions: 2, Tick: time.Hour, CheckpointInterval: time.Hour, SyncInterval: time.Microsecond, Now: clock.now})
+		g := d.g
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		require.NoError(t, outs.Configure(job))
-		require.NoError(t, g.Deploy(ctx, job))
-		require.NoError(t, g.Recover(ctx))
 		ingestReadings(t, g, clock, 0, 1000)
 		require.NoError(t, g.Drain(ctx))
 		require.NoError(t, g.FlushWindows(ctx))
 		ingestReadings(t, g, clock, 1000, 2000)
 		require.NoError(t, g.Drain(ctx))
 		require.NoError(t, g.FlushWindows(ctx))
-		d := &durableGateway{g: g, outs: outs, store: st}
 		d.waitDelivered(t)
 		if fault {
 			require.Equal(t, uint64(1), g.JobRestarts())
 		}
 		require.Zero(t, g.Restarts())
-		require.NoError(t, g.Close(ctx))
+		d.close(t)
 		return readOutput(t, filepath.Join(dir, "agg.jsonl")), readOutput(t, filepath.Join(dir, "hot.jsonl"))
 	}
 	wantAgg, wantHot := run(t, false)

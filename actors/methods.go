@@ -166,6 +166,7 @@ func (g *Gateway) MethodAnswer(id, rid string, status int, payload []byte) {
 	}
 	// Dropped here, before it costs its partition anything, unless some
 	// call waits: a device cannot flood the partitions with answers.
+	// Request ids are decimal uint64s: at most 20 digits.
 	if g.methodsPending.Load() <= 0 || len(payload) > MaxMethodPayload || len(rid) > 20 {
 		g.methodStrayAnswers.Add(1)
 		return
